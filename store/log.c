@@ -1,0 +1,1473 @@
+/*
+ * log.c: the durable transaction log: segment files of length-framed, CRC-32C-checked,
+ * zstd-compressed records; group commit; checkpoints; recovery at open; fsck.
+ *
+ * It does not interpret payloads (the store encodes transactions) and does not decide
+ * when to checkpoint (the store does). Format: docs/storage-format.md. Issue 3
+ * "Durability"; STYLE.md "Errors" (a failed step leaves no partial state).
+ *
+ * Design notes (invariants and states):
+ *   1. LSNs are dense: record k of a segment whose header says first_lsn = F has lsn F+k,
+ *      and each segment starts at the previous segment's last lsn + 1. Transaction
+ *      numbers never decrease along the log.
+ *   2. Each segment holds one zstd stream (compressed with ZSTD_e_flush after every
+ *      record, so each record's body is decodable once the previous ones were decoded;
+ *      small records compress against their predecessors). Hence a segment is only ever
+ *      appended to by the handle that created it: every open starts a new segment
+ *      (or reuses an empty last one).
+ *   3. written_lsn <= appended (next_lsn - 1): frames of records after written_lsn sit in
+ *      wbuf, in memory. durable_lsn <= written_lsn: records up to durable_lsn were
+ *      fsynced (or, for DL_SYNC_BATCHED acknowledgement, written). A record is
+ *      acknowledged only when dl__log_sync(lsn) returned 0.
+ *   4. At most one thread fsyncs the active segment at a time (`syncing`, the group
+ *      commit leader), outside the mutex; rotation waits for it to finish before
+ *      closing the file. Followers wait on `cond` and re-check durable_lsn.
+ *   5. A failed write or fsync poisons the handle (`failed`): every later call returns
+ *      DL_EIO. After a failed fsync the kernel may have dropped dirty pages, so nothing
+ *      written since the last good fsync can be trusted; reopening runs recovery.
+ *   6. Segments are removed only after a checkpoint covering all their records is
+ *      durable (file fsynced, renamed, directory fsynced), and only as a prefix of the
+ *      segment list; the active segment is never removed.
+ *   7. Recovery: a record of the last segment that cannot be read completely (short
+ *      header, header checksum failure, body beyond end of file) is a torn tail iff no
+ *      valid record header follows it in that file; it is truncated (and fsynced). Any
+ *      other checksum failure, in any segment, is DL_ECORRUPT with file and offset.
+ * Transitions: open (recover, new active segment) -> append* / sync* / checkpoint* ->
+ * close (flush, fsync) | abandon (tests: drop). Any write/fsync error -> failed.
+ */
+#include "store/log.h"
+
+#include "base/base.h"
+
+#include <deltalog/alloc.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zstd.h>
+
+#define SEG_MAGIC      "DLLOGSEG"
+#define CKPT_MAGIC     "DLCKPT01"
+#define FORMAT_VERSION 1u
+#define SEG_HDR        32u /* magic 8, version 4, codec 4, first_lsn 8, reserved 4, crc 4 */
+#define REC_HDR        24u /* hcrc 4, body_len 4, raw_len 4, bcrc 4, tx 8 */
+#define CKPT_HDR                                                                                   \
+    48u                    /* magic 8, version 4, codec 4, covers 8, raw 8, chunks 8, rsv 4,       \
+                              crc 4 */
+#define CHUNK_HDR      12u /* body_len 4, raw_len 4, crc 4 */
+#define CKPT_CHUNK_RAW ((size_t)1 << 20)
+#define CODEC_RAW      0u
+#define CODEC_ZSTD     1u
+#define WBUF_FLUSH     ((size_t)256 << 10)
+
+/* ---- CRC-32C, slicing-by-8 ---------------------------------------------------------- */
+
+static uint32_t crc_table[8][256];
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+
+static void crc_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
+        crc_table[0][i] = c;
+    }
+    for (uint32_t i = 0; i < 256; i++)
+        for (int t = 1; t < 8; t++)
+            crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xff];
+}
+
+uint32_t dl__log_crc32c(uint32_t crc, const void *data, size_t n) {
+    pthread_once(&crc_once, crc_init);
+    const uint8_t *p = data;
+    crc = ~crc;
+    while (n && ((uintptr_t)p & 7)) {
+        crc = (crc >> 8) ^ crc_table[0][(crc ^ *p++) & 0xff];
+        n--;
+    }
+    while (n >= 8) {
+        uint32_t lo = crc ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                             (uint32_t)p[3] << 24);
+        crc = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^
+              crc_table[5][(lo >> 16) & 0xff] ^ crc_table[4][lo >> 24] ^ crc_table[3][p[4]] ^
+              crc_table[2][p[5]] ^ crc_table[1][p[6]] ^ crc_table[0][p[7]];
+        p += 8;
+        n -= 8;
+    }
+    while (n--)
+        crc = (crc >> 8) ^ crc_table[0][(crc ^ *p++) & 0xff];
+    return ~crc;
+}
+
+/* ---- little-endian fields ----------------------------------------------------------- */
+
+static void put32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint32_t get32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t get64(const uint8_t *p) {
+    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+}
+
+/* ---- the handle --------------------------------------------------------------------- */
+
+/* One segment file. Invariant: last_lsn = first_lsn + records - 1. */
+typedef struct seg {
+    uint64_t first_lsn, last_lsn;
+    uint64_t records, raw_bytes, stored_bytes;
+    uint64_t min_tx, max_tx; /* 0, 0 when empty */
+    uint64_t bytes;          /* file size (valid part) */
+} seg_t;
+
+typedef struct ckpt {
+    uint64_t covers_tx;
+    uint64_t bytes;
+} ckpt_t;
+
+struct dl_log {
+    char *dir;
+    dl_log_options_t opt;
+    const dl_io_t *io;
+    void *lock;
+    pthread_mutex_t mu;      /* guards everything below except ckpt_mu's work */
+    pthread_cond_t cond;     /* sync finished / state changed */
+    pthread_cond_t fcond;    /* wakes the batched flusher */
+    pthread_mutex_t ckpt_mu; /* serialises checkpoint writers */
+    pthread_t flusher;
+    bool flusher_running, stopping;
+
+    seg_t *segs; /* sorted by first_lsn; the last one is active */
+    size_t n_segs, cap_segs;
+    ckpt_t *ckpts; /* sorted by covers_tx */
+    size_t n_ckpts, cap_ckpts;
+
+    dl_io_file_t *active; /* the last segment, open for writing */
+    uint64_t active_off;  /* bytes of the active file written to the OS */
+    int codec;            /* of the active segment */
+    ZSTD_CCtx *cctx;
+    uint8_t *wbuf; /* frames not yet written (invariant 3) */
+    size_t wlen, wcap;
+
+    uint64_t next_lsn, last_tx;
+    uint64_t written_lsn, durable_lsn;
+    uint64_t unsynced_since_ns; /* batched: when the first unsynced record was appended */
+    bool syncing;               /* a leader is fsyncing the active file (invariant 4) */
+    int failed;                 /* 0, or the code that poisoned the handle (invariant 5) */
+    char failed_msg[DL_ERROR_MSG_MAX];
+
+    uint64_t fsyncs, group_commits, truncated_bytes, ckpt_fallbacks;
+};
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void seg_name(char *out, size_t cap, const char *dir, uint64_t first_lsn) {
+    snprintf(out, cap, "%s/log-%016" PRIx64 ".dlog", dir, first_lsn);
+}
+static void ckpt_name(char *out, size_t cap, const char *dir, uint64_t covers, bool tmp) {
+    snprintf(out, cap, "%s/ckpt-%016" PRIx64 ".%s", dir, covers, tmp ? "tmp" : "dlck");
+}
+
+static int poison(dl_log_t *log, int rc, const dl_error_t *cause) {
+    if (!log->failed) {
+        log->failed = rc ? rc : DL_EIO;
+        snprintf(log->failed_msg, sizeof log->failed_msg, "%s",
+                 cause && cause->code ? cause->message : "I/O error");
+    }
+    return log->failed;
+}
+
+static int failed_error(dl_log_t *log, dl_error_t *err) {
+    return dl_error_set(err, DL_EIO, "%s: log unusable after an earlier failure (%s); reopen",
+                        log->dir, log->failed_msg);
+}
+
+static int push_seg(dl_log_t *log, const seg_t *s) {
+    if (log->n_segs == log->cap_segs) {
+        size_t cap = log->cap_segs ? log->cap_segs * 2 : 8;
+        seg_t *v = dl_realloc(log->segs, cap * sizeof *v);
+        if (!v)
+            return DL_ENOMEM;
+        log->segs = v;
+        log->cap_segs = cap;
+    }
+    log->segs[log->n_segs++] = *s;
+    return 0;
+}
+
+static int push_ckpt(dl_log_t *log, uint64_t covers, uint64_t bytes) {
+    for (size_t i = 0; i < log->n_ckpts; i++) {
+        if (log->ckpts[i].covers_tx == covers) {
+            log->ckpts[i].bytes = bytes;
+            return 0;
+        }
+    }
+    if (log->n_ckpts == log->cap_ckpts) {
+        size_t cap = log->cap_ckpts ? log->cap_ckpts * 2 : 4;
+        ckpt_t *v = dl_realloc(log->ckpts, cap * sizeof *v);
+        if (!v)
+            return DL_ENOMEM;
+        log->ckpts = v;
+        log->cap_ckpts = cap;
+    }
+    size_t i = log->n_ckpts++;
+    while (i > 0 && log->ckpts[i - 1].covers_tx > covers) {
+        log->ckpts[i] = log->ckpts[i - 1];
+        i--;
+    }
+    log->ckpts[i].covers_tx = covers;
+    log->ckpts[i].bytes = bytes;
+    return 0;
+}
+
+/* ---- reading a whole file ----------------------------------------------------------- */
+
+/* Reads path completely. *out is new (dl_free). */
+static int read_file(const dl_io_t *io, const char *path, uint8_t **out, size_t *out_n,
+                     dl_error_t *err) {
+    dl_io_file_t *f = NULL;
+    int rc = io->open(io, path, DL_IO_READ, &f, err);
+    if (rc)
+        return rc;
+    uint64_t size = 0;
+    rc = io->size(f, &size, err);
+    uint8_t *buf = NULL;
+    if (!rc) {
+        buf = dl_malloc(size ? (size_t)size : 1);
+        if (!buf)
+            rc = dl_error_set(err, DL_ENOMEM, "%s: out of memory reading %" PRIu64 " bytes", path,
+                              size);
+    }
+    if (!rc)
+        rc = dl__io_read_exact(f, path, buf, (size_t)size, 0, err);
+    io->close(f);
+    if (rc) {
+        dl_free(buf);
+        return rc;
+    }
+    *out = buf;
+    *out_n = (size_t)size;
+    return 0;
+}
+
+/* ---- scanning a segment ------------------------------------------------------------- */
+
+typedef int (*record_fn)(void *ctx, uint64_t tx, const void *payload, size_t n);
+
+typedef struct scan {
+    seg_t seg;
+    int codec;
+    uint64_t torn_bytes; /* bytes after the valid part (last segment only) */
+    bool short_header;   /* the file is shorter than a segment header */
+} scan_t;
+
+static int corrupt(dl_error_t *err, const char *path, uint64_t off, const char *what) {
+    return dl_error_set_at(err, DL_ECORRUPT, 0, 0, (int64_t)off, "%s: %s at offset %" PRIu64, path,
+                           what, off);
+}
+
+/* Checks the record header at off: 0 when its header checksum holds and its body lies
+ * inside the file; *out_body_len, *out_raw_len, *out_bcrc, *out_tx filled. */
+static bool record_header_ok(const uint8_t *buf, size_t size, size_t off, uint32_t *out_body_len,
+                             uint32_t *out_raw_len, uint32_t *out_bcrc, uint64_t *out_tx) {
+    if (size - off < REC_HDR)
+        return false;
+    const uint8_t *h = buf + off;
+    if (get32(h) != dl__log_crc32c(0, h + 4, REC_HDR - 4))
+        return false;
+    uint32_t body_len = get32(h + 4), raw_len = get32(h + 8);
+    if (body_len > size - off - REC_HDR || raw_len > DL_LOG_MAX_RECORD)
+        return false;
+    *out_body_len = body_len;
+    *out_raw_len = raw_len;
+    *out_bcrc = get32(h + 12);
+    *out_tx = get64(h + 16);
+    return true;
+}
+
+/* Invariant 7: is there a complete, checksummed record anywhere after `from`? */
+static bool valid_record_after(const uint8_t *buf, size_t size, size_t from) {
+    uint32_t bl, rl, bc;
+    uint64_t tx;
+    for (size_t p = from + 1; p + REC_HDR <= size; p++) {
+        if (record_header_ok(buf, size, p, &bl, &rl, &bc, &tx) &&
+            dl__log_crc32c(0, buf + p + REC_HDR, bl) == bc)
+            return true;
+    }
+    return false;
+}
+
+/* Decodes one body into *raw (grown as needed). */
+static int decode_body(ZSTD_DCtx *dctx, int codec, const uint8_t *body, uint32_t body_len,
+                       uint32_t raw_len, uint8_t **raw, size_t *raw_cap, const char *path,
+                       uint64_t off, dl_error_t *err) {
+    if (*raw_cap < raw_len || !*raw) {
+        size_t cap = raw_len ? raw_len : 1;
+        uint8_t *r = dl_realloc(*raw, cap);
+        if (!r)
+            return dl_error_set(err, DL_ENOMEM, "%s: out of memory", path);
+        *raw = r;
+        *raw_cap = cap;
+    }
+    if (codec == CODEC_RAW) {
+        if (body_len != raw_len)
+            return corrupt(err, path, off, "stored record length mismatch");
+        memcpy(*raw, body, raw_len);
+        return 0;
+    }
+    if (body_len == 0 && raw_len == 0)
+        return 0; /* empty records bypass the stream (see dl__log_append) */
+    ZSTD_inBuffer in = {body, body_len, 0};
+    ZSTD_outBuffer out = {*raw, raw_len, 0};
+    for (;;) {
+        size_t before_in = in.pos, before_out = out.pos;
+        size_t r = ZSTD_decompressStream(dctx, &out, &in);
+        if (ZSTD_isError(r))
+            return corrupt(err, path, off, ZSTD_getErrorName(r));
+        if (in.pos == in.size && out.pos == out.size)
+            break;
+        if (in.pos == before_in && out.pos == before_out)
+            return corrupt(err, path, off, "compressed record does not decode to its length");
+    }
+    return 0;
+}
+
+/* Verifies (and, when fn is set, decodes and delivers records with tx > after_tx of) the
+ * segment `path`. For the last segment a torn tail is reported in scan->torn_bytes rather
+ * than as an error (invariant 7). */
+static int scan_segment(const dl_io_t *io, const char *path, bool is_last, record_fn fn, void *ctx,
+                        uint64_t after_tx, scan_t *scan, dl_error_t *err) {
+    memset(scan, 0, sizeof *scan);
+    uint8_t *buf = NULL;
+    size_t size = 0;
+    int rc = read_file(io, path, &buf, &size, err);
+    if (rc)
+        return rc;
+    ZSTD_DCtx *dctx = NULL;
+    uint8_t *raw = NULL;
+    size_t raw_cap = 0;
+    if (size < SEG_HDR) {
+        scan->short_header = true;
+        scan->torn_bytes = size;
+        if (!is_last)
+            rc = corrupt(err, path, 0, "segment shorter than its header");
+        goto out;
+    }
+    if (memcmp(buf, SEG_MAGIC, 8) != 0) {
+        rc = corrupt(err, path, 0, "bad segment magic");
+        goto out;
+    }
+    if (get32(buf + SEG_HDR - 4) != dl__log_crc32c(0, buf, SEG_HDR - 4)) {
+        rc = corrupt(err, path, 0, "segment header checksum mismatch");
+        goto out;
+    }
+    if (get32(buf + 8) != FORMAT_VERSION) {
+        rc = dl_error_set_at(err, DL_EVERSION, 0, 0, 0,
+                             "%s: segment format version %u, this build reads version %u", path,
+                             get32(buf + 8), FORMAT_VERSION);
+        goto out;
+    }
+    scan->codec = (int)get32(buf + 12);
+    if (scan->codec != CODEC_RAW && scan->codec != CODEC_ZSTD) {
+        rc = corrupt(err, path, 12, "unknown segment codec");
+        goto out;
+    }
+    scan->seg.first_lsn = get64(buf + 16);
+    scan->seg.last_lsn = scan->seg.first_lsn - 1;
+    if (fn && scan->codec == CODEC_ZSTD) {
+        dctx = ZSTD_createDCtx();
+        if (!dctx) {
+            rc = dl_error_set(err, DL_ENOMEM, "%s: out of memory", path);
+            goto out;
+        }
+    }
+    size_t off = SEG_HDR;
+    uint64_t prev_tx = 0;
+    while (off < size) {
+        uint32_t body_len, raw_len, bcrc;
+        uint64_t tx;
+        bool hdr_ok = record_header_ok(buf, size, off, &body_len, &raw_len, &bcrc, &tx);
+        if (!hdr_ok) {
+            if (is_last && !valid_record_after(buf, size, off)) {
+                scan->torn_bytes = size - off;
+                break;
+            }
+            rc = corrupt(err, path, off, "record header checksum mismatch");
+            goto out;
+        }
+        if (dl__log_crc32c(0, buf + off + REC_HDR, body_len) != bcrc) {
+            rc = corrupt(err, path, off, "record checksum mismatch");
+            goto out;
+        }
+        if (tx < prev_tx) {
+            rc = corrupt(err, path, off, "transaction number goes backwards");
+            goto out;
+        }
+        prev_tx = tx;
+        if (fn) {
+            rc = decode_body(dctx, scan->codec, buf + off + REC_HDR, body_len, raw_len, &raw,
+                             &raw_cap, path, off, err);
+            if (rc)
+                goto out;
+            if (tx > after_tx) {
+                rc = fn(ctx, tx, raw, raw_len);
+                if (rc)
+                    goto out;
+            }
+        }
+        seg_t *s = &scan->seg;
+        if (s->records == 0)
+            s->min_tx = tx;
+        s->max_tx = tx;
+        s->records++;
+        s->last_lsn++;
+        s->raw_bytes += raw_len;
+        s->stored_bytes += REC_HDR + body_len;
+        off += REC_HDR + body_len;
+    }
+    scan->seg.bytes = size - scan->torn_bytes;
+out:
+    ZSTD_freeDCtx(dctx);
+    dl_free(raw);
+    dl_free(buf);
+    return rc;
+}
+
+/* ---- writing ------------------------------------------------------------------------ */
+
+/* Writes wbuf to the active file (invariant 3). Caller holds mu. */
+static int flush_wbuf(dl_log_t *log, dl_error_t *err) {
+    if (log->wlen == 0)
+        return 0;
+    dl_error_t e = {0};
+    int rc = log->io->pwrite(log->active, log->wbuf, log->wlen, log->active_off, &e);
+    if (rc) {
+        poison(log, rc, &e);
+        return dl_error_set(err, DL_EIO, "%s: writing the log: %s", log->dir, e.message);
+    }
+    log->active_off += log->wlen;
+    log->segs[log->n_segs - 1].bytes = log->active_off;
+    log->wlen = 0;
+    log->written_lsn = log->next_lsn - 1;
+    return 0;
+}
+
+/* Fsyncs the active file with mu held (used at rotation, close, checkpoint). */
+static int sync_locked(dl_log_t *log, dl_error_t *err) {
+    while (log->syncing)
+        pthread_cond_wait(&log->cond, &log->mu);
+    if (log->failed)
+        return failed_error(log, err);
+    int rc = flush_wbuf(log, err);
+    if (rc)
+        return rc;
+    if (log->durable_lsn >= log->written_lsn)
+        return 0;
+    dl_error_t e = {0};
+    rc = log->io->fsync(log->active, &e);
+    log->fsyncs++;
+    if (rc) {
+        poison(log, rc, &e);
+        return dl_error_set(err, DL_EIO, "%s: fsync: %s", log->dir, e.message);
+    }
+    log->durable_lsn = log->written_lsn;
+    pthread_cond_broadcast(&log->cond);
+    return 0;
+}
+
+/* Creates segment first_lsn, writes and fsyncs its header, fsyncs the directory, and
+ * makes it the active segment. Caller holds mu (or is open); the previous active file
+ * is closed by the caller. */
+static int start_segment(dl_log_t *log, dl_error_t *err) {
+    char path[4096];
+    seg_name(path, sizeof path, log->dir, log->next_lsn);
+    dl_io_file_t *f = NULL;
+    int rc = log->io->open(log->io, path, DL_IO_WRITE | DL_IO_CREATE, &f, err);
+    if (rc)
+        return rc;
+    uint8_t h[SEG_HDR] = {0};
+    memcpy(h, SEG_MAGIC, 8);
+    put32(h + 8, FORMAT_VERSION);
+    put32(h + 12, (uint32_t)log->codec);
+    put64(h + 16, log->next_lsn);
+    put32(h + SEG_HDR - 4, dl__log_crc32c(0, h, SEG_HDR - 4));
+    seg_t s = {.first_lsn = log->next_lsn, .last_lsn = log->next_lsn - 1, .bytes = SEG_HDR};
+    if ((rc = log->io->ftruncate(f, 0, err)) || (rc = log->io->pwrite(f, h, SEG_HDR, 0, err)) ||
+        (rc = log->io->fsync(f, err)) || (rc = log->io->fsync_dir(log->io, log->dir, err))) {
+        log->io->close(f);
+        return rc;
+    }
+    log->fsyncs += 2;
+    if (push_seg(log, &s)) {
+        log->io->close(f);
+        return dl_error_set(err, DL_ENOMEM, "%s: out of memory", log->dir);
+    }
+    log->active = f;
+    log->active_off = SEG_HDR;
+    if (log->cctx)
+        ZSTD_CCtx_reset(log->cctx, ZSTD_reset_session_only);
+    return 0;
+}
+
+/* Invariant 2 and 4: finish the active segment (flush, fsync) and start the next. */
+static int rotate(dl_log_t *log, dl_error_t *err) {
+    int rc = sync_locked(log, err);
+    if (rc)
+        return rc;
+    dl_io_file_t *old = log->active;
+    log->active = NULL;
+    rc = start_segment(log, err);
+    if (rc) {
+        log->active = old;
+        poison(log, rc, err);
+        return rc;
+    }
+    log->io->close(old);
+    return 0;
+}
+
+static bool wbuf_reserve(dl_log_t *log, size_t extra) {
+    if (log->wlen + extra <= log->wcap)
+        return true;
+    size_t cap = log->wcap ? log->wcap : 64 << 10;
+    while (cap < log->wlen + extra)
+        cap *= 2;
+    uint8_t *b = dl_realloc(log->wbuf, cap);
+    if (!b)
+        return false;
+    log->wbuf = b;
+    log->wcap = cap;
+    return true;
+}
+
+int dl__log_append(dl_log_t *log, uint64_t tx, const void *payload, size_t n, uint64_t *out_lsn,
+                   dl_error_t *err) {
+    if (!log || (!payload && n))
+        return dl_error_set(err, DL_EINVAL, "log_append: invalid argument");
+    if (n > DL_LOG_MAX_RECORD)
+        return dl_error_set(err, DL_ELIMIT, "log_append: record of %zu bytes exceeds %zu", n,
+                            DL_LOG_MAX_RECORD);
+    pthread_mutex_lock(&log->mu);
+    int rc = 0;
+    if (log->failed) {
+        rc = failed_error(log, err);
+        goto out;
+    }
+    if (tx < log->last_tx) {
+        rc = dl_error_set(err, DL_EINVAL, "log_append: tx %" PRIu64 " after tx %" PRIu64, tx,
+                          log->last_tx);
+        goto out;
+    }
+    seg_t *s = &log->segs[log->n_segs - 1];
+    if (s->records > 0 && log->active_off + log->wlen >= log->opt.segment_bytes) {
+        rc = rotate(log, err);
+        if (rc)
+            goto out;
+        s = &log->segs[log->n_segs - 1];
+    }
+    size_t bound = log->codec == CODEC_ZSTD ? ZSTD_compressBound(n) + 64 : n;
+    if (!wbuf_reserve(log, REC_HDR + bound)) {
+        rc = dl_error_set(err, DL_ENOMEM, "log_append: out of memory");
+        goto out;
+    }
+    size_t start = log->wlen;
+    size_t body_len = n;
+    if (log->codec == CODEC_ZSTD && n > 0) {
+        ZSTD_inBuffer in = {payload, n, 0};
+        ZSTD_outBuffer o = {log->wbuf + start + REC_HDR, log->wcap - start - REC_HDR, 0};
+        for (;;) {
+            size_t r = ZSTD_compressStream2(log->cctx, &o, &in, ZSTD_e_flush);
+            if (ZSTD_isError(r)) {
+                /* The compressor's stream state is now unknown: invariant 2 forbids
+                 * appending more to this segment. */
+                poison(log, DL_EINTERNAL, NULL);
+                rc = dl_error_set(err, DL_EINTERNAL, "log_append: zstd: %s", ZSTD_getErrorName(r));
+                goto out;
+            }
+            if (r == 0)
+                break;
+            size_t used = o.pos;
+            if (!wbuf_reserve(log, REC_HDR + used + r + 64)) {
+                poison(log, DL_ENOMEM, NULL);
+                rc = dl_error_set(err, DL_ENOMEM, "log_append: out of memory");
+                goto out;
+            }
+            o.dst = log->wbuf + start + REC_HDR;
+            o.size = log->wcap - start - REC_HDR;
+        }
+        body_len = o.pos;
+    } else if (n) {
+        memcpy(log->wbuf + start + REC_HDR, payload, n); /* raw codec */
+    }
+    uint8_t *h = log->wbuf + start;
+    put32(h + 4, (uint32_t)body_len);
+    put32(h + 8, (uint32_t)n);
+    put32(h + 12, dl__log_crc32c(0, h + REC_HDR, body_len));
+    put64(h + 16, tx);
+    put32(h, dl__log_crc32c(0, h + 4, REC_HDR - 4));
+    log->wlen += REC_HDR + body_len;
+    uint64_t lsn = log->next_lsn++;
+    if (s->records == 0)
+        s->min_tx = tx;
+    s->max_tx = tx;
+    s->records++;
+    s->last_lsn = lsn;
+    s->raw_bytes += n;
+    s->stored_bytes += REC_HDR + body_len;
+    log->last_tx = tx;
+    if (log->opt.sync_mode == DL_SYNC_BATCHED && log->unsynced_since_ns == 0) {
+        log->unsynced_since_ns = now_ns();
+        pthread_cond_signal(&log->fcond);
+    }
+    if (out_lsn)
+        *out_lsn = lsn;
+    if (log->wlen >= WBUF_FLUSH)
+        rc = flush_wbuf(log, err); /* on failure the handle is poisoned (invariant 5) */
+out:
+    pthread_mutex_unlock(&log->mu);
+    return rc;
+}
+
+/* Group commit (invariant 4): the first caller that finds no sync in progress writes
+ * everything appended so far and fsyncs it outside the mutex; callers that arrive
+ * meanwhile wait and are usually covered by that fsync or the next one. */
+static int sync_every(dl_log_t *log, uint64_t lsn, dl_error_t *err) {
+    bool led = false, waited = false;
+    while (log->durable_lsn < lsn && !log->failed) {
+        if (log->syncing) {
+            waited = true;
+            pthread_cond_wait(&log->cond, &log->mu);
+            continue;
+        }
+        int rc = flush_wbuf(log, err);
+        if (rc) {
+            pthread_cond_broadcast(&log->cond);
+            return rc;
+        }
+        uint64_t target = log->written_lsn;
+        dl_io_file_t *f = log->active;
+        log->syncing = true;
+        led = true;
+        pthread_mutex_unlock(&log->mu);
+        dl_error_t e = {0};
+        rc = log->io->fsync(f, &e);
+        pthread_mutex_lock(&log->mu);
+        log->syncing = false;
+        log->fsyncs++;
+        if (rc)
+            poison(log, rc, &e);
+        else if (target > log->durable_lsn)
+            log->durable_lsn = target;
+        pthread_cond_broadcast(&log->cond);
+    }
+    if (log->durable_lsn >= lsn) {
+        if (waited && !led)
+            log->group_commits++;
+        return 0;
+    }
+    return failed_error(log, err);
+}
+
+int dl__log_sync(dl_log_t *log, uint64_t lsn, dl_error_t *err) {
+    if (!log)
+        return dl_error_set(err, DL_EINVAL, "log_sync: invalid argument");
+    pthread_mutex_lock(&log->mu);
+    int rc = 0;
+    if (lsn >= log->next_lsn) {
+        rc = dl_error_set(err, DL_EINVAL, "log_sync: lsn %" PRIu64 " not appended", lsn);
+    } else if (log->durable_lsn >= lsn) {
+        rc = 0;
+    } else if (log->failed) {
+        rc = failed_error(log, err);
+    } else if (log->opt.sync_mode == DL_SYNC_NONE) {
+        rc = 0;
+    } else if (log->opt.sync_mode == DL_SYNC_BATCHED) {
+        /* Writing to the OS may overlap a leader's fsync of the same file: the file
+         * stays open while `syncing` (invariant 4). */
+        if (log->written_lsn < lsn)
+            rc = flush_wbuf(log, err);
+    } else {
+        rc = sync_every(log, lsn, err);
+    }
+    pthread_mutex_unlock(&log->mu);
+    return rc;
+}
+
+/* DL_SYNC_BATCHED: fsyncs within batch_ms of the first unsynced append. */
+static void *flusher_main(void *arg) {
+    dl_log_t *log = arg;
+    pthread_mutex_lock(&log->mu);
+    while (!log->stopping) {
+        if (log->unsynced_since_ns == 0 || log->failed) {
+            pthread_cond_wait(&log->fcond, &log->mu);
+            continue;
+        }
+        uint64_t deadline = log->unsynced_since_ns + (uint64_t)log->opt.batch_ms * 1000000ull;
+        uint64_t now = now_ns();
+        if (now < deadline) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            uint64_t wake =
+                (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + (deadline - now);
+            ts.tv_sec = (time_t)(wake / 1000000000ull);
+            ts.tv_nsec = (long)(wake % 1000000000ull);
+            pthread_cond_timedwait(&log->fcond, &log->mu, &ts);
+            continue;
+        }
+        log->unsynced_since_ns = 0;
+        uint64_t last = log->next_lsn - 1;
+        if (last > log->durable_lsn)
+            (void)sync_every(log, last, NULL); /* failure poisons the handle */
+    }
+    pthread_mutex_unlock(&log->mu);
+    return NULL;
+}
+
+/* ---- open / close ------------------------------------------------------------------- */
+
+typedef struct listing {
+    uint64_t *segs;
+    size_t n_segs, cap_segs;
+    uint64_t *ckpts;
+    size_t n_ckpts, cap_ckpts;
+    char **tmps;
+    size_t n_tmps, cap_tmps;
+} listing_t;
+
+static int push_u64(uint64_t **v, size_t *n, size_t *cap, uint64_t x) {
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 16;
+        uint64_t *nv = dl_realloc(*v, c * sizeof *nv);
+        if (!nv)
+            return DL_ENOMEM;
+        *v = nv;
+        *cap = c;
+    }
+    (*v)[(*n)++] = x;
+    return 0;
+}
+
+static bool parse_name(const char *name, const char *prefix, const char *suffix, uint64_t *out) {
+    size_t pl = strlen(prefix), sl = strlen(suffix), n = strlen(name);
+    if (n != pl + 16 + sl || strncmp(name, prefix, pl) != 0 || strcmp(name + pl + 16, suffix))
+        return false;
+    uint64_t v = 0;
+    for (size_t i = pl; i < pl + 16; i++) {
+        char c = name[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0)
+            return false;
+        v = v << 4 | (uint64_t)d;
+    }
+    *out = v;
+    return true;
+}
+
+static int list_cb(void *ctx, const char *name) {
+    listing_t *l = ctx;
+    uint64_t v;
+    if (parse_name(name, "log-", ".dlog", &v))
+        return push_u64(&l->segs, &l->n_segs, &l->cap_segs, v);
+    if (parse_name(name, "ckpt-", ".dlck", &v))
+        return push_u64(&l->ckpts, &l->n_ckpts, &l->cap_ckpts, v);
+    if (parse_name(name, "ckpt-", ".tmp", &v)) {
+        if (l->n_tmps == l->cap_tmps) {
+            size_t c = l->cap_tmps ? l->cap_tmps * 2 : 4;
+            char **nv = dl_realloc(l->tmps, c * sizeof *nv);
+            if (!nv)
+                return DL_ENOMEM;
+            l->tmps = nv;
+            l->cap_tmps = c;
+        }
+        l->tmps[l->n_tmps] = dl_strdup(name);
+        if (!l->tmps[l->n_tmps])
+            return DL_ENOMEM;
+        l->n_tmps++;
+    }
+    return 0;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void listing_fini(listing_t *l) {
+    dl_free(l->segs);
+    dl_free(l->ckpts);
+    for (size_t i = 0; i < l->n_tmps; i++)
+        dl_free(l->tmps[i]);
+    dl_free(l->tmps);
+}
+
+static int list_dir(const dl_io_t *io, const char *dir, listing_t *l, dl_error_t *err) {
+    memset(l, 0, sizeof *l);
+    int rc = io->list(io, dir, list_cb, l, err);
+    if (rc == DL_ENOMEM)
+        rc = dl_error_set(err, DL_ENOMEM, "%s: out of memory listing", dir);
+    if (rc) {
+        listing_fini(l);
+        return rc;
+    }
+    if (l->n_segs)
+        qsort(l->segs, l->n_segs, sizeof *l->segs, cmp_u64);
+    if (l->n_ckpts)
+        qsort(l->ckpts, l->n_ckpts, sizeof *l->ckpts, cmp_u64);
+    return 0;
+}
+
+static uint64_t file_size(const dl_io_t *io, const char *path) {
+    dl_io_file_t *f = NULL;
+    uint64_t size = 0;
+    if (io->open(io, path, DL_IO_READ, &f, NULL) == 0) {
+        (void)io->size(f, &size, NULL);
+        io->close(f);
+    }
+    return size;
+}
+
+/* Truncates path to size and fsyncs it (recovery of a torn tail). */
+static int truncate_file(const dl_io_t *io, const char *path, uint64_t size, dl_error_t *err) {
+    dl_io_file_t *f = NULL;
+    int rc = io->open(io, path, DL_IO_WRITE, &f, err);
+    if (rc)
+        return rc;
+    if (!(rc = io->ftruncate(f, size, err)))
+        rc = io->fsync(f, err);
+    io->close(f);
+    return rc;
+}
+
+/* Recovery (invariant 7) over the listed segments. */
+static int recover(dl_log_t *log, listing_t *l, dl_error_t *err) {
+    char path[4096];
+    for (size_t i = 0; i < l->n_segs; i++) {
+        bool is_last = i + 1 == l->n_segs;
+        seg_name(path, sizeof path, log->dir, l->segs[i]);
+        scan_t sc;
+        int rc = scan_segment(log->io, path, is_last, NULL, NULL, 0, &sc, err);
+        if (rc)
+            return rc;
+        if (sc.short_header) {
+            /* A segment whose creation was cut short: it never held a record. */
+            if ((rc = log->io->unlink(log->io, path, err)) ||
+                (rc = log->io->fsync_dir(log->io, log->dir, err)))
+                return rc;
+            log->truncated_bytes += sc.torn_bytes;
+            continue;
+        }
+        if (sc.seg.first_lsn != l->segs[i])
+            return corrupt(err, path, 16, "segment header names a different first lsn");
+        if (log->n_segs > 0) {
+            seg_t *prev = &log->segs[log->n_segs - 1];
+            if (sc.seg.first_lsn != prev->last_lsn + 1)
+                return corrupt(err, path, 0, "segment does not continue the previous one");
+            if (sc.seg.records && prev->records && sc.seg.min_tx < prev->max_tx)
+                return corrupt(err, path, SEG_HDR, "transaction number goes backwards");
+        }
+        if (sc.torn_bytes) {
+            rc = truncate_file(log->io, path, sc.seg.bytes, err);
+            if (rc)
+                return rc;
+            log->truncated_bytes += sc.torn_bytes;
+        }
+        log->codec = sc.codec;
+        if (push_seg(log, &sc.seg))
+            return dl_error_set(err, DL_ENOMEM, "%s: out of memory", log->dir);
+    }
+    return 0;
+}
+
+static void log_free(dl_log_t *log) {
+    if (log->flusher_running) {
+        pthread_mutex_lock(&log->mu);
+        log->stopping = true;
+        pthread_cond_broadcast(&log->fcond);
+        pthread_mutex_unlock(&log->mu);
+        pthread_join(log->flusher, NULL);
+    }
+    if (log->active)
+        log->io->close(log->active);
+    if (log->lock)
+        log->io->unlock(log->io, log->lock);
+    ZSTD_freeCCtx(log->cctx);
+    pthread_mutex_destroy(&log->mu);
+    pthread_mutex_destroy(&log->ckpt_mu);
+    pthread_cond_destroy(&log->cond);
+    pthread_cond_destroy(&log->fcond);
+    dl_free(log->segs);
+    dl_free(log->ckpts);
+    dl_free(log->wbuf);
+    dl_free(log->dir);
+    dl_free(log);
+}
+
+int dl__log_open(const char *dir, const dl_log_options_t *opt, dl_log_t **out, dl_error_t *err) {
+    if (!dir || !*dir || !out)
+        return dl_error_set(err, DL_EINVAL, "log_open: invalid argument");
+    if (strlen(dir) > 3000)
+        return dl_error_set(err, DL_EINVAL, "log_open: directory path too long");
+    dl_log_t *log = dl_calloc(1, sizeof *log);
+    if (!log || !(log->dir = dl_strdup(dir))) {
+        dl_free(log);
+        return dl_error_set(err, DL_ENOMEM, "log_open: out of memory");
+    }
+    pthread_mutex_init(&log->mu, NULL);
+    pthread_mutex_init(&log->ckpt_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&log->cond, NULL);
+    pthread_cond_init(&log->fcond, &ca);
+    pthread_condattr_destroy(&ca);
+    if (opt)
+        log->opt = *opt;
+    if (log->opt.sync_mode < DL_SYNC_EVERY || log->opt.sync_mode > DL_SYNC_NONE) {
+        log_free(log);
+        return dl_error_set(err, DL_EINVAL, "log_open: unknown sync mode %d", opt->sync_mode);
+    }
+    if (log->opt.batch_ms <= 0)
+        log->opt.batch_ms = 10;
+    if (log->opt.segment_bytes == 0)
+        log->opt.segment_bytes = (size_t)64 << 20;
+    if (log->opt.zstd_level == 0)
+        log->opt.zstd_level = 1;
+    if (log->opt.checkpoints_kept <= 0)
+        log->opt.checkpoints_kept = 2;
+    log->io = log->opt.io ? log->opt.io : dl__io_posix();
+    log->opt.io = log->io;
+
+    listing_t l = {0};
+    char path[4096];
+    int rc = log->io->mkdir(log->io, dir, err);
+    if (!rc)
+        rc = log->io->lock(log->io, dir, &log->lock, err);
+    if (!rc)
+        rc = list_dir(log->io, dir, &l, err);
+    if (rc)
+        goto fail;
+    for (size_t i = 0; i < l.n_tmps; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, l.tmps[i]);
+        if ((rc = log->io->unlink(log->io, path, err)))
+            goto fail;
+    }
+    for (size_t i = 0; i < l.n_ckpts; i++) {
+        ckpt_name(path, sizeof path, dir, l.ckpts[i], false);
+        if (push_ckpt(log, l.ckpts[i], file_size(log->io, path))) {
+            rc = dl_error_set(err, DL_ENOMEM, "log_open: out of memory");
+            goto fail;
+        }
+    }
+    if ((rc = recover(log, &l, err)))
+        goto fail;
+
+    /* The new active segment (invariant 2). */
+    seg_t *last = log->n_segs ? &log->segs[log->n_segs - 1] : NULL;
+    log->next_lsn = last ? last->last_lsn + 1 : 1;
+    for (size_t i = 0; i < log->n_segs; i++)
+        if (log->segs[i].records)
+            log->last_tx = log->segs[i].max_tx;
+    log->written_lsn = log->durable_lsn = log->next_lsn - 1;
+    int want_codec = log->opt.zstd_level < 0 ? CODEC_RAW : CODEC_ZSTD;
+    if (want_codec == CODEC_ZSTD) {
+        log->cctx = ZSTD_createCCtx();
+        if (!log->cctx || ZSTD_isError(ZSTD_CCtx_setParameter(log->cctx, ZSTD_c_compressionLevel,
+                                                              log->opt.zstd_level))) {
+            rc = dl_error_set(err, DL_ENOMEM, "log_open: cannot create a zstd context");
+            goto fail;
+        }
+    }
+    if (last && last->records == 0 && log->codec != want_codec) {
+        /* An empty segment of another codec: start_segment rewrites the same name. */
+        log->n_segs--;
+        last = NULL;
+    }
+    if (last && last->records == 0) {
+        seg_name(path, sizeof path, dir, last->first_lsn);
+        if ((rc = log->io->open(log->io, path, DL_IO_WRITE, &log->active, err)))
+            goto fail;
+        log->active_off = last->bytes;
+    } else {
+        log->codec = want_codec;
+        if ((rc = start_segment(log, err)))
+            goto fail;
+    }
+    if (log->opt.sync_mode == DL_SYNC_BATCHED) {
+        if (pthread_create(&log->flusher, NULL, flusher_main, log) != 0) {
+            rc = dl_error_set(err, DL_EINTERNAL, "log_open: cannot start the flusher thread");
+            goto fail;
+        }
+        log->flusher_running = true;
+    }
+    listing_fini(&l);
+    *out = log;
+    return 0;
+fail:
+    listing_fini(&l);
+    log_free(log);
+    return rc;
+}
+
+void dl__log_close(dl_log_t *log) {
+    if (!log)
+        return;
+    pthread_mutex_lock(&log->mu);
+    if (!log->failed && log->active)
+        (void)sync_locked(log, NULL); /* a failure here leaves recovery to the next open */
+    pthread_mutex_unlock(&log->mu);
+    log_free(log);
+}
+
+void dl__log_abandon(dl_log_t *log) {
+    if (!log)
+        return;
+    log->wlen = 0;
+    log_free(log);
+}
+
+void dl__log_stats(dl_log_t *log, dl_log_stats_t *out) {
+    memset(out, 0, sizeof *out);
+    if (!log)
+        return;
+    pthread_mutex_lock(&log->mu);
+    for (size_t i = 0; i < log->n_segs; i++) {
+        const seg_t *s = &log->segs[i];
+        out->records += s->records;
+        out->raw_bytes += s->raw_bytes;
+        out->stored_bytes += s->stored_bytes;
+        out->segment_bytes += s->bytes;
+    }
+    out->segment_bytes += log->wlen;
+    out->segments = log->n_segs;
+    for (size_t i = 0; i < log->n_ckpts; i++)
+        out->checkpoint_bytes += log->ckpts[i].bytes;
+    out->bytes_on_disk = out->segment_bytes + out->checkpoint_bytes;
+    out->compression_ratio =
+        out->stored_bytes ? (double)out->raw_bytes / (double)out->stored_bytes : 0.0;
+    out->fsyncs = log->fsyncs;
+    out->group_commits = log->group_commits;
+    out->truncated_bytes = log->truncated_bytes;
+    out->last_lsn = log->next_lsn - 1;
+    out->durable_lsn = log->opt.sync_mode == DL_SYNC_EVERY ? log->durable_lsn : log->written_lsn;
+    out->last_tx = log->last_tx;
+    out->checkpoint_tx = log->n_ckpts ? log->ckpts[log->n_ckpts - 1].covers_tx : 0;
+    out->checkpoint_fallbacks = log->ckpt_fallbacks;
+    pthread_mutex_unlock(&log->mu);
+}
+
+/* ---- replay ------------------------------------------------------------------------- */
+
+int dl__log_replay(dl_log_t *log, uint64_t after_tx,
+                   int (*fn)(void *ctx, uint64_t tx, const void *payload, size_t n), void *ctx,
+                   dl_error_t *err) {
+    if (!log || !fn)
+        return dl_error_set(err, DL_EINVAL, "log_replay: invalid argument");
+    pthread_mutex_lock(&log->mu);
+    int rc = log->failed ? failed_error(log, err) : flush_wbuf(log, err);
+    size_t n = log->n_segs;
+    seg_t *segs = rc ? NULL : dl_malloc((n ? n : 1) * sizeof *segs);
+    if (!rc && !segs)
+        rc = dl_error_set(err, DL_ENOMEM, "log_replay: out of memory");
+    if (!rc && n)
+        memcpy(segs, log->segs, n * sizeof *segs);
+    pthread_mutex_unlock(&log->mu);
+    if (rc)
+        return rc;
+    char path[4096];
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (segs[i].records == 0 || segs[i].max_tx <= after_tx)
+            continue;
+        seg_name(path, sizeof path, log->dir, segs[i].first_lsn);
+        scan_t sc;
+        rc = scan_segment(log->io, path, i + 1 == n, fn, ctx, after_tx, &sc, err);
+        if (!rc && sc.seg.records != segs[i].records)
+            rc = corrupt(err, path, sc.seg.bytes, "segment changed since it was opened");
+    }
+    dl_free(segs);
+    return rc;
+}
+
+/* ---- checkpoints -------------------------------------------------------------------- */
+
+/* Compresses blob into the checkpoint format (header + chunks). *out is new. */
+static int encode_checkpoint(uint64_t covers, const void *blob, size_t n, int level, uint8_t **out,
+                             size_t *out_n, dl_error_t *err) {
+    size_t chunks = (n + CKPT_CHUNK_RAW - 1) / CKPT_CHUNK_RAW;
+    size_t cap = CKPT_HDR + chunks * (CHUNK_HDR + ZSTD_compressBound(CKPT_CHUNK_RAW));
+    uint8_t *buf = dl_malloc(cap);
+    if (!buf)
+        return dl_error_set(err, DL_ENOMEM, "checkpoint: out of memory");
+    ZSTD_CCtx *cctx = ZSTD_createCCtx();
+    if (!cctx) {
+        dl_free(buf);
+        return dl_error_set(err, DL_ENOMEM, "checkpoint: out of memory");
+    }
+    size_t off = CKPT_HDR;
+    for (size_t i = 0; i < chunks; i++) {
+        size_t raw =
+            n - i * CKPT_CHUNK_RAW < CKPT_CHUNK_RAW ? n - i * CKPT_CHUNK_RAW : CKPT_CHUNK_RAW;
+        size_t c = ZSTD_compressCCtx(cctx, buf + off + CHUNK_HDR, cap - off - CHUNK_HDR,
+                                     (const uint8_t *)blob + i * CKPT_CHUNK_RAW, raw,
+                                     level > 0 ? level : 3);
+        if (ZSTD_isError(c)) {
+            ZSTD_freeCCtx(cctx);
+            dl_free(buf);
+            return dl_error_set(err, DL_EINTERNAL, "checkpoint: zstd: %s", ZSTD_getErrorName(c));
+        }
+        put32(buf + off, (uint32_t)c);
+        put32(buf + off + 4, (uint32_t)raw);
+        uint32_t crc = dl__log_crc32c(0, buf + off, 8);
+        put32(buf + off + 8, dl__log_crc32c(crc, buf + off + CHUNK_HDR, c));
+        off += CHUNK_HDR + c;
+    }
+    ZSTD_freeCCtx(cctx);
+    memset(buf, 0, CKPT_HDR);
+    memcpy(buf, CKPT_MAGIC, 8);
+    put32(buf + 8, FORMAT_VERSION);
+    put32(buf + 12, CODEC_ZSTD);
+    put64(buf + 16, covers);
+    put64(buf + 24, n);
+    put64(buf + 32, chunks);
+    put32(buf + CKPT_HDR - 4, dl__log_crc32c(0, buf, CKPT_HDR - 4));
+    *out = buf;
+    *out_n = off;
+    return 0;
+}
+
+/* Verifies and decodes a checkpoint file image. *out_blob new when out_blob != NULL. */
+static int decode_checkpoint(const char *path, const uint8_t *buf, size_t size,
+                             uint64_t *out_covers, void **out_blob, size_t *out_n,
+                             dl_error_t *err) {
+    if (size < CKPT_HDR)
+        return corrupt(err, path, size, "checkpoint shorter than its header");
+    if (memcmp(buf, CKPT_MAGIC, 8) != 0)
+        return corrupt(err, path, 0, "bad checkpoint magic");
+    if (get32(buf + CKPT_HDR - 4) != dl__log_crc32c(0, buf, CKPT_HDR - 4))
+        return corrupt(err, path, 0, "checkpoint header checksum mismatch");
+    if (get32(buf + 8) != FORMAT_VERSION)
+        return dl_error_set_at(err, DL_EVERSION, 0, 0, 0,
+                               "%s: checkpoint format version %u, this build reads version %u",
+                               path, get32(buf + 8), FORMAT_VERSION);
+    uint64_t covers = get64(buf + 16), raw_total = get64(buf + 24), chunks = get64(buf + 32);
+    if (raw_total > ((uint64_t)1 << 40) ||
+        chunks != (raw_total + CKPT_CHUNK_RAW - 1) / CKPT_CHUNK_RAW)
+        return corrupt(err, path, 24, "checkpoint header sizes inconsistent");
+    uint8_t *blob = NULL;
+    if (out_blob) {
+        blob = dl_malloc(raw_total ? (size_t)raw_total : 1);
+        if (!blob)
+            return dl_error_set(err, DL_ENOMEM, "%s: out of memory", path);
+    }
+    size_t off = CKPT_HDR, pos = 0;
+    int rc = 0;
+    uint8_t *scratch = NULL;
+    for (uint64_t i = 0; i < chunks && !rc; i++) {
+        if (size - off < CHUNK_HDR) {
+            rc = corrupt(err, path, off, "checkpoint truncated");
+            break;
+        }
+        uint32_t c = get32(buf + off), raw = get32(buf + off + 4);
+        if (c > size - off - CHUNK_HDR || raw > CKPT_CHUNK_RAW || pos + raw > raw_total) {
+            rc = corrupt(err, path, off, "checkpoint chunk header invalid");
+            break;
+        }
+        uint32_t crc = dl__log_crc32c(0, buf + off, 8);
+        if (dl__log_crc32c(crc, buf + off + CHUNK_HDR, c) != get32(buf + off + 8)) {
+            rc = corrupt(err, path, off, "checkpoint chunk checksum mismatch");
+            break;
+        }
+        uint8_t *dst = blob ? blob + pos : NULL;
+        if (!dst) {
+            if (!scratch && !(scratch = dl_malloc(CKPT_CHUNK_RAW))) {
+                rc = dl_error_set(err, DL_ENOMEM, "%s: out of memory", path);
+                break;
+            }
+            dst = scratch;
+        }
+        size_t d = ZSTD_decompress(dst, raw, buf + off + CHUNK_HDR, c);
+        if (ZSTD_isError(d) || d != raw) {
+            rc = corrupt(err, path, off, "checkpoint chunk does not decompress");
+            break;
+        }
+        pos += raw;
+        off += CHUNK_HDR + c;
+    }
+    if (!rc && (pos != raw_total || off != size))
+        rc = corrupt(err, path, off, "checkpoint length mismatch");
+    dl_free(scratch);
+    if (rc) {
+        dl_free(blob);
+        return rc;
+    }
+    *out_covers = covers;
+    if (out_blob)
+        *out_blob = blob;
+    if (out_n)
+        *out_n = (size_t)raw_total;
+    return 0;
+}
+
+/* Writes path atomically: tmp file, fsync, rename, fsync dir. */
+static int write_checkpoint_file(const dl_io_t *io, const char *dir, uint64_t covers,
+                                 const uint8_t *buf, size_t n, dl_error_t *err) {
+    char tmp[4096], final[4096];
+    ckpt_name(tmp, sizeof tmp, dir, covers, true);
+    ckpt_name(final, sizeof final, dir, covers, false);
+    dl_io_file_t *f = NULL;
+    int rc = io->open(io, tmp, DL_IO_WRITE | DL_IO_CREATE, &f, err);
+    if (rc)
+        return rc;
+    if ((rc = io->ftruncate(f, 0, err)) || (rc = io->pwrite(f, buf, n, 0, err)) ||
+        (rc = io->fsync(f, err))) {
+        io->close(f);
+        (void)io->unlink(io, tmp, NULL);
+        return rc;
+    }
+    io->close(f);
+    if ((rc = io->rename(io, tmp, final, err))) {
+        (void)io->unlink(io, tmp, NULL);
+        return rc;
+    }
+    return io->fsync_dir(io, dir, err);
+}
+
+int dl__log_checkpoint_write(dl_log_t *log, uint64_t covers_tx, const void *blob, size_t n,
+                             dl_error_t *err) {
+    if (!log || (!blob && n))
+        return dl_error_set(err, DL_EINVAL, "checkpoint_write: invalid argument");
+    pthread_mutex_lock(&log->ckpt_mu);
+    pthread_mutex_lock(&log->mu);
+    int rc = 0;
+    if (covers_tx > log->last_tx)
+        rc = dl_error_set(err, DL_EINVAL,
+                          "checkpoint_write: covers tx %" PRIu64 " beyond the log (tx %" PRIu64 ")",
+                          covers_tx, log->last_tx);
+    /* The log is made at least as durable as the checkpoint, so that a recovered
+     * checkpoint never runs ahead of a log that lost its tail. */
+    else
+        rc = sync_locked(log, err);
+    pthread_mutex_unlock(&log->mu);
+    if (rc) {
+        pthread_mutex_unlock(&log->ckpt_mu);
+        return rc;
+    }
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    rc = encode_checkpoint(covers_tx, blob, n, log->opt.zstd_level, &buf, &len, err);
+    if (!rc)
+        rc = write_checkpoint_file(log->io, log->dir, covers_tx, buf, len, err);
+    dl_free(buf);
+    if (rc) {
+        pthread_mutex_unlock(&log->ckpt_mu);
+        return rc;
+    }
+
+    /* Invariant 6: retire checkpoints beyond checkpoints_kept, then segments covered by
+     * the oldest kept checkpoint. Names are collected under mu, unlinked outside. */
+    uint64_t *old_ckpts = NULL, *old_segs = NULL;
+    size_t n_old_ckpts = 0, n_old_segs = 0;
+    pthread_mutex_lock(&log->mu);
+    if (push_ckpt(log, covers_tx, len))
+        rc = dl_error_set(err, DL_ENOMEM, "checkpoint_write: out of memory");
+    size_t keep = (size_t)log->opt.checkpoints_kept;
+    if (!rc && log->n_ckpts > keep) {
+        n_old_ckpts = log->n_ckpts - keep;
+        old_ckpts = dl_malloc(n_old_ckpts * sizeof *old_ckpts);
+        if (old_ckpts) {
+            for (size_t i = 0; i < n_old_ckpts; i++)
+                old_ckpts[i] = log->ckpts[i].covers_tx;
+            memmove(log->ckpts, log->ckpts + n_old_ckpts, keep * sizeof *log->ckpts);
+            log->n_ckpts = keep;
+        } else {
+            n_old_ckpts = 0;
+        }
+    }
+    uint64_t floor_tx = log->n_ckpts >= keep ? log->ckpts[0].covers_tx : 0;
+    if (!rc && floor_tx > 0) {
+        size_t k = 0;
+        while (k + 1 < log->n_segs && log->segs[k].max_tx <= floor_tx)
+            k++;
+        if (k > 0 && (old_segs = dl_malloc(k * sizeof *old_segs))) {
+            for (size_t i = 0; i < k; i++)
+                old_segs[i] = log->segs[i].first_lsn;
+            n_old_segs = k;
+            memmove(log->segs, log->segs + k, (log->n_segs - k) * sizeof *log->segs);
+            log->n_segs -= k;
+        }
+    }
+    pthread_mutex_unlock(&log->mu);
+    char path[4096];
+    for (size_t i = 0; i < n_old_ckpts && !rc; i++) {
+        ckpt_name(path, sizeof path, log->dir, old_ckpts[i], false);
+        rc = log->io->unlink(log->io, path, err);
+    }
+    for (size_t i = 0; i < n_old_segs && !rc; i++) {
+        seg_name(path, sizeof path, log->dir, old_segs[i]);
+        rc = log->io->unlink(log->io, path, err);
+    }
+    if (!rc && (n_old_ckpts || n_old_segs))
+        rc = log->io->fsync_dir(log->io, log->dir, err);
+    dl_free(old_ckpts);
+    dl_free(old_segs);
+    pthread_mutex_unlock(&log->ckpt_mu);
+    return rc;
+}
+
+int dl__log_checkpoint_read(dl_log_t *log, uint64_t *out_covers_tx, void **out_blob, size_t *out_n,
+                            dl_error_t *err) {
+    if (!log || !out_covers_tx || !out_blob || !out_n)
+        return dl_error_set(err, DL_EINVAL, "checkpoint_read: invalid argument");
+    pthread_mutex_lock(&log->ckpt_mu);
+    pthread_mutex_lock(&log->mu);
+    size_t n = log->n_ckpts;
+    uint64_t covers[16];
+    if (n > 16)
+        n = 16;
+    for (size_t i = 0; i < n; i++)
+        covers[i] = log->ckpts[log->n_ckpts - 1 - i].covers_tx; /* newest first */
+    pthread_mutex_unlock(&log->mu);
+    int rc = DL_ENOTFOUND;
+    dl_error_t first = {0};
+    char path[4096];
+    for (size_t i = 0; i < n; i++) {
+        ckpt_name(path, sizeof path, log->dir, covers[i], false);
+        dl_error_t e = {0};
+        uint8_t *buf = NULL;
+        size_t size = 0;
+        rc = read_file(log->io, path, &buf, &size, &e);
+        uint64_t got = 0;
+        if (!rc)
+            rc = decode_checkpoint(path, buf, size, &got, out_blob, out_n, &e);
+        dl_free(buf);
+        if (!rc && got != covers[i])
+            rc = corrupt(&e, path, 16, "checkpoint header names a different transaction");
+        if (!rc) {
+            *out_covers_tx = got;
+            if (i > 0) {
+                pthread_mutex_lock(&log->mu);
+                log->ckpt_fallbacks++;
+                pthread_mutex_unlock(&log->mu);
+            }
+            break;
+        }
+        if (i == 0)
+            first = e;
+        if (rc != DL_ECORRUPT && rc != DL_EVERSION)
+            break;
+    }
+    pthread_mutex_unlock(&log->ckpt_mu);
+    if (rc == DL_ENOTFOUND && n == 0)
+        return dl_error_set(err, DL_ENOTFOUND, "%s: no checkpoint", log->dir);
+    if (rc) {
+        if (err && !err->code && first.code)
+            *err = first;
+        return first.code ? first.code : rc;
+    }
+    return 0;
+}
+
+/* ---- fsck --------------------------------------------------------------------------- */
+
+static int fsck_noop(void *ctx, uint64_t tx, const void *payload, size_t n) { return 0; }
+
+static void fsck_problem(dl_log_fsck_t *r, dl_error_t *first, const dl_error_t *e) {
+    r->problems++;
+    if (!r->first_problem[0]) {
+        snprintf(r->first_problem, sizeof r->first_problem, "%s", e->message);
+        *first = *e;
+    }
+}
+
+int dl__log_fsck(const char *dir, const dl_io_t *io, dl_log_fsck_t *out, dl_error_t *err) {
+    dl_log_fsck_t r;
+    memset(&r, 0, sizeof r);
+    if (!dir)
+        return dl_error_set(err, DL_EINVAL, "fsck: invalid argument");
+    if (!io)
+        io = dl__io_posix();
+    listing_t l;
+    int rc = list_dir(io, dir, &l, err);
+    if (rc)
+        return rc;
+    dl_error_t first = {0};
+    char path[4096];
+    uint64_t prev_last = 0;
+    for (size_t i = 0; i < l.n_segs; i++) {
+        seg_name(path, sizeof path, dir, l.segs[i]);
+        scan_t sc;
+        dl_error_t e = {0};
+        /* Decoding every record checks the zstd streams, not only the checksums. */
+        rc = scan_segment(io, path, i + 1 == l.n_segs, fsck_noop, NULL, 0, &sc, &e);
+        if (rc == DL_ENOMEM || rc == DL_EIO) {
+            listing_fini(&l);
+            return dl_error_set(err, rc, "%s", e.message);
+        }
+        if (rc) {
+            fsck_problem(&r, &first, &e);
+            continue;
+        }
+        if (i > 0 && prev_last && sc.seg.first_lsn != prev_last + 1 && !sc.short_header) {
+            dl_error_t g = {0};
+            corrupt(&g, path, 0, "segment does not continue the previous one");
+            fsck_problem(&r, &first, &g);
+        }
+        prev_last = sc.seg.last_lsn;
+        r.segments++;
+        r.records += sc.seg.records;
+        r.raw_bytes += sc.seg.raw_bytes;
+        r.stored_bytes += sc.seg.stored_bytes;
+        r.segment_bytes += sc.seg.bytes + sc.torn_bytes;
+        r.torn_tail_bytes += sc.torn_bytes;
+        if (sc.seg.records) {
+            if (!r.first_tx)
+                r.first_tx = sc.seg.min_tx;
+            r.last_tx = sc.seg.max_tx;
+        }
+    }
+    for (size_t i = 0; i < l.n_ckpts; i++) {
+        ckpt_name(path, sizeof path, dir, l.ckpts[i], false);
+        dl_error_t e = {0};
+        uint8_t *buf = NULL;
+        size_t size = 0;
+        rc = read_file(io, path, &buf, &size, &e);
+        uint64_t covers = 0;
+        size_t raw = 0;
+        if (!rc)
+            rc = decode_checkpoint(path, buf, size, &covers, NULL, &raw, &e);
+        r.checkpoint_raw_bytes += raw;
+        dl_free(buf);
+        r.checkpoints++;
+        r.checkpoint_bytes += size;
+        if (rc) {
+            fsck_problem(&r, &first, &e);
+            continue;
+        }
+        if (covers > r.newest_checkpoint_tx)
+            r.newest_checkpoint_tx = covers;
+    }
+    listing_fini(&l);
+    r.compression_ratio = r.stored_bytes ? (double)r.raw_bytes / (double)r.stored_bytes : 0.0;
+    if (out)
+        *out = r;
+    if (r.problems) {
+        if (err && !err->code)
+            *err = first;
+        return first.code;
+    }
+    return 0;
+}
