@@ -1,0 +1,150 @@
+/*
+ * engine.c: the engine thread. It owns the executor (and through it the store writer;
+ * later the dataflow) and exchanges jobs with the loop thread through two single-
+ * producer single-consumer concurrencykit rings, woken by uv_async handles:
+ *
+ *   loop thread --submit--> [request ring] --uv_async--> engine thread (runs the job)
+ *   loop thread <--poll---- [reply ring]   <--notify---- engine thread
+ *
+ * Invariants:
+ *  1. Each ring has exactly one producer and one consumer thread (spsc).
+ *  2. A job is owned by exactly one thread at a time: the loop thread until submit
+ *     returns true, the engine until it is enqueued on the reply ring, then the loop.
+ *  3. The loop thread keeps at most ring_size - 1 jobs outside its hands (in either
+ *     ring or executing), so the reply ring can never be full when the engine pushes.
+ *     (server.c counts jobs in flight and holds the rest in its overflow list.)
+ *  4. Jobs run in submission order, one at a time, on the engine thread only.
+ * Why a separate thread: a transaction waits for fsync; the loop thread keeps reading,
+ * framing and answering other connections meanwhile (DESIGN-NOTES §6).
+ * Does not: know about connections (the job carries opaque routing pointers).
+ */
+#include "runtime/runtime.h"
+
+#include <ck_pr.h>
+#include <ck_ring.h>
+#include <uv.h>
+
+struct dl_engine {
+    dl_exec_t *exec;
+    uv_thread_t thread;
+    uv_loop_t loop; /* the engine thread's own loop: only its wake-up handle lives there */
+    uv_async_t wake;
+    ck_ring_t req_ring, rep_ring;
+    ck_ring_buffer_t *req_buf, *rep_buf;
+    unsigned size;
+    int stop; /* set by the loop thread (ck_pr), read by the engine */
+    dl_engine_notify_fn notify;
+    void *notify_ctx;
+};
+
+static void run_pending(dl_engine_t *e) {
+    void *p;
+    while (ck_ring_dequeue_spsc(&e->req_ring, e->req_buf, &p)) {
+        dl_job_t *job = p;
+        job->reply = dl__exec_run(e->exec, &job->req, &job->reply_len, &job->failed);
+        dl__proto_request_fini(&job->req);
+        /* Invariant 3: there is always room. Should it ever be violated, spinning here is
+         * the only safe option: dropping a reply would lose an acknowledgement. */
+        while (!ck_ring_enqueue_spsc(&e->rep_ring, e->rep_buf, job))
+            ck_pr_stall();
+        e->notify(e->notify_ctx);
+    }
+}
+
+static void on_wake(uv_async_t *h) {
+    dl_engine_t *e = h->data;
+    run_pending(e);
+    if (ck_pr_load_int(&e->stop)) {
+        run_pending(e);
+        uv_close((uv_handle_t *)&e->wake, NULL);
+    }
+}
+
+static void engine_main(void *arg) {
+    dl_engine_t *e = arg;
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    /* DESIGN-NOTES §3: everything acknowledged is durable; closing flushes the rest. */
+    dl__exec_close(e->exec);
+    e->exec = NULL;
+}
+
+int dl__engine_start(dl_exec_t *x, unsigned ring_size, dl_engine_notify_fn notify, void *ctx,
+                     dl_engine_t **out, dl_error_t *err) {
+    *out = NULL;
+    unsigned size = 2;
+    while (size < ring_size && size < (1u << 30))
+        size <<= 1;
+    dl_engine_t *e = dl_calloc(1, sizeof *e);
+    if (!e) {
+        dl__exec_close(x);
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    }
+    e->exec = x;
+    e->size = size;
+    e->notify = notify;
+    e->notify_ctx = ctx;
+    e->req_buf = dl_calloc(size, sizeof *e->req_buf);
+    e->rep_buf = dl_calloc(size, sizeof *e->rep_buf);
+    int rc = DL_OK;
+    if (!e->req_buf || !e->rep_buf) {
+        rc = dl_error_set(err, DL_ENOMEM, "out of memory");
+        goto fail;
+    }
+    ck_ring_init(&e->req_ring, size);
+    ck_ring_init(&e->rep_ring, size);
+    int uvrc = uv_loop_init(&e->loop);
+    if (uvrc != 0) {
+        rc = dl_error_set(err, DL_EIO, "engine loop: %s", uv_strerror(uvrc));
+        goto fail;
+    }
+    if ((uvrc = uv_async_init(&e->loop, &e->wake, on_wake)) != 0) {
+        uv_loop_close(&e->loop);
+        rc = dl_error_set(err, DL_EIO, "engine wake-up: %s", uv_strerror(uvrc));
+        goto fail;
+    }
+    e->wake.data = e;
+    if ((uvrc = uv_thread_create(&e->thread, engine_main, e)) != 0) {
+        uv_close((uv_handle_t *)&e->wake, NULL);
+        uv_run(&e->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&e->loop);
+        rc = dl_error_set(err, DL_EIO, "engine thread: %s", uv_strerror(uvrc));
+        goto fail;
+    }
+    *out = e;
+    return DL_OK;
+fail:
+    dl__exec_close(e->exec);
+    dl_free(e->req_buf);
+    dl_free(e->rep_buf);
+    dl_free(e);
+    return rc;
+}
+
+bool dl__engine_submit(dl_engine_t *e, dl_job_t *job) {
+    if (!ck_ring_enqueue_spsc(&e->req_ring, e->req_buf, job))
+        return false;
+    uv_async_send(&e->wake);
+    return true;
+}
+
+dl_job_t *dl__engine_poll(dl_engine_t *e) {
+    void *p;
+    if (!ck_ring_dequeue_spsc(&e->rep_ring, e->rep_buf, &p))
+        return NULL;
+    return p;
+}
+
+void dl__engine_stop(dl_engine_t *e, void (*drain)(dl_job_t *job, void *ctx), void *ctx) {
+    if (!e)
+        return;
+    ck_pr_store_int(&e->stop, 1);
+    uv_async_send(&e->wake);
+    uv_thread_join(&e->thread);
+    uv_loop_close(&e->loop);
+    dl_job_t *job;
+    while ((job = dl__engine_poll(e)) != NULL)
+        drain(job, ctx);
+    dl_free(e->req_buf);
+    dl_free(e->rep_buf);
+    dl_free(e);
+}

@@ -1,0 +1,646 @@
+/*
+ * exec.c: the request executor. It owns the store and runs one decoded request at a
+ * time against it, producing the reply line (docs/protocol.md, "Operations"). The
+ * engine thread (engine.c) and the command line (main.c, embedded mode) both use it, so
+ * a request gives the same reply bytes whether it came over TCP, stdio or the CLI.
+ *
+ * Does not: decode lines (proto.c), own threads or sockets, or handle hello/ping and
+ * the per-connection auth state (server.c does, since they concern the connection).
+ * Modules that are not built are reported honestly: an op whose backing module is
+ * missing answers code "unsupported" with "not available yet: <reason>".
+ * Follows ../shared/DESIGN-NOTES.md §3 (transactions all or nothing, acknowledged means
+ * durable: the store is opened with DL_SYNC_EVERY unless the caller asks otherwise).
+ */
+#include "runtime/runtime.h"
+
+#include <ck_pr.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#if DL_HAVE_STORE
+#include <deltalog/store.h>
+#endif
+
+struct dl_exec {
+    dl_exec_options_t opt;
+    char *data_dir; /* owned copy of opt.data_dir */
+    const dl_server_counters_t *counters;
+    uint64_t started_ms;
+    uint64_t n_requests;
+#if DL_HAVE_STORE
+    dl_store_t *store;
+#endif
+};
+
+static uint64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+bool dl__exec_has_store(void) { return DL_HAVE_STORE != 0; }
+bool dl__exec_has_datalog(void) { return DL_HAVE_DATALOG != 0; }
+
+/* mkdir -p: creates each missing component of path. */
+static int make_dirs(const char *path, dl_error_t *err) {
+    char *p = dl_strdup(path);
+    if (!p)
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    int rc = DL_OK;
+    for (char *q = p + 1;; q++) {
+        if (*q == '/' || *q == 0) {
+            char c = *q;
+            *q = 0;
+            if (mkdir(p, 0777) != 0 && errno != EEXIST) {
+                rc =
+                    dl_error_set(err, DL_EIO, "cannot create directory %s: %s", p, strerror(errno));
+                break;
+            }
+            *q = c;
+            if (c == 0)
+                break;
+        }
+    }
+    dl_free(p);
+    if (rc == DL_OK) {
+        struct stat st;
+        if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+            rc = dl_error_set(err, DL_EIO, "%s is not a directory", path);
+    }
+    return rc;
+}
+
+int dl__exec_open(const dl_exec_options_t *opt, dl_exec_t **out, dl_error_t *err) {
+    *out = NULL;
+    dl_exec_t *x = dl_calloc(1, sizeof *x);
+    if (!x)
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    x->opt = *opt;
+    x->started_ms = now_ms();
+    int rc = DL_OK;
+    if (!opt->memory) {
+        if (!opt->data_dir) {
+            rc = dl_error_set(err, DL_EINVAL, "no data directory given");
+            goto fail;
+        }
+        x->data_dir = dl_strdup(opt->data_dir);
+        if (!x->data_dir) {
+            rc = dl_error_set(err, DL_ENOMEM, "out of memory");
+            goto fail;
+        }
+        x->opt.data_dir = x->data_dir;
+        struct stat st;
+        if (stat(x->data_dir, &st) != 0) {
+            if (!opt->create) {
+                rc = dl_error_set(err, DL_ENOTFOUND, "data directory %s does not exist",
+                                  x->data_dir);
+                goto fail;
+            }
+            if ((rc = make_dirs(x->data_dir, err)) != DL_OK)
+                goto fail;
+        } else if (!S_ISDIR(st.st_mode)) {
+            rc = dl_error_set(err, DL_EIO, "%s is not a directory", x->data_dir);
+            goto fail;
+        }
+    }
+#if DL_HAVE_STORE
+    if (opt->memory) {
+        rc = dl_store_open_memory(&x->store, err);
+    } else {
+        dl_store_options_t so;
+        memset(&so, 0, sizeof so);
+        so.sync_mode = opt->sync_mode;
+        rc = dl_store_open(x->data_dir, &so, &x->store, err);
+    }
+    if (rc != DL_OK) {
+        dl_error_prefix(err, "cannot open the store");
+        goto fail;
+    }
+#endif
+    *out = x;
+    return DL_OK;
+fail:
+    dl__exec_close(x);
+    return rc;
+}
+
+void dl__exec_close(dl_exec_t *x) {
+    if (!x)
+        return;
+#if DL_HAVE_STORE
+    dl_store_close(x->store);
+#endif
+    dl_free(x->data_dir);
+    dl_free(x);
+}
+
+#if DL_HAVE_STORE
+struct dl_store *dl__exec_store(dl_exec_t *x) {
+    return x->store;
+}
+#else
+struct dl_store *dl__exec_store(dl_exec_t *x) {
+    return NULL;
+}
+#endif
+
+void dl__exec_set_counters(dl_exec_t *x, const dl_server_counters_t *c) { x->counters = c; }
+
+#define SET(obj, key, val) json_object_set_new((obj), (key), (val))
+
+static json_t *alloc_stats_json(void) {
+    dl_alloc_stats_t a;
+    dl_alloc_stats(&a);
+    int64_t n_sym = 0, sym_bytes = 0;
+    dl__sym_stats(&n_sym, &sym_bytes);
+    json_t *m = json_object();
+    SET(m, "live_bytes", json_integer(a.live_bytes));
+    SET(m, "peak_bytes", json_integer(a.peak_bytes));
+    SET(m, "live_blocks", json_integer(a.live_blocks));
+    SET(m, "symbols", json_integer(n_sym));
+    SET(m, "symbol_bytes", json_integer(sym_bytes));
+    return m;
+}
+
+json_t *dl__exec_status(dl_exec_t *x) {
+    json_t *s = json_object();
+    if (!s)
+        return NULL;
+    SET(s, "version", json_string(dl_version()));
+    SET(s, "data", x->opt.memory ? json_string(":memory") : json_string(x->data_dir));
+#if DL_HAVE_STORE
+    dl_db_t *db = dl_store_db(x->store);
+    if (db) {
+        SET(s, "t", json_integer((json_int_t)dl_db_basis_tx(db)));
+        size_t n = dl_db_attrs(db, NULL, 0);
+        dl_attr_info_t *attrs = n ? dl_calloc(n, sizeof *attrs) : NULL;
+        int64_t datoms = 0, user_attrs = 0, dims = 0;
+        if (attrs) {
+            n = dl_db_attrs(db, attrs, n);
+            for (size_t i = 0; i < n; i++) {
+                dl_attr_stats_t st;
+                if (dl_db_attr_stats(db, attrs[i].id, &st, NULL) == DL_OK)
+                    datoms += st.datoms;
+                bool builtin = strncmp(attrs[i].ident, "db/", 3) == 0 ||
+                               strncmp(attrs[i].ident, "db.", 3) == 0;
+                if (attrs[i].time_dimension)
+                    dims++;
+                else if (!builtin)
+                    user_attrs++;
+            }
+            dl_free(attrs);
+        }
+        SET(s, "datoms", json_integer(datoms));
+        SET(s, "attributes", json_integer(user_attrs));
+        SET(s, "dimensions", json_integer(dims));
+        dl_db_unref(db);
+    }
+#else
+    SET(s, "store", json_string("not available yet: the store module (store/) is not built"));
+#endif
+    return s;
+}
+
+/* ---- helpers for store-backed ops ------------------------------------------------------ */
+
+typedef struct result {
+    int rc;
+    dl_error_t err;
+    json_t *body; /* success body, new */
+} result_t;
+
+#define FAIL(res, code, ...) (dl_error_set(&(res)->err, (code), __VA_ARGS__), (res)->rc = (code))
+
+#if DL_HAVE_STORE
+
+/* An attribute or dimension name in a request: "ns/name", ":ns/name" or {"kw":"ns/name"}.
+ * Returns the ident without colon (borrowed from j) or NULL. */
+static const char *ident_of(const json_t *j) {
+    const char *s = NULL;
+    if (json_is_string(j))
+        s = json_string_value(j);
+    else if (json_is_object(j) && json_object_size(j) == 1 &&
+             json_is_string(json_object_get(j, "kw")))
+        s = json_string_value(json_object_get(j, "kw"));
+    if (s && s[0] == ':')
+        s++;
+    return s && *s ? s : NULL;
+}
+
+/* Resolves the "e" field: an entity id, {"ref":N}, an ident, or a lookup ref [attr, v]. */
+static int resolve_entity(const dl_db_t *db, const json_t *e, int64_t *out, dl_error_t *err) {
+    if (json_is_integer(e)) {
+        *out = json_integer_value(e);
+        return DL_OK;
+    }
+    if (json_is_object(e) && json_is_integer(json_object_get(e, "ref")) &&
+        json_object_size(e) == 1) {
+        *out = json_integer_value(json_object_get(e, "ref"));
+        return DL_OK;
+    }
+    if (json_is_array(e)) {
+        if (json_array_size(e) != 2)
+            return dl_error_set(err, DL_EINVAL, "a lookup ref is [attribute, value]");
+        const char *a = ident_of(json_array_get(e, 0));
+        if (!a)
+            return dl_error_set(err, DL_ETYPE, "a lookup ref's attribute must be a keyword");
+        dl_attr_info_t info;
+        int rc = dl_db_attr(db, a, &info, err);
+        if (rc != DL_OK)
+            return rc;
+        dl_value_t v;
+        if ((rc = dl__json_to_value(json_array_get(e, 1), &v, err)) != DL_OK)
+            return rc;
+        if (info.type == DL_T_REF && v.type == DL_T_INT)
+            v = dl_value_ref(v.as.i);
+        return dl_db_lookup(db, info.id, v, out, err);
+    }
+    const char *ident = ident_of(e);
+    if (!ident)
+        return dl_error_set(err, DL_ETYPE,
+                            "\"e\" must be an entity id, {\"ref\":id}, an ident or a lookup ref");
+    return dl_db_ident(db, ident, out, err);
+}
+
+/* The ident of attribute id, or its decimal id when unknown (printed into buf). */
+static const char *attr_name(const dl_db_t *db, int64_t a, dl_attr_info_t *info, char *buf,
+                             size_t cap) {
+    if (dl_db_attr_by_id(db, a, info, NULL) == DL_OK && info->ident)
+        return info->ident;
+    memset(info, 0, sizeof *info);
+    snprintf(buf, cap, "%lld", (long long)a);
+    return buf;
+}
+
+static json_t *value_json(dl_value_t v) { return dl__json_from_value(v); }
+
+static json_t *tx_time_json(const uint64_t *t, size_t n) {
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_integer((json_int_t)t[i]));
+    return a;
+}
+
+/* Appends {:db/id "datomic.tx" :dim t ...} built from the "time" object to EDN tx data. */
+static int edn_with_time(const char *text, size_t len, const json_t *time, dl_buf_t *out,
+                         dl_error_t *err) {
+    dl_arena_t ar;
+    dl__arena_init(&ar, 4096);
+    dl_edn_t *form = NULL;
+    int rc = dl__edn_read_one(text, len, &ar, &form, err);
+    if (rc == DL_OK && (!form || form->kind != DL_EDN_VECTOR))
+        rc = dl_error_set(err, DL_EPARSE, "transaction data must be a vector");
+    if (rc == DL_OK) {
+        dl__buf_putc(out, '[');
+        for (size_t i = 0; i < form->n; i++) {
+            dl__edn_print(form->items[i], out);
+            dl__buf_putc(out, ' ');
+        }
+        dl__buf_puts(out, "{:db/id \"datomic.tx\"");
+        const char *k;
+        json_t *v;
+        json_object_foreach((json_t *)time, k, v) {
+            if (!json_is_integer(v) || json_integer_value(v) < 0) {
+                rc = dl_error_set(err, DL_ETYPE,
+                                  "time coordinate \"%s\" must be a "
+                                  "non-negative integer",
+                                  k);
+                break;
+            }
+            dl__buf_printf(out, " :%s %lld", k[0] == ':' ? k + 1 : k,
+                           (long long)json_integer_value(v));
+        }
+        dl__buf_puts(out, "}]");
+        if (out->oom && rc == DL_OK)
+            rc = dl_error_set(err, DL_ENOMEM, "out of memory");
+    }
+    dl__arena_fini(&ar);
+    return rc;
+}
+
+static void op_transact(dl_exec_t *x, const json_t *msg, result_t *res) {
+    const json_t *tx = json_object_get(msg, "tx");
+    const json_t *time = json_object_get(msg, "time");
+    dl_tx_report_t rep;
+    memset(&rep, 0, sizeof rep);
+    int rc;
+    if (json_is_string(tx)) {
+        const char *text = json_string_value(tx);
+        size_t len = json_string_length(tx);
+        if (time && json_object_size(time)) {
+            dl_buf_t b;
+            dl__buf_init(&b);
+            rc = edn_with_time(text, len, time, &b, &res->err);
+            if (rc == DL_OK)
+                rc = dl_store_transact_edn(x->store, b.data, b.len, &rep, &res->err);
+            dl__buf_fini(&b);
+        } else {
+            rc = dl_store_transact_edn(x->store, text, len, &rep, &res->err);
+        }
+    } else {
+        json_t *data = json_deep_copy(tx);
+        if (data && time && json_object_size(time)) {
+            json_t *m = json_object();
+            json_object_set_new(m, "db/id", json_string("datomic.tx"));
+            const char *k;
+            json_t *v;
+            json_object_foreach((json_t *)time, k, v)
+                json_object_set(m, k[0] == ':' ? k + 1 : k, v);
+            json_array_append_new(data, m);
+        }
+        char *text = data ? json_dumps(data, JSON_COMPACT) : NULL;
+        json_decref(data);
+        if (!text) {
+            FAIL(res, DL_ENOMEM, "out of memory");
+            return;
+        }
+        rc = dl_store_transact_json(x->store, text, strlen(text), &rep, &res->err);
+        free(text);
+    }
+    if (rc != DL_OK) {
+        res->rc = rc;
+        return;
+    }
+    json_t *b = json_object();
+    SET(b, "t", json_integer((json_int_t)rep.tx));
+    SET(b, "time", tx_time_json(rep.time, rep.n_time));
+    json_t *tids = json_object();
+    for (size_t i = 0; i < rep.n_tempids; i++)
+        SET(tids, rep.tempids[i].tempid, json_integer(rep.tempids[i].id));
+    SET(b, "tempids", tids);
+    SET(b, "datoms", json_integer((json_int_t)rep.n_datoms));
+    dl_tx_report_fini(&rep);
+    res->body = b;
+}
+
+static void op_entity(dl_exec_t *x, const json_t *msg, result_t *res) {
+    dl_db_t *db = dl_store_db(x->store);
+    if (!db) {
+        FAIL(res, DL_ENOMEM, "out of memory");
+        return;
+    }
+    const json_t *as_of = json_object_get(msg, "as_of");
+    if (as_of) {
+        dl_db_t *v = dl_db_as_of(db, (uint64_t)json_integer_value(as_of));
+        dl_db_unref(db);
+        db = v;
+        if (!db) {
+            FAIL(res, DL_ENOMEM, "out of memory");
+            return;
+        }
+    }
+    int64_t e = 0;
+    dl_datom_t *ds = NULL;
+    size_t n = 0;
+    int rc = resolve_entity(db, json_object_get(msg, "e"), &e, &res->err);
+    if (rc == DL_OK)
+        rc = dl_db_entity(db, e, &ds, &n, &res->err);
+    if (rc != DL_OK) {
+        res->rc = rc;
+        dl_db_unref(db);
+        return;
+    }
+    json_t *ent = json_object();
+    SET(ent, "db/id", json_integer(e));
+    for (size_t i = 0; i < n; i++) {
+        dl_attr_info_t info;
+        char buf[32];
+        const char *name = attr_name(db, ds[i].a, &info, buf, sizeof buf);
+        json_t *v = value_json(ds[i].v);
+        if (info.many) {
+            json_t *arr = json_object_get(ent, name);
+            if (!arr) {
+                arr = json_array();
+                SET(ent, name, arr);
+            }
+            json_array_append_new(arr, v);
+        } else {
+            SET(ent, name, v);
+        }
+    }
+    dl_free(ds);
+    json_t *b = json_object();
+    SET(b, "e", json_integer(e));
+    SET(b, "t", json_integer((json_int_t)dl_db_basis_tx(db)));
+    SET(b, "entity", ent);
+    res->body = b;
+    dl_db_unref(db);
+}
+
+static void op_history(dl_exec_t *x, const json_t *msg, result_t *res) {
+    dl_db_t *cur = dl_store_db(x->store);
+    dl_db_t *db = cur ? dl_db_history(cur) : NULL;
+    dl_db_unref(cur);
+    if (!db) {
+        FAIL(res, DL_ENOMEM, "out of memory");
+        return;
+    }
+    int64_t e = 0;
+    int rc = resolve_entity(db, json_object_get(msg, "e"), &e, &res->err);
+    dl_datom_t prefix;
+    memset(&prefix, 0, sizeof prefix);
+    prefix.e = e;
+    int n_comp = 1;
+    const json_t *a = json_object_get(msg, "a");
+    if (rc == DL_OK && a) {
+        const char *ident = ident_of(a);
+        dl_attr_info_t info;
+        if (!ident)
+            rc = dl_error_set(&res->err, DL_ETYPE, "\"a\" must be an attribute keyword");
+        else if ((rc = dl_db_attr(db, ident, &info, &res->err)) == DL_OK) {
+            prefix.a = info.id;
+            n_comp = 2;
+        }
+    }
+    dl_iter_t *it = NULL;
+    if (rc == DL_OK)
+        rc = dl_db_datoms(db, DL_INDEX_EAVT, &prefix, n_comp, NULL, &it, &res->err);
+    if (rc != DL_OK) {
+        res->rc = rc;
+        dl_db_unref(db);
+        return;
+    }
+    json_t *rows = json_array();
+    dl_datom_t d;
+    while (dl_iter_next(it, &d)) {
+        dl_attr_info_t info;
+        char buf[32];
+        json_t *row = json_array();
+        json_array_append_new(row, json_integer(d.e));
+        json_array_append_new(row, json_string(attr_name(db, d.a, &info, buf, sizeof buf)));
+        json_array_append_new(row, value_json(d.v));
+        json_array_append_new(row, json_integer(d.tx));
+        json_array_append_new(row, json_boolean(d.added));
+        json_array_append_new(rows, row);
+    }
+    dl_iter_free(it);
+    dl_db_unref(db);
+    json_t *b = json_object();
+    SET(b, "e", json_integer(e));
+    SET(b, "datoms", rows);
+    res->body = b;
+}
+
+static const char *unique_name(int u) {
+    return u == DL_UNIQUE_IDENTITY ? "identity" : u == DL_UNIQUE_VALUE ? "value" : NULL;
+}
+
+static void op_schema(dl_exec_t *x, result_t *res) {
+    dl_db_t *db = dl_store_db(x->store);
+    if (!db) {
+        FAIL(res, DL_ENOMEM, "out of memory");
+        return;
+    }
+    size_t n = dl_db_attrs(db, NULL, 0);
+    dl_attr_info_t *attrs = dl_calloc(n ? n : 1, sizeof *attrs);
+    if (!attrs) {
+        dl_db_unref(db);
+        FAIL(res, DL_ENOMEM, "out of memory");
+        return;
+    }
+    n = dl_db_attrs(db, attrs, n);
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) {
+        const dl_attr_info_t *a = &attrs[i];
+        json_t *o = json_object();
+        SET(o, "ident", json_string(a->ident));
+        SET(o, "id", json_integer(a->id));
+        SET(o, "type", json_string(a->type == DL_T_REF ? "ref" : dl_type_name(a->type)));
+        SET(o, "cardinality", json_string(a->many ? "many" : "one"));
+        SET(o, "unique",
+            unique_name(a->unique) ? json_string(unique_name(a->unique)) : json_null());
+        SET(o, "index", json_boolean(a->indexed));
+        SET(o, "component", json_boolean(a->component));
+        SET(o, "no_history", json_boolean(a->no_history));
+        SET(o, "time_dimension", json_boolean(a->time_dimension));
+        json_array_append_new(arr, o);
+    }
+    dl_free(attrs);
+    json_t *b = json_object();
+    SET(b, "t", json_integer((json_int_t)dl_db_basis_tx(db)));
+    SET(b, "attrs", arr);
+    dl_db_unref(db);
+    res->body = b;
+}
+
+static void op_advance(dl_exec_t *x, const json_t *msg, result_t *res) {
+    const char *ident = ident_of(json_object_get(msg, "dim"));
+    json_int_t to = json_integer_value(json_object_get(msg, "to"));
+    if (!ident) {
+        FAIL(res, DL_ETYPE, "\"dim\" must be a dimension keyword");
+        return;
+    }
+    if (to < 0) {
+        FAIL(res, DL_ERANGE, "\"to\" must be non-negative");
+        return;
+    }
+    dl_value_t dim;
+    int rc = dl_value_text(DL_T_KEYWORD, ident, strlen(ident), &dim, &res->err);
+    uint64_t tx = 0;
+    if (rc == DL_OK)
+        rc = dl_store_advance(x->store, dim, (uint64_t)to, &tx, &res->err);
+    if (rc != DL_OK) {
+        res->rc = rc;
+        return;
+    }
+    json_t *b = json_object();
+    SET(b, "t", json_integer((json_int_t)tx));
+    res->body = b;
+}
+#endif /* DL_HAVE_STORE */
+
+static void op_stats(dl_exec_t *x, result_t *res) {
+    json_t *b = json_object();
+    json_t *srv = json_object();
+    SET(srv, "uptime_ms", json_integer((json_int_t)(now_ms() - x->started_ms)));
+    SET(srv, "requests_executed", json_integer((json_int_t)x->n_requests));
+    if (x->counters) {
+        dl_server_counters_t *c = (dl_server_counters_t *)x->counters;
+        SET(srv, "connections", json_integer((json_int_t)ck_pr_load_64(&c->connections)));
+        SET(srv, "connections_total",
+            json_integer((json_int_t)ck_pr_load_64(&c->connections_total)));
+        SET(srv, "requests", json_integer((json_int_t)ck_pr_load_64(&c->requests)));
+        SET(srv, "errors", json_integer((json_int_t)ck_pr_load_64(&c->errors)));
+        SET(srv, "bytes_in", json_integer((json_int_t)ck_pr_load_64(&c->bytes_in)));
+        SET(srv, "bytes_out", json_integer((json_int_t)ck_pr_load_64(&c->bytes_out)));
+    }
+    SET(b, "store", dl__exec_status(x));
+    SET(b, "server", srv);
+    SET(b, "memory", alloc_stats_json());
+    res->body = b;
+}
+
+char *dl__exec_run(dl_exec_t *x, const dl_request_t *req, size_t *out_len, bool *out_failed) {
+    result_t res;
+    memset(&res, 0, sizeof res);
+    dl_error_clear(&res.err);
+    x->n_requests++;
+    switch (req->op) {
+        case DL_REQ_PING:
+            res.body = json_object();
+            break;
+        case DL_REQ_STATS:
+            op_stats(x, &res);
+            break;
+#if DL_HAVE_STORE
+        case DL_REQ_TRANSACT:
+            op_transact(x, req->msg, &res);
+            break;
+        case DL_REQ_ENTITY:
+            op_entity(x, req->msg, &res);
+            break;
+        case DL_REQ_HISTORY:
+            op_history(x, req->msg, &res);
+            break;
+        case DL_REQ_SCHEMA:
+            op_schema(x, &res);
+            break;
+        case DL_REQ_ADVANCE:
+            op_advance(x, req->msg, &res);
+            break;
+#else
+        case DL_REQ_TRANSACT:
+        case DL_REQ_ENTITY:
+        case DL_REQ_HISTORY:
+        case DL_REQ_SCHEMA:
+        case DL_REQ_ADVANCE:
+            FAIL(&res, DL_EUNSUPPORTED,
+                 "not available yet: op %s needs the store module (store/), which this build "
+                 "does not include",
+                 dl__proto_op_name(req->op));
+            break;
+#endif
+        case DL_REQ_QUERY:
+        case DL_REQ_EXPLAIN:
+            FAIL(&res, DL_EUNSUPPORTED,
+                 "not available yet: op %s needs the Datalog front end (datalog/), which this "
+                 "build does not include",
+                 dl__proto_op_name(req->op));
+            break;
+        case DL_REQ_SUBSCRIBE:
+        case DL_REQ_UNSUBSCRIBE:
+            FAIL(&res, DL_EUNSUPPORTED,
+                 "not available yet: op %s needs subscriptions (subscribe/), which this build "
+                 "does not include",
+                 dl__proto_op_name(req->op));
+            break;
+        case DL_REQ_HELLO:
+            /* hello is the connection's business; reaching here means no auth is needed. */
+            res.body = json_object();
+            break;
+        default:
+            FAIL(&res, DL_EINTERNAL, "op %d reached the executor", (int)req->op);
+            break;
+    }
+    if (res.rc == DL_OK && !res.body)
+        FAIL(&res, DL_ENOMEM, "out of memory building the reply");
+    if (out_failed)
+        *out_failed = res.rc != DL_OK;
+    if (res.rc != DL_OK) {
+        json_decref(res.body);
+        return dl__proto_reply_error(req->id, res.rc, res.err.message, out_len);
+    }
+    return dl__proto_reply_ok(req->id, res.body, out_len);
+}

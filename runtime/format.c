@@ -1,0 +1,179 @@
+/*
+ * format.c: how the command line prints replies: for people, aligned tables with values
+ * shown as EDN; for programs, the reply as one JSON line (the wire bytes) or as EDN.
+ * Does not: decide what a command shows (main.c picks the columns), or talk to stores.
+ * Values arrive in the wire encoding of docs/values.md and are converted back with
+ * dl__json_to_value, so a keyword prints as :ns/name and an instant as #inst "...".
+ */
+#include "runtime/runtime.h"
+
+#include <string.h>
+
+/* True when j is the one-key object form of a non-JSON value (values.md). */
+static bool tagged_value(const json_t *j, dl_value_t *out) {
+    if (!json_is_object(j) || json_object_size(j) != 1)
+        return false;
+    const char *k = json_object_iter_key(json_object_iter((json_t *)j));
+    if (strcmp(k, "kw") && strcmp(k, "ref") && strcmp(k, "inst") && strcmp(k, "uuid") &&
+        strcmp(k, "double"))
+        return false;
+    return dl__json_to_value(j, out, NULL) == DL_OK;
+}
+
+void dl__format_edn(const json_t *j, dl_buf_t *out) {
+    dl_value_t v;
+    switch (json_typeof(j)) {
+        case JSON_ARRAY: {
+            dl__buf_putc(out, '[');
+            for (size_t i = 0; i < json_array_size(j); i++) {
+                if (i)
+                    dl__buf_putc(out, ' ');
+                dl__format_edn(json_array_get(j, i), out);
+            }
+            dl__buf_putc(out, ']');
+            return;
+        }
+        case JSON_OBJECT: {
+            if (tagged_value(j, &v)) {
+                if (v.type == DL_T_REF) /* refs print as their entity id */
+                    dl__buf_printf(out, "%lld", (long long)v.as.i);
+                else
+                    dl__edn_print_value(v, out);
+                return;
+            }
+            dl__buf_putc(out, '{');
+            const char *k;
+            json_t *val;
+            bool first = true;
+            json_object_foreach((json_t *)j, k, val) {
+                if (!first)
+                    dl__buf_puts(out, ", ");
+                first = false;
+                dl__buf_printf(out, ":%s ", k);
+                dl__format_edn(val, out);
+            }
+            dl__buf_putc(out, '}');
+            return;
+        }
+        default:
+            if (dl__json_to_value(j, &v, NULL) == DL_OK)
+                dl__edn_print_value(v, out);
+            else
+                dl__buf_puts(out, "?");
+            return;
+    }
+}
+
+/* Display width of UTF-8 text: code points (good enough for aligned columns). */
+static size_t width(const char *s, size_t n) {
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++)
+        if (((unsigned char)s[i] & 0xC0) != 0x80)
+            w++;
+    return w;
+}
+
+/* The text of one cell: strings bare, everything else as EDN. new (dl_free). */
+static char *cell_text(const json_t *j) {
+    if (json_is_string(j))
+        return dl_strndup(json_string_value(j), json_string_length(j));
+    dl_buf_t b;
+    dl__buf_init(&b);
+    dl__format_edn(j, &b);
+    return dl__buf_take(&b);
+}
+
+void dl__format_table(FILE *out, const char *const *header, size_t n_cols, const json_t *rows) {
+    size_t n_rows = json_array_size(rows);
+    char **cells = dl_calloc((n_rows + 1) * n_cols + 1, sizeof *cells);
+    size_t *w = dl_calloc(n_cols + 1, sizeof *w);
+    if (!cells || !w) {
+        dl_free(cells);
+        dl_free(w);
+        fputs("deltalog: out of memory\n", stderr);
+        return;
+    }
+    for (size_t c = 0; c < n_cols; c++) {
+        cells[c] = dl_strdup(header[c]);
+        w[c] = width(header[c], strlen(header[c]));
+    }
+    for (size_t r = 0; r < n_rows; r++) {
+        const json_t *row = json_array_get(rows, r);
+        for (size_t c = 0; c < n_cols; c++) {
+            const json_t *v = json_is_array(row) ? json_array_get(row, c) : (c ? NULL : row);
+            char *t = v ? cell_text(v) : dl_strdup("");
+            cells[(r + 1) * n_cols + c] = t;
+            if (t && width(t, strlen(t)) > w[c])
+                w[c] = width(t, strlen(t));
+        }
+    }
+    for (size_t r = 0; r <= n_rows; r++) {
+        for (size_t c = 0; c < n_cols; c++) {
+            const char *t = cells[r * n_cols + c] ? cells[r * n_cols + c] : "?";
+            fputs(t, out);
+            if (c + 1 < n_cols)
+                for (size_t k = width(t, strlen(t)); k < w[c] + 2; k++)
+                    fputc(' ', out);
+        }
+        fputc('\n', out);
+        if (r == 0) {
+            for (size_t c = 0; c < n_cols; c++) {
+                for (size_t k = 0; k < w[c]; k++)
+                    fputc('-', out);
+                if (c + 1 < n_cols)
+                    fputs("  ", out);
+            }
+            fputc('\n', out);
+        }
+    }
+    for (size_t i = 0; i < (n_rows + 1) * n_cols; i++)
+        dl_free(cells[i]);
+    dl_free(cells);
+    dl_free(w);
+}
+
+/* Objects for people: a two-column key/value table, nested objects flattened a.b. */
+static void flatten(const json_t *j, const char *prefix, json_t *rows) {
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)j, k, v) {
+        char key[256];
+        snprintf(key, sizeof key, "%s%s%s", prefix, *prefix ? "." : "", k);
+        dl_value_t tv;
+        if (json_is_object(v) && !tagged_value(v, &tv)) {
+            flatten(v, key, rows);
+            continue;
+        }
+        json_t *row = json_array();
+        json_array_append_new(row, json_string(key));
+        json_array_append(row, v);
+        json_array_append_new(rows, row);
+    }
+}
+
+void dl__format_reply(FILE *out, dl_format_t fmt, const json_t *reply) {
+    if (fmt == DL_FMT_JSON) {
+        size_t len = 0;
+        char *line = dl__proto_dump_line(reply, &len);
+        if (line)
+            fwrite(line, 1, len, out);
+        dl_free(line);
+        return;
+    }
+    if (fmt == DL_FMT_EDN) {
+        dl_buf_t b;
+        dl__buf_init(&b);
+        dl__format_edn(reply, &b);
+        dl__buf_putc(&b, '\n');
+        if (!b.oom)
+            fwrite(b.data, 1, b.len, out);
+        dl__buf_fini(&b);
+        return;
+    }
+    json_t *rows = json_array();
+    if (json_is_object(reply))
+        flatten(reply, "", rows);
+    static const char *const hdr[] = {"field", "value"};
+    dl__format_table(out, hdr, 2, rows);
+    json_decref(rows);
+}

@@ -1,0 +1,1060 @@
+/*
+ * main.c: the `deltalog` command line (docs/protocol.md "Command line").
+ *
+ * Every command that reads or writes data builds a protocol v1 request and runs it
+ * either in process against the data directory (the default: the executor of exec.c,
+ * the very code the server runs) or, with --connect ADDR, against a running server over
+ * TCP; so the CLI, TCP and stdio all give the same answers. Output is for people (aligned
+ * tables) unless --format json|edn asks for the reply itself. Errors are one line on
+ * stderr; exit codes are listed in usage() and in docs/protocol.md.
+ * Does not: implement any operation itself (exec.c and the store do), or pretend: a
+ * command whose module is not built exits with EXIT_UNAVAILABLE and says so.
+ */
+#include "runtime/runtime.h"
+
+#include <deltalog/deltalog.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#if DL_HAVE_STORE
+#include <deltalog/store.h>
+#endif
+
+enum {
+    EXIT_OKAY = 0,        /* success */
+    EXIT_FAILED = 1,      /* the request was answered with an error (rejected transaction,
+                             bad query, not found, fsck found damage) */
+    EXIT_USAGE = 2,       /* bad command line */
+    EXIT_UNAVAILABLE = 3, /* not available yet: the module behind the command is not built */
+    EXIT_STORE = 4,       /* the data directory or store cannot be opened (locked, corrupt) */
+    EXIT_CONNECT = 5      /* cannot reach the server given by --connect, or it hung up */
+};
+
+#define DEFAULT_DATA_DIR ".deltalog/data"
+
+typedef struct cli {
+    const char *cmd;
+    const char *data_dir;
+    bool memory;
+    dl_format_t fmt;
+    const char *connect;
+    const char *token;
+    const char *file;
+    bool json_input;
+    bool history;
+    /* serve */
+    dl_server_options_t so;
+    /* positional arguments */
+    const char *pos[8];
+    int n_pos;
+    /* the in-process executor, opened lazily */
+    dl_exec_t *exec;
+    bool created;
+    int sock;
+    dl_buf_t rbuf;
+} cli_t;
+
+static const char *prog = "deltalog";
+
+static void die_line(const char *code, const char *msg) {
+    /* One line: only the first line of multi-line messages (EDN carets follow it). */
+    const char *nl = strchr(msg, '\n');
+    int n = nl ? (int)(nl - msg) : (int)strlen(msg);
+    if (code)
+        fprintf(stderr, "%s: %s: %.*s\n", prog, code, n, msg);
+    else
+        fprintf(stderr, "%s: %.*s\n", prog, n, msg);
+}
+
+/* ---- help ---------------------------------------------------------------------------------- */
+
+static const char *const exit_help =
+    "Exit codes:\n"
+    "  0  success\n"
+    "  1  the request failed (rejected transaction, bad query, not found, fsck damage)\n"
+    "  2  usage error\n"
+    "  3  not available yet (the module behind the command is not built)\n"
+    "  4  the data directory or store cannot be opened (locked, corrupt, I/O)\n"
+    "  5  cannot reach the server (--connect), or it hung up\n";
+
+static const char *const common_help =
+    "  --data DIR        data directory (default ./" DEFAULT_DATA_DIR ", created if missing)\n"
+    "  --memory          use an in-memory store (nothing is written)\n"
+    "  --connect ADDR    send the request to a running server (HOST:PORT) instead\n"
+    "  --token TOKEN     token for a server that requires hello\n"
+    "  --format FMT      table (default, for people), json or edn (for programs)\n"
+    "  -h, --help        this help\n";
+
+typedef struct command {
+    const char *name;
+    const char *args;
+    const char *summary;
+    int (*run)(cli_t *c);
+} command_t;
+
+static int cmd_status(cli_t *c);
+static int cmd_version(cli_t *c);
+static int cmd_serve(cli_t *c);
+static int cmd_query(cli_t *c);
+static int cmd_transact(cli_t *c);
+static int cmd_subscribe(cli_t *c);
+static int cmd_import(cli_t *c);
+static int cmd_export(cli_t *c);
+static int cmd_explain(cli_t *c);
+static int cmd_stats(cli_t *c);
+static int cmd_fsck(cli_t *c);
+static int cmd_checkpoint(cli_t *c);
+static int cmd_request(cli_t *c);
+
+static const command_t commands[] = {
+    {"status", "", "version and a one-line status of the data directory (the default)", cmd_status},
+    {"serve", "[--listen ADDR | --stdio] [--token T] [limits]",
+     "serve protocol v1 (JSON lines) over TCP or stdin/stdout", cmd_serve},
+    {"query", "QUERY [ARG...]", "run a Datalog query (EDN) and print its rows", cmd_query},
+    {"transact", "[TX | -f FILE | -] [--json]", "commit transaction data (EDN, or JSON form)",
+     cmd_transact},
+    {"subscribe", "QUERY", "subscribe to a query on a server and print diffs", cmd_subscribe},
+    {"import", "FILE",
+     "commit transactions from a file: .jsonl (JSON form, one per line) or "
+     ".edn (one transaction vector per form)",
+     cmd_import},
+    {"export", "[--history]",
+     "print every current datom (or the whole log) as JSON lines "
+     "or EDN",
+     cmd_export},
+    {"explain", "QUERY", "show the dataflow plan of a query", cmd_explain},
+    {"stats", "", "store, server and memory statistics", cmd_stats},
+    {"fsck", "", "open and replay the store, cross-check its indices", cmd_fsck},
+    {"checkpoint", "", "write a checkpoint of a durable store now", cmd_checkpoint},
+    {"request", "JSON", "send one raw protocol request and print the reply", cmd_request},
+    {"version", "", "print the version", cmd_version},
+};
+
+static const command_t *find_command(const char *name) {
+    for (size_t i = 0; i < DL_ARRAY_LEN(commands); i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "deltalog %s: live Datalog queries over an EAVT store\n\n"
+            "Usage: %s [COMMAND] [OPTIONS]\n"
+            "Without a command, `status` runs on the default data directory "
+            "(./" DEFAULT_DATA_DIR ").\n\nCommands:\n",
+            dl_version(), prog);
+    for (size_t i = 0; i < DL_ARRAY_LEN(commands); i++)
+        fprintf(out, "  %-11s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out,
+            "\nCommon options:\n%s\n%s\nRun `%s COMMAND --help` for a command's options; "
+            "the protocol is in docs/protocol.md.\n",
+            common_help, exit_help, prog);
+}
+
+static void command_usage(const command_t *cmd, FILE *out) {
+    fprintf(out, "Usage: %s %s %s\n%s.\n\nOptions:\n%s", prog, cmd->name, cmd->args, cmd->summary,
+            common_help);
+    if (cmd->run == cmd_serve)
+        fprintf(out,
+                "  --listen ADDR     TCP address HOST:PORT (default %s; port 0: any free port)\n"
+                "  --stdio           serve one connection on stdin/stdout instead of TCP\n"
+                "  --token TOKEN     require {\"op\":\"hello\",\"token\":TOKEN} first "
+                "(mandatory when\n"
+                "                    ADDR is not loopback)\n"
+                "  --port-file FILE  write the bound HOST:PORT to FILE once listening\n"
+                "  --max-line BYTES  longest request line (default %u)\n"
+                "  --max-connections N  (default %d)\n"
+                "  --max-outbuf BYTES   reply bytes queued per connection before reading "
+                "pauses (default %u)\n"
+                "  --sync MODE       every (default: fsync each transaction), batched, none\n"
+                "  --quiet           no log lines on stderr\n",
+                DL_SERVER_DEFAULT_LISTEN, DL_SERVER_DEFAULT_MAX_LINE, DL_SERVER_DEFAULT_MAX_CONN,
+                DL_SERVER_DEFAULT_MAX_OUT);
+    if (cmd->run == cmd_transact)
+        fprintf(out, "  -f FILE           read the transaction from FILE ('-': stdin)\n"
+                     "  --json            the transaction is in the JSON form "
+                     "(docs/storage.md)\n");
+    if (cmd->run == cmd_export)
+        fprintf(out, "  --history         every transaction's changes, not only current "
+                     "datoms\n");
+    fprintf(out, "\n%s", exit_help);
+}
+
+/* ---- argument parsing ------------------------------------------------------------------------ */
+
+static int parse_args(cli_t *c, const command_t *cmd, int argc, char **argv) {
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = NULL;
+        char name[64];
+        if (a[0] == '-' && a[1] == '-' && a[2]) {
+            const char *eq = strchr(a, '=');
+            size_t n = eq ? (size_t)(eq - a) : strlen(a);
+            if (n >= sizeof name)
+                n = sizeof name - 1;
+            memcpy(name, a, n);
+            name[n] = 0;
+            if (eq)
+                val = eq + 1;
+        } else if (strcmp(a, "-f") == 0 || strcmp(a, "-h") == 0) {
+            snprintf(name, sizeof name, "%s", a);
+        } else {
+            if (c->n_pos >= (int)DL_ARRAY_LEN(c->pos)) {
+                fprintf(stderr, "%s: %s: too many arguments\n", prog, cmd->name);
+                return EXIT_USAGE;
+            }
+            c->pos[c->n_pos++] = a;
+            continue;
+        }
+#define FLAG(s) (strcmp(name, s) == 0)
+#define NEED_VAL()                                                                                 \
+    do {                                                                                           \
+        if (!val) {                                                                                \
+            if (i + 1 >= argc) {                                                                   \
+                fprintf(stderr, "%s: %s: option %s needs a value\n", prog, cmd->name, name);       \
+                return EXIT_USAGE;                                                                 \
+            }                                                                                      \
+            val = argv[++i];                                                                       \
+        }                                                                                          \
+    } while (0)
+        if (FLAG("--help") || FLAG("-h")) {
+            command_usage(cmd, stdout);
+            exit(EXIT_OKAY);
+        } else if (FLAG("--data")) {
+            NEED_VAL();
+            c->data_dir = val;
+        } else if (FLAG("--memory")) {
+            c->memory = true;
+        } else if (FLAG("--format")) {
+            NEED_VAL();
+            if (strcmp(val, "table") == 0)
+                c->fmt = DL_FMT_TABLE;
+            else if (strcmp(val, "json") == 0)
+                c->fmt = DL_FMT_JSON;
+            else if (strcmp(val, "edn") == 0)
+                c->fmt = DL_FMT_EDN;
+            else {
+                fprintf(stderr, "%s: --format must be table, json or edn\n", prog);
+                return EXIT_USAGE;
+            }
+        } else if (FLAG("--connect")) {
+            NEED_VAL();
+            c->connect = val;
+        } else if (FLAG("--token")) {
+            NEED_VAL();
+            c->token = val;
+            c->so.token = val;
+        } else if (FLAG("-f") || FLAG("--file")) {
+            NEED_VAL();
+            c->file = val;
+        } else if (FLAG("--json")) {
+            c->json_input = true;
+        } else if (FLAG("--history")) {
+            c->history = true;
+        } else if (cmd->run == cmd_serve && FLAG("--listen")) {
+            NEED_VAL();
+            c->so.listen = val;
+        } else if (cmd->run == cmd_serve && FLAG("--stdio")) {
+            c->so.use_stdio = true;
+        } else if (cmd->run == cmd_serve && FLAG("--port-file")) {
+            NEED_VAL();
+            c->so.port_file = val;
+        } else if (cmd->run == cmd_serve && FLAG("--quiet")) {
+            c->so.quiet = true;
+        } else if (cmd->run == cmd_serve &&
+                   (FLAG("--max-line") || FLAG("--max-connections") || FLAG("--max-outbuf"))) {
+            NEED_VAL();
+            char *end;
+            long long v = strtoll(val, &end, 10);
+            if (*end || v <= 0 || v > (1ll << 40)) {
+                fprintf(stderr, "%s: %s needs a positive number\n", prog, name);
+                return EXIT_USAGE;
+            }
+            if (FLAG("--max-line"))
+                c->so.max_line = (size_t)v;
+            else if (FLAG("--max-outbuf"))
+                c->so.max_outbuf = (size_t)v;
+            else
+                c->so.max_connections = (int)DL_MIN(v, 1 << 20);
+        } else if (cmd->run == cmd_serve && FLAG("--sync")) {
+            NEED_VAL();
+#if DL_HAVE_STORE
+            if (strcmp(val, "every") == 0)
+                c->so.sync_mode = DL_SYNC_EVERY;
+            else if (strcmp(val, "batched") == 0)
+                c->so.sync_mode = DL_SYNC_BATCHED;
+            else if (strcmp(val, "none") == 0)
+                c->so.sync_mode = DL_SYNC_NONE;
+            else {
+                fprintf(stderr, "%s: --sync must be every, batched or none\n", prog);
+                return EXIT_USAGE;
+            }
+#endif
+        } else {
+            fprintf(stderr, "%s: %s: unknown option %s (see %s %s --help)\n", prog, cmd->name, name,
+                    prog, cmd->name);
+            return EXIT_USAGE;
+        }
+#undef FLAG
+#undef NEED_VAL
+    }
+    if (c->memory && c->data_dir) {
+        fprintf(stderr, "%s: --data and --memory exclude each other\n", prog);
+        return EXIT_USAGE;
+    }
+    if (!c->data_dir)
+        c->data_dir = DEFAULT_DATA_DIR;
+    return EXIT_OKAY;
+}
+
+/* ---- running requests --------------------------------------------------------------------------
+ */
+
+static int open_exec(cli_t *c) {
+    if (c->exec)
+        return EXIT_OKAY;
+    struct stat st;
+    c->created = !c->memory && stat(c->data_dir, &st) != 0;
+    dl_exec_options_t xo;
+    memset(&xo, 0, sizeof xo);
+    xo.data_dir = c->data_dir;
+    xo.memory = c->memory;
+    xo.create = true;
+    dl_error_t err;
+    dl_error_clear(&err);
+    if (dl__exec_open(&xo, &c->exec, &err) != DL_OK) {
+        die_line(dl_err_name(err.code), err.message);
+        return EXIT_STORE;
+    }
+    return EXIT_OKAY;
+}
+
+static int connect_to(cli_t *c) {
+    char host[256];
+    const char *colon = strrchr(c->connect, ':');
+    if (!colon || colon == c->connect || (size_t)(colon - c->connect) >= sizeof host) {
+        fprintf(stderr, "%s: --connect needs HOST:PORT\n", prog);
+        return EXIT_USAGE;
+    }
+    memcpy(host, c->connect, (size_t)(colon - c->connect));
+    host[colon - c->connect] = 0;
+    if (host[0] == '[') {
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = 0;
+    }
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    int g = getaddrinfo(host, colon + 1, &hints, &res);
+    if (g != 0) {
+        fprintf(stderr, "%s: cannot resolve %s: %s\n", prog, c->connect, gai_strerror(g));
+        return EXIT_CONNECT;
+    }
+    c->sock = -1;
+    for (struct addrinfo *ai = res; ai && c->sock < 0; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+        if (fd < 0)
+            continue;
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+            c->sock = fd;
+        else
+            close(fd);
+    }
+    freeaddrinfo(res);
+    if (c->sock < 0) {
+        fprintf(stderr, "%s: cannot connect to %s: %s\n", prog, c->connect, strerror(errno));
+        return EXIT_CONNECT;
+    }
+    dl__buf_init(&c->rbuf);
+    return EXIT_OKAY;
+}
+
+/* Sends one line and reads one reply line over the connection; new JSON or NULL. */
+static json_t *wire_roundtrip(cli_t *c, const char *line, size_t len) {
+    for (size_t off = 0; off < len;) {
+        ssize_t k = send(c->sock, line + off, len - off, MSG_NOSIGNAL);
+        if (k <= 0)
+            return NULL;
+        off += (size_t)k;
+    }
+    for (;;) {
+        char *nl = c->rbuf.len ? memchr(c->rbuf.data, '\n', c->rbuf.len) : NULL;
+        if (nl) {
+            size_t n = (size_t)(nl - c->rbuf.data);
+            json_t *j = json_loadb(c->rbuf.data, n, 0, NULL);
+            memmove(c->rbuf.data, nl + 1, c->rbuf.len - n - 1);
+            c->rbuf.len -= n + 1;
+            return j;
+        }
+        char buf[65536];
+        ssize_t k = recv(c->sock, buf, sizeof buf, 0);
+        if (k <= 0)
+            return NULL;
+        dl__buf_put(&c->rbuf, buf, (size_t)k);
+        if (c->rbuf.oom)
+            return NULL;
+    }
+}
+
+/* Runs one request (taken) and returns the parsed reply (new), or NULL after printing why
+ * with *out_exit set. */
+static json_t *run_request(cli_t *c, json_t *msg, int *out_exit) {
+    size_t len = 0;
+    char *line = dl__proto_dump_line(msg, &len);
+    json_decref(msg);
+    if (!line) {
+        die_line(NULL, "out of memory");
+        *out_exit = EXIT_FAILED;
+        return NULL;
+    }
+    json_t *reply = NULL;
+    if (c->connect) {
+        if (!c->sock || c->sock < 0) {
+            int rc = connect_to(c);
+            if (rc != EXIT_OKAY) {
+                dl_free(line);
+                *out_exit = rc;
+                return NULL;
+            }
+            if (c->token) {
+                json_t *h = json_pack("{s:s,s:s}", "op", "hello", "token", c->token);
+                size_t hl = 0;
+                char *hline = dl__proto_dump_line(h, &hl);
+                json_decref(h);
+                json_t *hr = hline ? wire_roundtrip(c, hline, hl) : NULL;
+                dl_free(hline);
+                if (!hr || !json_is_true(json_object_get(hr, "ok"))) {
+                    json_decref(hr);
+                    dl_free(line);
+                    die_line("auth", "the server refused the token");
+                    *out_exit = EXIT_FAILED;
+                    return NULL;
+                }
+                json_decref(hr);
+            }
+        }
+        reply = wire_roundtrip(c, line, len);
+        if (!reply) {
+            dl_free(line);
+            fprintf(stderr, "%s: the server at %s hung up\n", prog, c->connect);
+            *out_exit = EXIT_CONNECT;
+            return NULL;
+        }
+    } else {
+        int rc = open_exec(c);
+        if (rc != EXIT_OKAY) {
+            dl_free(line);
+            *out_exit = rc;
+            return NULL;
+        }
+        dl_request_t req;
+        dl_error_t err;
+        dl_error_clear(&err);
+        dl_proto_limits_t lim = {SIZE_MAX, DL_SERVER_DEFAULT_DEPTH};
+        char *rline;
+        size_t rlen = 0;
+        if (dl__proto_decode(line, len - 1, &lim, &req, &err) != DL_OK)
+            rline = dl__proto_reply_error(req.id, err.code, err.message, &rlen);
+        else
+            rline = dl__exec_run(c->exec, &req, &rlen, NULL);
+        dl__proto_request_fini(&req);
+        reply = rline ? json_loadb(rline, rlen, 0, NULL) : NULL;
+        dl_free(rline);
+    }
+    dl_free(line);
+    if (!reply) {
+        die_line(NULL, "out of memory");
+        *out_exit = EXIT_FAILED;
+        return NULL;
+    }
+    if (!json_is_true(json_object_get(reply, "ok"))) {
+        json_t *e = json_object_get(reply, "error");
+        const char *code = json_string_value(json_object_get(e, "code"));
+        const char *m = json_string_value(json_object_get(e, "message"));
+        die_line(code ? code : "error", m ? m : "request failed");
+        *out_exit = code && strcmp(code, "unsupported") == 0 ? EXIT_UNAVAILABLE : EXIT_FAILED;
+        json_decref(reply);
+        return NULL;
+    }
+    *out_exit = EXIT_OKAY;
+    return reply;
+}
+
+/* Drops "id" and "ok" for printing. */
+static void strip(json_t *reply) {
+    json_object_del(reply, "id");
+    json_object_del(reply, "ok");
+}
+
+static int not_available(const char *what) {
+    fprintf(stderr, "%s: not available yet: %s\n", prog, what);
+    return EXIT_UNAVAILABLE;
+}
+
+/* ---- commands
+ * ------------------------------------------------------------------------------------ */
+
+static int cmd_version(cli_t *c) {
+    if (c->fmt != DL_FMT_TABLE) {
+        json_t *v =
+            json_pack("{s:s,s:i,s:b,s:b}", "version", dl_version(), "protocol", DL_PROTO_VERSION,
+                      "store", dl__exec_has_store(), "datalog", dl__exec_has_datalog());
+        dl__format_reply(stdout, c->fmt, v);
+        json_decref(v);
+        return EXIT_OKAY;
+    }
+    printf("deltalog %s (protocol %d; modules: base%s%s, runtime)\n", dl_version(),
+           DL_PROTO_VERSION, dl__exec_has_store() ? ", store" : "",
+           dl__exec_has_datalog() ? ", datalog" : "");
+    return EXIT_OKAY;
+}
+
+static int cmd_status(cli_t *c) {
+    if (c->connect) {
+        int rc;
+        json_t *r = run_request(c, json_pack("{s:s}", "op", "stats"), &rc);
+        if (!r)
+            return rc;
+        json_t *st = json_object_get(r, "store");
+        json_object_set_new(st, "server", json_string(c->connect));
+        json_incref(st);
+        json_decref(r);
+        r = st;
+        if (c->fmt != DL_FMT_TABLE)
+            dl__format_reply(stdout, c->fmt, r);
+        else {
+            printf("deltalog %s\n", dl_version());
+            printf("server %s  data %s  t %lld  datoms %lld  attributes %lld\n", c->connect,
+                   json_string_value(json_object_get(r, "data")),
+                   (long long)json_integer_value(json_object_get(r, "t")),
+                   (long long)json_integer_value(json_object_get(r, "datoms")),
+                   (long long)json_integer_value(json_object_get(r, "attributes")));
+        }
+        json_decref(r);
+        return EXIT_OKAY;
+    }
+    int rc = open_exec(c);
+    if (rc != EXIT_OKAY)
+        return rc;
+    json_t *st = dl__exec_status(c->exec);
+    if (!st) {
+        die_line(NULL, "out of memory");
+        return EXIT_FAILED;
+    }
+    json_object_set_new(st, "created", json_boolean(c->created));
+    if (c->fmt != DL_FMT_TABLE) {
+        dl__format_reply(stdout, c->fmt, st);
+    } else {
+        printf("deltalog %s\n", dl_version());
+        printf("data %s (%s)", c->memory ? ":memory" : c->data_dir,
+               c->memory    ? "in memory"
+               : c->created ? "created"
+                            : "ok");
+        if (dl__exec_has_store()) {
+            printf("  t %lld  datoms %lld  attributes %lld  dimensions %lld\n",
+                   (long long)json_integer_value(json_object_get(st, "t")),
+                   (long long)json_integer_value(json_object_get(st, "datoms")),
+                   (long long)json_integer_value(json_object_get(st, "attributes")),
+                   (long long)json_integer_value(json_object_get(st, "dimensions")));
+        } else {
+            printf("  store: not available yet (store/ is not built)\n");
+        }
+    }
+    json_decref(st);
+    return EXIT_OKAY;
+}
+
+static int cmd_serve(cli_t *c) {
+    if (c->connect) {
+        fprintf(stderr, "%s: serve does not take --connect\n", prog);
+        return EXIT_USAGE;
+    }
+    c->so.data_dir = c->data_dir;
+    c->so.memory = c->memory;
+    c->so.handle_signals = true;
+    dl_server_t *s = NULL;
+    dl_error_t err;
+    dl_error_clear(&err);
+    int rc = dl_server_new(&c->so, &s, &err);
+    if (rc != DL_OK) {
+        die_line(dl_err_name(rc), err.message);
+        return rc == DL_EINVAL || rc == DL_EAUTH ? EXIT_USAGE : EXIT_STORE;
+    }
+    rc = dl_server_run(s, &err);
+    dl_server_free(s);
+    if (rc != DL_OK) {
+        die_line(dl_err_name(rc), err.message);
+        return EXIT_FAILED;
+    }
+    return EXIT_OKAY;
+}
+
+/* Reads a whole file ('-': stdin) into a new NUL-terminated buffer. */
+static char *slurp(const char *path, size_t *out_len) {
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "%s: cannot open %s: %s\n", prog, path, strerror(errno));
+        return NULL;
+    }
+    dl_buf_t b;
+    dl__buf_init(&b);
+    char tmp[65536];
+    size_t k;
+    while ((k = fread(tmp, 1, sizeof tmp, f)) > 0)
+        dl__buf_put(&b, tmp, k);
+    if (f != stdin)
+        fclose(f);
+    dl__buf_putc(&b, 0);
+    *out_len = b.len ? b.len - 1 : 0;
+    char *s = dl__buf_take(&b);
+    if (!s)
+        fprintf(stderr, "%s: out of memory reading %s\n", prog, path);
+    return s;
+}
+
+static void print_rows(cli_t *c, json_t *reply, const char *key, const char *const *header,
+                       size_t n_cols) {
+    strip(reply);
+    if (c->fmt != DL_FMT_TABLE) {
+        dl__format_reply(stdout, c->fmt, reply);
+        return;
+    }
+    dl__format_table(stdout, header, n_cols, json_object_get(reply, key));
+}
+
+static int query_like(cli_t *c, const char *op) {
+    if (c->n_pos < 1) {
+        fprintf(stderr, "%s: %s needs a query (see %s %s --help)\n", prog, op, prog, op);
+        return EXIT_USAGE;
+    }
+    if (!c->connect && !dl__exec_has_datalog())
+        return not_available("queries need the Datalog front end (datalog/), which this build "
+                             "does not include");
+    json_t *msg = json_pack("{s:s,s:s}", "op", op, "q", c->pos[0]);
+    if (c->n_pos > 1) {
+        json_t *args = json_array();
+        for (int i = 1; i < c->n_pos; i++) {
+            dl_value_t v;
+            json_t *j = NULL;
+            if (dl_value_parse_edn(c->pos[i], strlen(c->pos[i]), &v, NULL) == DL_OK)
+                j = dl__json_from_value(v);
+            else
+                j = json_string(c->pos[i]);
+            json_array_append_new(args, j);
+        }
+        json_object_set_new(msg, "args", args);
+    }
+    int rc;
+    json_t *r = run_request(c, msg, &rc);
+    if (!r)
+        return rc;
+    json_t *rows = json_object_get(r, "rows");
+    size_t n_cols = rows && json_array_size(rows) ? json_array_size(json_array_get(rows, 0)) : 1;
+    char names[16][24];
+    const char *hdr[16];
+    n_cols = DL_MIN(n_cols ? n_cols : 1, 16);
+    for (size_t i = 0; i < n_cols; i++) {
+        snprintf(names[i], sizeof names[i], "%%%zu", i + 1);
+        hdr[i] = names[i];
+    }
+    if (strcmp(op, "query") == 0)
+        print_rows(c, r, "rows", hdr, n_cols);
+    else {
+        strip(r);
+        dl__format_reply(stdout, c->fmt, r);
+    }
+    json_decref(r);
+    return EXIT_OKAY;
+}
+
+static int cmd_query(cli_t *c) { return query_like(c, "query"); }
+static int cmd_explain(cli_t *c) { return query_like(c, "explain"); }
+
+static int cmd_subscribe(cli_t *c) {
+    return not_available("subscriptions (subscribe/) are not part of this build");
+}
+
+/* Builds the "tx" field: EDN text, or the parsed JSON form with --json. */
+static json_t *tx_field(cli_t *c, const char *text, size_t len, int *out_exit) {
+    if (!c->json_input)
+        return json_stringn(text, len);
+    json_error_t je;
+    json_t *j = json_loadb(text, len, 0, &je);
+    if (!j || !json_is_array(j)) {
+        fprintf(stderr, "%s: --json transaction data must be a JSON array (%s)\n", prog,
+                j ? "not an array" : je.text);
+        json_decref(j);
+        *out_exit = EXIT_FAILED;
+        return NULL;
+    }
+    return j;
+}
+
+static void print_tx(cli_t *c, json_t *r) {
+    strip(r);
+    if (c->fmt != DL_FMT_TABLE) {
+        dl__format_reply(stdout, c->fmt, r);
+        return;
+    }
+    printf("committed t %lld (%lld datoms)\n",
+           (long long)json_integer_value(json_object_get(r, "t")),
+           (long long)json_integer_value(json_object_get(r, "datoms")));
+    json_t *tids = json_object_get(r, "tempids");
+    if (json_object_size(tids)) {
+        json_t *rows = json_array();
+        const char *k;
+        json_t *v;
+        json_object_foreach(tids, k, v) json_array_append_new(rows, json_pack("[sO]", k, v));
+        static const char *const hdr[] = {"tempid", "entity"};
+        dl__format_table(stdout, hdr, 2, rows);
+        json_decref(rows);
+    }
+}
+
+static int cmd_transact(cli_t *c) {
+    char *owned = NULL;
+    const char *text;
+    size_t len;
+    if (c->file || (c->n_pos == 1 && strcmp(c->pos[0], "-") == 0)) {
+        owned = slurp(c->file ? c->file : "-", &len);
+        if (!owned)
+            return EXIT_FAILED;
+        text = owned;
+    } else if (c->n_pos == 1) {
+        text = c->pos[0];
+        len = strlen(text);
+    } else {
+        fprintf(stderr, "%s: transact needs transaction data, -f FILE or - (see --help)\n", prog);
+        return EXIT_USAGE;
+    }
+    int rc = EXIT_OKAY;
+    json_t *tx = tx_field(c, text, len, &rc);
+    dl_free(owned);
+    if (!tx)
+        return rc;
+    json_t *msg = json_pack("{s:s,s:o}", "op", "transact", "tx", tx);
+    json_t *r = run_request(c, msg, &rc);
+    if (!r)
+        return rc;
+    print_tx(c, r);
+    json_decref(r);
+    return EXIT_OKAY;
+}
+
+static int cmd_import(cli_t *c) {
+    const char *path = c->file ? c->file : c->n_pos == 1 ? c->pos[0] : NULL;
+    if (!path) {
+        fprintf(stderr, "%s: import needs a FILE (.jsonl or .edn)\n", prog);
+        return EXIT_USAGE;
+    }
+    size_t plen = strlen(path);
+    bool edn = plen > 4 && strcmp(path + plen - 4, ".edn") == 0;
+    size_t len;
+    char *text = slurp(path, &len);
+    if (!text)
+        return EXIT_FAILED;
+    long n_tx = 0, t_last = 0;
+    int rc = EXIT_OKAY;
+    if (edn) {
+        /* One transaction vector per top-level form; each is sent as its own EDN text. */
+        dl_arena_t ar;
+        dl__arena_init(&ar, 1 << 16);
+        dl_edn_reader_t rd;
+        dl__edn_reader_init(&rd, text, len, &ar);
+        for (;;) {
+            dl_edn_t *form = NULL;
+            dl_error_t err;
+            dl_error_clear(&err);
+            size_t start = rd.pos;
+            if (dl__edn_read(&rd, &form, &err) != DL_OK) {
+                die_line("parse", err.message);
+                rc = EXIT_FAILED;
+                break;
+            }
+            if (!form)
+                break;
+            json_t *msg =
+                json_pack("{s:s,s:s%}", "op", "transact", "tx", text + start, rd.pos - start);
+            json_t *r = run_request(c, msg, &rc);
+            if (!r) {
+                fprintf(stderr, "%s: import stopped at transaction %ld (line %d)\n", prog, n_tx + 1,
+                        form->line);
+                break;
+            }
+            n_tx++;
+            t_last = (long)json_integer_value(json_object_get(r, "t"));
+            json_decref(r);
+        }
+        dl__arena_fini(&ar);
+    } else {
+        int line_no = 0;
+        for (char *p = text, *end = text + len; p < end && rc == EXIT_OKAY;) {
+            char *nl = memchr(p, '\n', (size_t)(end - p));
+            size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+            line_no++;
+            if (!dl__proto_line_blank(p, n)) {
+                json_error_t je;
+                json_t *tx = json_loadb(p, n, 0, &je);
+                if (!tx || !json_is_array(tx)) {
+                    fprintf(stderr,
+                            "%s: %s:%d: each line must be a JSON array of "
+                            "transaction data\n",
+                            prog, path, line_no);
+                    json_decref(tx);
+                    rc = EXIT_FAILED;
+                    break;
+                }
+                json_t *r = run_request(c, json_pack("{s:s,s:o}", "op", "transact", "tx", tx), &rc);
+                if (!r) {
+                    fprintf(stderr, "%s: import stopped at %s:%d\n", prog, path, line_no);
+                    break;
+                }
+                n_tx++;
+                t_last = (long)json_integer_value(json_object_get(r, "t"));
+                json_decref(r);
+            }
+            p += n + 1;
+        }
+    }
+    dl_free(text);
+    if (c->fmt == DL_FMT_TABLE)
+        printf("imported %ld transactions%s", n_tx, n_tx ? "" : "\n");
+    if (c->fmt == DL_FMT_TABLE && n_tx)
+        printf(" (last t %ld)\n", t_last);
+    else if (c->fmt != DL_FMT_TABLE) {
+        json_t *o =
+            json_pack("{s:i,s:i}", "transactions", (json_int_t)n_tx, "t", (json_int_t)t_last);
+        dl__format_reply(stdout, c->fmt, o);
+        json_decref(o);
+    }
+    return rc;
+}
+
+#if DL_HAVE_STORE
+static void print_datom(cli_t *c, const dl_db_t *db, const dl_datom_t *d, bool with_added) {
+    dl_attr_info_t info;
+    const char *a = NULL;
+    char buf[32];
+    if (dl_db_attr_by_id(db, d->a, &info, NULL) == DL_OK)
+        a = info.ident;
+    else {
+        snprintf(buf, sizeof buf, "%lld", (long long)d->a);
+        a = buf;
+    }
+    json_t *row = json_array();
+    json_array_append_new(row, json_integer(d->e));
+    json_array_append_new(row, json_pack("{s:s}", "kw", a));
+    json_array_append_new(row, dl__json_from_value(d->v));
+    json_array_append_new(row, json_integer(d->tx));
+    if (with_added)
+        json_array_append_new(row, json_boolean(d->added));
+    dl__format_reply(stdout, c->fmt == DL_FMT_EDN ? DL_FMT_EDN : DL_FMT_JSON, row);
+    json_decref(row);
+}
+
+typedef struct export_ctx {
+    cli_t *c;
+    const dl_db_t *db;
+} export_ctx_t;
+
+static int export_commit(void *ctx, const dl_commit_t *cm) {
+    export_ctx_t *x = ctx;
+    for (size_t i = 0; i < cm->n_changes; i++) {
+        dl_datom_t d = {cm->changes[i].e, cm->changes[i].a, cm->changes[i].v, (int64_t)cm->tx,
+                        cm->changes[i].diff > 0};
+        print_datom(x->c, x->db, &d, true);
+    }
+    return 0;
+}
+#endif
+
+/* Store-level commands need the store in process. */
+static int store_cmd_prelude(cli_t *c, const char *name) {
+    if (c->connect) {
+        fprintf(stderr, "%s: %s works on a data directory, not over --connect\n", prog, name);
+        return EXIT_USAGE;
+    }
+    if (!dl__exec_has_store())
+        return not_available("the store module (store/) is not part of this build");
+    return open_exec(c);
+}
+
+static int cmd_export(cli_t *c) {
+    int rc = store_cmd_prelude(c, "export");
+    if (rc != EXIT_OKAY)
+        return rc;
+#if DL_HAVE_STORE
+    dl_store_t *st = dl__exec_store(c->exec);
+    dl_db_t *db = dl_store_db(st);
+    if (!db) {
+        die_line(NULL, "out of memory");
+        return EXIT_FAILED;
+    }
+    if (c->history) {
+        export_ctx_t x = {c, db};
+        dl_db_tx_range(db, 1, 0, export_commit, &x);
+    } else {
+        dl_iter_t *it = NULL;
+        dl_error_t err;
+        dl_error_clear(&err);
+        if (dl_db_datoms(db, DL_INDEX_EAVT, NULL, 0, NULL, &it, &err) != DL_OK) {
+            die_line(dl_err_name(err.code), err.message);
+            dl_db_unref(db);
+            return EXIT_FAILED;
+        }
+        dl_datom_t d;
+        while (dl_iter_next(it, &d))
+            print_datom(c, db, &d, false);
+        dl_iter_free(it);
+    }
+    dl_db_unref(db);
+#endif
+    return EXIT_OKAY;
+}
+
+static int cmd_fsck(cli_t *c) {
+    int rc = store_cmd_prelude(c, "fsck");
+    if (rc != EXIT_OKAY)
+        return rc;
+#if DL_HAVE_STORE
+    /* Opening replayed the checkpoint and the log (a bad record fails the open with
+     * "corrupt"); now cross-check the indices against each other and the statistics. */
+    dl_store_t *st = dl__exec_store(c->exec);
+    dl_db_t *db = dl_store_db(st);
+    long long counts[2] = {0, 0};
+    int bad = 0;
+    for (int k = 0; k < 2; k++) {
+        dl_iter_t *it = NULL;
+        if (dl_db_datoms(db, k == 0 ? DL_INDEX_EAVT : DL_INDEX_AEVT, NULL, 0, NULL, &it, NULL) !=
+            DL_OK) {
+            bad++;
+            continue;
+        }
+        dl_datom_t d;
+        while (dl_iter_next(it, &d))
+            counts[k]++;
+        dl_iter_free(it);
+    }
+    size_t n = dl_db_attrs(db, NULL, 0);
+    dl_attr_info_t *attrs = dl_calloc(n ? n : 1, sizeof *attrs);
+    long long from_stats = 0;
+    n = attrs ? dl_db_attrs(db, attrs, n) : 0;
+    for (size_t i = 0; i < n; i++) {
+        dl_attr_stats_t as;
+        if (dl_db_attr_stats(db, attrs[i].id, &as, NULL) == DL_OK)
+            from_stats += as.datoms;
+    }
+    dl_free(attrs);
+    if (counts[0] != counts[1]) {
+        fprintf(stderr, "%s: fsck: EAVT has %lld datoms but AEVT %lld\n", prog, counts[0],
+                counts[1]);
+        bad++;
+    }
+    if (counts[0] != from_stats) {
+        fprintf(stderr, "%s: fsck: EAVT has %lld datoms but attribute statistics say %lld\n", prog,
+                counts[0], from_stats);
+        bad++;
+    }
+    uint64_t basis = dl_db_basis_tx(db);
+    dl_db_unref(db);
+    if (c->fmt != DL_FMT_TABLE) {
+        json_t *o = json_pack("{s:b,s:I,s:I}", "ok", !bad, "t", (json_int_t)basis, "datoms",
+                              (json_int_t)counts[0]);
+        dl__format_reply(stdout, c->fmt, o);
+        json_decref(o);
+    } else if (!bad)
+        printf("ok: t %llu, %lld datoms, indices agree\n", (unsigned long long)basis, counts[0]);
+    return bad ? EXIT_FAILED : EXIT_OKAY;
+#else
+    return EXIT_OKAY;
+#endif
+}
+
+static int cmd_checkpoint(cli_t *c) {
+    int rc = store_cmd_prelude(c, "checkpoint");
+    if (rc != EXIT_OKAY)
+        return rc;
+#if DL_HAVE_STORE
+    dl_error_t err;
+    dl_error_clear(&err);
+    if (dl_store_checkpoint(dl__exec_store(c->exec), &err) != DL_OK) {
+        die_line(dl_err_name(err.code), err.message);
+        return err.code == DL_EUNSUPPORTED ? EXIT_UNAVAILABLE : EXIT_FAILED;
+    }
+    if (c->fmt == DL_FMT_TABLE)
+        printf("checkpoint written\n");
+#endif
+    return EXIT_OKAY;
+}
+
+static int cmd_stats(cli_t *c) {
+    int rc;
+    json_t *r = run_request(c, json_pack("{s:s}", "op", "stats"), &rc);
+    if (!r)
+        return rc;
+    strip(r);
+    dl__format_reply(stdout, c->fmt, r);
+    json_decref(r);
+    return EXIT_OKAY;
+}
+
+static int cmd_request(cli_t *c) {
+    if (c->n_pos != 1) {
+        fprintf(stderr, "%s: request needs one JSON request object\n", prog);
+        return EXIT_USAGE;
+    }
+    json_error_t je;
+    json_t *msg = json_loads(c->pos[0], 0, &je);
+    if (!msg) {
+        fprintf(stderr, "%s: request: malformed JSON: %s\n", prog, je.text);
+        return EXIT_USAGE;
+    }
+    int rc;
+    json_t *r = run_request(c, msg, &rc);
+    if (!r)
+        return rc;
+    dl__format_reply(stdout, c->fmt == DL_FMT_TABLE ? DL_FMT_JSON : c->fmt, r);
+    json_decref(r);
+    return EXIT_OKAY;
+}
+
+int main(int argc, char **argv) {
+    cli_t c;
+    memset(&c, 0, sizeof c);
+    dl_server_options_init(&c.so);
+    const command_t *cmd = NULL;
+    int first = 1;
+    if (argc > 1 && argv[1][0] != '-') {
+        cmd = find_command(argv[1]);
+        if (!cmd) {
+            fprintf(stderr, "%s: unknown command %s (see %s --help)\n", prog, argv[1], prog);
+            return EXIT_USAGE;
+        }
+        first = 2;
+    } else if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        usage(stdout);
+        return EXIT_OKAY;
+    } else if (argc > 1 && strcmp(argv[1], "--version") == 0) {
+        cmd = find_command("version");
+        first = 2;
+    } else {
+        cmd = find_command("status");
+    }
+    c.cmd = cmd->name;
+    int rc = parse_args(&c, cmd, argc - first, argv + first);
+    if (rc == EXIT_OKAY)
+        rc = cmd->run(&c);
+    dl__exec_close(c.exec);
+    if (c.sock > 0)
+        close(c.sock);
+    dl__buf_fini(&c.rbuf);
+    fflush(stdout);
+    return rc;
+}

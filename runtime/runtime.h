@@ -1,0 +1,161 @@
+/*
+ * runtime.h: the runtime module's internal API, shared by its files and its tests:
+ * the wire-protocol decoder and reply encoder (proto.c), the request executor that owns
+ * the store (exec.c), the engine thread with its rings (engine.c), the libuv server
+ * (server.c) and the command line's output formats (format.c).
+ * Not API: the public embedding API is include/deltalog/runtime.h. The protocol itself
+ * is specified in docs/protocol.md; this header follows it.
+ */
+#ifndef DL_RUNTIME_RUNTIME_H
+#define DL_RUNTIME_RUNTIME_H
+
+#include "base/base.h"
+
+#include <deltalog/deltalog.h>
+#include <deltalog/runtime.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* ---- protocol (proto.c) ----------------------------------------------------------------- */
+#define DL_PROTO_VERSION 1
+
+/* Wire codes the protocol adds to dl_err_name()'s: negative, far below error.h's range so
+ * they can never collide with a DL_E... code added later. */
+#define DL_PROTO_EUNKNOWN_OP (-1000) /* "unknown_op": the op is not part of protocol v1 */
+
+/* The operations of protocol v1, in the order docs/protocol.md lists them. */
+typedef enum dl_req_op {
+    DL_REQ_HELLO,
+    DL_REQ_PING,
+    DL_REQ_STATS,
+    DL_REQ_TRANSACT,
+    DL_REQ_ENTITY,
+    DL_REQ_HISTORY,
+    DL_REQ_SCHEMA,
+    DL_REQ_ADVANCE,
+    DL_REQ_QUERY,
+    DL_REQ_EXPLAIN,
+    DL_REQ_SUBSCRIBE,
+    DL_REQ_UNSUBSCRIBE,
+    DL_REQ__COUNT
+} dl_req_op_t;
+
+typedef struct dl_proto_limits {
+    size_t max_line; /* bytes per request line, excluding the '\n' */
+    int max_depth;   /* nesting of JSON arrays/objects in a request */
+} dl_proto_limits_t;
+
+/* A decoded request. Invariant: when msg != NULL it is a JSON object whose fields were
+ * checked against the op's field table (names, types, required ones present). */
+typedef struct dl_request {
+    dl_req_op_t op;
+    json_t *msg; /* owned: the whole request object (NULL when the line was not JSON) */
+    json_t *id;  /* borrowed from msg: the request's "id", NULL when absent */
+} dl_request_t;
+
+const char *dl__proto_op_name(dl_req_op_t op);
+/* The wire code of an error code: dl_err_name() or a protocol code above. */
+const char *dl__proto_code_name(int code);
+
+/* Decodes one request line (without its '\n'; a trailing '\r' is allowed). On success
+ * returns 0 and fills *out. On failure returns the error code, fills err, and still
+ * fills out->msg/out->id when the line was a JSON object, so the error reply can echo
+ * the id. In every case the caller calls dl__proto_request_fini(out). */
+int dl__proto_decode(const char *line, size_t len, const dl_proto_limits_t *lim, dl_request_t *out,
+                     dl_error_t *err) DL_WUR;
+void dl__proto_request_fini(dl_request_t *req);
+/* True when the line holds only whitespace (such lines are skipped, not answered). */
+bool dl__proto_line_blank(const char *line, size_t len);
+
+/* Reply lines. Both return a new NUL-terminated line ending in '\n' (dl_free), with its
+ * length in *out_len, or NULL on out of memory. `id` is borrowed (NULL: no id field is
+ * written... except that error replies always carry "id", null when unknown). `body`
+ * is taken: an object whose fields follow "id" and "ok", or NULL. */
+char *dl__proto_reply_ok(const json_t *id, json_t *body, size_t *out_len);
+char *dl__proto_reply_error(const json_t *id, int code, const char *message, size_t *out_len);
+/* Serializes any JSON value compactly into a new line ending in '\n' (dl_free). */
+char *dl__proto_dump_line(const json_t *j, size_t *out_len);
+
+/* ---- the executor (exec.c): runs requests against the store ------------------------------ */
+typedef struct dl_exec dl_exec_t;
+
+typedef struct dl_exec_options {
+    const char *data_dir; /* the store's directory; NULL with memory = true */
+    bool memory;          /* in-memory store, nothing written */
+    bool create;          /* create the directory when it does not exist */
+    int sync_mode;        /* the store's DL_SYNC_* mode (0: every transaction is fsynced) */
+} dl_exec_options_t;
+
+/* Shared counters the server updates and the executor reports in "stats". Loop thread
+ * writes, engine thread reads: accessed with ck_pr loads/stores only. */
+typedef struct dl_server_counters {
+    uint64_t connections;       /* open now */
+    uint64_t connections_total; /* accepted since start */
+    uint64_t requests;          /* request lines received */
+    uint64_t errors;            /* error replies sent */
+    uint64_t bytes_in, bytes_out;
+} dl_server_counters_t;
+
+int dl__exec_open(const dl_exec_options_t *opt, dl_exec_t **out, dl_error_t *err) DL_WUR;
+/* Closes the store cleanly (flushes what was committed). NULL-safe. */
+void dl__exec_close(dl_exec_t *x);
+void dl__exec_set_counters(dl_exec_t *x, const dl_server_counters_t *c);
+/* Executes one decoded request on the calling thread (the executor's owner) and returns
+ * its reply line (new, dl_free; NULL only on out of memory). *out_failed (may be NULL)
+ * tells whether the reply is an error reply. */
+char *dl__exec_run(dl_exec_t *x, const dl_request_t *req, size_t *out_len, bool *out_failed);
+/* The store the executor owns (borrowed; only in builds with the store module). */
+struct dl_store;
+struct dl_store *dl__exec_store(dl_exec_t *x);
+/* A new JSON object describing the store for `deltalog status` and "stats". */
+json_t *dl__exec_status(dl_exec_t *x);
+/* Whether the modules that back each op are built in. */
+bool dl__exec_has_store(void);
+bool dl__exec_has_datalog(void);
+
+/* ---- the engine thread (engine.c) ------------------------------------------------------- */
+/* A unit of work crossing threads. Taken by whoever it is handed to: the loop thread
+ * enqueues it for the engine (never touching it again until it comes back), the engine
+ * fills `reply` and hands it back. */
+typedef struct dl_job {
+    dl_request_t req;    /* taken by the engine, finalized there */
+    void *conn;          /* routing for the reply, opaque to the engine */
+    void *slot;          /* the connection's reply slot */
+    char *reply;         /* filled by the engine: new reply line */
+    size_t reply_len;    /* its length */
+    bool failed;         /* the reply is an error reply */
+    struct dl_job *next; /* loop-side overflow list link */
+} dl_job_t;
+
+typedef struct dl_engine dl_engine_t;
+/* Called on the engine thread after replies were queued; must only wake the loop. */
+typedef void (*dl_engine_notify_fn)(void *ctx);
+
+/* Starts the engine thread owning x (taken: closed by dl__engine_stop). */
+int dl__engine_start(dl_exec_t *x, unsigned ring_size, dl_engine_notify_fn notify, void *ctx,
+                     dl_engine_t **out, dl_error_t *err) DL_WUR;
+/* Loop thread: hands a job to the engine; false when the request ring is full (the job
+ * is not taken then). */
+bool dl__engine_submit(dl_engine_t *e, dl_job_t *job);
+/* Loop thread: the next finished job, or NULL. */
+dl_job_t *dl__engine_poll(dl_engine_t *e);
+/* Loop thread: runs every job already submitted, closes the executor (and the store)
+ * cleanly, joins the thread and frees the engine. Finished jobs still in the reply ring
+ * are passed to `drain` first. */
+void dl__engine_stop(dl_engine_t *e, void (*drain)(dl_job_t *job, void *ctx), void *ctx);
+
+/* ---- command-line output (format.c) ----------------------------------------------------- */
+typedef enum dl_format { DL_FMT_TABLE, DL_FMT_JSON, DL_FMT_EDN } dl_format_t;
+
+/* Prints a successful reply body for people or programs. */
+void dl__format_reply(FILE *out, dl_format_t fmt, const json_t *reply);
+/* Prints an aligned table: header names and rows of JSON arrays (values in the wire
+ * encoding, shown as EDN). */
+void dl__format_table(FILE *out, const char *const *header, size_t n_cols, const json_t *rows);
+/* EDN text of a JSON value in the wire encoding (values.md); appends to out. */
+void dl__format_edn(const json_t *j, dl_buf_t *out);
+
+#endif

@@ -1,0 +1,1082 @@
+/*
+ * server.c: the I/O side of the server: one libuv loop on the thread that calls
+ * dl_server_run(), owning the listener, every connection, line framing, the limits,
+ * per-connection reply order, auth, signals and the graceful stop. Requests that touch
+ * the store go to the engine thread (engine.c) as jobs; the rest (hello, ping, errors
+ * found while framing or decoding) are answered here.
+ *
+ * Design notes (docs/protocol.md "Transports and limits" is the user-facing side):
+ *  1. Transports. TCP connections and the stdio "connection" share every line of code
+ *     above the handle: framing, decoding, slots, writes. Only how bytes come in and go
+ *     out differs (a uv stream, or uv_fs reads/writes when stdin/stdout are files), so
+ *     the same input yields the same output bytes on both.
+ *  2. Order. Each request line gets a slot in its connection's FIFO at the moment it is
+ *     framed; replies fill slots in any order (engine jobs finish later than pings) and
+ *     are written strictly from the head, so replies come in request order.
+ *  3. Limits. A line longer than max_line gets a "limit" error reply and is skipped up
+ *     to its newline; the connection stays open. Reading pauses while a connection has
+ *     max_inflight unanswered requests or max_outbuf bytes of replies not yet taken by
+ *     the peer, and resumes when both are below half; so memory per connection is
+ *     bounded by max_line + one read + its replies. A connection over max_connections
+ *     gets one "limit" error line and is closed.
+ *  4. Jobs in flight (sent to the engine, not yet back) never exceed ring_size - 1
+ *     (engine.c invariant 3); excess jobs wait in `overflow`, in order.
+ *  5. A connection is freed only when it is closing, its handles are closed, no job of
+ *     it is in the engine and no write of it is pending.
+ *  6. Stop: stop accepting and reading; every request already framed is answered and
+ *     written (bounded by a drain timeout for peers that do not read); then the engine
+ *     is stopped, which closes the store cleanly; then the loop ends.
+ * Does not: run requests (exec.c), decode JSON (proto.c).
+ */
+#include "runtime/runtime.h"
+
+#include <ck_pr.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#define READ_CHUNK       (64 * 1024)
+#define RING_SIZE        4096
+#define DRAIN_TIMEOUT_MS 5000
+
+static const char oom_line[] =
+    "{\"id\":null,\"ok\":false,\"error\":{\"code\":\"nomem\",\"message\":\"out of memory\"}}\n";
+
+typedef struct slot {
+    struct slot *next;
+    char *line; /* the reply, ending in '\n'; NULL until ready */
+    size_t len;
+    bool ready;
+    bool static_line; /* line points to oom_line: not freed */
+} slot_t;
+
+enum { K_TCP, K_STDIO_STREAM, K_STDIO_FILE };
+
+typedef struct conn conn_t;
+struct conn {
+    dl_server_t *srv;
+    conn_t *prev, *next; /* the server's list of live connections */
+    int kind;
+    union {
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+        uv_tty_t tty;
+    } ih, oh;              /* input handle (TCP: both directions); stdio output handle */
+    uv_stream_t *in, *out; /* NULL for files */
+    int in_fd, out_fd;     /* K_STDIO_FILE */
+    uv_fs_t rreq;          /* K_STDIO_FILE: the read in progress */
+    char *fbuf;            /* K_STDIO_FILE: its buffer */
+    bool fs_reading;
+    int guard;       /* > 0 while a callback still uses the connection: not freed */
+    int handles;     /* handles not yet closed */
+    dl_buf_t inbuf;  /* received bytes not yet framed */
+    bool discarding; /* skipping the rest of an over-long line */
+    bool reading, paused, eof, closing, authed, rejected;
+    slot_t *head, *tail;
+    int n_slots;   /* requests framed whose reply is not yet handed to a write */
+    int in_engine; /* jobs of this connection in the engine or overflow */
+    int pending_writes;
+    size_t out_bytes; /* bytes of replies handed to writes not yet completed */
+    char peer[64];
+};
+
+typedef struct wreq {
+    union {
+        uv_write_t w;
+        uv_fs_t f;
+    } req;
+    conn_t *c;
+    size_t total;
+    unsigned n;
+    uv_buf_t *bufs; /* n buffers */
+    slot_t **slots; /* n slots owning the lines */
+} wreq_t;
+
+struct dl_server {
+    dl_server_options_t opt;
+    char *listen_copy, *token, *port_file;
+    char address[80];
+    dl_proto_limits_t lim;
+    uv_loop_t loop;
+    bool loop_ok;
+    uv_tcp_t listener;
+    bool listening;
+    uv_signal_t sigint, sigterm;
+    bool signals;
+    uv_async_t reply_async, stop_async;
+    uv_timer_t drain_timer;
+    bool drain_timer_on;
+    dl_engine_t *engine;
+    unsigned in_flight; /* jobs in the engine (invariant 4) */
+    dl_job_t *overflow_head, *overflow_tail;
+    conn_t *conns;
+    int n_conns;
+    bool stopping, engine_stopped, handles_closed;
+    dl_server_counters_t counters;
+    char readbuf[READ_CHUNK];
+};
+
+static void conn_process(conn_t *c);
+static void conn_flush(conn_t *c);
+static void conn_close(conn_t *c);
+static void server_check_stop(dl_server_t *s);
+static void conn_start_reading(conn_t *c);
+static void begin_stop(dl_server_t *s, const char *why);
+
+static void logf_(dl_server_t *s, const char *fmt, ...) DL_PRINTF(2, 3);
+static void logf_(dl_server_t *s, const char *fmt, ...) {
+    if (s->opt.quiet)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("deltalog: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+/* ---- slots and replies ----------------------------------------------------------------- */
+
+static slot_t *slot_push(conn_t *c) {
+    slot_t *s = dl_calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    if (c->tail)
+        c->tail->next = s;
+    else
+        c->head = s;
+    c->tail = s;
+    c->n_slots++;
+    return s;
+}
+
+static void slot_fill(conn_t *c, slot_t *s, char *line, size_t len, bool failed) {
+    if (!line) {
+        line = (char *)oom_line;
+        len = sizeof oom_line - 1;
+        s->static_line = true;
+        failed = true;
+    }
+    s->line = line;
+    s->len = len;
+    s->ready = true;
+    if (failed)
+        ck_pr_add_64(&c->srv->counters.errors, 1);
+}
+
+static void slot_free(slot_t *s) {
+    if (!s->static_line)
+        dl_free(s->line);
+    dl_free(s);
+}
+
+/* Answers with an error now (in order: the slot keeps its place). */
+static void reply_error(conn_t *c, slot_t *s, const json_t *id, int code, const char *msg) {
+    size_t len = 0;
+    char *line = dl__proto_reply_error(id, code, msg, &len);
+    slot_fill(c, s, line, len, true);
+}
+
+/* ---- connection lifetime ---------------------------------------------------------------- */
+
+static void conn_maybe_free(conn_t *c) {
+    if (!c->closing || c->handles || c->in_engine || c->pending_writes || c->fs_reading || c->guard)
+        return;
+    dl_server_t *s = c->srv;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    if (!c->rejected) {
+        s->n_conns--;
+        ck_pr_store_64(&s->counters.connections, (uint64_t)s->n_conns);
+    }
+    for (slot_t *x = c->head, *nx; x; x = nx) {
+        nx = x->next;
+        slot_free(x);
+    }
+    dl__buf_fini(&c->inbuf);
+    dl_free(c->fbuf);
+    dl_free(c);
+    if (s->opt.use_stdio)
+        begin_stop(s, "end of input"); /* the stdio server lives as long as its connection */
+    server_check_stop(s);
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+    conn_t *c = h->data;
+    c->handles--;
+    conn_maybe_free(c);
+}
+
+static void conn_close(conn_t *c) {
+    if (c->closing)
+        return;
+    c->closing = true;
+    c->reading = false;
+    if (c->in && !uv_is_closing((uv_handle_t *)c->in))
+        uv_close((uv_handle_t *)c->in, on_handle_closed);
+    if (c->out && c->out != c->in && !uv_is_closing((uv_handle_t *)c->out))
+        uv_close((uv_handle_t *)c->out, on_handle_closed);
+    conn_maybe_free(c);
+}
+
+static conn_t *conn_new(dl_server_t *s, int kind) {
+    conn_t *c = dl_calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->srv = s;
+    c->kind = kind;
+    c->in_fd = c->out_fd = -1;
+    dl__buf_init(&c->inbuf);
+    c->authed = s->token == NULL;
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    return c;
+}
+
+/* True when this connection has nothing left to answer or write. */
+static bool conn_idle(const conn_t *c) {
+    return c->n_slots == 0 && c->in_engine == 0 && c->pending_writes == 0;
+}
+
+/* After input ended (EOF, or the server stopping) and everything is written: close. */
+static void conn_check_done(conn_t *c) {
+    if (c->closing || !c->eof || !conn_idle(c))
+        return;
+    conn_close(c);
+}
+
+/* ---- writing ---------------------------------------------------------------------------- */
+
+static void write_done(wreq_t *w, int status) {
+    conn_t *c = w->c;
+    for (unsigned i = 0; i < w->n; i++)
+        slot_free(w->slots[i]);
+    c->out_bytes -= w->total;
+    c->pending_writes--;
+    dl_free(w);
+    c->guard++;
+    if (status < 0 && !c->closing) {
+        logf_(c->srv, "%s: write failed: %s", c->peer, uv_strerror(status));
+        c->eof = true;
+        conn_close(c);
+    }
+    if (!c->closing) {
+        conn_process(c); /* may resume a paused connection */
+        conn_check_done(c);
+    }
+    c->guard--;
+    conn_maybe_free(c);
+}
+
+static void on_stream_written(uv_write_t *req, int status) {
+    write_done((wreq_t *)req->data, status);
+}
+
+static void on_fs_written(uv_fs_t *req) {
+    wreq_t *w = req->data;
+    ssize_t r = req->result;
+    uv_fs_req_cleanup(req);
+    if (r >= 0 && (size_t)r < w->total) {
+        /* A short write to a file: write the rest synchronously (files do not block long). */
+        size_t done = (size_t)r;
+        for (unsigned i = 0; i < w->n && r >= 0; i++) {
+            size_t blen = w->bufs[i].len;
+            if (done >= blen) {
+                done -= blen;
+                continue;
+            }
+            const char *p = w->bufs[i].base + done;
+            size_t left = blen - done;
+            done = 0;
+            while (left) {
+                ssize_t k = write(w->c->out_fd, p, left);
+                if (k < 0) {
+                    r = -1;
+                    break;
+                }
+                p += k;
+                left -= (size_t)k;
+            }
+        }
+    }
+    write_done(w, r < 0 ? UV_EIO : 0);
+}
+
+/* Writes every ready reply at the head of the FIFO in one write (design note 2). */
+static void conn_flush(conn_t *c) {
+    if (c->closing)
+        return;
+    unsigned n = 0;
+    for (slot_t *x = c->head; x && x->ready; x = x->next)
+        n++;
+    if (!n)
+        return;
+    wreq_t *w = dl_calloc(1, sizeof *w + n * (sizeof(uv_buf_t) + sizeof(slot_t *)));
+    if (!w) {
+        conn_close(c); /* cannot answer in order any more: closing is the honest option */
+        return;
+    }
+    w->c = c;
+    w->n = n;
+    w->bufs = (uv_buf_t *)(w + 1);
+    w->slots = (slot_t **)(w->bufs + n);
+    for (unsigned i = 0; i < n; i++) {
+        slot_t *x = c->head;
+        c->head = x->next;
+        if (!c->head)
+            c->tail = NULL;
+        x->next = NULL;
+        w->slots[i] = x;
+        w->bufs[i] = uv_buf_init(x->line, (unsigned)x->len);
+        w->total += x->len;
+    }
+    c->n_slots -= (int)n;
+    c->out_bytes += w->total;
+    c->pending_writes++;
+    ck_pr_add_64(&c->srv->counters.bytes_out, w->total);
+    int rc;
+    if (c->out) {
+        w->req.w.data = w;
+        rc = uv_write(&w->req.w, c->out, w->bufs, n, on_stream_written);
+    } else {
+        w->req.f.data = w;
+        rc = uv_fs_write(&c->srv->loop, &w->req.f, c->out_fd, w->bufs, n, -1, on_fs_written);
+    }
+    if (rc != 0)
+        write_done(w, rc);
+}
+
+/* ---- requests ---------------------------------------------------------------------------- */
+
+static bool token_equal(const char *a, const char *b) {
+    size_t na = strlen(a), nb = strlen(b);
+    unsigned char d = (unsigned char)(na != nb);
+    for (size_t i = 0; i < nb; i++)
+        d |= (unsigned char)(a[i % (na ? na : 1)] ^ b[i]);
+    return d == 0;
+}
+
+static void submit_overflow(dl_server_t *s) {
+    while (s->overflow_head && s->in_flight < RING_SIZE - 1) {
+        dl_job_t *j = s->overflow_head;
+        if (!dl__engine_submit(s->engine, j))
+            break;
+        s->overflow_head = j->next;
+        if (!s->overflow_head)
+            s->overflow_tail = NULL;
+        j->next = NULL;
+        s->in_flight++;
+    }
+}
+
+static void send_job(conn_t *c, slot_t *slot, dl_request_t *req) {
+    dl_server_t *s = c->srv;
+    dl_job_t *j = dl_calloc(1, sizeof *j);
+    if (!j) {
+        reply_error(c, slot, req->id, DL_ENOMEM, "out of memory");
+        dl__proto_request_fini(req);
+        return;
+    }
+    j->req = *req; /* taken */
+    memset(req, 0, sizeof *req);
+    j->conn = c;
+    j->slot = slot;
+    c->in_engine++;
+    if (s->overflow_tail)
+        s->overflow_tail->next = j;
+    else
+        s->overflow_head = j;
+    s->overflow_tail = j;
+    submit_overflow(s);
+}
+
+static void do_hello(conn_t *c, slot_t *slot, const dl_request_t *req) {
+    dl_server_t *s = c->srv;
+    const json_t *proto = json_object_get(req->msg, "protocol");
+    if (proto && json_integer_value(proto) != DL_PROTO_VERSION) {
+        reply_error(c, slot, req->id, DL_EVERSION, "this server speaks protocol 1 only");
+        return;
+    }
+    if (s->token) {
+        const json_t *tok = json_object_get(req->msg, "token");
+        if (!tok || !token_equal(s->token, json_string_value(tok))) {
+            reply_error(c, slot, req->id, DL_EAUTH, "wrong or missing token");
+            return;
+        }
+        c->authed = true;
+    }
+    json_t *b = json_object();
+    if (b) {
+        json_object_set_new(b, "server", json_string("deltalog"));
+        json_object_set_new(b, "version", json_string(dl_version()));
+        json_object_set_new(b, "protocol", json_integer(DL_PROTO_VERSION));
+    }
+    size_t len = 0;
+    char *line = b ? dl__proto_reply_ok(req->id, b, &len) : NULL;
+    slot_fill(c, slot, line, len, false);
+}
+
+static void handle_line(conn_t *c, const char *p, size_t n) {
+    if (dl__proto_line_blank(p, n))
+        return;
+    dl_server_t *s = c->srv;
+    ck_pr_add_64(&s->counters.requests, 1);
+    slot_t *slot = slot_push(c);
+    if (!slot) {
+        conn_close(c); /* cannot keep order without a slot */
+        return;
+    }
+    dl_request_t req;
+    dl_error_t err;
+    dl_error_clear(&err);
+    int rc = dl__proto_decode(p, n, &s->lim, &req, &err);
+    if (rc != DL_OK) {
+        reply_error(c, slot, req.id, rc, err.message);
+    } else if (!c->authed && req.op != DL_REQ_HELLO) {
+        reply_error(c, slot, req.id, DL_EAUTH,
+                    "this server requires a hello with the token before any other op");
+    } else if (req.op == DL_REQ_HELLO) {
+        do_hello(c, slot, &req);
+    } else if (req.op == DL_REQ_PING) {
+        size_t len = 0;
+        char *line = dl__proto_reply_ok(req.id, json_object(), &len);
+        slot_fill(c, slot, line, len, false);
+    } else {
+        send_job(c, slot, &req);
+    }
+    dl__proto_request_fini(&req);
+}
+
+static bool over_limits(const conn_t *c) {
+    const dl_server_t *s = c->srv;
+    return c->n_slots >= s->opt.max_inflight || c->out_bytes >= s->opt.max_outbuf;
+}
+
+static bool below_resume(const conn_t *c) {
+    const dl_server_t *s = c->srv;
+    return c->n_slots <= s->opt.max_inflight / 2 && c->out_bytes <= s->opt.max_outbuf / 2;
+}
+
+static void conn_stop_reading(conn_t *c) {
+    if (!c->reading)
+        return;
+    c->reading = false;
+    if (c->in)
+        uv_read_stop(c->in);
+    /* files: the read in flight completes; on_fs_read does not issue the next one. */
+}
+
+/* Frames and handles complete lines in inbuf until it is empty or limits pause us. */
+static void conn_process(conn_t *c) {
+    dl_server_t *s = c->srv;
+    if (c->closing)
+        return;
+    if (s->stopping) { /* design note 6: answer what was read, read nothing more */
+        conn_flush(c);
+        return;
+    }
+    if (c->paused) {
+        if (!below_resume(c))
+            return;
+        c->paused = false;
+    }
+    size_t pos = 0;
+    dl_buf_t *b = &c->inbuf;
+    while (pos < b->len && !c->closing) {
+        if (over_limits(c)) {
+            c->paused = true;
+            break;
+        }
+        char *start = b->data + pos;
+        size_t avail = b->len - pos;
+        char *nl = memchr(start, '\n', avail);
+        if (c->discarding) {
+            if (!nl) {
+                pos = b->len;
+                break;
+            }
+            pos += (size_t)(nl - start) + 1;
+            c->discarding = false;
+            continue;
+        }
+        if (!nl) {
+            if (avail > s->lim.max_line + 1) { /* +1: a trailing '\r' is not counted */
+                slot_t *slot = slot_push(c);
+                if (slot) {
+                    char msg[128];
+                    snprintf(msg, sizeof msg,
+                             "request line over the limit of %zu bytes; skipped to its end",
+                             s->lim.max_line);
+                    reply_error(c, slot, NULL, DL_ELIMIT, msg);
+                    ck_pr_add_64(&s->counters.requests, 1);
+                }
+                c->discarding = true;
+                pos = b->len;
+            }
+            break;
+        }
+        size_t n = (size_t)(nl - start);
+        pos += n + 1;
+        handle_line(c, start, n);
+    }
+    if (pos) {
+        memmove(b->data, b->data + pos, b->len - pos);
+        b->len -= pos;
+    }
+    if (c->eof && !c->paused && b->len && !c->closing) {
+        /* The last line of the input had no newline: it is still a request. */
+        if (!c->discarding)
+            handle_line(c, b->data, b->len);
+        b->len = 0;
+    }
+    conn_flush(c);
+    if (c->paused)
+        conn_stop_reading(c);
+    else if (!c->eof && !c->reading && !c->closing)
+        conn_start_reading(c);
+}
+
+/* ---- reading ----------------------------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    conn_t *c = h->data;
+    *buf = uv_buf_init(c->srv->readbuf, sizeof c->srv->readbuf);
+}
+
+static void conn_input(conn_t *c, const char *p, size_t n) {
+    ck_pr_add_64(&c->srv->counters.bytes_in, n);
+    dl__buf_put(&c->inbuf, p, n);
+    if (c->inbuf.oom) {
+        logf_(c->srv, "%s: out of memory buffering input; closing", c->peer);
+        conn_close(c);
+        return;
+    }
+    conn_process(c);
+}
+
+static void conn_input_end(conn_t *c) {
+    c->eof = true;
+    conn_stop_reading(c);
+    conn_process(c);
+    conn_check_done(c);
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
+    conn_t *c = st->data;
+    if (nread > 0)
+        conn_input(c, buf->base, (size_t)nread);
+    else if (nread < 0) {
+        if (nread != UV_EOF)
+            logf_(c->srv, "%s: read failed: %s", c->peer, uv_strerror((int)nread));
+        conn_input_end(c);
+    }
+}
+
+static void fs_read_next(conn_t *c);
+
+static void on_fs_read(uv_fs_t *req) {
+    conn_t *c = req->data;
+    ssize_t r = req->result;
+    uv_fs_req_cleanup(req);
+    /* fs_reading stays set while the bytes are handled, so c cannot be freed under us. */
+    if (!c->closing) {
+        if (r > 0)
+            conn_input(c, c->fbuf, (size_t)r);
+        else
+            conn_input_end(c);
+    }
+    c->fs_reading = false;
+    if (!c->closing && c->reading)
+        fs_read_next(c);
+    conn_maybe_free(c);
+}
+
+static void fs_read_next(conn_t *c) {
+    if (c->fs_reading)
+        return;
+    uv_buf_t b = uv_buf_init(c->fbuf, READ_CHUNK);
+    c->rreq.data = c;
+    if (uv_fs_read(&c->srv->loop, &c->rreq, c->in_fd, &b, 1, -1, on_fs_read) == 0)
+        c->fs_reading = true;
+    else
+        conn_input_end(c);
+}
+
+static void conn_start_reading(conn_t *c) {
+    if (c->reading || c->eof || c->closing || c->srv->stopping)
+        return;
+    c->reading = true;
+    if (c->in) {
+        int rc = uv_read_start(c->in, on_alloc, on_read);
+        if (rc != 0) {
+            c->reading = false;
+            conn_input_end(c);
+        }
+    } else {
+        fs_read_next(c);
+    }
+}
+
+/* ---- accepting --------------------------------------------------------------------------- */
+
+static void on_connection(uv_stream_t *server, int status) {
+    dl_server_t *s = server->data;
+    if (status < 0 || s->stopping)
+        return;
+    conn_t *c = conn_new(s, K_TCP);
+    if (!c)
+        return;
+    uv_tcp_init(&s->loop, &c->ih.tcp);
+    c->ih.tcp.data = c;
+    c->in = c->out = (uv_stream_t *)&c->ih.tcp;
+    c->handles = 1;
+    if (uv_accept(server, c->in) != 0) {
+        c->rejected = true;
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->ih.tcp, 1);
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    snprintf(c->peer, sizeof c->peer, "connection");
+    if (uv_tcp_getpeername(&c->ih.tcp, (struct sockaddr *)&ss, &len) == 0) {
+        char host[48] = "?";
+        int port = 0;
+        if (ss.ss_family == AF_INET6) {
+            uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof host);
+            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        } else {
+            uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host);
+            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        }
+        snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
+    }
+    if (s->n_conns >= s->opt.max_connections) {
+        /* Design note 3: one error line, then close. Not counted as a connection. */
+        c->rejected = true;
+        slot_t *slot = slot_push(c);
+        if (slot) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "too many connections (the limit is %d)",
+                     s->opt.max_connections);
+            reply_error(c, slot, NULL, DL_ELIMIT, msg);
+        }
+        c->eof = true;
+        conn_flush(c);
+        conn_check_done(c);
+        return;
+    }
+    s->n_conns++;
+    ck_pr_store_64(&s->counters.connections, (uint64_t)s->n_conns);
+    ck_pr_add_64(&s->counters.connections_total, 1);
+    conn_start_reading(c);
+}
+
+/* ---- replies from the engine ------------------------------------------------------------- */
+
+static void take_reply(dl_job_t *j, void *ctx) {
+    dl_server_t *s = ctx;
+    conn_t *c = j->conn;
+    slot_t *slot = j->slot;
+    s->in_flight--;
+    c->in_engine--;
+    slot_fill(c, slot, j->reply, j->reply_len, j->failed);
+    dl_free(j);
+    if (c->closing) {
+        conn_maybe_free(c);
+        return;
+    }
+    conn_process(c); /* flushes, and resumes reading if it was paused */
+    conn_check_done(c);
+}
+
+static void on_replies(uv_async_t *h) {
+    dl_server_t *s = h->data;
+    dl_job_t *j;
+    while ((j = dl__engine_poll(s->engine)) != NULL)
+        take_reply(j, s);
+    submit_overflow(s);
+    server_check_stop(s);
+}
+
+static void notify_loop(void *ctx) {
+    dl_server_t *s = ctx;
+    uv_async_send(&s->reply_async);
+}
+
+/* ---- stopping ------------------------------------------------------------------------------ */
+
+static void on_drain_timeout(uv_timer_t *t) {
+    dl_server_t *s = t->data;
+    logf_(s, "stop: peers not reading their replies after %d ms; closing them", DRAIN_TIMEOUT_MS);
+    for (conn_t *c = s->conns; c; c = c->next)
+        if (c->in_engine == 0)
+            conn_close(c);
+}
+
+static void close_server_handles(dl_server_t *s) {
+    if (s->handles_closed)
+        return;
+    s->handles_closed = true;
+    uv_close((uv_handle_t *)&s->reply_async, NULL);
+    uv_close((uv_handle_t *)&s->stop_async, NULL);
+    if (s->signals) {
+        uv_close((uv_handle_t *)&s->sigint, NULL);
+        uv_close((uv_handle_t *)&s->sigterm, NULL);
+    }
+    if (s->drain_timer_on)
+        uv_close((uv_handle_t *)&s->drain_timer, NULL);
+    if (s->listening && !uv_is_closing((uv_handle_t *)&s->listener))
+        uv_close((uv_handle_t *)&s->listener, NULL);
+}
+
+static void server_check_stop(dl_server_t *s) {
+    if (!s->stopping)
+        return;
+    bool busy = false;
+    for (conn_t *c = s->conns; c; c = c->next) {
+        if (!c->closing && conn_idle(c))
+            conn_close(c);
+        if (c->in_engine)
+            busy = true;
+    }
+    if (!busy && !s->engine_stopped && s->in_flight == 0 && !s->overflow_head) {
+        s->engine_stopped = true;
+        dl__engine_stop(s->engine, take_reply, s); /* closes the store */
+        s->engine = NULL;
+        logf_(s, "store closed");
+    }
+    if (s->engine_stopped && !s->conns)
+        close_server_handles(s);
+}
+
+static void begin_stop(dl_server_t *s, const char *why) {
+    if (s->stopping)
+        return;
+    s->stopping = true;
+    logf_(s, "stopping (%s): answering requests already received", why);
+    if (s->listening)
+        uv_close((uv_handle_t *)&s->listener, NULL);
+    for (conn_t *c = s->conns; c; c = c->next) {
+        conn_stop_reading(c);
+        c->eof = true;
+        if (!c->closing)
+            conn_flush(c);
+    }
+    if (uv_timer_init(&s->loop, &s->drain_timer) == 0) {
+        s->drain_timer_on = true;
+        s->drain_timer.data = s;
+        uv_timer_start(&s->drain_timer, on_drain_timeout, DRAIN_TIMEOUT_MS, 0);
+        uv_unref((uv_handle_t *)&s->drain_timer);
+    }
+    server_check_stop(s);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+    begin_stop(h->data, signum == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+static void on_stop_async(uv_async_t *h) { begin_stop(h->data, "stop requested"); }
+
+/* ---- setup --------------------------------------------------------------------------------- */
+
+void dl_server_options_init(dl_server_options_t *opt) {
+    memset(opt, 0, sizeof *opt);
+    opt->handle_signals = true;
+}
+
+static bool is_loopback(const struct sockaddr *sa) {
+    if (sa->sa_family == AF_INET) {
+        const unsigned char *b = (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr;
+        return b[0] == 127;
+    }
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+    static const unsigned char one[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    return memcmp(a, one, 16) == 0;
+}
+
+/* Parses "HOST:PORT", "[V6]:PORT" or ":PORT"/"PORT" (loopback). */
+static int parse_listen(const char *text, struct sockaddr_storage *out, dl_error_t *err) {
+    char host[64];
+    const char *port_s;
+    const char *colon = strrchr(text, ':');
+    if (!colon) {
+        snprintf(host, sizeof host, "127.0.0.1");
+        port_s = text;
+    } else {
+        size_t hl = (size_t)(colon - text);
+        if (hl >= sizeof host)
+            return dl_error_set(err, DL_EINVAL, "listen address %s: host too long", text);
+        memcpy(host, text, hl);
+        host[hl] = 0;
+        port_s = colon + 1;
+        if (hl == 0)
+            snprintf(host, sizeof host, "127.0.0.1");
+    }
+    char *end;
+    long port = strtol(port_s, &end, 10);
+    if (!*port_s || *end || port < 0 || port > 65535)
+        return dl_error_set(err, DL_EINVAL, "listen address %s: bad port", text);
+    if (strcmp(host, "localhost") == 0)
+        snprintf(host, sizeof host, "127.0.0.1");
+    size_t hl = strlen(host);
+    if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
+        host[hl - 1] = 0;
+        if (uv_ip6_addr(host + 1, (int)port, (struct sockaddr_in6 *)out) != 0)
+            return dl_error_set(err, DL_EINVAL, "listen address %s: bad IPv6 address", text);
+        return DL_OK;
+    }
+    if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)out) != 0 &&
+        uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)out) != 0)
+        return dl_error_set(err, DL_EINVAL,
+                            "listen address %s: not a numeric IP address (or localhost)", text);
+    return DL_OK;
+}
+
+static int write_port_file(dl_server_t *s, dl_error_t *err) {
+    size_t n = strlen(s->port_file);
+    char *tmp = dl_malloc(n + 8);
+    if (!tmp)
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    snprintf(tmp, n + 8, "%s.tmp", s->port_file);
+    FILE *f = fopen(tmp, "w");
+    int rc = DL_OK;
+    if (!f || fprintf(f, "%s\n", s->address) < 0 || fclose(f) != 0 ||
+        rename(tmp, s->port_file) != 0)
+        rc = dl_error_set(err, DL_EIO, "cannot write port file %s", s->port_file);
+    dl_free(tmp);
+    return rc;
+}
+
+static int setup_tcp(dl_server_t *s, dl_error_t *err) {
+    const char *text = s->listen_copy ? s->listen_copy : DL_SERVER_DEFAULT_LISTEN;
+    struct sockaddr_storage addr;
+    memset(&addr, 0, sizeof addr);
+    int rc = parse_listen(text, &addr, err);
+    if (rc != DL_OK)
+        return rc;
+    if (!is_loopback((struct sockaddr *)&addr) && !s->token)
+        return dl_error_set(err, DL_EAUTH,
+                            "listening on %s (not loopback) requires a token (--token)", text);
+    uv_tcp_init(&s->loop, &s->listener);
+    s->listener.data = s;
+    s->listening = true;
+    int uvrc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
+    if (uvrc == 0)
+        uvrc = uv_listen((uv_stream_t *)&s->listener, 511, on_connection);
+    if (uvrc != 0)
+        return dl_error_set(err, DL_EIO, "cannot listen on %s: %s", text, uv_strerror(uvrc));
+    struct sockaddr_storage bound;
+    int len = sizeof bound;
+    uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &len);
+    char host[48] = "?";
+    int port;
+    if (bound.ss_family == AF_INET6) {
+        uv_ip6_name((struct sockaddr_in6 *)&bound, host, sizeof host);
+        port = ntohs(((struct sockaddr_in6 *)&bound)->sin6_port);
+        snprintf(s->address, sizeof s->address, "[%s]:%d", host, port);
+    } else {
+        uv_ip4_name((struct sockaddr_in *)&bound, host, sizeof host);
+        port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+        snprintf(s->address, sizeof s->address, "%s:%d", host, port);
+    }
+    return DL_OK;
+}
+
+/* Opens fd as a libuv stream of the right kind into h; false when it is a file. */
+static int open_stdio_stream(dl_server_t *s, int fd, bool readable, void *h, uv_stream_t **out) {
+    *out = NULL;
+    switch (uv_guess_handle(fd)) {
+        case UV_TTY:
+            if (uv_tty_init(&s->loop, h, fd, readable) != 0)
+                return -1;
+            break;
+        case UV_NAMED_PIPE:
+            if (uv_pipe_init(&s->loop, h, 0) != 0)
+                return -1;
+            if (uv_pipe_open(h, fd) != 0) {
+                uv_close(h, NULL);
+                return -1;
+            }
+            break;
+        case UV_TCP:
+            if (uv_tcp_init(&s->loop, h) != 0)
+                return -1;
+            if (uv_tcp_open(h, fd) != 0) {
+                uv_close(h, NULL);
+                return -1;
+            }
+            break;
+        default:
+            return 0; /* a file (or a character device such as /dev/null): uv_fs */
+    }
+    *out = h;
+    return 0;
+}
+
+static int setup_stdio(dl_server_t *s, dl_error_t *err) {
+    conn_t *c = conn_new(s, K_STDIO_STREAM);
+    if (!c)
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    snprintf(c->peer, sizeof c->peer, "stdio");
+    snprintf(s->address, sizeof s->address, "stdio");
+    if (open_stdio_stream(s, 0, true, &c->ih, &c->in) != 0 ||
+        open_stdio_stream(s, 1, false, &c->oh, &c->out) != 0) {
+        c->rejected = true;
+        conn_close(c);
+        return dl_error_set(err, DL_EIO, "cannot use stdin/stdout");
+    }
+    if (c->in) {
+        c->in->data = c;
+        c->handles++;
+    } else {
+        c->in_fd = 0;
+        c->fbuf = dl_malloc(READ_CHUNK);
+        if (!c->fbuf) {
+            c->rejected = true;
+            conn_close(c);
+            return dl_error_set(err, DL_ENOMEM, "out of memory");
+        }
+    }
+    if (c->out) {
+        c->out->data = c;
+        c->handles++;
+    } else {
+        c->out_fd = 1;
+    }
+    c->kind = (c->in && c->out) ? K_STDIO_STREAM : K_STDIO_FILE;
+    s->n_conns = 1;
+    ck_pr_store_64(&s->counters.connections, 1);
+    ck_pr_store_64(&s->counters.connections_total, 1);
+    return DL_OK;
+}
+
+int dl_server_new(const dl_server_options_t *opt, dl_server_t **out, dl_error_t *err) {
+    *out = NULL;
+    dl_server_t *s = dl_calloc(1, sizeof *s);
+    if (!s)
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    s->opt = *opt;
+    if (!s->opt.max_line)
+        s->opt.max_line = DL_SERVER_DEFAULT_MAX_LINE;
+    if (s->opt.max_connections <= 0)
+        s->opt.max_connections = DL_SERVER_DEFAULT_MAX_CONN;
+    if (!s->opt.max_outbuf)
+        s->opt.max_outbuf = DL_SERVER_DEFAULT_MAX_OUT;
+    if (s->opt.max_depth <= 0)
+        s->opt.max_depth = DL_SERVER_DEFAULT_DEPTH;
+    if (s->opt.max_inflight <= 0)
+        s->opt.max_inflight = DL_SERVER_DEFAULT_INFLIGHT;
+    s->lim.max_line = s->opt.max_line;
+    s->lim.max_depth = s->opt.max_depth;
+    int rc = DL_OK;
+    if ((opt->listen && !(s->listen_copy = dl_strdup(opt->listen))) ||
+        (opt->token && !(s->token = dl_strdup(opt->token))) ||
+        (opt->port_file && !(s->port_file = dl_strdup(opt->port_file)))) {
+        dl_free(s->listen_copy);
+        dl_free(s->token);
+        dl_free(s->port_file);
+        dl_free(s);
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    }
+    s->opt.listen = s->opt.token = s->opt.port_file = s->opt.data_dir = NULL;
+    if (s->token && !*s->token) {
+        dl_free(s->token);
+        s->token = NULL;
+    }
+    int uvrc = uv_loop_init(&s->loop);
+    if (uvrc != 0) {
+        rc = dl_error_set(err, DL_EIO, "event loop: %s", uv_strerror(uvrc));
+        goto fail;
+    }
+    s->loop_ok = true;
+    uv_async_init(&s->loop, &s->reply_async, on_replies);
+    s->reply_async.data = s;
+    uv_async_init(&s->loop, &s->stop_async, on_stop_async);
+    s->stop_async.data = s;
+    if (opt->handle_signals) {
+        uv_signal_init(&s->loop, &s->sigint);
+        uv_signal_init(&s->loop, &s->sigterm);
+        s->sigint.data = s->sigterm.data = s;
+        uv_signal_start(&s->sigint, on_signal, SIGINT);
+        uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+        s->signals = true;
+    }
+    /* A peer that goes away mid-write must be an error return, not a process kill. */
+    signal(SIGPIPE, SIG_IGN);
+    if (opt->use_stdio)
+        rc = setup_stdio(s, err);
+    else
+        rc = setup_tcp(s, err);
+    if (rc != DL_OK)
+        goto fail;
+    dl_exec_options_t xo;
+    memset(&xo, 0, sizeof xo);
+    xo.data_dir = opt->data_dir;
+    xo.memory = opt->memory;
+    xo.create = true;
+    xo.sync_mode = opt->sync_mode;
+    dl_exec_t *x = NULL;
+    if ((rc = dl__exec_open(&xo, &x, err)) != DL_OK)
+        goto fail;
+    dl__exec_set_counters(x, &s->counters);
+    if ((rc = dl__engine_start(x, RING_SIZE, notify_loop, s, &s->engine, err)) != DL_OK)
+        goto fail;
+    if (s->port_file && (rc = write_port_file(s, err)) != DL_OK)
+        goto fail;
+    *out = s;
+    return DL_OK;
+fail:
+    dl_server_free(s);
+    return rc;
+}
+
+const char *dl_server_address(const dl_server_t *s) { return s->address; }
+
+int dl_server_run(dl_server_t *s, dl_error_t *err) {
+    if (!s->engine)
+        return dl_error_set(err, DL_ESTATE, "server already ran");
+    logf_(s, "serving protocol %d on %s", DL_PROTO_VERSION, s->address);
+    for (conn_t *c = s->conns; c; c = c->next)
+        conn_start_reading(c);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    return DL_OK;
+}
+
+void dl_server_stop(dl_server_t *s) { uv_async_send(&s->stop_async); }
+
+static void on_walk_close(uv_handle_t *h, void *arg) {
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+void dl_server_free(dl_server_t *s) {
+    if (!s)
+        return;
+    if (s->engine) {
+        /* Never ran (or failed during setup): stop the engine, closing the store. */
+        s->stopping = true;
+        dl__engine_stop(s->engine, take_reply, s);
+        s->engine = NULL;
+    }
+    s->stopping = s->engine_stopped = s->handles_closed = true;
+    if (s->loop_ok) {
+        for (conn_t *c = s->conns; c; c = c->next)
+            conn_close(c);
+        uv_walk(&s->loop, on_walk_close, NULL);
+        uv_run(&s->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&s->loop);
+    }
+    dl_free(s->listen_copy);
+    dl_free(s->token);
+    dl_free(s->port_file);
+    dl_free(s);
+}
