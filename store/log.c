@@ -841,13 +841,14 @@ static uint64_t file_size(const dl_io_t *io, const char *path) {
     return size;
 }
 
-/* Truncates path to size and fsyncs it (recovery of a torn tail). */
-static int truncate_file(const dl_io_t *io, const char *path, uint64_t size, dl_error_t *err) {
+/* Truncates path to size (when `truncate`) and fsyncs it (recovery of the last segment). */
+static int truncate_file(const dl_io_t *io, const char *path, uint64_t size, bool truncate,
+                         dl_error_t *err) {
     dl_io_file_t *f = NULL;
     int rc = io->open(io, path, DL_IO_WRITE, &f, err);
     if (rc)
         return rc;
-    if (!(rc = io->ftruncate(f, size, err)))
+    if (!truncate || !(rc = io->ftruncate(f, size, err)))
         rc = io->fsync(f, err);
     io->close(f);
     return rc;
@@ -880,11 +881,15 @@ static int recover(dl_log_t *log, listing_t *l, dl_error_t *err) {
             if (sc.seg.records && prev->records && sc.seg.min_tx < prev->max_tx)
                 return corrupt(err, path, SEG_HDR, "transaction number goes backwards");
         }
-        if (sc.torn_bytes) {
-            rc = truncate_file(log->io, path, sc.seg.bytes, err);
+        if (is_last) {
+            /* Truncate a torn tail, and fsync the last segment in any case: records that
+             * survived a crash without having been fsynced must not vanish in the next
+             * crash once later records (in a new segment) are durable (invariant 1). */
+            rc = truncate_file(log->io, path, sc.seg.bytes, sc.torn_bytes > 0, err);
             if (rc)
                 return rc;
             log->truncated_bytes += sc.torn_bytes;
+            log->fsyncs++;
         }
         log->codec = sc.codec;
         if (push_seg(log, &sc.seg))
@@ -982,6 +987,9 @@ int dl__log_open(const char *dir, const dl_log_options_t *opt, dl_log_t **out, d
     for (size_t i = 0; i < log->n_segs; i++)
         if (log->segs[i].records)
             log->last_tx = log->segs[i].max_tx;
+    /* Segments a checkpoint retired may have held the last records. */
+    if (log->n_ckpts && log->ckpts[log->n_ckpts - 1].covers_tx > log->last_tx)
+        log->last_tx = log->ckpts[log->n_ckpts - 1].covers_tx;
     log->written_lsn = log->durable_lsn = log->next_lsn - 1;
     int want_codec = log->opt.zstd_level < 0 ? CODEC_RAW : CODEC_ZSTD;
     if (want_codec == CODEC_ZSTD) {
