@@ -1,0 +1,258 @@
+/*
+ * batch.c: update buffers (fixed-stride records row, time, diff), sealed reference-counted
+ * batches, and consolidation: sort by (row, time), add diffs of equal pairs, drop zeros.
+ * Consolidation is the hot primitive (DESIGN-NOTES §1): records are ordered through an
+ * index of (64-bit order-preserving prefix of the first column, record number) pairs,
+ * radix-sorted on the prefix, with the full comparison only inside runs of equal prefix;
+ * the records are then gathered once into a new buffer. Does not know about keys or
+ * arrangements (spine.c) or operators.
+ */
+#include "dataflow/dataflow.h"
+
+#include <stdlib.h>
+
+void dl__batch_ubuf_init(dl_ubuf_t *b, size_t arity, size_t dim) {
+    b->arity = (uint32_t)arity;
+    b->dim = (uint32_t)dim;
+    b->stride = arity * sizeof(dl_value_t) + dim * sizeof(uint64_t) + sizeof(int64_t);
+    b->n = 0;
+    b->cap = 0;
+    b->data = NULL;
+}
+
+void dl__batch_ubuf_fini(dl_ubuf_t *b) {
+    dl_free(b->data);
+    b->data = NULL;
+    b->n = b->cap = 0;
+}
+
+bool dl__batch_ubuf_reserve(dl_ubuf_t *b, size_t extra) {
+    if (b->n + extra <= b->cap)
+        return true;
+    size_t cap = b->cap ? b->cap : 8;
+    while (cap < b->n + extra)
+        cap *= 2;
+    uint8_t *d = dl_realloc(b->data, cap * b->stride);
+    if (!d)
+        return false;
+    b->data = d;
+    b->cap = cap;
+    return true;
+}
+
+size_t dl__batch_ubuf_alloc(dl_ubuf_t *b) {
+    if (b->n == b->cap && !dl__batch_ubuf_reserve(b, 1))
+        return SIZE_MAX;
+    return b->n++;
+}
+
+bool dl__batch_ubuf_push(dl_ubuf_t *b, const dl_value_t *row, const uint64_t *t, int64_t diff) {
+    size_t i = dl__batch_ubuf_alloc(b);
+    if (i == SIZE_MAX)
+        return false;
+    if (b->arity)
+        memcpy(dl__ub_row(b, i), row, b->arity * sizeof(dl_value_t));
+    memcpy(dl__ub_time(b, i), t, b->dim * sizeof(uint64_t));
+    *dl__ub_diff(b, i) = diff;
+    return true;
+}
+
+/* ---- consolidation --------------------------------------------------------------------- */
+typedef struct sort_item {
+    uint64_t prefix;
+    uint64_t idx;
+} sort_item_t;
+
+/* The full order of two records: row, then time lexicographically. */
+static int rec_cmp(const dl_ubuf_t *b, size_t i, size_t j) {
+    int c = dl__batch_rcmp(dl__ub_row(b, i), dl__ub_row(b, j), b->arity);
+    if (c)
+        return c;
+    return dl_time_cmp(dl__ub_time(b, i), dl__ub_time(b, j), b->dim);
+}
+
+/* An order-preserving 64-bit image of a value, valid when every compared value has the
+ * same type: signed integers get their sign bit flipped; doubles the usual IEEE trick. */
+static uint64_t value_prefix(const dl_value_t *v) {
+    if (v->type == DL_T_DOUBLE) {
+        uint64_t bits = v->as.bits;
+        return (bits & 0x8000000000000000ull) ? ~bits : bits | 0x8000000000000000ull;
+    }
+    return (uint64_t)v->as.i ^ 0x8000000000000000ull;
+}
+
+static void insertion_sort(const dl_ubuf_t *b, sort_item_t *it, size_t n) {
+    for (size_t i = 1; i < n; i++) {
+        sort_item_t x = it[i];
+        size_t j = i;
+        while (j > 0 && (it[j - 1].prefix > x.prefix ||
+                         (it[j - 1].prefix == x.prefix && rec_cmp(b, it[j - 1].idx, x.idx) > 0))) {
+            it[j] = it[j - 1];
+            j--;
+        }
+        it[j] = x;
+    }
+}
+
+/* Stable merge sort of items by (prefix, record) using tmp (n items). */
+static void merge_sort(const dl_ubuf_t *b, sort_item_t *it, sort_item_t *tmp, size_t n) {
+    if (n <= 24) {
+        insertion_sort(b, it, n);
+        return;
+    }
+    size_t h = n / 2;
+    merge_sort(b, it, tmp, h);
+    merge_sort(b, it + h, tmp, n - h);
+    size_t i = 0, j = h, k = 0;
+    while (i < h && j < n) {
+        int c = it[i].prefix < it[j].prefix   ? -1
+                : it[i].prefix > it[j].prefix ? 1
+                                              : rec_cmp(b, it[i].idx, it[j].idx);
+        tmp[k++] = c <= 0 ? it[i++] : it[j++];
+    }
+    while (i < h)
+        tmp[k++] = it[i++];
+    while (j < n)
+        tmp[k++] = it[j++];
+    memcpy(it, tmp, n * sizeof *it);
+}
+
+/* LSD radix sort on the prefix (bytes where all items agree are skipped). */
+static void radix_sort(sort_item_t *it, sort_item_t *tmp, size_t n) {
+    uint64_t all_or = 0, all_and = ~0ull;
+    for (size_t i = 0; i < n; i++) {
+        all_or |= it[i].prefix;
+        all_and &= it[i].prefix;
+    }
+    uint64_t varying = all_or ^ all_and;
+    sort_item_t *src = it, *dst = tmp;
+    for (int shift = 0; shift < 64; shift += 8) {
+        if (((varying >> shift) & 0xff) == 0)
+            continue;
+        size_t count[256] = {0};
+        for (size_t i = 0; i < n; i++)
+            count[(src[i].prefix >> shift) & 0xff]++;
+        size_t sum = 0;
+        for (int c = 0; c < 256; c++) {
+            size_t x = count[c];
+            count[c] = sum;
+            sum += x;
+        }
+        for (size_t i = 0; i < n; i++)
+            dst[count[(src[i].prefix >> shift) & 0xff]++] = src[i];
+        sort_item_t *sw = src;
+        src = dst;
+        dst = sw;
+    }
+    if (src != it)
+        memcpy(it, src, n * sizeof *it);
+}
+
+bool dl__batch_consolidate(dl_ubuf_t *b) {
+    size_t n = b->n;
+    if (n == 0)
+        return true;
+    if (n == 1) {
+        if (*dl__ub_diff(b, 0) == 0)
+            b->n = 0;
+        return true;
+    }
+    sort_item_t *it = dl_malloc(2 * n * sizeof *it);
+    if (!it)
+        return false;
+    sort_item_t *tmp = it + n;
+    /* The prefix is exact for the first column when all its values share one type that
+     * is not interned text; otherwise only the type rank goes into the prefix. */
+    bool exact = b->arity > 0;
+    if (exact) {
+        uint8_t t0 = dl__ub_row(b, 0)->type;
+        exact = t0 < DL_T_STRING || t0 == DL_T_REF;
+        for (size_t i = 1; i < n && exact; i++)
+            exact = dl__ub_row(b, i)->type == t0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        it[i].idx = i;
+        if (exact)
+            it[i].prefix = value_prefix(dl__ub_row(b, i));
+        else if (b->arity)
+            it[i].prefix = (uint64_t)dl__ub_row(b, i)->type << 56;
+        else
+            it[i].prefix = dl__ub_time(b, i)[0];
+    }
+    if (n > 64) {
+        radix_sort(it, tmp, n);
+        /* Sort runs of equal prefix by the full order. */
+        size_t i = 0;
+        while (i < n) {
+            size_t j = i + 1;
+            while (j < n && it[j].prefix == it[i].prefix)
+                j++;
+            if (j - i > 1)
+                merge_sort(b, it + i, tmp, j - i);
+            i = j;
+        }
+    } else {
+        insertion_sort(b, it, n);
+    }
+    uint8_t *out = dl_malloc(n * b->stride);
+    if (!out) {
+        dl_free(it);
+        return false;
+    }
+    size_t w = 0, rowbytes = b->arity * sizeof(dl_value_t), tb = b->dim * sizeof(uint64_t);
+    for (size_t i = 0; i < n;) {
+        size_t k = it[i].idx;
+        int64_t d = *dl__ub_diff(b, k);
+        size_t j = i + 1;
+        while (j < n && it[j].prefix == it[i].prefix && rec_cmp(b, k, it[j].idx) == 0) {
+            d += *dl__ub_diff(b, it[j].idx);
+            j++;
+        }
+        if (d != 0) {
+            uint8_t *dst = out + w * b->stride;
+            memcpy(dst, b->data + k * b->stride, rowbytes + tb);
+            memcpy(dst + rowbytes + tb, &d, sizeof d);
+            w++;
+        }
+        i = j;
+    }
+    dl_free(it);
+    dl_free(b->data);
+    b->data = out;
+    b->cap = n;
+    b->n = w;
+    return true;
+}
+
+bool dl__batch_check(const dl_ubuf_t *b) {
+    for (size_t i = 0; i < b->n; i++) {
+        if (*dl__ub_diff(b, i) == 0)
+            return false;
+        if (i > 0 && rec_cmp(b, i - 1, i) >= 0)
+            return false;
+    }
+    return true;
+}
+
+/* ---- sealed batches -------------------------------------------------------------------- */
+dl_batch_t *dl__batch_new(dl_ubuf_t *u, bool sorted) {
+    dl_batch_t *b = dl_malloc(sizeof *b);
+    if (!b)
+        return NULL;
+    b->refs = 1;
+    b->sorted = sorted;
+    b->since_gen = 0;
+    b->u = *u;
+    u->data = NULL;
+    u->n = u->cap = 0;
+    return b;
+}
+
+void dl__batch_ref(dl_batch_t *b) { b->refs++; }
+
+void dl__batch_unref(dl_batch_t *b) {
+    if (b && --b->refs == 0) {
+        dl__batch_ubuf_fini(&b->u);
+        dl_free(b);
+    }
+}

@@ -1,0 +1,298 @@
+/*
+ * dataflow.h (internal): the structures shared by the files of dataflow/: update buffers
+ * and sealed batches (batch.c), spines and arrangements (spine.c), the graph, its nodes and
+ * the scheduler (graph.c), per-row operators and join (ops.c), reduce (reduce.c), capture
+ * and traces (output.c). The public API is include/deltalog/dataflow.h; the design is
+ * docs/dataflow.md. Nothing here is thread-shared: one graph is one worker's state.
+ */
+#ifndef DL_DATAFLOW_INTERNAL_H
+#define DL_DATAFLOW_INTERNAL_H
+
+#include "base/base.h"
+
+#include <deltalog/dataflow.h>
+
+/* ---- update buffers (batch.c) ---------------------------------------------------------- */
+/* A buffer of updates stored as fixed-stride records: arity values, then dim time
+ * coordinates, then the int64 diff. No order is implied unless a caller says so. */
+typedef struct dl_ubuf {
+    uint32_t arity;
+    uint32_t dim;
+    size_t stride; /* bytes per record: arity*16 + dim*8 + 8 */
+    size_t n;      /* records */
+    size_t cap;    /* records allocated */
+    uint8_t *data; /* n * stride bytes, 16-byte aligned (dl_malloc) */
+} dl_ubuf_t;
+
+static inline dl_value_t *dl__ub_row(const dl_ubuf_t *b, size_t i) {
+    return (dl_value_t *)(b->data + i * b->stride);
+}
+static inline uint64_t *dl__ub_time(const dl_ubuf_t *b, size_t i) {
+    return (uint64_t *)(b->data + i * b->stride + (size_t)b->arity * sizeof(dl_value_t));
+}
+static inline int64_t *dl__ub_diff(const dl_ubuf_t *b, size_t i) {
+    return (int64_t *)(b->data + (i + 1) * b->stride - sizeof(int64_t));
+}
+
+void dl__batch_ubuf_init(dl_ubuf_t *b, size_t arity, size_t dim);
+void dl__batch_ubuf_fini(dl_ubuf_t *b);
+bool dl__batch_ubuf_reserve(dl_ubuf_t *b, size_t extra);
+/* Appends one record (row: arity values; time: dim coordinates) or returns false (oom). */
+bool dl__batch_ubuf_push(dl_ubuf_t *b, const dl_value_t *row, const uint64_t *t, int64_t diff);
+/* Appends an uninitialized record and returns its index, or SIZE_MAX on oom. */
+size_t dl__batch_ubuf_alloc(dl_ubuf_t *b);
+/* Sorts by (row, time) and merges equal (row, time) by adding diffs; drops zero diffs.
+ * Returns false on oom (the buffer is then unchanged). */
+bool dl__batch_consolidate(dl_ubuf_t *b);
+/* Checks the sorted-and-consolidated invariant (tests and asserts). */
+bool dl__batch_check(const dl_ubuf_t *b);
+
+/* Fast value and row comparison (the order of dl_value_cmp). */
+static inline int dl__batch_vcmp(const dl_value_t *a, const dl_value_t *b) {
+    if (a->type == b->type && a->type != DL_T_DOUBLE && a->type < DL_T_STRING)
+        return (a->as.i > b->as.i) - (a->as.i < b->as.i);
+    if (a->type == DL_T_REF && b->type == DL_T_REF)
+        return (a->as.i > b->as.i) - (a->as.i < b->as.i);
+    return dl_value_cmp(*a, *b);
+}
+static inline int dl__batch_rcmp(const dl_value_t *a, const dl_value_t *b, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        int c = dl__batch_vcmp(a + i, b + i);
+        if (c)
+            return c;
+    }
+    return 0;
+}
+
+/* A sealed, immutable, reference-counted buffer: messages between operators (unsorted)
+ * and spine batches (sorted by (row, time), consolidated). */
+typedef struct dl_batch {
+    int refs;
+    bool sorted;        /* sorted and consolidated */
+    uint64_t since_gen; /* spine batches: the spine's since generation it is compacted to */
+    dl_ubuf_t u;
+} dl_batch_t;
+
+/* new: takes the buffer's contents (u is left empty). NULL on oom (u untouched). */
+dl_batch_t *dl__batch_new(dl_ubuf_t *u, bool sorted);
+void dl__batch_ref(dl_batch_t *b);
+void dl__batch_unref(dl_batch_t *b);
+
+/* Time helpers. Padded join: a (da coordinates) and b (db coordinates), missing
+ * coordinates are 0; out has max(da, db). */
+static inline void dl__time_join_pad(const uint64_t *a, size_t da, const uint64_t *b, size_t db,
+                                     uint64_t *out) {
+    size_t d = da > db ? da : db;
+    for (size_t i = 0; i < d; i++) {
+        uint64_t x = i < da ? a[i] : 0, y = i < db ? b[i] : 0;
+        out[i] = x > y ? x : y;
+    }
+}
+/* Antichain projected to its first `dim` coordinates (or padded with zeros). */
+int dl__time_project(const dl_antichain_t *src, size_t dim, dl_antichain_t *out);
+
+/* ---- spines (spine.c) ------------------------------------------------------------------ */
+/* Invariants: batches[i] sorted and consolidated over rows key ++ val; batches are ordered
+ * oldest first; no batch is empty; every time in a batch with since_gen == spine's
+ * since_gen has been advanced by `since`. */
+typedef struct dl_spine {
+    uint32_t ka, va, dim;
+    dl_batch_t **batches;
+    size_t n, cap;
+    dl_antichain_t since; /* logical compaction frontier */
+    uint64_t since_gen;   /* incremented whenever since advances */
+    size_t records;       /* total records in batches */
+} dl_spine_t;
+
+void dl__spine_init(dl_spine_t *s, size_t ka, size_t va, size_t dim);
+void dl__spine_fini(dl_spine_t *s);
+/* Inserts a sorted batch (taken reference), merging to keep the geometric layer rule. */
+int dl__spine_insert(dl_spine_t *s, dl_batch_t *b);
+/* Advances since to f if f is not behind it (else ignored). */
+int dl__spine_set_since(dl_spine_t *s, const dl_antichain_t *f);
+/* One unit of idle work (merge two batches or re-compact a stale one); adds the records
+ * moved to *fuel_used. Returns 1 if work was done, 0 if nothing is left, or an error. */
+int dl__spine_maintain(dl_spine_t *s, size_t *fuel_used);
+/* Index of the first record in b whose key is >= key, searching from `from`
+ * (galloping: cheap when keys are visited in increasing order). */
+size_t dl__spine_seek(const dl_ubuf_t *b, size_t ka, const dl_value_t *key, size_t from);
+
+/* ---- graph (graph.c) ------------------------------------------------------------------- */
+typedef enum dl_op {
+    OP_INPUT,
+    OP_MAP,
+    OP_FLAT_MAP,
+    OP_FILTER,
+    OP_PROJECT,
+    OP_FILTER_EQ,
+    OP_FILTER_COLS,
+    OP_CONCAT,
+    OP_NEGATE,
+    OP_CONSOLIDATE,
+    OP_ARRANGE,
+    OP_JOIN,
+    OP_REDUCE,
+    OP_ENTER,
+    OP_LEAVE,
+    OP_VAR,
+    OP_CAPTURE
+} dl_op_t;
+
+typedef struct dl_qitem {
+    dl_batch_t *b;
+    uint32_t port;
+} dl_qitem_t;
+
+typedef struct dl_edge {
+    dl_coll_t *to;
+    uint32_t port;
+} dl_edge_t;
+
+typedef struct dl_reduce_state dl_reduce_state_t;
+
+/* A reader of an arrangement: a join side, a reduce, or a user trace. */
+typedef enum dl_reader_kind { RD_JOIN_LEFT, RD_JOIN_RIGHT, RD_REDUCE, RD_TRACE } dl_reader_kind_t;
+typedef struct dl_reader {
+    dl_reader_kind_t kind;
+    dl_coll_t *node;   /* the join or reduce node (NULL for traces) */
+    dl_trace_t *trace; /* RD_TRACE */
+} dl_reader_t;
+
+struct dl_arr {
+    dl_graph_t *g;
+    dl_coll_t *node; /* the node whose output this arrangement holds (ARRANGE or REDUCE) */
+    dl_coll_t *src;  /* ARRANGE: the arranged collection */
+    uint32_t *key_cols, *val_cols;
+    uint32_t ka, va;
+    dl_spine_t spine;
+    dl_reader_t *readers;
+    size_t n_readers, cap_readers;
+};
+
+struct dl_trace {
+    dl_arr_t *arr;
+    dl_antichain_t frontier;
+};
+
+struct dl_scope {
+    dl_graph_t *g;
+    dl_scope_t *parent;
+    uint32_t dim;
+    uint32_t depth;
+};
+
+struct dl_var {
+    dl_coll_t *node; /* OP_VAR node */
+    bool set;
+};
+
+struct dl_input {
+    dl_coll_t *node;
+    dl_ubuf_t staged;
+    dl_antichain_t frontier;
+    bool closed;
+};
+
+typedef struct dl_capq {
+    uint64_t *time;
+    dl_ubuf_t u; /* consolidated rows at `time` */
+} dl_capq_t;
+
+struct dl_capture {
+    dl_coll_t *node;
+    dl_capture_fn fn;
+    void *ctx;
+    dl_ubuf_t pend; /* updates not yet complete */
+    dl_capq_t *q;   /* completed diffs waiting for dl_capture_pop (fn == NULL) */
+    size_t q_head, q_n, q_cap;
+    uint64_t *pop_time; /* the diff most recently popped (owned until the next pop) */
+    dl_value_t *pop_vals;
+    int64_t *pop_diffs;
+};
+
+/* A node: one operator and its output collection. Invariant: inputs were created before
+ * the node (ids increase along edges), except the VAR result edge (the loop). */
+struct dl_coll {
+    dl_graph_t *g;
+    dl_scope_t *scope;
+    dl_op_t op;
+    uint32_t id;
+    uint32_t arity;
+    uint32_t dim;
+    dl_coll_t **ins; /* inputs (for ARRANGE: the source; JOIN/REDUCE: none, see arr) */
+    size_t n_ins;
+    dl_edge_t *outs; /* downstream consumers */
+    size_t n_outs, cap_outs;
+    dl_qitem_t *q; /* queued input batches */
+    size_t q_n, q_cap;
+    dl_antichain_t frontier; /* frontier of this node's output (computed by graph.c) */
+    dl_antichain_t scratch;  /* frontier computation scratch */
+    /* op parameters */
+    void *fn;
+    void *ctx;
+    uint32_t *cols;
+    size_t n_cols;
+    dl_join_col_t *jcols;
+    dl_value_t val;
+    dl_arr_t *arr;     /* ARRANGE, REDUCE: the arrangement this node produces */
+    dl_arr_t *jl, *jr; /* JOIN: the two sides */
+    dl_arr_t **arrs;   /* arrangements built on this node's output (sharing) */
+    size_t n_arrs;
+    dl_reduce_state_t *red; /* REDUCE */
+    dl_input_t *input;      /* INPUT */
+    dl_var_t *var;          /* VAR */
+    dl_capture_t *cap;      /* CAPTURE */
+};
+
+struct dl_graph {
+    dl_scope_t root;
+    dl_scope_t **scopes;
+    size_t n_scopes;
+    dl_coll_t **nodes;
+    size_t n_nodes, cap_nodes;
+    dl_arr_t **arrs;
+    size_t n_arrs;
+    dl_error_t *err; /* the error of the current run */
+    size_t work;     /* records processed in the current run (maintenance fuel) */
+};
+
+struct dl_emitter {
+    dl_ubuf_t *buf;
+    const uint64_t *time;
+    int64_t diff;
+    const dl_value_t *prefix; /* prepended to every row (reduce: the key) */
+    uint32_t n_prefix;
+    uint32_t arity; /* values the callback passes */
+    uint32_t count; /* rows emitted so far */
+};
+
+/* Sends batch b (a reference is taken per consumer) to every consumer of node n. */
+int dl__graph_emit(dl_coll_t *n, dl_batch_t *b);
+/* As dl__graph_emit, taking ownership of the buffer (which is left empty). */
+int dl__graph_emit_buf(dl_coll_t *n, dl_ubuf_t *u);
+dl_coll_t *dl__graph_node_new(dl_scope_t *s, dl_op_t op, size_t arity, dl_coll_t *const *ins,
+                              size_t n_ins, dl_error_t *err);
+int dl__graph_arr_add_reader(dl_arr_t *a, dl_reader_kind_t kind, dl_coll_t *node,
+                             dl_trace_t *trace);
+
+/* ---- operators (ops.c, reduce.c, output.c) --------------------------------------------- */
+/* Processes one queued batch at node n. */
+int dl__ops_process(dl_coll_t *n, dl_batch_t *b, uint32_t port);
+/* A new sorted batch delta arrived at arrangement a (not yet in a's spine): runs every
+ * reader (joins produce output; reduces record pending work), then inserts it. */
+int dl__ops_arr_deliver(dl_arr_t *a, dl_batch_t *delta);
+/* Records pending (key, time) work for a reduce from a delta of its input. */
+int dl__reduce_note(dl_coll_t *n, const dl_batch_t *delta);
+/* Processes the reduce's pending times that are complete with respect to its input
+ * frontier; *out_worked set when it did anything. */
+int dl__reduce_step(dl_coll_t *n, const dl_antichain_t *in_frontier, bool *out_worked);
+/* The reduce's capabilities: inserts its pending times' minima into f. */
+int dl__reduce_caps(dl_coll_t *n, dl_antichain_t *f);
+size_t dl__reduce_pending(const dl_coll_t *n);
+void dl__reduce_free(dl_reduce_state_t *r);
+int dl__reduce_init(dl_coll_t *n, const dl_reduce_spec_t *spec, dl_error_t *err);
+/* Delivers a capture's completed times. */
+int dl__output_capture_step(dl_capture_t *c, const dl_antichain_t *f);
+void dl__output_capture_free(dl_capture_t *c);
+
+#endif

@@ -1,0 +1,318 @@
+/*
+ * output.c: getting results out of a graph: captures (per completed time, one
+ * consolidated diff, by callback or queued for dl_capture_pop) and traces (readers of an
+ * arrangement holding back its compaction, reading accumulated contents at a time).
+ * DESIGN-NOTES §1: a time's diff is handed out only once it is complete. Does not decide
+ * completeness (graph.c computes frontiers).
+ */
+#include "dataflow/dataflow.h"
+
+dl_capture_t *dl_capture_new(dl_coll_t *c, dl_capture_fn fn, void *ctx, dl_error_t *err) {
+    if (!c) {
+        dl_error_set(err, DL_EINVAL, "NULL collection");
+        return NULL;
+    }
+    dl_capture_t *cap = dl_calloc(1, sizeof *cap);
+    if (!cap) {
+        dl_error_set(err, DL_ENOMEM, "out of memory");
+        return NULL;
+    }
+    dl_coll_t *n = dl__graph_node_new(c->scope, OP_CAPTURE, c->arity, &c, 1, err);
+    if (!n) {
+        dl_free(cap);
+        return NULL;
+    }
+    n->cap = cap;
+    cap->node = n;
+    cap->fn = fn;
+    cap->ctx = ctx;
+    dl__batch_ubuf_init(&cap->pend, c->arity, c->dim);
+    return cap;
+}
+
+static void capq_fini(dl_capq_t *q) {
+    dl_free(q->time);
+    q->time = NULL;
+    dl__batch_ubuf_fini(&q->u);
+}
+
+void dl__output_capture_free(dl_capture_t *c) {
+    if (!c)
+        return;
+    dl__batch_ubuf_fini(&c->pend);
+    for (size_t i = 0; i < c->q_n; i++)
+        capq_fini(&c->q[(c->q_head + i) % c->q_cap]);
+    dl_free(c->q);
+    dl_free(c->pop_time);
+    dl_free(c->pop_vals);
+    dl_free(c->pop_diffs);
+    dl_free(c);
+}
+
+/* Hands one completed time's consolidated rows to the callback or the queue; rows is
+ * emptied when queued. */
+static int deliver(dl_capture_t *c, const uint64_t *t, dl_ubuf_t *rows) {
+    if (c->fn) {
+        dl_value_t *vals = dl_malloc((rows->n * rows->arity + 1) * sizeof *vals);
+        int64_t *diffs = dl_malloc((rows->n + 1) * sizeof *diffs);
+        int rc = 0;
+        if (!vals || !diffs)
+            rc = DL_ENOMEM;
+        for (size_t i = 0; i < rows->n && !rc; i++) {
+            memcpy(vals + i * rows->arity, dl__ub_row(rows, i), rows->arity * sizeof *vals);
+            diffs[i] = *dl__ub_diff(rows, i);
+        }
+        if (!rc) {
+            dl_diff_t d = {t, rows->dim, rows->arity, rows->n, vals, diffs};
+            rc = c->fn(c->ctx, &d);
+        }
+        dl_free(vals);
+        dl_free(diffs);
+        return rc;
+    }
+    if (c->q_n == c->q_cap) {
+        size_t nc = c->q_cap ? c->q_cap * 2 : 8;
+        dl_capq_t *q = dl_malloc(nc * sizeof *q);
+        if (!q)
+            return DL_ENOMEM;
+        for (size_t i = 0; i < c->q_n; i++)
+            q[i] = c->q[(c->q_head + i) % c->q_cap];
+        dl_free(c->q);
+        c->q = q;
+        c->q_cap = nc;
+        c->q_head = 0;
+    }
+    dl_capq_t *e = &c->q[(c->q_head + c->q_n) % c->q_cap];
+    e->time = dl_malloc(rows->dim * sizeof(uint64_t));
+    if (!e->time)
+        return DL_ENOMEM;
+    memcpy(e->time, t, rows->dim * sizeof(uint64_t));
+    e->u = *rows;
+    rows->data = NULL;
+    rows->n = rows->cap = 0;
+    c->q_n++;
+    return 0;
+}
+
+int dl__output_capture_step(dl_capture_t *c, const dl_antichain_t *f) {
+    dl_ubuf_t *p = &c->pend;
+    if (p->n == 0)
+        return 0;
+    /* Records are re-laid as (time ++ row) so that consolidation groups them by time. */
+    size_t dim = p->dim, ar = p->arity;
+    dl_ubuf_t done, keep;
+    dl__batch_ubuf_init(&done, ar + dim, 0);
+    dl__batch_ubuf_init(&keep, ar, dim);
+    int rc = 0;
+    for (size_t i = 0; i < p->n && !rc; i++) {
+        const uint64_t *t = dl__ub_time(p, i);
+        if (dl_antichain_less_equal(f, t)) {
+            if (!dl__batch_ubuf_push(&keep, dl__ub_row(p, i), t, *dl__ub_diff(p, i)))
+                rc = DL_ENOMEM;
+            continue;
+        }
+        size_t k = dl__batch_ubuf_alloc(&done);
+        if (k == SIZE_MAX) {
+            rc = DL_ENOMEM;
+            break;
+        }
+        dl_value_t *r = dl__ub_row(&done, k);
+        for (size_t d = 0; d < dim; d++)
+            r[d] = dl_value_int((int64_t)(t[d] ^ 0x8000000000000000ull));
+        memcpy(r + dim, dl__ub_row(p, i), ar * sizeof *r);
+        *dl__ub_diff(&done, k) = *dl__ub_diff(p, i);
+    }
+    if (!rc && !dl__batch_consolidate(&done))
+        rc = DL_ENOMEM;
+    if (!rc) {
+        dl__batch_ubuf_fini(p);
+        *p = keep;
+        keep.data = NULL;
+    }
+    uint64_t t[DL_TIME_MAX_DIM];
+    for (size_t i = 0; i < done.n && !rc;) {
+        const dl_value_t *r = dl__ub_row(&done, i);
+        for (size_t d = 0; d < dim; d++)
+            t[d] = (uint64_t)r[d].as.i ^ 0x8000000000000000ull;
+        dl_ubuf_t rows;
+        dl__batch_ubuf_init(&rows, ar, dim);
+        size_t j = i;
+        while (j < done.n && dl__batch_rcmp(dl__ub_row(&done, j), r, dim) == 0) {
+            if (!dl__batch_ubuf_push(&rows, dl__ub_row(&done, j) + dim, t, *dl__ub_diff(&done, j)))
+                rc = DL_ENOMEM;
+            j++;
+        }
+        if (!rc)
+            rc = deliver(c, t, &rows);
+        dl__batch_ubuf_fini(&rows);
+        i = j;
+    }
+    dl__batch_ubuf_fini(&done);
+    dl__batch_ubuf_fini(&keep);
+    return rc;
+}
+
+int dl_capture_pop(dl_capture_t *cap, dl_diff_t *out) {
+    if (!cap || !out || cap->q_n == 0)
+        return 0;
+    dl_capq_t e = cap->q[cap->q_head];
+    /* Rows and diffs are interleaved in the record layout: split them out. */
+    size_t n = e.u.n, ar = e.u.arity;
+    dl_value_t *vals = dl_malloc((n * ar + 1) * sizeof *vals);
+    int64_t *diffs = dl_malloc((n + 1) * sizeof *diffs);
+    if (!vals || !diffs) {
+        dl_free(vals);
+        dl_free(diffs);
+        return DL_ENOMEM;
+    }
+    cap->q_head = (cap->q_head + 1) % cap->q_cap;
+    cap->q_n--;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(vals + i * ar, dl__ub_row(&e.u, i), ar * sizeof *vals);
+        diffs[i] = *dl__ub_diff(&e.u, i);
+    }
+    dl_free(cap->pop_time);
+    dl_free(cap->pop_vals);
+    dl_free(cap->pop_diffs);
+    cap->pop_time = e.time;
+    cap->pop_vals = vals;
+    cap->pop_diffs = diffs;
+    out->time = e.time;
+    out->dim = e.u.dim;
+    out->arity = ar;
+    out->n = n;
+    out->rows = vals;
+    out->diffs = diffs;
+    dl__batch_ubuf_fini(&e.u);
+    return 1;
+}
+
+/* ---- traces ---------------------------------------------------------------------------- */
+dl_trace_t *dl_trace_new(dl_arr_t *a, dl_error_t *err) {
+    if (!a) {
+        dl_error_set(err, DL_EINVAL, "NULL arrangement");
+        return NULL;
+    }
+    dl_trace_t *t = dl_calloc(1, sizeof *t);
+    if (!t) {
+        dl_error_set(err, DL_ENOMEM, "out of memory");
+        return NULL;
+    }
+    t->arr = a;
+    dl_antichain_init(&t->frontier, a->spine.dim);
+    if (dl_antichain_copy(&t->frontier, &a->spine.since) ||
+        dl__graph_arr_add_reader(a, RD_TRACE, NULL, t)) {
+        dl_antichain_fini(&t->frontier);
+        dl_free(t);
+        dl_error_set(err, DL_ENOMEM, "out of memory");
+        return NULL;
+    }
+    return t;
+}
+
+void dl_trace_free(dl_trace_t *t) {
+    if (!t)
+        return;
+    dl_arr_t *a = t->arr;
+    if (a) {
+        for (size_t i = 0; i < a->n_readers; i++)
+            if (a->readers[i].kind == RD_TRACE && a->readers[i].trace == t) {
+                memmove(a->readers + i, a->readers + i + 1,
+                        (a->n_readers - i - 1) * sizeof *a->readers);
+                a->n_readers--;
+                break;
+            }
+    }
+    dl_antichain_fini(&t->frontier);
+    dl_free(t);
+}
+
+int dl_trace_advance(dl_trace_t *t, const dl_antichain_t *f, dl_error_t *err) {
+    if (!t || !f || !t->arr)
+        return dl_error_set(err, DL_EINVAL, "NULL or detached trace");
+    if (f->dim != t->frontier.dim)
+        return dl_error_set(err, DL_EINVAL, "frontier dim mismatch");
+    if (!dl_antichain_le(&t->frontier, f))
+        return dl_error_set(err, DL_ETIME, "trace frontier would move backward");
+    int rc = dl_antichain_copy(&t->frontier, f);
+    return rc ? dl_error_set(err, rc, "out of memory") : 0;
+}
+
+typedef struct rd_entry {
+    const dl_value_t *row;
+    int64_t d;
+} rd_entry_t;
+
+static int read_impl(dl_trace_t *t, const dl_value_t *key, const uint64_t *time, dl_read_fn fn,
+                     void *ctx, dl_error_t *err) {
+    if (!t || !time || !fn || !t->arr)
+        return dl_error_set(err, DL_EINVAL, "NULL argument or detached trace");
+    if (!dl_antichain_less_equal(&t->frontier, time))
+        return dl_error_set(err, DL_ETIME, "read time is not beyond the trace frontier");
+    const dl_spine_t *s = &t->arr->spine;
+    size_t rs = (size_t)s->ka + s->va;
+    /* Per batch, the records (of key, if given) at times <= time; then a k-way merge by
+     * row over the sorted batches, summing diffs. */
+    size_t nb = s->n;
+    size_t *pos = dl_calloc(nb + 1, sizeof *pos), *end = dl_calloc(nb + 1, sizeof *end);
+    if (!pos || !end) {
+        dl_free(pos);
+        dl_free(end);
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    }
+    for (size_t b = 0; b < nb; b++) {
+        const dl_ubuf_t *u = &s->batches[b]->u;
+        if (key) {
+            pos[b] = dl__spine_seek(u, s->ka, key, 0);
+            size_t e = pos[b];
+            while (e < u->n && dl__batch_rcmp(dl__ub_row(u, e), key, s->ka) == 0)
+                e++;
+            end[b] = e;
+        } else {
+            end[b] = u->n;
+        }
+    }
+    int rc = 0;
+    for (;;) {
+        const dl_value_t *min = NULL;
+        for (size_t b = 0; b < nb; b++)
+            if (pos[b] < end[b]) {
+                const dl_value_t *r = dl__ub_row(&s->batches[b]->u, pos[b]);
+                if (!min || dl__batch_rcmp(r, min, rs) < 0)
+                    min = r;
+            }
+        if (!min)
+            break;
+        int64_t sum = 0;
+        for (size_t b = 0; b < nb; b++) {
+            const dl_ubuf_t *u = &s->batches[b]->u;
+            while (pos[b] < end[b] && dl__batch_rcmp(dl__ub_row(u, pos[b]), min, rs) == 0) {
+                if (dl_time_le(dl__ub_time(u, pos[b]), time, s->dim))
+                    sum += *dl__ub_diff(u, pos[b]);
+                pos[b]++;
+            }
+        }
+        /* min still points into a live batch (positions only moved past it). */
+        if (sum != 0) {
+            rc = fn(ctx, min, min + s->ka, sum);
+            if (rc)
+                break;
+        }
+    }
+    dl_free(pos);
+    dl_free(end);
+    if (rc)
+        return dl_error_set(err, rc, "read callback failed");
+    return 0;
+}
+
+int dl_trace_read(dl_trace_t *t, const uint64_t *time, dl_read_fn fn, void *ctx, dl_error_t *err) {
+    return read_impl(t, NULL, time, fn, ctx, err);
+}
+
+int dl_trace_read_key(dl_trace_t *t, const dl_value_t *key, const uint64_t *time, dl_read_fn fn,
+                      void *ctx, dl_error_t *err) {
+    if (!key && t && t->arr && t->arr->ka)
+        return dl_error_set(err, DL_EINVAL, "NULL key");
+    return read_impl(t, key, time, fn, ctx, err);
+}

@@ -1,0 +1,514 @@
+/*
+ * reduce.c: reduce by key (count, sum, min, max, avg, distinct, threshold, general), the
+ * operator that must be right under partially ordered time. DESIGN-NOTES §2: the output
+ * for a key at time t is f(input accumulated at t), re-evaluated at every time that is a
+ * join of the key's input times. Follows docs/dataflow.md "Reduce and interesting times".
+ * Does not arrange its input (the caller passes an arrangement) and never rescans keys
+ * that did not change.
+ *
+ * Design notes.
+ * 1. Pending work is a set of (key, time) pairs ("interesting times"). A delta of the
+ *    input adds (key, t) for each of its updates. A pair is processed once t is complete
+ *    (no element of the input frontier is <= t); until then it is a capability: the
+ *    reduce may still produce output at t (graph.c counts it in frontiers).
+ * 2. For one key, complete times are processed in lexicographic order (a linear extension
+ *    of the product order), so every earlier time <= t has been settled before t. At t:
+ *    desired = f(input accumulated at t); current = output accumulated at t (trace plus
+ *    what this step produced); the difference is emitted at t.
+ * 3. After processing t, for every time h of the key's input and output history, join(t,
+ *    h) is interesting unless it equals t: it is added to this step's list if complete,
+ *    else to pending. Iterating this closes the set under joins: any join of new times
+ *    with history times is reached by successive joins, which is what 3-D cases need
+ *    ((1,0,0), (0,1,0), (0,0,1) yield (1,1,0), then (1,1,1)). Pairwise joins alone are
+ *    not enough, and neither is evaluating at arriving times only.
+ * 4. Evaluating at an extra time is harmless (the difference is empty); missing one is
+ *    wrong: hence history includes the output times too.
+ */
+#include "dataflow/dataflow.h"
+
+struct dl_reduce_state {
+    dl_reduce_spec_t spec;
+    uint32_t ka, va_in, va_out, dim;
+    dl_ubuf_t pending; /* rows: keys; times: pending times; diff unused */
+    uint32_t *slots;   /* open addressing: index+1 into pending, 0 empty */
+    size_t n_slots;    /* power of two */
+};
+
+typedef struct entry {
+    const dl_value_t *v;
+    const uint64_t *t;
+    int64_t d;
+} entry_t;
+
+static uint64_t pair_hash(const dl_value_t *key, size_t ka, const uint64_t *t, size_t dim) {
+    uint64_t h = 0x12345;
+    for (size_t i = 0; i < ka; i++)
+        h = dl__hash_combine(h, ((uint64_t)key[i].type << 56) ^ key[i].as.bits);
+    for (size_t i = 0; i < dim; i++)
+        h = dl__hash_combine(h, t[i]);
+    return h;
+}
+
+static int pending_rehash(dl_reduce_state_t *r, size_t want) {
+    size_t ns = 16;
+    while (ns < want * 2)
+        ns *= 2;
+    if (ns != r->n_slots) {
+        uint32_t *s = dl_realloc(r->slots, ns * sizeof *s);
+        if (!s)
+            return DL_ENOMEM;
+        r->slots = s;
+        r->n_slots = ns;
+    }
+    memset(r->slots, 0, r->n_slots * sizeof *r->slots);
+    for (size_t i = 0; i < r->pending.n; i++) {
+        uint64_t h =
+            pair_hash(dl__ub_row(&r->pending, i), r->ka, dl__ub_time(&r->pending, i), r->dim);
+        size_t m = r->n_slots - 1, s = h & m;
+        while (r->slots[s])
+            s = (s + 1) & m;
+        r->slots[s] = (uint32_t)(i + 1);
+    }
+    return 0;
+}
+
+/* Adds (key, t) to pending unless present. */
+static int pending_add(dl_reduce_state_t *r, const dl_value_t *key, const uint64_t *t) {
+    if ((r->pending.n + 1) * 2 > r->n_slots) {
+        int rc = pending_rehash(r, r->pending.n + 1);
+        if (rc)
+            return rc;
+    }
+    uint64_t h = pair_hash(key, r->ka, t, r->dim);
+    size_t m = r->n_slots - 1, s = h & m;
+    while (r->slots[s]) {
+        size_t i = r->slots[s] - 1;
+        if (dl_time_cmp(dl__ub_time(&r->pending, i), t, r->dim) == 0 &&
+            dl__batch_rcmp(dl__ub_row(&r->pending, i), key, r->ka) == 0)
+            return 0;
+        s = (s + 1) & m;
+    }
+    if (!dl__batch_ubuf_push(&r->pending, key, t, 1))
+        return DL_ENOMEM;
+    r->slots[s] = (uint32_t)r->pending.n;
+    return 0;
+}
+
+int dl__reduce_init(dl_coll_t *n, const dl_reduce_spec_t *spec, dl_error_t *err) {
+    dl_reduce_state_t *r = dl_calloc(1, sizeof *r);
+    if (!r)
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    r->spec = *spec;
+    r->ka = n->jl->ka;
+    r->va_in = n->jl->va;
+    r->va_out = n->arity - r->ka;
+    r->dim = n->dim;
+    dl__batch_ubuf_init(&r->pending, r->ka, r->dim);
+    n->red = r;
+    return 0;
+}
+
+void dl__reduce_free(dl_reduce_state_t *r) {
+    if (!r)
+        return;
+    dl__batch_ubuf_fini(&r->pending);
+    dl_free(r->slots);
+    dl_free(r);
+}
+
+size_t dl__reduce_pending(const dl_coll_t *n) { return n->red->pending.n; }
+
+int dl__reduce_note(dl_coll_t *n, const dl_batch_t *delta) {
+    dl_reduce_state_t *r = n->red;
+    const dl_ubuf_t *u = &delta->u;
+    for (size_t i = 0; i < u->n; i++) {
+        /* Consecutive records of one key at one time add one pair. */
+        if (i > 0 && dl_time_cmp(dl__ub_time(u, i), dl__ub_time(u, i - 1), r->dim) == 0 &&
+            dl__batch_rcmp(dl__ub_row(u, i), dl__ub_row(u, i - 1), r->ka) == 0)
+            continue;
+        int rc = pending_add(r, dl__ub_row(u, i), dl__ub_time(u, i));
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int dl__reduce_caps(dl_coll_t *n, dl_antichain_t *f) {
+    dl_reduce_state_t *r = n->red;
+    for (size_t i = 0; i < r->pending.n; i++) {
+        int rc = dl_antichain_insert(f, dl__ub_time(&r->pending, i));
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- built-in reducers ----------------------------------------------------------------- */
+static int reduce_builtin(dl_reduce_state_t *r, const dl_value_t *key, const dl_value_t *vals,
+                          const int64_t *counts, size_t n, dl_emitter_t *out) {
+    size_t va = r->va_in, col = r->spec.col;
+    switch (r->spec.kind) {
+        case DL_REDUCE_COUNT: {
+            int64_t c = 0;
+            for (size_t i = 0; i < n; i++)
+                c += counts[i];
+            if (c == 0)
+                return 0;
+            dl_value_t v = dl_value_int(c);
+            return dl_emit(out, &v);
+        }
+        case DL_REDUCE_SUM:
+        case DL_REDUCE_AVG: {
+            int64_t si = 0, c = 0;
+            double sd = 0;
+            bool dbl = r->spec.kind == DL_REDUCE_AVG;
+            for (size_t i = 0; i < n; i++) {
+                const dl_value_t *x = vals + i * va + col;
+                c += counts[i];
+                if (x->type == DL_T_DOUBLE) {
+                    dbl = true;
+                    sd += x->as.d * (double)counts[i];
+                } else {
+                    si += x->as.i * counts[i];
+                    sd += (double)x->as.i * (double)counts[i];
+                }
+            }
+            dl_value_t v;
+            if (r->spec.kind == DL_REDUCE_AVG) {
+                if (c == 0)
+                    return 0;
+                v = dl_value_double(sd / (double)c);
+            } else {
+                v = dbl ? dl_value_double(sd) : dl_value_int(si);
+            }
+            return dl_emit(out, &v);
+        }
+        case DL_REDUCE_MIN:
+        case DL_REDUCE_MAX: {
+            const dl_value_t *best = NULL;
+            for (size_t i = 0; i < n; i++) {
+                if (counts[i] <= 0)
+                    continue;
+                const dl_value_t *x = vals + i * va + col;
+                int c = best ? dl__batch_vcmp(x, best) : 0;
+                if (!best || (r->spec.kind == DL_REDUCE_MIN ? c < 0 : c > 0))
+                    best = x;
+            }
+            return best ? dl_emit(out, best) : 0;
+        }
+        case DL_REDUCE_DISTINCT:
+            for (size_t i = 0; i < n; i++)
+                if (counts[i] > 0) {
+                    int rc = dl_emit(out, vals + i * va);
+                    if (rc)
+                        return rc;
+                }
+            return 0;
+        case DL_REDUCE_THRESHOLD:
+            for (size_t i = 0; i < n; i++) {
+                dl_value_t row[DL_ARITY_MAX];
+                memcpy(row, key, r->ka * sizeof *row);
+                memcpy(row + r->ka, vals + i * va, va * sizeof *row);
+                int64_t c = r->spec.thresh_fn(r->spec.ctx, row, counts[i]);
+                if (c != 0) {
+                    int rc = dl_emit_diff(out, vals + i * va, c);
+                    if (rc)
+                        return rc;
+                }
+            }
+            return 0;
+        case DL_REDUCE_GENERAL:
+            return r->spec.general_fn(r->spec.ctx, key, vals, counts, n, out);
+    }
+    return DL_EINTERNAL;
+}
+
+/* ---- per-key evaluation ---------------------------------------------------------------- */
+typedef struct scratch {
+    entry_t *inp, *outp, *acc, *tmp;
+    size_t n_inp, n_outp, cap_inp, cap_outp, cap_acc, cap_tmp;
+    uint64_t *times, *hist; /* dim-strided */
+    size_t n_times, cap_times, n_hist, cap_hist;
+    dl_value_t *vals;
+    int64_t *counts;
+    size_t cap_vals;
+    dl_ubuf_t des;  /* desired output values at t */
+    dl_ubuf_t newo; /* outputs produced this step for the current key: row = out vals */
+} scratch_t;
+
+static bool grow(void **p, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap)
+        return true;
+    size_t c = *cap ? *cap : 16;
+    while (c < need)
+        c *= 2;
+    void *q = dl_realloc(*p, c * elem);
+    if (!q)
+        return false;
+    *p = q;
+    *cap = c;
+    return true;
+}
+
+/* Collects the updates of `key` in every batch of spine s into *out. */
+static int gather(const dl_spine_t *s, const dl_value_t *key, entry_t **out, size_t *n,
+                  size_t *cap) {
+    *n = 0;
+    for (size_t b = 0; b < s->n; b++) {
+        const dl_ubuf_t *u = &s->batches[b]->u;
+        size_t p = dl__spine_seek(u, s->ka, key, 0);
+        for (; p < u->n && dl__batch_rcmp(dl__ub_row(u, p), key, s->ka) == 0; p++) {
+            if (!grow((void **)out, cap, *n + 1, sizeof **out))
+                return DL_ENOMEM;
+            (*out)[(*n)++] =
+                (entry_t){dl__ub_row(u, p) + s->ka, dl__ub_time(u, p), *dl__ub_diff(u, p)};
+        }
+    }
+    return 0;
+}
+
+static void sort_entries(entry_t *e, entry_t *tmp, size_t n, size_t va) {
+    if (n <= 16) {
+        for (size_t i = 1; i < n; i++) {
+            entry_t x = e[i];
+            size_t j = i;
+            while (j > 0 && dl__batch_rcmp(e[j - 1].v, x.v, va) > 0) {
+                e[j] = e[j - 1];
+                j--;
+            }
+            e[j] = x;
+        }
+        return;
+    }
+    size_t h = n / 2, i = 0, j = h, k = 0;
+    sort_entries(e, tmp, h, va);
+    sort_entries(e + h, tmp, n - h, va);
+    while (i < h && j < n)
+        tmp[k++] = dl__batch_rcmp(e[i].v, e[j].v, va) <= 0 ? e[i++] : e[j++];
+    while (i < h)
+        tmp[k++] = e[i++];
+    while (j < n)
+        tmp[k++] = e[j++];
+    memcpy(e, tmp, n * sizeof *e);
+}
+
+/* Sorts acc[0..n) by value and sums equal values in place; returns the distinct count. */
+static size_t accumulate(scratch_t *sc, size_t n, size_t va) {
+    sort_entries(sc->acc, sc->tmp, n, va);
+    size_t w = 0;
+    for (size_t i = 0; i < n;) {
+        int64_t d = sc->acc[i].d;
+        size_t j = i + 1;
+        while (j < n && dl__batch_rcmp(sc->acc[i].v, sc->acc[j].v, va) == 0)
+            d += sc->acc[j++].d;
+        if (d != 0) {
+            sc->acc[w] = sc->acc[i];
+            sc->acc[w].d = d;
+            w++;
+        }
+        i = j;
+    }
+    return w;
+}
+
+static bool add_time(uint64_t **arr, size_t *n, size_t *cap, const uint64_t *t, size_t dim) {
+    if (!grow((void **)arr, cap, (*n + 1) * dim, sizeof(uint64_t)))
+        return false;
+    memcpy(*arr + *n * dim, t, dim * sizeof(uint64_t));
+    (*n)++;
+    return true;
+}
+
+/* Processes one key at its complete times sc->times (sorted), emitting into o. */
+static int process_key(dl_coll_t *n, scratch_t *sc, const dl_value_t *key,
+                       const dl_antichain_t *fin, dl_ubuf_t *o) {
+    dl_reduce_state_t *r = n->red;
+    size_t dim = r->dim, vi = r->va_in, vo = r->va_out;
+    int rc = gather(&n->jl->spine, key, &sc->inp, &sc->n_inp, &sc->cap_inp);
+    if (!rc)
+        rc = gather(&n->arr->spine, key, &sc->outp, &sc->n_outp, &sc->cap_outp);
+    if (rc)
+        return rc;
+    /* History: the distinct times of the key's input and output updates (note 3-4). */
+    sc->n_hist = 0;
+    for (size_t i = 0; i < sc->n_inp; i++)
+        if (!add_time(&sc->hist, &sc->n_hist, &sc->cap_hist, sc->inp[i].t, dim))
+            return DL_ENOMEM;
+    for (size_t i = 0; i < sc->n_outp; i++)
+        if (!add_time(&sc->hist, &sc->n_hist, &sc->cap_hist, sc->outp[i].t, dim))
+            return DL_ENOMEM;
+    sc->newo.n = 0;
+    size_t need = sc->n_inp + sc->n_outp + 16;
+    uint64_t t[DL_TIME_MAX_DIM], j[DL_TIME_MAX_DIM];
+    for (size_t ti = 0; ti < sc->n_times; ti++) {
+        memcpy(t, sc->times + ti * dim, dim * sizeof(uint64_t));
+        /* desired = f(input accumulated at t) */
+        if (!grow((void **)&sc->acc, &sc->cap_acc, need + sc->newo.n, sizeof *sc->acc) ||
+            !grow((void **)&sc->tmp, &sc->cap_tmp, need + sc->newo.n, sizeof *sc->tmp))
+            return DL_ENOMEM;
+        size_t na = 0;
+        for (size_t i = 0; i < sc->n_inp; i++)
+            if (dl_time_le(sc->inp[i].t, t, dim))
+                sc->acc[na++] = sc->inp[i];
+        na = accumulate(sc, na, vi);
+        sc->des.n = 0;
+        if (na > 0) {
+            if (!grow((void **)&sc->vals, &sc->cap_vals, na * (vi ? vi : 1), sizeof *sc->vals) ||
+                !(sc->counts = dl_realloc(sc->counts, na * sizeof *sc->counts)))
+                return DL_ENOMEM;
+            for (size_t i = 0; i < na; i++) {
+                if (vi)
+                    memcpy(sc->vals + i * vi, sc->acc[i].v, vi * sizeof(dl_value_t));
+                sc->counts[i] = sc->acc[i].d;
+            }
+            dl_emitter_t e = {&sc->des, t, 1, NULL, 0, (uint32_t)vo, 0};
+            rc = reduce_builtin(r, key, sc->vals, sc->counts, na, &e);
+            if (rc)
+                return rc;
+        }
+        /* current = output accumulated at t; difference = desired - current. */
+        na = 0;
+        for (size_t i = 0; i < sc->n_outp; i++)
+            if (dl_time_le(sc->outp[i].t, t, dim))
+                sc->acc[na++] = (entry_t){sc->outp[i].v, NULL, -sc->outp[i].d};
+        for (size_t i = 0; i < sc->newo.n; i++)
+            if (dl_time_le(dl__ub_time(&sc->newo, i), t, dim))
+                sc->acc[na++] =
+                    (entry_t){dl__ub_row(&sc->newo, i), NULL, -*dl__ub_diff(&sc->newo, i)};
+        if (!grow((void **)&sc->acc, &sc->cap_acc, na + sc->des.n + 1, sizeof *sc->acc) ||
+            !grow((void **)&sc->tmp, &sc->cap_tmp, na + sc->des.n + 1, sizeof *sc->tmp))
+            return DL_ENOMEM;
+        for (size_t i = 0; i < sc->des.n; i++)
+            sc->acc[na++] = (entry_t){dl__ub_row(&sc->des, i), NULL, *dl__ub_diff(&sc->des, i)};
+        na = accumulate(sc, na, vo);
+        if (na) {
+            /* Copy the differences out first: acc may point into newo. */
+            dl_ubuf_t diffs;
+            dl__batch_ubuf_init(&diffs, vo, dim);
+            for (size_t i = 0; i < na && !rc; i++)
+                if (!dl__batch_ubuf_push(&diffs, sc->acc[i].v, t, sc->acc[i].d))
+                    rc = DL_ENOMEM;
+            for (size_t i = 0; i < diffs.n && !rc; i++) {
+                const dl_value_t *v = dl__ub_row(&diffs, i);
+                int64_t d = *dl__ub_diff(&diffs, i);
+                if (!dl__batch_ubuf_push(&sc->newo, v, t, d)) {
+                    rc = DL_ENOMEM;
+                    break;
+                }
+                size_t k = dl__batch_ubuf_alloc(o);
+                if (k == SIZE_MAX) {
+                    rc = DL_ENOMEM;
+                    break;
+                }
+                dl_value_t *row = dl__ub_row(o, k);
+                memcpy(row, key, r->ka * sizeof *row);
+                if (vo)
+                    memcpy(row + r->ka, v, vo * sizeof *row);
+                memcpy(dl__ub_time(o, k), t, dim * sizeof(uint64_t));
+                *dl__ub_diff(o, k) = d;
+            }
+            dl__batch_ubuf_fini(&diffs);
+            if (rc)
+                return rc;
+            if (!add_time(&sc->hist, &sc->n_hist, &sc->cap_hist, t, dim))
+                return DL_ENOMEM;
+        }
+        /* Note 3: joins of t with the history are interesting. */
+        for (size_t h = 0; h < sc->n_hist; h++) {
+            const uint64_t *ht = sc->hist + h * dim;
+            if (dl_time_le(ht, t, dim))
+                continue;
+            dl_time_join(t, ht, dim, j);
+            if (dl_antichain_less_equal(fin, j)) {
+                rc = pending_add(r, key, j);
+                if (rc)
+                    return rc;
+                continue;
+            }
+            /* Insert into the sorted remainder of times unless present. */
+            size_t pos = ti + 1;
+            while (pos < sc->n_times && dl_time_cmp(sc->times + pos * dim, j, dim) < 0)
+                pos++;
+            if (pos < sc->n_times && dl_time_cmp(sc->times + pos * dim, j, dim) == 0)
+                continue;
+            if (!add_time(&sc->times, &sc->n_times, &sc->cap_times, j, dim))
+                return DL_ENOMEM;
+            memmove(sc->times + (pos + 1) * dim, sc->times + pos * dim,
+                    (sc->n_times - 1 - pos) * dim * sizeof(uint64_t));
+            memcpy(sc->times + pos * dim, j, dim * sizeof(uint64_t));
+        }
+    }
+    return 0;
+}
+
+int dl__reduce_step(dl_coll_t *n, const dl_antichain_t *fin, bool *out_worked) {
+    dl_reduce_state_t *r = n->red;
+    *out_worked = false;
+    if (r->pending.n == 0)
+        return 0;
+    /* Split pending into complete (processed now) and the rest (kept). */
+    dl_ubuf_t now, keep;
+    dl__batch_ubuf_init(&now, r->ka, r->dim);
+    dl__batch_ubuf_init(&keep, r->ka, r->dim);
+    int rc = 0;
+    for (size_t i = 0; i < r->pending.n && !rc; i++) {
+        const uint64_t *t = dl__ub_time(&r->pending, i);
+        dl_ubuf_t *dst = dl_antichain_less_equal(fin, t) ? &keep : &now;
+        if (!dl__batch_ubuf_push(dst, dl__ub_row(&r->pending, i), t, 1))
+            rc = DL_ENOMEM;
+    }
+    if (rc || now.n == 0) {
+        dl__batch_ubuf_fini(&now);
+        dl__batch_ubuf_fini(&keep);
+        return rc;
+    }
+    *out_worked = true;
+    dl__batch_ubuf_fini(&r->pending);
+    r->pending = keep;
+    rc = pending_rehash(r, r->pending.n + 1);
+    if (!rc && !dl__batch_consolidate(&now)) /* sorts by (key, time); diffs stay nonzero */
+        rc = DL_ENOMEM;
+    scratch_t sc;
+    memset(&sc, 0, sizeof sc);
+    dl__batch_ubuf_init(&sc.des, r->va_out, r->dim);
+    dl__batch_ubuf_init(&sc.newo, r->va_out, r->dim);
+    dl_ubuf_t o;
+    dl__batch_ubuf_init(&o, n->arity, r->dim);
+    for (size_t i = 0; i < now.n && !rc;) {
+        const dl_value_t *key = dl__ub_row(&now, i);
+        sc.n_times = 0;
+        size_t k = i;
+        while (k < now.n && dl__batch_rcmp(dl__ub_row(&now, k), key, r->ka) == 0) {
+            if (!add_time(&sc.times, &sc.n_times, &sc.cap_times, dl__ub_time(&now, k), r->dim))
+                rc = DL_ENOMEM;
+            k++;
+        }
+        if (!rc)
+            rc = process_key(n, &sc, key, fin, &o);
+        i = k;
+    }
+    dl_free(sc.inp);
+    dl_free(sc.outp);
+    dl_free(sc.acc);
+    dl_free(sc.tmp);
+    dl_free(sc.times);
+    dl_free(sc.hist);
+    dl_free(sc.vals);
+    dl_free(sc.counts);
+    dl__batch_ubuf_fini(&sc.des);
+    dl__batch_ubuf_fini(&sc.newo);
+    dl__batch_ubuf_fini(&now);
+    if (!rc && !dl__batch_consolidate(&o))
+        rc = DL_ENOMEM;
+    if (!rc && o.n) {
+        dl_batch_t *b = dl__batch_new(&o, true);
+        if (!b)
+            rc = DL_ENOMEM;
+        else {
+            rc = dl__ops_arr_deliver(n->arr, b);
+            dl__batch_unref(b);
+        }
+    }
+    dl__batch_ubuf_fini(&o);
+    return rc;
+}

@@ -1,0 +1,246 @@
+/*
+ * spine.c: the storage of an arrangement: immutable sorted batches of (key ++ val, time,
+ * diff) records in a spine that merges them LSM-style, logical compaction (times advanced
+ * by the `since` frontier while merging, then consolidated) and physical merging (idle
+ * maintenance), plus galloping key seeks for cursors. Follows docs/dataflow.md "Spine".
+ * Does not know about readers or operators (graph.c and ops.c set `since` and read).
+ *
+ * Design notes.
+ * 1. Batches are ordered oldest first. After every insert, while the last batch is at
+ *    least half the size of the one before it, the two are merged: sizes then decrease
+ *    geometrically, a record is merged O(log n) times, there are O(log n) batches.
+ * 2. A merge advances every time by `since` (dl_time_advance_by) and consolidates. A batch
+ *    records the since generation it was compacted at; maintenance re-compacts stale
+ *    batches and merges the rest into one, so memory is reclaimed while no updates come.
+ * 3. Advancing by `since` never changes accumulations at times >= since (time.c), which
+ *    is the only thing readers may ask for (their frontiers are >= since).
+ */
+#include "dataflow/dataflow.h"
+
+void dl__spine_init(dl_spine_t *s, size_t ka, size_t va, size_t dim) {
+    memset(s, 0, sizeof *s);
+    s->ka = (uint32_t)ka;
+    s->va = (uint32_t)va;
+    s->dim = (uint32_t)dim;
+    dl_antichain_init(&s->since, dim);
+    uint64_t zero[DL_TIME_MAX_DIM] = {0};
+    if (dl_antichain_insert(&s->since, zero) < 0) {
+        /* An empty since is the identity for advance_by: still correct, only less compact. */
+    }
+}
+
+void dl__spine_fini(dl_spine_t *s) {
+    for (size_t i = 0; i < s->n; i++)
+        dl__batch_unref(s->batches[i]);
+    dl_free(s->batches);
+    dl_antichain_fini(&s->since);
+    memset(s, 0, sizeof *s);
+}
+
+typedef struct td {
+    uint64_t t[DL_TIME_MAX_DIM];
+    int64_t d;
+} td_t;
+
+/* Merges (or, with b NULL, re-compacts) batches into a new sorted batch, advancing times
+ * by s->since. *out is NULL when everything cancelled. */
+static int merge(dl_spine_t *s, const dl_batch_t *a, const dl_batch_t *b, dl_batch_t **out) {
+    const dl_ubuf_t *ua = &a->u, *ub = b ? &b->u : NULL;
+    size_t rs = (size_t)s->ka + s->va, dim = s->dim;
+    dl_ubuf_t o;
+    dl__batch_ubuf_init(&o, rs, dim);
+    if (!dl__batch_ubuf_reserve(&o, ua->n + (ub ? ub->n : 0)))
+        return DL_ENOMEM;
+    size_t gcap = 16, i = 0, j = 0, na = ua->n, nb = ub ? ub->n : 0;
+    td_t *grp = dl_malloc(gcap * sizeof *grp);
+    if (!grp) {
+        dl__batch_ubuf_fini(&o);
+        return DL_ENOMEM;
+    }
+    bool advance = s->since.n > 0;
+    while (i < na || j < nb) {
+        const dl_value_t *row;
+        int c;
+        if (i >= na)
+            c = 1;
+        else if (j >= nb)
+            c = -1;
+        else
+            c = dl__batch_rcmp(dl__ub_row(ua, i), dl__ub_row(ub, j), rs);
+        row = c <= 0 ? dl__ub_row(ua, i) : dl__ub_row(ub, j);
+        size_t g = 0;
+        /* Gather the group of records with this row from both inputs. */
+        for (int side = 0; side < 2; side++) {
+            const dl_ubuf_t *u = side == 0 ? ua : ub;
+            size_t *p = side == 0 ? &i : &j;
+            size_t lim = side == 0 ? na : nb;
+            if ((side == 0 && c > 0) || (side == 1 && c < 0))
+                continue;
+            while (*p < lim &&
+                   (dl__ub_row(u, *p) == row || dl__batch_rcmp(dl__ub_row(u, *p), row, rs) == 0)) {
+                if (g == gcap) {
+                    td_t *ng = dl_realloc(grp, gcap * 2 * sizeof *grp);
+                    if (!ng) {
+                        dl_free(grp);
+                        dl__batch_ubuf_fini(&o);
+                        return DL_ENOMEM;
+                    }
+                    grp = ng;
+                    gcap *= 2;
+                }
+                if (advance)
+                    dl_time_advance_by(dl__ub_time(u, *p), &s->since, grp[g].t);
+                else
+                    memcpy(grp[g].t, dl__ub_time(u, *p), dim * sizeof(uint64_t));
+                grp[g].d = *dl__ub_diff(u, *p);
+                g++;
+                (*p)++;
+            }
+        }
+        /* Sort the group by time (small: insertion sort) and emit consolidated. */
+        for (size_t x = 1; x < g; x++) {
+            td_t v = grp[x];
+            size_t y = x;
+            while (y > 0 && dl_time_cmp(grp[y - 1].t, v.t, dim) > 0) {
+                grp[y] = grp[y - 1];
+                y--;
+            }
+            grp[y] = v;
+        }
+        for (size_t x = 0; x < g;) {
+            int64_t d = grp[x].d;
+            size_t y = x + 1;
+            while (y < g && dl_time_cmp(grp[x].t, grp[y].t, dim) == 0)
+                d += grp[y++].d;
+            if (d != 0) {
+                size_t k = o.n++;
+                memcpy(dl__ub_row(&o, k), row, rs * sizeof(dl_value_t));
+                memcpy(dl__ub_time(&o, k), grp[x].t, dim * sizeof(uint64_t));
+                *dl__ub_diff(&o, k) = d;
+            }
+            x = y;
+        }
+    }
+    dl_free(grp);
+    if (o.n == 0) {
+        dl__batch_ubuf_fini(&o);
+        *out = NULL;
+        return 0;
+    }
+    dl_batch_t *nb2 = dl__batch_new(&o, true);
+    if (!nb2) {
+        dl__batch_ubuf_fini(&o);
+        return DL_ENOMEM;
+    }
+    nb2->since_gen = s->since_gen;
+    *out = nb2;
+    return 0;
+}
+
+/* Replaces batches [k, k+1] (or [k] alone when two is false) with their merge. */
+static int merge_at(dl_spine_t *s, size_t k, bool two) {
+    dl_batch_t *m = NULL;
+    int rc = merge(s, s->batches[k], two ? s->batches[k + 1] : NULL, &m);
+    if (rc)
+        return rc;
+    size_t removed = two ? 2 : 1;
+    s->records -= s->batches[k]->u.n + (two ? s->batches[k + 1]->u.n : 0);
+    dl__batch_unref(s->batches[k]);
+    if (two)
+        dl__batch_unref(s->batches[k + 1]);
+    size_t put = 0;
+    if (m) {
+        s->batches[k] = m;
+        s->records += m->u.n;
+        put = 1;
+    }
+    memmove(s->batches + k + put, s->batches + k + removed,
+            (s->n - k - removed) * sizeof *s->batches);
+    s->n -= removed - put;
+    return 0;
+}
+
+int dl__spine_insert(dl_spine_t *s, dl_batch_t *b) {
+    if (b->u.n == 0) {
+        dl__batch_unref(b);
+        return 0;
+    }
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 8;
+        dl_batch_t **nb = dl_realloc(s->batches, cap * sizeof *nb);
+        if (!nb) {
+            dl__batch_unref(b);
+            return DL_ENOMEM;
+        }
+        s->batches = nb;
+        s->cap = cap;
+    }
+    /* An inserted batch's times are not yet advanced: mark it stale unless since is the
+     * initial frontier (generation 0). */
+    b->since_gen = s->since_gen ? s->since_gen - 1 : 0;
+    s->batches[s->n++] = b;
+    s->records += b->u.n;
+    while (s->n >= 2 && s->batches[s->n - 2]->u.n <= 2 * s->batches[s->n - 1]->u.n) {
+        int rc = merge_at(s, s->n - 2, true);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int dl__spine_set_since(dl_spine_t *s, const dl_antichain_t *f) {
+    if (f->dim != s->dim || !dl_antichain_le(&s->since, f))
+        return 0;
+    if (dl_antichain_le(f, &s->since))
+        return 0; /* equal */
+    int rc = dl_antichain_copy(&s->since, f);
+    if (rc)
+        return rc;
+    s->since_gen++;
+    return 0;
+}
+
+int dl__spine_maintain(dl_spine_t *s, size_t *fuel_used) {
+    if (s->n >= 2) {
+        /* Merge the two smallest (newest) batches: the cheapest step toward one batch. */
+        size_t moved = s->batches[s->n - 2]->u.n + s->batches[s->n - 1]->u.n;
+        int rc = merge_at(s, s->n - 2, true);
+        if (rc)
+            return rc;
+        *fuel_used += moved;
+        return 1;
+    }
+    if (s->n == 1 && s->batches[0]->since_gen != s->since_gen) {
+        size_t moved = s->batches[0]->u.n;
+        int rc = merge_at(s, 0, false);
+        if (rc)
+            return rc;
+        *fuel_used += moved;
+        return 1;
+    }
+    return 0;
+}
+
+size_t dl__spine_seek(const dl_ubuf_t *b, size_t ka, const dl_value_t *key, size_t from) {
+    size_t n = b->n;
+    if (from >= n || dl__batch_rcmp(dl__ub_row(b, from), key, ka) >= 0)
+        return from;
+    /* Gallop: find hi with row(hi) >= key, then binary search (lo, hi]. */
+    size_t lo = from, step = 1, hi = from + 1;
+    while (hi < n && dl__batch_rcmp(dl__ub_row(b, hi), key, ka) < 0) {
+        lo = hi;
+        step *= 2;
+        hi = lo + step;
+    }
+    if (hi > n)
+        hi = n;
+    /* invariant: row(lo) < key, row(hi) >= key or hi == n */
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (dl__batch_rcmp(dl__ub_row(b, mid), key, ka) < 0)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return hi;
+}
