@@ -29,12 +29,13 @@ typedef struct dl_iter dl_iter_t;   /* a cursor over datoms of one index of one 
 
 /* ---- opening ------------------------------------------------------------------------------ */
 
-enum { DL_SYNC_EVERY = 0, DL_SYNC_BATCHED = 1, DL_SYNC_NONE = 2 };
+/* Sync modes (the same values as the log's DL_SYNC_* modes). */
+enum { DL_STORE_SYNC_EVERY = 0, DL_STORE_SYNC_BATCHED = 1, DL_STORE_SYNC_NONE = 2 };
 
 /* Caller-allocated; zero means "default" for every field. */
 typedef struct dl_store_options {
-    int sync_mode;        /* DL_SYNC_EVERY (default), DL_SYNC_BATCHED, DL_SYNC_NONE */
-    int batch_ms;         /* DL_SYNC_BATCHED: bound on the wait for the fsync, ms */
+    int sync_mode;        /* DL_STORE_SYNC_EVERY (default), _BATCHED, _NONE */
+    int batch_ms;         /* DL_STORE_SYNC_BATCHED: bound on the wait for the fsync, ms */
     size_t segment_bytes; /* log segment size; 0: the log's default */
 } dl_store_options_t;
 
@@ -158,7 +159,8 @@ typedef struct dl_commit {
     uint64_t tx;
     const uint64_t *time; /* n_time coordinates, [tx, dim1, ...] */
     size_t n_time;
-    const uint64_t *frontier; /* n_time coordinates: every later commit's time is >= this */
+    const uint64_t *frontier; /* n_time coordinates: every later commit's time is >= this;
+                               * NULL in dl_db_tx_range */
     const dl_change_t *changes;
     size_t n_changes; /* 0 for an advance */
 } dl_commit_t;

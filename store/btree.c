@@ -1,0 +1,546 @@
+/*
+ * btree.c: the persistent B+tree every index of the store is made of (docs/storage.md
+ * "Index structure"). Keys are datom keys (dl_kd_t) compared in one of four component
+ * orders; seeks and range scans are O(log n).
+ *
+ * Design notes.
+ *  1. Epochs. Every node records the writer epoch that created it. The writer bumps its
+ *     epoch each time it publishes a version; nodes of the current epoch are private to
+ *     the writer and are changed in place, older nodes are shared with published
+ *     versions and are copied first (path copying: the root-to-leaf path of a change).
+ *  2. Reclamation. A node replaced or dropped by the writer while older than the current
+ *     epoch is retired with the current epoch: it is reachable only from versions whose
+ *     epoch is below that. It is freed once the oldest live version's epoch reaches it
+ *     (dl__btctx_reclaim). Nodes of the current epoch are freed at once.
+ *  3. Abandoning. A failed transaction frees the writer's private nodes
+ *     (dl__btree_discard) and the caller restores the roots of the last published
+ *     version and pops the retire entries of the epoch; nothing published was touched.
+ *  4. Shape. Leaves hold 1..LCAP keys (a root leaf may be empty); internal nodes hold
+ *     2..ICAP children (the root) or ICAP/4..ICAP; separator key[i] (i >= 1) is greater
+ *     than every key of kid[i-1] and at most every key of kid[i]; key[0] is unused.
+ * It does not know what the keys mean: the store decides which trees hold what.
+ */
+#include "store/store.h"
+
+#include <assert.h>
+#include <string.h>
+
+#define LCAP 32
+#define ICAP 64
+#define LMIN (LCAP / 4)
+#define IMIN (ICAP / 4)
+
+struct dl_bnode {
+    uint64_t epoch;
+    uint32_t n;
+    uint32_t leaf;
+};
+typedef struct leaf {
+    dl_bnode_t h;
+    dl_kd_t d[LCAP];
+} leaf_t;
+typedef struct inode {
+    dl_bnode_t h;
+    dl_kd_t key[ICAP];
+    dl_bnode_t *kid[ICAP];
+} inode_t;
+
+#define LEAF(n)  ((leaf_t *)(n))
+#define INODE(n) ((inode_t *)(n))
+
+/* ---- comparison ----------------------------------------------------------------------------- */
+
+static inline int cmp64(int64_t x, int64_t y) { return (x > y) - (x < y); }
+
+static inline int vcmp(dl_value_t a, dl_value_t b) {
+    if (a.type == b.type && (a.type == DL_T_INT || a.type == DL_T_REF || a.type == DL_T_INSTANT))
+        return cmp64(a.as.i, b.as.i);
+    if (a.type == b.type && (a.type == DL_T_STRING || a.type == DL_T_KEYWORD) && a.as.s == b.as.s)
+        return 0;
+    return dl_value_cmp(a, b);
+}
+
+int dl__btree_cmp(int order, const dl_kd_t *x, const dl_kd_t *y, int n) {
+    int c = 0;
+    switch (order) {
+        case DL_ORD_EAVT:
+            if ((c = cmp64(x->e, y->e)) || n < 2 || (c = cmp64(x->a, y->a)) || n < 3 ||
+                (c = vcmp(x->v, y->v)))
+                return c;
+            break;
+        case DL_ORD_AEVT:
+            if ((c = cmp64(x->a, y->a)) || n < 2 || (c = cmp64(x->e, y->e)) || n < 3 ||
+                (c = vcmp(x->v, y->v)))
+                return c;
+            break;
+        case DL_ORD_AVET:
+            if ((c = cmp64(x->a, y->a)) || n < 2 || (c = vcmp(x->v, y->v)) || n < 3 ||
+                (c = cmp64(x->e, y->e)))
+                return c;
+            break;
+        default: /* VAET */
+            if ((c = vcmp(x->v, y->v)) || n < 2 || (c = cmp64(x->a, y->a)) || n < 3 ||
+                (c = cmp64(x->e, y->e)))
+                return c;
+            break;
+    }
+    if (n < 4)
+        return 0;
+    return (x->txop > y->txop) - (x->txop < y->txop);
+}
+
+/* ---- allocation, retirement --------------------------------------------------------------- */
+
+static dl_bnode_t *node_new(const dl_btctx_t *c, bool leaf) {
+    dl_bnode_t *n = dl_malloc(leaf ? sizeof(leaf_t) : sizeof(inode_t));
+    if (!n)
+        return NULL;
+    n->epoch = c->epoch;
+    n->n = 0;
+    n->leaf = leaf;
+    return n;
+}
+
+int dl__btctx_retire(dl_btctx_t *c, void *p) {
+    if (c->n_ret == c->cap_ret) {
+        size_t cap = c->cap_ret ? c->cap_ret * 2 : 256;
+        dl_retired_t *r = dl_realloc(c->ret, cap * sizeof *r);
+        if (!r)
+            return DL_ENOMEM;
+        c->ret = r;
+        c->cap_ret = cap;
+    }
+    c->ret[c->n_ret].p = p;
+    c->ret[c->n_ret].epoch = c->epoch;
+    c->n_ret++;
+    return 0;
+}
+
+void dl__btctx_reclaim(dl_btctx_t *c, uint64_t upto) {
+    size_t i = 0;
+    while (i < c->n_ret && c->ret[i].epoch <= upto)
+        dl_free(c->ret[i++].p);
+    if (i) {
+        memmove(c->ret, c->ret + i, (c->n_ret - i) * sizeof *c->ret);
+        c->n_ret -= i;
+    }
+}
+
+void dl__btctx_fini(dl_btctx_t *c) {
+    for (size_t i = 0; i < c->n_ret; i++)
+        dl_free(c->ret[i].p);
+    dl_free(c->ret);
+    c->ret = NULL;
+    c->n_ret = c->cap_ret = 0;
+}
+
+/* Drops a node the tree no longer references (design note 2). */
+static int drop(dl_btctx_t *c, dl_bnode_t *n) {
+    if (n->epoch == c->epoch) {
+        dl_free(n);
+        return 0;
+    }
+    return dl__btctx_retire(c, n);
+}
+
+/* Makes *np writable by the writer, copying it when shared (design note 1). */
+static dl_bnode_t *own(dl_btctx_t *c, dl_bnode_t **np) {
+    dl_bnode_t *n = *np;
+    if (n->epoch == c->epoch)
+        return n;
+    size_t sz = n->leaf ? sizeof(leaf_t) : sizeof(inode_t);
+    dl_bnode_t *m = dl_malloc(sz);
+    if (!m)
+        return NULL;
+    size_t used = n->leaf ? offsetof(leaf_t, d) + n->n * sizeof(dl_kd_t) : sz;
+    memcpy(m, n, used);
+    m->epoch = c->epoch;
+    if (dl__btctx_retire(c, n) != 0) {
+        dl_free(m);
+        return NULL;
+    }
+    *np = m;
+    return m;
+}
+
+int dl__btree_init(dl_btctx_t *c, dl_btree_t *t, int order, int ncmp) {
+    t->root = node_new(c, true);
+    if (!t->root)
+        return DL_ENOMEM;
+    t->order = (uint8_t)order;
+    t->ncmp = (uint8_t)ncmp;
+    t->count = 0;
+    return 0;
+}
+
+/* ---- search --------------------------------------------------------------------------------- */
+
+/* First index in leaf with key >= k (n components). */
+static uint32_t leaf_lb(const leaf_t *l, int order, const dl_kd_t *k, int n) {
+    uint32_t lo = 0, hi = l->h.n;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if (dl__btree_cmp(order, &l->d[mid], k, n) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* The child to descend into for the lower bound of k: the last i >= 1 with key[i] < k, or
+ * 0. With strict=false (exact insert/delete positioning in full comparison) the last i with
+ * key[i] <= k. */
+static uint32_t inode_pick(const inode_t *in, int order, const dl_kd_t *k, int n, bool strict) {
+    uint32_t lo = 1, hi = in->h.n; /* find first i in [1,n) with key[i] >(=) k */
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        int c = dl__btree_cmp(order, &in->key[mid], k, n);
+        if (c < 0 || (!strict && c == 0))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo - 1;
+}
+
+void dl__btree_seek(dl_btcur_t *cur, const dl_btree_t *t, const dl_kd_t *k, int n) {
+    cur->order = t->order;
+    cur->depth = 0;
+    const dl_bnode_t *x = t->root;
+    while (!x->leaf) {
+        uint32_t i = n ? inode_pick(INODE(x), t->order, k, n, true) : 0;
+        cur->st[cur->depth].n = x;
+        cur->st[cur->depth].i = i;
+        cur->depth++;
+        x = INODE(x)->kid[i];
+    }
+    cur->st[cur->depth].n = x;
+    cur->st[cur->depth].i = n ? leaf_lb(LEAF(x), t->order, k, n) : 0;
+    cur->valid = true;
+    if (cur->st[cur->depth].i >= x->n) {
+        cur->st[cur->depth].i = x->n ? x->n - 1 : 0;
+        if (x->n == 0) {
+            cur->valid = false;
+            /* an empty leaf occurs only as an empty root */
+            return;
+        }
+        dl__btree_cur_next(cur);
+    }
+}
+
+const dl_kd_t *dl__btree_cur_get(const dl_btcur_t *cur) {
+    if (!cur->valid)
+        return NULL;
+    return &LEAF(cur->st[cur->depth].n)->d[cur->st[cur->depth].i];
+}
+
+void dl__btree_cur_next(dl_btcur_t *cur) {
+    if (!cur->valid)
+        return;
+    int d = cur->depth;
+    if (++cur->st[d].i < cur->st[d].n->n)
+        return;
+    /* climb to the first ancestor with a next child, then descend leftmost */
+    int up = d - 1;
+    while (up >= 0 && cur->st[up].i + 1 >= cur->st[up].n->n)
+        up--;
+    if (up < 0) {
+        cur->valid = false;
+        return;
+    }
+    cur->st[up].i++;
+    const dl_bnode_t *x = INODE(cur->st[up].n)->kid[cur->st[up].i];
+    for (int k = up + 1; k <= d; k++) {
+        cur->st[k].n = x;
+        cur->st[k].i = 0;
+        if (!x->leaf)
+            x = INODE(x)->kid[0];
+    }
+}
+
+const dl_kd_t *dl__btree_find(const dl_btree_t *t, const dl_kd_t *k, int n) {
+    const dl_bnode_t *x = t->root;
+    while (!x->leaf)
+        x = INODE(x)->kid[inode_pick(INODE(x), t->order, k, n, true)];
+    /* the lower bound may sit in the next leaf; walk through the cursor for that case */
+    uint32_t i = leaf_lb(LEAF(x), t->order, k, n);
+    if (i < x->n)
+        return dl__btree_cmp(t->order, &LEAF(x)->d[i], k, n) == 0 ? &LEAF(x)->d[i] : NULL;
+    dl_btcur_t cur;
+    dl__btree_seek(&cur, t, k, n);
+    const dl_kd_t *g = dl__btree_cur_get(&cur);
+    return g && dl__btree_cmp(t->order, g, k, n) == 0 ? g : NULL;
+}
+
+/* ---- insert --------------------------------------------------------------------------------- */
+
+/* Inserts into the subtree at *np. On a split, *split receives the new right sibling and
+ * *sep its separator. */
+static int ins(dl_btctx_t *c, const dl_btree_t *t, dl_bnode_t **np, const dl_kd_t *k,
+               dl_bnode_t **split, dl_kd_t *sep) {
+    *split = NULL;
+    dl_bnode_t *x = *np;
+    if (x->leaf) {
+        uint32_t pos = leaf_lb(LEAF(x), t->order, k, t->ncmp);
+        if (pos < x->n && dl__btree_cmp(t->order, &LEAF(x)->d[pos], k, t->ncmp) == 0)
+            return 1;
+        if (!(x = own(c, np)))
+            return DL_ENOMEM;
+        leaf_t *l = LEAF(x);
+        if (x->n < LCAP) {
+            memmove(&l->d[pos + 1], &l->d[pos], (x->n - pos) * sizeof(dl_kd_t));
+            l->d[pos] = *k;
+            x->n++;
+            return 0;
+        }
+        leaf_t *r = (leaf_t *)node_new(c, true);
+        if (!r)
+            return DL_ENOMEM;
+        /* Appends at the end split unevenly, so sequential loads fill leaves. */
+        uint32_t keep = pos == LCAP ? LCAP - 1 : LCAP / 2;
+        r->h.n = LCAP - keep;
+        memcpy(r->d, &l->d[keep], r->h.n * sizeof(dl_kd_t));
+        l->h.n = keep;
+        leaf_t *dst = pos <= keep && pos != LCAP ? l : r;
+        if (dst == r)
+            pos -= keep;
+        memmove(&dst->d[pos + 1], &dst->d[pos], (dst->h.n - pos) * sizeof(dl_kd_t));
+        dst->d[pos] = *k;
+        dst->h.n++;
+        *split = &r->h;
+        *sep = r->d[0];
+        return 0;
+    }
+    uint32_t i = inode_pick(INODE(x), t->order, k, t->ncmp, false);
+    if (!(x = own(c, np)))
+        return DL_ENOMEM;
+    inode_t *in = INODE(x);
+    dl_bnode_t *cs;
+    dl_kd_t csep;
+    int rc = ins(c, t, &in->kid[i], k, &cs, &csep);
+    if (rc != 0 || !cs)
+        return rc;
+    if (x->n < ICAP) {
+        memmove(&in->key[i + 2], &in->key[i + 1], (x->n - i - 1) * sizeof(dl_kd_t));
+        memmove(&in->kid[i + 2], &in->kid[i + 1], (x->n - i - 1) * sizeof(dl_bnode_t *));
+        in->key[i + 1] = csep;
+        in->kid[i + 1] = cs;
+        x->n++;
+        return 0;
+    }
+    inode_t *r = (inode_t *)node_new(c, false);
+    if (!r) {
+        /* keep the tree valid: the child split is lost only if we drop it, so undo by
+         * failing the transaction; the writer discards private nodes */
+        dl__btree_discard(c, cs);
+        return DL_ENOMEM;
+    }
+    /* Build the ICAP+1 entries virtually and split them in two halves. */
+    uint32_t total = ICAP + 1, keep = i + 1 == ICAP ? ICAP : total / 2;
+    dl_kd_t keys[ICAP + 1];
+    dl_bnode_t *kids[ICAP + 1];
+    memcpy(keys, in->key, (i + 1) * sizeof(dl_kd_t));
+    memcpy(kids, in->kid, (i + 1) * sizeof(dl_bnode_t *));
+    keys[i + 1] = csep;
+    kids[i + 1] = cs;
+    memcpy(&keys[i + 2], &in->key[i + 1], (ICAP - i - 1) * sizeof(dl_kd_t));
+    memcpy(&kids[i + 2], &in->kid[i + 1], (ICAP - i - 1) * sizeof(dl_bnode_t *));
+    memcpy(in->key, keys, keep * sizeof(dl_kd_t));
+    memcpy(in->kid, kids, keep * sizeof(dl_bnode_t *));
+    in->h.n = keep;
+    r->h.n = total - keep;
+    memcpy(r->key, &keys[keep], r->h.n * sizeof(dl_kd_t));
+    memcpy(r->kid, &kids[keep], r->h.n * sizeof(dl_bnode_t *));
+    *split = &r->h;
+    *sep = keys[keep];
+    return 0;
+}
+
+int dl__btree_insert(dl_btctx_t *c, dl_btree_t *t, const dl_kd_t *k) {
+    /* probe first: a duplicate changes nothing and copies no path */
+    if (dl__btree_find(t, k, t->ncmp))
+        return 1;
+    dl_bnode_t *split;
+    dl_kd_t sep;
+    int rc = ins(c, t, &t->root, k, &split, &sep);
+    if (rc != 0)
+        return rc;
+    if (split) {
+        inode_t *r = (inode_t *)node_new(c, false);
+        if (!r) {
+            dl__btree_discard(c, split);
+            return DL_ENOMEM; /* the caller discards the transaction's private nodes */
+        }
+        r->h.n = 2;
+        r->kid[0] = t->root;
+        r->kid[1] = split;
+        r->key[1] = sep;
+        r->key[0] = sep; /* unused */
+        t->root = &r->h;
+    }
+    t->count++;
+    return 0;
+}
+
+/* ---- delete --------------------------------------------------------------------------------- */
+
+/* Rebalances kid i of in (owned) after it fell below its minimum: merges it with a
+ * neighbour or moves entries over. */
+static int rebalance(dl_btctx_t *c, inode_t *in, uint32_t i) {
+    if (in->h.n < 2)
+        return 0;
+    uint32_t li = i > 0 ? i - 1 : i, ri = li + 1;
+    dl_bnode_t *L = own(c, &in->kid[li]);
+    if (!L)
+        return DL_ENOMEM;
+    dl_bnode_t *R = own(c, &in->kid[ri]);
+    if (!R)
+        return DL_ENOMEM;
+    if (L->leaf) {
+        leaf_t *l = LEAF(L), *r = LEAF(R);
+        uint32_t tot = L->n + R->n;
+        if (tot <= LCAP) {
+            memcpy(&l->d[L->n], r->d, R->n * sizeof(dl_kd_t));
+            L->n = tot;
+            goto remove_right;
+        }
+        dl_kd_t tmp[2 * LCAP];
+        memcpy(tmp, l->d, L->n * sizeof(dl_kd_t));
+        memcpy(&tmp[L->n], r->d, R->n * sizeof(dl_kd_t));
+        uint32_t half = tot / 2;
+        memcpy(l->d, tmp, half * sizeof(dl_kd_t));
+        memcpy(r->d, &tmp[half], (tot - half) * sizeof(dl_kd_t));
+        L->n = half;
+        R->n = tot - half;
+        in->key[ri] = r->d[0];
+        return 0;
+    }
+    inode_t *l = INODE(L), *r = INODE(R);
+    uint32_t tot = L->n + R->n;
+    dl_kd_t keys[2 * ICAP];
+    dl_bnode_t *kids[2 * ICAP];
+    memcpy(keys, l->key, L->n * sizeof(dl_kd_t));
+    memcpy(kids, l->kid, L->n * sizeof(dl_bnode_t *));
+    memcpy(&keys[L->n], r->key, R->n * sizeof(dl_kd_t));
+    memcpy(&kids[L->n], r->kid, R->n * sizeof(dl_bnode_t *));
+    keys[L->n] = in->key[ri]; /* the parent's separator bounds r's first child */
+    if (tot <= ICAP) {
+        memcpy(l->key, keys, tot * sizeof(dl_kd_t));
+        memcpy(l->kid, kids, tot * sizeof(dl_bnode_t *));
+        L->n = tot;
+        goto remove_right;
+    }
+    uint32_t half = tot / 2;
+    memcpy(l->key, keys, half * sizeof(dl_kd_t));
+    memcpy(l->kid, kids, half * sizeof(dl_bnode_t *));
+    memcpy(r->key, &keys[half], (tot - half) * sizeof(dl_kd_t));
+    memcpy(r->kid, &kids[half], (tot - half) * sizeof(dl_bnode_t *));
+    L->n = half;
+    R->n = tot - half;
+    in->key[ri] = keys[half];
+    return 0;
+remove_right:
+    memmove(&in->key[ri], &in->key[ri + 1], (in->h.n - ri - 1) * sizeof(dl_kd_t));
+    memmove(&in->kid[ri], &in->kid[ri + 1], (in->h.n - ri - 1) * sizeof(dl_bnode_t *));
+    in->h.n--;
+    return drop(c, R);
+}
+
+static int del(dl_btctx_t *c, const dl_btree_t *t, dl_bnode_t **np, const dl_kd_t *k) {
+    dl_bnode_t *x = *np;
+    if (x->leaf) {
+        uint32_t pos = leaf_lb(LEAF(x), t->order, k, t->ncmp);
+        if (pos >= x->n || dl__btree_cmp(t->order, &LEAF(x)->d[pos], k, t->ncmp) != 0)
+            return 1;
+        if (!(x = own(c, np)))
+            return DL_ENOMEM;
+        memmove(&LEAF(x)->d[pos], &LEAF(x)->d[pos + 1], (x->n - pos - 1) * sizeof(dl_kd_t));
+        x->n--;
+        return 0;
+    }
+    uint32_t i = inode_pick(INODE(x), t->order, k, t->ncmp, false);
+    if (!(x = own(c, np)))
+        return DL_ENOMEM;
+    int rc = del(c, t, &INODE(x)->kid[i], k);
+    if (rc != 0)
+        return rc;
+    dl_bnode_t *kid = INODE(x)->kid[i];
+    if (kid->n < (kid->leaf ? LMIN : IMIN))
+        return rebalance(c, INODE(x), i);
+    return 0;
+}
+
+int dl__btree_delete(dl_btctx_t *c, dl_btree_t *t, const dl_kd_t *k) {
+    /* probe first: an absent key changes nothing and copies no path */
+    if (!dl__btree_find(t, k, t->ncmp))
+        return 1;
+    int rc = del(c, t, &t->root, k);
+    if (rc != 0)
+        return rc;
+    t->count--;
+    while (!t->root->leaf && t->root->n == 1) {
+        dl_bnode_t *old = t->root;
+        t->root = INODE(old)->kid[0];
+        if ((rc = drop(c, old)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- teardown and checks ------------------------------------------------------------------ */
+
+void dl__btree_discard(dl_btctx_t *c, dl_bnode_t *root) {
+    if (!root || root->epoch != c->epoch)
+        return;
+    if (!root->leaf)
+        for (uint32_t i = 0; i < root->n; i++)
+            dl__btree_discard(c, INODE(root)->kid[i]);
+    dl_free(root);
+}
+
+void dl__btree_free_all(dl_bnode_t *root, uint64_t min_epoch) {
+    if (!root || root->epoch < min_epoch)
+        return;
+    if (!root->leaf)
+        for (uint32_t i = 0; i < root->n; i++)
+            dl__btree_free_all(INODE(root)->kid[i], min_epoch);
+    dl_free(root);
+}
+
+static int64_t check(const dl_btree_t *t, const dl_bnode_t *x, const dl_kd_t *lo, const dl_kd_t *hi,
+                     bool root, int depth, int *leaf_depth) {
+    if (x->leaf) {
+        if (*leaf_depth < 0)
+            *leaf_depth = depth;
+        if (*leaf_depth != depth || (!root && x->n == 0) || x->n > LCAP)
+            return -1;
+        for (uint32_t i = 0; i < x->n; i++) {
+            const dl_kd_t *k = &LEAF(x)->d[i];
+            if (i && dl__btree_cmp(t->order, &LEAF(x)->d[i - 1], k, t->ncmp) >= 0)
+                return -1;
+            if ((lo && dl__btree_cmp(t->order, k, lo, t->ncmp) < 0) ||
+                (hi && dl__btree_cmp(t->order, k, hi, t->ncmp) >= 0))
+                return -1;
+        }
+        return x->n;
+    }
+    if (x->n < 2 || x->n > ICAP)
+        return -1;
+    int64_t sum = 0;
+    for (uint32_t i = 0; i < x->n; i++) {
+        const dl_kd_t *l = i ? &INODE(x)->key[i] : lo;
+        const dl_kd_t *h = i + 1 < x->n ? &INODE(x)->key[i + 1] : hi;
+        int64_t r = check(t, INODE(x)->kid[i], l, h, false, depth + 1, leaf_depth);
+        if (r < 0)
+            return -1;
+        sum += r;
+    }
+    return sum;
+}
+
+int64_t dl__btree_check(const dl_btree_t *t) {
+    int leaf_depth = -1;
+    int64_t n = check(t, t->root, NULL, NULL, true, 0, &leaf_depth);
+    return n == t->count ? n : -1;
+}

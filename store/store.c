@@ -1,0 +1,762 @@
+/*
+ * store.c: the store object: opening and closing, applying a validated transaction plan
+ * to the writer's indices, publishing immutable versions, the transaction table, the
+ * change stream and time-dimension frontiers (docs/storage.md "Snapshots",
+ * "Transactions", "Time dimensions").
+ *
+ * Design notes.
+ *  1. One writer at a time holds wmu; it owns trees/schema/stats/frontier/next_id. Readers
+ *     only see published versions; a version is immutable (btree.c design note 1).
+ *  2. Commit: plan (tx.c) → apply (private nodes of the current epoch) → build the
+ *     version → bump the epoch → (durable: log append under wmu, fsync outside it) →
+ *     publish in transaction order (vmu + pub_cv: tx N waits for N-1) → listeners.
+ *  3. A failure before the version is built abandons the private nodes and restores the
+ *     roots and counters of the last built version (btree.c design note 3): the indices,
+ *     the transaction count and the log are unchanged.
+ *  4. Reclamation: retired nodes of epoch r are freed once the oldest live version has
+ *     epoch >= r. Versions are live while referenced by the store (the newest published
+ *     and any built but not yet published) or by snapshots.
+ * It does not parse transaction data (txform.c), resolve it (tx.c) or read (db.c).
+ */
+#include "store/store.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the transaction table ------------------------------------------------------------------ */
+
+const dl_txrec_t *dl__store_txrec(const dl_store_t *s, uint64_t tx) {
+    uint64_t c = tx >> DL_TXCHUNK_BITS;
+    if (c >= DL_TXDIR_SIZE || !s->txdir[c])
+        return NULL;
+    const dl_txrec_t *r = &s->txdir[c][tx & ((1u << DL_TXCHUNK_BITS) - 1)];
+    return r->time ? r : NULL;
+}
+
+static dl_txrec_t *txrec_slot(dl_store_t *s, uint64_t tx) {
+    uint64_t c = tx >> DL_TXCHUNK_BITS;
+    if (c >= DL_TXDIR_SIZE)
+        return NULL;
+    if (!s->txdir[c] && !(s->txdir[c] = dl_calloc(1u << DL_TXCHUNK_BITS, sizeof(dl_txrec_t))))
+        return NULL;
+    return &s->txdir[c][tx & ((1u << DL_TXCHUNK_BITS) - 1)];
+}
+
+/* ---- versions ------------------------------------------------------------------------------- */
+
+static void store_free(dl_store_t *s);
+
+static void version_free(dl_version_t *v) {
+    dl__schema_unref(v->schema);
+    dl_free(v->stats);
+    dl_free(v->frontier);
+    dl_free(v);
+}
+
+/* Drops one reference; caller holds vmu. Returns true when the store itself must be freed. */
+static bool version_unref_locked(dl_version_t *v) {
+    if (--v->refs > 0)
+        return false;
+    dl_store_t *s = v->store;
+    if (v->prev)
+        v->prev->next = v->next;
+    else
+        s->vhead = v->next;
+    if (v->next)
+        v->next->prev = v->prev;
+    else
+        s->vtail = v->prev;
+    version_free(v);
+    return --s->refs == 0;
+}
+
+void dl__store_version_unref(dl_version_t *v) {
+    dl_store_t *s = v->store;
+    pthread_mutex_lock(&s->vmu);
+    bool last = version_unref_locked(v);
+    pthread_mutex_unlock(&s->vmu);
+    if (last)
+        store_free(s);
+}
+
+/* Builds a version from the writer state (caller holds wmu) and links it as live. */
+static dl_version_t *version_build(dl_store_t *s, uint64_t tx) {
+    dl_version_t *v = dl_calloc(1, sizeof *v);
+    if (!v)
+        return NULL;
+    size_t na = s->schema->n_attrs, nf = (size_t)s->schema->n_dims + 1;
+    v->stats = dl_malloc((na + 1) * sizeof *v->stats);
+    v->frontier = dl_malloc(nf * sizeof *v->frontier);
+    if (!v->stats || !v->frontier) {
+        dl_free(v->stats);
+        dl_free(v->frontier);
+        dl_free(v);
+        return NULL;
+    }
+    memcpy(v->stats, s->stats, na * sizeof *v->stats);
+    memcpy(v->frontier, s->frontier, nf * sizeof *v->frontier);
+    v->frontier[0] = tx + 1;
+    v->epoch = s->ctx.epoch;
+    v->basis_tx = tx;
+    v->next_id = s->next_id;
+    memcpy(v->trees, s->trees, sizeof v->trees);
+    v->schema = dl__schema_ref(s->schema);
+    v->refs = 1; /* the store's */
+    v->store = s;
+    pthread_mutex_lock(&s->vmu);
+    v->prev = s->vtail;
+    if (s->vtail)
+        s->vtail->next = v;
+    else
+        s->vhead = v;
+    s->vtail = v;
+    s->refs++;
+    pthread_mutex_unlock(&s->vmu);
+    return v;
+}
+
+/* Frees retired nodes no live version can reach (design note 4). Caller holds wmu. */
+static void reclaim(dl_store_t *s) {
+    pthread_mutex_lock(&s->vmu);
+    uint64_t oldest = s->vhead ? s->vhead->epoch : s->ctx.epoch;
+    pthread_mutex_unlock(&s->vmu);
+    dl__btctx_reclaim(&s->ctx, oldest);
+}
+
+/* Publishes v (built for transaction tx) in transaction order and calls the listeners with
+ * commit (may be NULL when there are none to call). Takes the store's reference on v. */
+static void publish(dl_store_t *s, dl_version_t *v, const dl_commit_t *commit) {
+    pthread_mutex_lock(&s->vmu);
+    while (s->published_tx + 1 < v->basis_tx)
+        pthread_cond_wait(&s->pub_cv, &s->vmu);
+    dl_version_t *old = s->current;
+    s->current = v;
+    bool last = old ? version_unref_locked(old) : false;
+    pthread_mutex_unlock(&s->vmu);
+    (void)last; /* the store holds its own reference while open */
+    if (commit) {
+        pthread_mutex_lock(&s->lmu);
+        for (size_t i = 0; i < s->n_listeners; i++)
+            s->listeners[i].fn(s->listeners[i].ctx, commit);
+        pthread_mutex_unlock(&s->lmu);
+    }
+    pthread_mutex_lock(&s->vmu);
+    s->published_tx = v->basis_tx;
+    pthread_cond_broadcast(&s->pub_cv);
+    pthread_mutex_unlock(&s->vmu);
+}
+
+/* ---- applying changes ----------------------------------------------------------------------- */
+
+/* Inserts or deletes k in every index tree of kind base (DL_T_CUR or DL_T_PAST) that holds
+ * attribute a. */
+static int index_op(dl_store_t *s, int base, const dl_attr_t *a, const dl_kd_t *k, bool ins) {
+    for (int o = 0; o < 4; o++) {
+        if (o == DL_ORD_AVET && !(a && a->indexed))
+            continue;
+        if (o == DL_ORD_VAET && !(a && a->type == DL_T_REF))
+            continue;
+        dl_btree_t *t = &s->trees[base + o];
+        int rc = ins ? dl__btree_insert(&s->ctx, t, k) : dl__btree_delete(&s->ctx, t, k);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static bool prefix_has(const dl_btree_t *t, const dl_kd_t *k, int n, int at_least) {
+    dl_btcur_t q;
+    dl__btree_seek(&q, t, k, n);
+    int c = 0;
+    for (const dl_kd_t *g; (g = dl__btree_cur_get(&q)) && dl__btree_cmp(t->order, g, k, n) == 0;
+         dl__btree_cur_next(&q))
+        if (++c >= at_least)
+            return true;
+    return false;
+}
+
+/* Keeps the statistics of attribute slot `slot` after k was inserted (+1) or deleted (-1)
+ * from the current trees. Distinct values are kept where an index orders by value (AVET,
+ * VAET); otherwise -1 (dl_db_attr_stats computes them on demand). */
+static void stats_update(dl_store_t *s, const dl_attr_t *a, long slot, const dl_kd_t *k, int d) {
+    if (slot < 0)
+        return;
+    dl_stat_t *st = &s->stats[slot];
+    st->datoms += d;
+    dl_kd_t p = {.e = k->e, .a = k->a, .v = k->v};
+    bool other_e = prefix_has(&s->trees[DL_T_CUR + DL_ORD_EAVT], &p, 2, d > 0 ? 2 : 1);
+    if (!other_e)
+        st->entities += d;
+    if (a->indexed || a->type == DL_T_REF) {
+        int ord = a->indexed ? DL_ORD_AVET : DL_ORD_VAET;
+        bool other_v = prefix_has(&s->trees[DL_T_CUR + ord], &p, 2, d > 0 ? 2 : 1);
+        if (!other_v)
+            st->values += d;
+    }
+}
+
+/* Rebuilds AVET entries of attribute a (current and past) when its :db/index or unique
+ * flag turns on (add) or off. */
+static int reindex_avet(dl_store_t *s, int64_t a, bool add) {
+    for (int base = 0; base <= DL_T_PAST; base += DL_T_PAST) {
+        dl_kd_t k = {.a = a};
+        dl_btcur_t q;
+        dl__btree_seek(&q, &s->trees[base + DL_ORD_AEVT], &k, 1);
+        /* Collect first: the AEVT tree is not changed, but keep the loop simple and safe. */
+        for (const dl_kd_t *g; (g = dl__btree_cur_get(&q)) && g->a == a; dl__btree_cur_next(&q)) {
+            dl_kd_t x = *g;
+            int rc = add ? dl__btree_insert(&s->ctx, &s->trees[base + DL_ORD_AVET], &x)
+                         : dl__btree_delete(&s->ctx, &s->trees[base + DL_ORD_AVET], &x);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+/* Applies a new schema: statistics follow their attributes to their new slots; AVET follows
+ * :db/index. */
+static int apply_schema(dl_store_t *s, dl_schema_t *ns) {
+    dl_stat_t *st = dl_calloc(ns->n_attrs + 1, sizeof *st);
+    if (!st)
+        return DL_ENOMEM;
+    for (size_t i = 0; i < ns->n_attrs; i++) {
+        const dl_attr_t *na = &ns->attrs[i];
+        long os = dl__schema_slot(s->schema, na->id);
+        const dl_attr_t *oa = os >= 0 ? &s->schema->attrs[os] : NULL;
+        if (os >= 0)
+            st[i] = s->stats[os];
+        bool was = oa && oa->indexed, is = na->indexed;
+        if (was != is) {
+            int rc = reindex_avet(s, na->id, is);
+            if (rc != 0) {
+                dl_free(st);
+                return rc;
+            }
+            if (!(na->indexed || na->type == DL_T_REF))
+                st[i].values = -1;
+        }
+        if (is && (!was || !oa) && na->type != DL_T_REF) {
+            /* count distinct values from the new AVET */
+            int64_t nv = 0;
+            dl_kd_t k = {.a = na->id}, prev;
+            dl_btcur_t q;
+            bool any = false;
+            dl__btree_seek(&q, &s->trees[DL_ORD_AVET], &k, 1);
+            for (const dl_kd_t *g; (g = dl__btree_cur_get(&q)) && g->a == na->id;
+                 dl__btree_cur_next(&q)) {
+                if (!any || !dl_value_eq(prev.v, g->v))
+                    nv++;
+                prev = *g;
+                any = true;
+            }
+            st[i].values = nv;
+        }
+        if (!oa && !(na->indexed || na->type == DL_T_REF))
+            st[i].values = -1;
+    }
+    dl_free(s->stats);
+    s->stats = st;
+    if (ns->n_dims != s->schema->n_dims) {
+        uint64_t *f = dl_calloc((size_t)ns->n_dims + 1, sizeof *f);
+        if (!f)
+            return DL_ENOMEM;
+        memcpy(f, s->frontier, ((size_t)s->schema->n_dims + 1) * sizeof *f);
+        dl_free(s->frontier);
+        s->frontier = f;
+    }
+    dl__schema_unref(s->schema);
+    s->schema = dl__schema_ref(ns);
+    return 0;
+}
+
+/* Restores the writer state of the last built version (design note 3). */
+static void rollback(dl_store_t *s, const dl_version_t *base) {
+    for (int i = 0; i < DL_N_TREES; i++) {
+        dl__btree_discard(&s->ctx, s->trees[i].root);
+        s->trees[i] = base->trees[i];
+    }
+    while (s->ctx.n_ret && s->ctx.ret[s->ctx.n_ret - 1].epoch == s->ctx.epoch)
+        s->ctx.n_ret--;
+    if (s->schema != base->schema) {
+        dl__schema_unref(s->schema);
+        s->schema = dl__schema_ref(base->schema);
+        dl_stat_t *st = dl_malloc((base->schema->n_attrs + 1) * sizeof *st);
+        uint64_t *f = dl_malloc(((size_t)base->schema->n_dims + 1) * sizeof *f);
+        if (st && f) {
+            dl_free(s->stats);
+            dl_free(s->frontier);
+            s->stats = st;
+            s->frontier = f;
+        } else {
+            dl_free(st);
+            dl_free(f);
+            s->failed = true; /* cannot restore: refuse further writes */
+            return;
+        }
+        memcpy(s->frontier, base->frontier,
+               ((size_t)base->schema->n_dims + 1) * sizeof *s->frontier);
+    }
+    memcpy(s->stats, base->stats, base->schema->n_attrs * sizeof *s->stats);
+    s->next_id = base->next_id;
+}
+
+static int cmp_change(const void *x, const void *y) {
+    const dl_change_t *a = x, *b = y;
+    if (a->diff != b->diff)
+        return a->diff < b->diff ? -1 : 1;
+    dl_kd_t p = {.e = a->e, .a = a->a, .v = a->v}, q = {.e = b->e, .a = b->a, .v = b->v};
+    return dl__btree_cmp(DL_ORD_EAVT, &p, &q, 3);
+}
+
+/* The version writers build on: the newest built one (the tail of the live list). */
+static dl_version_t *newest(dl_store_t *s) {
+    pthread_mutex_lock(&s->vmu);
+    dl_version_t *v = s->vtail;
+    pthread_mutex_unlock(&s->vmu);
+    return v;
+}
+
+/* Applies plan p as transaction tx (p->time holds dimension coordinates). Caller holds
+ * wmu. On success *out_v is the built version (not yet published). */
+static int apply(dl_store_t *s, dl_txplan_t *p, uint64_t tx, dl_version_t **out_v,
+                 uint64_t *out_lsn, dl_error_t *err) {
+    dl_version_t *base = newest(s);
+    int rc = 0;
+    const dl_schema_t *sc = s->schema;
+    for (size_t i = 0; i < p->n_retract && rc == 0; i++) {
+        const dl_kd_t *k = &p->retract[i];
+        long slot = dl__schema_slot(sc, k->a);
+        const dl_attr_t *a = slot >= 0 ? &sc->attrs[slot] : NULL;
+        if ((rc = index_op(s, DL_T_CUR, a, k, false)) != 0)
+            break;
+        stats_update(s, a, slot, k, -1);
+        if (a && a->no_history)
+            continue;
+        dl_kd_t r = *k;
+        r.txop = DL_TXOP(tx, false);
+        if ((rc = index_op(s, DL_T_PAST, a, k, true)) == 0)
+            rc = index_op(s, DL_T_PAST, a, &r, true);
+    }
+    for (size_t i = 0; i < p->n_assert && rc == 0; i++) {
+        dl_kd_t k = p->assert[i];
+        k.txop = DL_TXOP(tx, true);
+        long slot = dl__schema_slot(sc, k.a);
+        const dl_attr_t *a = slot >= 0 ? &sc->attrs[slot] : NULL;
+        if ((rc = index_op(s, DL_T_CUR, a, &k, true)) == 0)
+            stats_update(s, a, slot, &k, +1);
+    }
+    if (rc == 0 && p->new_schema)
+        rc = apply_schema(s, p->new_schema);
+    dl_txrec_t *rec = NULL;
+    if (rc == 0) {
+        size_t nt = (size_t)s->schema->n_dims + 1, nc = p->n_retract + p->n_assert;
+        rec = txrec_slot(s, tx);
+        if (!rec) {
+            rc = DL_ENOMEM;
+        } else {
+            rec->time = dl_malloc(nt * sizeof *rec->time);
+            rec->changes = dl_malloc((nc + 1) * sizeof *rec->changes);
+            if (!rec->time || !rec->changes) {
+                dl_free(rec->time);
+                dl_free(rec->changes);
+                rec->time = NULL;
+                rec->changes = NULL;
+                rc = DL_ENOMEM;
+            } else {
+                rec->n_time = nt;
+                rec->time[0] = tx;
+                for (size_t k = 1; k < nt; k++)
+                    rec->time[k] = k < p->n_time ? p->time[k] : s->frontier[k];
+                rec->n_changes = nc;
+                for (size_t i = 0; i < p->n_retract; i++)
+                    rec->changes[i] =
+                        (dl_change_t){p->retract[i].e, p->retract[i].a, p->retract[i].v, -1};
+                for (size_t i = 0; i < p->n_assert; i++)
+                    rec->changes[p->n_retract + i] =
+                        (dl_change_t){p->assert[i].e, p->assert[i].a, p->assert[i].v, +1};
+                if (nc > 1)
+                    qsort(rec->changes, nc, sizeof *rec->changes, cmp_change);
+            }
+        }
+    }
+    if (rc == 0 && s->log)
+        rc = dl__log_hook_append(s, tx, rec, out_lsn, err);
+    dl_version_t *v = NULL;
+    if (rc == 0) {
+        uint64_t saved = s->next_id;
+        if (p->next_id > s->next_id)
+            s->next_id = p->next_id;
+        v = version_build(s, tx);
+        if (!v) {
+            s->next_id = (int64_t)saved;
+            rc = DL_ENOMEM;
+        }
+    }
+    if (rc != 0) {
+        if (rec && rec->time) {
+            dl_free(rec->time);
+            dl_free(rec->changes);
+            memset(rec, 0, sizeof *rec);
+        }
+        rollback(s, base);
+        if (s->log && rc == DL_EIO)
+            s->failed = true;
+        return err && err->code ? err->code : dl_error_set(err, rc, "%s", dl_strerror(rc));
+    }
+    s->last_tx = tx;
+    s->ctx.epoch++;
+    reclaim(s);
+    *out_v = v;
+    return 0;
+}
+
+static void commit_of(const dl_store_t *s, uint64_t tx, const dl_version_t *v, dl_commit_t *c) {
+    const dl_txrec_t *r = dl__store_txrec(s, tx);
+    c->tx = tx;
+    c->time = r->time;
+    c->n_time = r->n_time;
+    c->frontier = v->frontier;
+    c->changes = r->changes;
+    c->n_changes = r->n_changes;
+}
+
+static int fill_report(dl_store_t *s, dl_txplan_t *p, uint64_t tx, dl_tx_report_t *rep) {
+    const dl_txrec_t *r = dl__store_txrec(s, tx);
+    memset(rep, 0, sizeof *rep);
+    rep->tx = tx;
+    rep->time = dl_malloc(r->n_time * sizeof *rep->time);
+    rep->datoms = dl_malloc((r->n_changes + 1) * sizeof *rep->datoms);
+    if (!rep->time || !rep->datoms) {
+        dl_free(rep->time);
+        dl_free(rep->datoms);
+        memset(rep, 0, sizeof *rep);
+        return DL_ENOMEM;
+    }
+    memcpy(rep->time, r->time, r->n_time * sizeof *rep->time);
+    rep->n_time = r->n_time;
+    for (size_t i = 0; i < r->n_changes; i++) {
+        const dl_change_t *c = &r->changes[i];
+        rep->datoms[i] = (dl_datom_t){c->e, c->a, c->v, (int64_t)tx, c->diff > 0};
+    }
+    rep->n_datoms = r->n_changes;
+    if (p) {
+        rep->tempids = p->tempids;
+        rep->n_tempids = p->n_tempids;
+        p->tempids = NULL;
+        p->n_tempids = 0;
+    }
+    return 0;
+}
+
+void dl_tx_report_fini(dl_tx_report_t *r) {
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->n_tempids; i++)
+        dl_free((char *)r->tempids[i].tempid);
+    dl_free(r->tempids);
+    dl_free(r->time);
+    dl_free(r->datoms);
+    memset(r, 0, sizeof *r);
+}
+
+/* Durable: waits for the record, then publishes (design note 2). Called without wmu. */
+static int finish(dl_store_t *s, dl_version_t *v, uint64_t tx, uint64_t lsn, dl_error_t *err) {
+    int rc = 0;
+    if (s->log)
+        rc = dl__log_hook_sync(s, lsn, err);
+    if (rc != 0) {
+        pthread_mutex_lock(&s->wmu);
+        s->failed = true;
+        pthread_mutex_unlock(&s->wmu);
+        /* keep the order for later transactions: publish nothing but pass the turn */
+        pthread_mutex_lock(&s->vmu);
+        while (s->published_tx + 1 < tx)
+            pthread_cond_wait(&s->pub_cv, &s->vmu);
+        s->published_tx = tx;
+        bool last = version_unref_locked(v);
+        pthread_cond_broadcast(&s->pub_cv);
+        pthread_mutex_unlock(&s->vmu);
+        (void)last;
+        return rc;
+    }
+    dl_commit_t c;
+    commit_of(s, tx, v, &c);
+    publish(s, v, &c);
+    return 0;
+}
+
+/* Runs one transaction from parsed data. */
+static int transact_data(dl_store_t *s, dl_txdata_t *d, dl_tx_report_t *report, dl_error_t *err) {
+    if (report)
+        memset(report, 0, sizeof *report);
+    pthread_mutex_lock(&s->wmu);
+    if (s->failed || s->closing) {
+        pthread_mutex_unlock(&s->wmu);
+        return dl_error_set(err, s->failed ? DL_EIO : DL_ECLOSED,
+                            "the store is not accepting transactions%s",
+                            s->failed ? " (an earlier log write failed; reopen it)" : "");
+    }
+    dl_txplan_t p;
+    int rc = dl__tx_plan(s, d, &p, err);
+    if (rc != 0) {
+        pthread_mutex_unlock(&s->wmu);
+        return rc;
+    }
+    uint64_t tx = s->last_tx + 1, lsn = 0;
+    dl_version_t *v = NULL;
+    rc = apply(s, &p, tx, &v, &lsn, err);
+    if (rc == 0 && report && fill_report(s, &p, tx, report) != 0)
+        memset(report, 0, sizeof *report); /* committed anyway; the report is best effort */
+    pthread_mutex_unlock(&s->wmu);
+    dl__txplan_fini(&p);
+    if (rc != 0)
+        return rc;
+    rc = finish(s, v, tx, lsn, err);
+    if (rc != 0 && report)
+        dl_tx_report_fini(report);
+    return rc;
+}
+
+int dl_store_transact(dl_store_t *s, const dl_tx_op_t *ops, size_t n_ops,
+                      const dl_tx_coord_t *coords, size_t n_coords, dl_tx_report_t *report,
+                      dl_error_t *err) {
+    if (!s || (!ops && n_ops))
+        return dl_error_set(err, DL_EINVAL, "dl_store_transact: NULL argument");
+    dl_txdata_t d = {0};
+    d.ops = (dl_tx_op_t *)ops;
+    d.n = n_ops;
+    d.coords = (dl_tx_coord_t *)coords;
+    d.n_coords = n_coords;
+    d.src = dl_calloc(n_ops + 1, sizeof *d.src);
+    if (!d.src)
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n_ops; i++)
+        d.src[i].index = i;
+    int rc = transact_data(s, &d, report, err);
+    dl_free(d.src);
+    return rc;
+}
+
+int dl_store_transact_edn(dl_store_t *s, const char *text, size_t len, dl_tx_report_t *report,
+                          dl_error_t *err) {
+    if (!s || !text)
+        return dl_error_set(err, DL_EINVAL, "dl_store_transact_edn: NULL argument");
+    dl_txdata_t d = {0};
+    int rc = dl__txform_edn(text, len, &d, err);
+    if (rc == 0)
+        rc = transact_data(s, &d, report, err);
+    dl__txdata_fini(&d);
+    return rc;
+}
+
+int dl_store_transact_json(dl_store_t *s, const char *text, size_t len, dl_tx_report_t *report,
+                           dl_error_t *err) {
+    if (!s || !text)
+        return dl_error_set(err, DL_EINVAL, "dl_store_transact_json: NULL argument");
+    dl_txdata_t d = {0};
+    int rc = dl__txform_json(text, len, &d, err);
+    if (rc == 0)
+        rc = transact_data(s, &d, report, err);
+    dl__txdata_fini(&d);
+    return rc;
+}
+
+int dl_store_advance(dl_store_t *s, dl_value_t dim, uint64_t t, uint64_t *out_tx, dl_error_t *err) {
+    if (out_tx)
+        *out_tx = 0;
+    if (!s)
+        return dl_error_set(err, DL_EINVAL, "dl_store_advance: NULL store");
+    pthread_mutex_lock(&s->wmu);
+    const dl_attr_t *a = NULL;
+    if (dim.type == DL_T_KEYWORD)
+        a = dl__schema_by_ident(s->schema, dim.as.s->bytes, dim.as.s->len);
+    else if (dim.type == DL_T_REF || dim.type == DL_T_INT)
+        a = dl__schema_by_id(s->schema, dim.as.i);
+    int rc = 0;
+    if (s->failed || s->closing)
+        rc = dl_error_set(err, s->failed ? DL_EIO : DL_ECLOSED, "the store is not writable");
+    else if (!a || !a->is_dim)
+        rc = dl_error_set(err, DL_EUNKNOWN_ATTR, "not a time dimension");
+    else if (t < s->frontier[a->dim])
+        rc = dl_error_set(err, DL_ETIME,
+                          "advance of :%s to %" PRIu64 " would move its frontier %" PRIu64
+                          " backward",
+                          a->ident->bytes, t, s->frontier[a->dim]);
+    if (rc != 0 || t == s->frontier[a->dim]) {
+        pthread_mutex_unlock(&s->wmu);
+        return rc;
+    }
+    uint64_t old = s->frontier[a->dim];
+    s->frontier[a->dim] = t;
+    dl_txplan_t p = {0};
+    uint64_t tx = s->last_tx + 1, lsn = 0;
+    dl_version_t *v = NULL;
+    rc = apply(s, &p, tx, &v, &lsn, err);
+    if (rc != 0)
+        s->frontier[a->dim] = old;
+    pthread_mutex_unlock(&s->wmu);
+    if (rc != 0)
+        return rc;
+    rc = finish(s, v, tx, lsn, err);
+    if (rc == 0 && out_tx)
+        *out_tx = tx;
+    return rc;
+}
+
+/* ---- listeners ------------------------------------------------------------------------------ */
+
+int dl_store_listen(dl_store_t *s, dl_store_listener_fn fn, void *ctx, int *out_id,
+                    dl_error_t *err) {
+    if (!s || !fn)
+        return dl_error_set(err, DL_EINVAL, "dl_store_listen: NULL argument");
+    pthread_mutex_lock(&s->lmu);
+    if (s->n_listeners == s->cap_listeners) {
+        size_t cap = s->cap_listeners ? s->cap_listeners * 2 : 4;
+        void *x = dl_realloc(s->listeners, cap * sizeof *s->listeners);
+        if (!x) {
+            pthread_mutex_unlock(&s->lmu);
+            return dl_error_set(err, DL_ENOMEM, "out of memory");
+        }
+        s->listeners = x;
+        s->cap_listeners = cap;
+    }
+    int id = ++s->next_listener_id;
+    s->listeners[s->n_listeners].fn = fn;
+    s->listeners[s->n_listeners].ctx = ctx;
+    s->listeners[s->n_listeners].id = id;
+    s->n_listeners++;
+    pthread_mutex_unlock(&s->lmu);
+    if (out_id)
+        *out_id = id;
+    return 0;
+}
+
+void dl_store_unlisten(dl_store_t *s, int id) {
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->lmu);
+    for (size_t i = 0; i < s->n_listeners; i++)
+        if (s->listeners[i].id == id) {
+            memmove(&s->listeners[i], &s->listeners[i + 1],
+                    (s->n_listeners - i - 1) * sizeof *s->listeners);
+            s->n_listeners--;
+            break;
+        }
+    pthread_mutex_unlock(&s->lmu);
+}
+
+/* ---- open and close ------------------------------------------------------------------------- */
+
+static void store_free(dl_store_t *s) {
+    for (int i = 0; i < DL_N_TREES; i++)
+        dl__btree_free_all(s->trees[i].root, 0);
+    dl__btctx_fini(&s->ctx);
+    dl__schema_unref(s->schema);
+    dl_free(s->stats);
+    dl_free(s->frontier);
+    if (s->txdir) {
+        for (size_t c = 0; c < DL_TXDIR_SIZE; c++) {
+            if (!s->txdir[c])
+                continue;
+            for (size_t i = 0; i < (1u << DL_TXCHUNK_BITS); i++) {
+                dl_free(s->txdir[c][i].time);
+                dl_free(s->txdir[c][i].changes);
+            }
+            dl_free(s->txdir[c]);
+        }
+        dl_free(s->txdir);
+    }
+    dl_free(s->listeners);
+    pthread_mutex_destroy(&s->wmu);
+    pthread_mutex_destroy(&s->vmu);
+    pthread_mutex_destroy(&s->lmu);
+    pthread_cond_destroy(&s->pub_cv);
+    dl_free(s);
+}
+
+/* Creates the empty store with the built-in schema at transaction 0, published. */
+int dl__store_new(dl_store_t **out, dl_error_t *err) {
+    dl_store_t *s = dl_calloc(1, sizeof *s);
+    if (!s)
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    pthread_mutex_init(&s->wmu, NULL);
+    pthread_mutex_init(&s->vmu, NULL);
+    pthread_mutex_init(&s->lmu, NULL);
+    pthread_cond_init(&s->pub_cv, NULL);
+    s->refs = 1;
+    s->ctx.epoch = 1;
+    s->next_id = DL_FIRST_USER_ID;
+    int rc = 0;
+    for (int i = 0; i < DL_N_TREES && rc == 0; i++)
+        rc = dl__btree_init(&s->ctx, &s->trees[i], i % 4, i < DL_T_PAST ? 3 : 4);
+    if (rc == 0)
+        rc = dl__schema_bootstrap(&s->schema);
+    if (rc == 0) {
+        s->stats = dl_calloc(s->schema->n_attrs + 1, sizeof *s->stats);
+        s->frontier = dl_calloc(1, sizeof *s->frontier);
+        s->txdir = dl_calloc(DL_TXDIR_SIZE, sizeof *s->txdir);
+        if (!s->stats || !s->frontier || !s->txdir)
+            rc = DL_ENOMEM;
+    }
+    if (rc != 0) {
+        store_free(s);
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < s->schema->n_attrs; i++)
+        if (!(s->schema->attrs[i].indexed || s->schema->attrs[i].type == DL_T_REF))
+            s->stats[i].values = -1;
+    /* The built-in schema datoms, as transaction 0. */
+    dl_kd_t bd[128];
+    size_t nb = dl__schema_builtin_datoms(bd, DL_ARRAY_LEN(bd));
+    dl_txplan_t p = {0};
+    p.assert = bd;
+    p.n_assert = nb;
+    p.next_id = DL_FIRST_USER_ID;
+    dl_version_t *v = NULL;
+    uint64_t lsn;
+    void *log = s->log;
+    s->log = NULL;
+    rc = nb ? apply(s, &p, 0, &v, &lsn, err) : dl_error_set(err, DL_ENOMEM, "out of memory");
+    s->log = log;
+    if (rc != 0) {
+        store_free(s);
+        return rc;
+    }
+    s->current = v;
+    s->published_tx = 0;
+    *out = s;
+    return 0;
+}
+
+int dl_store_open_memory(dl_store_t **out, dl_error_t *err) {
+    if (!out)
+        return dl_error_set(err, DL_EINVAL, "dl_store_open_memory: NULL out");
+    *out = NULL;
+    return dl__store_new(out, err);
+}
+
+void dl_store_close(dl_store_t *s) {
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->wmu);
+    s->closing = true;
+    uint64_t last = s->last_tx;
+    pthread_mutex_unlock(&s->wmu);
+    pthread_mutex_lock(&s->vmu);
+    while (s->published_tx < last)
+        pthread_cond_wait(&s->pub_cv, &s->vmu);
+    pthread_mutex_unlock(&s->vmu);
+    dl__store_close_log(s);
+    pthread_mutex_lock(&s->vmu);
+    dl_version_t *cur = s->current;
+    s->current = NULL;
+    bool last_ref = cur ? version_unref_locked(cur) : false;
+    if (!last_ref)
+        last_ref = --s->refs == 0;
+    pthread_mutex_unlock(&s->vmu);
+    if (last_ref)
+        store_free(s);
+}

@@ -1,0 +1,323 @@
+/*
+ * store/store.h: the store module's internal API shared by its files (btree.c, schema.c,
+ * tx.c, txform.c, db.c, store.c, codec.c). Not included by other modules: they use
+ * include/deltalog/store.h.
+ *
+ * Follows docs/storage.md ("Index structure", "Snapshots") for the representation:
+ * a datom key is (e, a, v, tx<<1|added); eight persistent B+trees hold the indices —
+ * four over the current state (one entry per present (e,a,v)) and four over the past
+ * (pairs of entries: the assertion and the retraction of every datom that was
+ * retracted). History = current ∪ past, merged by key.
+ */
+#ifndef DL_STORE_STORE_H
+#define DL_STORE_STORE_H
+
+#include "base/base.h"
+
+#include <deltalog/store.h>
+#include <pthread.h>
+
+/* ---- datom keys and orders (btree.c) ------------------------------------------------------ */
+
+typedef struct dl_kd {
+    int64_t e;
+    int64_t a;
+    dl_value_t v;
+    uint64_t txop; /* tx << 1 | added */
+} dl_kd_t;
+
+#define DL_KD_TX(k)        ((int64_t)((k)->txop >> 1))
+#define DL_KD_ADDED(k)     ((bool)((k)->txop & 1))
+#define DL_TXOP(tx, added) (((uint64_t)(tx) << 1) | ((added) ? 1u : 0u))
+
+enum { DL_ORD_EAVT = 0, DL_ORD_AEVT = 1, DL_ORD_AVET = 2, DL_ORD_VAET = 3 };
+
+/* Compares the first n (1..4) components of x and y in the order's component order. */
+int dl__btree_cmp(int order, const dl_kd_t *x, const dl_kd_t *y, int n);
+
+typedef struct dl_bnode dl_bnode_t;
+
+/* A persistent B+tree. Invariant: keys unique under dl__btree_cmp(order, ., ., ncmp);
+ * nodes whose epoch is older than the writer's epoch are immutable (shared with
+ * published snapshots) and are copied before a change (path copying). */
+typedef struct dl_btree {
+    dl_bnode_t *root; /* never NULL once initialized */
+    uint8_t order;    /* DL_ORD_* */
+    uint8_t ncmp;     /* 3 for current trees (tx not part of identity), 4 for past trees */
+    int64_t count;    /* number of keys */
+} dl_btree_t;
+
+/* A retired node or object, freed once no live version has epoch < epoch. */
+typedef struct dl_retired {
+    void *p;
+    uint64_t epoch;
+} dl_retired_t;
+
+/* The writer's copy-on-write context. */
+typedef struct dl_btctx {
+    uint64_t epoch;    /* nodes of this epoch are private to the writer */
+    dl_retired_t *ret; /* retire list, nondecreasing epochs */
+    size_t n_ret, cap_ret;
+} dl_btctx_t;
+
+int dl__btree_init(dl_btctx_t *c, dl_btree_t *t, int order, int ncmp) DL_WUR;
+/* 0 inserted, 1 already present (nothing changed), DL_ENOMEM. */
+int dl__btree_insert(dl_btctx_t *c, dl_btree_t *t, const dl_kd_t *k) DL_WUR;
+/* 0 removed, 1 absent, DL_ENOMEM. */
+int dl__btree_delete(dl_btctx_t *c, dl_btree_t *t, const dl_kd_t *k) DL_WUR;
+/* Frees every node of epoch c->epoch reachable from root (the writer's private nodes),
+ * used to abandon a failed transaction. */
+void dl__btree_discard(dl_btctx_t *c, dl_bnode_t *root);
+/* Frees a whole tree regardless of epochs (store teardown: nodes shared with other trees
+ * must not exist, i.e. only for the last remaining version). */
+void dl__btree_free_all(dl_bnode_t *root, uint64_t min_epoch);
+/* Retires p (a node or other heap block) at the context's epoch. */
+int dl__btctx_retire(dl_btctx_t *c, void *p) DL_WUR;
+/* Frees retired blocks with epoch <= upto. */
+void dl__btctx_reclaim(dl_btctx_t *c, uint64_t upto);
+void dl__btctx_fini(dl_btctx_t *c);
+/* Debug validator: sortedness, fill and separator invariants; returns the key count or -1. */
+int64_t dl__btree_check(const dl_btree_t *t);
+
+#define DL_BT_MAXDEPTH 24
+typedef struct dl_btcur {
+    int order, depth;
+    struct {
+        const dl_bnode_t *n;
+        uint32_t i;
+    } st[DL_BT_MAXDEPTH];
+    bool valid;
+} dl_btcur_t;
+
+/* Positions on the first key >= k comparing the first n components (n 0: the first key). */
+void dl__btree_seek(dl_btcur_t *cur, const dl_btree_t *t, const dl_kd_t *k, int n);
+/* The key under the cursor (NULL at the end) and advance. */
+const dl_kd_t *dl__btree_cur_get(const dl_btcur_t *cur);
+void dl__btree_cur_next(dl_btcur_t *cur);
+/* Finds the key equal to k in the first n components; NULL when absent. */
+const dl_kd_t *dl__btree_find(const dl_btree_t *t, const dl_kd_t *k, int n);
+
+/* ---- schema (schema.c) -------------------------------------------------------------------- */
+
+/* Built-in entity ids (docs/storage.md "Schema attributes"). */
+enum {
+    DL_A_IDENT = 1,
+    DL_A_VALUETYPE = 2,
+    DL_A_CARDINALITY = 3,
+    DL_A_UNIQUE = 4,
+    DL_A_INDEX = 5,
+    DL_A_ISCOMPONENT = 6,
+    DL_A_NOHISTORY = 7,
+    DL_A_DOC = 8,
+    DL_A_TIMEDIM = 9,
+    /* enum entities */
+    DL_E_TYPE_STRING = 20,
+    DL_E_TYPE_KEYWORD,
+    DL_E_TYPE_LONG,
+    DL_E_TYPE_DOUBLE,
+    DL_E_TYPE_BOOLEAN,
+    DL_E_TYPE_INSTANT,
+    DL_E_TYPE_REF,
+    DL_E_TYPE_UUID,
+    DL_E_CARD_ONE,
+    DL_E_CARD_MANY,
+    DL_E_UNIQUE_IDENTITY,
+    DL_E_UNIQUE_VALUE,
+    DL_E_BUILTIN_END,
+    DL_FIRST_USER_ID = 1000 /* first id the allocator hands out */
+};
+
+/* One attribute or dimension: its schema and (in the per-version stats) its statistics. */
+typedef struct dl_attr {
+    int64_t id;
+    const dl_sym_t *ident; /* NULL for a plain entity slot that is not an attribute */
+    dl_type_t type;
+    bool many, indexed, component, no_history, is_attr, is_dim;
+    int unique; /* 0, DL_UNIQUE_IDENTITY, DL_UNIQUE_VALUE */
+    int dim;    /* 1.. for a dimension */
+} dl_attr_t;
+
+/* An immutable schema shared by versions (reference counted with atomics). Invariant:
+ * attrs sorted by id; by_ident maps ident symbols to indexes into attrs. */
+typedef struct dl_schema {
+    int refs;
+    dl_attr_t *attrs;
+    size_t n_attrs;
+    const dl_sym_t **hkeys; /* open-addressing table of ident symbols, cap_h slots */
+    uint32_t *hvals;        /* index into attrs */
+    size_t cap_h;
+    int n_dims;
+    int64_t *dim_ids; /* n_dims dimension entity ids, index = coordinate - 1 */
+} dl_schema_t;
+
+int dl__schema_bootstrap(dl_schema_t **out) DL_WUR;
+dl_schema_t *dl__schema_ref(dl_schema_t *s);
+void dl__schema_unref(dl_schema_t *s);
+const dl_attr_t *dl__schema_by_id(const dl_schema_t *s, int64_t id);
+const dl_attr_t *dl__schema_by_ident(const dl_schema_t *s, const char *ident, size_t n);
+/* The index of attribute id in attrs, or -1. */
+long dl__schema_slot(const dl_schema_t *s, int64_t id);
+/* The built-in datoms that describe the built-in schema (installed at tx 0). */
+size_t dl__schema_builtin_datoms(dl_kd_t *out, size_t cap);
+/* Builds a schema from the entity datoms of candidate schema entities: for each entity id
+ * in ids, its current (post-transaction) datoms on :db/ attributes in `datoms`. */
+typedef struct dl_schema_ent {
+    int64_t id;
+    const dl_sym_t *ident;
+    int64_t valuetype, cardinality, unique; /* enum entity ids, 0 when absent */
+    bool index, component, no_history, timedim, has_ident;
+} dl_schema_ent_t;
+int dl__schema_derive(const dl_schema_t *old, const dl_schema_ent_t *ents, size_t n,
+                      dl_schema_t **out, dl_error_t *err) DL_WUR;
+
+/* ---- versions, store, snapshots (store.c, db.c) ------------------------------------------- */
+
+enum { DL_T_CUR = 0, DL_T_PAST = 4, DL_N_TREES = 8 };
+
+typedef struct dl_stat {
+    int64_t datoms, entities, values;
+} dl_stat_t;
+
+/* One transaction's record in the store's tx table (immortal until the store is freed). */
+typedef struct dl_txrec {
+    uint64_t *time; /* n_time coordinates */
+    size_t n_time;
+    dl_change_t *changes; /* n_changes, retractions first, each group in EAVT order */
+    size_t n_changes;
+} dl_txrec_t;
+
+#define DL_TXCHUNK_BITS 14
+#define DL_TXDIR_SIZE   (1u << 16)
+
+typedef struct dl_version dl_version_t;
+/* Invariant: immutable once published. Lives while refs > 0; the live list is ordered by
+ * epoch and guarded by store->vmu. */
+struct dl_version {
+    uint64_t epoch;
+    uint64_t basis_tx;
+    int64_t next_id;
+    dl_btree_t trees[DL_N_TREES];
+    dl_schema_t *schema;
+    dl_stat_t *stats;   /* schema->n_attrs entries, parallel to schema->attrs */
+    uint64_t *frontier; /* schema->n_dims + 1 coordinates */
+    int refs;           /* guarded by store->vmu */
+    dl_version_t *prev, *next;
+    struct dl_store *store;
+};
+
+struct dl_store {
+    pthread_mutex_t wmu; /* the writer lock */
+    pthread_mutex_t vmu; /* guards the version list, refcounts and `current` */
+    pthread_mutex_t lmu; /* guards the listener list; held while listeners run */
+    pthread_cond_t pub_cv;
+    dl_version_t *current; /* the latest published version */
+    dl_version_t *vhead, *vtail;
+    int refs; /* 1 for the open store + 1 per live version; guarded by vmu */
+
+    /* writer state (under wmu) */
+    dl_btctx_t ctx;
+    dl_btree_t trees[DL_N_TREES];
+    dl_schema_t *schema;
+    dl_stat_t *stats;
+    uint64_t *frontier;
+    int64_t next_id;
+    uint64_t last_tx;
+    uint64_t published_tx; /* guarded by vmu */
+    bool failed;           /* a log write failed: the store refuses writes */
+    bool closing;
+
+    dl_txrec_t **txdir; /* DL_TXDIR_SIZE chunk pointers */
+
+    struct {
+        dl_store_listener_fn fn;
+        void *ctx;
+        int id;
+    } * listeners;
+    size_t n_listeners, cap_listeners;
+    int next_listener_id;
+
+    void *log; /* dl_log_t * when durable */
+};
+
+const dl_txrec_t *dl__store_txrec(const struct dl_store *s, uint64_t tx);
+/* Creates the empty in-memory store (built-in schema at tx 0). */
+int dl__store_new(struct dl_store **out, dl_error_t *err) DL_WUR;
+void dl__store_version_unref(dl_version_t *v);
+/* The durable glue (durable.c): log hooks called by store.c. */
+int dl__log_hook_append(struct dl_store *s, uint64_t tx, const dl_txrec_t *rec, uint64_t *out_lsn,
+                        dl_error_t *err) DL_WUR;
+int dl__log_hook_sync(struct dl_store *s, uint64_t lsn, dl_error_t *err) DL_WUR;
+void dl__store_close_log(struct dl_store *s);
+
+/* A snapshot view: a version plus time filters. */
+struct dl_db {
+    dl_version_t *v;
+    int refs;
+    bool history;
+    int asof_kind; /* 0 none, 1 tx number, 2 point */
+    uint64_t asof_tx;
+    uint64_t *point;
+    size_t n_point;
+    uint64_t since_tx; /* 0: none */
+};
+
+/* ---- transactions (tx.c, txform.c) -------------------------------------------------------- */
+
+/* Where an op came from, for error messages. */
+typedef struct dl_opsrc {
+    const char *text; /* EDN/JSON input (borrowed) or NULL for C ops */
+    size_t len;
+    int64_t offset;
+    int line, column;
+    size_t index; /* index of the top-level form */
+    int json;     /* 1 when the op came from the JSON form */
+} dl_opsrc_t;
+
+/* The parsed transaction: ops, with sources, and coordinates. */
+typedef struct dl_txdata {
+    dl_tx_op_t *ops;
+    dl_opsrc_t *src;
+    size_t n, cap;
+    dl_tx_coord_t *coords;
+    size_t n_coords, cap_coords;
+    dl_arena_t *arena;
+    int gen_tempids; /* counter for the implicit tempids of nested maps */
+} dl_txdata_t;
+
+int dl__txform_edn(const char *text, size_t len, dl_txdata_t *out, dl_error_t *err) DL_WUR;
+int dl__txform_json(const char *text, size_t len, dl_txdata_t *out, dl_error_t *err) DL_WUR;
+int dl__txdata_push(dl_txdata_t *d, const dl_tx_op_t *op, const dl_opsrc_t *src) DL_WUR;
+void dl__txdata_fini(dl_txdata_t *d);
+
+/* Reports an error for op i of d with its position. Returns code. */
+int dl__tx_error(dl_error_t *err, int code, const dl_txdata_t *d, size_t i, const char *fmt, ...)
+    DL_PRINTF(5, 6);
+
+/* The outcome of resolving a transaction against the writer's state. */
+typedef struct dl_txplan {
+    dl_kd_t *retract; /* current datoms to retract (with their assertion tx) */
+    size_t n_retract, cap_retract;
+    dl_kd_t *assert; /* datoms to assert */
+    size_t n_assert, cap_assert;
+    dl_tempid_t *tempids;
+    size_t n_tempids;
+    uint64_t *time; /* coordinates of the tx's dimensions (index = dim), [0] unused */
+    size_t n_time;
+    bool *time_given;
+    dl_schema_t *new_schema; /* non-NULL when the schema changes */
+    int64_t next_id;         /* allocator after the transaction */
+} dl_txplan_t;
+
+int dl__tx_plan(struct dl_store *s, dl_txdata_t *d, dl_txplan_t *p, dl_error_t *err) DL_WUR;
+void dl__txplan_fini(dl_txplan_t *p);
+
+/* Applies a validated plan (or a replayed one) to the writer's trees and stats, records
+ * the tx, publishes the version and calls the listeners. */
+int dl__store_commit(struct dl_store *s, dl_txplan_t *p, dl_tx_report_t *report,
+                     dl_error_t *err) DL_WUR;
+
+/* Schema entity records for ids touched by a plan, from the writer state plus the plan. */
+int dl__tx_schema_entities(struct dl_store *s, const dl_txplan_t *p, dl_schema_ent_t **out,
+                           size_t *out_n, dl_error_t *err) DL_WUR;
+
+#endif
