@@ -169,7 +169,7 @@ int dl__proto_decode(const char *line, size_t len, const dl_proto_limits_t *lim,
         return dl_error_set(err, DL_ELIMIT, "request nests deeper than the limit of %d",
                             lim->max_depth);
     json_error_t jerr;
-    json_t *msg = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *msg = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!msg) {
         if (json_error_code(&jerr) == json_error_out_of_memory)
             return dl_error_set(err, DL_ENOMEM, "out of memory parsing the request");

@@ -484,6 +484,7 @@ static void conn_process(conn_t *c) {
         return;
     }
     if (c->paused) {
+        conn_flush(c); /* slots answered since the pause may be written now */
         if (!below_resume(c))
             return;
         c->paused = false;

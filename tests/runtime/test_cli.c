@@ -1,0 +1,169 @@
+/*
+ * test_cli.c: the `deltalog` command line: the default status on the embedded data
+ * directory, --help for the program and every command, exit codes for usage errors and
+ * for commands whose module is not built, and the output formats.
+ */
+#include "tests/harness/dl_test.h"
+
+#include "tests/runtime/rt_helpers.h"
+
+#define DL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static void test_cli_default_status(void **state) {
+    (void)state;
+    char *dir = rt_tempdir();
+    char *out = NULL, *err = NULL;
+    const char *none[] = {NULL};
+    assert_int_equal(rt_run(dir, none, NULL, &out, &err), 0);
+    assert_true(strncmp(out, "deltalog 0.", 11) == 0);
+    assert_non_null(strstr(out, "data .deltalog/data (created)"));
+    /* Exactly two lines: version, status. */
+    int lines = 0;
+    for (char *p = out; *p; p++)
+        lines += *p == '\n';
+    assert_int_equal(lines, 2);
+    char path[600];
+    snprintf(path, sizeof path, "%s/.deltalog/data", dir);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    free(out);
+    free(err);
+    /* A second run finds it; `status` is the same command. */
+    const char *status[] = {"status", NULL};
+    assert_int_equal(rt_run(dir, status, NULL, &out, NULL), 0);
+    assert_non_null(strstr(out, "data .deltalog/data (ok)"));
+    free(out);
+    /* --format json is one JSON object. */
+    const char *js[] = {"status", "--format", "json", NULL};
+    assert_int_equal(rt_run(dir, js, NULL, &out, NULL), 0);
+    json_t *j = rt_json(out);
+    assert_string_equal(json_string_value(json_object_get(j, "data")), ".deltalog/data");
+    assert_false(json_is_true(json_object_get(j, "created")));
+    json_decref(j);
+    free(out);
+    /* --memory creates nothing. */
+    const char *mem[] = {"--memory", NULL};
+    assert_int_equal(rt_run(dir, mem, NULL, &out, NULL), 0);
+    assert_non_null(strstr(out, ":memory"));
+    free(out);
+    rt_rmrf(dir);
+    free(dir);
+}
+
+static void test_cli_help(void **state) {
+    (void)state;
+    char *out = NULL;
+    const char *help[] = {"--help", NULL};
+    assert_int_equal(rt_run(NULL, help, NULL, &out, NULL), 0);
+    static const char *const cmds[] = {"status",     "serve",   "query",   "transact", "subscribe",
+                                       "import",     "export",  "explain", "stats",    "fsck",
+                                       "checkpoint", "version", "request"};
+    for (size_t i = 0; i < DL_ARRAY_LEN(cmds); i++) {
+        char needle[40];
+        snprintf(needle, sizeof needle, "  %s ", cmds[i]);
+        if (!strstr(out, needle))
+            fail_msg("--help does not list %s", cmds[i]);
+    }
+    assert_non_null(strstr(out, "Exit codes:"));
+    free(out);
+    for (size_t i = 0; i < DL_ARRAY_LEN(cmds); i++) {
+        const char *args[] = {cmds[i], "--help", NULL};
+        assert_int_equal(rt_run(NULL, args, NULL, &out, NULL), 0);
+        char want[64];
+        snprintf(want, sizeof want, "Usage: deltalog %s", cmds[i]);
+        if (strncmp(out, want, strlen(want)) != 0)
+            fail_msg("%s --help: %s", cmds[i], out);
+        assert_non_null(strstr(out, "Exit codes:"));
+        free(out);
+    }
+}
+
+static void test_cli_usage_errors(void **state) {
+    (void)state;
+    char *err = NULL;
+    const char *unknown[] = {"frobnicate", NULL};
+    assert_int_equal(rt_run(NULL, unknown, NULL, NULL, &err), 2);
+    assert_non_null(strstr(err, "unknown command"));
+    free(err);
+    const char *badopt[] = {"stats", "--frob", NULL};
+    assert_int_equal(rt_run(NULL, badopt, NULL, NULL, &err), 2);
+    free(err);
+    const char *both[] = {"stats", "--memory", "--data", "/tmp/x", NULL};
+    assert_int_equal(rt_run(NULL, both, NULL, NULL, &err), 2);
+    free(err);
+    const char *fmt[] = {"stats", "--memory", "--format", "xml", NULL};
+    assert_int_equal(rt_run(NULL, fmt, NULL, NULL, &err), 2);
+    free(err);
+    const char *noq[] = {"query", "--memory", NULL};
+    assert_int_equal(rt_run(NULL, noq, NULL, NULL, &err), 2);
+    free(err);
+    /* Connecting to a port nobody listens on: exit 5 (port 1 is privileged and unused). */
+    const char *conn[] = {"stats", "--connect", "127.0.0.1:1", NULL};
+    assert_int_equal(rt_run(NULL, conn, NULL, NULL, &err), 5);
+    free(err);
+}
+
+/* Commands whose module is not built say so in one line and exit 3. */
+static void test_cli_not_available(void **state) {
+    (void)state;
+    char *err = NULL, *out = NULL;
+    const char *sub[] = {"subscribe", "--memory", "[:find ?e :where [?e :a/b]]", NULL};
+    assert_int_equal(rt_run(NULL, sub, NULL, &out, &err), 3);
+    assert_non_null(strstr(err, "not available yet"));
+    assert_int_equal(strchr(err, '\n') - err + 1, (long)strlen(err)); /* one line */
+    free(err);
+    free(out);
+#if !DL_HAVE_DATALOG
+    const char *q[] = {"query", "--memory", "[:find ?e :where [?e :a/b]]", NULL};
+    assert_int_equal(rt_run(NULL, q, NULL, &out, &err), 3);
+    assert_non_null(strstr(err, "not available yet"));
+    free(err);
+    free(out);
+#endif
+#if !DL_HAVE_STORE
+    const char *tx[] = {"transact", "--memory", "[]", NULL};
+    assert_int_equal(rt_run(NULL, tx, NULL, &out, &err), 3);
+    assert_non_null(strstr(err, "not available yet"));
+    free(err);
+    free(out);
+    const char *fsck[] = {"fsck", "--memory", NULL};
+    assert_int_equal(rt_run(NULL, fsck, NULL, &out, &err), 3);
+    free(err);
+    free(out);
+#endif
+}
+
+static void test_cli_request_and_formats(void **state) {
+    (void)state;
+    char *out = NULL;
+    const char *req[] = {"request", "--memory", "{\"op\":\"ping\",\"id\":\"q\"}", NULL};
+    assert_int_equal(rt_run(NULL, req, NULL, &out, NULL), 0);
+    assert_string_equal(out, "{\"id\":\"q\",\"ok\":true}\n");
+    free(out);
+    /* The CLI decodes requests exactly like the server. */
+    char *err = NULL;
+    const char *bad[] = {"request", "--memory", "{\"op\":\"ping\",\"x\":1}", NULL};
+    assert_int_equal(rt_run(NULL, bad, NULL, &out, &err), 1);
+    assert_non_null(strstr(err, "inval: unknown field \"x\""));
+    free(out);
+    free(err);
+    const char *ver[] = {"version", "--format", "edn", NULL};
+    assert_int_equal(rt_run(NULL, ver, NULL, &out, NULL), 0);
+    assert_true(strncmp(out, "{:version \"", 11) == 0);
+    free(out);
+    const char *stats[] = {"stats", "--memory", NULL};
+    assert_int_equal(rt_run(NULL, stats, NULL, &out, NULL), 0);
+    assert_true(strncmp(out, "field", 5) == 0);
+    assert_non_null(strstr(out, "memory.live_bytes"));
+    free(out);
+}
+
+DL_TEST_GROUP(cli, cmocka_unit_test(test_cli_default_status), cmocka_unit_test(test_cli_help),
+              cmocka_unit_test(test_cli_usage_errors), cmocka_unit_test(test_cli_not_available),
+              cmocka_unit_test(test_cli_request_and_formats));
