@@ -1,0 +1,426 @@
+/*
+ * delta.c: dl_delta_t, the message a subscriber receives: a consolidated set of
+ * (row, diff) pairs tagged with a time and a kind (DATA, FRONTIER, END).
+ *
+ * It does not compute diffs (the dataflow does) nor queue them (sub.c does); it is the
+ * consolidating container both use. DESIGN-NOTES §1 ("consolidation is the central
+ * primitive") and §4; docs/subscribe.md "Deltas".
+ *
+ * Design notes.
+ * 1. Rows live densely: rows[0 .. len*arity) and diffs[0 .. len). No diff is 0 and no two
+ *    rows are equal (consolidated). Order is insertion order perturbed by removals (a
+ *    removal moves the last pair into the hole), so iteration is dense and O(len).
+ * 2. index[] is an open-addressing table (linear probing) of pair positions + 1 (0 =
+ *    empty), index_cap a power of two >= cap * 4/3, so its load stays <= 3/4. Hashes are
+ *    not stored (memory is what a coalescing queue is judged by): they are recomputed
+ *    with dl_row_hash when a probe or a backward-shift deletion needs a home slot.
+ * 3. cap grows by 1.5x and shrinks by half when len < cap/4, so the memory of a delta is
+ *    within a small factor of its content, also after a burst of cancellations.
+ * 4. A delta is mutable until sealed; sealed deltas are immutable and shared between
+ *    threads by an atomic reference count.
+ */
+#include "subscribe/subscribe.h"
+
+#include "base/base.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+
+struct dl_delta {
+    atomic_uint refs;
+    dl_delta_kind_t kind;
+    bool sealed;      /* immutable once set */
+    bool snapshot;    /* DATA: the full result as additions */
+    int code;         /* END: the reason, 0 for a normal end */
+    size_t arity;     /* columns per row */
+    size_t n_dims;    /* coordinates in time[] */
+    uint64_t n_times; /* producer times this delta stands for */
+    uint64_t time[DL_DELTA_MAX_DIM];
+    size_t len;       /* pairs held */
+    size_t cap;       /* pairs the dense arrays can hold */
+    dl_value_t *rows; /* cap * arity values; NULL when arity == 0 or cap == 0 */
+    int64_t *diffs;   /* cap diffs */
+    uint32_t *index;  /* index_cap slots: pair position + 1, 0 = empty */
+    size_t index_cap; /* power of two, or 0 when cap == 0 */
+};
+
+static const dl_value_t empty_row[1];
+
+/* ---- times -------------------------------------------------------------------------------- */
+
+int dl__delta_time_cmp(const uint64_t *a, const uint64_t *b, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (a[i] != b[i])
+            return a[i] < b[i] ? -1 : 1;
+    return 0;
+}
+
+bool dl__delta_time_le(const uint64_t *a, const uint64_t *b, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (a[i] > b[i])
+            return false;
+    return true;
+}
+
+/* ---- construction ------------------------------------------------------------------------- */
+
+int dl_delta_new(dl_delta_kind_t kind, size_t arity, const uint64_t *time, size_t n_dims,
+                 dl_delta_t **out, dl_error_t *err) {
+    *out = NULL;
+    if (kind != DL_DELTA_DATA && kind != DL_DELTA_FRONTIER && kind != DL_DELTA_END)
+        return dl_error_set(err, DL_EINVAL, "delta: unknown kind %d", (int)kind);
+    if (n_dims < 1 || n_dims > DL_DELTA_MAX_DIM || !time)
+        return dl_error_set(err, DL_EINVAL, "delta: a time needs 1..%d coordinates, got %zu",
+                            DL_DELTA_MAX_DIM, n_dims);
+    if (arity > 4096)
+        return dl_error_set(err, DL_EINVAL, "delta: arity %zu too large", arity);
+    dl_delta_t *d = dl_calloc(1, sizeof *d);
+    if (!d)
+        return dl_error_set(err, DL_ENOMEM, "delta: out of memory");
+    atomic_init(&d->refs, 1);
+    d->kind = kind;
+    d->arity = kind == DL_DELTA_DATA ? arity : 0;
+    d->n_dims = n_dims;
+    d->n_times = kind == DL_DELTA_DATA ? 1 : 0;
+    memcpy(d->time, time, n_dims * sizeof *time);
+    *out = d;
+    return 0;
+}
+
+static void delta_free(dl_delta_t *d) {
+    dl_free(d->rows);
+    dl_free(d->diffs);
+    dl_free(d->index);
+    dl_free(d);
+}
+
+dl_delta_t *dl_delta_ref(dl_delta_t *d) {
+    atomic_fetch_add_explicit(&d->refs, 1, memory_order_relaxed);
+    return d;
+}
+
+void dl_delta_unref(dl_delta_t *d) {
+    if (d && atomic_fetch_sub_explicit(&d->refs, 1, memory_order_acq_rel) == 1)
+        delta_free(d);
+}
+
+void dl_delta_seal(dl_delta_t *d) { d->sealed = true; }
+
+int dl_delta_set_snapshot(dl_delta_t *d, bool snapshot) {
+    if (d->sealed || d->kind != DL_DELTA_DATA)
+        return DL_ESTATE;
+    d->snapshot = snapshot;
+    return 0;
+}
+
+void dl__delta_set_code(dl_delta_t *d, int code) { d->code = code; }
+
+/* ---- accessors ---------------------------------------------------------------------------- */
+
+dl_delta_kind_t dl_delta_kind(const dl_delta_t *d) { return d->kind; }
+size_t dl_delta_arity(const dl_delta_t *d) { return d->arity; }
+const uint64_t *dl_delta_time(const dl_delta_t *d, size_t *out_n_dims) {
+    if (out_n_dims)
+        *out_n_dims = d->n_dims;
+    return d->time;
+}
+size_t dl_delta_len(const dl_delta_t *d) { return d->len; }
+const dl_value_t *dl_delta_row(const dl_delta_t *d, size_t i) {
+    return d->arity ? d->rows + i * d->arity : empty_row;
+}
+int64_t dl_delta_diff(const dl_delta_t *d, size_t i) { return d->diffs[i]; }
+bool dl_delta_is_snapshot(const dl_delta_t *d) { return d->snapshot; }
+int dl_delta_code(const dl_delta_t *d) { return d->code; }
+uint64_t dl_delta_n_times(const dl_delta_t *d) { return d->n_times; }
+
+size_t dl_delta_bytes(const dl_delta_t *d) {
+    return sizeof *d + d->cap * (d->arity * sizeof(dl_value_t) + sizeof(int64_t)) +
+           d->index_cap * sizeof(uint32_t);
+}
+
+/* ---- the index ---------------------------------------------------------------------------- */
+
+static uint64_t pair_hash(const dl_delta_t *d, size_t i) {
+    return dl_row_hash(dl_delta_row(d, i), d->arity);
+}
+
+/* The slot holding pair position i (which must be indexed), found by probing from its home. */
+static size_t slot_of(const dl_delta_t *d, size_t i) {
+    size_t mask = d->index_cap - 1;
+    size_t s = (size_t)pair_hash(d, i) & mask;
+    while (d->index[s] != (uint32_t)(i + 1))
+        s = (s + 1) & mask;
+    return s;
+}
+
+/* Probes for row: returns its slot when present (*found = true) or the empty slot where it
+ * would go. index_cap must be > 0. */
+static size_t probe(const dl_delta_t *d, const dl_value_t *row, uint64_t h, bool *found) {
+    size_t mask = d->index_cap - 1;
+    size_t s = (size_t)h & mask;
+    for (;;) {
+        uint32_t v = d->index[s];
+        if (v == 0) {
+            *found = false;
+            return s;
+        }
+        if (dl_row_eq(dl_delta_row(d, v - 1), row, d->arity)) {
+            *found = true;
+            return s;
+        }
+        s = (s + 1) & mask;
+    }
+}
+
+static size_t index_cap_for(size_t cap) {
+    size_t n = 8;
+    while (n * 3 < cap * 4)
+        n *= 2;
+    return n;
+}
+
+/* Resizes the dense arrays to new_cap (>= len) and rebuilds the index. On failure the
+ * delta is unchanged. */
+static int resize(dl_delta_t *d, size_t new_cap) {
+    size_t icap = index_cap_for(new_cap);
+    uint32_t *index = dl_calloc(icap, sizeof *index);
+    if (!index)
+        return DL_ENOMEM;
+    if (d->arity) {
+        dl_value_t *rows = dl_realloc(d->rows, new_cap * d->arity * sizeof *rows);
+        if (!rows) {
+            dl_free(index);
+            return DL_ENOMEM;
+        }
+        d->rows = rows;
+    }
+    int64_t *diffs = dl_realloc(d->diffs, new_cap * sizeof *diffs);
+    if (!diffs) {
+        /* rows was resized already: both arrays still hold min(cap, new_cap) >= len pairs,
+         * and the old index stays valid (it holds positions, not capacities). */
+        d->cap = DL_MIN(d->cap, new_cap);
+        dl_free(index);
+        return DL_ENOMEM;
+    }
+    d->diffs = diffs;
+    d->cap = new_cap;
+    dl_free(d->index);
+    d->index = index;
+    d->index_cap = icap;
+    size_t mask = icap - 1;
+    for (size_t i = 0; i < d->len; i++) {
+        size_t s = (size_t)pair_hash(d, i) & mask;
+        while (index[s])
+            s = (s + 1) & mask;
+        index[s] = (uint32_t)(i + 1);
+    }
+    return 0;
+}
+
+/* Removes the index entry at slot s by backward-shift deletion (linear probing). */
+static void index_delete(dl_delta_t *d, size_t s) {
+    size_t mask = d->index_cap - 1;
+    size_t i = s, j = s;
+    d->index[i] = 0;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (!d->index[j])
+            return;
+        size_t k = (size_t)pair_hash(d, d->index[j] - 1) & mask;
+        /* The entry at j may stay when its home k lies cyclically in (i, j]. */
+        bool stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
+        if (stays)
+            continue;
+        d->index[i] = d->index[j];
+        d->index[j] = 0;
+        i = j;
+    }
+}
+
+/* Removes pair position i found at slot s; moves the last pair into its place. */
+static void remove_pair(dl_delta_t *d, size_t i, size_t s) {
+    index_delete(d, s);
+    size_t last = d->len - 1;
+    if (i != last) {
+        size_t ls = slot_of(d, last);
+        if (d->arity)
+            memcpy(d->rows + i * d->arity, d->rows + last * d->arity,
+                   d->arity * sizeof(dl_value_t));
+        d->diffs[i] = d->diffs[last];
+        d->index[ls] = (uint32_t)(i + 1);
+    }
+    d->len--;
+    /* Design note 3: give memory back after cancellations; failure to shrink is harmless. */
+    if (d->cap > 16 && d->len < d->cap / 4)
+        (void)resize(d, d->cap / 2);
+}
+
+static int add_pair(dl_delta_t *d, const dl_value_t *row, int64_t diff) {
+    if (diff == 0)
+        return 0;
+    uint64_t h = dl_row_hash(row, d->arity);
+    bool found = false;
+    size_t s = 0;
+    if (d->index_cap)
+        s = probe(d, row, h, &found);
+    if (found) {
+        size_t i = d->index[s] - 1;
+        int64_t sum;
+        if (__builtin_add_overflow(d->diffs[i], diff, &sum))
+            return DL_ERANGE;
+        if (sum == 0)
+            remove_pair(d, i, s);
+        else
+            d->diffs[i] = sum;
+        return 0;
+    }
+    if (d->len == d->cap) {
+        if (d->len >= UINT32_MAX - 1)
+            return DL_ELIMIT;
+        size_t nc = d->cap < 8 ? 8 : d->cap + d->cap / 2;
+        int rc = resize(d, nc);
+        if (rc)
+            return rc;
+        s = probe(d, row, h, &found);
+    }
+    size_t i = d->len++;
+    if (d->arity)
+        memcpy(d->rows + i * d->arity, row, d->arity * sizeof(dl_value_t));
+    d->diffs[i] = diff;
+    d->index[s] = (uint32_t)(i + 1);
+    return 0;
+}
+
+int dl_delta_add(dl_delta_t *d, const dl_value_t *row, int64_t diff, dl_error_t *err) {
+    if (d->sealed || d->kind != DL_DELTA_DATA)
+        return dl_error_set(err, DL_ESTATE, "delta: add to a sealed or non-data delta");
+    if (!row && d->arity)
+        return dl_error_set(err, DL_EINVAL, "delta: NULL row");
+    int rc = add_pair(d, d->arity ? row : empty_row, diff);
+    if (rc == DL_ERANGE)
+        return dl_error_set(err, rc, "delta: diff overflows int64");
+    if (rc == DL_ELIMIT)
+        return dl_error_set(err, rc, "delta: too many rows");
+    if (rc)
+        return dl_error_set(err, rc, "delta: out of memory");
+    return 0;
+}
+
+int64_t dl_delta_find(const dl_delta_t *d, const dl_value_t *row) {
+    if (d->kind != DL_DELTA_DATA || !d->index_cap)
+        return 0;
+    bool found;
+    const dl_value_t *r = d->arity ? row : empty_row;
+    size_t s = probe(d, r, dl_row_hash(r, d->arity), &found);
+    return found ? d->diffs[d->index[s] - 1] : 0;
+}
+
+/* ---- merging, cloning, sorting ------------------------------------------------------------ */
+
+int dl__delta_clone(const dl_delta_t *d, dl_delta_t **out) {
+    dl_delta_t *c = NULL;
+    int rc = dl_delta_new(d->kind, d->arity, d->time, d->n_dims, &c, NULL);
+    if (rc)
+        return rc;
+    c->snapshot = d->snapshot;
+    c->code = d->code;
+    c->n_times = d->n_times;
+    if (d->len) {
+        rc = resize(c, d->len);
+        if (rc) {
+            dl_delta_unref(c);
+            return rc;
+        }
+        for (size_t i = 0; i < d->len && !rc; i++)
+            rc = add_pair(c, dl_delta_row(d, i), d->diffs[i]);
+        if (rc) {
+            dl_delta_unref(c);
+            return rc;
+        }
+    }
+    *out = c;
+    return 0;
+}
+
+int dl__delta_merge(dl_delta_t *into, const dl_delta_t *from) {
+    if (into->sealed || into->kind != DL_DELTA_DATA || from->arity != into->arity ||
+        from->n_dims != into->n_dims)
+        return DL_ESTATE;
+    for (size_t i = 0; i < from->len; i++) {
+        int rc = add_pair(into, dl_delta_row(from, i), from->diffs[i]);
+        if (rc)
+            return rc;
+    }
+    memcpy(into->time, from->time, from->n_dims * sizeof(uint64_t));
+    into->n_times += from->n_times;
+    return 0;
+}
+
+static int cmp_pos(const void *a, const void *b, void *ctx) {
+    const dl_delta_t *d = ctx;
+    return dl_row_cmp(dl_delta_row(d, *(const size_t *)a), dl_delta_row(d, *(const size_t *)b),
+                      d->arity);
+}
+
+int dl_delta_sort(dl_delta_t *d, dl_error_t *err) {
+    if (d->sealed)
+        return dl_error_set(err, DL_ESTATE, "delta: sort of a sealed delta");
+    if (d->len < 2)
+        return 0;
+    size_t *perm = dl_malloc(d->len * sizeof *perm);
+    dl_value_t *rows = d->arity ? dl_malloc(d->len * d->arity * sizeof *rows) : NULL;
+    int64_t *diffs = dl_malloc(d->len * sizeof *diffs);
+    if (!perm || !diffs || (d->arity && !rows)) {
+        dl_free(perm);
+        dl_free(rows);
+        dl_free(diffs);
+        return dl_error_set(err, DL_ENOMEM, "delta: out of memory");
+    }
+    for (size_t i = 0; i < d->len; i++)
+        perm[i] = i;
+    qsort_r(perm, d->len, sizeof *perm, cmp_pos, d);
+    for (size_t i = 0; i < d->len; i++) {
+        if (d->arity)
+            memcpy(rows + i * d->arity, dl_delta_row(d, perm[i]), d->arity * sizeof *rows);
+        diffs[i] = d->diffs[perm[i]];
+    }
+    if (d->arity)
+        memcpy(d->rows, rows, d->len * d->arity * sizeof *rows);
+    memcpy(d->diffs, diffs, d->len * sizeof *diffs);
+    dl_free(perm);
+    dl_free(rows);
+    dl_free(diffs);
+    /* Rebuild the index in place: positions changed, the table size did not. */
+    memset(d->index, 0, d->index_cap * sizeof *d->index);
+    size_t mask = d->index_cap - 1;
+    for (size_t i = 0; i < d->len; i++) {
+        size_t s = (size_t)pair_hash(d, i) & mask;
+        while (d->index[s])
+            s = (s + 1) & mask;
+        d->index[s] = (uint32_t)(i + 1);
+    }
+    return 0;
+}
+
+bool dl__delta_check(const dl_delta_t *d) {
+    if (d->len > d->cap)
+        return false;
+    size_t used = 0;
+    for (size_t s = 0; s < d->index_cap; s++)
+        if (d->index[s]) {
+            if (d->index[s] > d->len)
+                return false;
+            used++;
+        }
+    if (used != d->len)
+        return false;
+    for (size_t i = 0; i < d->len; i++) {
+        if (d->diffs[i] == 0)
+            return false;
+        bool found;
+        size_t s = probe(d, dl_delta_row(d, i), pair_hash(d, i), &found);
+        if (!found || d->index[s] != i + 1)
+            return false; /* a repeated row would be found at its first position */
+    }
+    return true;
+}

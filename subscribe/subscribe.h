@@ -1,0 +1,37 @@
+/*
+ * subscribe.h (internal): what the files of subscribe/ share and the public header does
+ * not expose: delta merging and cloning for the queue's coalescing, the registry's hooks
+ * into a subscription, and test hooks. Public API: include/deltalog/subscribe.h.
+ */
+#ifndef DL_SUBSCRIBE_INTERNAL_H
+#define DL_SUBSCRIBE_INTERNAL_H
+
+#include <deltalog/subscribe.h>
+
+/* ---- subscribe/delta.c ---- */
+/* new: an unsealed private copy of d (same kind, time, rows, snapshot flag, n_times). */
+int dl__delta_clone(const dl_delta_t *d, dl_delta_t **out);
+/* Adds every pair of `from` into the unsealed `into` (consolidating), then tags `into`
+ * with from's time and adds from's n_times. DL_ENOMEM or DL_ERANGE leave `into` partly
+ * merged: the caller discards it. */
+int dl__delta_merge(dl_delta_t *into, const dl_delta_t *from);
+/* Sets the END code of an END delta (even sealed: used once, before it is queued). */
+void dl__delta_set_code(dl_delta_t *d, int code);
+/* Lexicographic comparison of two times of n coordinates. */
+int dl__delta_time_cmp(const uint64_t *a, const uint64_t *b, size_t n);
+/* Product order: a <= b. */
+bool dl__delta_time_le(const uint64_t *a, const uint64_t *b, size_t n);
+/* Debug validator: the index finds every entry, no diff is 0, no row repeats. */
+bool dl__delta_check(const dl_delta_t *d);
+
+/* ---- subscribe/sub.c ---- */
+/* Registry bookkeeping shown in dl_sub_stats (under the subscription's lock). */
+void dl__sub_set_source(dl_sub_t *s, uint64_t source_id, uint64_t shared_with);
+/* The arity and watched dims the subscription was created with. */
+size_t dl__sub_arity(const dl_sub_t *s);
+size_t dl__sub_n_dims(const dl_sub_t *s);
+/* Test hook: waits until the producer is waiting for room (BLOCK), up to timeout_ms.
+ * 0 when it is, DL_ETIMEOUT otherwise. */
+int dl__sub_wait_producer_blocked(dl_sub_t *s, int64_t timeout_ms);
+
+#endif
