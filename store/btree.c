@@ -23,6 +23,7 @@
 #include "store/store.h"
 
 #include <assert.h>
+#include <stdio.h>
 #include <string.h>
 
 #define LCAP 32
@@ -337,7 +338,7 @@ static int ins(dl_btctx_t *c, const dl_btree_t *t, dl_bnode_t **np, const dl_kd_
         return DL_ENOMEM;
     }
     /* Build the ICAP+1 entries virtually and split them in two halves. */
-    uint32_t total = ICAP + 1, keep = i + 1 == ICAP ? ICAP : total / 2;
+    uint32_t total = ICAP + 1, keep = i + 1 == ICAP ? ICAP - 1 : total / 2;
     dl_kd_t keys[ICAP + 1];
     dl_bnode_t *kids[ICAP + 1];
     memcpy(keys, in->key, (i + 1) * sizeof(dl_kd_t));
@@ -508,25 +509,33 @@ void dl__btree_free_all(dl_bnode_t *root, uint64_t min_epoch) {
     dl_free(root);
 }
 
+/* Reports why the validator failed (stderr: it is a debugging aid for tests). */
+static int64_t bad(const char *why, int depth) {
+    fprintf(stderr, "dl__btree_check: %s at depth %d\n", why, depth);
+    return -1;
+}
+
 static int64_t check(const dl_btree_t *t, const dl_bnode_t *x, const dl_kd_t *lo, const dl_kd_t *hi,
                      bool root, int depth, int *leaf_depth) {
     if (x->leaf) {
         if (*leaf_depth < 0)
             *leaf_depth = depth;
-        if (*leaf_depth != depth || (!root && x->n == 0) || x->n > LCAP)
-            return -1;
+        if (*leaf_depth != depth)
+            return bad("leaves at different depths", depth);
+        if ((!root && x->n == 0) || x->n > LCAP)
+            return bad("leaf fill", depth);
         for (uint32_t i = 0; i < x->n; i++) {
             const dl_kd_t *k = &LEAF(x)->d[i];
             if (i && dl__btree_cmp(t->order, &LEAF(x)->d[i - 1], k, t->ncmp) >= 0)
-                return -1;
+                return bad("leaf keys out of order", depth);
             if ((lo && dl__btree_cmp(t->order, k, lo, t->ncmp) < 0) ||
                 (hi && dl__btree_cmp(t->order, k, hi, t->ncmp) >= 0))
-                return -1;
+                return bad("key outside its separators", depth);
         }
         return x->n;
     }
     if (x->n < 2 || x->n > ICAP)
-        return -1;
+        return bad("internal fill", depth);
     int64_t sum = 0;
     for (uint32_t i = 0; i < x->n; i++) {
         const dl_kd_t *l = i ? &INODE(x)->key[i] : lo;
@@ -542,5 +551,7 @@ static int64_t check(const dl_btree_t *t, const dl_bnode_t *x, const dl_kd_t *lo
 int64_t dl__btree_check(const dl_btree_t *t) {
     int leaf_depth = -1;
     int64_t n = check(t, t->root, NULL, NULL, true, 0, &leaf_depth);
-    return n == t->count ? n : -1;
+    if (n >= 0 && n != t->count)
+        return bad("count differs from the keys", 0);
+    return n;
 }
