@@ -423,7 +423,9 @@ static void op_entity(dl_exec_t *x, const json_t *msg, result_t *res) {
     dl_free(ds);
     json_t *b = json_object();
     SET(b, "e", json_integer(e));
-    SET(b, "t", json_integer((json_int_t)dl_db_basis_tx(db)));
+    SET(b, "t",
+        as_of ? json_integer(json_integer_value(as_of))
+              : json_integer((json_int_t)dl_db_basis_tx(db)));
     SET(b, "entity", ent);
     res->body = b;
     dl_db_unref(db);

@@ -287,11 +287,11 @@ static int parse_args(cli_t *c, const command_t *cmd, int argc, char **argv) {
             NEED_VAL();
 #if DL_HAVE_STORE
             if (strcmp(val, "every") == 0)
-                c->so.sync_mode = DL_SYNC_EVERY;
+                c->so.sync_mode = DL_STORE_SYNC_EVERY;
             else if (strcmp(val, "batched") == 0)
-                c->so.sync_mode = DL_SYNC_BATCHED;
+                c->so.sync_mode = DL_STORE_SYNC_BATCHED;
             else if (strcmp(val, "none") == 0)
-                c->so.sync_mode = DL_SYNC_NONE;
+                c->so.sync_mode = DL_STORE_SYNC_NONE;
             else {
                 fprintf(stderr, "%s: --sync must be every, batched or none\n", prog);
                 return EXIT_USAGE;
@@ -317,7 +317,7 @@ static int parse_args(cli_t *c, const command_t *cmd, int argc, char **argv) {
 /* ---- running requests --------------------------------------------------------------------------
  */
 
-static int open_exec(cli_t *c) {
+static int open_exec_q(cli_t *c, bool quiet_unsupported) {
     if (c->exec)
         return EXIT_OKAY;
     struct stat st;
@@ -330,6 +330,11 @@ static int open_exec(cli_t *c) {
     dl_error_t err;
     dl_error_clear(&err);
     if (dl__exec_open(&xo, &c->exec, &err) != DL_OK) {
+        if (err.code == DL_EUNSUPPORTED) {
+            if (!quiet_unsupported)
+                fprintf(stderr, "%s: not available yet: %s (try --memory)\n", prog, err.message);
+            return EXIT_UNAVAILABLE;
+        }
         die_line(dl_err_name(err.code), err.message);
         return EXIT_STORE;
     }
@@ -375,6 +380,8 @@ static int connect_to(cli_t *c) {
     dl__buf_init(&c->rbuf);
     return EXIT_OKAY;
 }
+
+static int open_exec(cli_t *c) { return open_exec_q(c, false); }
 
 /* Sends one line and reads one reply line over the connection; new JSON or NULL. */
 static json_t *wire_roundtrip(cli_t *c, const char *line, size_t len) {
@@ -540,7 +547,24 @@ static int cmd_status(cli_t *c) {
         json_decref(r);
         return EXIT_OKAY;
     }
-    int rc = open_exec(c);
+    bool existed = c->memory || stat(c->data_dir, &(struct stat){0}) == 0;
+    int rc = open_exec_q(c, true);
+    if (rc == EXIT_UNAVAILABLE && !c->memory) {
+        /* The directory is there (open_exec created it) but this build's store cannot
+         * open it durably yet: report exactly that, which is this command's job. */
+        if (c->fmt != DL_FMT_TABLE) {
+            json_t *o =
+                json_pack("{s:s,s:s,s:b,s:s}", "version", dl_version(), "data", c->data_dir,
+                          "created", !existed, "store", "not available yet: durable stores");
+            dl__format_reply(stdout, c->fmt, o);
+            json_decref(o);
+        } else {
+            printf("deltalog %s\n", dl_version());
+            printf("data %s (%s)  store: not available yet (durable stores; --memory works)\n",
+                   c->data_dir, existed ? "ok" : "created");
+        }
+        return EXIT_OKAY;
+    }
     if (rc != EXIT_OKAY)
         return rc;
     json_t *st = dl__exec_status(c->exec);
@@ -583,6 +607,10 @@ static int cmd_serve(cli_t *c) {
     dl_error_t err;
     dl_error_clear(&err);
     int rc = dl_server_new(&c->so, &s, &err);
+    if (rc == DL_EUNSUPPORTED) {
+        fprintf(stderr, "%s: not available yet: %s (try --memory)\n", prog, err.message);
+        return EXIT_UNAVAILABLE;
+    }
     if (rc != DL_OK) {
         die_line(dl_err_name(rc), err.message);
         return rc == DL_EINVAL || rc == DL_EAUTH ? EXIT_USAGE : EXIT_STORE;
