@@ -1,0 +1,190 @@
+/*
+ * query.c: the public query API of include/deltalog/datalog.h: parse + analyze into a
+ * dl_query_t, one-shot reference evaluation, and results with their canonical EDN text.
+ *
+ * The heavy lifting is in parse.c, analyze.c and eval.c; this file owns lifetimes (the
+ * query's arena, the result's cells). Not here: compilation to dataflow (not written yet,
+ * see docs/datalog.md "Status").
+ */
+#include "datalog/datalog.h"
+
+#include <string.h>
+
+DL_API int dl_query_parse(const char *text, size_t len, const char *rules, size_t rules_len,
+                          const struct dl_db *db, dl_query_t **out, dl_error_t *err) {
+    if (out)
+        *out = NULL;
+    if (!text || !out)
+        return dl_error_set(err, DL_EINVAL, "dl_query_parse: NULL argument");
+    dl_query_t *q = dl_calloc(1, sizeof *q);
+    if (!q)
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    dl__arena_init(&q->arena, 8192);
+    int rc = 0;
+    q->text = dl__arena_strndup(&q->arena, text, len);
+    q->text_len = len;
+    if (rules) {
+        q->rules_text = dl__arena_strndup(&q->arena, rules, rules_len);
+        q->rules_len = rules_len;
+    }
+    if (!q->text || (rules && !q->rules_text))
+        rc = dl_error_set(err, DL_ENOMEM, "out of memory");
+    if (!rc)
+        rc = dl__parse_query(q, err);
+    if (!rc)
+        rc = dl__analyze(q, db, err);
+    if (rc) {
+        dl_query_free(q);
+        return rc;
+    }
+    *out = q;
+    return 0;
+}
+
+DL_API void dl_query_free(dl_query_t *q) {
+    if (!q)
+        return;
+    dl__arena_fini(&q->arena);
+    dl_free(q);
+}
+
+DL_API dl_find_kind_t dl_query_find_kind(const dl_query_t *q) { return q->find_kind; }
+
+DL_API size_t dl_query_n_args(const dl_query_t *q) {
+    size_t n = 0;
+    for (size_t i = 0; i < q->n_in; i++)
+        n += q->in[i].kind == DL__IN_BIND;
+    return n;
+}
+
+DL_API int dl_query_eval_naive(const dl_query_t *q, const dl_query_source_t *sources,
+                               size_t n_sources, const char *args, size_t args_len,
+                               dl_query_result_t **out, dl_error_t *err) {
+    if (out)
+        *out = NULL;
+    if (!q || !out || (n_sources && !sources))
+        return dl_error_set(err, DL_EINVAL, "dl_query_eval_naive: NULL argument");
+    dl_query_result_t *r = dl_calloc(1, sizeof *r);
+    if (!r)
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    r->kind = q->find_kind;
+    r->keys_kind = q->keys_kind;
+    int rc = dl__eval_run(q, sources, n_sources, args, args ? args_len : 0, r, err);
+    if (!rc && q->keys_kind != DL_KEYS_NONE) {
+        r->col_names = dl_calloc(q->n_find, sizeof(char *));
+        if (!r->col_names)
+            rc = dl_error_set(err, DL_ENOMEM, "out of memory");
+        for (size_t i = 0; !rc && i < q->n_find; i++) {
+            r->col_names[i] = dl_strdup(q->keys[i]->bytes);
+            if (!r->col_names[i])
+                rc = dl_error_set(err, DL_ENOMEM, "out of memory");
+        }
+    }
+    if (rc) {
+        dl_query_result_free(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+DL_API void dl_query_result_free(dl_query_result_t *r) {
+    if (!r)
+        return;
+    if (r->cells) {
+        /* Cells past n_rows may hold collections too (TUPLE / SCALAR keep one row). */
+        for (size_t i = 0; i < r->n_alloc_rows * r->n_cols; i++)
+            dl_free(r->cells[i].items);
+    }
+    dl_free(r->cells);
+    if (r->col_names)
+        for (size_t i = 0; i < r->n_cols; i++)
+            dl_free(r->col_names[i]);
+    dl_free(r->col_names);
+    dl_free(r);
+}
+
+DL_API size_t dl_query_result_rows(const dl_query_result_t *r) { return r ? r->n_rows : 0; }
+
+static void print_cell(const dl__cell_t *c, dl_buf_t *b) {
+    if (!c->is_coll) {
+        dl__edn_print_value(c->v, b);
+        return;
+    }
+    dl__buf_puts(b, c->is_set ? "#{" : "[");
+    for (size_t i = 0; i < c->n; i++) {
+        if (i)
+            dl__buf_putc(b, ' ');
+        dl__edn_print_value(c->items[i], b);
+    }
+    dl__buf_putc(b, c->is_set ? '}' : ']');
+}
+
+static void print_row(const dl_query_result_t *r, size_t row, dl_buf_t *b) {
+    const dl__cell_t *cells = r->cells + row * r->n_cols;
+    if (r->keys_kind != DL_KEYS_NONE) {
+        dl__buf_putc(b, '{');
+        for (size_t i = 0; i < r->n_cols; i++) {
+            if (i)
+                dl__buf_putc(b, ' ');
+            if (r->keys_kind == DL_KEYS_KEYS)
+                dl__buf_printf(b, ":%s ", r->col_names[i]);
+            else if (r->keys_kind == DL_KEYS_STRS)
+                dl__buf_printf(b, "\"%s\" ", r->col_names[i]);
+            else
+                dl__buf_printf(b, "%s ", r->col_names[i]);
+            print_cell(&cells[i], b);
+        }
+        dl__buf_putc(b, '}');
+        return;
+    }
+    dl__buf_putc(b, '[');
+    for (size_t i = 0; i < r->n_cols; i++) {
+        if (i)
+            dl__buf_putc(b, ' ');
+        print_cell(&cells[i], b);
+    }
+    dl__buf_putc(b, ']');
+}
+
+DL_API char *dl_query_result_to_edn(const dl_query_result_t *r) {
+    dl_buf_t b;
+    dl__buf_init(&b);
+    switch (r->kind) {
+        case DL_FIND_REL:
+            dl__buf_putc(&b, '[');
+            for (size_t i = 0; i < r->n_rows; i++) {
+                if (i)
+                    dl__buf_putc(&b, ' ');
+                print_row(r, i, &b);
+            }
+            dl__buf_putc(&b, ']');
+            break;
+        case DL_FIND_COLL:
+            dl__buf_putc(&b, '[');
+            for (size_t i = 0; i < r->n_rows; i++) {
+                if (i)
+                    dl__buf_putc(&b, ' ');
+                print_cell(&r->cells[i * r->n_cols], &b);
+            }
+            dl__buf_putc(&b, ']');
+            break;
+        case DL_FIND_TUPLE:
+            if (r->n_rows == 0)
+                dl__buf_puts(&b, "nil");
+            else
+                print_row(r, 0, &b);
+            break;
+        case DL_FIND_SCALAR:
+            if (r->n_rows == 0)
+                dl__buf_puts(&b, "nil");
+            else
+                print_cell(&r->cells[0], &b);
+            break;
+    }
+    if (b.oom || !b.data) {
+        dl__buf_fini(&b);
+        return NULL;
+    }
+    return dl__buf_take(&b);
+}

@@ -1,0 +1,91 @@
+/*
+ * datalog.h: the Datalog query language of deltalog (Datomic's dialect): parsing and
+ * analysis of queries and rules, and a one-shot reference evaluation against store
+ * snapshots.
+ *
+ * The language, its deviations from Datomic and its error behaviour are documented in
+ * docs/datalog.md. The evaluator behind dl_query_eval_naive is deliberately naive
+ * (bottom-up, nested loops, naive fixpoint): it is the ORACLE that the incremental
+ * dataflow compilation is tested against, not the product engine. It reads the store only
+ * through its public snapshot API (include/deltalog/store.h).
+ *
+ * Not here yet: compilation to the dataflow graph, EXPLAIN, live queries (see
+ * docs/datalog.md "Status").
+ */
+#ifndef DELTALOG_DATALOG_H
+#define DELTALOG_DATALOG_H
+
+#include <deltalog/common.h>
+#include <deltalog/error.h>
+#include <deltalog/value.h>
+#include <stdbool.h>
+
+DL_BEGIN_DECLS
+
+struct dl_db; /* include/deltalog/store.h */
+
+typedef struct dl_query dl_query_t;               /* a parsed and analyzed query */
+typedef struct dl_query_result dl_query_result_t; /* the result of one evaluation */
+
+/* The shape of the :find spec. */
+typedef enum dl_find_kind {
+    DL_FIND_REL = 0,   /* :find ?a ?b          a set of tuples */
+    DL_FIND_COLL = 1,  /* :find [?a ...]       a collection of values */
+    DL_FIND_TUPLE = 2, /* :find [?a ?b]        one tuple (or nothing) */
+    DL_FIND_SCALAR = 3 /* :find ?a .           one value (or nothing) */
+} dl_find_kind_t;
+
+/* :keys / :strs / :syms turn each relation tuple into a map. */
+typedef enum dl_keys_kind {
+    DL_KEYS_NONE = 0,
+    DL_KEYS_KEYS = 1, /* keyword keys */
+    DL_KEYS_STRS = 2, /* string keys */
+    DL_KEYS_SYMS = 3  /* symbol keys */
+} dl_keys_kind_t;
+
+/* Parses and analyzes a query (vector or map form, EDN text) and optionally a rule set
+ * (the EDN vector of rules bound to % in :in; NULL when the query uses no rules).
+ * When db is not NULL, data patterns with constant attributes are checked against its
+ * schema (DL_EUNKNOWN_ATTR); otherwise that check happens at evaluation.
+ * Errors: DL_EPARSE (syntax, with line, column and a caret under the offending form),
+ * DL_ENOTFOUND (unknown function or rule), DL_EARITY (wrong number of arguments to a
+ * rule or function), DL_EUNBOUND (a variable nothing binds, where it is required),
+ * DL_ESTRATIFY (negation through recursion, naming the cycle), DL_EUNKNOWN_ATTR,
+ * DL_EUNSUPPORTED (Datomic features deltalog lacks, e.g. pull), DL_ENOMEM.
+ * *out is new: free with dl_query_free. */
+DL_API int dl_query_parse(const char *text, size_t len, const char *rules, size_t rules_len,
+                          const struct dl_db *db, dl_query_t **out, dl_error_t *err) DL_WUR;
+DL_API void dl_query_free(dl_query_t *q);
+
+DL_API dl_find_kind_t dl_query_find_kind(const dl_query_t *q);
+/* The number of :in arguments the caller supplies values for (everything but sources and
+ * %), in :in order. */
+DL_API size_t dl_query_n_args(const dl_query_t *q);
+
+/* A database argument of a query: which :in source name it binds and the snapshot. */
+typedef struct dl_query_source {
+    const char *name;       /* "$" or "$name" as written in :in */
+    const struct dl_db *db; /* borrowed for the call; filtered views (as-of, history) OK */
+} dl_query_source_t;
+
+/* Evaluates q once with the reference evaluator. sources: one per source in :in (a query
+ * without :in reads the single source "$"). args: the EDN text of a vector holding one
+ * form per non-source :in argument, in order (NULL or "[]" when there are none).
+ * Errors: DL_EINVAL (missing source or wrong argument shape), DL_EUNKNOWN_ATTR,
+ * DL_ETYPE (a builtin applied to a value of the wrong type: the query fails, as in
+ * Datomic), DL_ERANGE (overflow, division by zero), DL_ENOMEM.
+ * *out is new: free with dl_query_result_free. */
+DL_API int dl_query_eval_naive(const dl_query_t *q, const dl_query_source_t *sources,
+                               size_t n_sources, const char *args, size_t args_len,
+                               dl_query_result_t **out, dl_error_t *err) DL_WUR;
+
+DL_API void dl_query_result_free(dl_query_result_t *r);
+/* Number of rows (tuples); 0 or 1 for TUPLE and SCALAR finds. */
+DL_API size_t dl_query_result_rows(const dl_query_result_t *r);
+/* The canonical EDN text of the result (new: dl_free): REL as a sorted vector of
+ * vectors (of maps with :keys), COLL as a sorted vector, TUPLE as a vector or nil,
+ * SCALAR as a value or nil; distinct aggregates print as sets. NULL on out of memory. */
+DL_API char *dl_query_result_to_edn(const dl_query_result_t *r);
+
+DL_END_DECLS
+#endif
