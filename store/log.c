@@ -1,37 +1,42 @@
 /*
- * log.c: the durable transaction log: segment files of length-framed, CRC-32C-checked,
- * zstd-compressed records; group commit; checkpoints; recovery at open; fsck.
+ * log.c: the durable transaction log: segment files of chunks (length-framed, CRC-32C
+ * checked, zstd-compressed groups of records); group commit; checkpoints; recovery at
+ * open; fsck.
  *
  * It does not interpret payloads (the store encodes transactions) and does not decide
  * when to checkpoint (the store does). Format: docs/storage-format.md. Issue 3
  * "Durability"; STYLE.md "Errors" (a failed step leaves no partial state).
  *
  * Design notes (invariants and states):
- *   1. LSNs are dense: record k of a segment whose header says first_lsn = F has lsn F+k,
- *      and each segment starts at the previous segment's last lsn + 1. Transaction
- *      numbers never decrease along the log.
- *   2. Each segment holds one zstd stream (compressed with ZSTD_e_flush after every
- *      record, so each record's body is decodable once the previous ones were decoded;
- *      small records compress against their predecessors). Hence a segment is only ever
- *      appended to by the handle that created it: every open starts a new segment
- *      (or reuses an empty last one).
- *   3. written_lsn <= appended (next_lsn - 1): frames of records after written_lsn sit in
- *      wbuf, in memory. durable_lsn <= written_lsn: records up to durable_lsn were
- *      fsynced (or, for DL_SYNC_BATCHED acknowledgement, written). A record is
- *      acknowledged only when dl__log_sync(lsn) returned 0.
+ *   1. LSNs are dense: the records of a segment whose header says first_lsn = F have
+ *      lsns F, F+1, ... in file order, and each segment starts at the previous segment's
+ *      last lsn + 1. Transaction numbers never decrease along the log.
+ *   2. Records are written in chunks: the records appended since the last write (one
+ *      commit, a commit group, or up to 256 KiB in bulk) are encoded, compressed and
+ *      written as one chunk with its own header and checksums. Each segment holds one
+ *      zstd stream, flushed (ZSTD_e_flush) at the end of every chunk, so a chunk decodes
+ *      once the chunks before it in the segment were decoded, and small records compress
+ *      against their predecessors. Hence a segment is only ever appended to by the handle
+ *      that created it: every open starts a new segment (or reuses an empty last one).
+ *   3. written_lsn <= appended (next_lsn - 1): records after written_lsn sit in praw, in
+ *      memory. durable_lsn <= written_lsn: records up to durable_lsn were fsynced. A
+ *      record is acknowledged only when dl__log_sync(lsn) returned 0.
  *   4. At most one thread fsyncs the active segment at a time (`syncing`, the group
  *      commit leader), outside the mutex; rotation waits for it to finish before
- *      closing the file. Followers wait on `cond` and re-check durable_lsn.
+ *      closing the file. Followers wait on `cond` and re-check durable_lsn. Writing a
+ *      chunk (under the mutex) may overlap the leader's fsync of the same file.
  *   5. A failed write or fsync poisons the handle (`failed`): every later call returns
  *      DL_EIO. After a failed fsync the kernel may have dropped dirty pages, so nothing
  *      written since the last good fsync can be trusted; reopening runs recovery.
  *   6. Segments are removed only after a checkpoint covering all their records is
  *      durable (file fsynced, renamed, directory fsynced), and only as a prefix of the
  *      segment list; the active segment is never removed.
- *   7. Recovery: a record of the last segment that cannot be read completely (short
- *      header, header checksum failure, body beyond end of file) is a torn tail iff no
- *      valid record header follows it in that file; it is truncated (and fsynced). Any
- *      other checksum failure, in any segment, is DL_ECORRUPT with file and offset.
+ *   7. Recovery: a chunk of the last segment that cannot be read completely (short or
+ *      unparsable header, header checksum failure, body beyond end of file) is a torn
+ *      tail iff no valid chunk follows it in that file; it is truncated, and the last
+ *      segment is fsynced. Any other checksum failure, in any segment, is DL_ECORRUPT
+ *      with file and offset. A torn chunk loses only unacknowledged records: a chunk is
+ *      acknowledged only after it was written whole and fsynced.
  * Transitions: open (recover, new active segment) -> append* / sync* / checkpoint* ->
  * close (flush, fsync) | abandon (tests: drop). Any write/fsync error -> failed.
  */
@@ -55,15 +60,17 @@
 #define CKPT_MAGIC     "DLCKPT01"
 #define FORMAT_VERSION 1u
 #define SEG_HDR        32u /* magic 8, version 4, codec 4, first_lsn 8, reserved 4, crc 4 */
-#define REC_HDR        24u /* hcrc 4, body_len 4, raw_len 4, bcrc 4, tx 8 */
+#define CHUNK_FIXED    8u  /* hcrc 4, bcrc 4, then five varints */
+#define CHUNK_HDR_MAX  (CHUNK_FIXED + 5u * 10u)
 #define CKPT_HDR                                                                                   \
     48u                    /* magic 8, version 4, codec 4, covers 8, raw 8, chunks 8, rsv 4,       \
                               crc 4 */
-#define CHUNK_HDR      12u /* body_len 4, raw_len 4, crc 4 */
+#define CKPT_CHUNK_HDR 12u /* body_len 4, raw_len 4, crc 4 */
 #define CKPT_CHUNK_RAW ((size_t)1 << 20)
 #define CODEC_RAW      0u
 #define CODEC_ZSTD     1u
-#define WBUF_FLUSH     ((size_t)256 << 10)
+#define PENDING_FLUSH  ((size_t)256 << 10) /* raw bytes that trigger writing a chunk */
+#define MAX_CHUNK_RAW  (2 * (uint64_t)DL_LOG_MAX_RECORD)
 
 /* ---- CRC-32C, slicing-by-8 ---------------------------------------------------------- */
 
@@ -121,6 +128,33 @@ static uint64_t get64(const uint8_t *p) {
     return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
 }
 
+/* LEB128: 7 bits per byte, low groups first, high bit = more. */
+static size_t put_varint(uint8_t *p, uint64_t v) {
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+/* Reads a varint at *pos (< n); false when truncated or longer than 10 bytes. */
+static bool get_varint(const uint8_t *p, size_t n, size_t *pos, uint64_t *out) {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 70 && *pos < n; shift += 7) {
+        uint8_t b = p[(*pos)++];
+        if (shift == 63 && b > 1)
+            return false;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *out = v;
+            return true;
+        }
+    }
+    return false;
+}
+
 /* ---- the handle --------------------------------------------------------------------- */
 
 /* One segment file. Invariant: last_lsn = first_lsn + records - 1. */
@@ -144,6 +178,7 @@ struct dl_log {
     pthread_mutex_t mu;      /* guards everything below except ckpt_mu's work */
     pthread_cond_t cond;     /* sync finished / state changed */
     pthread_cond_t fcond;    /* wakes the batched flusher */
+    pthread_cond_t gcond;    /* wakes a gathering leader when a record is appended */
     pthread_mutex_t ckpt_mu; /* serialises checkpoint writers */
     pthread_t flusher;
     bool flusher_running, stopping;
@@ -157,13 +192,18 @@ struct dl_log {
     uint64_t active_off;  /* bytes of the active file written to the OS */
     int codec;            /* of the active segment */
     ZSTD_CCtx *cctx;
-    uint8_t *wbuf; /* frames not yet written (invariant 3) */
-    size_t wlen, wcap;
+    uint8_t *praw; /* records not yet written (invariant 3), encoded as in a chunk body */
+    size_t plen, pcap;
+    uint64_t p_records, p_first_tx, p_last_tx; /* of praw */
+    uint8_t *wbuf;                             /* scratch: one framed, compressed chunk */
+    size_t wcap;
 
     uint64_t next_lsn, last_tx;
     uint64_t written_lsn, durable_lsn;
     uint64_t unsynced_since_ns; /* batched: when the first unsynced record was appended */
     bool syncing;               /* a leader is fsyncing the active file (invariant 4) */
+    bool gathering;             /* the leader waits for the rest of its group */
+    uint64_t last_group;        /* records made durable by the last group fsync */
     int failed;                 /* 0, or the code that poisoned the handle (invariant 5) */
     char failed_msg[DL_ERROR_MSG_MAX];
 
@@ -281,40 +321,52 @@ static int corrupt(dl_error_t *err, const char *path, uint64_t off, const char *
                            what, off);
 }
 
-/* Checks the record header at off: 0 when its header checksum holds and its body lies
- * inside the file; *out_body_len, *out_raw_len, *out_bcrc, *out_tx filled. */
-static bool record_header_ok(const uint8_t *buf, size_t size, size_t off, uint32_t *out_body_len,
-                             uint32_t *out_raw_len, uint32_t *out_bcrc, uint64_t *out_tx) {
-    if (size - off < REC_HDR)
+/* A parsed chunk header (docs/storage-format.md "Chunks"). */
+typedef struct chunk_hdr {
+    uint64_t body_len, raw_len, n_records, first_tx, tx_span;
+    size_t hdr_len;
+    uint32_t bcrc;
+} chunk_hdr_t;
+
+/* True when a chunk header at off parses, its checksum holds and its body lies inside
+ * the file. */
+static bool chunk_header_ok(const uint8_t *buf, size_t size, size_t off, chunk_hdr_t *h) {
+    if (off >= size || size - off < CHUNK_FIXED + 5)
         return false;
-    const uint8_t *h = buf + off;
-    if (get32(h) != dl__log_crc32c(0, h + 4, REC_HDR - 4))
+    const uint8_t *p = buf + off;
+    size_t avail = size - off, pos = CHUNK_FIXED;
+    uint64_t v[5];
+    for (int i = 0; i < 5; i++)
+        if (!get_varint(p, avail, &pos, &v[i]))
+            return false;
+    if (get32(p) != dl__log_crc32c(0, p + 4, pos - 4))
         return false;
-    uint32_t body_len = get32(h + 4), raw_len = get32(h + 8);
-    if (body_len > size - off - REC_HDR || raw_len > DL_LOG_MAX_RECORD)
+    if (v[0] > avail - pos || v[1] > MAX_CHUNK_RAW || v[2] == 0 || v[2] > v[1] / 2)
         return false;
-    *out_body_len = body_len;
-    *out_raw_len = raw_len;
-    *out_bcrc = get32(h + 12);
-    *out_tx = get64(h + 16);
+    h->body_len = v[0];
+    h->raw_len = v[1];
+    h->n_records = v[2];
+    h->first_tx = v[3];
+    h->tx_span = v[4];
+    h->hdr_len = pos;
+    h->bcrc = get32(p + 4);
     return true;
 }
 
-/* Invariant 7: is there a complete, checksummed record anywhere after `from`? */
-static bool valid_record_after(const uint8_t *buf, size_t size, size_t from) {
-    uint32_t bl, rl, bc;
-    uint64_t tx;
-    for (size_t p = from + 1; p + REC_HDR <= size; p++) {
-        if (record_header_ok(buf, size, p, &bl, &rl, &bc, &tx) &&
-            dl__log_crc32c(0, buf + p + REC_HDR, bl) == bc)
+/* Invariant 7: is there a complete, checksummed chunk anywhere after `from`? */
+static bool valid_chunk_after(const uint8_t *buf, size_t size, size_t from) {
+    chunk_hdr_t h;
+    for (size_t p = from + 1; p + CHUNK_FIXED + 5 <= size; p++) {
+        if (chunk_header_ok(buf, size, p, &h) &&
+            dl__log_crc32c(0, buf + p + h.hdr_len, (size_t)h.body_len) == h.bcrc)
             return true;
     }
     return false;
 }
 
 /* Decodes one body into *raw (grown as needed). */
-static int decode_body(ZSTD_DCtx *dctx, int codec, const uint8_t *body, uint32_t body_len,
-                       uint32_t raw_len, uint8_t **raw, size_t *raw_cap, const char *path,
+static int decode_body(ZSTD_DCtx *dctx, int codec, const uint8_t *body, size_t body_len,
+                       size_t raw_len, uint8_t **raw, size_t *raw_cap, const char *path,
                        uint64_t off, dl_error_t *err) {
     if (*raw_cap < raw_len || !*raw) {
         size_t cap = raw_len ? raw_len : 1;
@@ -326,12 +378,10 @@ static int decode_body(ZSTD_DCtx *dctx, int codec, const uint8_t *body, uint32_t
     }
     if (codec == CODEC_RAW) {
         if (body_len != raw_len)
-            return corrupt(err, path, off, "stored record length mismatch");
+            return corrupt(err, path, off, "stored chunk length mismatch");
         memcpy(*raw, body, raw_len);
         return 0;
     }
-    if (body_len == 0 && raw_len == 0)
-        return 0; /* empty records bypass the stream (see dl__log_append) */
     ZSTD_inBuffer in = {body, body_len, 0};
     ZSTD_outBuffer out = {*raw, raw_len, 0};
     for (;;) {
@@ -342,7 +392,7 @@ static int decode_body(ZSTD_DCtx *dctx, int codec, const uint8_t *body, uint32_t
         if (in.pos == in.size && out.pos == out.size)
             break;
         if (in.pos == before_in && out.pos == before_out)
-            return corrupt(err, path, off, "compressed record does not decode to its length");
+            return corrupt(err, path, off, "compressed chunk does not decode to its length");
     }
     return 0;
 }
@@ -399,46 +449,63 @@ static int scan_segment(const dl_io_t *io, const char *path, bool is_last, recor
     size_t off = SEG_HDR;
     uint64_t prev_tx = 0;
     while (off < size) {
-        uint32_t body_len, raw_len, bcrc;
-        uint64_t tx;
-        bool hdr_ok = record_header_ok(buf, size, off, &body_len, &raw_len, &bcrc, &tx);
-        if (!hdr_ok) {
-            if (is_last && !valid_record_after(buf, size, off)) {
+        chunk_hdr_t h;
+        if (!chunk_header_ok(buf, size, off, &h)) {
+            if (is_last && !valid_chunk_after(buf, size, off)) {
                 scan->torn_bytes = size - off;
                 break;
             }
-            rc = corrupt(err, path, off, "record header checksum mismatch");
+            rc = corrupt(err, path, off, "chunk header checksum mismatch");
             goto out;
         }
-        if (dl__log_crc32c(0, buf + off + REC_HDR, body_len) != bcrc) {
-            rc = corrupt(err, path, off, "record checksum mismatch");
+        const uint8_t *body = buf + off + h.hdr_len;
+        if (dl__log_crc32c(0, body, (size_t)h.body_len) != h.bcrc) {
+            rc = corrupt(err, path, off, "chunk checksum mismatch");
             goto out;
         }
-        if (tx < prev_tx) {
+        if (h.first_tx < prev_tx || h.tx_span > UINT64_MAX - h.first_tx) {
             rc = corrupt(err, path, off, "transaction number goes backwards");
             goto out;
         }
-        prev_tx = tx;
+        uint64_t last_tx = h.first_tx + h.tx_span;
         if (fn) {
-            rc = decode_body(dctx, scan->codec, buf + off + REC_HDR, body_len, raw_len, &raw,
+            rc = decode_body(dctx, scan->codec, body, (size_t)h.body_len, (size_t)h.raw_len, &raw,
                              &raw_cap, path, off, err);
             if (rc)
                 goto out;
-            if (tx > after_tx) {
-                rc = fn(ctx, tx, raw, raw_len);
-                if (rc)
+            /* The records: (varint length, varint tx delta, payload)*, deltas from first_tx. */
+            size_t q = 0, rl = (size_t)h.raw_len;
+            uint64_t tx = h.first_tx;
+            for (uint64_t k = 0; k < h.n_records; k++) {
+                uint64_t len, delta;
+                if (!get_varint(raw, rl, &q, &len) || !get_varint(raw, rl, &q, &delta) ||
+                    len > rl - q || delta > last_tx - tx || (k == 0 && delta)) {
+                    rc = corrupt(err, path, off, "chunk contents malformed");
                     goto out;
+                }
+                tx += delta;
+                if (tx > after_tx) {
+                    rc = fn(ctx, tx, raw + q, (size_t)len);
+                    if (rc)
+                        goto out;
+                }
+                q += (size_t)len;
+            }
+            if (q != rl || tx != last_tx) {
+                rc = corrupt(err, path, off, "chunk contents malformed");
+                goto out;
             }
         }
+        prev_tx = last_tx;
         seg_t *s = &scan->seg;
         if (s->records == 0)
-            s->min_tx = tx;
-        s->max_tx = tx;
-        s->records++;
-        s->last_lsn++;
-        s->raw_bytes += raw_len;
-        s->stored_bytes += REC_HDR + body_len;
-        off += REC_HDR + body_len;
+            s->min_tx = h.first_tx;
+        s->max_tx = last_tx;
+        s->records += h.n_records;
+        s->last_lsn += h.n_records;
+        s->raw_bytes += h.raw_len;
+        s->stored_bytes += h.hdr_len + h.body_len;
+        off += h.hdr_len + (size_t)h.body_len;
     }
     scan->seg.bytes = size - scan->torn_bytes;
 out:
@@ -450,19 +517,78 @@ out:
 
 /* ---- writing ------------------------------------------------------------------------ */
 
-/* Writes wbuf to the active file (invariant 3). Caller holds mu. */
-static int flush_wbuf(dl_log_t *log, dl_error_t *err) {
-    if (log->wlen == 0)
+static bool grow(uint8_t **buf, size_t *cap, size_t need) {
+    if (need <= *cap)
+        return true;
+    size_t c = *cap ? *cap : 64 << 10;
+    while (c < need)
+        c *= 2;
+    uint8_t *b = dl_realloc(*buf, c);
+    if (!b)
+        return false;
+    *buf = b;
+    *cap = c;
+    return true;
+}
+
+/* Compresses the pending records into one chunk and writes it to the active file
+ * (invariants 2 and 3). Caller holds mu. Any failure poisons the handle. */
+static int flush_pending(dl_log_t *log, dl_error_t *err) {
+    if (log->plen == 0)
         return 0;
+    size_t bound = log->codec == CODEC_ZSTD ? ZSTD_compressBound(log->plen) + 64 : log->plen;
+    if (!grow(&log->wbuf, &log->wcap, CHUNK_HDR_MAX + bound)) {
+        poison(log, DL_ENOMEM, NULL);
+        return dl_error_set(err, DL_ENOMEM, "%s: out of memory writing the log", log->dir);
+    }
+    size_t body_len = log->plen;
+    if (log->codec == CODEC_ZSTD) {
+        ZSTD_inBuffer in = {log->praw, log->plen, 0};
+        ZSTD_outBuffer o = {log->wbuf + CHUNK_HDR_MAX, log->wcap - CHUNK_HDR_MAX, 0};
+        for (;;) {
+            size_t r = ZSTD_compressStream2(log->cctx, &o, &in, ZSTD_e_flush);
+            if (ZSTD_isError(r)) {
+                /* The stream state is unknown now: invariant 2 forbids more appends. */
+                poison(log, DL_EINTERNAL, NULL);
+                return dl_error_set(err, DL_EINTERNAL, "%s: zstd: %s", log->dir,
+                                    ZSTD_getErrorName(r));
+            }
+            if (r == 0)
+                break;
+            if (!grow(&log->wbuf, &log->wcap, CHUNK_HDR_MAX + o.pos + r + 64)) {
+                poison(log, DL_ENOMEM, NULL);
+                return dl_error_set(err, DL_ENOMEM, "%s: out of memory writing the log", log->dir);
+            }
+            o.dst = log->wbuf + CHUNK_HDR_MAX;
+            o.size = log->wcap - CHUNK_HDR_MAX;
+        }
+        body_len = o.pos;
+    } else {
+        memcpy(log->wbuf + CHUNK_HDR_MAX, log->praw, log->plen);
+    }
+    uint8_t hdr[CHUNK_HDR_MAX];
+    size_t hl = CHUNK_FIXED;
+    hl += put_varint(hdr + hl, body_len);
+    hl += put_varint(hdr + hl, log->plen);
+    hl += put_varint(hdr + hl, log->p_records);
+    hl += put_varint(hdr + hl, log->p_first_tx);
+    hl += put_varint(hdr + hl, log->p_last_tx - log->p_first_tx);
+    put32(hdr + 4, dl__log_crc32c(0, log->wbuf + CHUNK_HDR_MAX, body_len));
+    put32(hdr, dl__log_crc32c(0, hdr + 4, hl - 4));
+    uint8_t *start = log->wbuf + CHUNK_HDR_MAX - hl;
+    memcpy(start, hdr, hl);
     dl_error_t e = {0};
-    int rc = log->io->pwrite(log->active, log->wbuf, log->wlen, log->active_off, &e);
+    int rc = log->io->pwrite(log->active, start, hl + body_len, log->active_off, &e);
     if (rc) {
         poison(log, rc, &e);
         return dl_error_set(err, DL_EIO, "%s: writing the log: %s", log->dir, e.message);
     }
-    log->active_off += log->wlen;
-    log->segs[log->n_segs - 1].bytes = log->active_off;
-    log->wlen = 0;
+    log->active_off += hl + body_len;
+    seg_t *s = &log->segs[log->n_segs - 1];
+    s->bytes = log->active_off;
+    s->stored_bytes += hl + body_len;
+    log->plen = 0;
+    log->p_records = 0;
     log->written_lsn = log->next_lsn - 1;
     return 0;
 }
@@ -473,7 +599,7 @@ static int sync_locked(dl_log_t *log, dl_error_t *err) {
         pthread_cond_wait(&log->cond, &log->mu);
     if (log->failed)
         return failed_error(log, err);
-    int rc = flush_wbuf(log, err);
+    int rc = flush_pending(log, err);
     if (rc)
         return rc;
     if (log->durable_lsn >= log->written_lsn)
@@ -541,20 +667,6 @@ static int rotate(dl_log_t *log, dl_error_t *err) {
     return 0;
 }
 
-static bool wbuf_reserve(dl_log_t *log, size_t extra) {
-    if (log->wlen + extra <= log->wcap)
-        return true;
-    size_t cap = log->wcap ? log->wcap : 64 << 10;
-    while (cap < log->wlen + extra)
-        cap *= 2;
-    uint8_t *b = dl_realloc(log->wbuf, cap);
-    if (!b)
-        return false;
-    log->wbuf = b;
-    log->wcap = cap;
-    return true;
-}
-
 int dl__log_append(dl_log_t *log, uint64_t tx, const void *payload, size_t n, uint64_t *out_lsn,
                    dl_error_t *err) {
     if (!log || (!payload && n))
@@ -574,73 +686,69 @@ int dl__log_append(dl_log_t *log, uint64_t tx, const void *payload, size_t n, ui
         goto out;
     }
     seg_t *s = &log->segs[log->n_segs - 1];
-    if (s->records > 0 && log->active_off + log->wlen >= log->opt.segment_bytes) {
+    if (s->records > 0 && log->active_off + log->plen >= log->opt.segment_bytes) {
         rc = rotate(log, err);
         if (rc)
             goto out;
         s = &log->segs[log->n_segs - 1];
     }
-    size_t bound = log->codec == CODEC_ZSTD ? ZSTD_compressBound(n) + 64 : n;
-    if (!wbuf_reserve(log, REC_HDR + bound)) {
+    /* Encode the record into the pending chunk body; compression happens when the
+     * chunk is written (flush_pending), so a group of commits shares one chunk. */
+    if (!grow(&log->praw, &log->pcap, log->plen + 20 + n)) {
         rc = dl_error_set(err, DL_ENOMEM, "log_append: out of memory");
         goto out;
     }
-    size_t start = log->wlen;
-    size_t body_len = n;
-    if (log->codec == CODEC_ZSTD && n > 0) {
-        ZSTD_inBuffer in = {payload, n, 0};
-        ZSTD_outBuffer o = {log->wbuf + start + REC_HDR, log->wcap - start - REC_HDR, 0};
-        for (;;) {
-            size_t r = ZSTD_compressStream2(log->cctx, &o, &in, ZSTD_e_flush);
-            if (ZSTD_isError(r)) {
-                /* The compressor's stream state is now unknown: invariant 2 forbids
-                 * appending more to this segment. */
-                poison(log, DL_EINTERNAL, NULL);
-                rc = dl_error_set(err, DL_EINTERNAL, "log_append: zstd: %s", ZSTD_getErrorName(r));
-                goto out;
-            }
-            if (r == 0)
-                break;
-            size_t used = o.pos;
-            if (!wbuf_reserve(log, REC_HDR + used + r + 64)) {
-                poison(log, DL_ENOMEM, NULL);
-                rc = dl_error_set(err, DL_ENOMEM, "log_append: out of memory");
-                goto out;
-            }
-            o.dst = log->wbuf + start + REC_HDR;
-            o.size = log->wcap - start - REC_HDR;
-        }
-        body_len = o.pos;
-    } else if (n) {
-        memcpy(log->wbuf + start + REC_HDR, payload, n); /* raw codec */
-    }
-    uint8_t *h = log->wbuf + start;
-    put32(h + 4, (uint32_t)body_len);
-    put32(h + 8, (uint32_t)n);
-    put32(h + 12, dl__log_crc32c(0, h + REC_HDR, body_len));
-    put64(h + 16, tx);
-    put32(h, dl__log_crc32c(0, h + 4, REC_HDR - 4));
-    log->wlen += REC_HDR + body_len;
+    if (log->p_records == 0)
+        log->p_first_tx = log->p_last_tx = tx;
+    size_t before = log->plen;
+    log->plen += put_varint(log->praw + log->plen, n);
+    log->plen += put_varint(log->praw + log->plen, tx - log->p_last_tx);
+    if (n)
+        memcpy(log->praw + log->plen, payload, n);
+    log->plen += n;
+    log->p_records++;
+    log->p_last_tx = tx;
     uint64_t lsn = log->next_lsn++;
     if (s->records == 0)
         s->min_tx = tx;
     s->max_tx = tx;
     s->records++;
     s->last_lsn = lsn;
-    s->raw_bytes += n;
-    s->stored_bytes += REC_HDR + body_len;
+    s->raw_bytes += log->plen - before;
     log->last_tx = tx;
+    if (log->gathering)
+        pthread_cond_signal(&log->gcond);
     if (log->opt.sync_mode == DL_SYNC_BATCHED && log->unsynced_since_ns == 0) {
         log->unsynced_since_ns = now_ns();
         pthread_cond_signal(&log->fcond);
     }
     if (out_lsn)
         *out_lsn = lsn;
-    if (log->wlen >= WBUF_FLUSH)
-        rc = flush_wbuf(log, err); /* on failure the handle is poisoned (invariant 5) */
+    if (log->plen >= PENDING_FLUSH)
+        rc = flush_pending(log, err); /* on failure the handle is poisoned (invariant 5) */
 out:
     pthread_mutex_unlock(&log->mu);
     return rc;
+}
+
+/* The leader's gathering window (like PostgreSQL's commit_delay, but adaptive): when the
+ * previous fsync covered a group of k > 1 commits, other committers are active, and the
+ * ones that just returned are about to append again; the leader waits until k records
+ * are pending or group_commit_us passed, whichever is first. A lone committer
+ * (k == 1) never waits. Caller holds mu and has set `syncing`. */
+static void gather(dl_log_t *log) {
+    if (log->opt.group_commit_us <= 0 || log->last_group <= 1)
+        return;
+    uint64_t deadline = now_ns() + (uint64_t)log->opt.group_commit_us * 1000u;
+    log->gathering = true;
+    while (log->next_lsn - 1 - log->durable_lsn < log->last_group && !log->failed) {
+        uint64_t now = now_ns();
+        if (now >= deadline)
+            break;
+        struct timespec ts = {(time_t)(deadline / 1000000000u), (long)(deadline % 1000000000u)};
+        pthread_cond_timedwait(&log->gcond, &log->mu, &ts);
+    }
+    log->gathering = false;
 }
 
 /* Group commit (invariant 4): the first caller that finds no sync in progress writes
@@ -654,15 +762,17 @@ static int sync_every(dl_log_t *log, uint64_t lsn, dl_error_t *err) {
             pthread_cond_wait(&log->cond, &log->mu);
             continue;
         }
-        int rc = flush_wbuf(log, err);
+        log->syncing = true;
+        led = true;
+        gather(log);
+        int rc = flush_pending(log, err);
         if (rc) {
+            log->syncing = false;
             pthread_cond_broadcast(&log->cond);
             return rc;
         }
         uint64_t target = log->written_lsn;
         dl_io_file_t *f = log->active;
-        log->syncing = true;
-        led = true;
         pthread_mutex_unlock(&log->mu);
         dl_error_t e = {0};
         rc = log->io->fsync(f, &e);
@@ -671,8 +781,10 @@ static int sync_every(dl_log_t *log, uint64_t lsn, dl_error_t *err) {
         log->fsyncs++;
         if (rc)
             poison(log, rc, &e);
-        else if (target > log->durable_lsn)
+        else if (target > log->durable_lsn) {
+            log->last_group = target - log->durable_lsn;
             log->durable_lsn = target;
+        }
         pthread_cond_broadcast(&log->cond);
     }
     if (log->durable_lsn >= lsn) {
@@ -700,7 +812,7 @@ int dl__log_sync(dl_log_t *log, uint64_t lsn, dl_error_t *err) {
         /* Writing to the OS may overlap a leader's fsync of the same file: the file
          * stays open while `syncing` (invariant 4). */
         if (log->written_lsn < lsn)
-            rc = flush_wbuf(log, err);
+            rc = flush_pending(log, err);
     } else {
         rc = sync_every(log, lsn, err);
     }
@@ -915,9 +1027,11 @@ static void log_free(dl_log_t *log) {
     pthread_mutex_destroy(&log->ckpt_mu);
     pthread_cond_destroy(&log->cond);
     pthread_cond_destroy(&log->fcond);
+    pthread_cond_destroy(&log->gcond);
     dl_free(log->segs);
     dl_free(log->ckpts);
     dl_free(log->wbuf);
+    dl_free(log->praw);
     dl_free(log->dir);
     dl_free(log);
 }
@@ -939,6 +1053,7 @@ int dl__log_open(const char *dir, const dl_log_options_t *opt, dl_log_t **out, d
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&log->cond, NULL);
     pthread_cond_init(&log->fcond, &ca);
+    pthread_cond_init(&log->gcond, &ca);
     pthread_condattr_destroy(&ca);
     if (opt)
         log->opt = *opt;
@@ -952,6 +1067,8 @@ int dl__log_open(const char *dir, const dl_log_options_t *opt, dl_log_t **out, d
         log->opt.segment_bytes = (size_t)64 << 20;
     if (log->opt.zstd_level == 0)
         log->opt.zstd_level = 1;
+    if (log->opt.group_commit_us == 0)
+        log->opt.group_commit_us = 100;
     if (log->opt.checkpoints_kept <= 0)
         log->opt.checkpoints_kept = 2;
     log->io = log->opt.io ? log->opt.io : dl__io_posix();
@@ -1044,7 +1161,7 @@ void dl__log_close(dl_log_t *log) {
 void dl__log_abandon(dl_log_t *log) {
     if (!log)
         return;
-    log->wlen = 0;
+    log->plen = 0;
     log_free(log);
 }
 
@@ -1060,7 +1177,7 @@ void dl__log_stats(dl_log_t *log, dl_log_stats_t *out) {
         out->stored_bytes += s->stored_bytes;
         out->segment_bytes += s->bytes;
     }
-    out->segment_bytes += log->wlen;
+    out->segment_bytes += log->plen;
     out->segments = log->n_segs;
     for (size_t i = 0; i < log->n_ckpts; i++)
         out->checkpoint_bytes += log->ckpts[i].bytes;
@@ -1086,7 +1203,7 @@ int dl__log_replay(dl_log_t *log, uint64_t after_tx,
     if (!log || !fn)
         return dl_error_set(err, DL_EINVAL, "log_replay: invalid argument");
     pthread_mutex_lock(&log->mu);
-    int rc = log->failed ? failed_error(log, err) : flush_wbuf(log, err);
+    int rc = log->failed ? failed_error(log, err) : flush_pending(log, err);
     size_t n = log->n_segs;
     seg_t *segs = rc ? NULL : dl_malloc((n ? n : 1) * sizeof *segs);
     if (!rc && !segs)
@@ -1116,7 +1233,7 @@ int dl__log_replay(dl_log_t *log, uint64_t after_tx,
 static int encode_checkpoint(uint64_t covers, const void *blob, size_t n, int level, uint8_t **out,
                              size_t *out_n, dl_error_t *err) {
     size_t chunks = (n + CKPT_CHUNK_RAW - 1) / CKPT_CHUNK_RAW;
-    size_t cap = CKPT_HDR + chunks * (CHUNK_HDR + ZSTD_compressBound(CKPT_CHUNK_RAW));
+    size_t cap = CKPT_HDR + chunks * (CKPT_CHUNK_HDR + ZSTD_compressBound(CKPT_CHUNK_RAW));
     uint8_t *buf = dl_malloc(cap);
     if (!buf)
         return dl_error_set(err, DL_ENOMEM, "checkpoint: out of memory");
@@ -1129,7 +1246,7 @@ static int encode_checkpoint(uint64_t covers, const void *blob, size_t n, int le
     for (size_t i = 0; i < chunks; i++) {
         size_t raw =
             n - i * CKPT_CHUNK_RAW < CKPT_CHUNK_RAW ? n - i * CKPT_CHUNK_RAW : CKPT_CHUNK_RAW;
-        size_t c = ZSTD_compressCCtx(cctx, buf + off + CHUNK_HDR, cap - off - CHUNK_HDR,
+        size_t c = ZSTD_compressCCtx(cctx, buf + off + CKPT_CHUNK_HDR, cap - off - CKPT_CHUNK_HDR,
                                      (const uint8_t *)blob + i * CKPT_CHUNK_RAW, raw,
                                      level > 0 ? level : 3);
         if (ZSTD_isError(c)) {
@@ -1140,8 +1257,8 @@ static int encode_checkpoint(uint64_t covers, const void *blob, size_t n, int le
         put32(buf + off, (uint32_t)c);
         put32(buf + off + 4, (uint32_t)raw);
         uint32_t crc = dl__log_crc32c(0, buf + off, 8);
-        put32(buf + off + 8, dl__log_crc32c(crc, buf + off + CHUNK_HDR, c));
-        off += CHUNK_HDR + c;
+        put32(buf + off + 8, dl__log_crc32c(crc, buf + off + CKPT_CHUNK_HDR, c));
+        off += CKPT_CHUNK_HDR + c;
     }
     ZSTD_freeCCtx(cctx);
     memset(buf, 0, CKPT_HDR);
@@ -1185,17 +1302,17 @@ static int decode_checkpoint(const char *path, const uint8_t *buf, size_t size,
     int rc = 0;
     uint8_t *scratch = NULL;
     for (uint64_t i = 0; i < chunks && !rc; i++) {
-        if (size - off < CHUNK_HDR) {
+        if (size - off < CKPT_CHUNK_HDR) {
             rc = corrupt(err, path, off, "checkpoint truncated");
             break;
         }
         uint32_t c = get32(buf + off), raw = get32(buf + off + 4);
-        if (c > size - off - CHUNK_HDR || raw > CKPT_CHUNK_RAW || pos + raw > raw_total) {
+        if (c > size - off - CKPT_CHUNK_HDR || raw > CKPT_CHUNK_RAW || pos + raw > raw_total) {
             rc = corrupt(err, path, off, "checkpoint chunk header invalid");
             break;
         }
         uint32_t crc = dl__log_crc32c(0, buf + off, 8);
-        if (dl__log_crc32c(crc, buf + off + CHUNK_HDR, c) != get32(buf + off + 8)) {
+        if (dl__log_crc32c(crc, buf + off + CKPT_CHUNK_HDR, c) != get32(buf + off + 8)) {
             rc = corrupt(err, path, off, "checkpoint chunk checksum mismatch");
             break;
         }
@@ -1207,13 +1324,13 @@ static int decode_checkpoint(const char *path, const uint8_t *buf, size_t size,
             }
             dst = scratch;
         }
-        size_t d = ZSTD_decompress(dst, raw, buf + off + CHUNK_HDR, c);
+        size_t d = ZSTD_decompress(dst, raw, buf + off + CKPT_CHUNK_HDR, c);
         if (ZSTD_isError(d) || d != raw) {
             rc = corrupt(err, path, off, "checkpoint chunk does not decompress");
             break;
         }
         pos += raw;
-        off += CHUNK_HDR + c;
+        off += CKPT_CHUNK_HDR + c;
     }
     if (!rc && (pos != raw_total || off != size))
         rc = corrupt(err, path, off, "checkpoint length mismatch");

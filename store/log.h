@@ -45,6 +45,8 @@ typedef struct dl_log_options {
     const dl_io_t *io;    /* borrowed, outlives the log; NULL -> dl__io_posix() */
     int zstd_level;       /* 0 -> 1 (fast); negative -> store records uncompressed */
     int checkpoints_kept; /* 0 -> 2 (newest + one fallback); 1 keeps only the newest */
+    int group_commit_us;  /* longest wait of a group-commit leader for its group; 0 ->
+                             100 us; negative -> never wait (see gather() in log.c) */
 } dl_log_options_t;
 
 typedef struct dl_log_stats {
