@@ -244,5 +244,29 @@ DL_API void dl_unsubscribe(dl_registry_t *r, dl_sub_t *s);
 DL_API int dl_registry_pump(dl_registry_t *r, dl_error_t *err) DL_WUR;
 DL_API void dl_registry_stats(const dl_registry_t *r, dl_registry_stats_t *out);
 
+/* ---- a source over a dataflow capture --------------------------------------------------
+ * The building block for sources whose results come from a dataflow graph
+ * (include/deltalog/dataflow.h): the owner builds the graph, captures the output collection
+ * in queue mode (dl_capture_new with fn NULL), feeds and runs the graph, and implements its
+ * dl_source_vtable_t's snapshot and poll with the two functions below. Built only when the
+ * dataflow module is (DL_ONLY_MODULES). Times are the graph's root times (n_dims = its dim:
+ * no projection to fewer coordinates yet). Single-threaded, like the graph. */
+struct dl_capture;
+typedef struct dl_capsrc dl_capsrc_t;
+/* new: over `cap` (borrowed: it lives in its graph, which must outlive the dl_capsrc_t),
+ * rows of `arity`, times of n_dims coordinates starting at t0 (the time the empty initial
+ * result is tagged with). */
+DL_API int dl_capsrc_new(struct dl_capture *cap, size_t arity, const uint64_t *t0, size_t n_dims,
+                         dl_capsrc_t **out, dl_error_t *err) DL_WUR;
+DL_API void dl_capsrc_free(dl_capsrc_t *s);
+/* The next completed time's change as a new DATA delta (the capture's next diff), or
+ * *out == NULL when none is queued; also adds it to the accumulated result. */
+DL_API int dl_capsrc_poll(dl_capsrc_t *s, dl_delta_t **out, dl_error_t *err) DL_WUR;
+/* new: the accumulated result of everything polled so far, as a snapshot delta tagged with
+ * the latest polled time. */
+DL_API int dl_capsrc_snapshot(dl_capsrc_t *s, dl_delta_t **out, dl_error_t *err) DL_WUR;
+/* Rows in the accumulated result (for statistics). */
+DL_API size_t dl_capsrc_rows(const dl_capsrc_t *s);
+
 DL_END_DECLS
 #endif
