@@ -256,7 +256,8 @@ static void test_capsrc_dataflow_queries(void **state) {
             }
             ch[k][0] = g;
             ch[k][1] = x;
-            ch[k][2] = w.state[g][x] > 0 && dl_rng_below(&rng, 2) ? -1 : 1;
+            /* Multiplicities stay within 0..3, so counts stay below 64 (the view's width). */
+            ch[k][2] = w.state[g][x] > 0 && (w.state[g][x] >= 3 || dl_rng_below(&rng, 2)) ? -1 : 1;
         }
         gcommit(&w, (const int64_t(*)[3])ch, (size_t)n);
         if (dl_rng_below(&rng, 3) == 0)
