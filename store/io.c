@@ -722,7 +722,10 @@ void dl__io_mem_crash(dl_io_t *io, int mode, uint64_t seed) {
             z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
             z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
             z ^= z >> 31;
-            keep = ino->dur.len + (size_t)(z % (ino->cur.len - ino->dur.len + 1));
+            /* A quarter of the time the whole tail reached the disk (write-back got to
+             * it), otherwise a random prefix of it did. */
+            size_t tail = ino->cur.len - ino->dur.len;
+            keep = ino->dur.len + ((z >> 32) % 4 == 0 ? tail : (size_t)(z % (tail + 1)));
         }
         if (keep > ino->dur.len) {
             ino->cur.len = keep; /* cur already holds dur as its prefix */

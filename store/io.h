@@ -86,7 +86,8 @@ const dl_io_t *dl__io_posix(void);
 enum {
     DL_IO_CRASH_DROP = 0, /* every unsynced write and unsynced directory change is lost */
     DL_IO_CRASH_TEAR = 1, /* as DROP, but each file keeps a random-length prefix of the
-                             bytes appended since its last fsync (a torn tail) */
+                             bytes appended since its last fsync (a torn tail), or all
+                             of them (a quarter of the time) */
 };
 
 /* new: an empty in-memory file system; free with dl__io_mem_free (after closing every
