@@ -36,6 +36,10 @@
  *    sum up to any DATA message equals the producer's accumulation at that message's time:
  *    coalescing only adds adjacent undelivered deltas; BLOCK/DROP never reorder or lose a
  *    queued message except by ending the subscription.
+ * 8. Callback delivery calls on_delta on the producer's thread with `mu` released and
+ *    `in_callback` set; dl_sub_close waits for a call in flight on another thread, so once
+ *    it returns the callback is not running and will not run again (the user may free
+ *    udata). Closing from inside the callback returns at once.
  */
 #include "subscribe/subscribe.h"
 
@@ -69,6 +73,8 @@ struct dl_sub {
     int end_code;
     bool efd_set; /* the eventfd counter is nonzero */
     bool producer_waiting;
+    bool in_callback; /* callback delivery: a call is running on cb_thread */
+    pthread_t cb_thread;
     slot_t *q; /* ring of q_cap slots */
     size_t q_head, q_len, q_cap;
     size_t q_data; /* DATA messages queued */
@@ -252,8 +258,12 @@ static void q_push(dl_sub_t *s, slot_t sl) {
 /* Removes the slot at position i (0 = head), keeping the order of the others. */
 static slot_t q_remove(dl_sub_t *s, size_t i) {
     slot_t sl = *q_at(s, i);
-    for (size_t j = i; j + 1 < s->q_len; j++)
-        *q_at(s, j) = *q_at(s, j + 1);
+    if (i == 0) {
+        s->q_head = (s->q_head + 1) % s->q_cap; /* the common case: O(1) */
+    } else {
+        for (size_t j = i; j + 1 < s->q_len; j++)
+            *q_at(s, j) = *q_at(s, j + 1);
+    }
     s->q_len--;
     if (s->q_len == 0)
         s->q_head = 0;
@@ -431,6 +441,17 @@ static int validate(dl_sub_t *s, const dl_delta_t *d, dl_error_t *err) {
     return 0;
 }
 
+/* Callback delivery (design note 8): mu held on entry and on return, released for the call. */
+static void call_back(dl_sub_t *s, const dl_delta_t *d) {
+    s->in_callback = true;
+    s->cb_thread = pthread_self();
+    pthread_mutex_unlock(&s->mu);
+    s->o.on_delta(s, d, s->o.udata);
+    pthread_mutex_lock(&s->mu);
+    s->in_callback = false;
+    pthread_cond_broadcast(&s->changed);
+}
+
 int dl_sub_push(dl_sub_t *s, dl_delta_t *d, dl_error_t *err) {
     dl_delta_seal(d);
     pthread_mutex_lock(&s->mu);
@@ -469,8 +490,8 @@ int dl_sub_push(dl_sub_t *s, dl_delta_t *d, dl_error_t *err) {
             s->delivered_seq = s->seq;
             s->delivered_tx = s->last_time[0];
         }
+        call_back(s, d);
         pthread_mutex_unlock(&s->mu);
-        s->o.on_delta(s, d, s->o.udata);
         return 0;
     }
     switch (s->o.policy) {
@@ -497,14 +518,12 @@ void dl_sub_end(dl_sub_t *s, int code) {
     pthread_mutex_lock(&s->mu);
     bool was_open = s->state == ST_OPEN;
     end_locked(s, code, false);
-    bool cb = was_open && s->o.on_delta;
-    if (cb) {
+    if (was_open && s->o.on_delta) {
         s->st.delivered++;
         s->state = ST_END_TAKEN;
+        call_back(s, s->end_msg);
     }
     pthread_mutex_unlock(&s->mu);
-    if (cb)
-        s->o.on_delta(s, s->end_msg, s->o.udata);
 }
 
 bool dl_sub_is_done(dl_sub_t *s) {
@@ -566,6 +585,9 @@ void dl_sub_close(dl_sub_t *s) {
         discard_queue(s);
         s->state = ST_CLOSED;
     }
+    /* Design note 8: a callback in flight on another thread finishes before we return. */
+    while (s->in_callback && !pthread_equal(s->cb_thread, pthread_self()))
+        pthread_cond_wait(&s->changed, &s->mu);
     pthread_cond_broadcast(&s->room);
     pthread_cond_broadcast(&s->nonempty);
     pthread_cond_broadcast(&s->changed);

@@ -525,6 +525,89 @@ static void test_callback_on_producer_thread(void **state) {
     dl_sub_unref(run.sub);
 }
 
+/* dl_sub_close on another thread waits for a callback in flight: once it returns, the
+ * callback is not running (udata may be freed). Many rounds, so that close often arrives
+ * while the callback runs. */
+typedef struct inflight {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool entered, release, finished, closing;
+    dl_sub_t *sub;
+    bool finished_when_close_returned;
+} inflight_t;
+
+static void slow_cb(dl_sub_t *s, const dl_delta_t *d, void *udata) {
+    (void)s;
+    (void)d;
+    inflight_t *f = udata;
+    pthread_mutex_lock(&f->mu);
+    f->entered = true;
+    pthread_cond_broadcast(&f->cv);
+    while (!f->release)
+        pthread_cond_wait(&f->cv, &f->mu);
+    f->finished = true;
+    pthread_mutex_unlock(&f->mu);
+}
+
+static void *inflight_producer(void *arg) {
+    inflight_t *f = arg;
+    const int64_t p[][2] = {{1, 1}};
+    dl_delta_t *d = make_delta(1, p, 1);
+    int rc = dl_sub_push(f->sub, d, NULL);
+    dl_delta_unref(d);
+    dl_sub_unref(f->sub); /* the producer's reference */
+    return rc ? "push" : NULL;
+}
+
+static void *inflight_closer(void *arg) {
+    inflight_t *f = arg;
+    pthread_mutex_lock(&f->mu);
+    f->closing = true;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    dl_sub_close(f->sub);
+    pthread_mutex_lock(&f->mu);
+    f->finished_when_close_returned = f->finished;
+    pthread_mutex_unlock(&f->mu);
+    return NULL;
+}
+
+static void test_callback_close_waits_for_call(void **state) {
+    (void)state;
+    for (int round = 0; round < 50; round++) {
+        static inflight_t f;
+        memset(&f, 0, sizeof f);
+        pthread_mutex_init(&f.mu, NULL);
+        pthread_cond_init(&f.cv, NULL);
+        dl_sub_options_t o;
+        dl_sub_options_init(&o);
+        o.on_delta = slow_cb;
+        o.udata = &f;
+        assert_int_equal(dl_sub_new(&o, AR, &f.sub, NULL), 0);
+        dl_sub_ref(f.sub);
+        pthread_t prod, closer;
+        assert_int_equal(pthread_create(&prod, NULL, inflight_producer, &f), 0);
+        pthread_mutex_lock(&f.mu);
+        while (!f.entered)
+            pthread_cond_wait(&f.cv, &f.mu);
+        pthread_mutex_unlock(&f.mu);
+        assert_int_equal(pthread_create(&closer, NULL, inflight_closer, &f), 0);
+        pthread_mutex_lock(&f.mu);
+        while (!f.closing)
+            pthread_cond_wait(&f.cv, &f.mu);
+        f.release = true;
+        pthread_cond_broadcast(&f.cv);
+        pthread_mutex_unlock(&f.mu);
+        pthread_join(closer, NULL);
+        void *res;
+        pthread_join(prod, &res);
+        assert_null(res);
+        assert_true(f.finished_when_close_returned);
+        pthread_cond_destroy(&f.cv);
+        pthread_mutex_destroy(&f.mu);
+    }
+}
+
 /* ---- allocation failure ------------------------------------------------------------------ */
 
 static void test_alloc_failure_ends_subscription(void **state) {
@@ -561,4 +644,5 @@ DL_TEST_GROUP(policy, cmocka_unit_test(test_coalesce_consolidates),
               cmocka_unit_test(test_block_close_wakes_producer),
               cmocka_unit_test(test_drop_ends_lagged), cmocka_unit_test(test_drop_byte_limit),
               cmocka_unit_test(test_callback_on_producer_thread),
+              cmocka_unit_test(test_callback_close_waits_for_call),
               cmocka_unit_test(test_alloc_failure_ends_subscription));
