@@ -61,7 +61,9 @@ static inline int vcmp(dl_value_t a, dl_value_t b) {
     return dl_value_cmp(a, b);
 }
 
-int dl__btree_cmp(int order, const dl_kd_t *x, const dl_kd_t *y, int n) {
+/* Always inlined so that the searches below get one specialised copy per order. */
+static inline __attribute__((always_inline)) int kcmp(int order, const dl_kd_t *x, const dl_kd_t *y,
+                                                      int n) {
     int c = 0;
     switch (order) {
         case DL_ORD_EAVT:
@@ -88,6 +90,10 @@ int dl__btree_cmp(int order, const dl_kd_t *x, const dl_kd_t *y, int n) {
     if (n < 4)
         return 0;
     return (x->txop > y->txop) - (x->txop < y->txop);
+}
+
+int dl__btree_cmp(int order, const dl_kd_t *x, const dl_kd_t *y, int n) {
+    return kcmp(order, x, y, n);
 }
 
 /* ---- allocation, retirement --------------------------------------------------------------- */
@@ -177,11 +183,12 @@ int dl__btree_init(dl_btctx_t *c, dl_btree_t *t, int order, int ncmp) {
 /* ---- search --------------------------------------------------------------------------------- */
 
 /* First index in leaf with key >= k (n components). */
-static uint32_t leaf_lb(const leaf_t *l, int order, const dl_kd_t *k, int n) {
+static inline __attribute__((always_inline)) uint32_t lb_impl(const leaf_t *l, int order,
+                                                              const dl_kd_t *k, int n) {
     uint32_t lo = 0, hi = l->h.n;
     while (lo < hi) {
         uint32_t mid = (lo + hi) / 2;
-        if (dl__btree_cmp(order, &l->d[mid], k, n) < 0)
+        if (kcmp(order, &l->d[mid], k, n) < 0)
             lo = mid + 1;
         else
             hi = mid;
@@ -189,20 +196,47 @@ static uint32_t leaf_lb(const leaf_t *l, int order, const dl_kd_t *k, int n) {
     return lo;
 }
 
+static uint32_t leaf_lb(const leaf_t *l, int order, const dl_kd_t *k, int n) {
+    switch (order) {
+        case DL_ORD_EAVT:
+            return lb_impl(l, DL_ORD_EAVT, k, n);
+        case DL_ORD_AEVT:
+            return lb_impl(l, DL_ORD_AEVT, k, n);
+        case DL_ORD_AVET:
+            return lb_impl(l, DL_ORD_AVET, k, n);
+        default:
+            return lb_impl(l, DL_ORD_VAET, k, n);
+    }
+}
+
 /* The child to descend into for the lower bound of k: the last i >= 1 with key[i] < k, or
  * 0. With strict=false (exact insert/delete positioning in full comparison) the last i with
  * key[i] <= k. */
-static uint32_t inode_pick(const inode_t *in, int order, const dl_kd_t *k, int n, bool strict) {
+static inline __attribute__((always_inline)) uint32_t
+pick_impl(const inode_t *in, int order, const dl_kd_t *k, int n, bool strict) {
     uint32_t lo = 1, hi = in->h.n; /* find first i in [1,n) with key[i] >(=) k */
     while (lo < hi) {
         uint32_t mid = (lo + hi) / 2;
-        int c = dl__btree_cmp(order, &in->key[mid], k, n);
+        int c = kcmp(order, &in->key[mid], k, n);
         if (c < 0 || (!strict && c == 0))
             lo = mid + 1;
         else
             hi = mid;
     }
     return lo - 1;
+}
+
+static uint32_t inode_pick(const inode_t *in, int order, const dl_kd_t *k, int n, bool strict) {
+    switch (order) {
+        case DL_ORD_EAVT:
+            return pick_impl(in, DL_ORD_EAVT, k, n, strict);
+        case DL_ORD_AEVT:
+            return pick_impl(in, DL_ORD_AEVT, k, n, strict);
+        case DL_ORD_AVET:
+            return pick_impl(in, DL_ORD_AVET, k, n, strict);
+        default:
+            return pick_impl(in, DL_ORD_VAET, k, n, strict);
+    }
 }
 
 void dl__btree_seek(dl_btcur_t *cur, const dl_btree_t *t, const dl_kd_t *k, int n) {
@@ -362,6 +396,10 @@ int dl__btree_insert(dl_btctx_t *c, dl_btree_t *t, const dl_kd_t *k) {
     /* probe first: a duplicate changes nothing and copies no path */
     if (dl__btree_find(t, k, t->ncmp))
         return 1;
+    return dl__btree_insert_new(c, t, k);
+}
+
+int dl__btree_insert_new(dl_btctx_t *c, dl_btree_t *t, const dl_kd_t *k) {
     dl_bnode_t *split;
     dl_kd_t sep;
     int rc = ins(c, t, &t->root, k, &split, &sep);
@@ -476,6 +514,10 @@ int dl__btree_delete(dl_btctx_t *c, dl_btree_t *t, const dl_kd_t *k) {
     /* probe first: an absent key changes nothing and copies no path */
     if (!dl__btree_find(t, k, t->ncmp))
         return 1;
+    return dl__btree_delete_present(c, t, k);
+}
+
+int dl__btree_delete_present(dl_btctx_t *c, dl_btree_t *t, const dl_kd_t *k) {
     int rc = del(c, t, &t->root, k);
     if (rc != 0)
         return rc;

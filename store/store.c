@@ -159,9 +159,11 @@ static int index_op(dl_store_t *s, int base, const dl_attr_t *a, const dl_kd_t *
         if (o == DL_ORD_VAET && !(a && a->type == DL_T_REF))
             continue;
         dl_btree_t *t = &s->trees[base + o];
-        int rc = ins ? dl__btree_insert(&s->ctx, t, k) : dl__btree_delete(&s->ctx, t, k);
-        if (rc < 0)
-            return rc;
+        /* the plan guarantees absence (insert) and presence (delete): no probes */
+        int rc =
+            ins ? dl__btree_insert_new(&s->ctx, t, k) : dl__btree_delete_present(&s->ctx, t, k);
+        if (rc != 0)
+            return rc < 0 ? rc : DL_EINTERNAL;
     }
     return 0;
 }
@@ -186,10 +188,14 @@ static void stats_update(dl_store_t *s, const dl_attr_t *a, long slot, const dl_
     dl_stat_t *st = &s->stats[slot];
     st->datoms += d;
     dl_kd_t p = {.e = k->e, .a = k->a, .v = k->v};
-    bool other_e = prefix_has(&s->trees[DL_T_CUR + DL_ORD_EAVT], &p, 2, d > 0 ? 2 : 1);
-    if (!other_e)
+    /* cardinality one: one value per entity; unique: one entity per value */
+    if (!a->many)
         st->entities += d;
-    if (a->indexed || a->type == DL_T_REF) {
+    else if (!prefix_has(&s->trees[DL_T_CUR + DL_ORD_EAVT], &p, 2, d > 0 ? 2 : 1))
+        st->entities += d;
+    if (a->unique) {
+        st->values += d;
+    } else if (a->indexed || a->type == DL_T_REF) {
         int ord = a->indexed ? DL_ORD_AVET : DL_ORD_VAET;
         bool other_v = prefix_has(&s->trees[DL_T_CUR + ord], &p, 2, d > 0 ? 2 : 1);
         if (!other_v)
@@ -377,7 +383,11 @@ static int apply(dl_store_t *s, dl_txplan_t *p, uint64_t tx, dl_version_t **out_
                 for (size_t i = 0; i < p->n_assert; i++)
                     rec->changes[p->n_retract + i] =
                         (dl_change_t){p->assert[i].e, p->assert[i].a, p->assert[i].v, +1};
-                if (nc > 1)
+                /* plans list retractions and assertions each in EAVT order already */
+                bool sorted = true;
+                for (size_t i = 1; i < nc && sorted; i++)
+                    sorted = cmp_change(&rec->changes[i - 1], &rec->changes[i]) <= 0;
+                if (!sorted)
                     qsort(rec->changes, nc, sizeof *rec->changes, cmp_change);
             }
         }
@@ -500,6 +510,7 @@ static int transact_data(dl_store_t *s, dl_txdata_t *d, dl_tx_report_t *report, 
                             s->failed ? " (an earlier log write failed; reopen it)" : "");
     }
     dl_txplan_t p;
+    d->want_tempids = report != NULL;
     int rc = dl__tx_plan(s, d, &p, err);
     if (rc != 0) {
         pthread_mutex_unlock(&s->wmu);
@@ -670,6 +681,7 @@ static void store_free(dl_store_t *s) {
         dl_free(s->txdir);
     }
     dl_free(s->listeners);
+    dl__tx_scratch_free(s->scratch);
     pthread_mutex_destroy(&s->wmu);
     pthread_mutex_destroy(&s->vmu);
     pthread_mutex_destroy(&s->lmu);

@@ -65,6 +65,10 @@ int dl__btree_init(dl_btctx_t *c, dl_btree_t *t, int order, int ncmp) DL_WUR;
 int dl__btree_insert(dl_btctx_t *c, dl_btree_t *t, const dl_kd_t *k) DL_WUR;
 /* 0 removed, 1 absent, DL_ENOMEM. */
 int dl__btree_delete(dl_btctx_t *c, dl_btree_t *t, const dl_kd_t *k) DL_WUR;
+/* The same without the probe, for callers that know k is absent (insert) or present
+ * (delete): the transaction plan guarantees it. Breaking that promise corrupts the tree. */
+int dl__btree_insert_new(dl_btctx_t *c, dl_btree_t *t, const dl_kd_t *k) DL_WUR;
+int dl__btree_delete_present(dl_btctx_t *c, dl_btree_t *t, const dl_kd_t *k) DL_WUR;
 /* Frees every node of epoch c->epoch reachable from root (the writer's private nodes),
  * used to abandon a failed transaction. */
 void dl__btree_discard(dl_btctx_t *c, dl_bnode_t *root);
@@ -236,8 +240,10 @@ struct dl_store {
     size_t n_listeners, cap_listeners;
     int next_listener_id;
 
-    void *log; /* dl_log_t * when durable */
+    void *log;                    /* dl_log_t * when durable */
+    struct dl_txscratch *scratch; /* tx.c's reusable buffers (writer only) */
 };
+void dl__tx_scratch_free(struct dl_txscratch *x);
 
 const dl_txrec_t *dl__store_txrec(const struct dl_store *s, uint64_t tx);
 /* Creates the empty in-memory store (built-in schema at tx 0). */
@@ -281,7 +287,8 @@ typedef struct dl_txdata {
     dl_tx_coord_t *coords;
     size_t n_coords, cap_coords;
     dl_arena_t *arena;
-    int gen_tempids; /* counter for the implicit tempids of nested maps */
+    int gen_tempids;   /* counter for the implicit tempids of nested maps */
+    bool want_tempids; /* fill the plan's tempid map (a report was asked for) */
 } dl_txdata_t;
 
 int dl__txform_edn(const char *text, size_t len, dl_txdata_t *out, dl_error_t *err) DL_WUR;
@@ -305,6 +312,7 @@ typedef struct dl_txplan {
     size_t n_time;
     bool *time_given;
     dl_schema_t *new_schema; /* non-NULL when the schema changes */
+    bool borrowed;           /* retract/assert belong to the store's scratch buffers */
     int64_t next_id;         /* allocator after the transaction */
 } dl_txplan_t;
 

@@ -231,8 +231,35 @@ static long vec_find(const vec_t *x, const dl_kd_t *k, int n) {
     return lo < x->n && dl__btree_cmp(DL_ORD_EAVT, &x->v[lo].k, k, n) == 0 ? (long)lo : -1;
 }
 
+/* Buffers kept by the store between transactions (the writer's), so a stream of
+ * transactions does not allocate and fault in fresh pages for each one. */
+struct dl_txscratch {
+    tmptab_t tmps;
+    rop_t *rops;
+    size_t cap_rops;
+    vec_t A, R, RX, U;
+    dl_kd_t *kr, *ka;
+    size_t cap_kr, cap_ka;
+};
+
+void dl__tx_scratch_free(struct dl_txscratch *x) {
+    if (!x)
+        return;
+    dl_free(x->tmps.v);
+    dl_free(x->tmps.h);
+    dl_free(x->rops);
+    dl_free(x->A.v);
+    dl_free(x->R.v);
+    dl_free(x->RX.v);
+    dl_free(x->U.v);
+    dl_free(x->kr);
+    dl_free(x->ka);
+    dl_free(x);
+}
+
 typedef struct txc {
     dl_store_t *s;
+    struct dl_txscratch *sc;
     dl_txdata_t *d;
     dl_error_t *err;
     const dl_schema_t *schema;
@@ -500,7 +527,8 @@ static int resolve_tempids(txc_t *c, dl_txplan_t *p) {
     }
     /* Tempids sharing a new identity value are one entity: union them. Sorting the
      * (attr, value, tempid) triples groups them. */
-    vec_t U = {0};
+    vec_t U = c->sc->U;
+    U.n = 0;
     for (size_t i = 0; i < d->n; i++) {
         rop_t *r = &c->rops[i];
         if (r->kind != DL_OP_ADD || r->e.tmp < 0 || r->a->unique != DL_UNIQUE_IDENTITY ||
@@ -510,7 +538,7 @@ static int resolve_tempids(txc_t *c, dl_txplan_t *p) {
             continue;
         dl_kd_t k = {.e = r->e.tmp, .a = r->a->id, .v = r->v};
         if (vec_push(&U, &k, i, 0) != 0) {
-            dl_free(U.v);
+            c->sc->U = U;
             return dl_error_set(c->err, DL_ENOMEM, "out of memory");
         }
     }
@@ -522,7 +550,7 @@ static int resolve_tempids(txc_t *c, dl_txplan_t *p) {
             if (x != y)
                 T->v[x].rep = y;
         }
-    dl_free(U.v);
+    c->sc->U = U;
     /* New entities, in order of first appearance. */
     for (size_t i = 0; i < T->n; i++) {
         int rp = tmp_rep(T, (int)i);
@@ -553,7 +581,9 @@ static int resolve_tempids(txc_t *c, dl_txplan_t *p) {
         if (r->a && r->a->type == DL_T_REF && r->has_old)
             r->old = dl_value_ref(r->olde.id);
     }
-    /* The report's map. */
+    /* The report's map (only when a report was asked for). */
+    if (!d->want_tempids)
+        return 0;
     size_t n_pub = 0;
     for (size_t i = 0; i < T->n; i++)
         n_pub += !T->v[i].key.reserved[0];
@@ -736,10 +766,16 @@ static int settle(txc_t *c) {
                                 " (the other from transaction item %zu)",
                                 a->ident->bytes, x->k.e, d->src[c->A.v[i - 1].op].index);
     }
-    /* No-ops and cardinality-one replacement. */
+    /* No-ops and cardinality-one replacement. Entities allocated by this transaction have
+     * no datoms yet: nothing to look up for them. */
     size_t w = 0, n_r = c->R.n;
+    int64_t first_new = c->s->next_id;
     for (size_t i = 0; i < c->A.n; i++) {
         ent_t x = c->A.v[i];
+        if (x.k.e >= first_new) {
+            c->A.v[w++] = x;
+            continue;
+        }
         if (dl__btree_find(cur(c, DL_ORD_EAVT), &x.k, 3))
             continue; /* already true */
         const dl_attr_t *a = dl__schema_by_id(c->schema, x.k.a);
@@ -777,7 +813,10 @@ static int settle(txc_t *c) {
                               "unique attribute :%s value %s asserted for two entities (%" PRId64
                               " and %" PRId64 ")",
                               a->ident->bytes, vs ? vs : "?", byav[i - 1].k.e, x->k.e);
-        if (rc == 0) {
+        /* A new entity holding an identity value: tempid resolution found no owner. */
+        bool known_free =
+            x->k.e >= c->s->next_id && a->unique == DL_UNIQUE_IDENTITY && a->type != DL_T_REF;
+        if (rc == 0 && !known_free) {
             int64_t owner = avet_entity(c, x->k.a, x->k.v);
             dl_kd_t ok = {.e = owner, .a = x->k.a, .v = x->k.v};
             if (owner && owner != x->k.e && vec_find(&c->R, &ok, 3) < 0)
@@ -961,8 +1000,10 @@ static int schema_phase(txc_t *c, dl_txplan_t *p) {
 void dl__txplan_fini(dl_txplan_t *p) {
     if (!p)
         return;
-    dl_free(p->retract);
-    dl_free(p->assert);
+    if (!p->borrowed) {
+        dl_free(p->retract);
+        dl_free(p->assert);
+    }
     for (size_t i = 0; i < p->n_tempids; i++)
         dl_free((char *)p->tempids[i].tempid);
     dl_free(p->tempids);
@@ -977,10 +1018,25 @@ int dl__tx_plan(dl_store_t *s, dl_txdata_t *d, dl_txplan_t *p, dl_error_t *err) 
     memset(p, 0, sizeof *p);
     txc_t c = {.s = s, .d = d, .err = err, .schema = s->schema, .next_id = s->next_id};
     int rc = 0;
+    if (!s->scratch && !(s->scratch = dl_calloc(1, sizeof *s->scratch)))
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    struct dl_txscratch *sc = s->scratch;
+    c.sc = sc;
+    c.tmps = sc->tmps;
+    c.A = sc->A;
+    c.R = sc->R;
+    c.RX = sc->RX;
+    c.A.n = c.R.n = c.RX.n = 0;
+    if (sc->cap_rops < d->n + 1) {
+        dl_free(sc->rops);
+        sc->cap_rops = d->n + 1;
+        if (!(sc->rops = dl_malloc(sc->cap_rops * sizeof *sc->rops)))
+            sc->cap_rops = 0;
+    }
+    c.rops = sc->rops;
     size_t nt = (size_t)s->schema->n_dims + 1;
     p->time = dl_calloc(nt, sizeof *p->time);
     p->time_given = dl_calloc(nt, sizeof *p->time_given);
-    c.rops = dl_calloc(d->n + 1, sizeof *c.rops);
     if (!p->time || !p->time_given || !c.rops) {
         rc = dl_error_set(err, DL_ENOMEM, "out of memory");
         goto out;
@@ -1012,8 +1068,21 @@ int dl__tx_plan(dl_store_t *s, dl_txdata_t *d, dl_txplan_t *p, dl_error_t *err) 
         for (size_t k = 1; k < nt; k++)
             if (!p->time_given[k])
                 p->time[k] = s->frontier[k];
-        p->retract = dl_malloc((c.R.n + 1) * sizeof *p->retract);
-        p->assert = dl_malloc((c.A.n + 1) * sizeof *p->assert);
+        if (sc->cap_kr < c.R.n + 1) {
+            dl_free(sc->kr);
+            sc->cap_kr = c.R.n + 1;
+            if (!(sc->kr = dl_malloc(sc->cap_kr * sizeof *sc->kr)))
+                sc->cap_kr = 0;
+        }
+        if (sc->cap_ka < c.A.n + 1) {
+            dl_free(sc->ka);
+            sc->cap_ka = c.A.n + 1;
+            if (!(sc->ka = dl_malloc(sc->cap_ka * sizeof *sc->ka)))
+                sc->cap_ka = 0;
+        }
+        p->retract = sc->kr;
+        p->assert = sc->ka;
+        p->borrowed = true;
         if (!p->retract || !p->assert) {
             rc = dl_error_set(err, DL_ENOMEM, "out of memory");
         } else {
@@ -1027,12 +1096,19 @@ int dl__tx_plan(dl_store_t *s, dl_txdata_t *d, dl_txplan_t *p, dl_error_t *err) 
         }
     }
 out:
-    dl_free(c.tmps.v);
-    dl_free(c.tmps.h);
-    dl_free(c.rops);
-    dl_free(c.A.v);
-    dl_free(c.R.v);
-    dl_free(c.RX.v);
+    /* Keep the buffers; empty the tempid table (clearing only the slots in use). */
+    for (size_t j = 0; j < c.tmps.n; j++)
+        for (size_t i = key_hash(c.tmps.v[j].key) & (c.tmps.cap_h - 1);;
+             i = (i + 1) & (c.tmps.cap_h - 1))
+            if (c.tmps.h[i] == (int32_t)j + 1) {
+                c.tmps.h[i] = 0;
+                break;
+            }
+    c.tmps.n = 0;
+    sc->tmps = c.tmps;
+    sc->A = c.A;
+    sc->R = c.R;
+    sc->RX = c.RX;
     if (rc != 0)
         dl__txplan_fini(p);
     return rc;

@@ -612,7 +612,8 @@ static void test_model_random_streams(void **state) {
             dl_tx_report_t rep;
             dl_error_t err = {0};
             int rc = dl_store_transact_edn(s, b.data, b.len, &rep, &err);
-            int64_t new_ids[3] = {0}, tmp_ids[3];
+            /* placeholders keep tempids distinct when the store rejects (no ids then) */
+            int64_t new_ids[3] = {-101, -102, -103}, tmp_ids[3];
             if (rc == 0)
                 for (int k = 0; k < 3; k++) {
                     char t[8];
