@@ -80,9 +80,11 @@ int dl__log_open(const char *dir, const dl_log_options_t *opt, dl_log_t **out,
 /* Appends one record (payload borrowed, n <= DL_LOG_MAX_RECORD); tx must be >= the tx
  * of the previous record. *out_lsn (optional) receives its log sequence number, to pass
  * to dl__log_sync. The record is not acknowledged until dl__log_sync returns 0.
- * After a write error the record is not in the log and the log keeps working (the next
- * record starts a new segment); after an fsync error every call fails with DL_EIO until
- * the log is closed and reopened (the kernel may have dropped the dirty pages). */
+ * The record is buffered: it is written (as part of a chunk) by the next dl__log_sync,
+ * or here once 256 KiB are pending. After a failed write or fsync (reported by whichever
+ * call performed it) every call fails with DL_EIO until the log is closed and reopened:
+ * the kernel may have dropped dirty pages, so only recovery knows what is on disk.
+ * Records appended but not acknowledged are in doubt: present or not after recovery. */
 int dl__log_append(dl_log_t *log, uint64_t tx, const void *payload, size_t n, uint64_t *out_lsn,
                    dl_error_t *err) DL_WUR;
 #define DL_LOG_MAX_RECORD ((size_t)256 << 20)
