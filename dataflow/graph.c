@@ -704,6 +704,8 @@ int dl_var_set(dl_var_t *v, dl_coll_t *result, dl_error_t *err) {
     dl_coll_t *n = v->node;
     if (result->scope != n->scope)
         return dl_error_set(err, DL_ECYCLE, "feedback must come from the variable's own scope");
+    if (result == n)
+        return dl_error_set(err, DL_EINVAL, "a variable cannot be its own result");
     if (result->arity != n->arity)
         return dl_error_set(err, DL_EARITY, "variable arity %u, result arity %u", n->arity,
                             result->arity);

@@ -231,7 +231,7 @@ typedef struct scratch {
     size_t n_times, cap_times, n_hist, cap_hist;
     dl_value_t *vals;
     int64_t *counts;
-    size_t cap_vals;
+    size_t cap_vals, cap_counts;
     dl_ubuf_t des;  /* desired output values at t */
     dl_ubuf_t newo; /* outputs produced this step for the current key: row = out vals */
 } scratch_t;
@@ -354,7 +354,7 @@ static int process_key(dl_coll_t *n, scratch_t *sc, const dl_value_t *key,
         sc->des.n = 0;
         if (na > 0) {
             if (!grow((void **)&sc->vals, &sc->cap_vals, na * (vi ? vi : 1), sizeof *sc->vals) ||
-                !(sc->counts = dl_realloc(sc->counts, na * sizeof *sc->counts)))
+                !grow((void **)&sc->counts, &sc->cap_counts, na, sizeof *sc->counts))
                 return DL_ENOMEM;
             for (size_t i = 0; i < na; i++) {
                 if (vi)
