@@ -1441,12 +1441,16 @@ int dl__log_checkpoint_write(dl_log_t *log, uint64_t covers_tx, const void *blob
         ckpt_name(path, sizeof path, log->dir, old_ckpts[i], false);
         rc = log->io->unlink(log->io, path, err);
     }
+    if (!rc && n_old_ckpts)
+        rc = log->io->fsync_dir(log->io, log->dir, err);
+    /* Oldest first, each removal made durable before the next: whatever a crash keeps,
+     * the removed segments are a prefix and the rest still continue each other. */
     for (size_t i = 0; i < n_old_segs && !rc; i++) {
         seg_name(path, sizeof path, log->dir, old_segs[i]);
         rc = log->io->unlink(log->io, path, err);
+        if (!rc)
+            rc = log->io->fsync_dir(log->io, log->dir, err);
     }
-    if (!rc && (n_old_ckpts || n_old_segs))
-        rc = log->io->fsync_dir(log->io, log->dir, err);
     dl_free(old_ckpts);
     dl_free(old_segs);
     pthread_mutex_unlock(&log->ckpt_mu);
