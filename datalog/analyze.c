@@ -369,6 +369,10 @@ out:
     return rc;
 }
 
+int dl__analyze_ready(const dl_query_t *q, const dl__clause_t *c, const uint64_t *bound) {
+    return ready(q, c, bound, NULL);
+}
+
 int dl__analyze_schedule(const dl_query_t *q, dl__clause_t *const *clauses, size_t n,
                          uint64_t *bound, size_t *order, dl_error_t *err) {
     return schedule(q, clauses, n, bound, order, err);

@@ -208,6 +208,8 @@ typedef struct dl__varset {
  * (patterns and rule calls first in text order when ready, then the rest as they become
  * ready). On entry `bound` holds the bound variables; on success it holds those bound at
  * the end. DL_EUNBOUND naming the first variable nothing binds. */
+/* 0 when clause c can run with the variables of `bound`, else DL_EUNBOUND. */
+int dl__analyze_ready(const dl_query_t *q, const dl__clause_t *c, const uint64_t *bound);
 int dl__analyze_schedule(const dl_query_t *q, dl__clause_t *const *clauses, size_t n,
                          uint64_t *bound, size_t *order, dl_error_t *err) DL_WUR;
 /* Adds the variables a clause mentions (all of them, nested too) to set. */
@@ -278,6 +280,11 @@ struct dl_query_result {
     size_t n_alloc_rows; /* rows allocated in cells (>= n_rows: TUPLE / SCALAR keep one) */
     dl__cell_t *cells;   /* n_rows * n_cols, rows sorted by the value order */
 };
+
+/* One aggregate over a bag of values (shared by the evaluator and the compiled reduce);
+ * out->items is heap for collection results. */
+int dl__eval_aggregate(const dl__find_t *f, dl_value_t *vals, size_t n, dl__cell_t *out,
+                       dl_error_t *err) DL_WUR;
 
 /* Evaluates q (see dl_query_eval_naive) into res (zeroed by the caller). */
 int dl__eval_run(const dl_query_t *q, const dl_query_source_t *sources, size_t n_sources,

@@ -1269,6 +1269,12 @@ static int build_result(ectx_t *c, const rel_t *all, dl_query_result_t *res) {
     return 0;
 }
 
+int dl__eval_aggregate(const dl__find_t *f, dl_value_t *vals, size_t n, dl__cell_t *out,
+                       dl_error_t *err) {
+    ectx_t c = {NULL, NULL, NULL, err};
+    return aggregate(&c, f, vals, n, out);
+}
+
 int dl__eval_run(const dl_query_t *q, const dl_query_source_t *sources, size_t n_sources,
                  const char *args, size_t args_len, dl_query_result_t *res, dl_error_t *err) {
     ectx_t c = {q, NULL, NULL, err};

@@ -9,8 +9,10 @@
  * dataflow compilation is tested against, not the product engine. It reads the store only
  * through its public snapshot API (include/deltalog/store.h).
  *
- * Not here yet: compilation to the dataflow graph, EXPLAIN, live queries (see
- * docs/datalog.md "Status").
+ * The product engine compiles a query to a dataflow graph (include/deltalog/dataflow.h):
+ * dl_live_new builds and loads it, dl_live_apply feeds it each committed transaction,
+ * and dl_query_run is the same graph run once. The compiler covers most of the language;
+ * what it does not cover yet is DL_EUNSUPPORTED there (docs/datalog.md "Compilation").
  */
 #ifndef DELTALOG_DATALOG_H
 #define DELTALOG_DATALOG_H
@@ -86,6 +88,40 @@ DL_API size_t dl_query_result_rows(const dl_query_result_t *r);
  * vectors (of maps with :keys), COLL as a sorted vector, TUPLE as a vector or nil,
  * SCALAR as a value or nil; distinct aggregates print as sets. NULL on out of memory. */
 DL_API char *dl_query_result_to_edn(const dl_query_result_t *r);
+
+/* ---- compiled queries: one-shot and live ------------------------------------------------- */
+
+struct dl_commit; /* include/deltalog/store.h */
+
+typedef struct dl_live dl_live_t; /* a query compiled to its own dataflow graph */
+
+/* Compiles q against db's schema and statistics (join order, lookup refs and idents are
+ * resolved on db), loads db's current contents of every attribute the query reads at
+ * db's basis transaction, runs to completion. args: as for dl_query_eval_naive.
+ * q is borrowed and must outlive the live query. Errors: those of evaluation, plus
+ * DL_EUNSUPPORTED for constructs the compiler does not handle yet (the reference
+ * evaluator does). *out is new: dl_live_free. */
+DL_API int dl_live_new(const dl_query_t *q, const struct dl_db *db, const char *args,
+                       size_t args_len, dl_live_t **out, dl_error_t *err) DL_WUR;
+DL_API void dl_live_free(dl_live_t *l);
+/* Feeds one committed transaction (as delivered by dl_store_listen or dl_db_tx_range):
+ * its changes to the attributes the query reads, at time [tx]; then runs until the
+ * transaction is complete. Transactions at or before the last one applied (or the basis
+ * loaded) are ignored. A failed run (e.g. DL_ETYPE from a builtin) leaves the live query
+ * failed: every later call returns that code. */
+DL_API int dl_live_apply(dl_live_t *l, const struct dl_commit *c, dl_error_t *err) DL_WUR;
+/* The change the last dl_live_new / dl_live_apply made to the result: n rows of the
+ * :find arity with nonzero diffs (borrowed until the next apply). */
+DL_API size_t dl_live_changes(const dl_live_t *l, const dl_value_t **rows, const int64_t **diffs);
+/* The current result (new: dl_query_result_free). DL_EINTERNAL if a row's multiplicity is
+ * not 1 (set semantics are an invariant). */
+DL_API int dl_live_result(const dl_live_t *l, dl_query_result_t **out, dl_error_t *err) DL_WUR;
+/* EXPLAIN: the plan, one operator per line with its keys and estimated sizes (new:
+ * dl_free; NULL on out of memory). */
+DL_API char *dl_live_explain(const dl_live_t *l);
+/* One-shot evaluation with the compiled engine: dl_live_new, read, free. */
+DL_API int dl_query_run(const dl_query_t *q, const struct dl_db *db, const char *args,
+                        size_t args_len, dl_query_result_t **out, dl_error_t *err) DL_WUR;
 
 DL_END_DECLS
 #endif

@@ -1,0 +1,1308 @@
+/*
+ * compile.c: the planner and compiler from an analyzed query to a dataflow graph
+ * (include/deltalog/dataflow.h): the product engine of live and one-shot queries.
+ *
+ * Plan shape (docs/datalog.md "Compilation"):
+ * - Each attribute the query reads is one input collection of rows [e v]; patterns are
+ *   filters and projections of it. Arrangements are requested through dl_arrange, which
+ *   returns the existing one for the same collection and key, so identical sub-plans
+ *   (the same attribute joined on the same variable twice) are indexed once.
+ * - A conjunction is planned greedily: predicates and negations as soon as their
+ *   variables are bound, then the cheapest clause that shares a variable with what is
+ *   bound (estimated from the store's attribute statistics), a cross product only when no
+ *   clause is connected (the query asked for it).
+ * - not / not-join: R minus the rows of R that join the body's result (antijoin); the body
+ *   is seeded with R's join columns, so it is evaluated only for relevant bindings.
+ * - or / or-join and non-recursive rule calls: each branch seeded with R's bound join
+ *   columns, unioned, made distinct, joined back.
+ * - recursive rules: one iterate scope per strongly connected component, one variable per
+ *   rule, distinct inside the loop (set semantics make the fixpoint finite), left once
+ *   and shared by every call.
+ * - aggregates: a reduce keyed by the grouping variables over the distinct
+ *   (find ++ with) rows.
+ * Relations are sets: every projection that may create duplicates is followed by distinct.
+ *
+ * Not compiled (DL_EUNSUPPORTED; the reference evaluator handles them): variable
+ * attributes, tx / added positions and history sources, get-else / get-some / missing?,
+ * the collection-valued aggregates (distinct, (min n ?x), (max n ?x)), rule calls with an
+ * explicit source, several sources.
+ */
+#include "datalog/compile.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAXC DL_ARITY_MAX
+
+/* A relation of the plan: a collection of the current scope and its column variables. */
+typedef struct prel {
+    dl_coll_t *coll;
+    size_t arity;
+    int vars[MAXC]; /* column -> variable; -1 for a dummy column */
+    double est;     /* estimated rows */
+} prel_t;
+
+typedef struct cctx {
+    dl_live_t *L;
+    const dl_query_t *q;
+    const dl_db_t *db;
+    dl_scope_t *scope;   /* where new operators go */
+    int cur_scc;         /* the SCC being built in `scope`, or -1 */
+    dl_coll_t **rule_in; /* per rule: its variable's collection while its SCC is built */
+    dl_error_t *err;
+    int depth; /* explain indentation */
+} cctx_t;
+
+static int cfail(cctx_t *c) {
+    if (c->err && c->err->code)
+        return c->err->code;
+    return dl_error_set(c->err, DL_EINTERNAL, "dataflow construction failed");
+}
+
+static void explain(cctx_t *c, const char *fmt, ...) DL_PRINTF(2, 3);
+static void explain(cctx_t *c, const char *fmt, ...) {
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    for (int i = 0; i < c->depth; i++)
+        dl__buf_puts(&c->L->explain, "  ");
+    dl__buf_puts(&c->L->explain, line);
+    dl__buf_putc(&c->L->explain, '\n');
+}
+
+static void vars_text(const dl_query_t *q, const int *vars, size_t n, char *out, size_t cap) {
+    size_t k = (size_t)snprintf(out, cap, "[");
+    for (size_t i = 0; i < n && k < cap; i++)
+        k += (size_t)snprintf(out + k, cap - k, "%s%s", i ? " " : "",
+                              vars[i] < 0 ? "_" : dl__parse_var_name(q, vars[i]));
+    if (k < cap)
+        snprintf(out + k, cap - k, "]");
+}
+
+static void *keep(cctx_t *c, size_t size) {
+    void *p = dl__arena_calloc(&c->L->arena, size);
+    if (!p)
+        dl_error_set(c->err, DL_ENOMEM, "out of memory");
+    return p;
+}
+
+static int col_of(const prel_t *r, int var) {
+    for (size_t i = 0; i < r->arity; i++)
+        if (r->vars[i] == var && var != -1)
+            return (int)i;
+    return -1;
+}
+
+static bool is_unit(const prel_t *r) { return r->arity == 1 && r->vars[0] == -1; }
+
+/* ---- bringing collections into the current scope ----------------------------------------- */
+
+static dl_coll_t *in_scope(cctx_t *c, dl_coll_t *root_coll) {
+    if (dl_coll_scope(root_coll) == c->scope)
+        return root_coll;
+    dl_live_t *L = c->L;
+    for (size_t i = 0; i < L->n_entered; i++)
+        if (L->entered[i].scope == c->scope && L->entered[i].from == root_coll)
+            return L->entered[i].coll;
+    dl_coll_t *e = dl_enter(c->scope, root_coll, c->err);
+    if (!e)
+        return NULL;
+    if (L->n_entered == L->cap_entered) {
+        size_t cap = L->cap_entered ? 2 * L->cap_entered : 16;
+        void *p = dl_realloc(L->entered, cap * sizeof *L->entered);
+        if (!p) {
+            dl_error_set(c->err, DL_ENOMEM, "out of memory");
+            return NULL;
+        }
+        L->entered = p;
+        L->cap_entered = cap;
+    }
+    L->entered[L->n_entered].scope = c->scope;
+    L->entered[L->n_entered].from = root_coll;
+    L->entered[L->n_entered].coll = e;
+    L->n_entered++;
+    return e;
+}
+
+/* A root input holding fixed rows (loaded at time 0 and closed by dl__live_start). */
+static dl_input_t *const_input(cctx_t *c, size_t arity) {
+    dl_live_t *L = c->L;
+    dl_input_t *in = dl_input_new(dl_graph_root(L->g), arity, c->err);
+    if (!in)
+        return NULL;
+    if (L->n_consts == L->cap_consts) {
+        size_t cap = L->cap_consts ? 2 * L->cap_consts : 8;
+        void *p = dl_realloc(L->consts, cap * sizeof *L->consts);
+        if (!p) {
+            dl_error_set(c->err, DL_ENOMEM, "out of memory");
+            return NULL;
+        }
+        L->consts = p;
+        L->cap_consts = cap;
+    }
+    L->consts[L->n_consts++] = in;
+    return in;
+}
+
+/* The unit relation (one row, no variables: a dummy nil column). */
+static int unit_rel(cctx_t *c, prel_t *out) {
+    dl_live_t *L = c->L;
+    if (!L->unit) {
+        dl_input_t *in = const_input(c, 1);
+        dl_value_t nil = dl_value_nil();
+        uint64_t t0[DL_TIME_MAX_ROOT_DIM] = {0};
+        if (!in || dl_input_update(in, &nil, 1, t0, 1, c->err))
+            return cfail(c);
+        L->unit = dl_input_coll(in);
+    }
+    out->coll = in_scope(c, L->unit);
+    if (!out->coll)
+        return cfail(c);
+    out->arity = 1;
+    out->vars[0] = -1;
+    out->est = 1;
+    return 0;
+}
+
+/* The input of attribute `id` ([e v] rows) in the current scope. */
+static dl_coll_t *attr_coll(cctx_t *c, int64_t id, const char *ident) {
+    dl_live_t *L = c->L;
+    for (size_t i = 0; i < L->n_attrs; i++)
+        if (L->attrs[i].id == id)
+            return in_scope(c, dl_input_coll(L->attrs[i].in));
+    if (L->n_attrs == L->cap_attrs) {
+        size_t cap = L->cap_attrs ? 2 * L->cap_attrs : 8;
+        void *p = dl_realloc(L->attrs, cap * sizeof *L->attrs);
+        if (!p) {
+            dl_error_set(c->err, DL_ENOMEM, "out of memory");
+            return NULL;
+        }
+        L->attrs = p;
+        L->cap_attrs = cap;
+    }
+    dl_input_t *in = dl_input_new(dl_graph_root(L->g), 2, c->err);
+    if (!in)
+        return NULL;
+    L->attrs[L->n_attrs].id = id;
+    L->attrs[L->n_attrs].in = in;
+    L->attrs[L->n_attrs].ident = ident;
+    L->n_attrs++;
+    return in_scope(c, dl_input_coll(in));
+}
+
+/* ---- relational helpers ------------------------------------------------------------------- */
+
+static int distinct(cctx_t *c, prel_t *r) {
+    dl_coll_t *d = dl_distinct(r->coll, c->err);
+    if (!d)
+        return cfail(c);
+    r->coll = d;
+    return 0;
+}
+
+/* Keeps the columns of `vars` (each must be in r), in that order; distinct when columns
+ * were dropped (a projection of a set may have duplicates). */
+static int project(cctx_t *c, prel_t *r, const int *vars, size_t n) {
+    uint32_t cols[MAXC];
+    for (size_t i = 0; i < n; i++) {
+        int k = col_of(r, vars[i]);
+        if (k < 0)
+            return dl_error_set(c->err, DL_EINTERNAL, "projection of an unbound variable");
+        cols[i] = (uint32_t)k;
+    }
+    bool same = n == r->arity;
+    for (size_t i = 0; same && i < n; i++)
+        same = cols[i] == i;
+    if (same)
+        return 0;
+    dl_coll_t *p = dl_project(r->coll, cols, n, c->err);
+    if (!p)
+        return cfail(c);
+    bool dropped = false;
+    for (size_t k = 0; k < r->arity; k++) {
+        bool kept = false;
+        for (size_t i = 0; i < n; i++)
+            kept |= cols[i] == k;
+        dropped |= !kept && r->vars[k] != -1; /* dummy columns carry one value */
+    }
+    r->coll = p;
+    r->arity = n;
+    memcpy(r->vars, vars, n * sizeof(int));
+    return dropped ? distinct(c, r) : 0;
+}
+
+static int map_append_nil(void *ctx, const dl_value_t *row, dl_emitter_t *out) {
+    size_t arity = (size_t)(uintptr_t)ctx;
+    dl_value_t buf[MAXC + 1];
+    memcpy(buf, row, arity * sizeof *buf);
+    buf[arity] = dl_value_nil();
+    return dl_emit(out, buf);
+}
+
+/* Natural join of a and b on their shared variables (a cross product through a constant
+ * key when they share none). Output: a's columns then b's new ones; dummy columns of b are
+ * dropped. */
+static int join(cctx_t *c, const prel_t *a, const prel_t *b, prel_t *out) {
+    uint32_t ka[MAXC], kb[MAXC];
+    size_t nk = 0;
+    for (size_t i = 0; i < a->arity; i++) {
+        int k = col_of(b, a->vars[i]);
+        if (k >= 0) {
+            ka[nk] = (uint32_t)i;
+            kb[nk++] = (uint32_t)k;
+        }
+    }
+    if (a->arity + b->arity > MAXC)
+        return dl_error_set(c->err, DL_ELIMIT, "more than %d variables in one conjunction", MAXC);
+    dl_coll_t *ca = a->coll, *cb = b->coll;
+    size_t aa = a->arity, ba = b->arity;
+    if (nk == 0) {
+        ca = dl_map(ca, aa + 1, map_append_nil, (void *)(uintptr_t)aa, c->err);
+        cb = ca ? dl_map(cb, ba + 1, map_append_nil, (void *)(uintptr_t)ba, c->err) : NULL;
+        if (!ca || !cb)
+            return cfail(c);
+        ka[0] = (uint32_t)aa;
+        kb[0] = (uint32_t)ba;
+        nk = 1;
+        if (!is_unit(a) && !is_unit(b))
+            explain(c, "cross product (no shared variable), est %.0f x %.0f", a->est, b->est);
+    }
+    uint32_t va[MAXC], vb[MAXC];
+    for (size_t i = 0; i < aa; i++)
+        va[i] = (uint32_t)i;
+    size_t nvb = 0;
+    for (size_t i = 0; i < ba; i++)
+        if (b->vars[i] != -1 && col_of(a, b->vars[i]) < 0)
+            vb[nvb++] = (uint32_t)i;
+    dl_arr_t *A = dl_arrange(ca, ka, nk, va, aa, c->err);
+    dl_arr_t *B = A ? dl_arrange(cb, kb, nk, vb, nvb, c->err) : NULL;
+    if (!A || !B)
+        return cfail(c);
+    dl_join_col_t jc[MAXC];
+    size_t n = 0;
+    out->arity = 0;
+    for (size_t i = 0; i < aa; i++) {
+        jc[n].src = DL_JOIN_LEFT;
+        jc[n++].col = (uint32_t)i;
+        out->vars[out->arity++] = a->vars[i];
+    }
+    for (size_t i = 0; i < nvb; i++) {
+        jc[n].src = DL_JOIN_RIGHT;
+        jc[n++].col = (uint32_t)i;
+        out->vars[out->arity++] = b->vars[vb[i]];
+    }
+    out->coll = dl_join(A, B, jc, n, c->err);
+    if (!out->coll)
+        return cfail(c);
+    out->est = DL_MAX(1.0, DL_MAX(a->est, b->est));
+    return 0;
+}
+
+/* r minus the rows of r that join b (b's variables are all r's). */
+static int antijoin(cctx_t *c, prel_t *r, const prel_t *b) {
+    prel_t j;
+    int rc = join(c, r, b, &j);
+    if (rc)
+        return rc;
+    if (j.arity != r->arity)
+        return dl_error_set(c->err, DL_EINTERNAL, "antijoin adds columns");
+    dl_coll_t *neg = dl_negate(j.coll, c->err);
+    dl_coll_t *both[2] = {r->coll, neg};
+    dl_coll_t *cat = neg ? dl_concat(both, 2, c->err) : NULL;
+    if (!cat)
+        return cfail(c);
+    r->coll = cat;
+    return 0;
+}
+
+/* ---- patterns ----------------------------------------------------------------------------- */
+
+/* Resolves a constant in an entity position (e, or v of a ref attribute) at compile time:
+ * longs and refs as is, keywords by :db/ident, lookup refs by their unique attribute
+ * (docs/datalog.md "Compilation": resolved against the snapshot the query is compiled on). */
+static int resolve_entity(cctx_t *c, const dl__clause_t *cl, const dl__term_t *t, bool *found,
+                          dl_value_t *out) {
+    *found = false;
+    if (t->kind == DL__TERM_FORM) {
+        const dl_edn_t *f = t->form;
+        if (f->kind != DL_EDN_VECTOR || f->n != 2 || f->items[0]->kind != DL_EDN_VALUE ||
+            f->items[0]->value.type != DL_T_KEYWORD || f->items[1]->kind != DL_EDN_VALUE)
+            return dl__parse_error(c->err, DL_EINVAL, cl->text, cl->text_len, f,
+                                   "a lookup ref is [:attribute value]");
+        dl_attr_info_t ai;
+        if (dl_db_attr(c->db, dl_value_str(f->items[0]->value, NULL), &ai, NULL) || !ai.unique)
+            return dl__parse_error(c->err, DL_EINVAL, cl->text, cl->text_len, f,
+                                   "a lookup ref needs a unique attribute");
+        int64_t id;
+        if (dl_db_lookup(c->db, ai.id, f->items[1]->value, &id, NULL) == 0) {
+            *found = true;
+            *out = dl_value_ref(id);
+        }
+        return 0;
+    }
+    if (t->value.type == DL_T_INT || t->value.type == DL_T_REF) {
+        *found = true;
+        *out = dl_value_ref(t->value.as.i);
+    } else if (t->value.type == DL_T_KEYWORD) {
+        int64_t id;
+        if (dl_db_ident(c->db, dl_value_str(t->value, NULL), &id, NULL) == 0) {
+            *found = true;
+            *out = dl_value_ref(id);
+        }
+    }
+    return 0;
+}
+
+static bool never(void *ctx, const dl_value_t *row) {
+    (void)ctx;
+    (void)row;
+    return false;
+}
+
+static int map_to_nil(void *ctx, const dl_value_t *row, dl_emitter_t *out) {
+    (void)ctx;
+    (void)row;
+    dl_value_t nil = dl_value_nil();
+    return dl_emit(out, &nil);
+}
+
+static bool is_bound(const uint64_t *b, int v) { return v >= 0 && (b[v / 64] >> (v % 64)) & 1; }
+
+static int pattern_attr(cctx_t *c, const dl__clause_t *cl, dl_attr_info_t *ai) {
+    const dl__term_t *t = cl->args;
+    if (t[1].kind != DL__TERM_CONST)
+        return dl__parse_error(c->err, DL_EUNSUPPORTED, cl->text, cl->text_len, cl->form,
+                               "compiled queries need a constant attribute");
+    if (t[3].kind != DL__TERM_BLANK || t[4].kind != DL__TERM_BLANK)
+        return dl__parse_error(c->err, DL_EUNSUPPORTED, cl->text, cl->text_len, cl->form,
+                               "compiled queries do not bind tx or added");
+    if (cl->src != 0)
+        return dl__parse_error(c->err, DL_EUNSUPPORTED, cl->text, cl->text_len, cl->form,
+                               "compiled queries read one source ($)");
+    int rc = t[1].value.type == DL_T_KEYWORD
+                 ? dl_db_attr(c->db, dl_value_str(t[1].value, NULL), ai, NULL)
+                 : dl_db_attr_by_id(c->db, t[1].value.as.i, ai, NULL);
+    if (rc)
+        return dl__parse_error(c->err, DL_EUNKNOWN_ATTR, cl->text, cl->text_len, t[1].form,
+                               "unknown attribute");
+    return 0;
+}
+
+/* Estimated rows of a pattern given what is bound (the store's statistics). */
+static double pattern_est(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound) {
+    dl_attr_info_t ai;
+    dl_attr_stats_t st = {0, 0, 0};
+    dl_error_t tmp = {0};
+    if (pattern_attr(c, cl, &ai) || dl_db_attr_stats(c->db, ai.id, &st, &tmp)) {
+        if (c->err && c->err->code)
+            dl_error_clear(c->err);
+        return 1e9;
+    }
+    const dl__term_t *t = cl->args;
+    double est = (double)DL_MAX(st.datoms, 1);
+    bool ek = t[0].kind == DL__TERM_CONST || t[0].kind == DL__TERM_FORM ||
+              (t[0].kind == DL__TERM_VAR && is_bound(bound, t[0].var));
+    bool vk = t[2].kind == DL__TERM_CONST || t[2].kind == DL__TERM_FORM ||
+              (t[2].kind == DL__TERM_VAR && is_bound(bound, t[2].var));
+    if (ek)
+        est /= (double)DL_MAX(st.distinct_entities, 1);
+    if (vk)
+        est = DL_MIN(est, (double)DL_MAX(st.datoms, 1) / (double)DL_MAX(st.distinct_values, 1));
+    return DL_MAX(est, 1.0);
+}
+
+/* The relation of a data pattern: its variables' columns, constants filtered. */
+static int pattern_rel(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound, prel_t *out) {
+    const dl__term_t *t = cl->args;
+    dl_attr_info_t ai;
+    int rc = pattern_attr(c, cl, &ai);
+    if (rc)
+        return rc;
+    dl_coll_t *base = attr_coll(c, ai.id, ai.ident);
+    if (!base)
+        return cfail(c);
+    out->coll = base;
+    out->arity = 2;
+    out->vars[0] = out->vars[1] = -1;
+    out->est = pattern_est(c, cl, bound);
+    explain(c, "scan :%s [e v]%s%s, est %.0f", ai.ident,
+            (t[0].kind == DL__TERM_VAR && is_bound(bound, t[0].var)) ||
+                    t[0].kind == DL__TERM_CONST || t[0].kind == DL__TERM_FORM
+                ? " by entity"
+                : "",
+            (t[2].kind == DL__TERM_VAR && is_bound(bound, t[2].var)) ||
+                    t[2].kind == DL__TERM_CONST || t[2].kind == DL__TERM_FORM
+                ? " by value"
+                : "",
+            out->est);
+    for (int pos = 0; pos <= 2; pos += 2) {
+        const dl__term_t *x = &t[pos];
+        if (x->kind != DL__TERM_CONST && x->kind != DL__TERM_FORM)
+            continue;
+        dl_value_t v = x->value;
+        bool found = true;
+        if (pos == 0 || ai.type == DL_T_REF) {
+            rc = resolve_entity(c, cl, x, &found, &v);
+            if (rc)
+                return rc;
+        } else if (x->kind == DL__TERM_FORM) {
+            return dl__parse_error(c->err, DL_EINVAL, cl->text, cl->text_len, x->form,
+                                   "a collection is not a value");
+        }
+        out->coll = found ? dl_filter_eq(out->coll, (uint32_t)(pos / 2), v, c->err)
+                          : dl_filter(out->coll, never, NULL, c->err);
+        if (!out->coll)
+            return cfail(c);
+    }
+    int ev = t[0].kind == DL__TERM_VAR ? t[0].var : -1;
+    int vv = t[2].kind == DL__TERM_VAR ? t[2].var : -1;
+    if (ev >= 0 && ev == vv) {
+        out->coll = dl_filter_cols_eq(out->coll, 0, 1, c->err);
+        if (!out->coll)
+            return cfail(c);
+        vv = -1;
+    }
+    if (ev < 0 && vv < 0) {
+        /* Only constants and blanks: an existence test, one dummy row when anything
+         * matches. */
+        out->coll = dl_map(out->coll, 1, map_to_nil, NULL, c->err);
+        if (!out->coll)
+            return cfail(c);
+        out->arity = 1;
+        out->vars[0] = -1;
+        return distinct(c, out);
+    }
+    out->vars[0] = ev >= 0 ? ev : -4; /* -4: a real column about to be dropped */
+    out->vars[1] = vv >= 0 ? vv : -5;
+    int keepv[2];
+    size_t nk = 0;
+    if (ev >= 0)
+        keepv[nk++] = ev;
+    if (vv >= 0)
+        keepv[nk++] = vv;
+    return project(c, out, keepv, nk);
+}
+
+/* ---- expression clauses ------------------------------------------------------------------- */
+
+typedef struct fnctx {
+    const dl__clause_t *cl;
+    size_t in_arity;
+    int arg_col[64];       /* per argument: input column, or -1 for a constant */
+    dl_value_t consts[64]; /* per argument constant */
+    int bind_col[MAXC];    /* per binding variable: existing column (unify), -1 new, -2 _ */
+    dl__fnval_t ground;    /* ground's constant result (items in the live's arena) */
+    bool is_ground;
+} fnctx_t;
+
+static int fn_apply(void *ctx, const dl_value_t *row, dl_emitter_t *out) {
+    fnctx_t *f = ctx;
+    const dl__clause_t *cl = f->cl;
+    dl_value_t args[64];
+    for (size_t i = 0; i < cl->n_args; i++)
+        args[i] = f->arg_col[i] >= 0 ? row[f->arg_col[i]] : f->consts[i];
+    bool ok = false;
+    dl__fnval_t res;
+    memset(&res, 0, sizeof res);
+    int rc = 0;
+    if (f->is_ground) {
+        res = f->ground;
+        ok = true;
+    } else {
+        rc = dl__builtin_call(cl->fn, args, cl->n_args, &ok, &res, NULL);
+        if (rc)
+            return rc; /* a type error fails the run, as it fails the query */
+    }
+    if (cl->kind == DL__C_PRED)
+        return ok ? dl_emit(out, row) : 0;
+    dl_value_t buf[MAXC];
+    memcpy(buf, row, f->in_arity * sizeof *buf);
+    const dl__bind_t *b = &cl->bind;
+    size_t rows = 1, width = b->n;
+    const dl_value_t *items = &res.v;
+    if (res.kind == 0) {
+        if (res.v.type == DL_T_NIL)
+            return 0;
+        if (b->kind != DL__BIND_SCALAR)
+            rc = DL_ETYPE;
+    } else {
+        items = res.items;
+        if (b->kind == DL__BIND_SCALAR)
+            rc = DL_ETYPE;
+        else if (b->kind == DL__BIND_TUPLE)
+            rc = res.kind == 1 && res.n >= b->n ? 0 : DL_ETYPE;
+        else if (b->kind == DL__BIND_COLL) {
+            rc = res.kind == 1 ? 0 : DL_ETYPE;
+            rows = res.n;
+            width = 1;
+        } else {
+            rc = res.kind == 2 && res.arity == b->n ? 0 : DL_ETYPE;
+            rows = res.n;
+        }
+    }
+    for (size_t r = 0; r < rows && !rc; r++) {
+        size_t k = f->in_arity;
+        bool ok2 = true;
+        for (size_t i = 0; i < width && ok2; i++) {
+            dl_value_t v = items[r * width + i];
+            if (f->bind_col[i] == -2)
+                continue;
+            if (f->bind_col[i] >= 0)
+                ok2 = dl_value_eq(buf[f->bind_col[i]], v);
+            else
+                buf[k++] = v;
+        }
+        if (ok2)
+            rc = dl_emit(out, buf);
+    }
+    if (!f->is_ground)
+        dl_free(res.items);
+    return rc;
+}
+
+static int expr_clause(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
+    const dl__builtin_t *bi = dl__builtin_get(cl->fn);
+    if (bi->flags & DL__BI_DB)
+        return dl__parse_error(c->err, DL_EUNSUPPORTED, cl->text, cl->text_len, cl->form,
+                               "%s is not compiled yet", bi->name);
+    if (cl->n_args > 64)
+        return dl_error_set(c->err, DL_ELIMIT, "too many arguments");
+    fnctx_t *f = keep(c, sizeof *f);
+    if (!f)
+        return DL_ENOMEM;
+    f->cl = cl;
+    f->in_arity = r->arity;
+    for (size_t i = 0; i < cl->n_args; i++) {
+        const dl__term_t *t = &cl->args[i];
+        f->arg_col[i] = t->kind == DL__TERM_VAR ? col_of(r, t->var) : -1;
+        f->consts[i] = t->value;
+    }
+    if (cl->fn == dl__builtin_id_ground()) {
+        f->is_ground = true;
+        const dl__term_t *t = &cl->args[0];
+        if (t->kind == DL__TERM_FORM) {
+            const dl_edn_t *fm = t->form;
+            bool nested = fm->n > 0 && fm->items[0]->kind == DL_EDN_VECTOR;
+            size_t arity = nested ? fm->items[0]->n : 1;
+            f->ground.kind = nested ? 2 : 1;
+            f->ground.arity = arity;
+            f->ground.n = fm->n;
+            f->ground.items = keep(c, DL_MAX(fm->n * arity, 1) * sizeof(dl_value_t));
+            if (!f->ground.items)
+                return DL_ENOMEM;
+            for (size_t i = 0; i < fm->n; i++) {
+                if (nested && (fm->items[i]->kind != DL_EDN_VECTOR || fm->items[i]->n != arity))
+                    return dl__parse_error(c->err, DL_EINVAL, cl->text, cl->text_len, fm->items[i],
+                                           "every tuple needs %zu values", arity);
+                for (size_t k = 0; k < arity; k++) {
+                    const dl_edn_t *it = nested ? fm->items[i]->items[k] : fm->items[i];
+                    if (it->kind != DL_EDN_VALUE)
+                        return dl__parse_error(c->err, DL_EINVAL, cl->text, cl->text_len, it,
+                                               "ground takes scalar values");
+                    f->ground.items[i * arity + k] = it->value;
+                }
+            }
+        } else {
+            f->ground.v = t->value;
+        }
+    }
+    size_t new_arity = r->arity;
+    int new_vars[MAXC];
+    memcpy(new_vars, r->vars, r->arity * sizeof(int));
+    if (cl->kind == DL__C_FN) {
+        for (size_t i = 0; i < cl->bind.n; i++) {
+            int v = cl->bind.vars[i];
+            int k = v < 0 ? -2 : col_of(r, v);
+            for (size_t j = 0; j < i; j++)
+                if (v >= 0 && cl->bind.vars[j] == v && k == -1)
+                    return dl__parse_error(c->err, DL_EUNSUPPORTED, cl->text, cl->text_len,
+                                           cl->form, "a binding form repeats a variable");
+            f->bind_col[i] = k;
+            if (k == -1) {
+                if (new_arity >= MAXC)
+                    return dl_error_set(c->err, DL_ELIMIT, "too many variables");
+                new_vars[new_arity++] = v;
+            }
+        }
+    }
+    dl_coll_t *o = dl_flat_map(r->coll, new_arity, fn_apply, f, c->err);
+    if (!o)
+        return cfail(c);
+    r->coll = o;
+    r->arity = new_arity;
+    memcpy(r->vars, new_vars, new_arity * sizeof(int));
+    explain(c, "%s (%s ...)", cl->kind == DL__C_PRED ? "filter" : "map", bi->name);
+    if (cl->kind == DL__C_FN && (cl->bind.kind == DL__BIND_COLL || cl->bind.kind == DL__BIND_REL))
+        return distinct(c, r); /* a collection may repeat values */
+    return 0;
+}
+
+/* ---- conjunctions ------------------------------------------------------------------------- */
+
+static int compile_conj(cctx_t *c, dl__clause_t *const *cl, size_t n, prel_t *r);
+
+/* seed: the distinct values of r's columns for those of `vars` that r binds. */
+static int seed_of(cctx_t *c, const prel_t *r, const int *vars, size_t n, prel_t *out) {
+    int keepv[MAXC];
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (col_of(r, vars[i]) >= 0)
+            keepv[k++] = vars[i];
+    if (k == 0)
+        return unit_rel(c, out);
+    *out = *r;
+    return project(c, out, keepv, k);
+}
+
+static int compile_not(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
+    prel_t seed;
+    explain(c, "antijoin on %zu variable%s (%s), body seeded with them:", cl->n_join,
+            cl->n_join == 1 ? "" : "s", cl->kind == DL__C_NOT ? "not" : "not-join");
+    c->depth++;
+    int rc = seed_of(c, r, cl->join, cl->n_join, &seed);
+    if (!rc)
+        rc = compile_conj(c, cl->body, cl->n_body, &seed);
+    if (!rc)
+        rc = project(c, &seed, cl->join, cl->n_join);
+    c->depth--;
+    return rc ? rc : antijoin(c, r, &seed);
+}
+
+/* A branch of a union: a conjunction seeded with r's columns from_vars renamed to
+ * seed_vars (the branch's own variables), whose result columns are res_vars. */
+typedef struct branch {
+    dl__clause_t *const *cl;
+    size_t n;
+    const int *seed_vars;
+    const int *from_vars;
+    size_t n_seed;
+    const int *res_vars;
+} branch_t;
+
+static int compile_union(cctx_t *c, const prel_t *r, const branch_t *br, size_t n_br,
+                         const int *out_vars, size_t n_out, prel_t *res) {
+    dl_coll_t *parts[64];
+    if (n_br > 64)
+        return dl_error_set(c->err, DL_ELIMIT, "too many branches");
+    for (size_t b = 0; b < n_br; b++) {
+        prel_t seed;
+        int rc = seed_of(c, r, br[b].from_vars, br[b].n_seed, &seed);
+        if (rc)
+            return rc;
+        for (size_t i = 0; i < seed.arity; i++)
+            for (size_t k = 0; k < br[b].n_seed; k++)
+                if (seed.vars[i] == br[b].from_vars[k] && seed.vars[i] != -1) {
+                    seed.vars[i] = br[b].seed_vars[k];
+                    break;
+                }
+        c->depth++;
+        explain(c, "branch %zu:", b + 1);
+        c->depth++;
+        rc = compile_conj(c, br[b].cl, br[b].n, &seed);
+        c->depth -= 2;
+        if (!rc)
+            rc = project(c, &seed, br[b].res_vars, n_out);
+        if (rc)
+            return rc;
+        parts[b] = seed.coll;
+    }
+    dl_coll_t *u = n_br == 1 ? parts[0] : dl_concat(parts, n_br, c->err);
+    if (!u)
+        return cfail(c);
+    res->coll = u;
+    res->arity = n_out;
+    memcpy(res->vars, out_vars, n_out * sizeof(int));
+    res->est = r->est;
+    return distinct(c, res);
+}
+
+static int compile_or(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
+    branch_t br[64];
+    if (cl->n_body > 64)
+        return dl_error_set(c->err, DL_ELIMIT, "too many branches");
+    explain(c, "union of %zu branches (%s), joined back:", cl->n_body,
+            cl->kind == DL__C_OR ? "or" : "or-join");
+    for (size_t b = 0; b < cl->n_body; b++) {
+        const dl__clause_t *x = cl->body[b];
+        br[b].cl = x->kind == DL__C_AND ? x->body : (dl__clause_t *const *)&cl->body[b];
+        br[b].n = x->kind == DL__C_AND ? x->n_body : 1;
+        br[b].seed_vars = cl->join;
+        br[b].from_vars = cl->join;
+        br[b].n_seed = cl->n_join;
+        br[b].res_vars = cl->join;
+    }
+    prel_t u, j;
+    int rc = compile_union(c, r, br, cl->n_body, cl->join, cl->n_join, &u);
+    if (!rc)
+        rc = join(c, r, &u, &j);
+    if (!rc)
+        *r = j;
+    return rc;
+}
+
+static int materialize_scc(cctx_t *c, int scc);
+
+#define ARGV(i) (-100 - (int)(i)) /* pseudo-variable of rule argument position i */
+
+/* m has one column per argument position (ARGV(i)): filters constant arguments, unifies
+ * repeated variables, renames to the call's variables and joins into r. */
+static int join_call(cctx_t *c, const dl__clause_t *cl, prel_t *r, prel_t *m) {
+    int keepv[MAXC];
+    size_t k = 0;
+    for (size_t i = 0; i < cl->n_args; i++) {
+        const dl__term_t *t = &cl->args[i];
+        if (t->kind == DL__TERM_CONST) {
+            int col = col_of(m, ARGV(i));
+            m->coll = dl_filter_eq(m->coll, (uint32_t)col, t->value, c->err);
+            if (!m->coll)
+                return cfail(c);
+        } else if (t->kind == DL__TERM_VAR) {
+            bool first = true;
+            for (size_t j = 0; j < i && first; j++)
+                if (cl->args[j].kind == DL__TERM_VAR && cl->args[j].var == t->var) {
+                    m->coll = dl_filter_cols_eq(m->coll, (uint32_t)col_of(m, ARGV(j)),
+                                                (uint32_t)col_of(m, ARGV(i)), c->err);
+                    if (!m->coll)
+                        return cfail(c);
+                    first = false;
+                }
+            if (first)
+                keepv[k++] = ARGV(i);
+        }
+    }
+    int rc = project(c, m, keepv, k);
+    if (rc)
+        return rc;
+    if (k == 0) {
+        /* Nothing to bind: an existence test. */
+        m->coll = dl_map(m->coll, 1, map_to_nil, NULL, c->err);
+        if (!m->coll)
+            return cfail(c);
+        m->arity = 1;
+        m->vars[0] = -1;
+        if ((rc = distinct(c, m)))
+            return rc;
+    } else {
+        for (size_t i = 0; i < m->arity; i++)
+            m->vars[i] = cl->args[-100 - m->vars[i]].var;
+    }
+    prel_t j;
+    rc = join(c, r, m, &j);
+    if (!rc)
+        *r = j;
+    return rc;
+}
+
+typedef struct appc {
+    size_t arity; /* input row width */
+    size_t n;
+    dl_value_t v[MAXC];
+} appc_t;
+
+static int map_append_consts(void *ctx, const dl_value_t *row, dl_emitter_t *out) {
+    appc_t *ac = ctx;
+    dl_value_t buf[MAXC];
+    memcpy(buf, row, ac->arity * sizeof *buf);
+    memcpy(buf + ac->arity, ac->v, ac->n * sizeof *buf);
+    return dl_emit(out, buf);
+}
+
+static int compile_rule_call(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
+    const dl_query_t *q = c->q;
+    const dl__rule_t *rule = &q->rules[cl->fn];
+    if (cl->src != 0)
+        return dl__parse_error(c->err, DL_EUNSUPPORTED, cl->text, cl->text_len, cl->form,
+                               "rule calls with an explicit source are not compiled");
+    if (rule->arity > MAXC || rule->n_defs > 64)
+        return dl_error_set(c->err, DL_ELIMIT, "rule too large");
+    prel_t m;
+    m.arity = rule->arity;
+    for (size_t i = 0; i < rule->arity; i++)
+        m.vars[i] = ARGV(i);
+    m.est = DL_MAX(r->est, 100.0);
+    if (rule->recursive) {
+        if (rule->scc == c->cur_scc) {
+            m.coll = c->rule_in[cl->fn];
+            explain(c, "recursive call (%s ...): the loop variable", rule->name->bytes);
+        } else {
+            int rc = materialize_scc(c, rule->scc);
+            if (rc)
+                return rc;
+            m.coll = in_scope(c, c->L->rule_out[cl->fn]);
+            if (!m.coll)
+                return cfail(c);
+            explain(c, "call (%s ...): its fixpoint, built once", rule->name->bytes);
+        }
+        return join_call(c, cl, r, &m);
+    }
+    /* Non-recursive: the definitions inlined as a union seeded with the bound arguments
+     * (constant arguments are appended to the seed as columns of pseudo-variables). */
+    explain(c, "inline rule %s (%zu definition%s):", rule->name->bytes, rule->n_defs,
+            rule->n_defs == 1 ? "" : "s");
+    prel_t rr = *r;
+    const int cbase = -1000;
+    appc_t *ac = NULL;
+    for (size_t i = 0; i < cl->n_args; i++) {
+        if (cl->args[i].kind != DL__TERM_CONST)
+            continue;
+        if (!ac) {
+            ac = keep(c, sizeof *ac);
+            if (!ac)
+                return DL_ENOMEM;
+            ac->arity = rr.arity;
+        }
+        if (rr.arity >= MAXC)
+            return dl_error_set(c->err, DL_ELIMIT, "too many columns");
+        ac->v[ac->n++] = cl->args[i].value;
+        rr.vars[rr.arity++] = cbase - (int)i;
+    }
+    if (ac) {
+        rr.coll = dl_map(rr.coll, rr.arity, map_append_consts, ac, c->err);
+        if (!rr.coll)
+            return cfail(c);
+    }
+    static _Thread_local int seedv[64][MAXC], fromv[64][MAXC];
+    branch_t br[64];
+    int resv[MAXC];
+    for (size_t d = 0; d < rule->n_defs; d++) {
+        const dl__rule_def_t *def = &rule->defs[d];
+        size_t ns = 0;
+        for (size_t i = 0; i < cl->n_args; i++) {
+            const dl__term_t *t = &cl->args[i];
+            int from = t->kind == DL__TERM_VAR     ? t->var
+                       : t->kind == DL__TERM_CONST ? cbase - (int)i
+                                                   : -1;
+            if (from == -1 || col_of(&rr, from) < 0)
+                continue;
+            bool dup = false;
+            for (size_t k = 0; k < ns; k++)
+                dup |= fromv[d][k] == from;
+            if (dup)
+                continue; /* repeated argument: join_call unifies */
+            seedv[d][ns] = def->head[i];
+            fromv[d][ns++] = from;
+        }
+        br[d].cl = def->body;
+        br[d].n = def->n_body;
+        br[d].seed_vars = seedv[d];
+        br[d].from_vars = fromv[d];
+        br[d].n_seed = ns;
+        br[d].res_vars = def->head;
+    }
+    for (size_t i = 0; i < rule->arity; i++)
+        resv[i] = ARGV(i);
+    int rc = compile_union(c, &rr, br, rule->n_defs, resv, rule->arity, &m);
+    return rc ? rc : join_call(c, cl, r, &m);
+}
+
+/* Builds the iterate scope of a recursive SCC once; L->rule_out[r] is the fixpoint (root). */
+static int materialize_scc(cctx_t *c, int scc) {
+    dl_live_t *L = c->L;
+    const dl_query_t *q = c->q;
+    for (size_t r = 0; r < q->n_rules; r++)
+        if (q->rules[r].scc == scc && L->rule_out[r])
+            return 0;
+    cctx_t sub = *c;
+    sub.scope = dl_iterate_begin(dl_graph_root(L->g), c->err);
+    if (!sub.scope)
+        return cfail(c);
+    sub.cur_scc = scc;
+    dl_var_t **vars = dl_calloc(DL_MAX(q->n_rules, 1), sizeof *vars);
+    if (!vars)
+        return dl_error_set(c->err, DL_ENOMEM, "out of memory");
+    char names[256];
+    size_t k = 0;
+    names[0] = 0;
+    int rc = 0;
+    for (size_t r = 0; r < q->n_rules && !rc; r++) {
+        if (q->rules[r].scc != scc)
+            continue;
+        dl_input_t *empty = const_input(c, q->rules[r].arity);
+        dl_coll_t *init = empty ? in_scope(&sub, dl_input_coll(empty)) : NULL;
+        vars[r] = init ? dl_var_new(sub.scope, init, c->err) : NULL;
+        if (!vars[r]) {
+            rc = cfail(c);
+            break;
+        }
+        c->rule_in[r] = dl_var_coll(vars[r]);
+        if (k < sizeof names - 40)
+            k += (size_t)snprintf(names + k, sizeof names - k, "%s%s", k ? " " : "",
+                                  q->rules[r].name->bytes);
+    }
+    if (!rc)
+        explain(c, "iterate {%s}: one loop variable per rule, distinct per round:", names);
+    for (size_t r = 0; r < q->n_rules && !rc; r++) {
+        const dl__rule_t *rule = &q->rules[r];
+        if (rule->scc != scc)
+            continue;
+        dl_coll_t *parts[64];
+        if (rule->n_defs > 64) {
+            rc = dl_error_set(c->err, DL_ELIMIT, "too many definitions");
+            break;
+        }
+        for (size_t d = 0; d < rule->n_defs && !rc; d++) {
+            prel_t body;
+            sub.depth = c->depth + 1;
+            explain(&sub, "%s, definition %zu:", rule->name->bytes, d + 1);
+            sub.depth++;
+            rc = unit_rel(&sub, &body);
+            if (!rc)
+                rc = compile_conj(&sub, rule->defs[d].body, rule->defs[d].n_body, &body);
+            if (!rc)
+                rc = project(&sub, &body, rule->defs[d].head, rule->arity);
+            parts[d] = body.coll;
+        }
+        if (rc)
+            break;
+        dl_coll_t *u = rule->n_defs == 1 ? parts[0] : dl_concat(parts, rule->n_defs, c->err);
+        dl_coll_t *dd = u ? dl_distinct(u, c->err) : NULL;
+        if (!dd || dl_var_set(vars[r], dd, c->err)) {
+            rc = cfail(c);
+            break;
+        }
+        L->rule_out[r] = dl_leave(dd, c->err);
+        if (!L->rule_out[r])
+            rc = cfail(c);
+    }
+    for (size_t r = 0; r < q->n_rules; r++)
+        if (q->rules[r].scc == scc)
+            c->rule_in[r] = NULL;
+    dl_free(vars);
+    return rc;
+}
+
+static int compile_clause(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound, prel_t *r) {
+    switch (cl->kind) {
+        case DL__C_PATTERN: {
+            prel_t p, j;
+            int rc = pattern_rel(c, cl, bound, &p);
+            if (rc)
+                return rc;
+            if (is_unit(r)) {
+                *r = p; /* joining the unit relation is the identity */
+                return 0;
+            }
+            int sv[MAXC];
+            size_t ns = 0;
+            for (size_t i = 0; i < p.arity; i++)
+                if (col_of(r, p.vars[i]) >= 0)
+                    sv[ns++] = p.vars[i];
+            char kv[200];
+            vars_text(c->q, sv, ns, kv, sizeof kv);
+            explain(c, "join on %s", kv);
+            rc = join(c, r, &p, &j);
+            if (!rc)
+                *r = j;
+            return rc;
+        }
+        case DL__C_PRED:
+        case DL__C_FN:
+            return expr_clause(c, cl, r);
+        case DL__C_NOT:
+        case DL__C_NOT_JOIN:
+            return compile_not(c, cl, r);
+        case DL__C_OR:
+        case DL__C_OR_JOIN:
+            return compile_or(c, cl, r);
+        case DL__C_AND:
+            return compile_conj(c, cl->body, cl->n_body, r);
+        case DL__C_RULE:
+            return compile_rule_call(c, cl, r);
+    }
+    return DL_EINTERNAL;
+}
+
+/* How many of the clause's variables are bound (a connected clause joins, not crosses). */
+static size_t shared(const dl_query_t *q, const dl__clause_t *cl, const uint64_t *bound) {
+    uint64_t vs[64];
+    size_t w = dl__analyze_words(q);
+    memset(vs, 0, w * sizeof(uint64_t));
+    dl__analyze_clause_vars(q, cl, vs);
+    size_t n = 0;
+    for (size_t i = 0; i < w; i++)
+        n += (size_t)__builtin_popcountll(vs[i] & bound[i]);
+    return n;
+}
+
+/* Greedy planning of a conjunction, starting from r (its columns are bound). */
+static int compile_conj(cctx_t *c, dl__clause_t *const *cl, size_t n, prel_t *r) {
+    const dl_query_t *q = c->q;
+    size_t w = dl__analyze_words(q);
+    uint64_t bound[64];
+    bool done[256];
+    if (w > 64 || n > 256)
+        return dl_error_set(c->err, DL_ELIMIT, "query too large to compile");
+    memset(bound, 0, sizeof bound);
+    memset(done, 0, sizeof done);
+    for (size_t i = 0; i < r->arity; i++)
+        if (r->vars[i] >= 0)
+            bound[r->vars[i] / 64] |= 1ull << (r->vars[i] % 64);
+    for (size_t step = 0; step < n; step++) {
+        size_t pick = n;
+        /* 1. Filters first: ready clauses that bind nothing (predicates, negation). */
+        for (size_t i = 0; i < n && pick == n; i++)
+            if (!done[i] &&
+                (cl[i]->kind == DL__C_PRED || cl[i]->kind == DL__C_NOT ||
+                 cl[i]->kind == DL__C_NOT_JOIN) &&
+                dl__analyze_ready(q, cl[i], bound) == 0)
+                pick = i;
+        /* 2. The cheapest ready clause connected to what is bound; 3. else the cheapest
+         * (a cross product the query asked for). Non-patterns rank after patterns. */
+        for (int pass = 0; pass < 2 && pick == n; pass++) {
+            double best = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (done[i] || dl__analyze_ready(q, cl[i], bound) != 0)
+                    continue;
+                if (pass == 0 && !is_unit(r) && shared(q, cl[i], bound) == 0)
+                    continue;
+                double est = cl[i]->kind == DL__C_PATTERN ? pattern_est(c, cl[i], bound) : 1e12;
+                if (pick == n || est < best) {
+                    pick = i;
+                    best = est;
+                }
+            }
+        }
+        if (pick == n)
+            return dl_error_set(c->err, DL_EUNBOUND, "no clause can run (unbound variables)");
+        int rc = compile_clause(c, cl[pick], bound, r);
+        if (rc)
+            return rc;
+        done[pick] = true;
+        for (size_t i = 0; i < r->arity; i++)
+            if (r->vars[i] >= 0)
+                bound[r->vars[i] / 64] |= 1ull << (r->vars[i] % 64);
+    }
+    return 0;
+}
+
+/* ---- the whole query ------------------------------------------------------------------------ */
+
+/* Variables used in entity positions (e of a pattern, v of a ref attribute): query
+ * arguments given as longs are turned into refs for them (Datomic passes entity ids as
+ * longs). */
+static void mark_entity_vars(cctx_t *c, const dl__clause_t *cl, uint64_t *set) {
+    if (cl->kind == DL__C_PATTERN) {
+        const dl__term_t *t = cl->args;
+        if (t[0].kind == DL__TERM_VAR)
+            set[t[0].var / 64] |= 1ull << (t[0].var % 64);
+        dl_attr_info_t ai;
+        if (t[2].kind == DL__TERM_VAR && t[1].kind == DL__TERM_CONST &&
+            t[1].value.type == DL_T_KEYWORD &&
+            dl_db_attr(c->db, dl_value_str(t[1].value, NULL), &ai, NULL) == 0 &&
+            ai.type == DL_T_REF)
+            set[t[2].var / 64] |= 1ull << (t[2].var % 64);
+    }
+    for (size_t i = 0; i < cl->n_body; i++)
+        mark_entity_vars(c, cl->body[i], set);
+}
+
+typedef struct aggctx {
+    const dl_query_t *q;
+    size_t n_out;       /* aggregates, in find order */
+    size_t val_arity;   /* columns of the reduce input's val */
+    int agg_find[MAXC]; /* per aggregate: its find index */
+    int val_col[MAXC];  /* per aggregate: its column in val */
+} aggctx_t;
+
+static int agg_reduce(void *ctx, const dl_value_t *key, const dl_value_t *vals,
+                      const int64_t *counts, size_t n, dl_emitter_t *out) {
+    (void)key;
+    aggctx_t *a = ctx;
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += counts[i] > 0 ? (size_t)counts[i] : 0;
+    dl_value_t *bag = dl_malloc(DL_MAX(total, 1) * sizeof *bag);
+    if (!bag)
+        return DL_ENOMEM;
+    dl_value_t res[MAXC];
+    int rc = 0;
+    for (size_t k = 0; k < a->n_out && !rc; k++) {
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++)
+            for (int64_t t = 0; t < counts[i]; t++)
+                bag[m++] = vals[i * a->val_arity + (size_t)a->val_col[k]];
+        dl__cell_t cell;
+        rc = dl__eval_aggregate(&a->q->find[a->agg_find[k]], bag, m, &cell, NULL);
+        res[k] = cell.v;
+        dl_free(cell.items);
+    }
+    dl_free(bag);
+    return rc ? rc : dl_emit(out, res);
+}
+
+static int compile_find(cctx_t *c, prel_t *r) {
+    const dl_query_t *q = c->q;
+    dl_live_t *L = c->L;
+    if (q->n_find + q->n_with > MAXC)
+        return dl_error_set(c->err, DL_ELIMIT, "too many find variables");
+    if (!q->has_agg) {
+        uint32_t cols[MAXC];
+        for (size_t i = 0; i < q->n_find; i++)
+            cols[i] = (uint32_t)col_of(r, q->find[i].var);
+        dl_coll_t *p = dl_project(r->coll, cols, q->n_find, c->err);
+        L->out = p ? dl_distinct(p, c->err) : NULL;
+        explain(c, "project to :find, distinct");
+        return L->out ? 0 : cfail(c);
+    }
+    /* Group variables, then the other find and with variables: a set of such rows. */
+    int cv[MAXC];
+    size_t nc = 0, ng;
+    for (int pass = 0; pass < 3; pass++) {
+        size_t lim = pass == 2 ? q->n_with : q->n_find;
+        for (size_t i = 0; i < lim; i++) {
+            int v = pass == 2 ? q->with[i] : q->find[i].var;
+            if (pass == 0 && q->find[i].agg != DL__AGG_NONE)
+                continue;
+            bool dup = false;
+            for (size_t k = 0; k < nc; k++)
+                dup |= cv[k] == v;
+            if (!dup)
+                cv[nc++] = v;
+        }
+        if (pass == 0)
+            ng = nc;
+    }
+    prel_t p = *r;
+    int rc = project(c, &p, cv, nc);
+    if (rc)
+        return rc;
+    aggctx_t *a = keep(c, sizeof *a);
+    if (!a)
+        return DL_ENOMEM;
+    a->q = q;
+    for (size_t i = 0; i < q->n_find; i++) {
+        if (q->find[i].agg == DL__AGG_NONE)
+            continue;
+        int col = -1;
+        for (size_t k = ng; k < nc; k++)
+            if (cv[k] == q->find[i].var)
+                col = (int)(k - ng);
+        if (col < 0)
+            return dl__parse_error(c->err, DL_EUNSUPPORTED, q->text, q->text_len, q->find[i].form,
+                                   "aggregating a grouping variable is not compiled");
+        a->agg_find[a->n_out] = (int)i;
+        a->val_col[a->n_out++] = col;
+    }
+    /* With no grouping variable the key is a constant column. */
+    dl_coll_t *src = p.coll;
+    uint32_t kc[MAXC], vc[MAXC];
+    size_t nk = 0, nv = 0;
+    if (ng == 0) {
+        src = dl_map(p.coll, nc + 1, map_append_nil, (void *)(uintptr_t)nc, c->err);
+        if (!src)
+            return cfail(c);
+        kc[nk++] = (uint32_t)nc;
+    }
+    for (size_t i = 0; i < ng; i++)
+        kc[nk++] = (uint32_t)i;
+    for (size_t i = ng; i < nc; i++)
+        vc[nv++] = (uint32_t)i;
+    a->val_arity = nv;
+    dl_arr_t *A = dl_arrange(src, kc, nk, vc, nv, c->err);
+    dl_reduce_spec_t spec;
+    memset(&spec, 0, sizeof spec);
+    spec.kind = DL_REDUCE_GENERAL;
+    spec.out_arity = a->n_out;
+    spec.general_fn = agg_reduce;
+    spec.ctx = a;
+    dl_arr_t *R = A ? dl_reduce(A, &spec, c->err) : NULL;
+    dl_coll_t *rc_coll = R ? dl_arr_coll(R) : NULL;
+    if (!rc_coll)
+        return cfail(c);
+    uint32_t oc[MAXC];
+    size_t ag = 0;
+    for (size_t i = 0; i < q->n_find; i++) {
+        if (q->find[i].agg != DL__AGG_NONE) {
+            oc[i] = (uint32_t)(nk + ag++);
+            continue;
+        }
+        for (size_t k = 0; k < ng; k++)
+            if (cv[k] == q->find[i].var)
+                oc[i] = (uint32_t)(ng == 0 ? k + 1 : k);
+    }
+    L->out = dl_project(rc_coll, oc, q->n_find, c->err);
+    explain(c,
+            "reduce by %zu grouping variable%s over distinct (find ++ with) rows: %zu "
+            "aggregate%s",
+            ng, ng == 1 ? "" : "s", a->n_out, a->n_out == 1 ? "" : "s");
+    return L->out ? 0 : cfail(c);
+}
+
+int dl__compile_query(dl_live_t *L, const dl_query_t *q, const dl_db_t *db, dl_error_t *err) {
+    cctx_t c = {L, q, db, dl_graph_root(L->g), -1, NULL, err, 0};
+    if (q->n_vars > 64 * 64)
+        return dl_error_set(err, DL_ELIMIT, "query too large to compile");
+    c.rule_in = dl_calloc(DL_MAX(q->n_rules, 1), sizeof *c.rule_in);
+    L->rule_out = dl_calloc(DL_MAX(q->n_rules, 1), sizeof *L->rule_out);
+    if (!c.rule_in || !L->rule_out) {
+        dl_free(c.rule_in);
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    }
+    int rc = 0;
+    for (size_t i = 0; i < q->n_find && !rc; i++)
+        if (q->find[i].agg == DL__AGG_DISTINCT || q->find[i].agg == DL__AGG_MIN_N ||
+            q->find[i].agg == DL__AGG_MAX_N)
+            rc = dl__parse_error(err, DL_EUNSUPPORTED, q->text, q->text_len, q->find[i].form,
+                                 "collection-valued aggregates are not compiled yet");
+    for (size_t i = 0; i < q->n_in && !rc; i++)
+        if (q->in[i].kind == DL__IN_SRC && q->in[i].src != 0)
+            rc = dl_error_set(err, DL_EUNSUPPORTED, "compiled queries read one source ($)");
+    for (size_t i = 0; i < q->n_where && !rc; i++)
+        mark_entity_vars(&c, q->where[i], L->entity_vars);
+    prel_t r;
+    if (!rc)
+        rc = unit_rel(&c, &r);
+    /* Arguments: one constant relation per binding (rows loaded by dl_live_new). */
+    for (size_t i = 0; i < q->n_in && !rc; i++) {
+        if (q->in[i].kind != DL__IN_BIND)
+            continue;
+        const dl__bind_t *b = &q->in[i].bind;
+        dl_input_t *in = const_input(&c, b->n);
+        if (!in) {
+            rc = cfail(&c);
+            break;
+        }
+        L->arg_in[L->n_arg_in++] = in;
+        prel_t a, j;
+        a.coll = dl_input_coll(in);
+        a.arity = b->n;
+        for (size_t k = 0; k < b->n; k++)
+            a.vars[k] = b->vars[k] >= 0 ? b->vars[k] : -4 - (int)k;
+        a.est = 10;
+        int keepv[MAXC];
+        size_t nk = 0;
+        for (size_t k = 0; k < b->n; k++)
+            if (b->vars[k] >= 0) {
+                bool dup = false;
+                for (size_t t = 0; t < nk; t++)
+                    dup |= keepv[t] == b->vars[k];
+                if (!dup)
+                    keepv[nk++] = b->vars[k];
+            }
+        if (nk < b->n)
+            rc = project(&c, &a, keepv, nk); /* _ columns; repeated variables are unified
+                                              * when the rows are loaded */
+        explain(&c, "argument %s",
+                b->n == 1 && b->vars[0] >= 0 ? dl__parse_var_name(q, b->vars[0])
+                                             : "(tuple, collection or relation)");
+        if (rc)
+            break;
+        if (is_unit(&r)) {
+            r = a;
+        } else {
+            rc = join(&c, &r, &a, &j);
+            if (!rc)
+                r = j;
+        }
+    }
+    if (!rc)
+        rc = compile_conj(&c, q->where, q->n_where, &r);
+    if (!rc)
+        rc = compile_find(&c, &r);
+    dl_free(c.rule_in);
+    return rc;
+}

@@ -1,0 +1,68 @@
+/*
+ * compile.h: the private interface between the compiler (compile.c) and live queries
+ * (live.c): the state of one compiled query, which owns a dataflow graph.
+ * Not API: include/deltalog/datalog.h is. Design: docs/datalog.md "Compilation".
+ */
+#ifndef DL_DATALOG_COMPILE_H
+#define DL_DATALOG_COMPILE_H
+
+#include "datalog/datalog.h"
+
+#include <deltalog/dataflow.h>
+
+/* One attribute the query reads: an input collection of [e v] rows. */
+typedef struct dl__live_attr {
+    int64_t id;
+    const char *ident; /* immortal (the store interns idents) */
+    dl_input_t *in;
+} dl__live_attr_t;
+
+/* A root collection entered into an iterate scope (built once, reused). */
+typedef struct dl__live_entered {
+    dl_scope_t *scope;
+    dl_coll_t *from;
+    dl_coll_t *coll;
+} dl__live_entered_t;
+
+/* Invariants: every input of the graph is in attrs, consts or arg_in; after dl_live_new
+ * the constant inputs are closed and every attribute input's frontier is last_tx + 1;
+ * `acc` holds the accumulated result (the sum of every diff captured from `out`). */
+struct dl_live {
+    const dl_query_t *q; /* borrowed: must outlive the live query */
+    dl_arena_t arena;    /* builder contexts handed to operators (live as long as g) */
+    dl_graph_t *g;
+    dl__live_attr_t *attrs;
+    size_t n_attrs, cap_attrs;
+    dl_input_t **consts; /* fixed inputs: loaded at time 0, closed at start */
+    size_t n_consts, cap_consts;
+    dl_input_t *arg_in[64]; /* per :in binding, in order */
+    size_t n_arg_in;
+    dl__live_entered_t *entered;
+    size_t n_entered, cap_entered;
+    dl_coll_t **rule_out; /* per rule: the fixpoint of its SCC in the root, or NULL */
+    dl_coll_t *unit;      /* root unit relation, once made */
+    dl_coll_t *out;       /* the result collection: rows of the :find elements */
+    dl_capture_t *cap;
+    uint64_t entity_vars[64]; /* variables in entity positions (args: long -> ref) */
+    dl_buf_t explain;
+    uint64_t last_tx; /* the last transaction applied */
+    int failed;       /* a run failed: the live query is unusable (the code) */
+    /* accumulated result: open addressing over rows (n_find values each) */
+    size_t arity;
+    dl_value_t *rows;
+    int64_t *counts;
+    size_t n_rows, cap_rows;
+    uint32_t *slots;
+    size_t n_slots;
+    /* the change of the last apply (consolidated) */
+    dl_value_t *ch_rows;
+    int64_t *ch_diffs;
+    size_t n_ch, cap_ch;
+};
+
+/* Builds the dataflow of q into L->g (L->g, L->arena, L->explain initialized). The
+ * attributes are resolved against db's schema; statistics of db drive the join order.
+ * DL_EUNSUPPORTED for what the compiler does not handle (see compile.c). */
+int dl__compile_query(dl_live_t *L, const dl_query_t *q, const dl_db_t *db, dl_error_t *err) DL_WUR;
+
+#endif

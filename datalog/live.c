@@ -1,0 +1,397 @@
+/*
+ * live.c: live and one-shot compiled queries: building a query's dataflow graph
+ * (compile.c), loading a snapshot into its attribute inputs, feeding it committed
+ * transactions, accumulating the result and its per-transaction changes.
+ *
+ * Time: the graph has one coordinate, the store's transaction number (DESIGN-NOTES §1);
+ * the snapshot is loaded at its basis transaction, every later commit at its own number,
+ * and after each the inputs advance past it, so the result for that transaction is
+ * complete when dl_live_apply returns. Declared time dimensions are not used yet.
+ * Each live query owns its graph: arrangements are shared within a query, not across
+ * queries (docs/datalog.md "Status").
+ */
+#include "datalog/compile.h"
+
+#include <deltalog/store.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the accumulated result --------------------------------------------------------------- */
+
+static int acc_rehash(dl_live_t *L, size_t n_slots) {
+    uint32_t *s = dl_calloc(n_slots, sizeof *s);
+    if (!s)
+        return DL_ENOMEM;
+    for (size_t i = 0; i < L->n_rows; i++) {
+        size_t h = (size_t)dl_row_hash(L->rows + i * L->arity, L->arity) & (n_slots - 1);
+        while (s[h])
+            h = (h + 1) & (n_slots - 1);
+        s[h] = (uint32_t)(i + 1);
+    }
+    dl_free(L->slots);
+    L->slots = s;
+    L->n_slots = n_slots;
+    return 0;
+}
+
+/* Adds diff to row's count (rows whose count drops to 0 stay, with count 0). */
+static int acc_add(dl_live_t *L, const dl_value_t *row, int64_t diff) {
+    if (2 * (L->n_rows + 1) >= L->n_slots && acc_rehash(L, L->n_slots ? 2 * L->n_slots : 64))
+        return DL_ENOMEM;
+    size_t a = DL_MAX(L->arity, 1);
+    size_t h = (size_t)dl_row_hash(row, L->arity) & (L->n_slots - 1);
+    while (L->slots[h]) {
+        size_t i = L->slots[h] - 1;
+        if (dl_row_eq(L->rows + i * L->arity, row, L->arity)) {
+            L->counts[i] += diff;
+            return 0;
+        }
+        h = (h + 1) & (L->n_slots - 1);
+    }
+    if (L->n_rows == L->cap_rows) {
+        size_t cap = L->cap_rows ? 2 * L->cap_rows : 64;
+        dl_value_t *r = dl_realloc(L->rows, cap * a * sizeof *r);
+        if (!r)
+            return DL_ENOMEM;
+        L->rows = r;
+        int64_t *c = dl_realloc(L->counts, cap * sizeof *c);
+        if (!c)
+            return DL_ENOMEM;
+        L->counts = c;
+        L->cap_rows = cap;
+    }
+    memcpy(L->rows + L->n_rows * L->arity, row, L->arity * sizeof *row);
+    L->counts[L->n_rows] = diff;
+    L->slots[h] = (uint32_t)(++L->n_rows);
+    return 0;
+}
+
+static int on_diff(void *ctx, const dl_diff_t *d) {
+    dl_live_t *L = ctx;
+    for (size_t i = 0; i < d->n; i++) {
+        const dl_value_t *row = d->rows + i * d->arity;
+        int rc = acc_add(L, row, d->diffs[i]);
+        if (rc)
+            return rc;
+        if (L->n_ch == L->cap_ch) {
+            size_t cap = L->cap_ch ? 2 * L->cap_ch : 64;
+            dl_value_t *r = dl_realloc(L->ch_rows, cap * DL_MAX(L->arity, 1) * sizeof *r);
+            if (!r)
+                return DL_ENOMEM;
+            L->ch_rows = r;
+            int64_t *df = dl_realloc(L->ch_diffs, cap * sizeof *df);
+            if (!df)
+                return DL_ENOMEM;
+            L->ch_diffs = df;
+            L->cap_ch = cap;
+        }
+        memcpy(L->ch_rows + L->n_ch * L->arity, row, L->arity * sizeof *row);
+        L->ch_diffs[L->n_ch++] = d->diffs[i];
+    }
+    return 0;
+}
+
+/* ---- building and loading ----------------------------------------------------------------- */
+
+DL_API void dl_live_free(dl_live_t *l) {
+    if (!l)
+        return;
+    dl_graph_free(l->g);
+    dl__arena_fini(&l->arena);
+    dl__buf_fini(&l->explain);
+    dl_free(l->attrs);
+    dl_free(l->consts);
+    dl_free(l->entered);
+    dl_free(l->rule_out);
+    dl_free(l->rows);
+    dl_free(l->counts);
+    dl_free(l->slots);
+    dl_free(l->ch_rows);
+    dl_free(l->ch_diffs);
+    dl_free(l);
+}
+
+static bool is_entity_var(const dl_live_t *L, int v) {
+    return v >= 0 && v < 64 * 64 && (L->entity_vars[v / 64] >> (v % 64)) & 1;
+}
+
+static int arg_value(const dl_live_t *L, int var, const dl_edn_t *f, const char *text, size_t len,
+                     dl_value_t *out, dl_error_t *err) {
+    if (f->kind != DL_EDN_VALUE)
+        return dl__parse_error(err, DL_EINVAL, text, len, f, "expected a scalar value");
+    *out = f->value;
+    if (out->type == DL_T_INT && is_entity_var(L, var))
+        *out = dl_value_ref(out->as.i);
+    return 0;
+}
+
+/* Loads the rows of each :in binding into its constant input at time 0. */
+static int load_args(dl_live_t *L, const char *args, size_t len, dl_error_t *err) {
+    const dl_query_t *q = L->q;
+    size_t n_bind = dl_query_n_args(q);
+    dl_arena_t a;
+    dl__arena_init(&a, 1024);
+    const dl_edn_t *argv = NULL;
+    int rc = 0;
+    uint64_t t0[DL_TIME_MAX_ROOT_DIM] = {0};
+    if (args && len) {
+        rc = dl__edn_read_one(args, len, &a, (dl_edn_t **)&argv, err);
+        if (!rc && argv->kind != DL_EDN_VECTOR)
+            rc = dl_error_set(err, DL_EINVAL, "query arguments are a vector, one per :in binding");
+    }
+    if (!rc && (argv ? argv->n : 0) != n_bind)
+        rc = dl_error_set(err, DL_EINVAL, "the query takes %zu argument%s, %zu given", n_bind,
+                          n_bind == 1 ? "" : "s", argv ? argv->n : 0);
+    for (size_t i = 0, k = 0; i < q->n_in && !rc; i++) {
+        if (q->in[i].kind != DL__IN_BIND)
+            continue;
+        const dl__bind_t *b = &q->in[i].bind;
+        const dl_edn_t *f = argv->items[k];
+        dl_input_t *in = L->arg_in[k++];
+        dl_value_t row[64];
+        if (b->kind == DL__BIND_SCALAR) {
+            rc = arg_value(L, b->vars[0], f, args, len, &row[0], err);
+            if (!rc)
+                rc = dl_input_update(in, row, 1, t0, 1, err);
+            continue;
+        }
+        bool coll_ok = f->kind == DL_EDN_VECTOR || f->kind == DL_EDN_LIST ||
+                       (f->kind == DL_EDN_SET && b->kind != DL__BIND_TUPLE);
+        if (!coll_ok) {
+            rc = dl__parse_error(err, DL_EINVAL, args, len, f, "expected a collection argument");
+            break;
+        }
+        if (b->kind == DL__BIND_TUPLE) {
+            if (f->n != b->n) {
+                rc = dl__parse_error(err, DL_EINVAL, args, len, f,
+                                     "tuple input needs %zu values, got %zu", b->n, f->n);
+                break;
+            }
+            for (size_t j = 0; j < b->n && !rc; j++)
+                rc = arg_value(L, b->vars[j], f->items[j], args, len, &row[j], err);
+            if (!rc)
+                rc = dl_input_update(in, row, b->n, t0, 1, err);
+            continue;
+        }
+        /* Collections and relations may repeat a row: load each distinct row once. */
+        dl_value_t *seen = dl_malloc(DL_MAX(f->n * b->n, 1) * sizeof *seen);
+        size_t n_seen = 0;
+        if (!seen) {
+            rc = dl_error_set(err, DL_ENOMEM, "out of memory");
+            break;
+        }
+        for (size_t j = 0; j < f->n && !rc; j++) {
+            const dl_edn_t *it = f->items[j];
+            if (b->kind == DL__BIND_COLL) {
+                rc = arg_value(L, b->vars[0], it, args, len, &row[0], err);
+            } else if ((it->kind != DL_EDN_VECTOR && it->kind != DL_EDN_LIST) || it->n != b->n) {
+                rc = dl__parse_error(err, DL_EINVAL, args, len, it,
+                                     "each tuple of the relation needs %zu values", b->n);
+            } else {
+                for (size_t t = 0; t < b->n && !rc; t++)
+                    rc = arg_value(L, b->vars[t], it->items[t], args, len, &row[t], err);
+            }
+            bool dup = false;
+            for (size_t s = 0; s < n_seen && !rc && !dup; s++)
+                dup = dl_row_eq(seen + s * b->n, row, b->n);
+            if (!rc && !dup) {
+                memcpy(seen + n_seen++ * b->n, row, b->n * sizeof *row);
+                rc = dl_input_update(in, row, b->n, t0, 1, err);
+            }
+        }
+        dl_free(seen);
+    }
+    dl__arena_fini(&a);
+    return rc;
+}
+
+/* Loads db's current datoms of every attribute input at time [basis]. */
+static int load_snapshot(dl_live_t *L, const dl_db_t *db, uint64_t basis, dl_error_t *err) {
+    uint64_t t[DL_TIME_MAX_ROOT_DIM] = {basis};
+    for (size_t i = 0; i < L->n_attrs; i++) {
+        dl_datom_t prefix;
+        memset(&prefix, 0, sizeof prefix);
+        prefix.a = L->attrs[i].id;
+        dl_iter_t *it;
+        int rc = dl_db_datoms(db, DL_INDEX_AEVT, &prefix, 1, NULL, &it, err);
+        if (rc)
+            return rc;
+        dl_datom_t d;
+        while (!rc && dl_iter_next(it, &d)) {
+            if (!d.added)
+                continue;
+            dl_value_t row[2] = {dl_value_ref(d.e), d.v};
+            rc = dl_input_update(L->attrs[i].in, row, 2, t, 1, err);
+        }
+        dl_iter_free(it);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int advance_and_run(dl_live_t *L, uint64_t next, dl_error_t *err) {
+    uint64_t t[DL_TIME_MAX_ROOT_DIM] = {next};
+    for (size_t i = 0; i < L->n_attrs; i++) {
+        int rc = dl_input_advance_to(L->attrs[i].in, t, err);
+        if (rc)
+            return rc;
+    }
+    L->n_ch = 0;
+    return dl_graph_run(L->g, err);
+}
+
+DL_API int dl_live_new(const dl_query_t *q, const struct dl_db *db, const char *args,
+                       size_t args_len, dl_live_t **out, dl_error_t *err) {
+    if (out)
+        *out = NULL;
+    if (!q || !db || !out)
+        return dl_error_set(err, DL_EINVAL, "dl_live_new: NULL argument");
+    dl_live_t *L = dl_calloc(1, sizeof *L);
+    if (!L)
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    L->q = q;
+    L->arity = q->n_find;
+    dl__arena_init(&L->arena, 4096);
+    dl__buf_init(&L->explain);
+    int rc = 0;
+    L->g = dl_graph_new(1, err);
+    if (!L->g)
+        rc = err && err->code ? err->code : DL_ENOMEM;
+    if (!rc)
+        rc = dl__compile_query(L, q, db, err);
+    if (!rc) {
+        L->cap = dl_capture_new(L->out, on_diff, L, err);
+        if (!L->cap)
+            rc = err && err->code ? err->code : DL_ENOMEM;
+    }
+    if (!rc)
+        rc = load_args(L, args, args ? args_len : 0, err);
+    uint64_t basis = dl_db_basis_tx(db);
+    if (!rc)
+        rc = load_snapshot(L, db, basis, err);
+    for (size_t i = 0; i < L->n_consts && !rc; i++)
+        rc = dl_input_close(L->consts[i], err);
+    if (!rc)
+        rc = advance_and_run(L, basis + 1, err);
+    if (rc) {
+        dl_live_free(L);
+        return rc;
+    }
+    L->last_tx = basis;
+    *out = L;
+    return 0;
+}
+
+DL_API int dl_live_apply(dl_live_t *l, const struct dl_commit *c, dl_error_t *err) {
+    if (!l || !c)
+        return dl_error_set(err, DL_EINVAL, "dl_live_apply: NULL argument");
+    if (l->failed)
+        return dl_error_set(err, l->failed, "this live query failed earlier (%s)",
+                            dl_err_name(l->failed));
+    if (c->tx <= l->last_tx)
+        return 0;
+    uint64_t t[DL_TIME_MAX_ROOT_DIM] = {c->tx};
+    int rc = 0;
+    for (size_t i = 0; i < c->n_changes && !rc; i++) {
+        const dl_change_t *ch = &c->changes[i];
+        for (size_t k = 0; k < l->n_attrs; k++)
+            if (l->attrs[k].id == ch->a) {
+                dl_value_t row[2] = {dl_value_ref(ch->e), ch->v};
+                rc = dl_input_update(l->attrs[k].in, row, 2, t, ch->diff, err);
+                break;
+            }
+    }
+    if (!rc)
+        rc = advance_and_run(l, c->tx + 1, err);
+    if (rc) {
+        l->failed = rc;
+        return rc;
+    }
+    l->last_tx = c->tx;
+    return 0;
+}
+
+DL_API size_t dl_live_changes(const dl_live_t *l, const dl_value_t **rows, const int64_t **diffs) {
+    if (rows)
+        *rows = l->ch_rows;
+    if (diffs)
+        *diffs = l->ch_diffs;
+    return l->n_ch;
+}
+
+static size_t sort_arity;
+static int row_order(const void *a, const void *b) { return dl_row_cmp(a, b, sort_arity); }
+
+DL_API int dl_live_result(const dl_live_t *l, dl_query_result_t **out, dl_error_t *err) {
+    *out = NULL;
+    const dl_query_t *q = l->q;
+    size_t n = 0;
+    for (size_t i = 0; i < l->n_rows; i++) {
+        if (l->counts[i] == 0)
+            continue;
+        if (l->counts[i] != 1)
+            return dl_error_set(err, DL_EINTERNAL,
+                                "compiled result has a row with multiplicity %lld",
+                                (long long)l->counts[i]);
+        n++;
+    }
+    size_t a = DL_MAX(l->arity, 1);
+    dl_value_t *rows = dl_malloc(DL_MAX(n, 1) * a * sizeof *rows);
+    dl_query_result_t *r = dl_calloc(1, sizeof *r);
+    if (r)
+        r->cells = dl_calloc(DL_MAX(n * l->arity, 1), sizeof(dl__cell_t));
+    if (!rows || !r || !r->cells) {
+        dl_free(rows);
+        dl_query_result_free(r);
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < l->n_rows; i++)
+        if (l->counts[i] == 1)
+            memcpy(rows + k++ * l->arity, l->rows + i * l->arity, l->arity * sizeof *rows);
+    sort_arity = l->arity;
+    qsort(rows, n, l->arity * sizeof *rows, row_order);
+    r->kind = q->find_kind;
+    r->keys_kind = q->keys_kind;
+    r->n_cols = l->arity;
+    r->n_rows = n;
+    r->n_alloc_rows = n;
+    for (size_t i = 0; i < n * l->arity; i++)
+        r->cells[i].v = rows[i];
+    dl_free(rows);
+    if ((q->find_kind == DL_FIND_TUPLE || q->find_kind == DL_FIND_SCALAR) && r->n_rows > 1)
+        r->n_rows = 1;
+    if (q->keys_kind != DL_KEYS_NONE) {
+        r->col_names = dl_calloc(l->arity, sizeof(char *));
+        for (size_t i = 0; r->col_names && i < l->arity; i++)
+            r->col_names[i] = dl_strdup(q->keys[i]->bytes);
+        bool ok = r->col_names != NULL;
+        for (size_t i = 0; ok && i < l->arity; i++)
+            ok = r->col_names[i] != NULL;
+        if (!ok) {
+            dl_query_result_free(r);
+            return dl_error_set(err, DL_ENOMEM, "out of memory");
+        }
+    }
+    *out = r;
+    return 0;
+}
+
+DL_API char *dl_live_explain(const dl_live_t *l) {
+    if (!l || l->explain.oom)
+        return NULL;
+    return dl_strdup(l->explain.data ? l->explain.data : "");
+}
+
+DL_API int dl_query_run(const dl_query_t *q, const struct dl_db *db, const char *args,
+                        size_t args_len, dl_query_result_t **out, dl_error_t *err) {
+    if (out)
+        *out = NULL;
+    dl_live_t *l = NULL;
+    int rc = dl_live_new(q, db, args, args_len, &l, err);
+    if (!rc)
+        rc = dl_live_result(l, out, err);
+    dl_live_free(l);
+    return rc;
+}
