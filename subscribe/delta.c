@@ -66,6 +66,8 @@ bool dl__delta_time_le(const uint64_t *a, const uint64_t *b, size_t n) {
 
 int dl_delta_new(dl_delta_kind_t kind, size_t arity, const uint64_t *time, size_t n_dims,
                  dl_delta_t **out, dl_error_t *err) {
+    if (!out)
+        return dl_error_set(err, DL_EINVAL, "delta: NULL out");
     *out = NULL;
     if (kind != DL_DELTA_DATA && kind != DL_DELTA_FRONTIER && kind != DL_DELTA_END)
         return dl_error_set(err, DL_EINVAL, "delta: unknown kind %d", (int)kind);
@@ -292,6 +294,8 @@ static int add_pair(dl_delta_t *d, const dl_value_t *row, int64_t diff) {
 }
 
 int dl_delta_add(dl_delta_t *d, const dl_value_t *row, int64_t diff, dl_error_t *err) {
+    if (!d)
+        return dl_error_set(err, DL_EINVAL, "delta: NULL delta");
     if (d->sealed || d->kind != DL_DELTA_DATA)
         return dl_error_set(err, DL_ESTATE, "delta: add to a sealed or non-data delta");
     if (!row && d->arity)

@@ -206,6 +206,8 @@ int dl_registry_pump(dl_registry_t *r, dl_error_t *err) {
 
 int dl_subscribe(dl_registry_t *r, const char *query, const dl_value_t *inputs, size_t n_inputs,
                  const dl_sub_options_t *opts, dl_sub_t **out, dl_error_t *err) {
+    if (!r || !out)
+        return dl_error_set(err, DL_EINVAL, "subscribe: NULL registry or out");
     *out = NULL;
     dl_sub_options_t o;
     if (opts)

@@ -114,6 +114,8 @@ void dl_sub_options_init(dl_sub_options_t *o) {
 }
 
 int dl_sub_new(const dl_sub_options_t *opts, size_t arity, dl_sub_t **out, dl_error_t *err) {
+    if (!out)
+        return dl_error_set(err, DL_EINVAL, "subscribe: NULL out");
     *out = NULL;
     dl_sub_options_t o;
     if (opts)
@@ -453,6 +455,8 @@ static void call_back(dl_sub_t *s, const dl_delta_t *d) {
 }
 
 int dl_sub_push(dl_sub_t *s, dl_delta_t *d, dl_error_t *err) {
+    if (!s || !d)
+        return dl_error_set(err, DL_EINVAL, "push: NULL subscription or delta");
     dl_delta_seal(d);
     pthread_mutex_lock(&s->mu);
     if (s->state != ST_OPEN) {
@@ -536,6 +540,8 @@ bool dl_sub_is_done(dl_sub_t *s) {
 /* ---- consumer ---------------------------------------------------------------------------- */
 
 int dl_sub_next(dl_sub_t *s, int64_t timeout_ms, dl_delta_t **out, dl_error_t *err) {
+    if (!s || !out)
+        return dl_error_set(err, DL_EINVAL, "dl_sub_next: NULL subscription or out");
     *out = NULL;
     if (s->o.on_delta)
         return dl_error_set(err, DL_EINVAL, "dl_sub_next on a callback subscription");

@@ -420,5 +420,92 @@ static void test_registry_random(void **state) {
     }
 }
 
+/* Allocation failure at every point of subscribe (new and shared source) and of a pump's
+ * fan-out: each call fails cleanly (DL_ENOMEM, nothing half-registered) or succeeds; a
+ * subscriber whose queueing failed ends with END(nomem); no memory is lost. */
+static void test_registry_alloc_failure(void **state) {
+    (void)state;
+    static world_t w;
+    memset(&w, 0, sizeof w);
+    const int64_t c0[][2] = {{1, 1}, {4, 1}, {7, 1}};
+    commit(&w, c0, 3);
+    dl_registry_t *r;
+    assert_int_equal(dl_registry_new(&vt, &w, &r, NULL), 0);
+    view_t warm;
+    subscribe_view(r, &warm, "(filter-mod 3)", 3, 1);
+    dl_unsubscribe(r, warm.sub);
+    dl_alloc_stats_t base;
+    dl_alloc_stats(&base);
+    int failed_new = 0, failed_shared = 0, ended_nomem = 0;
+    for (int64_t fail_at = 0; fail_at < 40; fail_at++) {
+        dl_value_t in[1] = {dl_value_int(1)};
+        static view_t a, b, c;
+        memset(&a, 0, sizeof a);
+        memset(&b, 0, sizeof b);
+        memset(&c, 0, sizeof c);
+        a.mod = b.mod = c.mod = 3;
+        a.rem = b.rem = c.rem = 1;
+        a.end_code = b.end_code = c.end_code = -1000;
+        dl_registry_stats_t rs;
+        /* A new source. */
+        dl_alloc_fail_after(fail_at);
+        int rc = dl_subscribe(r, "(filter-mod 3)", in, 1, NULL, &a.sub, NULL);
+        dl_alloc_fail_after(-1);
+        dl_registry_stats(r, &rs);
+        if (rc) {
+            assert_int_equal(rc, DL_ENOMEM);
+            assert_null(a.sub);
+            assert_int_equal(rs.n_sources, 0);
+            assert_int_equal(rs.n_subs, 0);
+            failed_new++;
+        }
+        /* A subscriber of an existing source. */
+        assert_int_equal(dl_subscribe(r, "(filter-mod 3)", in, 1, NULL, &b.sub, NULL), 0);
+        dl_alloc_fail_after(fail_at);
+        rc = dl_subscribe(r, "(filter-mod 3)", in, 1, NULL, &c.sub, NULL);
+        dl_alloc_fail_after(-1);
+        dl_registry_stats(r, &rs);
+        assert_int_equal(rs.n_sources, 1);
+        assert_int_equal(rs.n_subs, 1u + (a.sub != NULL) + (c.sub != NULL));
+        if (rc) {
+            assert_int_equal(rc, DL_ENOMEM);
+            failed_shared++;
+        }
+        /* A pump whose fan-out may fail for some subscribers. */
+        const int64_t c1[][2] = {{10, 1}, {1, -1}};
+        commit(&w, c1, 2);
+        const int64_t c2[][2] = {{13, 1}};
+        commit(&w, c2, 1);
+        dl_alloc_fail_after(fail_at / 4);
+        rc = dl_registry_pump(r, NULL);
+        dl_alloc_fail_after(-1);
+        assert_int_equal(rc, 0); /* the source itself did not fail */
+        view_t *vs[3] = {&a, &b, &c};
+        for (int i = 0; i < 3; i++) {
+            if (!vs[i]->sub)
+                continue;
+            drain(vs[i]);
+            if (vs[i]->end_code == DL_ENOMEM)
+                ended_nomem++;
+            else
+                assert_view_current(vs[i], &w);
+            dl_unsubscribe(r, vs[i]->sub);
+        }
+        assert_int_equal(dl_registry_pump(r, NULL), 0);
+        dl_registry_stats(r, &rs);
+        assert_int_equal(rs.n_sources, 0);
+        const int64_t undo[][2] = {{10, -1}, {1, 1}, {13, -1}};
+        commit(&w, undo, 3); /* back to the initial collection (no source is open) */
+        dl_alloc_stats_t after;
+        dl_alloc_stats(&after);
+        assert_int_equal(after.live_bytes, base.live_bytes);
+    }
+    print_message("failed: %d new, %d shared; %d subscribers ended with nomem\n", failed_new,
+                  failed_shared, ended_nomem);
+    assert_true(failed_new > 0 && failed_shared > 0 && ended_nomem > 0);
+    dl_registry_free(r);
+}
+
 DL_TEST_GROUP(registry, cmocka_unit_test(test_registry_shares_one_source),
-              cmocka_unit_test(test_registry_errors), cmocka_unit_test(test_registry_random));
+              cmocka_unit_test(test_registry_errors), cmocka_unit_test(test_registry_random),
+              cmocka_unit_test(test_registry_alloc_failure));
