@@ -181,9 +181,12 @@ DL_API void dl_sub_stats(dl_sub_t *s, dl_sub_stats_t *out);
 /* ---- libuv integration (loop thread) ----
  * Watches the subscription's fd with a uv_poll_t on `loop`; when messages wait, takes them
  * all (dl_sub_next with timeout 0) and calls cb(sub, d, udata) on the loop thread for
- * each, the END message included (d is borrowed for the call). After END the watcher stops
- * and closes itself. *out is new: stop early with dl_sub_uv_stop (the handle is freed by the
- * loop once closed: run the loop). Errors: DL_EINVAL (callback mode), DL_EIO (libuv). */
+ * each, the END message included (d is borrowed for the call). The watcher holds its own
+ * reference on the subscription. After the END callback returns, the watcher stops, closes
+ * and frees itself (so uv_run returns once nothing else is active): *out is then invalid.
+ * To stop before END, call dl_sub_uv_stop (also allowed inside cb); the handle is freed by
+ * the loop once closed, so run the loop before uv_loop_close.
+ * Errors: DL_EINVAL (callback mode, NULL arguments), DL_ENOMEM, DL_EIO (libuv). */
 struct uv_loop_s;
 typedef struct dl_sub_uv dl_sub_uv_t;
 DL_API int dl_sub_uv_start(struct uv_loop_s *loop, dl_sub_t *s, dl_sub_cb cb, void *udata,
@@ -230,7 +233,7 @@ DL_API void dl_registry_free(dl_registry_t *r);
  * normalized query with equal inputs and n_dims, or opens one. The snapshot is queued (or
  * called back) before this returns. *out is new (the caller's reference): unsubscribe
  * with dl_unsubscribe (engine thread) or dl_sub_close (any thread; reaped at the next
- * pump). Errors: those of normalize/open/snapshot, DL_ENOMEM. */
+ * pump). Errors: DL_EINVAL, those of normalize/open/snapshot, DL_ENOMEM. */
 DL_API int dl_subscribe(dl_registry_t *r, const char *query, const dl_value_t *inputs,
                         size_t n_inputs, const dl_sub_options_t *o, dl_sub_t **out,
                         dl_error_t *err) DL_WUR;
