@@ -1,39 +1,419 @@
 /*
- * durable.c: the glue between the store and its durable log (store/log.h): opening a
- * directory, the payload of a committed transaction, replay and checkpoints
- * (docs/storage.md "Durability glue"). Until the log is wired in, dl_store_open reports
- * DL_EUNSUPPORTED and the hooks are never reached (s->log stays NULL).
+ * durable.c: the glue between the store and its durable log (store/log.h, written by the
+ * log's owner): opening a directory, the payload of a committed transaction, recovery
+ * (checkpoint, then the log's tail) and checkpoints (docs/storage.md "Durability glue";
+ * the log's own format is docs/storage-format.md).
+ *
+ * Payload of one record (version 1), all integers LEB128 varints, signed ones zigzag:
+ *   u8 version=1 | tx | u8 flags (1: advance) | next_id | n_time, time[n_time] |
+ *   n_frontier, frontier[..] |
+ *   n_changes, then per change: e(z) a(z) value diff(u8: 1 assert, 0 retract)
+ *   value = u8 type, then nothing (nil) | u8 (bool) | z (int, instant, ref) |
+ *           8 bytes little-endian (double) | len + bytes (string, keyword) | 16 (uuid)
+ * A checkpoint blob is u8 version=1 | covers_tx | n_records, then n_records payloads each
+ * preceded by its length: the transactions 1..covers_tx. Recovery applies them exactly as
+ * the log's records are applied. It does not re-validate: records were validated before
+ * they were logged.
  */
 #include "store/store.h"
 
+#include "store/log.h"
+
+#include <inttypes.h>
+#include <string.h>
+
+/* ---- encoding ------------------------------------------------------------------------------- */
+
+static void put_u(dl_buf_t *b, uint64_t x) {
+    char tmp[10];
+    size_t n = 0;
+    do {
+        uint8_t c = x & 0x7f;
+        x >>= 7;
+        tmp[n++] = (char)(c | (x ? 0x80 : 0));
+    } while (x);
+    dl__buf_put(b, tmp, n);
+}
+static void put_z(dl_buf_t *b, int64_t x) { put_u(b, ((uint64_t)x << 1) ^ (uint64_t)(x >> 63)); }
+
+static void put_value(dl_buf_t *b, dl_value_t v) {
+    dl__buf_putc(b, (char)v.type);
+    switch ((dl_type_t)v.type) {
+        case DL_T_NIL:
+            break;
+        case DL_T_BOOL:
+            dl__buf_putc(b, (char)(v.as.i ? 1 : 0));
+            break;
+        case DL_T_INT:
+        case DL_T_INSTANT:
+        case DL_T_REF:
+            put_z(b, v.as.i);
+            break;
+        case DL_T_DOUBLE: {
+            uint8_t d[8];
+            for (int i = 0; i < 8; i++)
+                d[i] = (uint8_t)(v.as.bits >> (8 * i));
+            dl__buf_put(b, d, 8);
+            break;
+        }
+        case DL_T_UUID:
+            dl__buf_put(b, v.as.s->bytes, 16);
+            break;
+        default:
+            put_u(b, v.as.s->len);
+            dl__buf_put(b, v.as.s->bytes, v.as.s->len);
+            break;
+    }
+}
+
+typedef struct rd {
+    const uint8_t *p, *end;
+    bool bad;
+} rd_t;
+
+static uint64_t get_u(rd_t *r) {
+    uint64_t x = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (r->p >= r->end) {
+            r->bad = true;
+            return 0;
+        }
+        uint8_t c = *r->p++;
+        x |= (uint64_t)(c & 0x7f) << shift;
+        if (!(c & 0x80))
+            return x;
+    }
+    r->bad = true;
+    return 0;
+}
+static int64_t get_z(rd_t *r) {
+    uint64_t u = get_u(r);
+    return (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
+}
+
+static dl_value_t get_value(rd_t *r) {
+    if (r->p >= r->end) {
+        r->bad = true;
+        return dl_value_nil();
+    }
+    uint8_t t = *r->p++;
+    switch ((dl_type_t)t) {
+        case DL_T_NIL:
+            return dl_value_nil();
+        case DL_T_BOOL:
+            if (r->p >= r->end) {
+                r->bad = true;
+                return dl_value_nil();
+            }
+            return dl_value_bool(*r->p++ != 0);
+        case DL_T_INT:
+        case DL_T_INSTANT:
+        case DL_T_REF:
+            return dl_value_of((dl_type_t)t, get_z(r));
+        case DL_T_DOUBLE: {
+            if (r->end - r->p < 8) {
+                r->bad = true;
+                return dl_value_nil();
+            }
+            dl_value_t v = dl_value_nil();
+            v.type = DL_T_DOUBLE;
+            for (int i = 0; i < 8; i++)
+                v.as.bits |= (uint64_t)r->p[i] << (8 * i);
+            r->p += 8;
+            return v;
+        }
+        case DL_T_UUID: {
+            dl_value_t v = dl_value_nil();
+            if (r->end - r->p < 16 || dl_value_uuid(r->p, &v, NULL) != 0)
+                r->bad = true;
+            r->p += 16;
+            return v;
+        }
+        case DL_T_STRING:
+        case DL_T_KEYWORD: {
+            uint64_t n = get_u(r);
+            dl_value_t v = dl_value_nil();
+            if (r->bad || (uint64_t)(r->end - r->p) < n ||
+                dl_value_text((dl_type_t)t, (const char *)r->p, (size_t)n, &v, NULL) != 0) {
+                r->bad = true;
+                return dl_value_nil();
+            }
+            r->p += n;
+            return v;
+        }
+        default:
+            r->bad = true;
+            return dl_value_nil();
+    }
+}
+
+/* The payload of transaction tx (its record rec) with the writer's state after it. */
+static void encode_tx(const dl_store_t *s, uint64_t tx, const dl_txrec_t *rec, int64_t next_id,
+                      const uint64_t *frontier, size_t n_frontier, dl_buf_t *b) {
+    (void)s;
+    dl__buf_putc(b, 1);
+    put_u(b, tx);
+    dl__buf_putc(b, (char)(rec->advance ? 1 : 0));
+    put_z(b, next_id);
+    put_u(b, rec->n_time);
+    for (size_t i = 0; i < rec->n_time; i++)
+        put_u(b, rec->time[i]);
+    put_u(b, n_frontier);
+    for (size_t i = 0; i < n_frontier; i++)
+        put_u(b, frontier[i]);
+    put_u(b, rec->n_changes);
+    for (size_t i = 0; i < rec->n_changes; i++) {
+        const dl_change_t *c = &rec->changes[i];
+        put_z(b, c->e);
+        put_z(b, c->a);
+        put_value(b, c->v);
+        dl__buf_putc(b, (char)(c->diff > 0 ? 1 : 0));
+    }
+}
+
+/* ---- hooks called by store.c ---------------------------------------------------------------- */
+
 int dl__log_hook_append(dl_store_t *s, uint64_t tx, const dl_txrec_t *rec, uint64_t *out_lsn,
                         dl_error_t *err) {
-    (void)s;
-    (void)tx;
-    (void)rec;
-    *out_lsn = 0;
-    return dl_error_set(err, DL_EUNSUPPORTED, "no durable log in this build");
+    dl_buf_t b;
+    dl__buf_init(&b);
+    encode_tx(s, tx, rec, s->next_id, s->frontier, (size_t)s->schema->n_dims + 1, &b);
+    if (b.oom) {
+        dl__buf_fini(&b);
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    }
+    int rc = dl__log_append((dl_log_t *)s->log, tx, b.data, b.len, out_lsn, err);
+    dl__buf_fini(&b);
+    return rc;
 }
 
 int dl__log_hook_sync(dl_store_t *s, uint64_t lsn, dl_error_t *err) {
-    (void)s;
-    (void)lsn;
-    (void)err;
-    return 0;
+    return s->log ? dl__log_sync((dl_log_t *)s->log, lsn, err) : 0;
 }
 
-void dl__store_close_log(dl_store_t *s) { (void)s; }
+void dl__store_close_log(dl_store_t *s) {
+    if (s->log) {
+        dl__log_close((dl_log_t *)s->log);
+        s->log = NULL;
+    }
+}
+
+/* ---- recovery ------------------------------------------------------------------------------- */
+
+/* Re-applies one logged transaction. */
+static int replay_one(dl_store_t *s, uint64_t tx, const void *payload, size_t n, dl_error_t *err) {
+    rd_t r = {payload, (const uint8_t *)payload + n, false};
+    if (n == 0 || *r.p++ != 1)
+        return dl_error_set(err, DL_EVERSION, "transaction %" PRIu64 ": unknown payload version",
+                            tx);
+    uint64_t rtx = get_u(&r);
+    bool advance = r.p < r.end && (*r.p++ & 1);
+    int64_t next_id = get_z(&r);
+    size_t n_time = (size_t)get_u(&r);
+    if (r.bad || rtx != tx || rtx != s->last_tx + 1 || n_time > 4096)
+        return dl_error_set(err, DL_ECORRUPT,
+                            "transaction %" PRIu64 ": payload does not follow transaction %" PRIu64,
+                            tx, s->last_tx);
+    dl_txplan_t p = {0};
+    int rc = 0;
+    p.time = dl_calloc(n_time + 1, sizeof *p.time);
+    p.n_time = n_time;
+    for (size_t i = 0; p.time && i < n_time; i++)
+        p.time[i] = get_u(&r);
+    size_t n_fr = (size_t)get_u(&r);
+    uint64_t *fr = dl_calloc(n_fr + 1, sizeof *fr);
+    for (size_t i = 0; fr && i < n_fr; i++)
+        fr[i] = get_u(&r);
+    size_t nc = (size_t)get_u(&r);
+    if (r.bad || nc > n) {
+        rc = dl_error_set(err, DL_ECORRUPT, "transaction %" PRIu64 ": bad payload", tx);
+        goto out;
+    }
+    p.retract = dl_malloc((nc + 1) * sizeof *p.retract);
+    p.assert = dl_malloc((nc + 1) * sizeof *p.assert);
+    if (!p.time || !fr || !p.retract || !p.assert) {
+        rc = dl_error_set(err, DL_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < nc && !r.bad; i++) {
+        dl_kd_t k = {.e = get_z(&r), .a = get_z(&r)};
+        k.v = get_value(&r);
+        if (r.p >= r.end) {
+            r.bad = true;
+            break;
+        }
+        bool add = *r.p++ != 0;
+        if (add) {
+            p.assert[p.n_assert++] = k;
+        } else {
+            /* the retracted datom's key carries the tx that asserted it */
+            const dl_kd_t *g = dl__btree_find(&s->trees[DL_T_CUR + DL_ORD_EAVT], &k, 3);
+            if (!g) {
+                r.bad = true;
+                break;
+            }
+            p.retract[p.n_retract++] = *g;
+        }
+    }
+    if (r.bad) {
+        rc = dl_error_set(err, DL_ECORRUPT,
+                          "transaction %" PRIu64 ": payload does not match the database", tx);
+        goto out;
+    }
+    p.next_id = next_id;
+    p.advance = advance;
+    /* A schema change is recomputed from the datoms, exactly as when it was committed. */
+    dl_schema_ent_t *ents = NULL;
+    size_t n_ents = 0;
+    rc = dl__tx_schema_entities(s, &p, &ents, &n_ents, err);
+    if (rc == 0 && n_ents)
+        rc = dl__schema_derive(s->schema, ents, n_ents, &p.new_schema, err);
+    dl_free(ents);
+    if (rc != 0)
+        goto out;
+    /* An advance moves a frontier; a transaction leaves them as they were. */
+    for (size_t i = 1; i < n_fr && i <= (size_t)s->schema->n_dims; i++)
+        s->frontier[i] = fr[i];
+    rc = dl__store_apply_replayed(s, &p, tx, err);
+out:
+    dl_free(fr);
+    dl__txplan_fini(&p);
+    return rc;
+}
+
+typedef struct rctx {
+    dl_store_t *s;
+    dl_error_t *err;
+} rctx_t;
+
+static int replay_cb(void *ctx, uint64_t tx, const void *payload, size_t n) {
+    rctx_t *c = ctx;
+    if (tx <= c->s->last_tx)
+        return 0; /* covered by the checkpoint */
+    return replay_one(c->s, tx, payload, n, c->err);
+}
+
+static int load_checkpoint(dl_store_t *s, dl_log_t *log, dl_error_t *err) {
+    uint64_t covers;
+    void *blob;
+    size_t n;
+    int rc = dl__log_checkpoint_read(log, &covers, &blob, &n, err);
+    if (rc == DL_ENOTFOUND) {
+        dl_error_clear(err);
+        return 0;
+    }
+    if (rc != 0)
+        return rc;
+    rd_t r = {blob, (const uint8_t *)blob + n, false};
+    if (n == 0 || *r.p++ != 1) {
+        dl_free(blob);
+        return dl_error_set(err, DL_EVERSION, "checkpoint: unknown blob version");
+    }
+    uint64_t bcovers = get_u(&r), nrec = get_u(&r);
+    if (r.bad || bcovers != covers) {
+        dl_free(blob);
+        return dl_error_set(err, DL_ECORRUPT, "checkpoint: header does not match the log");
+    }
+    for (uint64_t i = 0; i < nrec && rc == 0; i++) {
+        uint64_t len = get_u(&r);
+        if (r.bad || (uint64_t)(r.end - r.p) < len) {
+            rc = dl_error_set(err, DL_ECORRUPT, "checkpoint: truncated record %" PRIu64, i);
+            break;
+        }
+        rd_t peek = {r.p + 1, r.p + len, false};
+        uint64_t tx = get_u(&peek);
+        rc = replay_one(s, tx, r.p, (size_t)len, err);
+        r.p += len;
+    }
+    dl_free(blob);
+    if (rc == 0 && s->last_tx != covers)
+        rc = dl_error_set(err, DL_ECORRUPT, "checkpoint covers %" PRIu64 " but holds %" PRIu64,
+                          covers, s->last_tx);
+    return rc;
+}
 
 int dl_store_open(const char *dir, const dl_store_options_t *opts, dl_store_t **out,
                   dl_error_t *err) {
-    (void)dir;
-    (void)opts;
-    if (out)
-        *out = NULL;
-    return dl_error_set(err, DL_EUNSUPPORTED, "durable stores are not available yet");
+    if (!dir || !out)
+        return dl_error_set(err, DL_EINVAL, "dl_store_open: NULL argument");
+    *out = NULL;
+    dl_log_options_t lo;
+    memset(&lo, 0, sizeof lo);
+    if (opts) {
+        lo.sync_mode = opts->sync_mode;
+        lo.batch_ms = opts->batch_ms;
+        lo.segment_bytes = opts->segment_bytes;
+    }
+    dl_log_t *log;
+    int rc = dl__log_open(dir, &lo, &log, err);
+    if (rc != 0)
+        return rc;
+    dl_store_t *s;
+    if ((rc = dl__store_new(&s, err)) != 0) {
+        dl__log_close(log);
+        return rc;
+    }
+    rc = load_checkpoint(s, log, err);
+    if (rc == 0) {
+        rctx_t c = {s, err};
+        rc = dl__log_replay(log, s->last_tx, replay_cb, &c, err);
+    }
+    if (rc != 0) {
+        dl_error_prefix(err, "opening %s", dir);
+        dl_store_close(s);
+        dl__log_close(log);
+        return rc;
+    }
+    s->log = log;
+    *out = s;
+    return 0;
 }
 
 int dl_store_checkpoint(dl_store_t *s, dl_error_t *err) {
-    (void)s;
-    return dl_error_set(err, DL_EUNSUPPORTED, "checkpoints need a durable store");
+    if (!s)
+        return dl_error_set(err, DL_EINVAL, "dl_store_checkpoint: NULL store");
+    if (!s->log)
+        return dl_error_set(err, DL_EUNSUPPORTED, "checkpoints need a durable store");
+    /* A snapshot: the writer keeps going while the blob is built and written. */
+    dl_db_t *db = dl_store_db(s);
+    if (!db)
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    uint64_t covers = dl_db_basis_tx(db);
+    dl_buf_t b, rec;
+    dl__buf_init(&b);
+    dl__buf_init(&rec);
+    dl__buf_putc(&b, 1);
+    put_u(&b, covers);
+    put_u(&b, covers);
+    /* The frontier after each transaction: it moves only at advances, whose time vector
+     * is the new frontier. */
+    uint64_t *fr = dl_calloc(4096, sizeof *fr);
+    int rc = fr ? 0 : DL_ENOMEM;
+    size_t n_fr = 1;
+    for (uint64_t tx = 1; tx <= covers && rc == 0; tx++) {
+        const dl_txrec_t *r = dl__store_txrec(s, tx);
+        if (!r || r->n_time > 4096) {
+            rc = dl_error_set(err, DL_EINTERNAL, "checkpoint: transaction %" PRIu64 " missing", tx);
+            break;
+        }
+        if (r->n_time > n_fr)
+            n_fr = r->n_time;
+        if (r->advance)
+            for (size_t i = 1; i < r->n_time; i++)
+                fr[i] = r->time[i];
+        fr[0] = tx + 1;
+        rec.len = 0;
+        encode_tx(s, tx, r, r->next_id, fr, n_fr, &rec);
+        put_u(&b, rec.len);
+        dl__buf_put(&b, rec.data, rec.len);
+    }
+    if (rc == 0 && (b.oom || rec.oom))
+        rc = dl_error_set(err, DL_ENOMEM, "out of memory");
+    if (rc == 0)
+        rc = dl__log_checkpoint_write((dl_log_t *)s->log, covers, b.data, b.len, err);
+    dl_free(fr);
+    dl__buf_fini(&b);
+    dl__buf_fini(&rec);
+    dl_db_unref(db);
+    return rc;
 }

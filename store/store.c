@@ -373,6 +373,8 @@ static int apply(dl_store_t *s, dl_txplan_t *p, uint64_t tx, dl_version_t **out_
                 rc = DL_ENOMEM;
             } else {
                 rec->n_time = nt;
+                rec->advance = p->advance;
+                rec->next_id = p->next_id > s->next_id ? p->next_id : s->next_id;
                 rec->time[0] = tx;
                 for (size_t k = 1; k < nt; k++)
                     rec->time[k] = k < p->n_time ? p->time[k] : s->frontier[k];
@@ -392,17 +394,24 @@ static int apply(dl_store_t *s, dl_txplan_t *p, uint64_t tx, dl_version_t **out_
             }
         }
     }
-    if (rc == 0 && s->log)
-        rc = dl__log_hook_append(s, tx, rec, out_lsn, err);
     dl_version_t *v = NULL;
+    int64_t saved_next = s->next_id;
     if (rc == 0) {
-        uint64_t saved = s->next_id;
         if (p->next_id > s->next_id)
             s->next_id = p->next_id;
         v = version_build(s, tx);
-        if (!v) {
-            s->next_id = (int64_t)saved;
+        if (!v)
             rc = DL_ENOMEM;
+    }
+    /* The log append is the last step that can fail: once a record is appended it may
+     * reach the disk, so nothing after it may abandon the transaction. */
+    if (rc == 0 && s->log) {
+        rc = dl__log_hook_append(s, tx, rec, out_lsn, err);
+        if (rc != 0) {
+            pthread_mutex_lock(&s->vmu);
+            bool last = version_unref_locked(v);
+            pthread_mutex_unlock(&s->vmu);
+            (void)last; /* the store's own reference keeps it alive */
         }
     }
     if (rc != 0) {
@@ -412,6 +421,7 @@ static int apply(dl_store_t *s, dl_txplan_t *p, uint64_t tx, dl_version_t **out_
             memset(rec, 0, sizeof *rec);
         }
         rollback(s, base);
+        s->next_id = saved_next;
         if (s->log && rc == DL_EIO)
             s->failed = true;
         return err && err->code ? err->code : dl_error_set(err, rc, "%s", dl_strerror(rc));
@@ -603,6 +613,7 @@ int dl_store_advance(dl_store_t *s, dl_value_t dim, uint64_t t, uint64_t *out_tx
     uint64_t old = s->frontier[a->dim];
     s->frontier[a->dim] = t;
     dl_txplan_t p = {0};
+    p.advance = true;
     uint64_t tx = s->last_tx + 1, lsn = 0;
     dl_version_t *v = NULL;
     rc = apply(s, &p, tx, &v, &lsn, err);
@@ -614,6 +625,20 @@ int dl_store_advance(dl_store_t *s, dl_value_t dim, uint64_t t, uint64_t *out_tx
     rc = finish(s, v, tx, lsn, err);
     if (rc == 0 && out_tx)
         *out_tx = tx;
+    return rc;
+}
+
+int dl__store_apply_replayed(dl_store_t *s, dl_txplan_t *p, uint64_t tx, dl_error_t *err) {
+    pthread_mutex_lock(&s->wmu);
+    void *log = s->log;
+    s->log = NULL;
+    uint64_t lsn = 0;
+    dl_version_t *v = NULL;
+    int rc = apply(s, p, tx, &v, &lsn, err);
+    s->log = log;
+    pthread_mutex_unlock(&s->wmu);
+    if (rc == 0)
+        publish(s, v, NULL);
     return rc;
 }
 

@@ -188,6 +188,8 @@ typedef struct dl_txrec {
     size_t n_time;
     dl_change_t *changes; /* n_changes, retractions first, each group in EAVT order */
     size_t n_changes;
+    int64_t next_id; /* the entity allocator after the transaction */
+    bool advance;    /* a frontier advance (no changes; time[1..] is the new frontier) */
 } dl_txrec_t;
 
 #define DL_TXCHUNK_BITS 14
@@ -254,6 +256,10 @@ int dl__log_hook_append(struct dl_store *s, uint64_t tx, const dl_txrec_t *rec, 
                         dl_error_t *err) DL_WUR;
 int dl__log_hook_sync(struct dl_store *s, uint64_t lsn, dl_error_t *err) DL_WUR;
 void dl__store_close_log(struct dl_store *s);
+/* Applies and publishes a replayed transaction (recovery; no listeners, no log). */
+struct dl_txplan;
+int dl__store_apply_replayed(struct dl_store *s, struct dl_txplan *p, uint64_t tx,
+                             dl_error_t *err) DL_WUR;
 
 /* A snapshot view: a version plus time filters. */
 struct dl_db {
@@ -314,6 +320,7 @@ typedef struct dl_txplan {
     dl_schema_t *new_schema; /* non-NULL when the schema changes */
     bool borrowed;           /* retract/assert belong to the store's scratch buffers */
     int64_t next_id;         /* allocator after the transaction */
+    bool advance;            /* a frontier advance (dl_store_advance or its replay) */
 } dl_txplan_t;
 
 int dl__tx_plan(struct dl_store *s, dl_txdata_t *d, dl_txplan_t *p, dl_error_t *err) DL_WUR;

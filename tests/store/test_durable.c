@@ -1,0 +1,270 @@
+/*
+ * test_durable.c: the store over its durable log (store/durable.c with store/log.c):
+ * everything committed is there after close and reopen (indices, history, schema, time
+ * dimensions and frontiers, the entity allocator, the tx log), through the log alone and
+ * through a checkpoint plus the log's tail; a rejected transaction never reaches the log;
+ * four concurrent writers with group commit; a second process gets "locked by pid N".
+ * Crash and fault injection of the log itself are the log's tests (test_crash.c).
+ */
+#include "store_test_util.h"
+
+#include <dirent.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void rm_rf(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char p[4096];
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static char *tmpdir(void) {
+    char *t = strdup("/tmp/dl-store-durable-XXXXXX");
+    assert_non_null(mkdtemp(t));
+    return t;
+}
+
+static dl_store_t *open_dir(const char *dir) {
+    dl_store_t *s;
+    dl_error_t err = {0};
+    dl_store_options_t o = {.sync_mode = DL_STORE_SYNC_NONE};
+    int rc = dl_store_open(dir, &o, &s, &err);
+    if (rc != 0)
+        fail_msg("open %s: %s", dir, err.message);
+    return s;
+}
+
+/* The dump plus the tx log's times, for comparing whole databases. */
+static char *full_dump(dl_store_t *s) {
+    char *d = st_dump(s);
+    dl_db_t *db = dl_store_db(s);
+    dl_buf_t b;
+    dl__buf_init(&b);
+    dl__buf_puts(&b, d);
+    dl_free(d);
+    for (uint64_t tx = 1; tx <= dl_db_basis_tx(db); tx++) {
+        uint64_t t[4] = {0};
+        size_t n = dl_db_tx_time(db, tx, t, 4);
+        dl__buf_printf(&b, "tx %llu:", (unsigned long long)tx);
+        for (size_t i = 0; i < n && i < 4; i++)
+            dl__buf_printf(&b, " %llu", (unsigned long long)t[i]);
+        dl__buf_putc(&b, '\n');
+    }
+    uint64_t fr[4] = {0};
+    size_t nf = dl_db_frontier(db, fr, 4);
+    for (size_t i = 0; i < nf && i < 4; i++)
+        dl__buf_printf(&b, "frontier %llu\n", (unsigned long long)fr[i]);
+    dl_db_unref(db);
+    return dl__buf_take(&b);
+}
+
+static void populate(dl_store_t *s) {
+    assert_int_equal(st_tx(s,
+                           "[{:db/ident :p/name :db/valueType :db.type/string :db/cardinality "
+                           ":db.cardinality/one}"
+                           " {:db/ident :p/email :db/valueType :db.type/string :db/cardinality "
+                           ":db.cardinality/one :db/unique :db.unique/identity}"
+                           " {:db/ident :p/tags :db/valueType :db.type/keyword :db/cardinality "
+                           ":db.cardinality/many}"
+                           " {:db/ident :p/score :db/valueType :db.type/double :db/cardinality "
+                           ":db.cardinality/one :db/index true}"
+                           " {:db/ident :p/friend :db/valueType :db.type/ref :db/cardinality "
+                           ":db.cardinality/many}"
+                           " {:db/ident :p/at :db/valueType :db.type/instant :db/cardinality "
+                           ":db.cardinality/one}"
+                           " {:db/ident :p/id :db/valueType :db.type/uuid :db/cardinality "
+                           ":db.cardinality/one}"
+                           " {:db/ident :p/ok :db/valueType :db.type/boolean :db/cardinality "
+                           ":db.cardinality/one}"
+                           " {:db/ident :time/shipped :db/timeDimension true}]",
+                           0, NULL, NULL),
+                     0);
+    assert_int_equal(st_tx(s,
+                           "[{:db/id \"a\" :p/name \"Ann\" :p/email \"a@x\" :p/tags #{:x :y} "
+                           ":p/score 1.25 :p/at #inst \"2021-01-01T00:00:00Z\" :p/ok true "
+                           ":p/id #uuid \"f81d4fae-7dec-11d0-a765-00a0c91e6bf6\"}"
+                           " {:db/id \"b\" :p/name \"Bob\" :p/friend \"a\"}"
+                           " {:db/id \"datomic.tx\" :time/shipped 3}]",
+                           0, NULL, NULL),
+                     0);
+    assert_int_equal(st_tx(s, "[[:db/add [:p/email \"a@x\"] :p/name \"Anna\"]]", 0, NULL, NULL), 0);
+    uint64_t tx;
+    dl_value_t dim;
+    assert_int_equal(dl_value_text(DL_T_KEYWORD, "time/shipped", 12, &dim, NULL), 0);
+    assert_int_equal(dl_store_advance(s, dim, 5, &tx, NULL), 0);
+    assert_int_equal(st_tx(s, "[[:db/retract [:p/email \"a@x\"] :p/tags :x]]", 0, NULL, NULL), 0);
+    assert_int_equal(st_tx(s, "[[:db/add :p/name :db/index true]]", 0, NULL, NULL), 0);
+}
+
+static void test_durable_reopen_is_identical(void **state) {
+    (void)state;
+    char *dir = tmpdir();
+    dl_store_t *s = open_dir(dir);
+    populate(s);
+    /* a rejected transaction must not reach the log */
+    assert_int_equal(st_tx(s, "[[:db/add \"z\" :p/nope 1]]", DL_EUNKNOWN_ATTR, NULL, NULL),
+                     DL_EUNKNOWN_ATTR);
+    char *before = full_dump(s);
+    dl_store_close(s);
+    s = open_dir(dir);
+    char *after = full_dump(s);
+    assert_string_equal(before, after);
+    /* the allocator continues: a new entity gets a fresh id */
+    dl_tx_report_t r;
+    assert_int_equal(st_tx(s, "[{:db/id \"c\" :p/name \"Cy\"}]", 0, &r, NULL), 0);
+    int64_t c = st_tempid(&r, "c");
+    dl_tx_report_fini(&r);
+    dl_db_t *db = dl_store_db(s);
+    dl_datom_t *ds;
+    size_t nd;
+    assert_int_equal(dl_db_entity(db, c, &ds, &nd, NULL), 0);
+    assert_int_equal(nd, 1);
+    dl_free(ds);
+    dl_db_unref(db);
+    /* and upserts still find the recovered identities */
+    assert_int_equal(st_tx(s, "[{:p/email \"a@x\" :p/name \"Ann3\"}]", 0, &r, NULL), 0);
+    assert_int_equal(r.n_datoms, 2);
+    dl_tx_report_fini(&r);
+    dl_free(before);
+    dl_free(after);
+    before = full_dump(s);
+    dl_store_close(s);
+    s = open_dir(dir);
+    after = full_dump(s);
+    assert_string_equal(before, after);
+    dl_store_close(s);
+    dl_free(before);
+    dl_free(after);
+    rm_rf(dir);
+    free(dir);
+}
+
+static void test_durable_checkpoint_and_tail(void **state) {
+    (void)state;
+    char *dir = tmpdir();
+    dl_store_t *s = open_dir(dir);
+    populate(s);
+    dl_error_t err = {0};
+    if (dl_store_checkpoint(s, &err) != 0)
+        fail_msg("checkpoint: %s", err.message);
+    assert_int_equal(st_tx(s, "[{:p/name \"after checkpoint\"}]", 0, NULL, NULL), 0);
+    char *before = full_dump(s);
+    dl_store_close(s);
+    s = open_dir(dir);
+    char *after = full_dump(s);
+    assert_string_equal(before, after);
+    /* a second checkpoint over a recovered store, then only the checkpoint */
+    assert_int_equal(dl_store_checkpoint(s, &err), 0);
+    dl_free(before);
+    before = full_dump(s);
+    dl_store_close(s);
+    s = open_dir(dir);
+    dl_free(after);
+    after = full_dump(s);
+    assert_string_equal(before, after);
+    dl_store_close(s);
+    dl_free(before);
+    dl_free(after);
+    /* in memory there is nothing to checkpoint */
+    assert_int_equal(dl_store_open_memory(&s, NULL), 0);
+    assert_int_equal(dl_store_checkpoint(s, NULL), DL_EUNSUPPORTED);
+    dl_store_close(s);
+    rm_rf(dir);
+    free(dir);
+}
+
+typedef struct wctx {
+    dl_store_t *s;
+    int id, n;
+    int failures;
+} wctx_t;
+
+static void *writer(void *p) {
+    wctx_t *w = p;
+    for (int i = 0; i < w->n; i++) {
+        char buf[128];
+        snprintf(buf, sizeof buf, "[{:p/email \"w%d-%d@x\" :p/name \"n\"}]", w->id, i);
+        if (dl_store_transact_edn(w->s, buf, strlen(buf), NULL, NULL) != 0)
+            w->failures++;
+    }
+    return NULL;
+}
+
+static void test_durable_concurrent_writers_group_commit(void **state) {
+    (void)state;
+    char *dir = tmpdir();
+    dl_store_t *s;
+    dl_store_options_t o = {.sync_mode = DL_STORE_SYNC_EVERY};
+    assert_int_equal(dl_store_open(dir, &o, &s, NULL), 0);
+    populate(s);
+    pthread_t th[4];
+    wctx_t w[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (wctx_t){s, i, 50, 0};
+        pthread_create(&th[i], NULL, writer, &w[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(w[i].failures, 0);
+    }
+    char *before = full_dump(s);
+    dl_store_close(s);
+    s = open_dir(dir);
+    char *after = full_dump(s);
+    assert_string_equal(before, after);
+    dl_db_t *db = dl_store_db(s);
+    for (int i = 0; i < 4; i++)
+        for (int k = 0; k < 50; k += 7) {
+            char em[32];
+            snprintf(em, sizeof em, "w%d-%d@x", i, k);
+            dl_value_t v;
+            assert_int_equal(dl_value_text(DL_T_STRING, em, strlen(em), &v, NULL), 0);
+            dl_attr_info_t ai;
+            assert_int_equal(dl_db_attr(db, "p/email", &ai, NULL), 0);
+            int64_t e;
+            assert_int_equal(dl_db_lookup(db, ai.id, v, &e, NULL), 0);
+        }
+    dl_db_unref(db);
+    dl_store_close(s);
+    dl_free(before);
+    dl_free(after);
+    rm_rf(dir);
+    free(dir);
+}
+
+static void test_durable_second_process_is_locked_out(void **state) {
+    (void)state;
+    char *dir = tmpdir();
+    dl_store_t *s = open_dir(dir);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dl_store_t *t;
+        dl_error_t err = {0};
+        int rc = dl_store_open(dir, NULL, &t, &err);
+        _exit(rc == DL_ELOCKED && strstr(err.message, "locked by pid") ? 0 : 1);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    dl_store_close(s);
+    rm_rf(dir);
+    free(dir);
+}
+
+DL_TEST_GROUP(durable, cmocka_unit_test(test_durable_reopen_is_identical),
+              cmocka_unit_test(test_durable_checkpoint_and_tail),
+              cmocka_unit_test(test_durable_concurrent_writers_group_commit),
+              cmocka_unit_test(test_durable_second_process_is_locked_out));
