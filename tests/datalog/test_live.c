@@ -318,7 +318,8 @@ static void test_explain_plan(void **state) {
     dl_error_t err = {0};
     must(dl_store_open_memory(&st, &err), &err, "open");
     transact(st, schema);
-    transact(st, "[{:a/name \"n0\" :a/num 1} {:a/name \"n1\" :a/num 2 :a/link [:a/name \"n0\"]}]");
+    transact(st,
+             "[{:db/id \"a\" :a/name \"n0\" :a/num 1} {:a/name \"n1\" :a/num 2 :a/link \"a\"}]");
     const char *text = "[:find ?s (count ?y) :in $ % :where [?x :a/name ?s] (reach ?x ?y) "
                        "[?x :a/num ?n] [(< ?n 5)] (not [?x :a/tag :t1])]";
     dl_query_t *q = NULL;
