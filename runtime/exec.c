@@ -22,6 +22,9 @@
 #if DL_HAVE_STORE
 #include <deltalog/store.h>
 #endif
+#if DL_HAVE_DATALOG
+#include <deltalog/datalog.h>
+#endif
 
 struct dl_exec {
     dl_exec_options_t opt;
@@ -553,6 +556,182 @@ static void op_advance(dl_exec_t *x, const json_t *msg, result_t *res) {
 }
 #endif /* DL_HAVE_STORE */
 
+#if DL_HAVE_DATALOG
+/* EDN form of a query result -> JSON in the wire encoding (values.md): vectors, lists and
+ * sets become arrays, maps (from :keys/:strs/:syms) objects keyed by the bare name. */
+static json_t *edn_to_json(const dl_edn_t *f) {
+    switch (f->kind) {
+        case DL_EDN_VALUE:
+            return dl__json_from_value(f->value);
+        case DL_EDN_VECTOR:
+        case DL_EDN_LIST:
+        case DL_EDN_SET: {
+            json_t *a = json_array();
+            for (size_t i = 0; i < f->n; i++)
+                json_array_append_new(a, edn_to_json(f->items[i]));
+            return a;
+        }
+        case DL_EDN_MAP: {
+            json_t *o = json_object();
+            for (size_t i = 0; i + 1 < f->n; i += 2) {
+                const dl_edn_t *k = f->items[i];
+                dl_buf_t b;
+                dl__buf_init(&b);
+                if (k->kind == DL_EDN_SYMBOL)
+                    dl__buf_put(&b, k->sym->bytes, k->sym->len);
+                else if (k->kind == DL_EDN_VALUE &&
+                         (k->value.type == DL_T_KEYWORD || k->value.type == DL_T_STRING))
+                    dl__buf_put(&b, k->value.as.s->bytes, k->value.as.s->len);
+                else
+                    dl__edn_print(k, &b);
+                if (!b.oom && b.data)
+                    json_object_set_new(o, b.data, edn_to_json(f->items[i + 1]));
+                dl__buf_fini(&b);
+            }
+            return o;
+        }
+        case DL_EDN_SYMBOL:
+            return json_stringn(f->sym->bytes, f->sym->len);
+        default: {
+            dl_buf_t b;
+            dl__buf_init(&b);
+            dl__edn_print(f, &b);
+            json_t *s = b.oom ? NULL : json_stringn(b.data ? b.data : "", b.len);
+            dl__buf_fini(&b);
+            return s;
+        }
+    }
+}
+
+static const char *find_name(dl_find_kind_t k) {
+    switch (k) {
+        case DL_FIND_COLL:
+            return "coll";
+        case DL_FIND_TUPLE:
+            return "tuple";
+        case DL_FIND_SCALAR:
+            return "scalar";
+        default:
+            return "rel";
+    }
+}
+
+/* The EDN text "[a1 a2 ...]" of the "args" array (values in the wire encoding). */
+static int args_edn(const json_t *args, dl_buf_t *out, dl_error_t *err) {
+    dl__buf_putc(out, '[');
+    for (size_t i = 0; args && i < json_array_size(args); i++) {
+        if (i)
+            dl__buf_putc(out, ' ');
+        dl__format_edn(json_array_get(args, i), out);
+    }
+    dl__buf_putc(out, ']');
+    return out->oom ? dl_error_set(err, DL_ENOMEM, "out of memory") : DL_OK;
+}
+
+static void op_query(dl_exec_t *x, const json_t *msg, bool explain, result_t *res) {
+    const json_t *q = json_object_get(msg, "q");
+    const json_t *rules = json_object_get(msg, "rules");
+    const json_t *as_of = json_object_get(msg, "as_of");
+    dl_db_t *db = dl_store_db(x->store);
+    if (db && as_of) {
+        dl_db_t *v = dl_db_as_of(db, (uint64_t)json_integer_value(as_of));
+        dl_db_unref(db);
+        db = v;
+    }
+    if (!db) {
+        FAIL(res, DL_ENOMEM, "out of memory");
+        return;
+    }
+    dl_query_t *query = NULL;
+    dl_query_result_t *qr = NULL;
+    dl_buf_t a;
+    dl__buf_init(&a);
+    int rc = dl_query_parse(json_string_value(q), json_string_length(q),
+                            rules ? json_string_value(rules) : NULL,
+                            rules ? json_string_length(rules) : 0, db, &query, &res->err);
+    if (rc == DL_OK)
+        rc = args_edn(json_object_get(msg, "args"), &a, &res->err);
+    const char *engine = "compiled";
+#if DL_HAVE_QUERY_RUN
+    if (rc == DL_OK && explain) {
+        dl_live_t *live = NULL;
+        rc = dl_live_new(query, db, a.data, a.len, &live, &res->err);
+        char *plan = rc == DL_OK ? dl_live_explain(live) : NULL;
+        if (rc == DL_OK && !plan)
+            rc = FAIL(res, DL_ENOMEM, "out of memory");
+        if (rc == DL_OK) {
+            json_t *b = json_object();
+            SET(b, "plan", json_string(plan));
+            res->body = b;
+        }
+        dl_free(plan);
+        dl_live_free(live);
+    } else if (rc == DL_OK) {
+        rc = dl_query_run(query, db, a.data, a.len, &qr, &res->err);
+        if (rc == DL_EUNSUPPORTED) {
+            /* The compiler does not handle this construct yet; the reference evaluator
+             * does, and a one-shot answer is the same either way. Said in "engine". */
+            dl_error_clear(&res->err);
+            engine = "reference";
+            rc = dl_query_eval_naive(query, &(dl_query_source_t){"$", db}, 1, a.data, a.len, &qr,
+                                     &res->err);
+        }
+    }
+#else
+    if (rc == DL_OK && explain)
+        rc = FAIL(res, DL_EUNSUPPORTED,
+                  "not available yet: explain needs the Datalog-to-dataflow compiler, which "
+                  "this build does not include");
+    else if (rc == DL_OK) {
+        engine = "reference";
+        rc = dl_query_eval_naive(query, &(dl_query_source_t){"$", db}, 1, a.data, a.len, &qr,
+                                 &res->err);
+    }
+#endif
+    if (rc == DL_OK && qr) {
+        char *text = dl_query_result_to_edn(qr);
+        dl_arena_t ar;
+        dl__arena_init(&ar, 1 << 14);
+        dl_edn_t *form = NULL;
+        if (!text)
+            rc = FAIL(res, DL_ENOMEM, "out of memory");
+        else if ((rc = dl__edn_read_one(text, strlen(text), &ar, &form, &res->err)) != DL_OK)
+            dl_error_prefix(&res->err, "internal: reading the query result back");
+        if (rc == DL_OK) {
+            dl_find_kind_t kind = dl_query_find_kind(query);
+            json_t *result = edn_to_json(form);
+            json_t *rows = json_array();
+            if (kind == DL_FIND_REL) {
+                json_array_extend(rows, result);
+            } else if (kind == DL_FIND_COLL) {
+                for (size_t i = 0; i < json_array_size(result); i++)
+                    json_array_append_new(rows, json_pack("[O]", json_array_get(result, i)));
+            } else if (!json_is_null(result)) {
+                json_array_append_new(rows, kind == DL_FIND_TUPLE ? json_incref(result)
+                                                                  : json_pack("[O]", result));
+            }
+            json_t *b = json_object();
+            SET(b, "find", json_string(find_name(kind)));
+            SET(b, "rows", rows);
+            SET(b, "result", result);
+            SET(b, "t",
+                json_integer((json_int_t)(as_of ? json_integer_value(as_of)
+                                                : (json_int_t)dl_db_basis_tx(db))));
+            SET(b, "engine", json_string(engine));
+            res->body = b;
+        }
+        dl__arena_fini(&ar);
+        dl_free(text);
+    }
+    if (rc != DL_OK)
+        res->rc = rc;
+    dl_query_result_free(qr);
+    dl_query_free(query);
+    dl__buf_fini(&a);
+    dl_db_unref(db);
+}
+#endif /* DL_HAVE_DATALOG */
+
 static void op_stats(dl_exec_t *x, result_t *res) {
     json_t *b = json_object();
     json_t *srv = json_object();
@@ -614,6 +793,14 @@ char *dl__exec_run(dl_exec_t *x, const dl_request_t *req, size_t *out_len, bool 
                  dl__proto_op_name(req->op));
             break;
 #endif
+#if DL_HAVE_DATALOG
+        case DL_REQ_QUERY:
+            op_query(x, req->msg, false, &res);
+            break;
+        case DL_REQ_EXPLAIN:
+            op_query(x, req->msg, true, &res);
+            break;
+#else
         case DL_REQ_QUERY:
         case DL_REQ_EXPLAIN:
             FAIL(&res, DL_EUNSUPPORTED,
@@ -621,6 +808,7 @@ char *dl__exec_run(dl_exec_t *x, const dl_request_t *req, size_t *out_len, bool 
                  "build does not include",
                  dl__proto_op_name(req->op));
             break;
+#endif
         case DL_REQ_SUBSCRIBE:
         case DL_REQ_UNSUBSCRIBE:
             FAIL(&res, DL_EUNSUPPORTED,

@@ -314,6 +314,11 @@ static void on_fs_written(uv_fs_t *req) {
 static void conn_flush(conn_t *c) {
     if (c->closing)
         return;
+    /* File output goes through the thread pool, where two writes in flight could land in
+     * either order: one at a time (the next flush happens in write_done). Streams keep
+     * their write order themselves. */
+    if (!c->out && c->pending_writes)
+        return;
     unsigned n = 0;
     for (slot_t *x = c->head; x && x->ready; x = x->next)
         n++;

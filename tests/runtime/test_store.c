@@ -224,6 +224,116 @@ static void test_store_rejections_change_nothing(void **state) {
     stop_server(&p);
 }
 
+/* query and explain over the wire: every find shape, :keys, args, rules, as_of, errors.
+ * Without the Datalog module the answer is "unsupported". */
+static void test_store_query_roundtrip(void **state) {
+    (void)state;
+    rt_proc_t p;
+    char addr[80];
+    rt_start_server(&p, NULL, mem_args, addr, sizeof addr);
+    rt_conn_t c;
+    assert_true(rt_connect(&c, addr));
+    if (!have_store(&c)) {
+        rt_disconnect(&c);
+        stop_server(&p);
+        return;
+    }
+    json_t *r = call_ok(&c, json_pack("{s:s,s:s}", "op", "transact", "tx", schema_edn));
+    json_int_t t1 = json_integer_value(json_object_get(r, "t"));
+    json_decref(r);
+    json_decref(call_ok(&c, json_pack("{s:s,s:s}", "op", "transact", "tx",
+                                      "[{:db/id \"a\" :p/name \"Ann\" :p/n 31 :p/k :k/x} "
+                                      "{:db/id \"b\" :p/name \"Bob\" :p/n 40 :p/friend \"a\"} "
+                                      "{:db/id \"c\" :p/name \"Cy\" :p/n 25}]")));
+    r = call(&c, json_pack("{s:s,s:s}", "op", "query", "q",
+                           "[:find ?n ?a :where [?e :p/name ?n] [?e :p/n ?a]]"));
+#if !DL_HAVE_DATALOG
+    assert_string_equal(rt_error_code(r), "unsupported");
+    json_decref(r);
+    rt_disconnect(&c);
+    stop_server(&p);
+    return;
+#endif
+    assert_null(rt_error_code(r));
+    json_t *want = json_loads("[[\"Ann\",31],[\"Bob\",40],[\"Cy\",25]]", 0, NULL);
+    json_t *rows = json_object_get(r, "rows");
+    /* Set semantics: compare as sets (sorted by the canonical result order anyway). */
+    assert_int_equal(json_array_size(rows), 3);
+    for (size_t i = 0; i < 3; i++) {
+        bool found = false;
+        for (size_t k = 0; k < 3; k++)
+            found |= json_equal(json_array_get(rows, i), json_array_get(want, k));
+        if (!found)
+            fail_msg("unexpected row %zu", i);
+    }
+    assert_string_equal(json_string_value(json_object_get(r, "find")), "rel");
+    json_decref(want);
+    json_decref(r);
+    static const struct {
+        const char *req, *rows, *result;
+    } cases[] = {
+        {"{\"op\":\"query\",\"q\":\"[:find [?n ...] :in $ ?min :where [?e :p/n ?a] [(>= ?a "
+         "?min)] [?e :p/name ?n]]\",\"args\":[30]}",
+         "[[\"Ann\"],[\"Bob\"]]", "[\"Ann\",\"Bob\"]"},
+        {"{\"op\":\"query\",\"q\":\"[:find (sum ?a) . :where [_ :p/n ?a]]\"}", "[[96]]", "96"},
+        {"{\"op\":\"query\",\"q\":\"[:find ?a . :where [?e :p/name \\\"Nobody\\\"] [?e :p/n "
+         "?a]]\"}",
+         "[]", "null"},
+        {"{\"op\":\"query\",\"q\":\"[:find ?n ?a :keys name age :where [?e :p/name ?n] [?e "
+         ":p/n ?a] [(< ?a 30)]]\"}",
+         "[{\"name\":\"Cy\",\"age\":25}]", "[{\"name\":\"Cy\",\"age\":25}]"},
+        {"{\"op\":\"query\",\"q\":\"[:find ?k :where [_ :p/k ?k]]\"}", "[[{\"kw\":\"k/x\"}]]",
+         "[[{\"kw\":\"k/x\"}]]"},
+        {"{\"op\":\"query\",\"q\":\"[:find ?fn :where [?b :p/name \\\"Bob\\\"] [?b :p/friend "
+         "?f] [?f :p/name ?fn]]\"}",
+         "[[\"Ann\"]]", "[[\"Ann\"]]"},
+        {"{\"op\":\"query\",\"q\":\"[:find ?n :in $ % :where (old ?n)]\",\"rules\":\"[[(old "
+         "?n) [?e :p/name ?n] [?e :p/n ?a] [(> ?a 35)]]]\"}",
+         "[[\"Bob\"]]", "[[\"Bob\"]]"},
+        {"{\"op\":\"query\",\"q\":\"[:find ?n :where [?e :p/name ?n]]\",\"as_of\":1}", "[]", "[]"},
+    };
+    for (size_t i = 0; i < DL_ARRAY_LEN(cases); i++) {
+        r = call(&c, json_loads(cases[i].req, 0, NULL));
+        if (rt_error_code(r))
+            fail_msg("case %zu: %s", i, json_dumps(r, 0));
+        json_t *wr = json_loads(cases[i].rows, JSON_DECODE_ANY, NULL);
+        json_t *wres = json_loads(cases[i].result, JSON_DECODE_ANY, NULL);
+        if (!json_equal(json_object_get(r, "rows"), wr) ||
+            !json_equal(json_object_get(r, "result"), wres))
+            fail_msg("case %zu: %s", i, json_dumps(r, 0));
+        json_decref(wr);
+        json_decref(wres);
+        json_decref(r);
+    }
+    (void)t1;
+    static const struct {
+        const char *req, *code;
+    } bad[] = {
+        {"{\"op\":\"query\",\"q\":\"[:find ?x :where [?e :p/nope ?x]]\"}", "unknown_attr"},
+        {"{\"op\":\"query\",\"q\":\"[:find ?x :where [?e\"}", "parse"},
+        {"{\"op\":\"query\",\"q\":\"[:find ?x :where [?e :p/n ?y]]\"}", "unbound"},
+        {"{\"op\":\"query\",\"q\":\"[:find ?x :in $ ?x :where [?e :p/n ?x]]\"}", "inval"},
+    };
+    for (size_t i = 0; i < DL_ARRAY_LEN(bad); i++) {
+        r = call(&c, json_loads(bad[i].req, 0, NULL));
+        const char *code = rt_error_code(r);
+        if (!code || strcmp(code, bad[i].code) != 0)
+            fail_msg("bad %zu: got %s, want %s", i, code ? code : "ok", bad[i].code);
+        json_decref(r);
+    }
+    r = call(&c, json_loads("{\"op\":\"explain\",\"q\":\"[:find ?n :where [?e :p/name ?n]]\"}", 0,
+                            NULL));
+#if DL_HAVE_QUERY_RUN
+    assert_null(rt_error_code(r));
+    assert_true(json_string_length(json_object_get(r, "plan")) > 0);
+#else
+    assert_string_equal(rt_error_code(r), "unsupported");
+#endif
+    json_decref(r);
+    rt_disconnect(&c);
+    stop_server(&p);
+}
+
 /* ---- concurrent clients --------------------------------------------------------------------- */
 
 enum { N_CLIENTS = 40, N_TX = 25 };
@@ -472,6 +582,7 @@ static void test_store_sigkill_keeps_acknowledged(void **state) {
 
 DL_TEST_GROUP(store, cmocka_unit_test(test_store_roundtrip_all_types),
               cmocka_unit_test(test_store_rejections_change_nothing),
+              cmocka_unit_test(test_store_query_roundtrip),
               cmocka_unit_test(test_store_concurrent_clients),
               cmocka_unit_test(test_store_cli_against_server),
               cmocka_unit_test(test_store_sigkill_keeps_acknowledged));
