@@ -7,7 +7,8 @@
  * Payload of one record (version 1), all integers LEB128 varints, signed ones zigzag:
  *   u8 version=1 | tx | u8 flags (1: advance) | next_id | n_time, time[n_time] |
  *   n_frontier, frontier[..] |
- *   n_changes, then per change: e(z) a(z) value diff(u8: 1 assert, 0 retract)
+ *   n_changes, then per change: e(z, the difference from the previous change's e) a(z)
+ *   value diff(u8: 1 assert, 0 retract)
  *   value = u8 type, then nothing (nil) | u8 (bool) | z (int, instant, ref) |
  *           8 bytes little-endian (double) | len + bytes (string, keyword) | 16 (uuid)
  * A checkpoint blob is u8 version=1 | covers_tx | n_records, then n_records payloads each
@@ -20,6 +21,7 @@
 #include "store/log.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <string.h>
 
 /* ---- encoding ------------------------------------------------------------------------------- */
@@ -162,9 +164,11 @@ static void encode_tx(const dl_store_t *s, uint64_t tx, const dl_txrec_t *rec, i
     for (size_t i = 0; i < n_frontier; i++)
         put_u(b, frontier[i]);
     put_u(b, rec->n_changes);
+    int64_t prev_e = 0;
     for (size_t i = 0; i < rec->n_changes; i++) {
         const dl_change_t *c = &rec->changes[i];
-        put_z(b, c->e);
+        put_z(b, c->e - prev_e); /* changes are sorted by entity: deltas are small */
+        prev_e = c->e;
         put_z(b, c->a);
         put_value(b, c->v);
         dl__buf_putc(b, (char)(c->diff > 0 ? 1 : 0));
@@ -191,7 +195,70 @@ int dl__log_hook_sync(dl_store_t *s, uint64_t lsn, dl_error_t *err) {
     return s->log ? dl__log_sync((dl_log_t *)s->log, lsn, err) : 0;
 }
 
+/* ---- background checkpoints ----------------------------------------------------------------- */
+
+/* The checkpointer: one thread per durable store with checkpoint_every > 0; it sleeps until
+ * the committing threads have passed the interval, then writes a checkpoint from a
+ * snapshot (readers never block the writer, so commits continue meanwhile). */
+struct dl_durable {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t every, last_ckpt_tx, want_tx;
+    bool stop, running;
+    int failures;
+};
+
+static void *checkpointer(void *p) {
+    dl_store_t *s = p;
+    struct dl_durable *d = s->durable;
+    pthread_mutex_lock(&d->mu);
+    for (;;) {
+        while (!d->stop && d->want_tx < d->last_ckpt_tx + d->every)
+            pthread_cond_wait(&d->cv, &d->mu);
+        if (d->stop)
+            break;
+        uint64_t want = d->want_tx;
+        pthread_mutex_unlock(&d->mu);
+        int rc = dl_store_checkpoint(s, NULL);
+        pthread_mutex_lock(&d->mu);
+        if (rc == 0)
+            d->last_ckpt_tx = want;
+        else
+            d->failures++, d->last_ckpt_tx = want; /* retry at the next interval */
+    }
+    pthread_mutex_unlock(&d->mu);
+    return NULL;
+}
+
+void dl__durable_after_commit(dl_store_t *s, uint64_t tx) {
+    struct dl_durable *d = s->durable;
+    pthread_mutex_lock(&d->mu);
+    if (tx > d->want_tx)
+        d->want_tx = tx;
+    if (d->want_tx >= d->last_ckpt_tx + d->every)
+        pthread_cond_signal(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+}
+
+static void durable_stop(dl_store_t *s) {
+    struct dl_durable *d = s->durable;
+    if (!d)
+        return;
+    pthread_mutex_lock(&d->mu);
+    d->stop = true;
+    pthread_cond_signal(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+    if (d->running)
+        pthread_join(d->thread, NULL);
+    pthread_mutex_destroy(&d->mu);
+    pthread_cond_destroy(&d->cv);
+    dl_free(d);
+    s->durable = NULL;
+}
+
 void dl__store_close_log(dl_store_t *s) {
+    durable_stop(s);
     if (s->log) {
         dl__log_close((dl_log_t *)s->log);
         s->log = NULL;
@@ -235,8 +302,10 @@ static int replay_one(dl_store_t *s, uint64_t tx, const void *payload, size_t n,
         rc = dl_error_set(err, DL_ENOMEM, "out of memory");
         goto out;
     }
+    int64_t prev_e = 0;
     for (size_t i = 0; i < nc && !r.bad; i++) {
-        dl_kd_t k = {.e = get_z(&r), .a = get_z(&r)};
+        prev_e += get_z(&r);
+        dl_kd_t k = {.e = prev_e, .a = get_z(&r)};
         k.v = get_value(&r);
         if (r.p >= r.end) {
             r.bad = true;
@@ -343,6 +412,7 @@ int dl_store_open(const char *dir, const dl_store_options_t *opts, dl_store_t **
         lo.sync_mode = opts->sync_mode;
         lo.batch_ms = opts->batch_ms;
         lo.segment_bytes = opts->segment_bytes;
+        lo.checkpoints_kept = opts->checkpoints_kept;
     }
     dl_log_t *log;
     int rc = dl__log_open(dir, &lo, &log, err);
@@ -365,6 +435,23 @@ int dl_store_open(const char *dir, const dl_store_options_t *opts, dl_store_t **
         return rc;
     }
     s->log = log;
+    if (opts && opts->checkpoint_every) {
+        struct dl_durable *d = dl_calloc(1, sizeof *d);
+        if (!d) {
+            dl_store_close(s);
+            return dl_error_set(err, DL_ENOMEM, "out of memory");
+        }
+        pthread_mutex_init(&d->mu, NULL);
+        pthread_cond_init(&d->cv, NULL);
+        d->every = opts->checkpoint_every;
+        d->last_ckpt_tx = d->want_tx = s->last_tx;
+        s->durable = d;
+        if (pthread_create(&d->thread, NULL, checkpointer, s) != 0) {
+            dl_store_close(s);
+            return dl_error_set(err, DL_EIO, "cannot start the checkpoint thread");
+        }
+        d->running = true;
+    }
     *out = s;
     return 0;
 }
@@ -416,4 +503,30 @@ int dl_store_checkpoint(dl_store_t *s, dl_error_t *err) {
     dl__buf_fini(&rec);
     dl_db_unref(db);
     return rc;
+}
+
+void dl_store_stats(dl_store_t *s, dl_store_stats_t *out) {
+    memset(out, 0, sizeof *out);
+    if (!s)
+        return;
+    dl_db_t *db = dl_store_db(s);
+    if (db) {
+        out->last_tx = dl_db_basis_tx(db);
+        out->datoms = db->v->trees[DL_T_CUR + DL_ORD_EAVT].count;
+        out->history_datoms = db->v->trees[DL_T_PAST + DL_ORD_EAVT].count;
+        dl_db_unref(db);
+    }
+    if (s->log) {
+        dl_log_stats_t ls;
+        dl__log_stats((dl_log_t *)s->log, &ls);
+        out->log_records = ls.records;
+        out->log_raw_bytes = ls.raw_bytes;
+        out->log_stored_bytes = ls.stored_bytes;
+        out->compression_ratio = ls.compression_ratio;
+        out->checkpoint_bytes = ls.checkpoint_bytes;
+        out->bytes_on_disk = ls.bytes_on_disk;
+        out->checkpoint_tx = ls.checkpoint_tx;
+        out->fsyncs = ls.fsyncs;
+        out->group_commits = ls.group_commits;
+    }
 }

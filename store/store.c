@@ -505,6 +505,8 @@ static int finish(dl_store_t *s, dl_version_t *v, uint64_t tx, uint64_t lsn, dl_
     dl_commit_t c;
     commit_of(s, tx, v, &c);
     publish(s, v, &c);
+    if (s->durable)
+        dl__durable_after_commit(s, tx);
     return 0;
 }
 

@@ -244,6 +244,7 @@ struct dl_store {
 
     void *log;                    /* dl_log_t * when durable */
     struct dl_txscratch *scratch; /* tx.c's reusable buffers (writer only) */
+    struct dl_durable *durable;   /* durable.c's state (background checkpoints), or NULL */
 };
 void dl__tx_scratch_free(struct dl_txscratch *x);
 
@@ -256,6 +257,8 @@ int dl__log_hook_append(struct dl_store *s, uint64_t tx, const dl_txrec_t *rec, 
                         dl_error_t *err) DL_WUR;
 int dl__log_hook_sync(struct dl_store *s, uint64_t lsn, dl_error_t *err) DL_WUR;
 void dl__store_close_log(struct dl_store *s);
+/* Called after each published commit (outside the writer lock). */
+void dl__durable_after_commit(struct dl_store *s, uint64_t tx);
 /* Applies and publishes a replayed transaction (recovery; no listeners, no log). */
 struct dl_txplan;
 int dl__store_apply_replayed(struct dl_store *s, struct dl_txplan *p, uint64_t tx,

@@ -34,9 +34,14 @@ enum { DL_STORE_SYNC_EVERY = 0, DL_STORE_SYNC_BATCHED = 1, DL_STORE_SYNC_NONE = 
 
 /* Caller-allocated; zero means "default" for every field. */
 typedef struct dl_store_options {
-    int sync_mode;        /* DL_STORE_SYNC_EVERY (default), _BATCHED, _NONE */
-    int batch_ms;         /* DL_STORE_SYNC_BATCHED: bound on the wait for the fsync, ms */
-    size_t segment_bytes; /* log segment size; 0: the log's default */
+    int sync_mode;             /* DL_STORE_SYNC_EVERY (default), _BATCHED, _NONE */
+    int batch_ms;              /* DL_STORE_SYNC_BATCHED: bound on the wait for the fsync, ms */
+    size_t segment_bytes;      /* log segment size; 0: the log's default */
+    int checkpoints_kept;      /* checkpoints kept on disk; 0: the log's default (2: the newest
+                                * and one fallback); segments older than the oldest kept one
+                                * are removed */
+    uint64_t checkpoint_every; /* write a checkpoint in the background after this many
+                                * transactions; 0: only on dl_store_checkpoint */
 } dl_store_options_t;
 
 /* new: an in-memory store (no files). Free with dl_store_close. */
@@ -52,6 +57,22 @@ DL_API int dl_store_open(const char *dir, const dl_store_options_t *opts, dl_sto
 DL_API void dl_store_close(dl_store_t *s);
 /* Writes a checkpoint now (durable stores; DL_EUNSUPPORTED in memory). */
 DL_API int dl_store_checkpoint(dl_store_t *s, dl_error_t *err) DL_WUR;
+
+/* Counters of a store (durable fields are 0 in memory). */
+typedef struct dl_store_stats {
+    uint64_t last_tx;               /* the last committed transaction */
+    int64_t datoms;                 /* current datoms (all attributes, built-ins included) */
+    int64_t history_datoms;         /* entries of the past (retracted assertions, retractions) */
+    uint64_t log_records;           /* records in the log's segments */
+    uint64_t log_raw_bytes;         /* their payload bytes before compression */
+    uint64_t log_stored_bytes;      /* the same after compression, with framing */
+    double compression_ratio;       /* raw / stored (0 when empty) */
+    uint64_t checkpoint_bytes;      /* bytes of checkpoint files */
+    uint64_t bytes_on_disk;         /* segments + checkpoints */
+    uint64_t checkpoint_tx;         /* covers_tx of the newest checkpoint */
+    uint64_t fsyncs, group_commits; /* fsyncs issued; syncs satisfied by another's fsync */
+} dl_store_stats_t;
+DL_API void dl_store_stats(dl_store_t *s, dl_store_stats_t *out);
 
 /* ---- transactions ------------------------------------------------------------------------- */
 
