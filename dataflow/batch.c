@@ -58,10 +58,24 @@ bool dl__batch_ubuf_push(dl_ubuf_t *b, const dl_value_t *row, const uint64_t *t,
 }
 
 /* ---- consolidation --------------------------------------------------------------------- */
+/* Records are sorted through items holding up to three 64-bit order-preserving "image"
+ * words of the record's leading components (columns, then time coordinates) and the
+ * record number. A key plan, computed per buffer, says how many words are meaningful and
+ * whether they determine the order completely (then no record is ever touched while
+ * sorting); otherwise ties fall back to the full comparison. */
 typedef struct sort_item {
-    uint64_t prefix;
+    uint64_t p[3];
     uint64_t idx;
 } sort_item_t;
+
+enum { IMG_EXACT, IMG_TEXT, IMG_RANK, IMG_TIME };
+
+typedef struct key_plan {
+    int n;         /* words used (1..3) */
+    bool complete; /* the words decide the order and equality */
+    int src[3];    /* column index, or arity + time coordinate */
+    int kind[3];   /* IMG_... */
+} key_plan_t;
 
 /* The full order of two records: row, then time lexicographically. */
 static int rec_cmp(const dl_ubuf_t *b, size_t i, size_t j) {
@@ -71,9 +85,9 @@ static int rec_cmp(const dl_ubuf_t *b, size_t i, size_t j) {
     return dl_time_cmp(dl__ub_time(b, i), dl__ub_time(b, j), b->dim);
 }
 
-/* An order-preserving 64-bit image of a value, valid when every compared value has the
- * same type: signed integers get their sign bit flipped; doubles the usual IEEE trick. */
-static uint64_t value_prefix(const dl_value_t *v) {
+/* An order-preserving 64-bit image of a value, valid among values of one type: signed
+ * integers get their sign bit flipped, doubles the usual IEEE trick. */
+static uint64_t value_image(const dl_value_t *v) {
     if (v->type == DL_T_DOUBLE) {
         uint64_t bits = v->as.bits;
         return (bits & 0x8000000000000000ull) ? ~bits : bits | 0x8000000000000000ull;
@@ -81,12 +95,90 @@ static uint64_t value_prefix(const dl_value_t *v) {
     return (uint64_t)v->as.i ^ 0x8000000000000000ull;
 }
 
-static void insertion_sort(const dl_ubuf_t *b, sort_item_t *it, size_t n) {
+/* The first 8 bytes, big-endian, zero padded: monotone in the byte order of text. */
+static uint64_t text_image(const dl_value_t *v) {
+    size_t len;
+    const uint8_t *p =
+        v->type == DL_T_UUID ? dl_value_uuid_bytes(*v) : (const uint8_t *)dl_value_str(*v, &len);
+    if (v->type == DL_T_UUID)
+        len = 16;
+    uint64_t x = 0;
+    for (size_t i = 0; i < 8; i++)
+        x = (x << 8) | (i < len ? p[i] : 0);
+    return x;
+}
+
+static key_plan_t plan_keys(const dl_ubuf_t *b) {
+    key_plan_t kp = {0, true, {0}, {0}};
+    size_t n = b->n;
+    for (size_t c = 0; c < b->arity && kp.n < 3; c++) {
+        uint8_t t0 = dl__ub_row(b, 0)[c].type;
+        bool uniform = true;
+        for (size_t i = 1; i < n && uniform; i++)
+            uniform = dl__ub_row(b, i)[c].type == t0;
+        kp.src[kp.n] = (int)c;
+        if (!uniform) {
+            kp.kind[kp.n++] = IMG_RANK;
+            kp.complete = false;
+            return kp;
+        }
+        if (t0 == DL_T_STRING || t0 == DL_T_KEYWORD || t0 == DL_T_UUID) {
+            kp.kind[kp.n++] = IMG_TEXT;
+            kp.complete = false;
+            return kp;
+        }
+        kp.kind[kp.n++] = IMG_EXACT;
+    }
+    for (size_t d = 0; d < b->dim && kp.n < 3; d++) {
+        kp.src[kp.n] = (int)(b->arity + d);
+        kp.kind[kp.n++] = IMG_TIME;
+    }
+    if ((size_t)kp.n < b->arity + b->dim)
+        kp.complete = false;
+    if (kp.n == 0) { /* arity 0 and dim 0: nothing to order */
+        kp.n = 1;
+        kp.src[0] = 0;
+        kp.kind[0] = IMG_TIME;
+    }
+    return kp;
+}
+
+static void fill_item(const dl_ubuf_t *b, const key_plan_t *kp, size_t i, sort_item_t *it) {
+    const dl_value_t *row = dl__ub_row(b, i);
+    it->idx = i;
+    it->p[1] = it->p[2] = 0;
+    for (int k = 0; k < kp->n; k++) {
+        int s = kp->src[k];
+        switch (kp->kind[k]) {
+            case IMG_EXACT:
+                it->p[k] = value_image(row + s);
+                break;
+            case IMG_TEXT:
+                it->p[k] = text_image(row + s);
+                break;
+            case IMG_RANK:
+                it->p[k] = (uint64_t)row[s].type << 56;
+                break;
+            default:
+                it->p[k] = b->dim ? dl__ub_time(b, i)[s - (int)b->arity] : 0;
+                break;
+        }
+    }
+}
+
+static inline int item_cmp(const dl_ubuf_t *b, const key_plan_t *kp, const sort_item_t *x,
+                           const sort_item_t *y) {
+    for (int k = 0; k < kp->n; k++)
+        if (x->p[k] != y->p[k])
+            return x->p[k] < y->p[k] ? -1 : 1;
+    return kp->complete ? 0 : rec_cmp(b, x->idx, y->idx);
+}
+
+static void insertion_sort(const dl_ubuf_t *b, const key_plan_t *kp, sort_item_t *it, size_t n) {
     for (size_t i = 1; i < n; i++) {
         sort_item_t x = it[i];
         size_t j = i;
-        while (j > 0 && (it[j - 1].prefix > x.prefix ||
-                         (it[j - 1].prefix == x.prefix && rec_cmp(b, it[j - 1].idx, x.idx) > 0))) {
+        while (j > 0 && item_cmp(b, kp, &it[j - 1], &x) > 0) {
             it[j] = it[j - 1];
             j--;
         }
@@ -94,22 +186,19 @@ static void insertion_sort(const dl_ubuf_t *b, sort_item_t *it, size_t n) {
     }
 }
 
-/* Stable merge sort of items by (prefix, record) using tmp (n items). */
-static void merge_sort(const dl_ubuf_t *b, sort_item_t *it, sort_item_t *tmp, size_t n) {
+/* Stable merge sort of items using tmp (n items). */
+static void merge_sort(const dl_ubuf_t *b, const key_plan_t *kp, sort_item_t *it, sort_item_t *tmp,
+                       size_t n) {
     if (n <= 24) {
-        insertion_sort(b, it, n);
+        insertion_sort(b, kp, it, n);
         return;
     }
     size_t h = n / 2;
-    merge_sort(b, it, tmp, h);
-    merge_sort(b, it + h, tmp, n - h);
+    merge_sort(b, kp, it, tmp, h);
+    merge_sort(b, kp, it + h, tmp, n - h);
     size_t i = 0, j = h, k = 0;
-    while (i < h && j < n) {
-        int c = it[i].prefix < it[j].prefix   ? -1
-                : it[i].prefix > it[j].prefix ? 1
-                                              : rec_cmp(b, it[i].idx, it[j].idx);
-        tmp[k++] = c <= 0 ? it[i++] : it[j++];
-    }
+    while (i < h && j < n)
+        tmp[k++] = item_cmp(b, kp, &it[i], &it[j]) <= 0 ? it[i++] : it[j++];
     while (i < h)
         tmp[k++] = it[i++];
     while (j < n)
@@ -117,12 +206,12 @@ static void merge_sort(const dl_ubuf_t *b, sort_item_t *it, sort_item_t *tmp, si
     memcpy(it, tmp, n * sizeof *it);
 }
 
-/* LSD radix sort on the prefix (bytes where all items agree are skipped). */
+/* LSD radix sort on the first word (bytes where all items agree are skipped). */
 static void radix_sort(sort_item_t *it, sort_item_t *tmp, size_t n) {
     uint64_t all_or = 0, all_and = ~0ull;
     for (size_t i = 0; i < n; i++) {
-        all_or |= it[i].prefix;
-        all_and &= it[i].prefix;
+        all_or |= it[i].p[0];
+        all_and &= it[i].p[0];
     }
     uint64_t varying = all_or ^ all_and;
     sort_item_t *src = it, *dst = tmp;
@@ -131,7 +220,7 @@ static void radix_sort(sort_item_t *it, sort_item_t *tmp, size_t n) {
             continue;
         size_t count[256] = {0};
         for (size_t i = 0; i < n; i++)
-            count[(src[i].prefix >> shift) & 0xff]++;
+            count[(src[i].p[0] >> shift) & 0xff]++;
         size_t sum = 0;
         for (int c = 0; c < 256; c++) {
             size_t x = count[c];
@@ -139,7 +228,7 @@ static void radix_sort(sort_item_t *it, sort_item_t *tmp, size_t n) {
             sum += x;
         }
         for (size_t i = 0; i < n; i++)
-            dst[count[(src[i].prefix >> shift) & 0xff]++] = src[i];
+            dst[count[(src[i].p[0] >> shift) & 0xff]++] = src[i];
         sort_item_t *sw = src;
         src = dst;
         dst = sw;
@@ -161,38 +250,23 @@ bool dl__batch_consolidate(dl_ubuf_t *b) {
     if (!it)
         return false;
     sort_item_t *tmp = it + n;
-    /* The prefix is exact for the first column when all its values share one type that
-     * is not interned text; otherwise only the type rank goes into the prefix. */
-    bool exact = b->arity > 0;
-    if (exact) {
-        uint8_t t0 = dl__ub_row(b, 0)->type;
-        exact = t0 < DL_T_STRING || t0 == DL_T_REF;
-        for (size_t i = 1; i < n && exact; i++)
-            exact = dl__ub_row(b, i)->type == t0;
-    }
-    for (size_t i = 0; i < n; i++) {
-        it[i].idx = i;
-        if (exact)
-            it[i].prefix = value_prefix(dl__ub_row(b, i));
-        else if (b->arity)
-            it[i].prefix = (uint64_t)dl__ub_row(b, i)->type << 56;
-        else
-            it[i].prefix = dl__ub_time(b, i)[0];
-    }
+    key_plan_t kp = plan_keys(b);
+    for (size_t i = 0; i < n; i++)
+        fill_item(b, &kp, i, &it[i]);
     if (n > 64) {
         radix_sort(it, tmp, n);
-        /* Sort runs of equal prefix by the full order. */
+        /* Sort runs of equal first word by the rest of the order. */
         size_t i = 0;
         while (i < n) {
             size_t j = i + 1;
-            while (j < n && it[j].prefix == it[i].prefix)
+            while (j < n && it[j].p[0] == it[i].p[0])
                 j++;
-            if (j - i > 1)
-                merge_sort(b, it + i, tmp, j - i);
+            if (j - i > 1 && (kp.n > 1 || !kp.complete))
+                merge_sort(b, &kp, it + i, tmp, j - i);
             i = j;
         }
     } else {
-        insertion_sort(b, it, n);
+        insertion_sort(b, &kp, it, n);
     }
     uint8_t *out = dl_malloc(n * b->stride);
     if (!out) {
@@ -201,10 +275,16 @@ bool dl__batch_consolidate(dl_ubuf_t *b) {
     }
     size_t w = 0, rowbytes = b->arity * sizeof(dl_value_t), tb = b->dim * sizeof(uint64_t);
     for (size_t i = 0; i < n;) {
+        /* The gather reads records in sorted order, i.e. at random: prefetch ahead. */
+        if (i + 16 < n) {
+            const uint8_t *ahead = b->data + it[i + 16].idx * b->stride;
+            __builtin_prefetch(ahead);
+            __builtin_prefetch(ahead + b->stride - 1);
+        }
         size_t k = it[i].idx;
         int64_t d = *dl__ub_diff(b, k);
         size_t j = i + 1;
-        while (j < n && it[j].prefix == it[i].prefix && rec_cmp(b, k, it[j].idx) == 0) {
+        while (j < n && item_cmp(b, &kp, &it[i], &it[j]) == 0) {
             d += *dl__ub_diff(b, it[j].idx);
             j++;
         }
