@@ -271,5 +271,40 @@ DL_API int dl_capsrc_snapshot(dl_capsrc_t *s, dl_delta_t **out, dl_error_t *err)
 /* Rows in the accumulated result (for statistics). */
 DL_API size_t dl_capsrc_rows(const dl_capsrc_t *s);
 
+/* ---- Datalog live queries as sources ---------------------------------------------------
+ * dl_qsrcs_t implements dl_source_vtable_t with the Datalog layer's live compiled queries
+ * (include/deltalog/datalog.h: dl_live_new / dl_live_apply): a registry made with
+ * dl_registry_new(dl_qsrcs_vtable(), qs, ...) parses, compiles and loads each distinct
+ * (query, inputs) once. The engine thread feeds every committed transaction with
+ * dl_qsrcs_apply, then calls dl_registry_pump. Inputs are the query's non-source :in
+ * arguments in order (values; an entity argument may be an int). Rows are the :find
+ * elements; times are the commit's first n_dims coordinates (system time first). Built only
+ * when the datalog module is. Single-threaded (the engine thread). */
+struct dl_db;
+struct dl_commit;
+typedef struct dl_qsrc_env {
+    /* A borrowed snapshot of the current database (valid until the next dl_qsrcs_apply) and
+     * the time vector of its basis transaction (at most DL_DELTA_MAX_DIM coordinates,
+     * [tx, dim1, ...]; [0] for an empty database). */
+    int (*current_db)(void *ctx, const struct dl_db **out_db, uint64_t *out_time,
+                      size_t *out_n_time, dl_error_t *err);
+    void *ctx;
+    const char *rules; /* the rule set bound to % (EDN), or NULL; copied */
+} dl_qsrc_env_t;
+
+typedef struct dl_qsrcs dl_qsrcs_t;
+/* new: free with dl_qsrcs_free after the registry using it. */
+DL_API int dl_qsrcs_new(const dl_qsrc_env_t *env, dl_qsrcs_t **out, dl_error_t *err) DL_WUR;
+DL_API void dl_qsrcs_free(dl_qsrcs_t *qs);
+/* The source table to give dl_registry_new together with the dl_qsrcs_t as its ctx. */
+DL_API const dl_source_vtable_t *dl_qsrcs_vtable(void);
+/* Feeds one committed transaction (as delivered by dl_store_listen) to every open live
+ * query; each query's change becomes a DATA delta for the next pump. A query whose run
+ * fails keeps the code; its subscribers are ended with it at the next pump. Returns 0, or
+ * DL_ENOMEM when a change could not be queued (that query is failed likewise). */
+DL_API int dl_qsrcs_apply(dl_qsrcs_t *qs, const struct dl_commit *c, dl_error_t *err) DL_WUR;
+/* Open live queries (for statistics and tests). */
+DL_API size_t dl_qsrcs_count(const dl_qsrcs_t *qs);
+
 DL_END_DECLS
 #endif

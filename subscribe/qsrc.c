@@ -1,0 +1,259 @@
+/*
+ * qsrc.c: Datalog live queries as registry sources: the dl_source_vtable_t whose open
+ * parses, compiles and loads a query with the Datalog layer (dl_query_parse, dl_live_new),
+ * whose poll hands out, one DATA delta per committed transaction that changed the result,
+ * what dl_live_apply computed, and whose snapshot is the sum of what poll handed out.
+ *
+ * It does not compute results (datalog/ and dataflow/ do), does not read the store (the
+ * environment hands it the current database), and does not listen to commits (the engine
+ * thread calls dl_qsrcs_apply). DESIGN-NOTES §4; docs/subscribe.md "Registry and sources".
+ *
+ * Invariant (as capsrc.c): acc = the initial result + every delta returned by poll,
+ * tagged with the latest of their times, so a snapshot followed by later polls never
+ * repeats or misses a change (registry.c design note 2).
+ */
+#include "subscribe/subscribe.h"
+
+#include "base/base.h"
+#include "datalog/datalog.h"
+
+#include <deltalog/datalog.h>
+#include <deltalog/store.h>
+#include <stdio.h>
+
+typedef struct qsrc qsrc_t;
+struct qsrc {
+    dl_qsrcs_t *owner;
+    qsrc_t *next;
+    dl_query_t *q;
+    dl_live_t *live;
+    size_t arity, n_dims;
+    uint64_t last_tx;  /* the last transaction reflected (the basis, then applied ones) */
+    int failed;        /* a run failed: the code poll reports */
+    char failure[160]; /* its message */
+    dl_delta_t *acc;   /* private: the invariant above */
+    dl_delta_t **pending;
+    size_t head, n_pending, cap_pending;
+};
+
+struct dl_qsrcs {
+    dl_qsrc_env_t env;
+    char *rules; /* copy of env.rules */
+    qsrc_t *open;
+    size_t n_open;
+};
+
+int dl_qsrcs_new(const dl_qsrc_env_t *env, dl_qsrcs_t **out, dl_error_t *err) {
+    if (!out || !env || !env->current_db)
+        return dl_error_set(err, DL_EINVAL, "qsrcs: needs an environment with current_db");
+    *out = NULL;
+    dl_qsrcs_t *qs = dl_calloc(1, sizeof *qs);
+    if (!qs || (env->rules && !(qs->rules = dl_strdup(env->rules)))) {
+        dl_free(qs);
+        return dl_error_set(err, DL_ENOMEM, "qsrcs: out of memory");
+    }
+    qs->env = *env;
+    qs->env.rules = qs->rules;
+    *out = qs;
+    return 0;
+}
+
+static void qsrc_close(void *p) {
+    qsrc_t *s = p;
+    for (qsrc_t **q = &s->owner->open; *q; q = &(*q)->next)
+        if (*q == s) {
+            *q = s->next;
+            s->owner->n_open--;
+            break;
+        }
+    for (size_t i = s->head; i < s->n_pending; i++)
+        dl_delta_unref(s->pending[i]);
+    dl_free(s->pending);
+    dl_delta_unref(s->acc);
+    dl_live_free(s->live);
+    dl_query_free(s->q);
+    dl_free(s);
+}
+
+void dl_qsrcs_free(dl_qsrcs_t *qs) {
+    if (!qs)
+        return;
+    while (qs->open)
+        qsrc_close(qs->open);
+    dl_free(qs->rules);
+    dl_free(qs);
+}
+
+size_t dl_qsrcs_count(const dl_qsrcs_t *qs) { return qs->n_open; }
+
+/* The live query's last change as a new DATA delta at time t. */
+static int change_delta(qsrc_t *s, const uint64_t *t, dl_delta_t **out, dl_error_t *err) {
+    const dl_value_t *rows;
+    const int64_t *diffs;
+    size_t n = dl_live_changes(s->live, &rows, &diffs);
+    int rc = dl_delta_new(DL_DELTA_DATA, s->arity, t, s->n_dims, out, err);
+    for (size_t i = 0; i < n && !rc; i++)
+        rc = dl_delta_add(*out, rows + i * s->arity, diffs[i], err);
+    if (rc) {
+        dl_delta_unref(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+static int qsrc_open(void *ctx, const char *text, const dl_value_t *inputs, size_t n_inputs,
+                     size_t n_dims, void **out, size_t *out_arity, dl_error_t *err) {
+    dl_qsrcs_t *qs = ctx;
+    const dl_db_t *db = NULL;
+    uint64_t t[DL_DELTA_MAX_DIM] = {0};
+    size_t n_time = 0;
+    int rc = qs->env.current_db(qs->env.ctx, &db, t, &n_time, err);
+    if (rc)
+        return rc;
+    if (!db || n_time < 1 || n_time > DL_DELTA_MAX_DIM)
+        return dl_error_set(err, DL_EINVAL, "qsrcs: current_db gave no database or time");
+    if (n_dims > n_time)
+        return dl_error_set(err, DL_EINVAL,
+                            "subscribe: %zu time coordinates watched, the database has %zu", n_dims,
+                            n_time);
+    qsrc_t *s = dl_calloc(1, sizeof *s);
+    if (!s)
+        return dl_error_set(err, DL_ENOMEM, "qsrcs: out of memory");
+    s->owner = qs;
+    s->n_dims = n_dims;
+    s->last_tx = t[0];
+    dl_buf_t args;
+    dl__buf_init(&args);
+    rc = dl_query_parse(text, strlen(text), qs->rules, qs->rules ? strlen(qs->rules) : 0, db, &s->q,
+                        err);
+    if (!rc && dl_query_n_args(s->q) != n_inputs)
+        rc = dl_error_set(err, DL_EINVAL, "subscribe: the query takes %zu inputs, %zu given",
+                          dl_query_n_args(s->q), n_inputs);
+    if (!rc) {
+        /* The inputs as the EDN vector dl_live_new takes. */
+        dl__buf_putc(&args, '[');
+        for (size_t i = 0; i < n_inputs; i++) {
+            if (i)
+                dl__buf_putc(&args, ' ');
+            dl__edn_print_value(inputs[i], &args);
+        }
+        dl__buf_putc(&args, ']');
+        if (args.oom)
+            rc = dl_error_set(err, DL_ENOMEM, "qsrcs: out of memory");
+    }
+    if (!rc)
+        rc = dl_live_new(s->q, db, args.data, args.len, &s->live, err);
+    dl__buf_fini(&args);
+    if (!rc) {
+        s->arity = s->q->n_find;
+        /* The initial result, as the accumulated result at the basis time. */
+        rc = change_delta(s, t, &s->acc, err);
+    }
+    if (rc) {
+        s->owner = NULL;
+        dl_delta_unref(s->acc);
+        dl_live_free(s->live);
+        dl_query_free(s->q);
+        dl_free(s);
+        return rc;
+    }
+    s->next = qs->open;
+    qs->open = s;
+    qs->n_open++;
+    *out = s;
+    *out_arity = s->arity;
+    return 0;
+}
+
+static int qsrc_snapshot(void *p, dl_delta_t **out, dl_error_t *err) {
+    qsrc_t *s = p;
+    *out = NULL;
+    dl_delta_t *c = NULL;
+    int rc = dl__delta_clone(s->acc, &c);
+    if (rc)
+        return dl_error_set(err, rc, "qsrcs: out of memory");
+    if (dl_delta_set_snapshot(c, true)) {
+        dl_delta_unref(c);
+        return dl_error_set(err, DL_EINTERNAL, "qsrcs: snapshot flag");
+    }
+    *out = c;
+    return 0;
+}
+
+static int qsrc_poll(void *p, dl_delta_t **out, dl_error_t *err) {
+    qsrc_t *s = p;
+    *out = NULL;
+    if (s->head < s->n_pending) {
+        dl_delta_t *d = s->pending[s->head++];
+        if (s->head == s->n_pending)
+            s->head = s->n_pending = 0;
+        int rc = dl__delta_merge(s->acc, d);
+        if (rc) {
+            dl_delta_unref(d);
+            return dl_error_set(err, rc, "qsrcs: %s", dl_strerror(rc));
+        }
+        *out = d;
+        return 0;
+    }
+    if (s->failed)
+        return dl_error_set(err, s->failed, "%s", s->failure);
+    return 0;
+}
+
+static const dl_source_vtable_t qsrc_vt = {qsrc_open, qsrc_snapshot, qsrc_poll, qsrc_close, NULL};
+
+const dl_source_vtable_t *dl_qsrcs_vtable(void) { return &qsrc_vt; }
+
+static void fail(qsrc_t *s, int code, const dl_error_t *e) {
+    s->failed = code;
+    snprintf(s->failure, sizeof s->failure, "live query failed: %.130s",
+             e && e->code ? e->message : dl_strerror(code));
+}
+
+int dl_qsrcs_apply(dl_qsrcs_t *qs, const dl_commit_t *c, dl_error_t *err) {
+    if (!qs || !c)
+        return dl_error_set(err, DL_EINVAL, "dl_qsrcs_apply: NULL argument");
+    int first = 0;
+    for (qsrc_t *s = qs->open; s; s = s->next) {
+        /* dl_live_apply ignores old transactions without resetting its last change. */
+        if (s->failed || c->tx <= s->last_tx)
+            continue;
+        dl_error_t e;
+        dl_error_clear(&e);
+        int rc = dl_live_apply(s->live, c, &e);
+        if (rc) {
+            fail(s, rc, &e);
+            continue;
+        }
+        s->last_tx = c->tx;
+        uint64_t t[DL_DELTA_MAX_DIM] = {0};
+        for (size_t i = 0; i < s->n_dims && c->time && i < c->n_time; i++)
+            t[i] = c->time[i];
+        t[0] = c->tx;
+        dl_delta_t *d = NULL;
+        rc = change_delta(s, t, &d, &e);
+        if (!rc && dl_delta_len(d) == 0) {
+            dl_delta_unref(d); /* DESIGN-NOTES §4: times that change nothing deliver nothing */
+            continue;
+        }
+        if (!rc && s->n_pending == s->cap_pending) {
+            size_t nc = s->cap_pending ? 2 * s->cap_pending : 4;
+            dl_delta_t **np = dl_realloc(s->pending, nc * sizeof *np);
+            if (np) {
+                s->pending = np;
+                s->cap_pending = nc;
+            } else {
+                rc = DL_ENOMEM;
+            }
+        }
+        if (rc) {
+            dl_delta_unref(d);
+            fail(s, rc, &e);
+            if (!first)
+                first = dl_error_set(err, rc, "qsrcs: a change could not be queued");
+            continue;
+        }
+        s->pending[s->n_pending++] = d;
+    }
+    return first;
+}
