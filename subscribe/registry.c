@@ -5,10 +5,9 @@
  * closes the source and returns its memory. pump() fans each source's completed-time
  * deltas out to its subscribers.
  *
- * It does not compute anything: a source (dl_source_vtable_t) does. Today the sources are
- * supplied by the caller (tests use a filter source over an in-memory collection); the
- * Datalog layer's live compiled query is meant to plug in as a source (docs/subscribe.md
- * "What remains to wire"). Single-threaded: the engine thread calls every function here;
+ * It does not compute anything: a source (dl_source_vtable_t) does: Datalog live queries
+ * (qsrc.c), dataflow captures (capsrc.c), or the caller's own (tests use a filter over an
+ * in-memory collection). Single-threaded: the engine thread calls every function here;
  * consumers may close their subscriptions from any thread (reaped at the next pump).
  * DESIGN-NOTES §4 ("identical queries share one dataflow"); docs/subscribe.md "Registry".
  *
