@@ -751,7 +751,7 @@ static int materialize_scc(cctx_t *c, int scc);
 /* m has one column per argument position (ARGV(i)): filters constant arguments, unifies
  * repeated variables, renames to the call's variables and joins into r. */
 static int join_call(cctx_t *c, const dl__clause_t *cl, prel_t *r, prel_t *m) {
-    int keepv[MAXC];
+    int keepv[MAXC] = {0};
     size_t k = 0;
     for (size_t i = 0; i < cl->n_args; i++) {
         const dl__term_t *t = &cl->args[i];

@@ -1163,7 +1163,7 @@ static int build_result(ectx_t *c, const rel_t *all, dl_query_result_t *res) {
     size_t nf = q->n_find;
     /* The set of (find vars, with vars) tuples: bag semantics for aggregates come from
      * :with (Datomic). */
-    int cols[128];
+    int cols[128] = {0};
     size_t k = 0;
     if (nf + q->n_with > 128)
         return dl_error_set(c->err, DL_ELIMIT, "too many find variables");
