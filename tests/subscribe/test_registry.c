@@ -420,6 +420,73 @@ static void test_registry_random(void **state) {
     }
 }
 
+/* The three policies behind one shared source, consumers that read nothing while five
+ * transactions pass: coalesce holds one current delta; drop ends with lagged (and the
+ * client subscribes again to a fresh snapshot); block makes the pump (the writer) wait,
+ * then ends with timeout; the ended ones are reaped and the source serves on. */
+static void test_registry_policies(void **state) {
+    (void)state;
+    static world_t w;
+    memset(&w, 0, sizeof w);
+    dl_registry_t *r;
+    assert_int_equal(dl_registry_new(&vt, &w, &r, NULL), 0);
+    dl_value_t in[1] = {dl_value_int(0)};
+    dl_sub_options_t oc, od, ob;
+    dl_sub_options_init(&oc);
+    dl_sub_options_init(&od);
+    od.policy = DL_SUB_DROP;
+    od.max_queued = 2;
+    dl_sub_options_init(&ob);
+    ob.policy = DL_SUB_BLOCK;
+    ob.max_queued = 2;
+    ob.block_timeout_ms = 20;
+    view_t vc, vd, vb;
+    subscribe_view(r, &vc, "(filter-mod 2)", 2, 0);
+    memset(&vd, 0, sizeof vd);
+    memset(&vb, 0, sizeof vb);
+    vd.mod = vb.mod = 2;
+    vd.end_code = vb.end_code = -1000;
+    assert_int_equal(dl_subscribe(r, "(filter-mod 2)", in, 1, &od, &vd.sub, NULL), 0);
+    assert_int_equal(dl_subscribe(r, "(filter-mod 2)", in, 1, &ob, &vb.sub, NULL), 0);
+    for (int i = 0; i < 5; i++) {
+        const int64_t c[][2] = {{2 * i, 1}};
+        commit(&w, c, 1);
+        assert_int_equal(dl_registry_pump(r, NULL), 0);
+    }
+    dl_sub_stats_t st;
+    dl_sub_stats(vc.sub, &st);
+    assert_int_equal(st.queued, 2); /* one net delta and the latest frontier */
+    assert_true(st.coalesced >= 8);
+    assert_int_equal(st.lag_times, 6); /* the snapshot and five transactions */
+    dl_sub_stats(vb.sub, &st);
+    assert_int_equal(st.end_code, DL_ETIMEOUT);
+    assert_true(st.blocked_ns >= 20 * 1000000ull);
+    dl_sub_stats(vd.sub, &st);
+    assert_int_equal(st.end_code, DL_ELAGGED);
+    dl_registry_stats_t rs;
+    dl_registry_stats(r, &rs);
+    assert_int_equal(rs.n_subs, 1); /* the ended ones were reaped */
+    assert_int_equal(rs.n_sources, 1);
+    drain(&vc);
+    assert_view_current(&vc, &w);
+    drain(&vd);
+    assert_int_equal(vd.end_code, DL_ELAGGED);
+    drain(&vb);
+    assert_int_equal(vb.end_code, DL_ETIMEOUT);
+    dl_sub_close(vd.sub);
+    dl_sub_close(vb.sub);
+    /* Subscribing again: a fresh snapshot, current. */
+    view_t again;
+    subscribe_view(r, &again, "(filter-mod 2)", 2, 0);
+    drain(&again);
+    assert_view_current(&again, &w);
+    dl_sub_stats(again.sub, &st);
+    assert_int_equal(st.shared_with, 2);
+    dl_unsubscribe(r, again.sub);
+    dl_unsubscribe(r, vc.sub);
+    dl_registry_free(r);
+}
+
 /* Allocation failure at every point of subscribe (new and shared source) and of a pump's
  * fan-out: each call fails cleanly (DL_ENOMEM, nothing half-registered) or succeeds; a
  * subscriber whose queueing failed ends with END(nomem); no memory is lost. */
@@ -508,4 +575,5 @@ static void test_registry_alloc_failure(void **state) {
 
 DL_TEST_GROUP(registry, cmocka_unit_test(test_registry_shares_one_source),
               cmocka_unit_test(test_registry_errors), cmocka_unit_test(test_registry_random),
-              cmocka_unit_test(test_registry_alloc_failure));
+              cmocka_unit_test(test_registry_alloc_failure),
+              cmocka_unit_test(test_registry_policies));
