@@ -203,6 +203,106 @@ static void stats_update(dl_store_t *s, const dl_attr_t *a, long slot, const dl_
     }
 }
 
+static int g_sort_order; /* qsort has no context argument; the writer lock serializes */
+static int cmp_kd_order(const void *x, const void *y) {
+    return dl__btree_cmp(g_sort_order, x, y, 3);
+}
+
+/* Sorts keys in `order` unless they already are (the common case costs one pass). */
+static void ensure_sorted(dl_kd_t *k, size_t n, int order) {
+    for (size_t i = 1; i < n; i++)
+        if (dl__btree_cmp(order, &k[i - 1], &k[i], 3) > 0) {
+            g_sort_order = order;
+            qsort(k, n, sizeof *k, cmp_kd_order);
+            return;
+        }
+}
+
+/* Inserts the plan's assertions into the current trees, each tree as one sorted run
+ * (btree.c dl__btree_insert_run), and counts their statistics first, against the trees
+ * as they were before the transaction: a group of new datoms sharing a prefix counts
+ * once. */
+static int insert_assertions(dl_store_t *s, const dl_txplan_t *p, uint64_t tx) {
+    const dl_schema_t *sc = s->schema;
+    size_t n = p->n_assert;
+    if (s->cap_abuf < 3 * n) {
+        dl_kd_t *b = dl_realloc(s->abuf, 3 * n * sizeof *b);
+        if (!b)
+            return DL_ENOMEM;
+        s->abuf = b;
+        s->cap_abuf = 3 * n;
+    }
+    dl_kd_t *eavt = s->abuf, *aevt = s->abuf + n, *sub = s->abuf + 2 * n;
+    for (size_t i = 0; i < n; i++) {
+        eavt[i] = p->assert[i];
+        eavt[i].txop = DL_TXOP(tx, true);
+    }
+    ensure_sorted(eavt, n, DL_ORD_EAVT);
+    /* AEVT: a stable partition of the EAVT order by attribute is the AEVT order. */
+    size_t na = sc->n_attrs;
+    size_t *start = dl_calloc(na + 2, sizeof *start);
+    if (!start)
+        return DL_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        start[dl__schema_slot(sc, eavt[i].a) + 1]++;
+    for (size_t i = 0; i < na; i++)
+        start[i + 1] += start[i];
+    for (size_t i = 0; i < n; i++)
+        aevt[start[dl__schema_slot(sc, eavt[i].a)]++] = eavt[i];
+    dl_free(start);
+    ensure_sorted(aevt, n, DL_ORD_AEVT);
+    /* statistics: datoms; entities per (e,a) group new to the tree; values per group */
+    int64_t first_new = s->vtail ? s->vtail->next_id : DL_FIRST_USER_ID;
+    const dl_btree_t *E = &s->trees[DL_T_CUR + DL_ORD_EAVT];
+    for (size_t i = 0; i < n; i++) {
+        const dl_kd_t *k = &aevt[i];
+        long slot = dl__schema_slot(sc, k->a);
+        const dl_attr_t *a = &sc->attrs[slot];
+        dl_stat_t *st = &s->stats[slot];
+        st->datoms++;
+        bool first_of_group = i == 0 || aevt[i - 1].a != k->a || aevt[i - 1].e != k->e;
+        if (!a->many)
+            st->entities++;
+        else if (first_of_group && (k->e >= first_new || !prefix_has(E, k, 2, 1)))
+            st->entities++;
+        if (a->unique)
+            st->values++;
+    }
+    /* AVET and VAET subsets, their value statistics, then the inserts */
+    for (int ord = DL_ORD_AVET; ord <= DL_ORD_VAET; ord++) {
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++) {
+            const dl_attr_t *a = dl__schema_by_id(sc, aevt[i].a);
+            if (ord == DL_ORD_AVET ? a->indexed : a->type == DL_T_REF)
+                sub[m++] = aevt[i];
+        }
+        if (!m)
+            continue;
+        ensure_sorted(sub, m, ord);
+        const dl_btree_t *T = &s->trees[DL_T_CUR + ord];
+        for (size_t i = 0; i < m; i++) {
+            const dl_kd_t *k = &sub[i];
+            long slot = dl__schema_slot(sc, k->a);
+            const dl_attr_t *a = &sc->attrs[slot];
+            /* values come from AVET when indexed, else from VAET for refs */
+            bool counts = ord == DL_ORD_AVET ? !a->unique : !a->indexed;
+            if (!counts)
+                continue;
+            bool first_of_group =
+                i == 0 || sub[i - 1].a != k->a || !dl_value_eq(sub[i - 1].v, k->v);
+            if (first_of_group && !prefix_has(T, k, 2, 1))
+                s->stats[slot].values++;
+        }
+        int rc = dl__btree_insert_run(&s->ctx, &s->trees[DL_T_CUR + ord], sub, m);
+        if (rc != 0)
+            return rc;
+    }
+    int rc = dl__btree_insert_run(&s->ctx, &s->trees[DL_T_CUR + DL_ORD_EAVT], eavt, n);
+    if (rc == 0)
+        rc = dl__btree_insert_run(&s->ctx, &s->trees[DL_T_CUR + DL_ORD_AEVT], aevt, n);
+    return rc;
+}
+
 /* Rebuilds AVET entries of attribute a (current and past) when its :db/index or unique
  * flag turns on (add) or off. */
 static int reindex_avet(dl_store_t *s, int64_t a, bool add) {
@@ -346,14 +446,8 @@ static int apply(dl_store_t *s, dl_txplan_t *p, uint64_t tx, dl_version_t **out_
         if ((rc = index_op(s, DL_T_PAST, a, k, true)) == 0)
             rc = index_op(s, DL_T_PAST, a, &r, true);
     }
-    for (size_t i = 0; i < p->n_assert && rc == 0; i++) {
-        dl_kd_t k = p->assert[i];
-        k.txop = DL_TXOP(tx, true);
-        long slot = dl__schema_slot(sc, k.a);
-        const dl_attr_t *a = slot >= 0 ? &sc->attrs[slot] : NULL;
-        if ((rc = index_op(s, DL_T_CUR, a, &k, true)) == 0)
-            stats_update(s, a, slot, &k, +1);
-    }
+    if (rc == 0 && p->n_assert)
+        rc = insert_assertions(s, p, tx);
     if (rc == 0 && p->new_schema)
         rc = apply_schema(s, p->new_schema);
     dl_txrec_t *rec = NULL;
@@ -709,6 +803,7 @@ static void store_free(dl_store_t *s) {
     }
     dl_free(s->listeners);
     dl__tx_scratch_free(s->scratch);
+    dl_free(s->abuf);
     pthread_mutex_destroy(&s->wmu);
     pthread_mutex_destroy(&s->vmu);
     pthread_mutex_destroy(&s->lmu);

@@ -69,6 +69,9 @@ int dl__btree_delete(dl_btctx_t *c, dl_btree_t *t, const dl_kd_t *k) DL_WUR;
  * (delete): the transaction plan guarantees it. Breaking that promise corrupts the tree. */
 int dl__btree_insert_new(dl_btctx_t *c, dl_btree_t *t, const dl_kd_t *k) DL_WUR;
 int dl__btree_delete_present(dl_btctx_t *c, dl_btree_t *t, const dl_kd_t *k) DL_WUR;
+/* Inserts n absent keys sorted ascending in t's order (a sequential run touches each leaf
+ * about once). */
+int dl__btree_insert_run(dl_btctx_t *c, dl_btree_t *t, const dl_kd_t *keys, size_t n) DL_WUR;
 /* Frees every node of epoch c->epoch reachable from root (the writer's private nodes),
  * used to abandon a failed transaction. */
 void dl__btree_discard(dl_btctx_t *c, dl_bnode_t *root);
@@ -245,6 +248,8 @@ struct dl_store {
     void *log;                    /* dl_log_t * when durable */
     struct dl_txscratch *scratch; /* tx.c's reusable buffers (writer only) */
     struct dl_durable *durable;   /* durable.c's state (background checkpoints), or NULL */
+    dl_kd_t *abuf;                /* store.c's reusable sort buffer for assertions */
+    size_t cap_abuf;
 };
 void dl__tx_scratch_free(struct dl_txscratch *x);
 
