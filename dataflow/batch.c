@@ -40,6 +40,20 @@ bool dl__batch_ubuf_reserve(dl_ubuf_t *b, size_t extra) {
     return true;
 }
 
+void dl__batch_ubuf_shrink(dl_ubuf_t *b) {
+    if (b->n == 0) {
+        dl__batch_ubuf_fini(b);
+        return;
+    }
+    if (b->n >= b->cap - b->cap / 4)
+        return;
+    uint8_t *d = dl_realloc(b->data, b->n * b->stride);
+    if (d) { /* on failure the larger buffer stays: still valid */
+        b->data = d;
+        b->cap = b->n;
+    }
+}
+
 size_t dl__batch_ubuf_alloc(dl_ubuf_t *b) {
     if (b->n == b->cap && !dl__batch_ubuf_reserve(b, 1))
         return SIZE_MAX;
@@ -301,6 +315,7 @@ bool dl__batch_consolidate(dl_ubuf_t *b) {
     b->data = out;
     b->cap = n;
     b->n = w;
+    dl__batch_ubuf_shrink(b);
     return true;
 }
 
@@ -322,6 +337,8 @@ dl_batch_t *dl__batch_new(dl_ubuf_t *u, bool sorted) {
     b->refs = 1;
     b->sorted = sorted;
     b->since_gen = 0;
+    b->kidx = NULL;
+    b->n_kidx = 0;
     b->u = *u;
     u->data = NULL;
     u->n = u->cap = 0;
@@ -333,6 +350,7 @@ void dl__batch_ref(dl_batch_t *b) { b->refs++; }
 void dl__batch_unref(dl_batch_t *b) {
     if (b && --b->refs == 0) {
         dl__batch_ubuf_fini(&b->u);
+        dl_free(b->kidx);
         dl_free(b);
     }
 }

@@ -37,6 +37,8 @@ static inline int64_t *dl__ub_diff(const dl_ubuf_t *b, size_t i) {
 void dl__batch_ubuf_init(dl_ubuf_t *b, size_t arity, size_t dim);
 void dl__batch_ubuf_fini(dl_ubuf_t *b);
 bool dl__batch_ubuf_reserve(dl_ubuf_t *b, size_t extra);
+/* Gives back unused capacity when a quarter or more is unused. */
+void dl__batch_ubuf_shrink(dl_ubuf_t *b);
 /* Appends one record (row: arity values; time: dim coordinates) or returns false (oom). */
 bool dl__batch_ubuf_push(dl_ubuf_t *b, const dl_value_t *row, const uint64_t *t, int64_t diff);
 /* Appends an uninitialized record and returns its index, or SIZE_MAX on oom. */
@@ -70,6 +72,9 @@ typedef struct dl_batch {
     int refs;
     bool sorted;        /* sorted and consolidated */
     uint64_t since_gen; /* spine batches: the spine's since generation it is compacted to */
+    uint64_t *kidx;     /* spine batches: image of the first key column of every
+                           DL_KIDX_STEP-th record (NULL: no index; see spine.c) */
+    size_t n_kidx;
     dl_ubuf_t u;
 } dl_batch_t;
 
@@ -113,9 +118,13 @@ int dl__spine_set_since(dl_spine_t *s, const dl_antichain_t *f);
 /* One unit of idle work (merge two batches or re-compact a stale one); adds the records
  * moved to *fuel_used. Returns 1 if work was done, 0 if nothing is left, or an error. */
 int dl__spine_maintain(dl_spine_t *s, size_t *fuel_used);
-/* Index of the first record in b whose key is >= key, searching from `from`
- * (galloping: cheap when keys are visited in increasing order). */
-size_t dl__spine_seek(const dl_ubuf_t *b, size_t ka, const dl_value_t *key, size_t from);
+/* Index of the first record in b whose key is >= key, at or after `from`; every record
+ * before `from` must be < key (callers visit keys in increasing order). Gallops from
+ * `from` for nearby keys and uses the batch's sparse key index for far ones. */
+size_t dl__spine_seek(const dl_batch_t *b, size_t ka, const dl_value_t *key, size_t from);
+/* Builds b's sparse key index (no-op for small batches or mixed key types). */
+void dl__spine_index(dl_batch_t *b, size_t ka);
+#define DL_KIDX_STEP 8
 
 /* ---- graph (graph.c) ------------------------------------------------------------------- */
 typedef enum dl_op {

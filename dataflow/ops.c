@@ -123,7 +123,7 @@ static int var_process(dl_coll_t *n, const dl_ubuf_t *in, uint32_t port) {
 
 /* ---- join ------------------------------------------------------------------------------ */
 typedef struct join_side {
-    const dl_ubuf_t *u;
+    const dl_batch_t *b;
     size_t pos;
 } join_side_t;
 
@@ -154,7 +154,7 @@ static int join_emit(dl_coll_t *j, dl_ubuf_t *o, const dl_value_t *key, const dl
 /* Joins the sorted delta (of arrangement da) with every batch of `other` (plus `extra`, a
  * batch not yet in other's spine), emitting from join node j. */
 static int join_delta(dl_coll_t *j, const dl_ubuf_t *delta, bool delta_left, const dl_arr_t *other,
-                      const dl_ubuf_t *extra) {
+                      const dl_batch_t *extra) {
     size_t ka = other->ka;
     size_t nb = other->spine.n + (extra ? 1 : 0);
     if (nb == 0 || delta->n == 0)
@@ -166,7 +166,7 @@ static int join_delta(dl_coll_t *j, const dl_ubuf_t *delta, bool delta_left, con
             return DL_ENOMEM;
     }
     for (size_t b = 0; b < other->spine.n; b++)
-        sides[b] = (join_side_t){&other->spine.batches[b]->u, 0};
+        sides[b] = (join_side_t){other->spine.batches[b], 0};
     if (extra)
         sides[nb - 1] = (join_side_t){extra, 0};
     dl_ubuf_t o;
@@ -179,8 +179,8 @@ static int join_delta(dl_coll_t *j, const dl_ubuf_t *delta, bool delta_left, con
         while (iend < delta->n && dl__batch_rcmp(dl__ub_row(delta, iend), key, ka) == 0)
             iend++;
         for (size_t b = 0; b < nb && !rc; b++) {
-            const dl_ubuf_t *u = sides[b].u;
-            size_t p = dl__spine_seek(u, ka, key, sides[b].pos), q = p;
+            const dl_ubuf_t *u = &sides[b].b->u;
+            size_t p = dl__spine_seek(sides[b].b, ka, key, sides[b].pos), q = p;
             while (q < u->n && dl__batch_rcmp(dl__ub_row(u, q), key, ka) == 0)
                 q++;
             sides[b].pos = q;
@@ -219,7 +219,7 @@ int dl__ops_arr_deliver(dl_arr_t *a, dl_batch_t *delta) {
                 break;
             case RD_JOIN_RIGHT:
                 rc = join_delta(rd->node, &delta->u, false, rd->node->jl,
-                                rd->node->jl == a ? &delta->u : NULL);
+                                rd->node->jl == a ? delta : NULL);
                 break;
             case RD_REDUCE:
                 if (rd->node->jl == a)

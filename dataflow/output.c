@@ -263,7 +263,7 @@ static int read_impl(dl_trace_t *t, const dl_value_t *key, const uint64_t *time,
     for (size_t b = 0; b < nb; b++) {
         const dl_ubuf_t *u = &s->batches[b]->u;
         if (key) {
-            pos[b] = dl__spine_seek(u, s->ka, key, 0);
+            pos[b] = dl__spine_seek(s->batches[b], s->ka, key, 0);
             size_t e = pos[b];
             while (e < u->n && dl__batch_rcmp(dl__ub_row(u, e), key, s->ka) == 0)
                 e++;

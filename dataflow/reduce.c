@@ -232,8 +232,9 @@ typedef struct scratch {
     dl_value_t *vals;
     int64_t *counts;
     size_t cap_vals, cap_counts;
-    dl_ubuf_t des;  /* desired output values at t */
-    dl_ubuf_t newo; /* outputs produced this step for the current key: row = out vals */
+    dl_ubuf_t des;            /* desired output values at t */
+    dl_ubuf_t newo;           /* outputs produced this step for the current key: row = out vals */
+    size_t *pos_in, *pos_out; /* per-batch cursors into the input and output spines */
 } scratch_t;
 
 static bool grow(void **p, size_t *cap, size_t need, size_t elem) {
@@ -251,12 +252,15 @@ static bool grow(void **p, size_t *cap, size_t need, size_t elem) {
 }
 
 /* Collects the updates of `key` in every batch of spine s into *out. */
-static int gather(const dl_spine_t *s, const dl_value_t *key, entry_t **out, size_t *n,
+/* Keys are visited in increasing order within a step, so each batch keeps a cursor
+ * (pos[b]) and seeks gallop forward from it. */
+static int gather(const dl_spine_t *s, const dl_value_t *key, size_t *pos, entry_t **out, size_t *n,
                   size_t *cap) {
     *n = 0;
     for (size_t b = 0; b < s->n; b++) {
         const dl_ubuf_t *u = &s->batches[b]->u;
-        size_t p = dl__spine_seek(u, s->ka, key, 0);
+        size_t p = dl__spine_seek(s->batches[b], s->ka, key, pos[b]);
+        pos[b] = p;
         for (; p < u->n && dl__batch_rcmp(dl__ub_row(u, p), key, s->ka) == 0; p++) {
             if (!grow((void **)out, cap, *n + 1, sizeof **out))
                 return DL_ENOMEM;
@@ -324,9 +328,9 @@ static int process_key(dl_coll_t *n, scratch_t *sc, const dl_value_t *key,
                        const dl_antichain_t *fin, dl_ubuf_t *o) {
     dl_reduce_state_t *r = n->red;
     size_t dim = r->dim, vi = r->va_in, vo = r->va_out;
-    int rc = gather(&n->jl->spine, key, &sc->inp, &sc->n_inp, &sc->cap_inp);
+    int rc = gather(&n->jl->spine, key, sc->pos_in, &sc->inp, &sc->n_inp, &sc->cap_inp);
     if (!rc)
-        rc = gather(&n->arr->spine, key, &sc->outp, &sc->n_outp, &sc->cap_outp);
+        rc = gather(&n->arr->spine, key, sc->pos_out, &sc->outp, &sc->n_outp, &sc->cap_outp);
     if (rc)
         return rc;
     /* History: the distinct times of the key's input and output updates (note 3-4). */
@@ -472,6 +476,10 @@ int dl__reduce_step(dl_coll_t *n, const dl_antichain_t *fin, bool *out_worked) {
     memset(&sc, 0, sizeof sc);
     dl__batch_ubuf_init(&sc.des, r->va_out, r->dim);
     dl__batch_ubuf_init(&sc.newo, r->va_out, r->dim);
+    sc.pos_in = dl_calloc(n->jl->spine.n + 1, sizeof *sc.pos_in);
+    sc.pos_out = dl_calloc(n->arr->spine.n + 1, sizeof *sc.pos_out);
+    if (!sc.pos_in || !sc.pos_out)
+        rc = DL_ENOMEM;
     dl_ubuf_t o;
     dl__batch_ubuf_init(&o, n->arity, r->dim);
     for (size_t i = 0; i < now.n && !rc;) {
@@ -487,6 +495,8 @@ int dl__reduce_step(dl_coll_t *n, const dl_antichain_t *fin, bool *out_worked) {
             rc = process_key(n, &sc, key, fin, &o);
         i = k;
     }
+    dl_free(sc.pos_in);
+    dl_free(sc.pos_out);
     dl_free(sc.inp);
     dl_free(sc.outp);
     dl_free(sc.acc);

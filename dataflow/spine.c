@@ -127,12 +127,14 @@ static int merge(dl_spine_t *s, const dl_batch_t *a, const dl_batch_t *b, dl_bat
         *out = NULL;
         return 0;
     }
+    dl__batch_ubuf_shrink(&o);
     dl_batch_t *nb2 = dl__batch_new(&o, true);
     if (!nb2) {
         dl__batch_ubuf_fini(&o);
         return DL_ENOMEM;
     }
     nb2->since_gen = s->since_gen;
+    dl__spine_index(nb2, s->ka);
     *out = nb2;
     return 0;
 }
@@ -178,6 +180,7 @@ int dl__spine_insert(dl_spine_t *s, dl_batch_t *b) {
     /* An inserted batch's times are not yet advanced: mark it stale unless since is the
      * initial frontier (generation 0). */
     b->since_gen = s->since_gen ? s->since_gen - 1 : 0;
+    dl__spine_index(b, s->ka);
     s->batches[s->n++] = b;
     s->records += b->u.n;
     while (s->n >= 2 && s->batches[s->n - 2]->u.n <= 2 * s->batches[s->n - 1]->u.n) {
@@ -221,12 +224,88 @@ int dl__spine_maintain(dl_spine_t *s, size_t *fuel_used) {
     return 0;
 }
 
-size_t dl__spine_seek(const dl_ubuf_t *b, size_t ka, const dl_value_t *key, size_t from) {
+/* The sparse key index: when every record's first key column has one integer-like type,
+ * kidx[j] is the order-preserving image of that column in record j*DL_KIDX_STEP. A seek
+ * for a far key binary-searches this dense array (8 images per cache line) instead of the
+ * records, then finishes inside at most a few blocks. */
+static bool kimg_type(uint8_t t) { return t != DL_T_DOUBLE && (t < DL_T_STRING || t == DL_T_REF); }
+static uint64_t kimg(const dl_value_t *v) { return (uint64_t)v->as.i ^ 0x8000000000000000ull; }
+
+void dl__spine_index(dl_batch_t *b, size_t ka) {
+    const dl_ubuf_t *u = &b->u;
+    if (b->kidx || ka == 0 || u->n < 64)
+        return;
+    uint8_t t0 = dl__ub_row(u, 0)->type;
+    if (!kimg_type(t0) || dl__ub_row(u, u->n - 1)->type != t0)
+        return; /* sorted by type rank first: equal first and last types mean uniform */
+    size_t nk = (u->n + DL_KIDX_STEP - 1) / DL_KIDX_STEP;
+    uint64_t *k = dl_malloc(nk * sizeof *k);
+    if (!k)
+        return; /* the index is an optimization only */
+    for (size_t j = 0; j < nk; j++)
+        k[j] = kimg(dl__ub_row(u, j * DL_KIDX_STEP));
+    b->kidx = k;
+    b->n_kidx = nk;
+}
+
+/* First index in [lo, hi) whose row is >= key (hi if none). */
+static size_t lower_bound(const dl_ubuf_t *u, size_t ka, const dl_value_t *key, size_t lo,
+                          size_t hi) {
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (dl__batch_rcmp(dl__ub_row(u, mid), key, ka) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+size_t dl__spine_seek(const dl_batch_t *bt, size_t ka, const dl_value_t *key, size_t from) {
+    const dl_ubuf_t *b = &bt->u;
     size_t n = b->n;
     if (from >= n || dl__batch_rcmp(dl__ub_row(b, from), key, ka) >= 0)
         return from;
-    /* Gallop: find hi with row(hi) >= key, then binary search (lo, hi]. */
+    /* Nearby: a short gallop. */
     size_t lo = from, step = 1, hi = from + 1;
+    for (int k = 0; k < 3 && hi < n && dl__batch_rcmp(dl__ub_row(b, hi), key, ka) < 0; k++) {
+        lo = hi;
+        step *= 2;
+        hi = lo + step;
+    }
+    if (hi < n && dl__batch_rcmp(dl__ub_row(b, hi), key, ka) >= 0)
+        return lower_bound(b, ka, key, lo + 1, hi + 1);
+    if (hi >= n)
+        return lower_bound(b, ka, key, lo + 1, n);
+    /* Far: the sparse index bounds the range when the key's first column is comparable. */
+    if (bt->kidx && key[0].type == dl__ub_row(b, 0)->type) {
+        uint64_t v = kimg(key);
+        const uint64_t *k = bt->kidx;
+        size_t a = 0, z = bt->n_kidx; /* first block with image >= v */
+        while (a < z) {
+            size_t m = a + (z - a) / 2;
+            if (k[m] < v)
+                a = m + 1;
+            else
+                z = m;
+        }
+        size_t c = a, e = bt->n_kidx; /* first block with image > v */
+        while (c < e) {
+            size_t m = c + (e - c) / 2;
+            if (k[m] <= v)
+                c = m + 1;
+            else
+                e = m;
+        }
+        size_t l = a > 0 ? (a - 1) * DL_KIDX_STEP : 0;
+        size_t h = c * DL_KIDX_STEP < n ? c * DL_KIDX_STEP : n;
+        if (l < hi)
+            l = hi;
+        if (h < l)
+            h = l;
+        return lower_bound(b, ka, key, l, h);
+    }
+    /* Gallop the rest of the way: invariant row(lo) < key. */
     while (hi < n && dl__batch_rcmp(dl__ub_row(b, hi), key, ka) < 0) {
         lo = hi;
         step *= 2;
@@ -234,13 +313,5 @@ size_t dl__spine_seek(const dl_ubuf_t *b, size_t ka, const dl_value_t *key, size
     }
     if (hi > n)
         hi = n;
-    /* invariant: row(lo) < key, row(hi) >= key or hi == n */
-    while (hi - lo > 1) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (dl__batch_rcmp(dl__ub_row(b, mid), key, ka) < 0)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    return hi;
+    return lower_bound(b, ka, key, lo + 1, hi);
 }
