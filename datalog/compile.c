@@ -61,17 +61,37 @@ static int cfail(cctx_t *c) {
     return dl_error_set(c->err, DL_EINTERNAL, "dataflow construction failed");
 }
 
-static void explain(cctx_t *c, const char *fmt, ...) DL_PRINTF(2, 3);
-static void explain(cctx_t *c, const char *fmt, ...) {
+/* Appends an EXPLAIN line; returns its index (or -1 on out of memory: EXPLAIN is then
+ * incomplete, which does not affect the plan). */
+static int explain(cctx_t *c, const char *fmt, ...) DL_PRINTF(2, 3);
+static int explain(cctx_t *c, const char *fmt, ...) {
     char line[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    for (int i = 0; i < c->depth; i++)
-        dl__buf_puts(&c->L->explain, "  ");
-    dl__buf_puts(&c->L->explain, line);
-    dl__buf_putc(&c->L->explain, '\n');
+    dl_live_t *L = c->L;
+    if (L->n_lines == L->cap_lines) {
+        size_t cap = L->cap_lines ? 2 * L->cap_lines : 32;
+        void *p = dl_realloc(L->lines, cap * sizeof *L->lines);
+        if (!p)
+            return -1;
+        L->lines = p;
+        L->cap_lines = cap;
+    }
+    dl__live_line_t *ln = &L->lines[L->n_lines];
+    memset(ln, 0, sizeof *ln);
+    ln->text = dl__arena_strndup(&L->arena, line, strlen(line));
+    if (!ln->text)
+        return -1;
+    ln->depth = c->depth;
+    return (int)L->n_lines++;
+}
+
+/* Ties EXPLAIN line idx to the collection it produced. */
+static void mark(cctx_t *c, int idx, dl_coll_t *coll) {
+    if (idx >= 0 && (size_t)idx < c->L->n_lines)
+        c->L->lines[idx].coll = coll;
 }
 
 static void vars_text(const dl_query_t *q, const int *vars, size_t n, char *out, size_t cap) {
@@ -635,10 +655,12 @@ static int expr_clause(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
     r->coll = o;
     r->arity = new_arity;
     memcpy(r->vars, new_vars, new_arity * sizeof(int));
-    explain(c, "%s (%s ...)", cl->kind == DL__C_PRED ? "filter" : "map", bi->name);
+    int ln = explain(c, "%s (%s ...)", cl->kind == DL__C_PRED ? "filter" : "map", bi->name);
+    int rc = 0;
     if (cl->kind == DL__C_FN && (cl->bind.kind == DL__BIND_COLL || cl->bind.kind == DL__BIND_REL))
-        return distinct(c, r); /* a collection may repeat values */
-    return 0;
+        rc = distinct(c, r); /* a collection may repeat values */
+    mark(c, ln, r->coll);
+    return rc;
 }
 
 /* ---- conjunctions ------------------------------------------------------------------------- */
@@ -660,8 +682,8 @@ static int seed_of(cctx_t *c, const prel_t *r, const int *vars, size_t n, prel_t
 
 static int compile_not(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
     prel_t seed;
-    explain(c, "antijoin on %zu variable%s (%s), body seeded with them:", cl->n_join,
-            cl->n_join == 1 ? "" : "s", cl->kind == DL__C_NOT ? "not" : "not-join");
+    int ln = explain(c, "antijoin on %zu variable%s (%s), body seeded with them:", cl->n_join,
+                     cl->n_join == 1 ? "" : "s", cl->kind == DL__C_NOT ? "not" : "not-join");
     c->depth++;
     int rc = seed_of(c, r, cl->join, cl->n_join, &seed);
     if (!rc)
@@ -669,7 +691,11 @@ static int compile_not(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
     if (!rc)
         rc = project(c, &seed, cl->join, cl->n_join);
     c->depth--;
-    return rc ? rc : antijoin(c, r, &seed);
+    if (!rc)
+        rc = antijoin(c, r, &seed);
+    if (!rc)
+        mark(c, ln, r->coll);
+    return rc;
 }
 
 /* A branch of a union: a conjunction seeded with r's columns from_vars renamed to
@@ -724,8 +750,8 @@ static int compile_or(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
     branch_t br[64];
     if (cl->n_body > 64)
         return dl_error_set(c->err, DL_ELIMIT, "too many branches");
-    explain(c, "union of %zu branches (%s), joined back:", cl->n_body,
-            cl->kind == DL__C_OR ? "or" : "or-join");
+    int ln = explain(c, "union of %zu branches (%s), joined back:", cl->n_body,
+                     cl->kind == DL__C_OR ? "or" : "or-join");
     for (size_t b = 0; b < cl->n_body; b++) {
         const dl__clause_t *x = cl->body[b];
         br[b].cl = x->kind == DL__C_AND ? x->body : (dl__clause_t *const *)&cl->body[b];
@@ -739,8 +765,10 @@ static int compile_or(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
     int rc = compile_union(c, r, br, cl->n_body, cl->join, cl->n_join, &u);
     if (!rc)
         rc = join(c, r, &u, &j);
-    if (!rc)
+    if (!rc) {
         *r = j;
+        mark(c, ln, j.coll);
+    }
     return rc;
 }
 
@@ -825,9 +853,10 @@ static int compile_rule_call(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
         m.vars[i] = ARGV(i);
     m.est = DL_MAX(r->est, 100.0);
     if (rule->recursive) {
+        int ln;
         if (rule->scc == c->cur_scc) {
             m.coll = c->rule_in[cl->fn];
-            explain(c, "recursive call (%s ...): the loop variable", rule->name->bytes);
+            ln = explain(c, "recursive call (%s ...): the loop variable", rule->name->bytes);
         } else {
             int rc = materialize_scc(c, rule->scc);
             if (rc)
@@ -835,14 +864,17 @@ static int compile_rule_call(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
             m.coll = in_scope(c, c->L->rule_out[cl->fn]);
             if (!m.coll)
                 return cfail(c);
-            explain(c, "call (%s ...): its fixpoint, built once", rule->name->bytes);
+            ln = explain(c, "call (%s ...): its fixpoint, built once, joined", rule->name->bytes);
         }
-        return join_call(c, cl, r, &m);
+        int rc = join_call(c, cl, r, &m);
+        if (!rc)
+            mark(c, ln, r->coll);
+        return rc;
     }
     /* Non-recursive: the definitions inlined as a union seeded with the bound arguments
      * (constant arguments are appended to the seed as columns of pseudo-variables). */
-    explain(c, "inline rule %s (%zu definition%s):", rule->name->bytes, rule->n_defs,
-            rule->n_defs == 1 ? "" : "s");
+    int ln = explain(c, "inline rule %s (%zu definition%s), joined:", rule->name->bytes,
+                     rule->n_defs, rule->n_defs == 1 ? "" : "s");
     prel_t rr = *r;
     const int cbase = -1000;
     appc_t *ac = NULL;
@@ -896,7 +928,11 @@ static int compile_rule_call(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
     for (size_t i = 0; i < rule->arity; i++)
         resv[i] = ARGV(i);
     int rc = compile_union(c, &rr, br, rule->n_defs, resv, rule->arity, &m);
-    return rc ? rc : join_call(c, cl, r, &m);
+    if (!rc)
+        rc = join_call(c, cl, r, &m);
+    if (!rc)
+        mark(c, ln, r->coll);
+    return rc;
 }
 
 /* Builds the iterate scope of a recursive SCC once; L->rule_out[r] is the fixpoint (root). */
@@ -933,8 +969,9 @@ static int materialize_scc(cctx_t *c, int scc) {
             k += (size_t)snprintf(names + k, sizeof names - k, "%s%s", k ? " " : "",
                                   q->rules[r].name->bytes);
     }
+    int ln = -1;
     if (!rc)
-        explain(c, "iterate {%s}: one loop variable per rule, distinct per round:", names);
+        ln = explain(c, "iterate {%s}: one loop variable per rule, distinct per round:", names);
     for (size_t r = 0; r < q->n_rules && !rc; r++) {
         const dl__rule_t *rule = &q->rules[r];
         if (rule->scc != scc)
@@ -967,6 +1004,8 @@ static int materialize_scc(cctx_t *c, int scc) {
         L->rule_out[r] = dl_leave(dd, c->err);
         if (!L->rule_out[r])
             rc = cfail(c);
+        else if (ln >= 0 && !L->lines[ln].coll)
+            mark(c, ln, L->rule_out[r]); /* the first rule's fixpoint */
     }
     for (size_t r = 0; r < q->n_rules; r++)
         if (q->rules[r].scc == scc)
@@ -979,9 +1018,11 @@ static int compile_clause(cctx_t *c, const dl__clause_t *cl, const uint64_t *bou
     switch (cl->kind) {
         case DL__C_PATTERN: {
             prel_t p, j;
+            int scan_line = (int)c->L->n_lines;
             int rc = pattern_rel(c, cl, bound, &p);
             if (rc)
                 return rc;
+            mark(c, scan_line, p.coll);
             if (is_unit(r)) {
                 *r = p; /* joining the unit relation is the identity */
                 return 0;
@@ -993,10 +1034,12 @@ static int compile_clause(cctx_t *c, const dl__clause_t *cl, const uint64_t *bou
                     sv[ns++] = p.vars[i];
             char kv[200];
             vars_text(c->q, sv, ns, kv, sizeof kv);
-            explain(c, "join on %s", kv);
+            int jl = explain(c, "join on %s", kv);
             rc = join(c, r, &p, &j);
-            if (!rc)
+            if (!rc) {
                 *r = j;
+                mark(c, jl, j.coll);
+            }
             return rc;
         }
         case DL__C_PRED:
@@ -1145,7 +1188,7 @@ static int compile_find(cctx_t *c, prel_t *r) {
             cols[i] = (uint32_t)col_of(r, q->find[i].var);
         dl_coll_t *p = dl_project(r->coll, cols, q->n_find, c->err);
         L->out = p ? dl_distinct(p, c->err) : NULL;
-        explain(c, "project to :find, distinct");
+        mark(c, explain(c, "project to :find, distinct"), L->out);
         return L->out ? 0 : cfail(c);
     }
     /* Group variables, then the other find and with variables: a set of such rows. */
@@ -1225,10 +1268,11 @@ static int compile_find(cctx_t *c, prel_t *r) {
                 oc[i] = (uint32_t)(ng == 0 ? k + 1 : k);
     }
     L->out = dl_project(rc_coll, oc, q->n_find, c->err);
-    explain(c,
-            "reduce by %zu grouping variable%s over distinct (find ++ with) rows: %zu "
-            "aggregate%s",
-            ng, ng == 1 ? "" : "s", a->n_out, a->n_out == 1 ? "" : "s");
+    int ln = explain(c,
+                     "reduce by %zu grouping variable%s over distinct (find ++ with) rows: %zu "
+                     "aggregate%s",
+                     ng, ng == 1 ? "" : "s", a->n_out, a->n_out == 1 ? "" : "s");
+    mark(c, ln, L->out);
     return L->out ? 0 : cfail(c);
 }
 
@@ -1286,11 +1330,12 @@ int dl__compile_query(dl_live_t *L, const dl_query_t *q, const dl_db_t *db, dl_e
         if (nk < b->n)
             rc = project(&c, &a, keepv, nk); /* _ columns; repeated variables are unified
                                               * when the rows are loaded */
-        explain(&c, "argument %s",
-                b->n == 1 && b->vars[0] >= 0 ? dl__parse_var_name(q, b->vars[0])
-                                             : "(tuple, collection or relation)");
+        int aln = explain(&c, "argument %s",
+                          b->n == 1 && b->vars[0] >= 0 ? dl__parse_var_name(q, b->vars[0])
+                                                       : "(tuple, collection or relation)");
         if (rc)
             break;
+        mark(&c, aln, a.coll);
         if (is_unit(&r)) {
             r = a;
         } else {

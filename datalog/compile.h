@@ -24,6 +24,16 @@ typedef struct dl__live_entered {
     dl_coll_t *coll;
 } dl__live_entered_t;
 
+/* One EXPLAIN line: its text and, once known, the collection it describes (root scope
+ * collections are counted by EXPLAIN ANALYZE). */
+typedef struct dl__live_line {
+    char *text; /* arena */
+    int depth;
+    dl_coll_t *coll;
+    int64_t actual; /* rows at the last completed time (analyze) */
+    bool counted;
+} dl__live_line_t;
+
 /* Invariants: every input of the graph is in attrs, consts or arg_in; after dl_live_new
  * the constant inputs are closed and every attribute input's frontier is last_tx + 1;
  * `acc` holds the accumulated result (the sum of every diff captured from `out`). */
@@ -44,7 +54,9 @@ struct dl_live {
     dl_coll_t *out;       /* the result collection: rows of the :find elements */
     dl_capture_t *cap;
     uint64_t entity_vars[64]; /* variables in entity positions (args: long -> ref) */
-    dl_buf_t explain;
+    dl__live_line_t *lines;   /* EXPLAIN */
+    size_t n_lines, cap_lines;
+    bool analyze;     /* count the rows of each plan line's collection */
     uint64_t last_tx; /* the last transaction applied */
     int failed;       /* a run failed: the live query is unusable (the code) */
     /* accumulated result: open addressing over rows (n_find values each) */

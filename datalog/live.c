@@ -98,7 +98,7 @@ DL_API void dl_live_free(dl_live_t *l) {
         return;
     dl_graph_free(l->g);
     dl__arena_fini(&l->arena);
-    dl__buf_fini(&l->explain);
+    dl_free(l->lines);
     dl_free(l->attrs);
     dl_free(l->consts);
     dl_free(l->entered);
@@ -241,8 +241,41 @@ static int advance_and_run(dl_live_t *L, uint64_t next, dl_error_t *err) {
     return dl_graph_run(L->g, err);
 }
 
-DL_API int dl_live_new(const dl_query_t *q, const struct dl_db *db, const char *args,
-                       size_t args_len, dl_live_t **out, dl_error_t *err) {
+typedef struct counter {
+    dl_live_t *L;
+    size_t line;
+} counter_t;
+
+/* EXPLAIN ANALYZE: the rows of a plan line's collection (sum of its diffs). */
+static int count_rows(void *ctx, const dl_diff_t *d) {
+    counter_t *k = ctx;
+    dl__live_line_t *ln = &k->L->lines[k->line];
+    for (size_t i = 0; i < d->n; i++)
+        ln->actual += d->diffs[i];
+    return 0;
+}
+
+/* Attaches a counting capture to every plan line whose collection is in the root scope
+ * (collections inside iterate scopes cannot be captured; their lines show no count). */
+static int attach_counters(dl_live_t *L, dl_error_t *err) {
+    for (size_t i = 0; i < L->n_lines; i++) {
+        dl__live_line_t *ln = &L->lines[i];
+        if (!ln->coll || dl_coll_scope(ln->coll) != dl_graph_root(L->g))
+            continue;
+        counter_t *k = dl__arena_alloc(&L->arena, sizeof *k);
+        if (!k)
+            return dl_error_set(err, DL_ENOMEM, "out of memory");
+        k->L = L;
+        k->line = i;
+        if (!dl_capture_new(ln->coll, count_rows, k, err))
+            return err && err->code ? err->code : DL_ENOMEM;
+        ln->counted = true;
+    }
+    return 0;
+}
+
+static int live_new(const dl_query_t *q, const struct dl_db *db, const char *args, size_t args_len,
+                    bool analyze, dl_live_t **out, dl_error_t *err) {
     if (out)
         *out = NULL;
     if (!q || !db || !out)
@@ -252,8 +285,9 @@ DL_API int dl_live_new(const dl_query_t *q, const struct dl_db *db, const char *
         return dl_error_set(err, DL_ENOMEM, "out of memory");
     L->q = q;
     L->arity = q->n_find;
+    L->analyze = analyze;
     dl__arena_init(&L->arena, 4096);
-    dl__buf_init(&L->explain);
+
     int rc = 0;
     L->g = dl_graph_new(1, err);
     if (!L->g)
@@ -265,6 +299,8 @@ DL_API int dl_live_new(const dl_query_t *q, const struct dl_db *db, const char *
         if (!L->cap)
             rc = err && err->code ? err->code : DL_ENOMEM;
     }
+    if (!rc && analyze)
+        rc = attach_counters(L, err);
     if (!rc)
         rc = load_args(L, args, args ? args_len : 0, err);
     uint64_t basis = dl_db_basis_tx(db);
@@ -281,6 +317,11 @@ DL_API int dl_live_new(const dl_query_t *q, const struct dl_db *db, const char *
     L->last_tx = basis;
     *out = L;
     return 0;
+}
+
+DL_API int dl_live_new(const dl_query_t *q, const struct dl_db *db, const char *args,
+                       size_t args_len, dl_live_t **out, dl_error_t *err) {
+    return live_new(q, db, args, args_len, false, out, err);
 }
 
 DL_API int dl_live_apply(dl_live_t *l, const struct dl_commit *c, dl_error_t *err) {
@@ -379,9 +420,41 @@ DL_API int dl_live_result(const dl_live_t *l, dl_query_result_t **out, dl_error_
 }
 
 DL_API char *dl_live_explain(const dl_live_t *l) {
-    if (!l || l->explain.oom)
+    if (!l)
         return NULL;
-    return dl_strdup(l->explain.data ? l->explain.data : "");
+    dl_buf_t b;
+    dl__buf_init(&b);
+    for (size_t i = 0; i < l->n_lines; i++) {
+        const dl__live_line_t *ln = &l->lines[i];
+        for (int d = 0; d < ln->depth; d++)
+            dl__buf_puts(&b, "  ");
+        dl__buf_puts(&b, ln->text);
+        if (ln->counted)
+            dl__buf_printf(&b, "  [actual %lld]", (long long)ln->actual);
+        dl__buf_putc(&b, '\n');
+    }
+    if (b.oom) {
+        dl__buf_fini(&b);
+        return NULL;
+    }
+    return b.data ? dl__buf_take(&b) : dl_strdup("");
+}
+
+DL_API int dl_query_explain(const dl_query_t *q, const struct dl_db *db, const char *args,
+                            size_t args_len, bool analyze, char **out, dl_error_t *err) {
+    if (out)
+        *out = NULL;
+    if (!out)
+        return dl_error_set(err, DL_EINVAL, "dl_query_explain: NULL argument");
+    dl_live_t *l = NULL;
+    int rc = live_new(q, db, args, args_len, analyze, &l, err);
+    if (!rc) {
+        *out = dl_live_explain(l);
+        if (!*out)
+            rc = dl_error_set(err, DL_ENOMEM, "out of memory");
+    }
+    dl_live_free(l);
+    return rc;
 }
 
 DL_API int dl_query_run(const dl_query_t *q, const struct dl_db *db, const char *args,

@@ -119,6 +119,11 @@ DL_API int dl_live_result(const dl_live_t *l, dl_query_result_t **out, dl_error_
 /* EXPLAIN: the plan, one operator per line with its keys and estimated sizes (new:
  * dl_free; NULL on out of memory). */
 DL_API char *dl_live_explain(const dl_live_t *l);
+/* EXPLAIN of q compiled against db; with analyze, the graph is also loaded and run and
+ * each line of the root scope shows the actual number of rows of its output
+ * ("[actual N]"; lines inside iterate scopes have none). *out new: dl_free. */
+DL_API int dl_query_explain(const dl_query_t *q, const struct dl_db *db, const char *args,
+                            size_t args_len, bool analyze, char **out, dl_error_t *err) DL_WUR;
 /* One-shot evaluation with the compiled engine: dl_live_new, read, free. */
 DL_API int dl_query_run(const dl_query_t *q, const struct dl_db *db, const char *args,
                         size_t args_len, dl_query_result_t **out, dl_error_t *err) DL_WUR;

@@ -340,6 +340,14 @@ static void test_explain_plan(void **state) {
     must(dl_live_result(l, &res, &err), &err, "result");
     char *t = dl_query_result_to_edn(res);
     assert_string_equal(t, "[[\"n1\" 1]]");
+    /* EXPLAIN ANALYZE: actual row counts of the root-scope operators. */
+    char *an = NULL;
+    must(dl_query_explain(q, db, NULL, 0, true, &an, &err), &err, "explain analyze");
+    fprintf(stderr, "%s", an);
+    if (!strstr(an, "scan :a/name [e v], est 2  [actual 2]") ||
+        !strstr(an, "1 aggregate  [actual 1]"))
+        fail_msg("EXPLAIN ANALYZE lacks the expected counts:\n%s", an);
+    dl_free(an);
     dl_free(t);
     dl_query_result_free(res);
     dl_free(plan);
