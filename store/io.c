@@ -12,6 +12,9 @@
  *      prefix of the bytes beyond it (TEAR: appended data reached the disk partially).
  * This is stricter than ext4 in ordered mode, which is the point: a log that survives it
  * fsyncs files and directories where POSIX says it must.
+ *   4. TEAR also keeps a random subset of the name changes (creations, renames,
+ *      unlinks) made since the last fsync_dir of their directory, applied in order; each
+ *      rename stays atomic (old name or new name, never both or neither).
  * It does not model partial overwrites of durable bytes (the log never overwrites).
  */
 #include "store/io.h"
@@ -233,15 +236,28 @@ typedef struct mem_table {
     size_t n, cap;
 } mem_table_t;
 
+/* A name change not yet made durable by fsync_dir (model rule 4). */
+typedef struct mem_op {
+    int kind; /* OP_CREATE, OP_RENAME, OP_UNLINK */
+    char *path, *to;
+    mem_inode_t *ino;
+} mem_op_t;
+
+enum { OP_CREATE, OP_RENAME, OP_UNLINK };
+
 typedef struct mem_fs {
     pthread_mutex_t mu;
     mem_table_t cur, dur; /* current and durable name tables */
+    mem_op_t *ops;        /* unsynced name changes, in order */
+    size_t n_ops, cap_ops;
     mem_inode_t *all;
     char **dirs; /* existing directories (never removed) */
     size_t n_dirs;
     char **locked; /* directories whose lock is held */
     size_t n_locked;
     int64_t fail_write_in, fail_fsync_in; /* countdowns, 0 = disarmed */
+    int64_t halt_in;                      /* countdown to the simulated power cut */
+    bool halted;                          /* after it: every change fails */
     size_t torn_bytes;
     dl_io_mem_stats_t stats;
 } mem_fs_t;
@@ -329,6 +345,30 @@ static bool in_dir(const char *path, const char *dir) {
     return strncmp(path, dir, n) == 0 && path[n] == '/' && strchr(path + n + 1, '/') == NULL;
 }
 
+static void op_free(mem_op_t *op) {
+    dl_free(op->path);
+    dl_free(op->to);
+}
+
+/* Records a name change for the crash model; best effort (on allocation failure the
+ * change simply cannot survive a TEAR crash unsynced). */
+static void op_push(mem_fs_t *fs, int kind, const char *path, const char *to, mem_inode_t *ino) {
+    if (fs->n_ops == fs->cap_ops) {
+        size_t cap = fs->cap_ops ? fs->cap_ops * 2 : 16;
+        mem_op_t *v = dl_realloc(fs->ops, cap * sizeof *v);
+        if (!v)
+            return;
+        fs->ops = v;
+        fs->cap_ops = cap;
+    }
+    mem_op_t op = {kind, dl_strdup(path), to ? dl_strdup(to) : NULL, ino};
+    if (!op.path || (to && !op.to)) {
+        op_free(&op);
+        return;
+    }
+    fs->ops[fs->n_ops++] = op;
+}
+
 static bool has_dir(mem_fs_t *fs, const char *dir) {
     for (size_t i = 0; i < fs->n_dirs; i++)
         if (strcmp(fs->dirs[i], dir) == 0)
@@ -345,6 +385,18 @@ static bool parent_exists(mem_fs_t *fs, const char *path) {
             strncmp(fs->dirs[i], path, (size_t)(slash - path)) == 0)
             return true;
     return false;
+}
+
+/* The power cut (dl__io_mem_halt_after): true when this change must fail and do
+ * nothing, because the machine is "off". Caller holds mu. */
+static bool halt_due(mem_fs_t *fs) {
+    if (!fs->halted && fs->halt_in > 0 && --fs->halt_in == 0)
+        fs->halted = true;
+    return fs->halted;
+}
+
+static int halted_error(dl_error_t *err, const char *op) {
+    return dl_error_set(err, DL_EIO, "%s: injected power cut", op);
 }
 
 /* Counts down a fault; true when this call must fail. */
@@ -370,6 +422,10 @@ static int mem_open(const dl_io_t *io, const char *path, int flags, dl_io_file_t
             rc = dl_error_set(err, DL_ENOTFOUND, "open %s: no such file", path);
             goto out;
         }
+        if (halt_due(fs)) {
+            rc = halted_error(err, "open");
+            goto out;
+        }
         ino = dl_calloc(1, sizeof *ino);
         if (!ino || table_put(&fs->cur, path, ino)) {
             dl_free(ino);
@@ -379,6 +435,7 @@ static int mem_open(const dl_io_t *io, const char *path, int flags, dl_io_file_t
         ino->next_all = fs->all;
         fs->all = ino;
         fs->stats.files++;
+        op_push(fs, OP_CREATE, path, NULL, ino);
     }
     mem_file_t *f = dl_calloc(1, sizeof *f);
     if (!f) {
@@ -435,6 +492,10 @@ static int mem_pwrite(dl_io_file_t *file, const void *buf, size_t n, uint64_t of
         goto out;
     }
     fs->stats.writes++;
+    if (halt_due(fs)) {
+        rc = halted_error(err, "pwrite");
+        goto out;
+    }
     if (fault_due(&fs->fail_write_in)) {
         size_t torn = fs->torn_bytes < n ? fs->torn_bytes : n;
         if (torn)
@@ -455,7 +516,9 @@ static int mem_fsync(dl_io_file_t *file, dl_error_t *err) {
     int rc = 0;
     pthread_mutex_lock(&fs->mu);
     fs->stats.fsyncs++;
-    if (fault_due(&fs->fail_fsync_in))
+    if (halt_due(fs))
+        rc = halted_error(err, "fsync");
+    else if (fault_due(&fs->fail_fsync_in))
         rc = dl_error_set(err, DL_EIO, "fsync: injected fsync failure");
     else if (image_copy(&f->ino->dur, &f->ino->cur))
         rc = dl_error_set(err, DL_EIO, "fsync: out of memory");
@@ -468,7 +531,9 @@ static int mem_ftruncate(dl_io_file_t *file, uint64_t size, dl_error_t *err) {
     int rc = 0;
     pthread_mutex_lock(&f->fs->mu);
     mem_image_t *im = &f->ino->cur;
-    if (size <= im->len) {
+    if (halt_due(f->fs)) {
+        rc = halted_error(err, "ftruncate");
+    } else if (size <= im->len) {
         im->len = (size_t)size;
     } else if (image_reserve(im, (size_t)size)) {
         rc = dl_error_set(err, DL_EIO, "ftruncate: out of memory");
@@ -497,11 +562,15 @@ static int mem_rename(const dl_io_t *io, const char *from, const char *to, dl_er
     mem_entry_t *e = table_find(&fs->cur, from);
     if (!e) {
         rc = dl_error_set(err, DL_ENOTFOUND, "rename %s: no such file", from);
+    } else if (halt_due(fs)) {
+        rc = halted_error(err, "rename");
     } else {
         mem_inode_t *ino = e->ino;
         table_del(&fs->cur, from);
         if (table_put(&fs->cur, to, ino))
             rc = dl_error_set(err, DL_ENOMEM, "rename: out of memory");
+        else
+            op_push(fs, OP_RENAME, from, to, ino);
     }
     pthread_mutex_unlock(&fs->mu);
     return rc;
@@ -513,8 +582,12 @@ static int mem_unlink(const dl_io_t *io, const char *path, dl_error_t *err) {
     pthread_mutex_lock(&fs->mu);
     if (!table_find(&fs->cur, path))
         rc = dl_error_set(err, DL_ENOTFOUND, "unlink %s: no such file", path);
-    else
+    else if (halt_due(fs))
+        rc = halted_error(err, "unlink");
+    else {
         table_del(&fs->cur, path);
+        op_push(fs, OP_UNLINK, path, NULL, NULL);
+    }
     pthread_mutex_unlock(&fs->mu);
     return rc;
 }
@@ -544,6 +617,10 @@ static int mem_fsync_dir(const dl_io_t *io, const char *dir, dl_error_t *err) {
     int rc = 0;
     pthread_mutex_lock(&fs->mu);
     fs->stats.dir_fsyncs++;
+    if (halt_due(fs)) {
+        rc = halted_error(err, "fsync directory");
+        goto out;
+    }
     if (fault_due(&fs->fail_fsync_in)) {
         rc = dl_error_set(err, DL_EIO, "fsync directory %s: injected fsync failure", dir);
         goto out;
@@ -564,6 +641,15 @@ static int mem_fsync_dir(const dl_io_t *io, const char *dir, dl_error_t *err) {
             break;
         }
     }
+    /* The changes under dir are durable now: drop them from the pending list. */
+    size_t k = 0;
+    for (size_t i = 0; i < fs->n_ops; i++) {
+        if (in_dir(fs->ops[i].path, dir))
+            op_free(&fs->ops[i]);
+        else
+            fs->ops[k++] = fs->ops[i];
+    }
+    fs->n_ops = k;
 out:
     pthread_mutex_unlock(&fs->mu);
     return rc;
@@ -677,6 +763,9 @@ void dl__io_mem_free(dl_io_t *io) {
     mem_fs_t *fs = io->ctx;
     table_fini(&fs->cur);
     table_fini(&fs->dur);
+    for (size_t i = 0; i < fs->n_ops; i++)
+        op_free(&fs->ops[i]);
+    dl_free(fs->ops);
     for (mem_inode_t *ino = fs->all, *next; ino; ino = next) {
         next = ino->next_all;
         dl_free(ino->cur.data);
@@ -702,6 +791,14 @@ void dl__io_mem_fail_write(dl_io_t *io, int64_t n, size_t torn_bytes) {
     pthread_mutex_unlock(&fs->mu);
 }
 
+void dl__io_mem_halt_after(dl_io_t *io, int64_t n) {
+    mem_fs_t *fs = io->ctx;
+    pthread_mutex_lock(&fs->mu);
+    fs->halt_in = n;
+    fs->halted = false;
+    pthread_mutex_unlock(&fs->mu);
+}
+
 void dl__io_mem_fail_fsync(dl_io_t *io, int64_t n) {
     mem_fs_t *fs = io->ctx;
     pthread_mutex_lock(&fs->mu);
@@ -716,7 +813,7 @@ void dl__io_mem_crash(dl_io_t *io, int mode, uint64_t seed) {
     for (mem_inode_t *ino = fs->all; ino; ino = ino->next_all) {
         size_t keep = ino->dur.len;
         if (mode == DL_IO_CRASH_TEAR && ino->cur.len > ino->dur.len &&
-            memcmp(ino->cur.data, ino->dur.data, ino->dur.len) == 0) {
+            (ino->dur.len == 0 || memcmp(ino->cur.data, ino->dur.data, ino->dur.len) == 0)) {
             /* splitmix64 step: a random prefix of the unsynced tail survives. */
             uint64_t z = (s += 0x9E3779B97F4A7C15ull);
             z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -733,7 +830,30 @@ void dl__io_mem_crash(dl_io_t *io, int mode, uint64_t seed) {
             (void)image_copy(&ino->cur, &ino->dur);
         }
     }
-    /* Names revert to the durable table. */
+    /* Names revert to the durable table, plus (TEAR) a random subset of the unsynced
+     * name changes, in order (model rule 4). */
+    for (size_t i = 0; i < fs->n_ops; i++) {
+        uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        mem_op_t *op = &fs->ops[i];
+        if (mode == DL_IO_CRASH_TEAR && ((z ^ (z >> 31)) & 1)) {
+            if (op->kind == OP_CREATE) {
+                (void)table_put(&fs->dur, op->path, op->ino);
+            } else if (op->kind == OP_RENAME) {
+                mem_entry_t *e = table_find(&fs->dur, op->path);
+                if (e) {
+                    mem_inode_t *ino = e->ino;
+                    table_del(&fs->dur, op->path);
+                    (void)table_put(&fs->dur, op->to, ino);
+                }
+            } else {
+                table_del(&fs->dur, op->path);
+            }
+        }
+        op_free(op);
+    }
+    fs->n_ops = 0;
     table_fini(&fs->cur);
     for (size_t i = 0; i < fs->dur.n; i++)
         (void)table_put(&fs->cur, fs->dur.v[i].path, fs->dur.v[i].ino);
@@ -741,6 +861,8 @@ void dl__io_mem_crash(dl_io_t *io, int mode, uint64_t seed) {
         dl_free(fs->locked[i]);
     fs->n_locked = 0;
     fs->fail_write_in = fs->fail_fsync_in = 0;
+    fs->halt_in = 0;
+    fs->halted = false;
     pthread_mutex_unlock(&fs->mu);
 }
 

@@ -98,6 +98,11 @@ void dl__io_mem_free(dl_io_t *io);
 /* The next n-th write (n = 1: the very next) fails with DL_EIO; when torn_bytes > 0 that
  * failing write first stores its first min(torn_bytes, len) bytes. n = 0 disarms. */
 void dl__io_mem_fail_write(dl_io_t *io, int64_t n, size_t torn_bytes);
+/* Simulated power cut in the middle of work: the n-th change from now (a write,
+ * fsync, directory fsync, truncation, creation, rename or unlink; n = 1: the next) and
+ * every change after it fail with DL_EIO and do nothing, until dl__io_mem_crash.
+ * n = 0 disarms. */
+void dl__io_mem_halt_after(dl_io_t *io, int64_t n);
 /* The next n-th fsync (file or directory) fails with DL_EIO and saves nothing. */
 void dl__io_mem_fail_fsync(dl_io_t *io, int64_t n);
 /* Simulates a power loss: every file's current image becomes its durable image (DROP) or
