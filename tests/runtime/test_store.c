@@ -502,6 +502,56 @@ static void test_store_cli_against_server(void **state) {
     stop_server(&p);
 }
 
+/* SIGTERM while a client pipelines transactions: the server stops reading, answers every
+ * request it had read (in order, all acknowledged), closes the store and exits 0. */
+static void test_store_sigterm_mid_pipeline(void **state) {
+    (void)state;
+    rt_proc_t p;
+    char addr[80];
+    rt_start_server(&p, NULL, mem_args, addr, sizeof addr);
+    rt_conn_t c;
+    assert_true(rt_connect(&c, addr));
+    if (!have_store(&c)) {
+        rt_disconnect(&c);
+        stop_server(&p);
+        return;
+    }
+    json_decref(call_ok(&c, json_pack("{s:s,s:s}", "op", "transact", "tx", schema_edn)));
+    enum { N = 3000 };
+    size_t cap = (size_t)N * 128, len = 0;
+    char *batch = malloc(cap);
+    for (int i = 0; i < N; i++)
+        len += (size_t)snprintf(batch + len, cap - len,
+                                "{\"op\":\"transact\",\"id\":%d,\"tx\":\"[[:db/add \\\"x\\\" "
+                                ":p/name \\\"s%d\\\"]]\"}\n",
+                                i, i);
+    rt_send(&c, batch, len);
+    free(batch);
+    json_int_t last_t = 0;
+    int got = 0;
+    for (;; got++) {
+        if (got == 10)
+            kill(p.pid, SIGTERM);
+        char *line = rt_recv_line(&c);
+        if (!line)
+            break;
+        json_t *j = rt_json(line);
+        if (rt_error_code(j) || json_integer_value(json_object_get(j, "id")) != got)
+            fail_msg("reply %d: %s", got, line);
+        json_int_t t = json_integer_value(json_object_get(j, "t"));
+        if (last_t && t != last_t + 1)
+            fail_msg("reply %d: t %lld after %lld", got, (long long)t, (long long)last_t);
+        last_t = t;
+        json_decref(j);
+        free(line);
+    }
+    assert_true(got >= 10);
+    assert_true(got <= N);
+    print_message("%d of %d pipelined transactions answered before the stop\n", got, N);
+    rt_disconnect(&c);
+    assert_int_equal(rt_wait(&p), 0);
+}
+
 /* A durable server killed with SIGKILL while clients write; after a restart every
  * acknowledged transaction is there. */
 static void test_store_sigkill_keeps_acknowledged(void **state) {
@@ -585,4 +635,5 @@ DL_TEST_GROUP(store, cmocka_unit_test(test_store_roundtrip_all_types),
               cmocka_unit_test(test_store_query_roundtrip),
               cmocka_unit_test(test_store_concurrent_clients),
               cmocka_unit_test(test_store_cli_against_server),
+              cmocka_unit_test(test_store_sigterm_mid_pipeline),
               cmocka_unit_test(test_store_sigkill_keeps_acknowledged));
