@@ -230,6 +230,13 @@ static int df_round(void *self, const round_t *r, dl_error_t *err) {
 
 static const view_t *df_view(void *self) { return &((df_t *)self)->view; }
 
+static void df_stats(void *self) {
+    dl_graph_stats_t st;
+    dl_graph_stats(((df_t *)self)->g, &st);
+    fprintf(stderr, "bench_w1: %zu arranged updates in %zu batches, %zu pending times\n",
+            st.arranged_updates, st.arranged_batches, st.pending_times);
+}
+
 static void df_free(void *self) {
     df_t *df = self;
     dl_graph_free(df->g);
@@ -243,10 +250,11 @@ typedef struct via {
     int (*load)(void *self, const edges_t *initial, dl_error_t *err);
     int (*round)(void *self, const round_t *r, dl_error_t *err);
     const view_t *(*view)(void *self);
+    void (*stats)(void *self); /* --verbose: internal sizes on stderr */
     void (*free)(void *self);
 } via_t;
 
-static const via_t VIAS[] = {{"dataflow", df_load, df_round, df_view, df_free}};
+static const via_t VIAS[] = {{"dataflow", df_load, df_round, df_view, df_stats, df_free}};
 
 int main(int argc, char **argv) {
     const char *dir = bench_arg(argc, argv, "data", NULL);
@@ -321,6 +329,8 @@ int main(int argc, char **argv) {
             }
         }
     }
+    if (bench_flag(argc, argv, "verbose"))
+        via->stats(self);
     if (n_rounds == l.n_rounds && checked == 0)
         ok = false; /* the final checkpoint must have been compared */
     dl_alloc_stats_t st;

@@ -266,46 +266,39 @@ size_t dl__spine_seek(const dl_batch_t *bt, size_t ka, const dl_value_t *key, si
     size_t n = b->n;
     if (from >= n || dl__batch_rcmp(dl__ub_row(b, from), key, ka) >= 0)
         return from;
-    /* Nearby: a short gallop. */
-    size_t lo = from, step = 1, hi = from + 1;
-    for (int k = 0; k < 3 && hi < n && dl__batch_rcmp(dl__ub_row(b, hi), key, ka) < 0; k++) {
-        lo = hi;
-        step *= 2;
-        hi = lo + step;
-    }
-    if (hi < n && dl__batch_rcmp(dl__ub_row(b, hi), key, ka) >= 0)
-        return lower_bound(b, ka, key, lo + 1, hi + 1);
-    if (hi >= n)
-        return lower_bound(b, ka, key, lo + 1, n);
-    /* Far: the sparse index bounds the range when the key's first column is comparable. */
     if (bt->kidx && key[0].type == dl__ub_row(b, 0)->type) {
+        /* With the index: gallop over the images from from's block (dense, in cache), to
+         * the blocks [a-1, c) that can hold the key, then search those records. */
         uint64_t v = kimg(key);
         const uint64_t *k = bt->kidx;
-        size_t a = 0, z = bt->n_kidx; /* first block with image >= v */
-        while (a < z) {
-            size_t m = a + (z - a) / 2;
+        size_t nk = bt->n_kidx, lo = from / DL_KIDX_STEP, step = 1, hi = lo + 1;
+        while (hi < nk && k[hi] < v) {
+            lo = hi;
+            step *= 2;
+            hi = lo + step;
+        }
+        if (hi > nk)
+            hi = nk;
+        while (lo < hi) { /* first block in [lo, hi) with image >= v, else hi */
+            size_t m = lo + (hi - lo) / 2;
             if (k[m] < v)
-                a = m + 1;
+                lo = m + 1;
             else
-                z = m;
+                hi = m;
         }
-        size_t c = a, e = bt->n_kidx; /* first block with image > v */
-        while (c < e) {
-            size_t m = c + (e - c) / 2;
-            if (k[m] <= v)
-                c = m + 1;
-            else
-                e = m;
-        }
+        size_t a = lo, c = a;
+        while (c < nk && k[c] <= v)
+            c++; /* blocks starting with an equal image: one key spans few blocks */
         size_t l = a > 0 ? (a - 1) * DL_KIDX_STEP : 0;
         size_t h = c * DL_KIDX_STEP < n ? c * DL_KIDX_STEP : n;
-        if (l < hi)
-            l = hi;
+        if (l < from + 1)
+            l = from + 1;
         if (h < l)
             h = l;
         return lower_bound(b, ka, key, l, h);
     }
-    /* Gallop the rest of the way: invariant row(lo) < key. */
+    /* Gallop: invariant row(lo) < key. */
+    size_t lo = from, step = 1, hi = from + 1;
     while (hi < n && dl__batch_rcmp(dl__ub_row(b, hi), key, ka) < 0) {
         lo = hi;
         step *= 2;
