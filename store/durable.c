@@ -22,6 +22,8 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 /* ---- encoding ------------------------------------------------------------------------------- */
@@ -353,24 +355,31 @@ out:
 typedef struct rctx {
     dl_store_t *s;
     dl_error_t *err;
+    uint64_t stop_after; /* 0: replay everything */
 } rctx_t;
+
+#define REPLAY_STOPPED 1 /* replay_cb's "enough" (positive: not an error code) */
 
 static int replay_cb(void *ctx, uint64_t tx, const void *payload, size_t n) {
     rctx_t *c = ctx;
     if (tx <= c->s->last_tx)
         return 0; /* covered by the checkpoint */
+    if (c->stop_after && tx > c->stop_after)
+        return REPLAY_STOPPED;
     return replay_one(c->s, tx, payload, n, c->err);
 }
 
-static int load_checkpoint(dl_store_t *s, dl_log_t *log, dl_error_t *err) {
+static int load_checkpoint(dl_store_t *s, dl_log_t *log, uint64_t *out_covers, dl_error_t *err) {
     uint64_t covers;
     void *blob;
     size_t n;
+    *out_covers = 0;
     int rc = dl__log_checkpoint_read(log, &covers, &blob, &n, err);
     if (rc == DL_ENOTFOUND) {
         dl_error_clear(err);
         return 0;
     }
+    *out_covers = covers;
     if (rc != 0)
         return rc;
     rd_t r = {blob, (const uint8_t *)blob + n, false};
@@ -423,9 +432,10 @@ int dl_store_open(const char *dir, const dl_store_options_t *opts, dl_store_t **
         dl__log_close(log);
         return rc;
     }
-    rc = load_checkpoint(s, log, err);
+    uint64_t covers;
+    rc = load_checkpoint(s, log, &covers, err);
     if (rc == 0) {
-        rctx_t c = {s, err};
+        rctx_t c = {s, err, 0};
         rc = dl__log_replay(log, s->last_tx, replay_cb, &c, err);
     }
     if (rc != 0) {
@@ -529,4 +539,122 @@ void dl_store_stats(dl_store_t *s, dl_store_stats_t *out) {
         out->fsyncs = ls.fsyncs;
         out->group_commits = ls.group_commits;
     }
+}
+
+/* ---- fsck ----------------------------------------------------------------------------------- */
+
+static uint64_t mix(uint64_t h, uint64_t x) { return dl__hash_combine(h, x); }
+
+/* A digest of a store's whole state: every key of the eight trees, every transaction's
+ * record, the schema's attributes, the frontier and the allocator. */
+static uint64_t state_digest(dl_store_t *s) {
+    uint64_t h = 0;
+    for (int t = 0; t < DL_N_TREES; t++) {
+        dl_btcur_t q;
+        dl__btree_seek(&q, &s->trees[t], NULL, 0);
+        h = mix(h, (uint64_t)s->trees[t].count);
+        for (const dl_kd_t *k; (k = dl__btree_cur_get(&q)); dl__btree_cur_next(&q))
+            h = mix(mix(mix(mix(h, (uint64_t)k->e), (uint64_t)k->a), dl_value_hash(k->v)), k->txop);
+    }
+    for (uint64_t tx = 0; tx <= s->last_tx; tx++) {
+        const dl_txrec_t *r = dl__store_txrec(s, tx);
+        if (!r)
+            continue;
+        h = mix(h, tx);
+        for (size_t i = 0; i < r->n_time; i++)
+            h = mix(h, r->time[i]);
+        for (size_t i = 0; i < r->n_changes; i++)
+            h = mix(mix(mix(mix(h, (uint64_t)r->changes[i].e), (uint64_t)r->changes[i].a),
+                        dl_value_hash(r->changes[i].v)),
+                    (uint64_t)r->changes[i].diff);
+    }
+    for (size_t i = 0; i < s->schema->n_attrs; i++) {
+        const dl_attr_t *a = &s->schema->attrs[i];
+        h = mix(h, (uint64_t)a->id ^ ((uint64_t)a->type << 40) ^ ((uint64_t)a->many << 48) ^
+                       ((uint64_t)a->unique << 50) ^ ((uint64_t)a->indexed << 52) ^
+                       ((uint64_t)a->is_dim << 54));
+    }
+    for (int i = 0; i <= s->schema->n_dims; i++)
+        h = mix(h, s->frontier[i]);
+    return mix(h, (uint64_t)s->next_id);
+}
+
+static void problem(dl_store_fsck_t *out, const char *fmt, ...) DL_PRINTF(2, 3);
+static void problem(dl_store_fsck_t *out, const char *fmt, ...) {
+    if (out->problems++ == 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(out->first_problem, sizeof out->first_problem, fmt, ap);
+        va_end(ap);
+    }
+}
+
+int dl_store_fsck(const char *dir, dl_store_fsck_t *out, dl_error_t *err) {
+    dl_store_fsck_t local;
+    if (!out)
+        out = &local;
+    memset(out, 0, sizeof *out);
+    if (!dir)
+        return dl_error_set(err, DL_EINVAL, "dl_store_fsck: NULL dir");
+    /* 1. every checksum of every segment and checkpoint */
+    dl_log_fsck_t lf;
+    dl_error_t lerr = {0};
+    if (dl__log_fsck(dir, NULL, &lf, &lerr) != 0)
+        problem(out, "%s", lf.first_problem[0] ? lf.first_problem : lerr.message);
+    out->log_first_tx = lf.first_tx;
+    out->log_last_tx = lf.last_tx;
+    out->checkpoint_tx = lf.newest_checkpoint_tx;
+    out->compression_ratio = lf.compression_ratio;
+    /* 2. the database from the checkpoint and from the log alone, compared at the
+     * checkpoint; then the whole database (checkpoint + tail) */
+    dl_log_t *log;
+    int rc = dl__log_open(dir, NULL, &log, err);
+    if (rc != 0)
+        return rc;
+    dl_store_t *a = NULL, *b = NULL;
+    if ((rc = dl__store_new(&a, err)) == 0)
+        rc = dl__store_new(&b, err);
+    uint64_t covers = 0;
+    dl_error_t e1 = {0}, e2 = {0};
+    if (rc == 0 && load_checkpoint(a, log, &covers, &e1) != 0) {
+        problem(out, "checkpoint: %s", e1.message);
+        covers = 0;
+    }
+    if (rc == 0 && covers && lf.first_tx <= 1) {
+        rctx_t c = {b, &e2, covers};
+        int r2 = dl__log_replay(log, 0, replay_cb, &c, &e2);
+        if (r2 < 0)
+            problem(out, "log: %s", e2.message);
+        else if (b->last_tx != covers)
+            problem(out, "the log holds transactions up to %llu, the checkpoint covers %llu",
+                    (unsigned long long)b->last_tx, (unsigned long long)covers);
+        else if (state_digest(a) != state_digest(b))
+            problem(out,
+                    "the indices rebuilt from the log differ from the checkpoint at "
+                    "transaction %llu",
+                    (unsigned long long)covers);
+        out->compared = true;
+    }
+    if (rc == 0) {
+        dl_error_t e3 = {0};
+        rctx_t c = {a, &e3, 0};
+        int r3 = dl__log_replay(log, a->last_tx, replay_cb, &c, &e3);
+        if (r3 < 0)
+            problem(out, "log tail: %s", e3.message);
+        out->last_tx = a->last_tx;
+        out->datoms = a->trees[DL_T_CUR + DL_ORD_EAVT].count;
+        out->history_datoms = a->trees[DL_T_PAST + DL_ORD_EAVT].count;
+        for (int t = 0; t < DL_N_TREES; t++)
+            if (dl__btree_check(&a->trees[t]) < 0)
+                problem(out, "index %d fails its structural check", t);
+    }
+    dl_store_close(a);
+    dl_store_close(b);
+    dl__log_close(log);
+    if (rc != 0)
+        return rc;
+    if (out->problems)
+        return dl_error_set(err, DL_ECORRUPT, "fsck %s: %d problem(s); first: %s", dir,
+                            out->problems, out->first_problem);
+    return 0;
 }

@@ -74,6 +74,21 @@ typedef struct dl_store_stats {
 } dl_store_stats_t;
 DL_API void dl_store_stats(dl_store_t *s, dl_store_stats_t *out);
 
+/* fsck of a closed durable store: verifies every checksum of the log and the checkpoints,
+ * rebuilds the indices from the log alone and compares them with the checkpoint (when the
+ * log still reaches back to transaction 1), recovers checkpoint + tail and checks every
+ * index's structure. Returns 0 when clean, DL_ECORRUPT with the first problem otherwise
+ * (and DL_ELOCKED while the store is open elsewhere). out may be NULL. */
+typedef struct dl_store_fsck {
+    int problems;
+    char first_problem[512];
+    bool compared; /* the log-only rebuild was compared with the checkpoint */
+    uint64_t log_first_tx, log_last_tx, checkpoint_tx, last_tx;
+    int64_t datoms, history_datoms;
+    double compression_ratio;
+} dl_store_fsck_t;
+DL_API int dl_store_fsck(const char *dir, dl_store_fsck_t *out, dl_error_t *err) DL_WUR;
+
 /* ---- transactions ------------------------------------------------------------------------- */
 
 /* The operations of transaction data as C structs (the EDN and JSON forms are parsed into

@@ -302,7 +302,57 @@ static void test_durable_background_checkpoints(void **state) {
     free(dir);
 }
 
-DL_TEST_GROUP(durable, cmocka_unit_test(test_durable_background_checkpoints),
+/* fsck: clean after checkpoints and a tail; the log-only rebuild matches the checkpoint;
+ * a flipped byte in a segment is reported with its file. */
+static void test_durable_fsck(void **state) {
+    (void)state;
+    char *dir = tmpdir();
+    dl_store_t *s = open_dir(dir);
+    populate(s);
+    assert_int_equal(dl_store_checkpoint(s, NULL), 0);
+    assert_int_equal(st_tx(s, "[{:p/name \"tail\"}]", 0, NULL, NULL), 0);
+    dl_store_stats_t st;
+    dl_store_stats(s, &st);
+    dl_error_t err = {0};
+    /* while open, fsck is locked out */
+    assert_int_equal(dl_store_fsck(dir, NULL, &err), DL_ELOCKED);
+    dl_store_close(s);
+    dl_store_fsck_t f;
+    dl_error_clear(&err);
+    if (dl_store_fsck(dir, &f, &err) != 0)
+        fail_msg("fsck: %s", err.message);
+    assert_int_equal(f.problems, 0);
+    assert_true(f.compared);
+    assert_int_equal(f.last_tx, st.last_tx);
+    assert_int_equal(f.datoms, st.datoms);
+    /* flip a byte in the middle of the first segment */
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char seg[4096] = "";
+    while ((e = readdir(d)) != NULL)
+        if (strncmp(e->d_name, "log-", 4) == 0 && !seg[0])
+            snprintf(seg, sizeof seg, "%s/%s", dir, e->d_name);
+    closedir(d);
+    assert_true(seg[0]);
+    FILE *fp = fopen(seg, "r+b");
+    assert_non_null(fp);
+    fseek(fp, 0, SEEK_END);
+    long size = ftell(fp);
+    fseek(fp, size / 2, SEEK_SET);
+    int c = fgetc(fp);
+    fseek(fp, size / 2, SEEK_SET);
+    fputc(c ^ 0x10, fp);
+    fclose(fp);
+    dl_error_clear(&err);
+    assert_int_equal(dl_store_fsck(dir, &f, &err), DL_ECORRUPT);
+    assert_true(f.problems > 0);
+    assert_non_null(strstr(f.first_problem, "log-"));
+    rm_rf(dir);
+    free(dir);
+}
+
+DL_TEST_GROUP(durable, cmocka_unit_test(test_durable_fsck),
+              cmocka_unit_test(test_durable_background_checkpoints),
               cmocka_unit_test(test_durable_reopen_is_identical),
               cmocka_unit_test(test_durable_checkpoint_and_tail),
               cmocka_unit_test(test_durable_concurrent_writers_group_commit),
