@@ -595,6 +595,79 @@ static void test_crash_cut_during_checkpoint(void **state) {
     assert_true(reopened > 10);
 }
 
+/* The workload of test_crash_cut_anywhere: commits (sync every) over several segment
+ * rotations, a checkpoint, more commits, unsynced appends. Returns the last tx whose
+ * commit returned 0 (acknowledged), stopping at the first failure. */
+static uint64_t cut_workload(dl_log_t *log) {
+    uint64_t acked = 0, blob[64];
+    for (uint64_t tx = 1; tx <= 40; tx++) {
+        if (commit(log, tx, true, NULL))
+            return acked;
+        acked = tx;
+        if (tx == 25) {
+            ckpt_blob(tx, blob, 64);
+            if (dl__log_checkpoint_write(log, tx, blob, sizeof blob, NULL))
+                return acked;
+        }
+    }
+    for (uint64_t tx = 41; tx <= 50; tx++)
+        if (commit(log, tx, false, NULL))
+            break;
+    return acked;
+}
+
+/* A power cut at every change of a session (segment creation, rotation, commit writes
+ * and fsyncs, checkpoint), each followed by a TEAR crash; then a second cut at every
+ * change of the recovery that follows (truncating a torn tail, fsyncing, starting a
+ * segment). After each, the log reopens holding every acknowledged record intact. */
+static void test_crash_cut_anywhere(void **state) {
+    (void)state;
+    uint64_t seed = dl_prop_seed("crash_cut_anywhere");
+    int points = 0, recovery_points = 0;
+    for (int64_t n = 1;; n++) {
+        dl_io_t *io = NULL;
+        assert_int_equal(dl__io_mem_new(&io, NULL), 0);
+        dl_log_options_t opt = {.io = io, .segment_bytes = 3 << 10};
+        dl__io_mem_halt_after(io, n);
+        dl_log_t *log = NULL;
+        uint64_t acked = 0;
+        int rc = dl__log_open("/db", &opt, &log, NULL);
+        bool finished = false;
+        if (rc == 0) {
+            acked = cut_workload(log);
+            finished = acked == 40;
+            dl__log_abandon(log);
+        }
+        if (finished) {
+            dl__io_mem_free(io);
+            break;
+        }
+        points++;
+        dl__io_mem_crash(io, DL_IO_CRASH_TEAR, seed + (uint64_t)n);
+        /* Cut the recovery too, at its m-th change, then recover for real. */
+        for (int64_t m = 1; m <= 8; m++) {
+            dl__io_mem_halt_after(io, m);
+            rc = dl__log_open("/db", &opt, &log, NULL);
+            if (rc == 0) {
+                dl__log_abandon(log);
+                dl__io_mem_crash(io, DL_IO_CRASH_TEAR, seed + (uint64_t)(n * 31 + m));
+                break;
+            }
+            assert_int_equal(rc, DL_EIO);
+            recovery_points++;
+            dl__io_mem_crash(io, DL_IO_CRASH_TEAR, seed + (uint64_t)(n * 31 + m));
+        }
+        dl__io_mem_halt_after(io, 0);
+        uint64_t last = verify_reopen("/db", &opt, acked, &log);
+        /* Recovered logs accept work again. */
+        assert_int_equal(commit(log, last + 1, true, NULL), 0);
+        dl__log_close(log);
+        dl__io_mem_free(io);
+    }
+    print_message("%d cut points in the session, %d in recoveries\n", points, recovery_points);
+    assert_true(points > 50);
+}
+
 /* ---- real process crashes ----------------------------------------------------------- */
 
 /* The child: recovers, then commits tx after tx with sync-every-commit, reporting each
@@ -703,5 +776,6 @@ DL_TEST_GROUP(crash,
               cmocka_unit_test(test_crash_bitflip_checkpoint),
               cmocka_unit_test(test_crash_bitflip_anywhere),
               cmocka_unit_test(test_crash_cut_during_checkpoint),
+              cmocka_unit_test(test_crash_cut_anywhere),
               cmocka_unit_test(test_crash_sigkill_loop));
 // clang-format on
