@@ -7,7 +7,11 @@
  *   (dl_query_run) and through the reference evaluator, with the answers compared.
  * - datalog_w2_live: the same query live; per-transaction latency of one-order
  *   transactions (new order, status change) from commit to complete result.
- * Usage: bench_datalog [--orders N (20000)] [--txs N (500)] [--reps N (200)]
+ * - datalog_w1 (with --w1 DIR, data from ../shared/bench/gen.py w1): the W1 reachability
+ *   query written in Datalog, live: initial time (compile + load + run) and per-round
+ *   latency of dl_live_apply (the dataflow work, comparable with bench_w1 --via dataflow)
+ *   and of the whole round (store transaction + apply); checksums against W.meta.json.
+ * Usage: bench_datalog [--orders N (20000)] [--txs N (500)] [--reps N (200)] [--w1 DIR]
  *                      [--no-reference] (the reference runs only up to 50000 orders)
  * The data is generated here (splitmix64, seed 42) rather than read from gen.py's files,
  * so the orders count is free; the query and shapes are W2's.
@@ -248,7 +252,228 @@ static void bench_w2(long n_orders, int n_txs, bool with_ref) {
     dl_store_close(st);
 }
 
+/* ---- W1 ------------------------------------------------------------------------------------ */
+
+typedef struct pairs {
+    int64_t *v;
+    size_t n, cap;
+} pairs_t;
+
+static void pairs_push(pairs_t *p, int64_t a, int64_t b) {
+    if (p->n == p->cap) {
+        p->cap = p->cap ? 2 * p->cap : 1024;
+        p->v = realloc(p->v, p->cap * 2 * sizeof *p->v);
+        if (!p->v)
+            abort();
+    }
+    p->v[2 * p->n] = a;
+    p->v[2 * p->n + 1] = b;
+    p->n++;
+}
+
+typedef struct w1 {
+    pairs_t initial;
+    pairs_t *add, *del; /* per round */
+    size_t n_rounds, cap_rounds;
+} w1_t;
+
+static int w1_initial(json_t *line, void *ctx) {
+    w1_t *w = ctx;
+    pairs_push(&w->initial, json_integer_value(json_array_get(line, 0)),
+               json_integer_value(json_array_get(line, 1)));
+    return 0;
+}
+
+static int w1_round(json_t *line, void *ctx) {
+    w1_t *w = ctx;
+    if (w->n_rounds == w->cap_rounds) {
+        w->cap_rounds = w->cap_rounds ? 2 * w->cap_rounds : 256;
+        w->add = realloc(w->add, w->cap_rounds * sizeof *w->add);
+        w->del = realloc(w->del, w->cap_rounds * sizeof *w->del);
+        if (!w->add || !w->del)
+            abort();
+    }
+    pairs_t *a = &w->add[w->n_rounds], *d = &w->del[w->n_rounds];
+    memset(a, 0, sizeof *a);
+    memset(d, 0, sizeof *d);
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(line, "add"), i, p) pairs_push(
+        a, json_integer_value(json_array_get(p, 0)), json_integer_value(json_array_get(p, 1)));
+    json_array_foreach(json_object_get(line, "del"), i, p) pairs_push(
+        d, json_integer_value(json_array_get(p, 0)), json_integer_value(json_array_get(p, 1)));
+    w->n_rounds++;
+    return 0;
+}
+
+/* Transacts the edges of p (adds or retracts) in batches; applies each commit to l (when
+ * not NULL) and adds the time spent in dl_live_apply to *apply_ns. */
+/* Transacts one batch of edge additions and retractions (one transaction per 5000 edges)
+ * and applies each commit to l (when not NULL), adding the time spent in dl_live_apply to
+ * *apply_ns. */
+static void w1_tx(dl_store_t *st, const pairs_t *add, const pairs_t *del, dl_live_t *l,
+                  uint64_t *apply_ns) {
+    size_t n = add->n + (del ? del->n : 0);
+    for (size_t i0 = 0; i0 < n; i0 += 5000) {
+        dl_buf_t b;
+        dl__buf_init(&b);
+        dl__buf_putc(&b, '[');
+        for (size_t i = i0; i < n && i < i0 + 5000; i++) {
+            bool is_add = i < add->n;
+            const int64_t *e = is_add ? &add->v[2 * i] : &del->v[2 * (i - add->n)];
+            dl__buf_printf(&b, "[%s [:node/id %lld] :node/edge [:node/id %lld]]",
+                           is_add ? ":db/add" : ":db/retract", (long long)e[0], (long long)e[1]);
+        }
+        dl__buf_putc(&b, ']');
+        dl_tx_report_t rep;
+        memset(&rep, 0, sizeof rep);
+        dl_error_t err = {0};
+        if (dl_store_transact_edn(st, b.data, b.len, &rep, &err))
+            die("w1 transact", &err);
+        if (l) {
+            dl_db_t *now = dl_store_db(st);
+            feed_t f = {l, {0}};
+            uint64_t t0 = bench_now_ns();
+            if (dl_db_tx_range(now, rep.tx, rep.tx + 1, feed, &f))
+                die("w1 apply", &f.err);
+            *apply_ns += bench_now_ns() - t0;
+            dl_db_unref(now);
+        }
+        dl_tx_report_fini(&rep);
+        dl__buf_fini(&b);
+    }
+}
+
+static bool w1_overlap(const pairs_t *a, const pairs_t *d) {
+    for (size_t i = 0; i < a->n; i++)
+        for (size_t j = 0; j < d->n; j++)
+            if (a->v[2 * i] == d->v[2 * j] && a->v[2 * i + 1] == d->v[2 * j + 1])
+                return true;
+    return false;
+}
+
+static bench_checksum_t w1_checksum(const dl_live_t *l) {
+    dl_query_result_t *res = NULL;
+    dl_error_t err = {0};
+    if (dl_live_result(l, &res, &err))
+        die("w1 result", &err);
+    char *t = dl_query_result_to_edn(res); /* [[id] ...]: read it back as values */
+    bench_checksum_t c = {0, 0, 0};
+    for (const char *p = t; p && *p; p++)
+        if (*p == '[' && p[1] != '[' && p[1] != ']')
+            bench_checksum_add(&c, strtoll(p + 1, NULL, 10));
+    dl_free(t);
+    dl_query_result_free(res);
+    return c;
+}
+
+static void bench_w1(const char *dir) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/w1.meta.json", dir);
+    json_t *meta = bench_load_json(path);
+    if (!meta)
+        exit(1);
+    w1_t w;
+    memset(&w, 0, sizeof w);
+    snprintf(path, sizeof path, "%s/w1.initial.jsonl", dir);
+    if (bench_read_jsonl(path, w1_initial, &w) < 0)
+        exit(1);
+    snprintf(path, sizeof path, "%s/w1.rounds.jsonl", dir);
+    if (bench_read_jsonl(path, w1_round, &w) < 0)
+        exit(1);
+    json_t *params = json_object_get(meta, "params");
+    long nodes = (long)json_integer_value(json_object_get(params, "nodes"));
+    json_t *expected = json_object_get(meta, "expected");
+    dl_store_t *st = NULL;
+    dl_error_t err = {0};
+    if (dl_store_open_memory(&st, &err))
+        die("open", &err);
+    const char *sch = "[{:db/ident :node/id :db/valueType :db.type/long :db/cardinality "
+                      ":db.cardinality/one :db/unique :db.unique/identity}"
+                      " {:db/ident :node/edge :db/valueType :db.type/ref :db/cardinality "
+                      ":db.cardinality/many}]";
+    transact(st, sch, strlen(sch));
+    for (long n0 = 0; n0 < nodes; n0 += 5000) {
+        dl_buf_t b;
+        dl__buf_init(&b);
+        dl__buf_putc(&b, '[');
+        for (long n = n0; n < nodes && n < n0 + 5000; n++)
+            dl__buf_printf(&b, "{:node/id %ld}", n);
+        dl__buf_putc(&b, ']');
+        transact(st, b.data, b.len);
+        dl__buf_fini(&b);
+    }
+    w1_tx(st, &w.initial, NULL, NULL, NULL);
+    const char *query = "[:find ?id :in $ % :where (reach ?n) [?n :node/id ?id]]";
+    const char *rules = "[[(reach ?n) [?n :node/id 0]] [(reach ?n) (reach ?m) [?m :node/edge ?n]]]";
+    dl_db_t *db = dl_store_db(st);
+    uint64_t t0 = bench_now_ns();
+    dl_query_t *q = NULL;
+    if (dl_query_parse(query, strlen(query), rules, strlen(rules), db, &q, &err))
+        die("w1 parse", &err);
+    dl_live_t *l = NULL;
+    if (dl_live_new(q, db, NULL, 0, &l, &err))
+        die("w1 live", &err);
+    double init_ms = (double)(bench_now_ns() - t0) / 1e6;
+    dl_db_unref(db);
+    bench_checksum_t c = w1_checksum(l);
+    bool ok = bench_checksum_matches(&c, json_object_get(expected, "initial"));
+    if (!ok)
+        fprintf(stderr, "bench_datalog: w1 initial checksum mismatch: %s\n",
+                bench_checksum_str(&c));
+    bench_samples_t apply = {0}, whole = {0};
+    json_t *exp_rounds = json_object_get(expected, "rounds");
+    size_t checked = 0;
+    for (size_t r = 0; r < w.n_rounds; r++) {
+        uint64_t ns = 0, a = bench_now_ns();
+        /* One transaction per round; an edge added and deleted in the same round needs
+         * two (additions first), as the store rejects both in one transaction. */
+        if (w1_overlap(&w.add[r], &w.del[r])) {
+            pairs_t none = {NULL, 0, 0};
+            w1_tx(st, &w.add[r], NULL, l, &ns);
+            w1_tx(st, &none, &w.del[r], l, &ns);
+        } else {
+            w1_tx(st, &w.add[r], &w.del[r], l, &ns);
+        }
+        bench_samples_add(&whole, bench_now_ns() - a);
+        bench_samples_add(&apply, ns);
+        size_t k;
+        json_t *e;
+        json_array_foreach(exp_rounds, k, e) {
+            if ((size_t)json_integer_value(json_object_get(e, "after_round")) != r)
+                continue;
+            c = w1_checksum(l);
+            checked++;
+            if (!bench_checksum_matches(&c, e)) {
+                fprintf(stderr, "bench_datalog: w1 checksum mismatch after round %zu: %s\n", r,
+                        bench_checksum_str(&c));
+                ok = false;
+            }
+        }
+    }
+    ok = ok && checked > 0;
+    json_t *p = json_pack("{s:I,s:I,s:I}", "nodes", (json_int_t)nodes, "edges",
+                          (json_int_t)w.initial.n, "rounds", (json_int_t)w.n_rounds);
+    bench_emit(json_pack(
+        "{s:s,s:s,s:o,s:f,s:f,s:f,s:f,s:f,s:f,s:b}", "bench", "w1", "via", "datalog", "params", p,
+        "init_ms", init_ms, "p50_us", bench_samples_pct_us(&apply, 0.5), "p99_us",
+        bench_samples_pct_us(&apply, 0.99), "round_with_store_p50_us",
+        bench_samples_pct_us(&whole, 0.5), "round_with_store_p99_us",
+        bench_samples_pct_us(&whole, 0.99), "peak_rss_mb", bench_peak_rss_mb(), "checksum_ok", ok));
+    bench_samples_free(&apply);
+    bench_samples_free(&whole);
+    dl_live_free(l);
+    dl_query_free(q);
+    dl_store_close(st);
+    json_decref(meta);
+}
+
 int main(int argc, char **argv) {
+    const char *w1dir = bench_arg(argc, argv, "w1", NULL);
+    if (w1dir) {
+        bench_w1(w1dir);
+        return 0;
+    }
     long orders = atol(bench_arg(argc, argv, "orders", "20000"));
     int txs = atoi(bench_arg(argc, argv, "txs", "500"));
     int reps = atoi(bench_arg(argc, argv, "reps", "200"));

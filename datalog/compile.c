@@ -225,8 +225,9 @@ static int distinct(cctx_t *c, prel_t *r) {
 }
 
 /* Keeps the columns of `vars` (each must be in r), in that order; distinct when columns
- * were dropped (a projection of a set may have duplicates). */
-static int project(cctx_t *c, prel_t *r, const int *vars, size_t n) {
+ * were dropped (a projection of a set may have duplicates) unless the caller makes the
+ * result distinct itself right after (dups_ok). */
+static int project_ex(cctx_t *c, prel_t *r, const int *vars, size_t n, bool dups_ok) {
     uint32_t cols[MAXC];
     for (size_t i = 0; i < n; i++) {
         int k = col_of(r, vars[i]);
@@ -252,7 +253,11 @@ static int project(cctx_t *c, prel_t *r, const int *vars, size_t n) {
     r->coll = p;
     r->arity = n;
     memcpy(r->vars, vars, n * sizeof(int));
-    return dropped ? distinct(c, r) : 0;
+    return dropped && !dups_ok ? distinct(c, r) : 0;
+}
+
+static int project(cctx_t *c, prel_t *r, const int *vars, size_t n) {
+    return project_ex(c, r, vars, n, false);
 }
 
 static int map_append_nil(void *ctx, const dl_value_t *row, dl_emitter_t *out) {
@@ -730,8 +735,8 @@ static int compile_union(cctx_t *c, const prel_t *r, const branch_t *br, size_t 
         c->depth++;
         rc = compile_conj(c, br[b].cl, br[b].n, &seed);
         c->depth -= 2;
-        if (!rc)
-            rc = project(c, &seed, br[b].res_vars, n_out);
+        if (!rc) /* the union below is made distinct */
+            rc = project_ex(c, &seed, br[b].res_vars, n_out, true);
         if (rc)
             return rc;
         parts[b] = seed.coll;
@@ -989,8 +994,8 @@ static int materialize_scc(cctx_t *c, int scc) {
             rc = unit_rel(&sub, &body);
             if (!rc)
                 rc = compile_conj(&sub, rule->defs[d].body, rule->defs[d].n_body, &body);
-            if (!rc)
-                rc = project(&sub, &body, rule->defs[d].head, rule->arity);
+            if (!rc) /* the union of the definitions is made distinct below */
+                rc = project_ex(&sub, &body, rule->defs[d].head, rule->arity, true);
             parts[d] = body.coll;
         }
         if (rc)
