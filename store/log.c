@@ -1189,6 +1189,7 @@ void dl__log_stats(dl_log_t *log, dl_log_stats_t *out) {
     out->truncated_bytes = log->truncated_bytes;
     out->last_lsn = log->next_lsn - 1;
     out->durable_lsn = log->opt.sync_mode == DL_SYNC_EVERY ? log->durable_lsn : log->written_lsn;
+    out->synced_lsn = log->durable_lsn;
     out->last_tx = log->last_tx;
     out->checkpoint_tx = log->n_ckpts ? log->ckpts[log->n_ckpts - 1].covers_tx : 0;
     out->checkpoint_fallbacks = log->ckpt_fallbacks;

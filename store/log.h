@@ -63,6 +63,7 @@ typedef struct dl_log_stats {
     uint64_t truncated_bytes;      /* torn tail removed by recovery at open */
     uint64_t last_lsn;             /* last appended lsn (0 = none) */
     uint64_t durable_lsn;          /* every lsn <= this is durable per the sync mode */
+    uint64_t synced_lsn;           /* every lsn <= this was fsynced (any sync mode) */
     uint64_t last_tx;              /* tx of the last record (0 = none) */
     uint64_t checkpoint_tx;        /* covers_tx of the newest checkpoint (0 = none) */
     uint64_t checkpoint_fallbacks; /* reads that skipped a corrupt newest checkpoint */
