@@ -124,7 +124,7 @@ int dl__spine_maintain(dl_spine_t *s, size_t *fuel_used);
 size_t dl__spine_seek(const dl_batch_t *b, size_t ka, const dl_value_t *key, size_t from);
 /* Builds b's sparse key index (no-op for small batches or mixed key types). */
 void dl__spine_index(dl_batch_t *b, size_t ka);
-#define DL_KIDX_STEP 8
+#define DL_KIDX_STEP 4
 
 /* ---- graph (graph.c) ------------------------------------------------------------------- */
 typedef enum dl_op {

@@ -295,6 +295,13 @@ size_t dl__spine_seek(const dl_batch_t *bt, size_t ka, const dl_value_t *key, si
             l = from + 1;
         if (h < l)
             h = l;
+        if (h - l <= 4 * DL_KIDX_STEP) {
+            /* A few adjacent records: a forward scan streams through their cache lines
+             * instead of taking dependent misses. */
+            while (l < h && dl__batch_rcmp(dl__ub_row(b, l), key, ka) < 0)
+                l++;
+            return l;
+        }
         return lower_bound(b, ka, key, l, h);
     }
     /* Gallop: invariant row(lo) < key. */
