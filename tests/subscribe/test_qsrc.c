@@ -14,8 +14,10 @@
 
 #include <deltalog/datalog.h>
 #include <deltalog/store.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <uv.h>
 
 static const char *schema =
     "[{:db/ident :order/id :db/valueType :db.type/long :db/cardinality :db.cardinality/one"
@@ -352,4 +354,105 @@ static void test_qsrc_random(void **state) {
     env_close(&e);
 }
 
-DL_TEST_GROUP(qsrc, cmocka_unit_test(test_qsrc_scenarios), cmocka_unit_test(test_qsrc_random));
+/* Scenario 9 end to end: an engine thread commits transactions and pumps the registry;
+ * the main thread consumes a Datalog subscription's channel from a libuv loop. When the
+ * engine frees the registry the subscription ends normally, the watcher closes itself and
+ * the loop returns; the accumulated result equals the one-shot result. */
+typedef struct engine_run {
+    env_t *e;
+    int n_tx;
+    const char *fail;
+} engine_run_t;
+
+static void *engine_main(void *arg) {
+    engine_run_t *r = arg;
+    for (int i = 0; i < r->n_tx; i++) {
+        char t[200];
+        snprintf(t, sizeof t,
+                 "[{:order/id %d :order/status :%s :order/amount %d :order/customer \"c%d\"}]",
+                 i % 7, i % 3 ? "shipped" : "pending", i * 10, i % 4);
+        dl_error_t err = {0};
+        if (dl_store_transact_edn(r->e->st, t, strlen(t), NULL, &err)) {
+            r->fail = "transact";
+            break;
+        }
+        dl_db_unref(r->e->db);
+        r->e->db = dl_store_db(r->e->st);
+        if (dl_registry_pump(r->e->reg, NULL)) {
+            r->fail = "pump";
+            break;
+        }
+    }
+    dl_registry_free(r->e->reg); /* ends every subscription (code 0) */
+    r->e->reg = NULL;
+    return NULL;
+}
+
+typedef struct loop_view {
+    dl_delta_t *acc;
+    int ends, end_code, data;
+    uv_thread_t loop_thread;
+    int wrong_thread;
+} loop_view_t;
+
+static void on_loop(dl_sub_t *s, const dl_delta_t *d, void *udata) {
+    (void)s;
+    loop_view_t *v = udata;
+    uv_thread_t self = uv_thread_self();
+    if (!uv_thread_equal(&self, &v->loop_thread))
+        v->wrong_thread++;
+    if (dl_delta_kind(d) == DL_DELTA_END) {
+        v->ends++;
+        v->end_code = dl_delta_code(d);
+        return;
+    }
+    if (dl_delta_kind(d) != DL_DELTA_DATA)
+        return;
+    v->data++;
+    for (size_t i = 0; i < dl_delta_len(d); i++)
+        if (dl_delta_add(v->acc, dl_delta_row(d, i), dl_delta_diff(d, i), NULL))
+            v->wrong_thread += 1000;
+}
+
+static void test_qsrc_libuv_loop(void **state) {
+    (void)state;
+    static env_t e;
+    env_open(&e);
+    view_t v;
+    view_sub(&e, &v, q_shipped, NULL, 0, NULL); /* channel delivery, coalesce */
+    loop_view_t lv = {0};
+    uint64_t t0 = 0;
+    assert_int_equal(dl_delta_new(DL_DELTA_DATA, 2, &t0, 1, &lv.acc, NULL), 0);
+    lv.loop_thread = uv_thread_self();
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    dl_sub_uv_t *w;
+    assert_int_equal(dl_sub_uv_start(&loop, v.sub, on_loop, &lv, &w, NULL), 0);
+    engine_run_t run = {&e, 200, NULL};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, engine_main, &run), 0);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    pthread_join(th, NULL);
+    assert_null(run.fail);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(lv.ends, 1);
+    assert_int_equal(lv.end_code, 0);
+    assert_int_equal(lv.wrong_thread, 0);
+    assert_true(lv.data >= 1);
+    /* The accumulated result equals the one-shot result on the final database. */
+    v.acc = lv.acc;
+    char *got = view_text(&v), *want = oracle_text(&e, &v);
+    assert_string_equal(got, want);
+    assert_true(strlen(want) > 2);
+    print_message("libuv consumer: 200 transactions arrived as %d messages\n", lv.data);
+    dl_free(got);
+    dl_free(want);
+    dl_delta_unref(lv.acc);
+    dl_sub_close(v.sub);
+    dl_qsrcs_free(e.qs);
+    dl_db_unref(e.db);
+    dl_store_close(e.st);
+}
+
+DL_TEST_GROUP(qsrc, cmocka_unit_test(test_qsrc_scenarios), cmocka_unit_test(test_qsrc_random),
+              cmocka_unit_test(test_qsrc_libuv_loop));
