@@ -589,11 +589,12 @@ static int fn_apply(void *ctx, const dl_value_t *row, dl_emitter_t *out) {
     return rc;
 }
 
+static int db_clause(cctx_t *c, const dl__clause_t *cl, prel_t *r);
+
 static int expr_clause(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
     const dl__builtin_t *bi = dl__builtin_get(cl->fn);
     if (bi->flags & DL__BI_DB)
-        return dl__parse_error(c->err, DL_EUNSUPPORTED, cl->text, cl->text_len, cl->form,
-                               "%s is not compiled yet", bi->name);
+        return db_clause(c, cl, r);
     if (cl->n_args > 64)
         return dl_error_set(c->err, DL_ELIMIT, "too many arguments");
     fnctx_t *f = keep(c, sizeof *f);
@@ -842,6 +843,97 @@ static int map_append_consts(void *ctx, const dl_value_t *row, dl_emitter_t *out
     memcpy(buf, row, ac->arity * sizeof *buf);
     memcpy(buf + ac->arity, ac->v, ac->n * sizeof *buf);
     return dl_emit(out, buf);
+}
+
+/* missing? and get-else, the database builtins, as relational operators:
+ *   [(missing? $ ?e :a)]        r antijoin (the entities that have :a)
+ *   [(get-else $ ?e :a d) ?v]   (r join [?e ?v] of :a) + (r antijoin entities of :a, ?v = d)
+ * get-some is not compiled. */
+static int db_clause(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
+    bool missing = cl->fn == dl__builtin_id_missing();
+    bool get_else = cl->fn == dl__builtin_id_get_else();
+    const dl__term_t *e = &cl->args[1], *a = &cl->args[2];
+    if ((!missing && !get_else) || cl->src != 0 || e->kind != DL__TERM_VAR ||
+        a->kind != DL__TERM_CONST || a->value.type != DL_T_KEYWORD ||
+        (get_else && (cl->args[3].kind != DL__TERM_CONST || cl->bind.kind != DL__BIND_SCALAR ||
+                      cl->bind.vars[0] < 0)))
+        return dl__parse_error(c->err, DL_EUNSUPPORTED, cl->text, cl->text_len, cl->form,
+                               "this form of %s is not compiled", dl__builtin_get(cl->fn)->name);
+    dl_attr_info_t ai;
+    if (dl_db_attr(c->db, dl_value_str(a->value, NULL), &ai, NULL))
+        return dl__parse_error(c->err, DL_EUNKNOWN_ATTR, cl->text, cl->text_len, a->form,
+                               "unknown attribute :%s", dl_value_str(a->value, NULL));
+    if (get_else && ai.many)
+        return dl__parse_error(c->err, DL_EINVAL, cl->text, cl->text_len, cl->form,
+                               "get-else is not supported for cardinality-many attributes");
+    if (get_else && cl->args[3].value.type == DL_T_NIL)
+        return dl__parse_error(c->err, DL_EINVAL, cl->text, cl->text_len, cl->form,
+                               "get-else: the default cannot be nil");
+    dl_coll_t *base = attr_coll(c, ai.id, ai.ident);
+    if (!base)
+        return cfail(c);
+    prel_t has; /* entities with a value of :a */
+    has.coll = base;
+    has.arity = 2;
+    has.vars[0] = e->var;
+    has.vars[1] = -4;
+    has.est = r->est;
+    int rc = project(c, &has, &e->var, 1);
+    if (rc)
+        return rc;
+    int ln = explain(c, "%s :%s", missing ? "missing? (antijoin)" : "get-else (join + antijoin)",
+                     ai.ident);
+    if (missing) {
+        rc = antijoin(c, r, &has);
+        if (!rc)
+            mark(c, ln, r->coll);
+        return rc;
+    }
+    int v = cl->bind.vars[0];
+    prel_t vals, found, absent = *r;
+    vals.coll = base;
+    vals.arity = 2;
+    vals.vars[0] = e->var;
+    vals.vars[1] = v;
+    vals.est = r->est;
+    if (v == e->var) {
+        /* [(get-else $ ?x :a d) ?x]: the value must be the entity itself. */
+        vals.coll = dl_filter_cols_eq(base, 0, 1, c->err);
+        vals.vars[1] = -4;
+        rc = vals.coll ? project(c, &vals, &e->var, 1) : cfail(c);
+        if (rc)
+            return rc;
+    }
+    rc = join(c, r, &vals, &found);
+    if (!rc)
+        rc = antijoin(c, &absent, &has);
+    if (rc)
+        return rc;
+    int vcol = col_of(r, v);
+    if (vcol >= 0) {
+        /* ?v already bound: the default must equal it. */
+        absent.coll = dl_filter_eq(absent.coll, (uint32_t)vcol, cl->args[3].value, c->err);
+    } else {
+        appc_t *ac = keep(c, sizeof *ac);
+        if (!ac)
+            return DL_ENOMEM;
+        ac->arity = absent.arity;
+        ac->n = 1;
+        ac->v[0] = cl->args[3].value;
+        absent.coll = dl_map(absent.coll, absent.arity + 1, map_append_consts, ac, c->err);
+        absent.vars[absent.arity++] = v;
+    }
+    if (!absent.coll || found.arity != absent.arity)
+        return absent.coll ? dl_error_set(c->err, DL_EINTERNAL, "get-else: column mismatch")
+                           : cfail(c);
+    dl_coll_t *both[2] = {found.coll, absent.coll};
+    dl_coll_t *u = dl_concat(both, 2, c->err);
+    if (!u)
+        return cfail(c);
+    *r = found;
+    r->coll = u;
+    mark(c, ln, u);
+    return 0;
 }
 
 static int compile_rule_call(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
