@@ -238,23 +238,43 @@ int dl__ops_arr_deliver(dl_arr_t *a, dl_batch_t *delta) {
     return dl__spine_insert(&a->spine, delta);
 }
 
-static int arrange_process(dl_coll_t *n, const dl_ubuf_t *in) {
+/* Arranges one incoming batch: project to key ++ val, consolidate, deliver. When the
+ * queue held the only reference and the projected record is not wider, the buffer is
+ * taken and projected in place (record i is read whole before it is written at a position
+ * that does not reach record i+1), saving a copy of the whole batch. */
+static int arrange_process(dl_coll_t *n, dl_batch_t *in_b) {
     dl_arr_t *a = n->arr;
+    const dl_ubuf_t *in = &in_b->u;
     dl_ubuf_t o;
     dl__batch_ubuf_init(&o, n->arity, n->dim);
-    if (!dl__batch_ubuf_reserve(&o, in->n))
+    bool in_place = in_b->refs == 1 && o.stride <= in->stride;
+    if (in_place) {
+        o.data = in_b->u.data;
+        o.cap = in_b->u.cap * in_b->u.stride / o.stride;
+        in_b->u.data = NULL;
+        in_b->u.cap = 0;
+    } else if (!dl__batch_ubuf_reserve(&o, in->n)) {
         return DL_ENOMEM;
+    }
+    const uint8_t *src = in_place ? o.data : in->data;
+    size_t in_stride = in->stride, in_n = in->n, in_ar = in->arity;
     size_t tb = in->dim * sizeof(uint64_t) + sizeof(int64_t);
-    for (size_t i = 0; i < in->n; i++) {
-        const dl_value_t *row = dl__ub_row(in, i);
+    dl_value_t row[DL_ARITY_MAX];
+    uint64_t td[DL_TIME_MAX_DIM + 1];
+    for (size_t i = 0; i < in_n; i++) {
+        const uint8_t *rec = src + i * in_stride;
+        memcpy(row, rec, in_ar * sizeof(dl_value_t));
+        memcpy(td, rec + in_ar * sizeof(dl_value_t), tb);
         dl_value_t *r = dl__ub_row(&o, i);
         for (size_t c = 0; c < a->ka; c++)
             r[c] = row[a->key_cols[c]];
         for (size_t c = 0; c < a->va; c++)
             r[a->ka + c] = row[a->val_cols[c]];
-        memcpy(dl__ub_time(&o, i), dl__ub_time(in, i), tb);
+        memcpy(dl__ub_time(&o, i), td, tb);
     }
-    o.n = in->n;
+    o.n = in_n;
+    if (in_place)
+        in_b->u.n = 0;
     if (!dl__batch_consolidate(&o)) {
         dl__batch_ubuf_fini(&o);
         return DL_ENOMEM;
@@ -289,7 +309,7 @@ int dl__ops_process(dl_coll_t *n, dl_batch_t *b, uint32_t port) {
             return rc;
         }
         case OP_ARRANGE:
-            return arrange_process(n, &b->u);
+            return arrange_process(n, b);
         case OP_VAR:
             return var_process(n, &b->u, port);
         case OP_CAPTURE: {
