@@ -1184,18 +1184,27 @@ static int compile_conj(cctx_t *c, dl__clause_t *const *cl, size_t n, prel_t *r)
     for (size_t step = 0; step < n; step++) {
         size_t pick = n;
         /* 1. Filters first: ready clauses that bind nothing (predicates, negation). */
-        for (size_t i = 0; i < n && pick == n; i++)
-            if (!done[i] &&
-                (cl[i]->kind == DL__C_PRED || cl[i]->kind == DL__C_NOT ||
-                 cl[i]->kind == DL__C_NOT_JOIN) &&
-                dl__analyze_ready(q, cl[i], bound) == 0)
+        for (size_t i = 0; i < n && pick == n; i++) {
+            if (done[i] || (cl[i]->kind != DL__C_PRED && cl[i]->kind != DL__C_NOT &&
+                            cl[i]->kind != DL__C_NOT_JOIN))
+                continue;
+            int rd = dl__analyze_ready(q, cl[i], bound);
+            if (rd == DL_ENOMEM)
+                return dl_error_set(c->err, DL_ENOMEM, "out of memory");
+            if (rd == 0)
                 pick = i;
+        }
         /* 2. The cheapest ready clause connected to what is bound; 3. else the cheapest
          * (a cross product the query asked for). Non-patterns rank after patterns. */
         for (int pass = 0; pass < 2 && pick == n; pass++) {
             double best = 0;
             for (size_t i = 0; i < n; i++) {
-                if (done[i] || dl__analyze_ready(q, cl[i], bound) != 0)
+                if (done[i])
+                    continue;
+                int rd = dl__analyze_ready(q, cl[i], bound);
+                if (rd == DL_ENOMEM)
+                    return dl_error_set(c->err, DL_ENOMEM, "out of memory");
+                if (rd != 0)
                     continue;
                 if (pass == 0 && !is_unit(r) && shared(q, cl[i], bound) == 0)
                     continue;

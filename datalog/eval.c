@@ -859,7 +859,7 @@ static int materialize_scc(ectx_t *c, int scc, int src) {
                 return oom(c);
             rc = eval_rule_defs(c, &q->rules[r], src, NULL, NULL, &derived);
             for (size_t i = 0; i < derived.n && !rc; i++) {
-                bool added;
+                bool added = false;
                 rc = rel_add(m, rel_row(&derived, i), &added);
                 changed |= added;
             }

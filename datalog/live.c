@@ -325,6 +325,10 @@ DL_API int dl_live_new(const dl_query_t *q, const struct dl_db *db, const char *
 }
 
 DL_API int dl_live_apply(dl_live_t *l, const struct dl_commit *c, dl_error_t *err) {
+    dl_error_t local;
+    dl_error_clear(&local);
+    if (!err)
+        err = &local;
     if (!l || !c)
         return dl_error_set(err, DL_EINVAL, "dl_live_apply: NULL argument");
     if (l->failed)

@@ -364,5 +364,83 @@ static void test_explain_plan(void **state) {
     dl_store_close(st);
 }
 
-DL_TEST_GROUP(live, cmocka_unit_test(test_live_matches_oracle),
-              cmocka_unit_test(test_explain_plan));
+/* Allocation failure anywhere in the reference evaluator, the compiler, loading and
+ * applying a transaction: DL_ENOMEM (or success), never a crash or a leak (ASan). */
+static void test_eval_and_live_nomem(void **state) {
+    (void)state;
+    dl_store_t *st = NULL;
+    dl_error_t err = {0};
+    must(dl_store_open_memory(&st, &err), &err, "open");
+    transact(st, schema);
+    transact(st, "[{:db/id \"a\" :a/name \"n0\" :a/num 1 :a/tag #{:t1}}"
+                 " {:db/id \"b\" :a/name \"n1\" :a/num 2 :a/link \"a\" :a/parent \"a\"}"
+                 " {:a/name \"n2\" :a/num 0 :a/link \"b\"}]");
+    const char *text = "[:find ?s (count ?y) (sum ?n) :with ?x :in $ % :where [?x :a/name ?s] "
+                       "(reach ?x ?y) [?x :a/num ?n] (not [?x :a/tag :t1]) "
+                       "(or-join [?x] [?x :a/num 2] (tagged ?x :zero)) "
+                       "[(get-else $ ?x :a/parent 0) ?p]]";
+    dl_query_t *q = NULL;
+    must(dl_query_parse(text, strlen(text), rules, strlen(rules), NULL, &q, &err), &err, "parse");
+    dl_db_t *db = dl_store_db(st);
+    dl_query_source_t src = {"$", db};
+    int done = 0;
+    for (int64_t n = 0; n < 20000 && done < 2; n++) {
+        dl_query_result_t *res = NULL;
+        dl_alloc_fail_after(n);
+        int rc = dl_query_eval_naive(q, &src, 1, NULL, 0, &res, NULL);
+        dl_alloc_fail_after(-1);
+        dl_query_result_free(res);
+        if (rc != 0 && rc != DL_ENOMEM)
+            fail_msg("eval with allocation %lld failing: %s", (long long)n, dl_err_name(rc));
+        done += rc == 0 && (done & 1) == 0;
+        if (rc == 0)
+            break;
+    }
+    for (int64_t n = 0; n < 200000; n += n < 256 ? 1 : 1 + n / 64) {
+        dl_live_t *l = NULL;
+        dl_error_t lerr = {0};
+        dl_alloc_fail_after(n);
+        int rc = dl_live_new(q, db, NULL, 0, &l, &lerr);
+        dl_alloc_fail_after(-1);
+        if (rc != 0 && rc != DL_ENOMEM)
+            fail_msg("live with allocation %lld failing: %s: %s", (long long)n, dl_err_name(rc),
+                     lerr.message);
+        dl_live_free(l);
+        if (rc == 0)
+            break;
+    }
+    /* Applying a transaction under allocation failure: ENOMEM leaves the live query
+     * failed (every later apply reports it), never crashed. */
+    transact(st, "[[:db/add [:a/name \"n2\"] :a/link [:a/name \"n0\"]]"
+                 " [:db/retract [:a/name \"n0\"] :a/tag :t1]]");
+    dl_db_t *now = dl_store_db(st);
+    uint64_t last = dl_db_basis_tx(now);
+    /* Every failure point up to 64, then a widening stride (each try rebuilds the graph). */
+    for (int64_t n = 0; n < 200000; n += n < 64 ? 1 : 1 + n / 32) {
+        dl_live_t *l = NULL;
+        must(dl_live_new(q, db, NULL, 0, &l, &err), &err, "live");
+        commit_ctx_t cc = {l, 0, {0}};
+        dl_alloc_fail_after(n);
+        int rc = dl_db_tx_range(now, last, last + 1, feed, &cc);
+        dl_alloc_fail_after(-1);
+        if (rc != 0 && rc != DL_ENOMEM)
+            fail_msg("apply with allocation %lld failing: %s: %s", (long long)n, dl_err_name(rc),
+                     cc.err.message);
+        if (rc == DL_ENOMEM) {
+            /* A later transaction reports the failure again. */
+            dl_commit_t next = {last + 1, NULL, 0, NULL, NULL, 0};
+            dl_error_t e2 = {0};
+            assert_int_equal(dl_live_apply(l, &next, &e2), DL_ENOMEM);
+        }
+        dl_live_free(l);
+        if (rc == 0)
+            break;
+    }
+    dl_db_unref(now);
+    dl_db_unref(db);
+    dl_query_free(q);
+    dl_store_close(st);
+}
+
+DL_TEST_GROUP(live, cmocka_unit_test(test_live_matches_oracle), cmocka_unit_test(test_explain_plan),
+              cmocka_unit_test(test_eval_and_live_nomem));
