@@ -15,6 +15,11 @@
 #include <deltalog/datalog.h>
 #include <deltalog/store.h>
 
+/* Widths the parser accepts (DL_ELIMIT beyond): find elements, :with variables, rule
+ * arguments, function arguments, binding-form variables. The evaluators' fixed buffers
+ * rely on these bounds. */
+#define DL__MAX_WIDTH 64
+
 /* ---- terms ------------------------------------------------------------------------------ */
 
 typedef enum dl__term_kind {

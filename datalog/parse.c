@@ -207,6 +207,8 @@ static int parse_bind(pctx_t *c, const dl_edn_t *f, dl__bind_t *b) {
         vars = f;
     }
     b->n = vars->n;
+    if (b->n > DL__MAX_WIDTH)
+        return PERR(c, DL_ELIMIT, f, "a binding form has at most %d variables", DL__MAX_WIDTH);
     b->vars = alloc_n(c, b->n, sizeof(int));
     if (!b->vars)
         return DL_ENOMEM;
@@ -269,6 +271,8 @@ static int parse_call(pctx_t *c, const dl_edn_t *call, const dl_edn_t *bind, dl_
         return PERR(c, DL_EARITY, call, "%s takes %s argument%s, got %zu", bi->name, want,
                     bi->max_args == 1 ? "" : "s", n);
     }
+    if (n > DL__MAX_WIDTH)
+        return PERR(c, DL_ELIMIT, call, "at most %d arguments", DL__MAX_WIDTH);
     cl->fn = id;
     cl->n_args = n;
     cl->args = alloc_n(c, n, sizeof *cl->args);
@@ -502,6 +506,8 @@ static int parse_rules(pctx_t *c) {
             if (n_req == 0)
                 return PERR(c, DL_EPARSE, head->items[1], "empty required-variables vector");
         }
+        if (arity > DL__MAX_WIDTH)
+            return PERR(c, DL_ELIMIT, head, "a rule takes at most %d arguments", DL__MAX_WIDTH);
         if (arity == 0)
             return PERR(c, DL_EPARSE, head, "a rule needs at least one argument");
         int r = rule_index(q, name->sym);
@@ -644,6 +650,8 @@ static int parse_find(pctx_t *c, const dl_edn_t *const *items, size_t n, const d
     for (size_t i = 0; i < m; i++)
         if (sym_is(elems[i], ".") || sym_is(elems[i], "..."))
             return PERR(c, DL_EPARSE, elems[i], "misplaced %s in :find", elems[i]->sym->bytes);
+    if (m > DL__MAX_WIDTH)
+        return PERR(c, DL_ELIMIT, at, "at most %d find elements", DL__MAX_WIDTH);
     q->n_find = m;
     q->find = alloc_n(c, m, sizeof *q->find);
     if (!q->find)
@@ -830,6 +838,8 @@ int dl__parse_query(dl_query_t *q, dl_error_t *err) {
                 return rc;
         }
     if (s[1].at) {
+        if (s[1].n > DL__MAX_WIDTH)
+            return PERR(&c, DL_ELIMIT, s[1].at, "at most %d :with variables", DL__MAX_WIDTH);
         q->n_with = s[1].n;
         q->with = alloc_n(&c, s[1].n, sizeof(int));
         if (!q->with)

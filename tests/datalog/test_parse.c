@@ -8,6 +8,7 @@
 
 #include "datalog/datalog.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static dl_query_t *parse_ok(const char *text, const char *rules) {
@@ -98,6 +99,20 @@ static void test_parse_errors(void **state) {
               DL_EARITY, 1, 22, "defined with");
     parse_err("[:find ?e :where [?e :a/b] [(tuple ?e 1) ?t]]", NULL, DL_EUNSUPPORTED, 0, 0,
               "tuple");
+    /* Widths beyond the evaluators' bounds are DL_ELIMIT, not overflows. */
+    {
+        char rule[2048], query[2048];
+        size_t k = (size_t)snprintf(rule, sizeof rule, "[[(wide");
+        for (int i = 0; i < 70; i++)
+            k += (size_t)snprintf(rule + k, sizeof rule - k, " ?v%d", i);
+        snprintf(rule + k, sizeof rule - k, ") [?v0 :a/b]]]");
+        parse_err("[:find ?e :in $ % :where [?e :a/b]]", rule, DL_ELIMIT, 0, 0, "at most");
+        k = (size_t)snprintf(query, sizeof query, "[:find ?e :where [?e :a/b] [(+");
+        for (int i = 0; i < 70; i++)
+            k += (size_t)snprintf(query + k, sizeof query - k, " 1");
+        snprintf(query + k, sizeof query - k, ") ?x]]");
+        parse_err(query, NULL, DL_ELIMIT, 0, 0, "at most");
+    }
 }
 
 static void test_analysis_unbound(void **state) {
