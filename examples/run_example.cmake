@@ -1,0 +1,27 @@
+# Runs one example (ctest examples.<name>): PROGRAM with WORKDIR (emptied first) as its
+# argument. Fails when it exits nonzero, or when EXPECTED names a file one of whose
+# non-empty lines does not occur in the output (lines are matched as plain text).
+file(REMOVE_RECURSE ${WORKDIR})
+file(MAKE_DIRECTORY ${WORKDIR})
+execute_process(COMMAND ${PROGRAM} ${WORKDIR} RESULT_VARIABLE rc
+                OUTPUT_VARIABLE out ERROR_VARIABLE errout)
+message("${out}")
+if(errout)
+  message("stderr:\n${errout}")
+endif()
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "${PROGRAM} exited with ${rc}")
+endif()
+if(EXPECTED)
+  file(STRINGS ${EXPECTED} lines)
+  foreach(l IN LISTS lines)
+    if(l STREQUAL "")
+      continue()
+    endif()
+    string(FIND "${out}" "${l}" pos)
+    if(pos EQUAL -1)
+      message(FATAL_ERROR "expected output line not found: ${l}")
+    endif()
+  endforeach()
+endif()
+file(REMOVE_RECURSE ${WORKDIR})
