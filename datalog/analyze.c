@@ -575,6 +575,32 @@ int dl__analyze_check_schema(const dl_query_t *q, const dl_db_t *db, dl_error_t 
     return rc;
 }
 
+/* ---- entity variables ---------------------------------------------------------------------- */
+
+static void entity_vars_of(const dl__clause_t *c, const dl_db_t *db, uint64_t *set) {
+    if (c->kind == DL__C_PATTERN) {
+        const dl__term_t *t = c->args;
+        if (t[0].kind == DL__TERM_VAR)
+            set_add(set, t[0].var);
+        dl_attr_info_t ai;
+        if (db && t[2].kind == DL__TERM_VAR && t[1].kind == DL__TERM_CONST &&
+            t[1].value.type == DL_T_KEYWORD &&
+            dl_db_attr(db, dl_value_str(t[1].value, NULL), &ai, NULL) == 0 && ai.type == DL_T_REF)
+            set_add(set, t[2].var);
+    }
+    for (size_t i = 0; i < c->n_body; i++)
+        entity_vars_of(c->body[i], db, set);
+}
+
+void dl__analyze_entity_vars(const dl_query_t *q, const dl_db_t *db, uint64_t *set) {
+    for (size_t i = 0; i < q->n_where; i++)
+        entity_vars_of(q->where[i], db, set);
+    for (size_t r = 0; r < q->n_rules; r++)
+        for (size_t d = 0; d < q->rules[r].n_defs; d++)
+            for (size_t i = 0; i < q->rules[r].defs[d].n_body; i++)
+                entity_vars_of(q->rules[r].defs[d].body[i], db, set);
+}
+
 /* ---- the whole analysis ----------------------------------------------------------------- */
 
 static bool src_declared(const dl_query_t *q, int src) {

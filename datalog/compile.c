@@ -520,6 +520,7 @@ typedef struct fnctx {
     int arg_col[64];       /* per argument: input column, or -1 for a constant */
     dl_value_t consts[64]; /* per argument constant */
     int bind_col[MAXC];    /* per binding variable: existing column (unify), -1 new, -2 _ */
+    bool to_ref[MAXC];     /* per binding variable: an entity variable (long -> ref) */
     dl__fnval_t ground;    /* ground's constant result (items in the live's arena) */
     bool is_ground;
 } fnctx_t;
@@ -576,6 +577,8 @@ static int fn_apply(void *ctx, const dl_value_t *row, dl_emitter_t *out) {
             dl_value_t v = items[r * width + i];
             if (f->bind_col[i] == -2)
                 continue;
+            if (f->to_ref[i] && v.type == DL_T_INT)
+                v = dl_value_ref(v.as.i);
             if (f->bind_col[i] >= 0)
                 ok2 = dl_value_eq(buf[f->bind_col[i]], v);
             else
@@ -607,7 +610,8 @@ static int expr_clause(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
         f->arg_col[i] = t->kind == DL__TERM_VAR ? col_of(r, t->var) : -1;
         f->consts[i] = t->value;
     }
-    if (cl->fn == dl__builtin_id_ground()) {
+    if (cl->fn == dl__builtin_id_ground() && cl->args[0].kind != DL__TERM_VAR) {
+        /* A constant: computed once here. (ground ?x) is the identity, as a builtin.) */
         f->is_ground = true;
         const dl__term_t *t = &cl->args[0];
         if (t->kind == DL__TERM_FORM) {
@@ -648,6 +652,7 @@ static int expr_clause(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
                     return dl__parse_error(c->err, DL_EUNSUPPORTED, cl->text, cl->text_len,
                                            cl->form, "a binding form repeats a variable");
             f->bind_col[i] = k;
+            f->to_ref[i] = v >= 0 && (c->L->entity_vars[v / 64] >> (v % 64)) & 1;
             if (k == -1) {
                 if (new_arity >= MAXC)
                     return dl_error_set(c->err, DL_ELIMIT, "too many variables");
@@ -782,6 +787,20 @@ static int materialize_scc(cctx_t *c, int scc);
 
 #define ARGV(i) (-100 - (int)(i)) /* pseudo-variable of rule argument position i */
 
+/* Whether argument i of the rule is an entity position in some definition (a long
+ * constant passed there names an entity: it is taken as a ref, as the reference evaluator
+ * matches it). */
+static dl_value_t rule_const(const cctx_t *c, const dl__rule_t *rule, size_t i, dl_value_t v) {
+    if (v.type != DL_T_INT)
+        return v;
+    for (size_t d = 0; d < rule->n_defs; d++) {
+        int h = rule->defs[d].head[i];
+        if ((c->L->entity_vars[h / 64] >> (h % 64)) & 1)
+            return dl_value_ref(v.as.i);
+    }
+    return v;
+}
+
 /* m has one column per argument position (ARGV(i)): filters constant arguments, unifies
  * repeated variables, renames to the call's variables and joins into r. */
 static int join_call(cctx_t *c, const dl__clause_t *cl, prel_t *r, prel_t *m) {
@@ -791,7 +810,8 @@ static int join_call(cctx_t *c, const dl__clause_t *cl, prel_t *r, prel_t *m) {
         const dl__term_t *t = &cl->args[i];
         if (t->kind == DL__TERM_CONST) {
             int col = col_of(m, ARGV(i));
-            m->coll = dl_filter_eq(m->coll, (uint32_t)col, t->value, c->err);
+            m->coll = dl_filter_eq(m->coll, (uint32_t)col,
+                                   rule_const(c, &c->q->rules[cl->fn], i, t->value), c->err);
             if (!m->coll)
                 return cfail(c);
         } else if (t->kind == DL__TERM_VAR) {
@@ -910,16 +930,19 @@ static int db_clause(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
     if (rc)
         return rc;
     int vcol = col_of(r, v);
+    dl_value_t dflt = cl->args[3].value;
+    if (dflt.type == DL_T_INT && (c->L->entity_vars[v / 64] >> (v % 64)) & 1)
+        dflt = dl_value_ref(dflt.as.i); /* an entity variable: the long names an entity */
     if (vcol >= 0) {
         /* ?v already bound: the default must equal it. */
-        absent.coll = dl_filter_eq(absent.coll, (uint32_t)vcol, cl->args[3].value, c->err);
+        absent.coll = dl_filter_eq(absent.coll, (uint32_t)vcol, dflt, c->err);
     } else {
         appc_t *ac = keep(c, sizeof *ac);
         if (!ac)
             return DL_ENOMEM;
         ac->arity = absent.arity;
         ac->n = 1;
-        ac->v[0] = cl->args[3].value;
+        ac->v[0] = dflt;
         absent.coll = dl_map(absent.coll, absent.arity + 1, map_append_consts, ac, c->err);
         absent.vars[absent.arity++] = v;
     }
@@ -986,7 +1009,7 @@ static int compile_rule_call(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
         }
         if (rr.arity >= MAXC)
             return dl_error_set(c->err, DL_ELIMIT, "too many columns");
-        ac->v[ac->n++] = cl->args[i].value;
+        ac->v[ac->n++] = rule_const(c, rule, i, cl->args[i].value);
         rr.vars[rr.arity++] = cbase - (int)i;
     }
     if (ac) {
@@ -1230,25 +1253,6 @@ static int compile_conj(cctx_t *c, dl__clause_t *const *cl, size_t n, prel_t *r)
 
 /* ---- the whole query ------------------------------------------------------------------------ */
 
-/* Variables used in entity positions (e of a pattern, v of a ref attribute): query
- * arguments given as longs are turned into refs for them (Datomic passes entity ids as
- * longs). */
-static void mark_entity_vars(cctx_t *c, const dl__clause_t *cl, uint64_t *set) {
-    if (cl->kind == DL__C_PATTERN) {
-        const dl__term_t *t = cl->args;
-        if (t[0].kind == DL__TERM_VAR)
-            set[t[0].var / 64] |= 1ull << (t[0].var % 64);
-        dl_attr_info_t ai;
-        if (t[2].kind == DL__TERM_VAR && t[1].kind == DL__TERM_CONST &&
-            t[1].value.type == DL_T_KEYWORD &&
-            dl_db_attr(c->db, dl_value_str(t[1].value, NULL), &ai, NULL) == 0 &&
-            ai.type == DL_T_REF)
-            set[t[2].var / 64] |= 1ull << (t[2].var % 64);
-    }
-    for (size_t i = 0; i < cl->n_body; i++)
-        mark_entity_vars(c, cl->body[i], set);
-}
-
 typedef struct aggctx {
     const dl_query_t *q;
     size_t n_out;       /* aggregates, in find order */
@@ -1401,8 +1405,7 @@ int dl__compile_query(dl_live_t *L, const dl_query_t *q, const dl_db_t *db, dl_e
     for (size_t i = 0; i < q->n_in && !rc; i++)
         if (q->in[i].kind == DL__IN_SRC && q->in[i].src != 0)
             rc = dl_error_set(err, DL_EUNSUPPORTED, "compiled queries read one source ($)");
-    for (size_t i = 0; i < q->n_where && !rc; i++)
-        mark_entity_vars(&c, q->where[i], L->entity_vars);
+    dl__analyze_entity_vars(q, db, L->entity_vars);
     prel_t r;
     if (!rc)
         rc = unit_rel(&c, &r);

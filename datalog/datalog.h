@@ -213,6 +213,12 @@ typedef struct dl__varset {
  * (patterns and rule calls first in text order when ready, then the rest as they become
  * ready). On entry `bound` holds the bound variables; on success it holds those bound at
  * the end. DL_EUNBOUND naming the first variable nothing binds. */
+/* Adds to set (dl__analyze_words words) the variables used in entity positions: e of a
+ * pattern, v of a pattern whose constant attribute is a ref (by db's schema; db may be
+ * NULL). A long bound to such a variable from an input or a function is taken as the
+ * entity id it names (Datomic passes entity ids as longs): both engines turn it into a ref.
+ */
+void dl__analyze_entity_vars(const dl_query_t *q, const dl_db_t *db, uint64_t *set);
 /* 0 when clause c can run with the variables of `bound`, else DL_EUNBOUND. */
 int dl__analyze_ready(const dl_query_t *q, const dl__clause_t *c, const uint64_t *bound);
 int dl__analyze_schedule(const dl_query_t *q, dl__clause_t *const *clauses, size_t n,

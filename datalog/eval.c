@@ -37,6 +37,7 @@ typedef struct ectx {
     const dl_db_t **dbs; /* per q->srcs entry; NULL when not supplied */
     rel_t **rule_rel;    /* n_rules * n_srcs materialized recursive rules */
     dl_error_t *err;
+    uint64_t *entity_vars; /* dl__analyze_entity_vars: longs bound to them become refs */
 } ectx_t;
 
 static int oom(ectx_t *c) { return dl_error_set(c->err, DL_ENOMEM, "out of memory"); }
@@ -390,8 +391,8 @@ static dl_value_t term_value(const rel_t *r, const dl_value_t *row, const dl__te
 
 /* Extends `row` of `in` by unifying the new values `vals` with variables `vars` (-1: _)
  * and adds the result to out (whose columns are in's plus the new variables). */
-static int extend(const rel_t *in, const dl_value_t *row, const int *vars, const dl_value_t *vals,
-                  size_t n, rel_t *out) {
+static int extend(const ectx_t *c, const rel_t *in, const dl_value_t *row, const int *vars,
+                  const dl_value_t *vals, size_t n, rel_t *out) {
     dl_value_t buf[128];
     if (out->arity > 128)
         return DL_ELIMIT;
@@ -405,11 +406,15 @@ static int extend(const rel_t *in, const dl_value_t *row, const int *vars, const
         int k = rel_col(out, vars[i]);
         if (k < 0)
             continue;
+        dl_value_t v = vals[i];
+        if (v.type == DL_T_INT && c->entity_vars &&
+            (c->entity_vars[vars[i] / 64] >> (vars[i] % 64)) & 1)
+            v = dl_value_ref(v.as.i);
         if (set[k]) {
-            if (!loose_eq(buf[k], vals[i]))
+            if (!loose_eq(buf[k], v))
                 return 0;
         } else {
-            buf[k] = vals[i];
+            buf[k] = v;
             set[k] = true;
         }
     }
@@ -611,7 +616,7 @@ static int eval_call(ectx_t *c, const dl__clause_t *cl, int src, const rel_t *in
                                      bi->name);
                 break;
             }
-            rc = extend(in, row, b->vars, &res.v, 1, out);
+            rc = extend(c, in, row, b->vars, &res.v, 1, out);
         } else if (b->kind == DL__BIND_SCALAR) {
             rc = dl__parse_error(c->err, DL_ETYPE, cl->text, cl->text_len, b->form,
                                  "%s returned a collection; bind it with [?x ...] or [?a ?b]",
@@ -621,19 +626,19 @@ static int eval_call(ectx_t *c, const dl__clause_t *cl, int src, const rel_t *in
                 rc = dl__parse_error(c->err, DL_ETYPE, cl->text, cl->text_len, b->form,
                                      "tuple binding of %zu variables needs %zu values", b->n, b->n);
             else
-                rc = extend(in, row, b->vars, res.items, b->n, out);
+                rc = extend(c, in, row, b->vars, res.items, b->n, out);
         } else if (b->kind == DL__BIND_COLL) {
             if (res.kind != 1)
                 rc = dl__parse_error(c->err, DL_ETYPE, cl->text, cl->text_len, b->form,
                                      "collection binding needs a collection of values");
             for (size_t i = 0; i < res.n && !rc; i++)
-                rc = extend(in, row, b->vars, &res.items[i], 1, out);
+                rc = extend(c, in, row, b->vars, &res.items[i], 1, out);
         } else {
             if (res.kind != 2 || res.arity != b->n)
                 rc = dl__parse_error(c->err, DL_ETYPE, cl->text, cl->text_len, b->form,
                                      "relation binding needs tuples of %zu values", b->n);
             for (size_t i = 0; i < res.n && !rc; i++)
-                rc = extend(in, row, b->vars, &res.items[i * res.arity], b->n, out);
+                rc = extend(c, in, row, b->vars, &res.items[i * res.arity], b->n, out);
         }
         dl_free(res.items);
     }
@@ -711,7 +716,7 @@ static int eval_or(ectx_t *c, const dl__clause_t *cl, int src, const rel_t *in, 
                     int col = rel_col(&res, cl->join[k]);
                     vals[k] = col >= 0 ? rel_row(&res, i)[col] : dl_value_nil();
                 }
-                rc = extend(in, row, cl->join, vals, cl->n_join, out);
+                rc = extend(c, in, row, cl->join, vals, cl->n_join, out);
             }
             rel_fini(&res);
         }
@@ -737,8 +742,13 @@ static int eval_rule_defs(ectx_t *c, const dl__rule_t *r, int src, const dl_valu
         size_t k = 0;
         for (size_t i = 0; i < def->arity; i++)
             if (seed_has && seed_has[i]) {
-                cols[k] = def->head[i];
-                sv[k++] = seed_vals[i];
+                int h = def->head[i];
+                cols[k] = h;
+                sv[k] = seed_vals[i];
+                if (sv[k].type == DL_T_INT && c->entity_vars &&
+                    (c->entity_vars[h / 64] >> (h % 64)) & 1)
+                    sv[k] = dl_value_ref(sv[k].as.i); /* as extend() does */
+                k++;
             }
         rel_t seed, res;
         rc = rel_init(&seed, k, cols);
@@ -812,7 +822,7 @@ static int eval_rule_call(ectx_t *c, const dl__clause_t *cl, int src, const rel_
                 if (cl->args[a].kind == DL__TERM_CONST)
                     ok = loose_eq(cl->args[a].value, m[a]);
             if (ok)
-                rc = extend(in, row, vars, m, cl->n_args, out);
+                rc = extend(c, in, row, vars, m, cl->n_args, out);
         }
         if (!mat)
             rel_fini(&tmp);
@@ -1009,7 +1019,7 @@ static int bind_input(ectx_t *c, const dl__bind_t *b, const char *text, size_t l
     rc = init_extended(&out, cur, b->vars, b->n);
     for (size_t i = 0; i < cur->n && !rc; i++)
         for (size_t j = 0; j < add.n && !rc; j++)
-            rc = extend(cur, rel_row(cur, i), b->vars, rel_row(&add, j), b->n, &out);
+            rc = extend(c, cur, rel_row(cur, i), b->vars, rel_row(&add, j), b->n, &out);
     rel_fini(&add);
     rel_fini(cur);
     *cur = out;
@@ -1271,13 +1281,13 @@ static int build_result(ectx_t *c, const rel_t *all, dl_query_result_t *res) {
 
 int dl__eval_aggregate(const dl__find_t *f, dl_value_t *vals, size_t n, dl__cell_t *out,
                        dl_error_t *err) {
-    ectx_t c = {NULL, NULL, NULL, err};
+    ectx_t c = {NULL, NULL, NULL, err, NULL};
     return aggregate(&c, f, vals, n, out);
 }
 
 int dl__eval_run(const dl_query_t *q, const dl_query_source_t *sources, size_t n_sources,
                  const char *args, size_t args_len, dl_query_result_t *res, dl_error_t *err) {
-    ectx_t c = {q, NULL, NULL, err};
+    ectx_t c = {q, NULL, NULL, err, NULL};
     int rc = 0;
     dl_arena_t arena;
     dl__arena_init(&arena, 4096);
@@ -1304,6 +1314,12 @@ int dl__eval_run(const dl_query_t *q, const dl_query_source_t *sources, size_t n
         if (rc)
             goto out;
     }
+    c.entity_vars = dl_calloc(dl__analyze_words(q), sizeof(uint64_t));
+    if (!c.entity_vars) {
+        rc = oom(&c);
+        goto out;
+    }
+    dl__analyze_entity_vars(q, c.dbs[0], c.entity_vars);
     rc = rel_unit(&cur);
     if (rc) {
         rc = oom(&c);
@@ -1347,6 +1363,7 @@ out:
         }
     dl_free(c.rule_rel);
     dl_free(c.dbs);
+    dl_free(c.entity_vars);
     dl__arena_fini(&arena);
     return rc;
 }

@@ -103,7 +103,8 @@ static void canon_items(const scenario_t *s, const dl_edn_t *f, size_t step, boo
     free(parts);
 }
 
-/* #tempid "name" is the entity the named tempid resolved to; #tx n the number of the n-th
+/* #tempid "name" is the entity the named tempid resolved to (a ref), #eid "name" the same
+ * id as a long (how Datomic users pass entity ids); #tx n the number of the n-th
  * transaction of :tx (1-based). */
 static void canon(const scenario_t *s, const dl_edn_t *f, bool unordered, dl_buf_t *out) {
     switch (f->kind) {
@@ -127,11 +128,13 @@ static void canon(const scenario_t *s, const dl_edn_t *f, bool unordered, dl_buf
             return;
         case DL_EDN_TAGGED: {
             const dl_edn_t *a = f->items[0];
-            if (strcmp(f->sym->bytes, "tempid") == 0 && a->kind == DL_EDN_VALUE &&
+            bool eid = strcmp(f->sym->bytes, "eid") == 0; /* the entity id as a long */
+            if ((eid || strcmp(f->sym->bytes, "tempid") == 0) && a->kind == DL_EDN_VALUE &&
                 a->value.type == DL_T_STRING) {
                 for (size_t i = 0; i < s->n_ids; i++)
                     if (strcmp(s->id_names[i], dl_value_str(a->value, NULL)) == 0) {
-                        dl__edn_print_value(dl_value_ref(s->ids[i].id), out);
+                        dl__edn_print_value(
+                            eid ? dl_value_int(s->ids[i].id) : dl_value_ref(s->ids[i].id), out);
                         return;
                     }
                 dl__buf_printf(out, "#unknown-tempid \"%s\"", dl_value_str(a->value, NULL));
