@@ -159,14 +159,28 @@ static const char *const finds[] = {
     "(sum ?n)", "(max ?n)", "?x (min ?y)", "?s",    "?m", "(count-distinct ?y)", "?y (avg ?n)",
 };
 
-static char *random_query(dl_rng_t *r) {
+/* A random query; *args receives its arguments' EDN (or NULL when it takes none). */
+static char *random_query(dl_rng_t *r, char **args) {
     dl_buf_t b;
     dl__buf_init(&b);
     const char *find = finds[dl_rng_below(r, DL_ARRAY_LEN(finds))];
     dl__buf_printf(&b, "[:find %s ", find);
     if (strchr(find, '(') && dl_rng_below(r, 2))
         dl__buf_puts(&b, ":with ?x ");
-    dl__buf_puts(&b, ":in $ % :where ");
+    int in = (int)dl_rng_below(r, 4);
+    *args = NULL;
+    char abuf[64];
+    if (in == 1) {
+        dl__buf_puts(&b, ":in $ % ?k :where [?x :a/num ?k] ");
+        snprintf(abuf, sizeof abuf, "[%d]", (int)dl_rng_below(r, 6));
+        *args = dl_strdup(abuf);
+    } else if (in == 2) {
+        dl__buf_puts(&b, ":in $ % [?k ...] :where [?x :a/num ?k] ");
+        snprintf(abuf, sizeof abuf, "[[%d %d]]", (int)dl_rng_below(r, 6), (int)dl_rng_below(r, 6));
+        *args = dl_strdup(abuf);
+    } else {
+        dl__buf_puts(&b, ":in $ % :where ");
+    }
     int n = 1 + (int)dl_rng_below(r, 4);
     for (int i = 0; i < n; i++) {
         random_clause(r, &b, 0);
@@ -176,11 +190,11 @@ static char *random_query(dl_rng_t *r) {
     return dl__buf_take(&b);
 }
 
-static char *oracle_text(const dl_query_t *q, dl_db_t *db, int *out_rc) {
+static char *oracle_text(const dl_query_t *q, dl_db_t *db, const char *args, int *out_rc) {
     dl_query_source_t src = {"$", db};
     dl_query_result_t *res = NULL;
     dl_error_t err = {0};
-    *out_rc = dl_query_eval_naive(q, &src, 1, NULL, 0, &res, &err);
+    *out_rc = dl_query_eval_naive(q, &src, 1, args, args ? strlen(args) : 0, &res, &err);
     char *t = *out_rc ? NULL : dl_query_result_to_edn(res);
     dl_query_result_free(res);
     return t;
@@ -238,10 +252,11 @@ static void test_live_matches_oracle(void **state) {
         }
         /* A query the analysis accepts. */
         dl_query_t *q = NULL;
-        char *text = NULL;
+        char *text = NULL, *args = NULL;
         for (int tries = 0; tries < 200 && !q; tries++) {
             dl_free(text);
-            text = random_query(&r);
+            dl_free(args);
+            text = random_query(&r, &args);
             dl_error_t perr = {0};
             if (dl_query_parse(text, strlen(text), rules, strlen(rules), NULL, &q, &perr))
                 q = NULL;
@@ -249,12 +264,12 @@ static void test_live_matches_oracle(void **state) {
         if (!q)
             dl_prop_fail("no valid random query in 200 tries");
         if (getenv("DL_SHOW_QUERIES"))
-            fprintf(stderr, "query: %s\n", text);
+            fprintf(stderr, "query: %s args %s\n", text, args ? args : "-");
         dl_db_t *db = dl_store_db(st);
         dl_live_t *l = NULL;
-        int rc = dl_live_new(q, db, NULL, 0, &l, &err);
+        int rc = dl_live_new(q, db, args, args ? strlen(args) : 0, &l, &err);
         int orc;
-        char *want = oracle_text(q, db, &orc);
+        char *want = oracle_text(q, db, args, &orc);
         dl_db_unref(db);
         if (rc == DL_EUNSUPPORTED) {
             unsupported++;
@@ -282,7 +297,7 @@ static void test_live_matches_oracle(void **state) {
                 dl_db_t *now = dl_store_db(st);
                 commit_ctx_t cc = {l, 0, {0}};
                 rc = dl_db_tx_range(now, rep.tx, rep.tx + 1, feed, &cc);
-                char *w2 = oracle_text(q, now, &orc);
+                char *w2 = oracle_text(q, now, args, &orc);
                 dl_db_unref(now);
                 if (rc || orc) {
                     if ((rc != 0) != (orc != 0))
@@ -317,6 +332,7 @@ static void test_live_matches_oracle(void **state) {
         dl_live_free(l);
         dl_query_free(q);
         dl_free(text);
+        dl_free(args);
         dl_store_close(st);
     }
     fprintf(stderr,
