@@ -1,0 +1,479 @@
+/*
+ * bench_w3.c: the shared W3 workload (../shared/bench/README.md, "W3 — event sourcing")
+ * end to end in process: every event becomes a transaction (or a batch of events one
+ * transaction) on a store (in memory, or durable with batched sync), and the balance
+ * projection is a live Datalog subscription
+ *     [:find ?acct (sum ?amt) :with ?ev :where [?ev :event/account ?acct] [?ev :event/amount ?amt]]
+ * fed by the store's commit listener (dl_qsrcs_apply) and the registry (dl_registry_pump),
+ * delivered by callback to a subscriber that keeps the balance per account and the set of
+ * accounts below zero. The projection is current after every transaction: each one is
+ * applied, run to completion and delivered before the next is submitted.
+ *
+ * The negative-balance set is maintained by the subscriber from the balance diffs (each
+ * diff row says an account's balance changed), not by a second Datalog query: Datalog
+ * (Datomic's dialect, as deltalog implements it) cannot filter on an aggregate's result
+ * (no subqueries or HAVING). The final state of both is checked against the generator's
+ * expected checksums and against the compiled engine's one-shot result (dl_query_run).
+ *
+ * Measures, per run (JSON lines via bench/harness.h): sustained events/s with the
+ * projection current (batched, and one event per transaction), and the latency from
+ * submitting a transaction to the projection's diff arriving at the subscriber
+ * (p50/p99; this includes the commit itself). Not measured here: the server path
+ * (--via server is reported as skipped until the runtime has it).
+ *
+ * Usage: bench_w3 --data DIR [--via inprocess] [--batch N] [--durable DIR2]
+ *                 [--single-events K] [--only batched|single]
+ *   DIR: the folder gen.py wrote (w3.events.jsonl, w3.meta.json) or a parent with w3/.
+ *   --batch N: events per transaction in the batched run (default 1000).
+ *   --durable DIR2: also run both on a durable store in a fresh folder under DIR2
+ *     (sync mode batched: commits are written to the OS, fsynced within 10 ms).
+ *   --single-events K: the one-event-per-transaction run stops after K events (default:
+ *     all; a partial run checks against its own oracle sums instead of the generator's).
+ */
+#include "bench/harness.h"
+
+#include <deltalog/datalog.h>
+#include <deltalog/deltalog.h>
+#include <deltalog/store.h>
+#include <deltalog/subscribe.h>
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const char *schema =
+    "[{:db/ident :event/account :db/valueType :db.type/long :db/cardinality :db.cardinality/one}"
+    " {:db/ident :event/amount :db/valueType :db.type/long :db/cardinality :db.cardinality/one}]";
+static const char *q_balance = "[:find ?acct (sum ?amt) :with ?ev"
+                               " :where [?ev :event/account ?acct] [?ev :event/amount ?amt]]";
+
+/* The events, loaded before any timing. */
+typedef struct events {
+    int64_t *account, *amount;
+    size_t n, cap;
+    int64_t max_account;
+} events_t;
+
+/* The subscriber's projection: balance per account (accounts are 0..max_account), which
+ * accounts have a row, and the negative set, updated from each delta. */
+typedef struct proj {
+    int64_t *balance;
+    unsigned char *present, *negative;
+    size_t n_accounts;
+    int64_t rows, n_negative;
+    uint64_t deltas, diff_rows, negative_changes;
+    uint64_t last_cb_ns; /* when the last DATA delta arrived */
+    int bad;             /* a row that breaks the projection's invariants */
+} proj_t;
+
+typedef struct env {
+    dl_store_t *st;
+    dl_db_t *db;
+    dl_qsrcs_t *qs;
+    dl_registry_t *reg;
+    int apply_rc;
+    uint64_t apply_ns; /* time inside dl_qsrcs_apply (the live query's run) */
+} env_t;
+
+static void die(const char *what, const dl_error_t *err) {
+    fprintf(stderr, "bench_w3: %s: %s\n", what, err ? err->message : "");
+    exit(1);
+}
+
+static int read_event(json_t *line, void *ctx) {
+    events_t *ev = ctx;
+    if (ev->n == ev->cap) {
+        ev->cap = ev->cap ? ev->cap * 2 : 1 << 16;
+        ev->account = realloc(ev->account, ev->cap * sizeof *ev->account);
+        ev->amount = realloc(ev->amount, ev->cap * sizeof *ev->amount);
+        if (!ev->account || !ev->amount)
+            die("out of memory", NULL);
+    }
+    json_t *a = json_object_get(line, "account"), *x = json_object_get(line, "amount");
+    if (!json_is_integer(a) || !json_is_integer(x) || json_integer_value(a) < 0)
+        return 1;
+    ev->account[ev->n] = json_integer_value(a);
+    ev->amount[ev->n] = json_integer_value(x);
+    if (ev->account[ev->n] > ev->max_account)
+        ev->max_account = ev->account[ev->n];
+    ev->n++;
+    return 0;
+}
+
+static int current_db(void *ctx, const struct dl_db **out_db, uint64_t *out_time,
+                      size_t *out_n_time, dl_error_t *err) {
+    (void)err;
+    env_t *e = ctx;
+    dl_db_unref(e->db);
+    e->db = dl_store_db(e->st);
+    *out_db = e->db;
+    out_time[0] = dl_db_basis_tx(e->db);
+    *out_n_time = 1;
+    return 0;
+}
+
+static void on_commit(void *ctx, const dl_commit_t *c) {
+    env_t *e = ctx;
+    uint64_t t = bench_now_ns();
+    if (dl_qsrcs_apply(e->qs, c, NULL) && !e->apply_rc)
+        e->apply_rc = -1;
+    e->apply_ns += bench_now_ns() - t;
+}
+
+static void on_delta(dl_sub_t *sub, const dl_delta_t *d, void *udata) {
+    (void)sub;
+    proj_t *p = udata;
+    if (dl_delta_kind(d) != DL_DELTA_DATA)
+        return;
+    p->deltas++;
+    size_t n = dl_delta_len(d);
+    p->diff_rows += n;
+    /* Retractions first, so that an account's old row is gone before its new one lands. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < n; i++) {
+            int64_t diff = dl_delta_diff(d, i);
+            if ((pass == 0) != (diff < 0))
+                continue;
+            const dl_value_t *row = dl_delta_row(d, i);
+            if (row[0].type != DL_T_INT || row[1].type != DL_T_INT || row[0].as.i < 0 ||
+                (size_t)row[0].as.i >= p->n_accounts || (diff != 1 && diff != -1)) {
+                p->bad++;
+                continue;
+            }
+            size_t a = (size_t)row[0].as.i;
+            if (diff < 0) {
+                if (!p->present[a] || p->balance[a] != row[1].as.i)
+                    p->bad++;
+                p->present[a] = 0;
+                p->rows--;
+            } else {
+                if (p->present[a])
+                    p->bad++;
+                p->present[a] = 1;
+                p->balance[a] = row[1].as.i;
+                p->rows++;
+            }
+            unsigned char neg = p->present[a] && p->balance[a] < 0;
+            if (neg != p->negative[a]) {
+                p->negative[a] = neg;
+                p->n_negative += neg ? 1 : -1;
+                p->negative_changes++;
+            }
+        }
+    }
+    p->last_cb_ns = bench_now_ns();
+}
+
+static uint64_t mix64(uint64_t x) {
+    uint64_t z = x + 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* The workload's checksums of a projection (balance per present account). */
+typedef struct sums {
+    int64_t accounts, total;
+    uint64_t balances_xor;
+    bench_checksum_t negative;
+} sums_t;
+
+static void sums_of(const int64_t *balance, const unsigned char *present, size_t n, sums_t *s) {
+    memset(s, 0, sizeof *s);
+    for (size_t a = 0; a < n; a++) {
+        if (!present[a])
+            continue;
+        s->accounts++;
+        s->total += balance[a];
+        s->balances_xor ^= mix64(mix64((uint64_t)a) ^ (uint64_t)balance[a]);
+        if (balance[a] < 0)
+            bench_checksum_add(&s->negative, (int64_t)a);
+    }
+}
+
+static bool sums_eq(const sums_t *x, const sums_t *y) {
+    return x->accounts == y->accounts && x->total == y->total &&
+           x->balances_xor == y->balances_xor && x->negative.count == y->negative.count &&
+           x->negative.sum == y->negative.sum && x->negative.xor_ == y->negative.xor_;
+}
+
+static bool sums_match_expected(const sums_t *s, const json_t *exp) {
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)s->balances_xor);
+    json_t *acc = json_object_get(exp, "accounts"), *tot = json_object_get(exp, "total"),
+           *bx = json_object_get(exp, "balances_xor"), *neg = json_object_get(exp, "negative");
+    return json_is_integer(acc) && json_integer_value(acc) == s->accounts && json_is_integer(tot) &&
+           json_integer_value(tot) == s->total && json_is_string(bx) &&
+           strcmp(json_string_value(bx), hex) == 0 && neg &&
+           bench_checksum_matches(&s->negative, neg);
+}
+
+/* The one-shot compiled result of the balance query on the store's current state, as sums
+ * (checks the live projection against a fresh evaluation). */
+static int oneshot_sums(env_t *e, size_t n_accounts, sums_t *out) {
+    dl_error_t err = {0};
+    dl_db_t *db = dl_store_db(e->st);
+    dl_query_t *q = NULL;
+    dl_query_result_t *res = NULL;
+    if (dl_query_parse(q_balance, strlen(q_balance), NULL, 0, db, &q, &err) ||
+        dl_query_run(q, db, NULL, 0, &res, &err))
+        die("one-shot query", &err);
+    /* The result's canonical EDN: [[acct balance] ...]. Parse it back with jansson-free
+     * scanning: pairs of integers inside brackets. */
+    char *edn = dl_query_result_to_edn(res);
+    int64_t *bal = calloc(n_accounts, sizeof *bal);
+    unsigned char *present = calloc(n_accounts, 1);
+    int rc = 0;
+    const char *p = edn;
+    while (p && *p) {
+        long long a, b;
+        int used = 0;
+        if (sscanf(p, " [%lld %lld]%n", &a, &b, &used) == 2 && used > 0) {
+            if (a < 0 || (size_t)a >= n_accounts || present[a])
+                rc = -1;
+            else {
+                present[a] = 1;
+                bal[a] = b;
+            }
+            p += used;
+        } else
+            p++;
+    }
+    sums_of(bal, present, n_accounts, out);
+    free(bal);
+    free(present);
+    dl_free(edn);
+    dl_query_result_free(res);
+    dl_query_free(q);
+    dl_db_unref(db);
+    return rc;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+typedef struct run_opts {
+    const char *name; /* "w3_batched" ... */
+    const char *durable_dir;
+    size_t batch;
+    size_t max_events;
+} run_opts_t;
+
+static void run(const events_t *ev, const json_t *expected, const run_opts_t *ro) {
+    dl_error_t err = {0};
+    env_t e = {0};
+    char dir[4096] = "";
+    if (ro->durable_dir) {
+        snprintf(dir, sizeof dir, "%s/bench_w3.%ld", ro->durable_dir, (long)getpid());
+        nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        dl_store_options_t so = {0};
+        so.sync_mode = DL_STORE_SYNC_BATCHED;
+        if (dl_store_open(dir, &so, &e.st, &err))
+            die("open durable store", &err);
+    } else if (dl_store_open_memory(&e.st, &err))
+        die("open store", &err);
+    if (dl_store_transact_edn(e.st, schema, strlen(schema), NULL, &err))
+        die("schema", &err);
+    dl_attr_info_t ai_acct, ai_amt;
+    e.db = dl_store_db(e.st);
+    if (dl_db_attr(e.db, "event/account", &ai_acct, &err) ||
+        dl_db_attr(e.db, "event/amount", &ai_amt, &err))
+        die("schema lookup", &err);
+    dl_qsrc_env_t qe = {current_db, &e, NULL};
+    if (dl_qsrcs_new(&qe, &e.qs, &err) || dl_registry_new(dl_qsrcs_vtable(), e.qs, &e.reg, &err))
+        die("registry", &err);
+    int lid;
+    if (dl_store_listen(e.st, on_commit, &e, &lid, &err))
+        die("listen", &err);
+
+    proj_t p = {0};
+    p.n_accounts = (size_t)ev->max_account + 1;
+    p.balance = calloc(p.n_accounts, sizeof *p.balance);
+    p.present = calloc(p.n_accounts, 1);
+    p.negative = calloc(p.n_accounts, 1);
+    dl_sub_options_t so;
+    dl_sub_options_init(&so);
+    so.on_delta = on_delta;
+    so.udata = &p;
+    dl_sub_t *sub;
+    uint64_t t_init = bench_now_ns();
+    if (dl_subscribe(e.reg, q_balance, NULL, 0, &so, &sub, &err))
+        die("subscribe", &err);
+    double init_ms = (double)(bench_now_ns() - t_init) / 1e6;
+
+    size_t n = ro->max_events && ro->max_events < ev->n ? ro->max_events : ev->n;
+    size_t batch = ro->batch ? ro->batch : 1;
+    dl_tx_op_t *ops = calloc(2 * batch, sizeof *ops);
+    bench_samples_t lat = {0};
+    uint64_t n_tx = 0, no_diff = 0;
+    e.apply_ns = 0;
+    uint64_t pump_ns = 0;
+    uint64_t t0 = bench_now_ns();
+    for (size_t i = 0; i < n; i += batch) {
+        size_t k = n - i < batch ? n - i : batch;
+        for (size_t j = 0; j < k; j++) {
+            dl_tx_op_t *o = &ops[2 * j];
+            o[0].op = o[1].op = DL_OP_ADD;
+            o[0].e = o[1].e = dl_value_int(-(int64_t)(j + 1)); /* the event's tempid */
+            o[0].a = dl_value_int(ai_acct.id);
+            o[0].v = dl_value_int(ev->account[i + j]);
+            o[1].a = dl_value_int(ai_amt.id);
+            o[1].v = dl_value_int(ev->amount[i + j]);
+        }
+        uint64_t ts = bench_now_ns();
+        p.last_cb_ns = 0;
+        if (dl_store_transact(e.st, ops, 2 * k, NULL, 0, NULL, &err))
+            die("transact", &err);
+        uint64_t tp = bench_now_ns();
+        if (dl_registry_pump(e.reg, &err))
+            die("pump", &err);
+        pump_ns += bench_now_ns() - tp;
+        if (e.apply_rc)
+            die("live query apply failed", NULL);
+        if (p.last_cb_ns)
+            bench_samples_add(&lat, p.last_cb_ns - ts);
+        else
+            no_diff++;
+        n_tx++;
+    }
+    uint64_t t1 = bench_now_ns();
+    double secs = (double)(t1 - t0) / 1e9;
+
+    /* Checks: the subscriber's projection against the generator's checksums (a full run)
+     * or the events' own sums (a partial run), and against the one-shot compiled result. */
+    sums_t got, want, once;
+    sums_of(p.balance, p.present, p.n_accounts, &got);
+    bool checksum_ok;
+    if (n == ev->n) {
+        checksum_ok = sums_match_expected(&got, expected);
+    } else {
+        int64_t *b = calloc(p.n_accounts, sizeof *b);
+        unsigned char *pr = calloc(p.n_accounts, 1);
+        for (size_t i = 0; i < n; i++) {
+            b[ev->account[i]] += ev->amount[i];
+            pr[ev->account[i]] = 1;
+        }
+        sums_of(b, pr, p.n_accounts, &want);
+        checksum_ok = sums_eq(&got, &want);
+        free(b);
+        free(pr);
+    }
+    bool oneshot_ok = oneshot_sums(&e, p.n_accounts, &once) == 0 && sums_eq(&got, &once);
+    bool negative_ok = true;
+    for (size_t a = 0; a < p.n_accounts; a++)
+        if (p.negative[a] != (p.present[a] && p.balance[a] < 0))
+            negative_ok = false;
+    negative_ok = negative_ok && (uint64_t)p.n_negative == got.negative.count && p.bad == 0;
+
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)got.balances_xor);
+    json_t *params = json_pack("{s:s, s:s, s:I, s:I, s:I, s:b}", "via", "inprocess", "store",
+                               ro->durable_dir ? "durable (sync batched)" : "memory", "events",
+                               (json_int_t)n, "batch", (json_int_t)batch, "accounts",
+                               (json_int_t)got.accounts, "full_run", n == ev->n);
+    json_t *out = json_pack(
+        "{s:s, s:o, s:f, s:f, s:f, s:f, s:f, s:I, s:f, s:f, s:f, s:I, s:I, s:I, s:f, s:{s:I, s:I, "
+        "s:s, s:s}, s:b, s:b, s:b}",
+        "bench", ro->name, "params", params, "init_ms", init_ms, "p50_us",
+        bench_samples_pct_us(&lat, 0.5), "p99_us", bench_samples_pct_us(&lat, 0.99),
+        "throughput_per_s", (double)n / secs, "tx_per_s", (double)n_tx / secs, "transactions",
+        (json_int_t)n_tx, "seconds", secs, "apply_share", (double)e.apply_ns / (double)(t1 - t0),
+        "pump_share", (double)pump_ns / (double)(t1 - t0), "deltas", (json_int_t)p.deltas,
+        "diff_rows", (json_int_t)p.diff_rows, "tx_without_diff", (json_int_t)no_diff, "peak_rss_mb",
+        bench_peak_rss_mb(), "checksum", "accounts", (json_int_t)got.accounts, "total",
+        (json_int_t)got.total, "balances_xor", hex, "negative", bench_checksum_str(&got.negative),
+        "checksum_ok", checksum_ok, "oneshot_equal", oneshot_ok, "negative_set_ok", negative_ok);
+    bench_emit(out);
+
+    dl_unsubscribe(e.reg, sub);
+    dl_registry_free(e.reg);
+    dl_qsrcs_free(e.qs);
+    dl_db_unref(e.db);
+    dl_store_close(e.st);
+    if (dir[0])
+        nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    bench_samples_free(&lat);
+    free(ops);
+    free(p.balance);
+    free(p.present);
+    free(p.negative);
+    if (!checksum_ok || !oneshot_ok || !negative_ok) {
+        fprintf(stderr,
+                "bench_w3: %s: the projection does not match (checksum_ok %d, "
+                "oneshot_equal %d, negative_set_ok %d)\n",
+                ro->name, checksum_ok, oneshot_ok, negative_ok);
+        exit(1);
+    }
+}
+
+static bool file_exists(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+int main(int argc, char **argv) {
+    const char *data = bench_arg(argc, argv, "data", NULL);
+    const char *via = bench_arg(argc, argv, "via", "inprocess");
+    const char *durable = bench_arg(argc, argv, "durable", NULL);
+    const char *only = bench_arg(argc, argv, "only", NULL);
+    size_t batch = (size_t)strtoull(bench_arg(argc, argv, "batch", "1000"), NULL, 10);
+    size_t single = (size_t)strtoull(bench_arg(argc, argv, "single-events", "0"), NULL, 10);
+    const char *gen = "python3 ../shared/bench/gen.py w3 --events 1000000 --accounts 10000 "
+                      "--out /tmp/w3; bench_w3 --data /tmp/w3";
+    if (strcmp(via, "inprocess") != 0) {
+        json_t *o = json_pack("{s:s, s:s}", "bench", "w3", "skipped",
+                              "only --via inprocess exists so far (the server path is the "
+                              "runtime's)");
+        bench_emit(o);
+        return 0;
+    }
+    char events_path[4096] = "", meta_path[4096] = "";
+    if (data) {
+        const char *sub[] = {"", "/w3"};
+        for (int i = 0; i < 2 && !events_path[0]; i++) {
+            snprintf(events_path, sizeof events_path, "%s%s/w3.events.jsonl", data, sub[i]);
+            snprintf(meta_path, sizeof meta_path, "%s%s/w3.meta.json", data, sub[i]);
+            if (!file_exists(events_path) || !file_exists(meta_path))
+                events_path[0] = 0;
+        }
+    }
+    if (!events_path[0]) {
+        char msg[512];
+        snprintf(msg, sizeof msg,
+                 "no W3 data (w3.events.jsonl and w3.meta.json) under --data; "
+                 "make it with: %s",
+                 gen);
+        bench_emit(json_pack("{s:s, s:s}", "bench", "w3", "skipped", msg));
+        return 0;
+    }
+    json_t *meta = bench_load_json(meta_path);
+    json_t *expected = meta ? json_object_get(meta, "expected") : NULL;
+    if (!expected)
+        die("w3.meta.json has no \"expected\"", NULL);
+    events_t ev = {0};
+    if (bench_read_jsonl(events_path, read_event, &ev) < 0 || ev.n == 0)
+        die("cannot read the events", NULL);
+    if (batch == 0)
+        batch = 1;
+
+    for (int d = 0; d < (durable ? 2 : 1); d++) {
+        const char *dd = d ? durable : NULL;
+        if (!only || strcmp(only, "batched") == 0) {
+            run_opts_t ro = {d ? "w3_durable_batched" : "w3_batched", dd, batch, 0};
+            run(&ev, expected, &ro);
+        }
+        if (!only || strcmp(only, "single") == 0) {
+            run_opts_t ro = {d ? "w3_durable_single" : "w3_single", dd, 1, single};
+            run(&ev, expected, &ro);
+        }
+    }
+    json_decref(meta);
+    free(ev.account);
+    free(ev.amount);
+    return 0;
+}
