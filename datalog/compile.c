@@ -440,9 +440,127 @@ static double pattern_est(cctx_t *c, const dl__clause_t *cl, const uint64_t *bou
     return DL_MAX(est, 1.0);
 }
 
+static int map_insert_attr(void *ctx, const dl_value_t *row, dl_emitter_t *out) {
+    const dl_value_t *kw = ctx;
+    dl_value_t buf[3] = {row[0], *kw, row[1]};
+    return dl_emit(out, buf);
+}
+
+/* A pattern whose attribute is a variable or _: the union over every attribute of the
+ * schema the query is compiled on, as rows [e a v] (a: the attribute's keyword). Attributes
+ * installed later are not seen by a live query (docs/datalog.md "Compilation"). */
+static int var_attr_rel(cctx_t *c, const dl__clause_t *cl, prel_t *out) {
+    const dl__term_t *t = cl->args;
+    if (t[3].kind != DL__TERM_BLANK || t[4].kind != DL__TERM_BLANK || cl->src != 0)
+        return dl__parse_error(c->err, DL_EUNSUPPORTED, cl->text, cl->text_len, cl->form,
+                               "compiled queries do not bind tx or added, and read only $");
+    size_t n = dl_db_attrs(c->db, NULL, 0);
+    dl_attr_info_t *ai = dl_malloc(DL_MAX(n, 1) * sizeof *ai);
+    dl_coll_t **parts = dl_malloc(DL_MAX(n, 1) * sizeof *parts);
+    if (!ai || !parts) {
+        dl_free(ai);
+        dl_free(parts);
+        return dl_error_set(c->err, DL_ENOMEM, "out of memory");
+    }
+    n = DL_MIN(n, dl_db_attrs(c->db, ai, n));
+    size_t k = 0;
+    int rc = 0;
+    double est = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (ai[i].time_dimension)
+            continue;
+        dl_coll_t *coll = attr_coll(c, ai[i].id, ai[i].ident);
+        if (!coll) {
+            rc = cfail(c);
+            break;
+        }
+        dl_attr_stats_t st = {0, 0, 0};
+        if (dl_db_attr_stats(c->db, ai[i].id, &st, NULL) == 0)
+            est += (double)st.datoms;
+        for (int pos = 0; pos <= 2 && coll; pos += 2) {
+            const dl__term_t *x = &t[pos];
+            if (x->kind != DL__TERM_CONST && x->kind != DL__TERM_FORM)
+                continue;
+            dl_value_t v = x->value;
+            bool found = true;
+            if (pos == 0 || ai[i].type == DL_T_REF) {
+                rc = resolve_entity(c, cl, x, &found, &v);
+            } else if (x->kind == DL__TERM_FORM) {
+                found = false;
+            }
+            if (rc)
+                break;
+            coll = found ? dl_filter_eq(coll, (uint32_t)(pos / 2), v, c->err)
+                         : dl_filter(coll, never, NULL, c->err);
+        }
+        if (rc)
+            break;
+        dl_value_t *kw = keep(c, sizeof *kw);
+        if (!kw || dl_value_text(DL_T_KEYWORD, ai[i].ident, strlen(ai[i].ident), kw, c->err)) {
+            rc = c->err && c->err->code ? c->err->code : DL_ENOMEM;
+            break;
+        }
+        coll = coll ? dl_map(coll, 3, map_insert_attr, kw, c->err) : NULL;
+        if (!coll)
+            rc = cfail(c);
+        else
+            parts[k++] = coll;
+    }
+    if (!rc && k == 0)
+        rc = dl_error_set(c->err, DL_EUNSUPPORTED, "no attributes to read");
+    dl_coll_t *u = NULL;
+    if (!rc) {
+        u = k == 1 ? parts[0] : dl_concat(parts, k, c->err);
+        if (!u)
+            rc = cfail(c);
+    }
+    dl_free(ai);
+    dl_free(parts);
+    if (rc)
+        return rc;
+    explain(c, "scan every attribute (%zu) [e a v], est %.0f", k, est);
+    out->coll = u;
+    out->arity = 3;
+    out->est = DL_MAX(est, 1.0);
+    int vars[3];
+    for (int i = 0; i < 3; i++)
+        vars[i] = t[i].kind == DL__TERM_VAR ? t[i].var : -4 - i;
+    /* Repeated variables compare their columns; keep each variable once. */
+    int keepv[3];
+    size_t nk = 0;
+    for (int i = 0; i < 3; i++) {
+        if (vars[i] < 0)
+            continue;
+        bool first = true;
+        for (int j = 0; j < i; j++)
+            if (vars[j] == vars[i]) {
+                out->coll = dl_filter_cols_eq(out->coll, (uint32_t)j, (uint32_t)i, c->err);
+                if (!out->coll)
+                    return cfail(c);
+                vars[i] = -7 - i;
+                first = false;
+                break;
+            }
+        if (first)
+            keepv[nk++] = vars[i];
+    }
+    memcpy(out->vars, vars, sizeof vars);
+    if (nk == 0) {
+        out->coll = dl_map(out->coll, 1, map_to_nil, NULL, c->err);
+        if (!out->coll)
+            return cfail(c);
+        out->arity = 1;
+        out->vars[0] = -1;
+        return distinct(c, out);
+    }
+    return project(c, out, keepv, nk);
+}
+
 /* The relation of a data pattern: its variables' columns, constants filtered. */
 static int pattern_rel(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound, prel_t *out) {
     const dl__term_t *t = cl->args;
+    if (t[1].kind == DL__TERM_VAR || t[1].kind == DL__TERM_BLANK)
+        return var_attr_rel(c, cl, out);
     dl_attr_info_t ai;
     int rc = pattern_attr(c, cl, &ai);
     if (rc)

@@ -493,8 +493,7 @@ static int entity_values(ectx_t *c, const dl__clause_t *cl, const dl_db_t *db, d
         return dl__parse_error(c->err, DL_EUNKNOWN_ATTR, cl->text, cl->text_len, cl->form,
                                "unknown attribute :%s", dl_value_str(a, NULL));
     if (e.type != DL_T_REF && e.type != DL_T_INT)
-        return dl__parse_error(c->err, DL_ETYPE, cl->text, cl->text_len, cl->form,
-                               "%s takes an entity id", dl__builtin_get(cl->fn)->name);
+        return 0; /* not an entity id: it has no values (docs/datalog.md "Functions") */
     dl_datom_t prefix;
     memset(&prefix, 0, sizeof prefix);
     prefix.e = e.as.i;
