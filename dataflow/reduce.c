@@ -482,8 +482,20 @@ int dl__reduce_step(dl_coll_t *n, const dl_antichain_t *fin, bool *out_worked) {
         rc = DL_ENOMEM;
     dl_ubuf_t o;
     dl__batch_ubuf_init(&o, n->arity, r->dim);
+    size_t ahead = 0; /* the next record of `now` whose key was prefetched */
     for (size_t i = 0; i < now.n && !rc;) {
         const dl_value_t *key = dl__ub_row(&now, i);
+        /* Prefetch the spines' records for keys a few records ahead. */
+        if (ahead < i)
+            ahead = i;
+        while (ahead < now.n && ahead < i + 8) {
+            const dl_value_t *ak = dl__ub_row(&now, ahead);
+            for (size_t b = 0; b < n->jl->spine.n; b++)
+                dl__spine_prefetch(n->jl->spine.batches[b], ak, sc.pos_in[b]);
+            for (size_t b = 0; b < n->arr->spine.n; b++)
+                dl__spine_prefetch(n->arr->spine.batches[b], ak, sc.pos_out[b]);
+            ahead++;
+        }
         sc.n_times = 0;
         size_t k = i;
         while (k < now.n && dl__batch_rcmp(dl__ub_row(&now, k), key, r->ka) == 0) {

@@ -261,6 +261,29 @@ static size_t lower_bound(const dl_ubuf_t *u, size_t ka, const dl_value_t *key, 
     return lo;
 }
 
+void dl__spine_prefetch(const dl_batch_t *bt, const dl_value_t *key, size_t from) {
+    const dl_ubuf_t *b = &bt->u;
+    if (!bt->kidx || from >= b->n || key[0].type != dl__ub_row(b, 0)->type)
+        return;
+    uint64_t v = kimg(key);
+    const uint64_t *k = bt->kidx;
+    size_t lo = from / DL_KIDX_STEP, hi = bt->n_kidx;
+    while (lo < hi) {
+        size_t m = lo + (hi - lo) / 2;
+        if (k[m] < v)
+            lo = m + 1;
+        else
+            hi = m;
+    }
+    size_t r = (lo > 0 ? lo - 1 : 0) * DL_KIDX_STEP;
+    const char *p = (const char *)dl__ub_row(b, r);
+    size_t bytes = 2 * DL_KIDX_STEP * b->stride, end = (b->n - r) * b->stride;
+    if (bytes > end)
+        bytes = end;
+    for (size_t off = 0; off < bytes; off += 64)
+        __builtin_prefetch(p + off);
+}
+
 size_t dl__spine_seek(const dl_batch_t *bt, size_t ka, const dl_value_t *key, size_t from) {
     const dl_ubuf_t *b = &bt->u;
     size_t n = b->n;
