@@ -557,6 +557,11 @@ static int var_attr_rel(cctx_t *c, const dl__clause_t *cl, prel_t *out) {
 }
 
 /* The relation of a data pattern: its variables' columns, constants filtered. */
+static int pattern_rel_build(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound,
+                             const dl_attr_info_t *aip, prel_t *out);
+
+/* The relation of a data pattern, reusing an identical pattern's relation when there is
+ * one in the same scope (the variables are renamed; constants and shape must match). */
 static int pattern_rel(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound, prel_t *out) {
     const dl__term_t *t = cl->args;
     if (t[1].kind == DL__TERM_VAR || t[1].kind == DL__TERM_BLANK)
@@ -565,6 +570,57 @@ static int pattern_rel(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound,
     int rc = pattern_attr(c, cl, &ai);
     if (rc)
         return rc;
+    bool memo_ok = t[0].kind != DL__TERM_FORM && t[2].kind != DL__TERM_FORM;
+    bool same = t[0].kind == DL__TERM_VAR && t[2].kind == DL__TERM_VAR && t[0].var == t[2].var;
+    dl_live_t *L = c->L;
+    for (size_t i = 0; memo_ok && i < L->n_memo; i++) {
+        const dl__live_memo_t *m = &L->memo[i];
+        if (m->scope != c->scope || m->attr != ai.id || m->ek != t[0].kind || m->vk != t[2].kind ||
+            m->same != same || (t[0].kind == DL__TERM_CONST && !dl_value_eq(m->ec, t[0].value)) ||
+            (t[2].kind == DL__TERM_CONST && !dl_value_eq(m->vc, t[2].value)))
+            continue;
+        out->coll = m->coll;
+        out->est = pattern_est(c, cl, bound);
+        out->arity = 0;
+        if (t[0].kind == DL__TERM_VAR)
+            out->vars[out->arity++] = t[0].var;
+        if (t[2].kind == DL__TERM_VAR && !same)
+            out->vars[out->arity++] = t[2].var;
+        if (out->arity == 0) {
+            out->arity = 1;
+            out->vars[0] = -1;
+        }
+        explain(c, "reuse :%s (an identical pattern's relation)", ai.ident);
+        return 0;
+    }
+    rc = pattern_rel_build(c, cl, bound, &ai, out);
+    if (rc || !memo_ok)
+        return rc;
+    if (L->n_memo == L->cap_memo) {
+        size_t cap = L->cap_memo ? 2 * L->cap_memo : 16;
+        void *p = dl_realloc(L->memo, cap * sizeof *L->memo);
+        if (!p)
+            return dl_error_set(c->err, DL_ENOMEM, "out of memory");
+        L->memo = p;
+        L->cap_memo = cap;
+    }
+    dl__live_memo_t *m = &L->memo[L->n_memo++];
+    m->scope = c->scope;
+    m->attr = ai.id;
+    m->ek = (uint8_t)t[0].kind;
+    m->vk = (uint8_t)t[2].kind;
+    m->same = same;
+    m->ec = t[0].value;
+    m->vc = t[2].value;
+    m->coll = out->coll;
+    return 0;
+}
+
+static int pattern_rel_build(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound,
+                             const dl_attr_info_t *aip, prel_t *out) {
+    const dl__term_t *t = cl->args;
+    dl_attr_info_t ai = *aip;
+    int rc = 0;
     dl_coll_t *base = attr_coll(c, ai.id, ai.ident);
     if (!base)
         return cfail(c);

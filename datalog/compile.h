@@ -24,6 +24,17 @@ typedef struct dl__live_entered {
     dl_coll_t *coll;
 } dl__live_entered_t;
 
+/* A pattern's relation, built once per (scope, attribute, constants, shape) and reused by
+ * every identical pattern of the query ("identical sub-plans are built once"). */
+typedef struct dl__live_memo {
+    dl_scope_t *scope;
+    int64_t attr;
+    uint8_t ek, vk;    /* term kinds of e and v (BLANK, VAR, CONST) */
+    bool same;         /* e and v are the same variable */
+    dl_value_t ec, vc; /* the constants */
+    dl_coll_t *coll;   /* the relation: columns e then v for the VAR positions */
+} dl__live_memo_t;
+
 /* One EXPLAIN line: its text and, once known, the collection it describes (root scope
  * collections are counted by EXPLAIN ANALYZE). */
 typedef struct dl__live_line {
@@ -54,7 +65,9 @@ struct dl_live {
     dl_coll_t *out;       /* the result collection: rows of the :find elements */
     dl_capture_t *cap;
     uint64_t entity_vars[64]; /* variables in entity positions (args: long -> ref) */
-    dl__live_line_t *lines;   /* EXPLAIN */
+    dl__live_memo_t *memo;    /* pattern relations built so far (reused) */
+    size_t n_memo, cap_memo;
+    dl__live_line_t *lines; /* EXPLAIN */
     size_t n_lines, cap_lines;
     bool analyze;     /* count the rows of each plan line's collection */
     uint64_t last_tx; /* the last transaction applied */

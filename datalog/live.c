@@ -99,6 +99,7 @@ DL_API void dl_live_free(dl_live_t *l) {
     dl_graph_free(l->g);
     dl__arena_fini(&l->arena);
     dl_free(l->lines);
+    dl_free(l->memo);
     dl_free(l->attrs);
     dl_free(l->consts);
     dl_free(l->entered);

@@ -388,6 +388,17 @@ static void test_explain_plan(void **state) {
         !strstr(an, "1 aggregate  [actual 1]"))
         fail_msg("EXPLAIN ANALYZE lacks the expected counts:\n%s", an);
     dl_free(an);
+    /* Identical patterns are built once. */
+    const char *t2 = "[:find ?x :where (or-join [?x] (and [?x :a/name _] [?x :a/num 1])"
+                     " (and [?x :a/name _] [?x :a/num 2]))]";
+    dl_query_t *q2 = NULL;
+    must(dl_query_parse(t2, strlen(t2), NULL, 0, NULL, &q2, &err), &err, "parse 2");
+    char *p2 = NULL;
+    must(dl_query_explain(q2, db, NULL, 0, false, &p2, &err), &err, "explain 2");
+    if (!strstr(p2, "reuse :a/name"))
+        fail_msg("the second [?x :a/name _] was not shared:\n%s", p2);
+    dl_free(p2);
+    dl_query_free(q2);
     dl_free(t);
     dl_query_result_free(res);
     dl_free(plan);
