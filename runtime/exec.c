@@ -557,52 +557,6 @@ static void op_advance(dl_exec_t *x, const json_t *msg, result_t *res) {
 #endif /* DL_HAVE_STORE */
 
 #if DL_HAVE_DATALOG
-/* EDN form of a query result -> JSON in the wire encoding (values.md): vectors, lists and
- * sets become arrays, maps (from :keys/:strs/:syms) objects keyed by the bare name. */
-static json_t *edn_to_json(const dl_edn_t *f) {
-    switch (f->kind) {
-        case DL_EDN_VALUE:
-            return dl__json_from_value(f->value);
-        case DL_EDN_VECTOR:
-        case DL_EDN_LIST:
-        case DL_EDN_SET: {
-            json_t *a = json_array();
-            for (size_t i = 0; i < f->n; i++)
-                json_array_append_new(a, edn_to_json(f->items[i]));
-            return a;
-        }
-        case DL_EDN_MAP: {
-            json_t *o = json_object();
-            for (size_t i = 0; i + 1 < f->n; i += 2) {
-                const dl_edn_t *k = f->items[i];
-                dl_buf_t b;
-                dl__buf_init(&b);
-                if (k->kind == DL_EDN_SYMBOL)
-                    dl__buf_put(&b, k->sym->bytes, k->sym->len);
-                else if (k->kind == DL_EDN_VALUE &&
-                         (k->value.type == DL_T_KEYWORD || k->value.type == DL_T_STRING))
-                    dl__buf_put(&b, k->value.as.s->bytes, k->value.as.s->len);
-                else
-                    dl__edn_print(k, &b);
-                if (!b.oom && b.data)
-                    json_object_set_new(o, b.data, edn_to_json(f->items[i + 1]));
-                dl__buf_fini(&b);
-            }
-            return o;
-        }
-        case DL_EDN_SYMBOL:
-            return json_stringn(f->sym->bytes, f->sym->len);
-        default: {
-            dl_buf_t b;
-            dl__buf_init(&b);
-            dl__edn_print(f, &b);
-            json_t *s = b.oom ? NULL : json_stringn(b.data ? b.data : "", b.len);
-            dl__buf_fini(&b);
-            return s;
-        }
-    }
-}
-
 static const char *find_name(dl_find_kind_t k) {
     switch (k) {
         case DL_FIND_COLL:
@@ -699,7 +653,7 @@ static void op_query(dl_exec_t *x, const json_t *msg, bool explain, result_t *re
             dl_error_prefix(&res->err, "internal: reading the query result back");
         if (rc == DL_OK) {
             dl_find_kind_t kind = dl_query_find_kind(query);
-            json_t *result = edn_to_json(form);
+            json_t *result = dl__format_edn_to_json(form);
             json_t *rows = json_array();
             if (kind == DL_FIND_REL) {
                 json_array_extend(rows, result);

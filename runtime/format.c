@@ -64,6 +64,52 @@ void dl__format_edn(const json_t *j, dl_buf_t *out) {
     }
 }
 
+/* EDN form of a query result -> JSON in the wire encoding (values.md): vectors, lists and
+ * sets become arrays, maps (from :keys/:strs/:syms) objects keyed by the bare name. */
+json_t *dl__format_edn_to_json(const dl_edn_t *f) {
+    switch (f->kind) {
+        case DL_EDN_VALUE:
+            return dl__json_from_value(f->value);
+        case DL_EDN_VECTOR:
+        case DL_EDN_LIST:
+        case DL_EDN_SET: {
+            json_t *a = json_array();
+            for (size_t i = 0; i < f->n; i++)
+                json_array_append_new(a, dl__format_edn_to_json(f->items[i]));
+            return a;
+        }
+        case DL_EDN_MAP: {
+            json_t *o = json_object();
+            for (size_t i = 0; i + 1 < f->n; i += 2) {
+                const dl_edn_t *k = f->items[i];
+                dl_buf_t b;
+                dl__buf_init(&b);
+                if (k->kind == DL_EDN_SYMBOL)
+                    dl__buf_put(&b, k->sym->bytes, k->sym->len);
+                else if (k->kind == DL_EDN_VALUE &&
+                         (k->value.type == DL_T_KEYWORD || k->value.type == DL_T_STRING))
+                    dl__buf_put(&b, k->value.as.s->bytes, k->value.as.s->len);
+                else
+                    dl__edn_print(k, &b);
+                if (!b.oom && b.data)
+                    json_object_set_new(o, b.data, dl__format_edn_to_json(f->items[i + 1]));
+                dl__buf_fini(&b);
+            }
+            return o;
+        }
+        case DL_EDN_SYMBOL:
+            return json_stringn(f->sym->bytes, f->sym->len);
+        default: {
+            dl_buf_t b;
+            dl__buf_init(&b);
+            dl__edn_print(f, &b);
+            json_t *s = b.oom ? NULL : json_stringn(b.data ? b.data : "", b.len);
+            dl__buf_fini(&b);
+            return s;
+        }
+    }
+}
+
 /* Display width of UTF-8 text: code points (good enough for aligned columns). */
 static size_t width(const char *s, size_t n) {
     size_t w = 0;

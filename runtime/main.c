@@ -48,6 +48,7 @@ typedef struct cli {
     const char *file;
     bool json_input;
     bool history;
+    const char *rules;
     /* serve */
     dl_server_options_t so;
     /* positional arguments */
@@ -181,6 +182,9 @@ static void command_usage(const command_t *cmd, FILE *out) {
         fprintf(out, "  -f FILE           read the transaction from FILE ('-': stdin)\n"
                      "  --json            the transaction is in the JSON form "
                      "(docs/storage.md)\n");
+    if (cmd->run == cmd_query || cmd->run == cmd_explain)
+        fprintf(out, "  --rules RULES     the EDN vector of rules bound to %% in :in\n"
+                     "  ARG...            one EDN form per :in input after $ and %%\n");
     if (cmd->run == cmd_export)
         fprintf(out, "  --history         every transaction's changes, not only current "
                      "datoms\n");
@@ -258,6 +262,9 @@ static int parse_args(cli_t *c, const command_t *cmd, int argc, char **argv) {
             c->json_input = true;
         } else if (FLAG("--history")) {
             c->history = true;
+        } else if (FLAG("--rules")) {
+            NEED_VAL();
+            c->rules = val;
         } else if (cmd->run == cmd_serve && FLAG("--listen")) {
             NEED_VAL();
             c->so.listen = val;
@@ -647,14 +654,93 @@ static char *slurp(const char *path, size_t *out_len) {
     return s;
 }
 
-static void print_rows(cli_t *c, json_t *reply, const char *key, const char *const *header,
-                       size_t n_cols) {
-    strip(reply);
-    if (c->fmt != DL_FMT_TABLE) {
-        dl__format_reply(stdout, c->fmt, reply);
-        return;
+/* Column names for people: the :find elements as written ("?n", "(sum ?a)"), or the
+ * :keys names when rows are objects; numbered %1, %2... when the text is not understood.
+ * Fills hdr (borrowed from owned, rows or literals) and owned (dl_free each); returns the
+ * number of columns (<= 32). */
+static size_t query_header(const char *q_text, const json_t *rows, dl_arena_t *ar, const char **hdr,
+                           char **owned) {
+    size_t n_cols = 0;
+    memset(owned, 0, 32 * sizeof *owned);
+    const json_t *first = json_array_get(rows, 0);
+    if (json_is_object(first)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach((json_t *)first, k, v) {
+            if (n_cols < 32)
+                hdr[n_cols++] = k;
+        }
+        return n_cols;
     }
-    dl__format_table(stdout, header, n_cols, json_object_get(reply, key));
+    dl_edn_t *q = NULL;
+    if (dl__edn_read_one(q_text, strlen(q_text), ar, &q, NULL) == DL_OK && q &&
+        (q->kind == DL_EDN_VECTOR || q->kind == DL_EDN_MAP)) {
+        dl_edn_t **items = q->items;
+        size_t n = q->n, start = 0;
+        if (q->kind == DL_EDN_MAP) { /* {:find [...] ...} */
+            n = 0;
+            for (size_t i = 0; i + 1 < q->n; i += 2)
+                if (dl__edn_is_keyword(q->items[i], "find") &&
+                    q->items[i + 1]->kind == DL_EDN_VECTOR) {
+                    items = q->items[i + 1]->items;
+                    n = q->items[i + 1]->n;
+                }
+        } else {
+            while (start < n && !dl__edn_is_keyword(items[start], "find"))
+                start++;
+            start++;
+        }
+        for (size_t i = start; i < n && n_cols < 32; i++) {
+            const dl_edn_t *e = items[i];
+            if (e->kind == DL_EDN_VALUE && e->value.type == DL_T_KEYWORD)
+                break; /* :in, :where, :keys, ... */
+            if (dl__edn_is_symbol(e, "."))
+                continue;
+            size_t n_sub = e->kind == DL_EDN_VECTOR ? e->n : 1; /* [?a ...] or [?a ?b] */
+            for (size_t k = 0; k < n_sub && n_cols < 32; k++) {
+                const dl_edn_t *x = e->kind == DL_EDN_VECTOR ? e->items[k] : e;
+                if (dl__edn_is_symbol(x, "..."))
+                    continue;
+                dl_buf_t b;
+                dl__buf_init(&b);
+                dl__edn_print(x, &b);
+                owned[n_cols] = dl__buf_take(&b);
+                hdr[n_cols] = owned[n_cols] ? owned[n_cols] : "?";
+                n_cols++;
+            }
+        }
+    }
+    size_t width = json_array_size(first);
+    if ((first && width != n_cols) || n_cols == 0) {
+        for (size_t i = 0; i < n_cols; i++)
+            dl_free(owned[i]);
+        memset(owned, 0, 32 * sizeof *owned);
+        n_cols = first ? DL_MIN(width, 32) : 1;
+        for (size_t i = 0; i < n_cols; i++) {
+            char name[32];
+            snprintf(name, sizeof name, "%%%zu", i + 1);
+            owned[i] = dl_strdup(name);
+            hdr[i] = owned[i] ? owned[i] : "?";
+        }
+    }
+    return n_cols;
+}
+
+/* Rows as arrays in header order (objects from :keys are reordered); new reference. */
+static json_t *table_rows(const json_t *rows, const char *const *hdr, size_t n_cols) {
+    json_t *out = json_array();
+    for (size_t i = 0; i < json_array_size(rows); i++) {
+        const json_t *row = json_array_get(rows, i);
+        if (!json_is_object(row)) {
+            json_array_append(out, (json_t *)row);
+            continue;
+        }
+        json_t *arr = json_array();
+        for (size_t k = 0; k < n_cols; k++)
+            json_array_append(arr, json_object_get(row, hdr[k]));
+        json_array_append_new(out, arr);
+    }
+    return out;
 }
 
 static int query_like(cli_t *c, const char *op) {
@@ -666,39 +752,60 @@ static int query_like(cli_t *c, const char *op) {
         return not_available("queries need the Datalog front end (datalog/), which this build "
                              "does not include");
     json_t *msg = json_pack("{s:s,s:s}", "op", op, "q", c->pos[0]);
+    dl_arena_t ar;
+    dl__arena_init(&ar, 4096);
     if (c->n_pos > 1) {
+        /* Arguments are EDN forms: scalars, or vectors for collection/tuple bindings. */
         json_t *args = json_array();
         for (int i = 1; i < c->n_pos; i++) {
-            dl_value_t v;
-            json_t *j = NULL;
-            if (dl_value_parse_edn(c->pos[i], strlen(c->pos[i]), &v, NULL) == DL_OK)
-                j = dl__json_from_value(v);
-            else
-                j = json_string(c->pos[i]);
-            json_array_append_new(args, j);
+            dl_edn_t *form = NULL;
+            dl_error_t err;
+            dl_error_clear(&err);
+            if (dl__edn_read_one(c->pos[i], strlen(c->pos[i]), &ar, &form, &err) != DL_OK ||
+                !form) {
+                die_line("parse", err.message);
+                json_decref(args);
+                json_decref(msg);
+                dl__arena_fini(&ar);
+                return EXIT_USAGE;
+            }
+            json_array_append_new(args, dl__format_edn_to_json(form));
         }
         json_object_set_new(msg, "args", args);
     }
+    if (c->rules)
+        json_object_set_new(msg, "rules", json_string(c->rules));
     int rc;
     json_t *r = run_request(c, msg, &rc);
-    if (!r)
+    if (!r) {
+        dl__arena_fini(&ar);
         return rc;
-    json_t *rows = json_object_get(r, "rows");
-    size_t n_cols = rows && json_array_size(rows) ? json_array_size(json_array_get(rows, 0)) : 1;
-    char names[16][24];
-    const char *hdr[16];
-    n_cols = DL_MIN(n_cols ? n_cols : 1, 16);
-    for (size_t i = 0; i < n_cols; i++) {
-        snprintf(names[i], sizeof names[i], "%%%zu", i + 1);
-        hdr[i] = names[i];
     }
-    if (strcmp(op, "query") == 0)
-        print_rows(c, r, "rows", hdr, n_cols);
-    else {
+    if (strcmp(op, "explain") == 0) {
         strip(r);
+        if (c->fmt == DL_FMT_TABLE)
+            fputs(json_string_value(json_object_get(r, "plan")), stdout);
+        else
+            dl__format_reply(stdout, c->fmt, r);
+        json_decref(r);
+        dl__arena_fini(&ar);
+        return EXIT_OKAY;
+    }
+    strip(r);
+    if (c->fmt != DL_FMT_TABLE) {
         dl__format_reply(stdout, c->fmt, r);
+    } else {
+        char *owned[32];
+        const char *hdr[32];
+        size_t n_cols = query_header(c->pos[0], json_object_get(r, "rows"), &ar, hdr, owned);
+        json_t *table = table_rows(json_object_get(r, "rows"), hdr, n_cols);
+        dl__format_table(stdout, hdr, n_cols, table);
+        json_decref(table);
+        for (size_t i = 0; i < 32; i++)
+            dl_free(owned[i]);
     }
     json_decref(r);
+    dl__arena_fini(&ar);
     return EXIT_OKAY;
 }
 

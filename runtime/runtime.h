@@ -155,6 +155,10 @@ void dl__format_reply(FILE *out, dl_format_t fmt, const json_t *reply);
 /* Prints an aligned table: header names and rows of JSON arrays (values in the wire
  * encoding, shown as EDN). */
 void dl__format_table(FILE *out, const char *const *header, size_t n_cols, const json_t *rows);
+/* A parsed EDN form as JSON in the wire encoding (values.md): vectors, lists and sets
+ * become arrays, maps objects keyed by the bare name of keyword/string/symbol keys,
+ * symbols strings. New reference. */
+json_t *dl__format_edn_to_json(const dl_edn_t *f);
 /* EDN text of a JSON value in the wire encoding (values.md); appends to out. */
 void dl__format_edn(const json_t *j, dl_buf_t *out);
 
