@@ -335,8 +335,10 @@ DL_API int dl_live_apply(dl_live_t *l, const struct dl_commit *c, dl_error_t *er
     if (l->failed)
         return dl_error_set(err, l->failed, "this live query failed earlier (%s)",
                             dl_err_name(l->failed));
-    if (c->tx <= l->last_tx)
+    if (c->tx <= l->last_tx) {
+        l->n_ch = 0; /* already applied (or loaded): it changes nothing now */
         return 0;
+    }
     uint64_t t[DL_TIME_MAX_ROOT_DIM] = {c->tx};
     int rc = 0;
     for (size_t i = 0; i < c->n_changes && !rc; i++) {

@@ -106,6 +106,19 @@ DL_API void dl_query_result_free(dl_query_result_t *r) {
 
 DL_API size_t dl_query_result_rows(const dl_query_result_t *r) { return r ? r->n_rows : 0; }
 
+DL_API size_t dl_query_result_cols(const dl_query_result_t *r) { return r ? r->n_cols : 0; }
+
+DL_API int dl_query_result_value(const dl_query_result_t *r, size_t row, size_t col,
+                                 dl_value_t *out, dl_error_t *err) {
+    if (!r || !out || row >= r->n_rows || col >= r->n_cols)
+        return dl_error_set(err, DL_ERANGE, "no cell (%zu, %zu)", row, col);
+    const dl__cell_t *c = &r->cells[row * r->n_cols + col];
+    if (c->is_coll)
+        return dl_error_set(err, DL_ETYPE, "cell (%zu, %zu) is a collection", row, col);
+    *out = c->v;
+    return 0;
+}
+
 static void print_cell(const dl__cell_t *c, dl_buf_t *b) {
     if (!c->is_coll) {
         dl__edn_print_value(c->v, b);

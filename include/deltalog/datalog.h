@@ -84,6 +84,13 @@ DL_API int dl_query_eval_naive(const dl_query_t *q, const dl_query_source_t *sou
 DL_API void dl_query_result_free(dl_query_result_t *r);
 /* Number of rows (tuples); 0 or 1 for TUPLE and SCALAR finds. */
 DL_API size_t dl_query_result_rows(const dl_query_result_t *r);
+/* Number of columns: the :find elements. */
+DL_API size_t dl_query_result_cols(const dl_query_result_t *r);
+/* The value in row `row`, column `col` (rows sorted by the value order). DL_ERANGE outside
+ * the result, DL_ETYPE for a collection cell (distinct, (min n ?x), (max n ?x): read those
+ * with dl_query_result_to_edn). */
+DL_API int dl_query_result_value(const dl_query_result_t *r, size_t row, size_t col,
+                                 dl_value_t *out, dl_error_t *err) DL_WUR;
 /* The canonical EDN text of the result (new: dl_free): REL as a sorted vector of
  * vectors (of maps with :keys), COLL as a sorted vector, TUPLE as a vector or nil,
  * SCALAR as a value or nil; distinct aggregates print as sets. NULL on out of memory. */
@@ -111,7 +118,8 @@ DL_API void dl_live_free(dl_live_t *l);
  * failed: every later call returns that code. */
 DL_API int dl_live_apply(dl_live_t *l, const struct dl_commit *c, dl_error_t *err) DL_WUR;
 /* The change the last dl_live_new / dl_live_apply made to the result: n rows of the
- * :find arity with nonzero diffs (borrowed until the next apply). */
+ * :find arity with nonzero diffs (borrowed until the next apply; empty after an apply of
+ * a transaction that was already applied). */
 DL_API size_t dl_live_changes(const dl_live_t *l, const dl_value_t **rows, const int64_t **diffs);
 /* The current result (new: dl_query_result_free). DL_EINTERNAL if a row's multiplicity is
  * not 1 (set semantics are an invariant). */

@@ -380,6 +380,11 @@ static void test_explain_plan(void **state) {
     must(dl_live_result(l, &res, &err), &err, "result");
     char *t = dl_query_result_to_edn(res);
     assert_string_equal(t, "[[\"n1\" 1]]");
+    assert_int_equal(dl_query_result_cols(res), 2);
+    dl_value_t cell;
+    assert_int_equal(dl_query_result_value(res, 0, 1, &cell, NULL), 0);
+    assert_true(dl_value_eq(cell, dl_value_int(1)));
+    assert_int_equal(dl_query_result_value(res, 1, 0, &cell, NULL), DL_ERANGE);
     /* EXPLAIN ANALYZE: actual row counts of the root-scope operators. */
     char *an = NULL;
     must(dl_query_explain(q, db, NULL, 0, true, &an, &err), &err, "explain analyze");
