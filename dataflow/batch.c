@@ -45,7 +45,7 @@ void dl__batch_ubuf_shrink(dl_ubuf_t *b) {
         dl__batch_ubuf_fini(b);
         return;
     }
-    if (b->n >= b->cap - b->cap / 4)
+    if (b->n == b->cap)
         return;
     uint8_t *d = dl_realloc(b->data, b->n * b->stride);
     if (d) { /* on failure the larger buffer stays: still valid */
@@ -251,6 +251,66 @@ static void radix_sort(sort_item_t *it, sort_item_t *tmp, size_t n) {
         memcpy(it, src, n * sizeof *it);
 }
 
+/* Moves records so that slot j (j < w) holds the record that was at it[j].idx, in place:
+ * the sources are distinct, so the moves form paths (starting at a slot whose record
+ * nobody needs) and cycles (closed with one saved record). Needs 4 bytes per record for
+ * the inverse map instead of a second buffer of records. */
+static bool permute_in_place(dl_ubuf_t *b, const sort_item_t *it, size_t w, size_t n) {
+    const uint32_t NONE = UINT32_MAX, DONE = UINT32_MAX - 1;
+    uint32_t *inv = dl_malloc((n ? n : 1) * sizeof *inv); /* slot -> target reading it */
+    uint8_t *tmp = dl_malloc(b->stride);
+    if (!inv || !tmp) {
+        dl_free(inv);
+        dl_free(tmp);
+        return false;
+    }
+    for (size_t s = 0; s < n; s++)
+        inv[s] = NONE;
+    for (size_t j = 0; j < w; j++)
+        inv[it[j].idx] = (uint32_t)j;
+    size_t st = b->stride;
+    uint8_t *d = b->data;
+    /* Paths: a target slot whose own record no target needs can be overwritten first. */
+    for (size_t j = 0; j < w; j++) {
+        if (inv[j] != NONE)
+            continue;
+        size_t cur = j;
+        while (cur < w) {
+            size_t src = it[cur].idx;
+            if (src != cur)
+                memcpy(d + cur * st, d + src * st, st);
+            inv[cur] = DONE; /* cur's old record has been consumed (or was not needed) */
+            if (src == cur)
+                break;
+            cur = src;
+        }
+    }
+    /* Cycles: every remaining target's record is needed by another remaining target. */
+    for (size_t j = 0; j < w; j++) {
+        if (inv[j] == DONE || inv[j] == NONE)
+            continue;
+        if (it[j].idx == j) {
+            inv[j] = DONE;
+            continue;
+        }
+        memcpy(tmp, d + j * st, st);
+        size_t cur = j;
+        for (;;) {
+            size_t src = it[cur].idx;
+            inv[cur] = DONE;
+            if (src == j) {
+                memcpy(d + cur * st, tmp, st);
+                break;
+            }
+            memcpy(d + cur * st, d + src * st, st);
+            cur = src;
+        }
+    }
+    dl_free(inv);
+    dl_free(tmp);
+    return true;
+}
+
 bool dl__batch_consolidate(dl_ubuf_t *b) {
     size_t n = b->n;
     if (n == 0)
@@ -282,19 +342,12 @@ bool dl__batch_consolidate(dl_ubuf_t *b) {
     } else {
         insertion_sort(b, &kp, it, n);
     }
-    uint8_t *out = dl_malloc(n * b->stride);
-    if (!out) {
-        dl_free(it);
-        return false;
-    }
-    size_t w = 0, rowbytes = b->arity * sizeof(dl_value_t), tb = b->dim * sizeof(uint64_t);
+    /* Groups of equal (row, time): sum the diffs; keep (source record, sum) for the groups
+     * whose sum is not zero, in sorted order, compacted into the front of `it`. */
+    size_t w = 0;
     for (size_t i = 0; i < n;) {
-        /* The gather reads records in sorted order, i.e. at random: prefetch ahead. */
-        if (i + 16 < n) {
-            const uint8_t *ahead = b->data + it[i + 16].idx * b->stride;
-            __builtin_prefetch(ahead);
-            __builtin_prefetch(ahead + b->stride - 1);
-        }
+        if (i + 16 < n) /* diffs are read in sorted order, i.e. at random: prefetch */
+            __builtin_prefetch(dl__ub_diff(b, it[i + 16].idx));
         size_t k = it[i].idx;
         int64_t d = *dl__ub_diff(b, k);
         size_t j = i + 1;
@@ -303,17 +356,19 @@ bool dl__batch_consolidate(dl_ubuf_t *b) {
             j++;
         }
         if (d != 0) {
-            uint8_t *dst = out + w * b->stride;
-            memcpy(dst, b->data + k * b->stride, rowbytes + tb);
-            memcpy(dst + rowbytes + tb, &d, sizeof d);
+            it[w].idx = k;
+            it[w].p[0] = (uint64_t)d;
             w++;
         }
         i = j;
     }
+    if (!permute_in_place(b, it, w, n)) {
+        dl_free(it);
+        return false;
+    }
+    for (size_t j = 0; j < w; j++)
+        *dl__ub_diff(b, j) = (int64_t)it[j].p[0];
     dl_free(it);
-    dl_free(b->data);
-    b->data = out;
-    b->cap = n;
     b->n = w;
     dl__batch_ubuf_shrink(b);
     return true;

@@ -37,7 +37,7 @@ static inline int64_t *dl__ub_diff(const dl_ubuf_t *b, size_t i) {
 void dl__batch_ubuf_init(dl_ubuf_t *b, size_t arity, size_t dim);
 void dl__batch_ubuf_fini(dl_ubuf_t *b);
 bool dl__batch_ubuf_reserve(dl_ubuf_t *b, size_t extra);
-/* Gives back unused capacity when a quarter or more is unused. */
+/* Gives back unused capacity (sealed buffers are never appended to again). */
 void dl__batch_ubuf_shrink(dl_ubuf_t *b);
 /* Appends one record (row: arity values; time: dim coordinates) or returns false (oom). */
 bool dl__batch_ubuf_push(dl_ubuf_t *b, const dl_value_t *row, const uint64_t *t, int64_t diff);
