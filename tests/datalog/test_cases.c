@@ -203,6 +203,26 @@ static dl_db_t *source_db(const scenario_t *s, const dl_edn_t *spec) {
         dl_db_unref(db);
         db = v;
     }
+    /* :as-of-point [n d1 d2 ...]: transaction n of :tx (0: none), then raw coordinates of
+     * the declared time dimensions (docs/storage.md "Time dimensions"). */
+    const dl_edn_t *point = map_get(spec, "as-of-point");
+    if (point && point->kind == DL_EDN_VECTOR && point->n >= 1 && point->n <= 8) {
+        uint64_t pt[8];
+        bool ok = true;
+        for (size_t i = 0; i < point->n; i++) {
+            const dl_edn_t *x = point->items[i];
+            ok &= x->kind == DL_EDN_VALUE && x->value.type == DL_T_INT && x->value.as.i >= 0;
+            if (!ok)
+                break;
+            pt[i] = (uint64_t)x->value.as.i;
+        }
+        if (ok && pt[0] <= s->n_tx) {
+            pt[0] = pt[0] ? s->tx_of[pt[0]] : 0;
+            dl_db_t *v = dl_db_as_of_point(db, pt, point->n);
+            dl_db_unref(db);
+            db = v;
+        }
+    }
     if (hist && hist->kind == DL_EDN_VALUE && hist->value.type == DL_T_BOOL && hist->value.as.i) {
         dl_db_t *v = dl_db_history(db);
         dl_db_unref(db);
