@@ -122,6 +122,9 @@ int dl__spine_maintain(dl_spine_t *s, size_t *fuel_used);
  * before `from` must be < key (callers visit keys in increasing order). Gallops from
  * `from` for nearby keys and uses the batch's sparse key index for far ones. */
 size_t dl__spine_seek(const dl_batch_t *b, size_t ka, const dl_value_t *key, size_t from);
+/* Debug validator: every batch sorted, consolidated, of the spine's shape, its key index
+ * right, and the record count right. */
+bool dl__spine_check(const dl_spine_t *s);
 /* Prefetches the records where a seek for key would land (an optimization only: reduce
  * calls it a few keys ahead, so the memory latency of seeks overlaps). */
 void dl__spine_prefetch(const dl_batch_t *b, const dl_value_t *key, size_t from);

@@ -338,3 +338,23 @@ size_t dl__spine_seek(const dl_batch_t *bt, size_t ka, const dl_value_t *key, si
         hi = n;
     return lower_bound(b, ka, key, lo + 1, hi);
 }
+
+bool dl__spine_check(const dl_spine_t *s) {
+    size_t total = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        const dl_batch_t *b = s->batches[i];
+        if (b->u.n == 0 || !dl__batch_check(&b->u))
+            return false;
+        if (b->u.arity != s->ka + s->va || b->u.dim != s->dim)
+            return false;
+        if (b->kidx) {
+            if (b->n_kidx != (b->u.n + DL_KIDX_STEP - 1) / DL_KIDX_STEP)
+                return false;
+            for (size_t j = 0; j < b->n_kidx; j++)
+                if (b->kidx[j] != kimg(dl__ub_row(&b->u, j * DL_KIDX_STEP)))
+                    return false;
+        }
+        total += b->u.n;
+    }
+    return total == s->records;
+}
