@@ -433,11 +433,14 @@ int dl_store_open(const char *dir, const dl_store_options_t *opts, dl_store_t **
         return rc;
     }
     uint64_t covers;
+    dl__store_recovery_begin(s);
     rc = load_checkpoint(s, log, &covers, err);
     if (rc == 0) {
         rctx_t c = {s, err, 0};
         rc = dl__log_replay(log, s->last_tx, replay_cb, &c, err);
     }
+    if (rc == 0)
+        rc = dl__store_recovery_end(s, err);
     if (rc != 0) {
         dl_error_prefix(err, "opening %s", dir);
         dl_store_close(s);
@@ -614,6 +617,10 @@ int dl_store_fsck(const char *dir, dl_store_fsck_t *out, dl_error_t *err) {
     dl_store_t *a = NULL, *b = NULL;
     if ((rc = dl__store_new(&a, err)) == 0)
         rc = dl__store_new(&b, err);
+    if (rc == 0) {
+        dl__store_recovery_begin(a);
+        dl__store_recovery_begin(b);
+    }
     uint64_t covers = 0;
     dl_error_t e1 = {0}, e2 = {0};
     if (rc == 0 && load_checkpoint(a, log, &covers, &e1) != 0) {

@@ -252,7 +252,7 @@ static int insert_assertions(dl_store_t *s, const dl_txplan_t *p, uint64_t tx) {
     dl_free(start);
     ensure_sorted(aevt, n, DL_ORD_AEVT);
     /* statistics: datoms; entities per (e,a) group new to the tree; values per group */
-    int64_t first_new = s->vtail ? s->vtail->next_id : DL_FIRST_USER_ID;
+    int64_t first_new = s->next_id; /* the allocator before this transaction */
     const dl_btree_t *E = &s->trees[DL_T_CUR + DL_ORD_EAVT];
     for (size_t i = 0; i < n; i++) {
         const dl_kd_t *k = &aevt[i];
@@ -493,6 +493,11 @@ static int apply(dl_store_t *s, dl_txplan_t *p, uint64_t tx, dl_version_t **out_
     if (rc == 0) {
         if (p->next_id > s->next_id)
             s->next_id = p->next_id;
+        if (s->recovering) {
+            /* no reader can exist yet: one epoch, no versions, no copies until the end */
+            s->last_tx = tx;
+            return 0;
+        }
         v = version_build(s, tx);
         if (!v)
             rc = DL_ENOMEM;
@@ -733,9 +738,33 @@ int dl__store_apply_replayed(dl_store_t *s, dl_txplan_t *p, uint64_t tx, dl_erro
     int rc = apply(s, p, tx, &v, &lsn, err);
     s->log = log;
     pthread_mutex_unlock(&s->wmu);
-    if (rc == 0)
+    if (rc == 0 && v)
         publish(s, v, NULL);
     return rc;
+}
+
+void dl__store_recovery_begin(dl_store_t *s) { s->recovering = true; }
+
+int dl__store_recovery_end(dl_store_t *s, dl_error_t *err) {
+    pthread_mutex_lock(&s->wmu);
+    s->recovering = false;
+    dl_version_t *v = s->last_tx > s->published_tx ? version_build(s, s->last_tx) : NULL;
+    bool need = s->last_tx > s->published_tx;
+    if (v) {
+        s->ctx.epoch++;
+        reclaim(s);
+    }
+    pthread_mutex_unlock(&s->wmu);
+    if (need && !v)
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    if (v) {
+        /* the replayed transactions were never published one by one: this one is next */
+        pthread_mutex_lock(&s->vmu);
+        s->published_tx = v->basis_tx - 1;
+        pthread_mutex_unlock(&s->vmu);
+        publish(s, v, NULL);
+    }
+    return 0;
 }
 
 /* ---- listeners ------------------------------------------------------------------------------ */
@@ -877,7 +906,8 @@ void dl_store_close(dl_store_t *s) {
         return;
     pthread_mutex_lock(&s->wmu);
     s->closing = true;
-    uint64_t last = s->last_tx;
+    /* an abandoned recovery published nothing: there is nothing in flight to wait for */
+    uint64_t last = s->recovering ? s->published_tx : s->last_tx;
     pthread_mutex_unlock(&s->wmu);
     pthread_mutex_lock(&s->vmu);
     while (s->published_tx < last)

@@ -233,6 +233,7 @@ struct dl_store {
     uint64_t last_tx;
     uint64_t published_tx; /* guarded by vmu */
     bool failed;           /* a log write failed: the store refuses writes */
+    bool recovering;       /* replaying at open: no versions until the end (no readers) */
     bool closing;
 
     dl_txrec_t **txdir; /* DL_TXDIR_SIZE chunk pointers */
@@ -262,6 +263,10 @@ int dl__log_hook_append(struct dl_store *s, uint64_t tx, const dl_txrec_t *rec, 
                         dl_error_t *err) DL_WUR;
 int dl__log_hook_sync(struct dl_store *s, uint64_t lsn, dl_error_t *err) DL_WUR;
 void dl__store_close_log(struct dl_store *s);
+/* Recovery mode: replayed transactions apply in place (one epoch, no versions); the end
+ * publishes one version of the result. */
+void dl__store_recovery_begin(struct dl_store *s);
+int dl__store_recovery_end(struct dl_store *s, dl_error_t *err) DL_WUR;
 /* Called after each published commit (outside the writer lock). */
 void dl__durable_after_commit(struct dl_store *s, uint64_t tx);
 /* Applies and publishes a replayed transaction (recovery; no listeners, no log). */
