@@ -1191,7 +1191,11 @@ static int compile_rule_call(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
         if (!rr.coll)
             return cfail(c);
     }
-    static _Thread_local int seedv[64][MAXC], fromv[64][MAXC];
+    /* Per call (rule calls nest while their branches compile): in the live's arena. */
+    int(*seedv)[MAXC] = keep(c, rule->n_defs * sizeof *seedv);
+    int(*fromv)[MAXC] = keep(c, rule->n_defs * sizeof *fromv);
+    if (!seedv || !fromv)
+        return DL_ENOMEM;
     branch_t br[64];
     int resv[MAXC];
     for (size_t d = 0; d < rule->n_defs; d++) {

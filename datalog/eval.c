@@ -1156,10 +1156,12 @@ static int cell_cmp(const dl__cell_t *a, const dl__cell_t *b) {
     return a->n < b->n ? -1 : a->n > b->n ? 1 : 0;
 }
 
-static size_t sort_cols;
-static int row_cmp(const void *a, const void *b) {
+/* qsort_r comparator (glibc: _GNU_SOURCE): rows of *(size_t *)ctx cells. No global
+ * state, so evaluations may run on several threads. */
+static int row_cmp(const void *a, const void *b, void *ctx) {
     const dl__cell_t *x = a, *y = b;
-    for (size_t i = 0; i < sort_cols; i++) {
+    size_t n = *(const size_t *)ctx;
+    for (size_t i = 0; i < n; i++) {
         int k = cell_cmp(&x[i], &y[i]);
         if (k)
             return k;
@@ -1271,8 +1273,7 @@ static int build_result(ectx_t *c, const rel_t *all, dl_query_result_t *res) {
     if (rc)
         return rc;
     res->n_alloc_rows = res->n_rows;
-    sort_cols = nf;
-    qsort(res->cells, res->n_rows, nf * sizeof(dl__cell_t), row_cmp);
+    qsort_r(res->cells, res->n_rows, nf * sizeof(dl__cell_t), row_cmp, &nf);
     if ((q->find_kind == DL_FIND_TUPLE || q->find_kind == DL_FIND_SCALAR) && res->n_rows > 1)
         res->n_rows = 1; /* Datomic returns one (unspecified) tuple: here the least. */
     return 0;

@@ -368,8 +368,9 @@ DL_API size_t dl_live_changes(const dl_live_t *l, const dl_value_t **rows, const
     return l->n_ch;
 }
 
-static size_t sort_arity;
-static int row_order(const void *a, const void *b) { return dl_row_cmp(a, b, sort_arity); }
+static int row_order(const void *a, const void *b, void *ctx) {
+    return dl_row_cmp(a, b, *(const size_t *)ctx);
+}
 
 DL_API int dl_live_result(const dl_live_t *l, dl_query_result_t **out, dl_error_t *err) {
     *out = NULL;
@@ -398,8 +399,8 @@ DL_API int dl_live_result(const dl_live_t *l, dl_query_result_t **out, dl_error_
     for (size_t i = 0; i < l->n_rows; i++)
         if (l->counts[i] == 1)
             memcpy(rows + k++ * l->arity, l->rows + i * l->arity, l->arity * sizeof *rows);
-    sort_arity = l->arity;
-    qsort(rows, n, l->arity * sizeof *rows, row_order);
+    size_t arity = l->arity;
+    qsort_r(rows, n, arity * sizeof *rows, row_order, &arity);
     r->kind = q->find_kind;
     r->keys_kind = q->keys_kind;
     r->n_cols = l->arity;

@@ -1,7 +1,7 @@
 /*
  * datalog.h: the Datalog query language of deltalog (Datomic's dialect): parsing and
- * analysis of queries and rules, and a one-shot reference evaluation against store
- * snapshots.
+ * analysis of queries and rules, compilation to dataflow for one-shot and live queries,
+ * EXPLAIN, and the reference evaluator the compiled engine is tested against.
  *
  * The language, its deviations from Datomic and its error behaviour are documented in
  * docs/datalog.md. The evaluator behind dl_query_eval_naive is deliberately naive
