@@ -34,7 +34,10 @@ static const char *rules = "[[(reach ?a ?b) [?a :a/link ?b]]"
                            " [(anc ?a ?d) [?d :a/parent ?a]]"
                            " [(anc ?a ?d) [?d :a/parent ?p] (anc ?a ?p)]"
                            " [(tagged ?e ?t) [?e :a/tag ?t]]"
-                           " [(tagged ?e ?t) [?e :a/num 0] [(ground :zero) ?t]]]";
+                           " [(tagged ?e ?t) [?e :a/num 0] [(ground :zero) ?t]]"
+                           " [(tt ?e) (tagged ?e :t1)]"
+                           " [(tt ?e) [?e :a/num 3]]"
+                           " [(tt ?e) (tagged ?e :zero) (not (anc ?e ?e))]]";
 
 #define N_ENT 7
 
@@ -156,7 +159,10 @@ static void random_clause(dl_rng_t *r, dl_buf_t *b, int depth) {
                 dl__buf_printf(b, "[%s ?a _]", e);
             break;
         default:
-            dl__buf_printf(b, "(tagged %s ?t)", e);
+            if (dl_rng_below(r, 2))
+                dl__buf_printf(b, "(tagged %s ?t)", e);
+            else
+                dl__buf_printf(b, "(tt %s)", e);
             break;
     }
 }
