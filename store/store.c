@@ -363,19 +363,33 @@ static int apply_schema(dl_store_t *s, dl_schema_t *ns) {
         if (!oa && !(na->indexed || na->type == DL_T_REF))
             st[i].values = -1;
     }
-    dl_free(s->stats);
-    s->stats = st;
-    if (ns->n_dims != s->schema->n_dims) {
-        uint64_t *f = dl_calloc((size_t)ns->n_dims + 1, sizeof *f);
-        if (!f)
-            return DL_ENOMEM;
-        memcpy(f, s->frontier, ((size_t)s->schema->n_dims + 1) * sizeof *f);
-        dl_free(s->frontier);
-        s->frontier = f;
+    uint64_t *f = dl_calloc((size_t)ns->n_dims + 1, sizeof *f);
+    if (!f) {
+        dl_free(st);
+        return DL_ENOMEM;
     }
-    dl__schema_unref(s->schema);
+    memcpy(f, s->frontier, ((size_t)s->schema->n_dims + 1) * sizeof *f);
+    /* The old arrays and schema are kept until the transaction is done, so that a
+     * rollback restores them without allocating (finish_schema / rollback). */
+    s->prev_stats = s->stats;
+    s->prev_frontier = s->frontier;
+    s->prev_schema = s->schema;
+    s->stats = st;
+    s->frontier = f;
     s->schema = dl__schema_ref(ns);
     return 0;
+}
+
+/* The transaction committed: drop what apply_schema kept for a rollback. */
+static void finish_schema(dl_store_t *s) {
+    if (!s->prev_schema)
+        return;
+    dl_free(s->prev_stats);
+    dl_free(s->prev_frontier);
+    dl__schema_unref(s->prev_schema);
+    s->prev_stats = NULL;
+    s->prev_frontier = NULL;
+    s->prev_schema = NULL;
 }
 
 /* Restores the writer state of the last built version (design note 3). */
@@ -386,24 +400,17 @@ static void rollback(dl_store_t *s, const dl_version_t *base) {
     }
     while (s->ctx.n_ret && s->ctx.ret[s->ctx.n_ret - 1].epoch == s->ctx.epoch)
         s->ctx.n_ret--;
-    if (s->schema != base->schema) {
+    if (s->prev_schema) {
+        /* undo apply_schema without allocating */
+        dl_free(s->stats);
+        dl_free(s->frontier);
         dl__schema_unref(s->schema);
-        s->schema = dl__schema_ref(base->schema);
-        dl_stat_t *st = dl_malloc((base->schema->n_attrs + 1) * sizeof *st);
-        uint64_t *f = dl_malloc(((size_t)base->schema->n_dims + 1) * sizeof *f);
-        if (st && f) {
-            dl_free(s->stats);
-            dl_free(s->frontier);
-            s->stats = st;
-            s->frontier = f;
-        } else {
-            dl_free(st);
-            dl_free(f);
-            s->failed = true; /* cannot restore: refuse further writes */
-            return;
-        }
-        memcpy(s->frontier, base->frontier,
-               ((size_t)base->schema->n_dims + 1) * sizeof *s->frontier);
+        s->stats = s->prev_stats;
+        s->frontier = s->prev_frontier;
+        s->schema = s->prev_schema;
+        s->prev_stats = NULL;
+        s->prev_frontier = NULL;
+        s->prev_schema = NULL;
     }
     memcpy(s->stats, base->stats, base->schema->n_attrs * sizeof *s->stats);
     s->next_id = base->next_id;
@@ -495,6 +502,7 @@ static int apply(dl_store_t *s, dl_txplan_t *p, uint64_t tx, dl_version_t **out_
             s->next_id = p->next_id;
         if (s->recovering) {
             /* no reader can exist yet: one epoch, no versions, no copies until the end */
+            finish_schema(s);
             s->last_tx = tx;
             return 0;
         }
@@ -525,6 +533,7 @@ static int apply(dl_store_t *s, dl_txplan_t *p, uint64_t tx, dl_version_t **out_
             s->failed = true;
         return err && err->code ? err->code : dl_error_set(err, rc, "%s", dl_strerror(rc));
     }
+    finish_schema(s);
     s->last_tx = tx;
     s->ctx.epoch++;
     reclaim(s);

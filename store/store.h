@@ -229,6 +229,9 @@ struct dl_store {
     dl_schema_t *schema;
     dl_stat_t *stats;
     uint64_t *frontier;
+    dl_stat_t *prev_stats; /* kept by apply_schema until the transaction ends (rollback) */
+    uint64_t *prev_frontier;
+    dl_schema_t *prev_schema;
     int64_t next_id;
     uint64_t last_tx;
     uint64_t published_tx; /* guarded by vmu */
