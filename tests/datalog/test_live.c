@@ -497,5 +497,53 @@ static void test_eval_and_live_nomem(void **state) {
     dl_store_close(st);
 }
 
+/* Deeply nested clauses (as deep as the EDN reader allows) evaluate or fail cleanly in
+ * both engines: no stack overflow. */
+static void test_deep_nesting(void **state) {
+    (void)state;
+    dl_store_t *st = NULL;
+    dl_error_t err = {0};
+    must(dl_store_open_memory(&st, &err), &err, "open");
+    transact(st, schema);
+    transact(st, "[{:a/name \"n0\" :a/num 1}]");
+    dl_db_t *db = dl_store_db(st);
+    for (int depth = 10; depth <= 250; depth += 240) {
+        dl_buf_t b;
+        dl__buf_init(&b);
+        dl__buf_puts(&b, "[:find ?x :where [?x :a/name _] ");
+        for (int i = 0; i < depth; i++)
+            dl__buf_puts(&b, i % 2 ? "(not " : "(or-join [?x] ");
+        dl__buf_puts(&b, "[?x :a/num 1]");
+        for (int i = 0; i < depth; i++)
+            dl__buf_putc(&b, ')');
+        dl__buf_puts(&b, "]");
+        dl_query_t *q = NULL;
+        dl_error_t perr = {0};
+        int rc = dl_query_parse(b.data, b.len, NULL, 0, db, &q, &perr);
+        if (rc == 0) {
+            dl_query_source_t src = {"$", db};
+            dl_query_result_t *r1 = NULL, *r2 = NULL;
+            int rc1 = dl_query_eval_naive(q, &src, 1, NULL, 0, &r1, &perr);
+            int rc2 = dl_query_run(q, db, NULL, 0, &r2, &perr);
+            assert_true(rc1 == 0 || rc1 == DL_ELIMIT || rc1 == DL_ENOMEM);
+            assert_true(rc2 == 0 || rc2 == DL_ELIMIT || rc2 == DL_ENOMEM);
+            if (rc1 == 0 && rc2 == 0) {
+                char *a = dl_query_result_to_edn(r1), *c = dl_query_result_to_edn(r2);
+                assert_string_equal(a, c);
+                dl_free(a);
+                dl_free(c);
+            }
+            dl_query_result_free(r1);
+            dl_query_result_free(r2);
+            dl_query_free(q);
+        } else {
+            assert_true(rc == DL_ELIMIT || rc == DL_EPARSE);
+        }
+        dl__buf_fini(&b);
+    }
+    dl_db_unref(db);
+    dl_store_close(st);
+}
+
 DL_TEST_GROUP(live, cmocka_unit_test(test_live_matches_oracle), cmocka_unit_test(test_explain_plan),
-              cmocka_unit_test(test_eval_and_live_nomem));
+              cmocka_unit_test(test_eval_and_live_nomem), cmocka_unit_test(test_deep_nesting));
