@@ -567,7 +567,71 @@ static void test_tx_c_ops(void **state) {
     dl_store_close(s);
 }
 
-DL_TEST_GROUP(tx, cmocka_unit_test(test_tx_list_forms), cmocka_unit_test(test_tx_value_types),
+/* Mutated transaction text (EDN and JSON) never crashes the store: each one commits or is
+ * rejected, and a rejection changes nothing. */
+static void test_tx_mutated_text_is_safe(void **state) {
+    (void)state;
+    dl_store_t *s = open_schema();
+    static const char *seeds[] = {
+        "[{:db/id \"a\" :person/name \"A\" :person/email \"a@x\" :person/tag #{:x :y} "
+        ":person/address {:address/city \"Oslo\"} :person/friend [{:person/name \"F\"}]}"
+        " [:db/add \"a\" :person/age 3] [:db/retract [:person/email \"a@x\"] :person/tag :x]"
+        " [:db/cas [:person/email \"a@x\"] :person/age 3 4] [:db/retractEntity \"a\"]]",
+        "[[\"add\", \"a\", \"person/name\", \"A\"], {\"db/id\": \"b\", \"person/email\": "
+        "\"b@x\", \"person/tag\": [{\"kw\": \"p\"}]}, [\"retract\", [\"person/email\", "
+        "\"b@x\"], \"person/tag\"], [\"cas\", {\"lookup\": [\"person/email\", \"b@x\"]}, "
+        "\"person/age\", null, 5]]"};
+    dl_rng_t rng = {dl_prop_seed("store.tx_mutated_text_is_safe")};
+    const char alphabet[] = "[]{}()\":#/ -0123456789abcdexyz,\\";
+    long n = dl_prop_iters(1500), committed = 0;
+    for (long i = 0; i < n; i++) {
+        int which = (int)dl_rng_below(&rng, 2);
+        char buf[1024];
+        size_t len = strlen(seeds[which]);
+        memcpy(buf, seeds[which], len);
+        int muts = 1 + (int)dl_rng_below(&rng, 4);
+        for (int m = 0; m < muts && len > 0; m++) {
+            size_t at = dl_rng_below(&rng, len);
+            switch (dl_rng_below(&rng, 3)) {
+                case 0:
+                    buf[at] = alphabet[dl_rng_below(&rng, sizeof alphabet - 1)];
+                    break;
+                case 1:
+                    memmove(buf + at, buf + at + 1, len - at - 1);
+                    len--;
+                    break;
+                default:
+                    if (len + 1 < sizeof buf) {
+                        memmove(buf + at + 1, buf + at, len - at);
+                        buf[at] = alphabet[dl_rng_below(&rng, sizeof alphabet - 1)];
+                        len++;
+                    }
+            }
+        }
+        dl_db_t *db = dl_store_db(s);
+        uint64_t basis = dl_db_basis_tx(db);
+        dl_db_unref(db);
+        dl_store_stats_t before, after;
+        dl_store_stats(s, &before);
+        dl_error_t err = {0};
+        int rc = which ? dl_store_transact_json(s, buf, len, NULL, &err)
+                       : dl_store_transact_edn(s, buf, len, NULL, &err);
+        dl_store_stats(s, &after);
+        if (rc == 0) {
+            committed++;
+            continue;
+        }
+        assert_true(err.code == rc && err.message[0]);
+        assert_int_equal(after.last_tx, basis);
+        assert_int_equal(after.datoms, before.datoms);
+        assert_int_equal(after.history_datoms, before.history_datoms);
+    }
+    (void)committed;
+    dl_store_close(s);
+}
+
+DL_TEST_GROUP(tx, cmocka_unit_test(test_tx_mutated_text_is_safe),
+              cmocka_unit_test(test_tx_list_forms), cmocka_unit_test(test_tx_value_types),
               cmocka_unit_test(test_tx_map_forms_nested), cmocka_unit_test(test_tx_tempids),
               cmocka_unit_test(test_tx_lookup_refs_and_idents), cmocka_unit_test(test_tx_upsert),
               cmocka_unit_test(test_tx_cas), cmocka_unit_test(test_tx_retract_entity),
