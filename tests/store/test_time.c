@@ -8,6 +8,7 @@
 #include "store_test_util.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 static dl_value_t kw(const char *s) {
@@ -243,9 +244,9 @@ typedef struct shared {
     dl_store_t *s;
     int64_t acct[4];
     int64_t attr;
-    volatile int stop;
-    long reads;
-    int bad;
+    atomic_int stop;
+    atomic_long reads;
+    atomic_int bad;
 } shared_t;
 
 static void *reader(void *p) {
