@@ -249,9 +249,12 @@ struct dl_coll {
     size_t n_cols;
     dl_join_col_t *jcols;
     dl_value_t val;
-    dl_arr_t *arr;     /* ARRANGE, REDUCE: the arrangement this node produces */
-    dl_arr_t *jl, *jr; /* JOIN: the two sides */
-    dl_arr_t **arrs;   /* arrangements built on this node's output (sharing) */
+    dl_arr_t *arr;                 /* ARRANGE, REDUCE: the arrangement this node produces */
+    dl_arr_t *jl, *jr;             /* JOIN: the two sides */
+    bool join_init;                /* JOIN over arrangements holding data: join at run */
+    dl_batch_t **init_l, **init_r; /* JOIN: the sides' batches at creation (references) */
+    size_t n_init_l, n_init_r;
+    dl_arr_t **arrs; /* arrangements built on this node's output (sharing) */
     size_t n_arrs;
     dl_reduce_state_t *red; /* REDUCE */
     dl_input_t *input;      /* INPUT */
@@ -291,6 +294,8 @@ int dl__graph_arr_add_reader(dl_arr_t *a, dl_reader_kind_t kind, dl_coll_t *node
                              dl_trace_t *trace);
 
 /* ---- operators (ops.c, reduce.c, output.c) --------------------------------------------- */
+/* Emits the join of the contents both sides held when join node j was created. */
+int dl__ops_join_init(dl_coll_t *j);
 /* Processes one queued batch at node n. */
 int dl__ops_process(dl_coll_t *n, dl_batch_t *b, uint32_t port);
 /* A new sorted batch delta arrived at arrangement a (not yet in a's spine): runs every

@@ -54,6 +54,12 @@ static void node_free(dl_coll_t *n) {
     dl_free(n->cols);
     dl_free(n->jcols);
     dl_free(n->arrs);
+    for (size_t i = 0; i < n->n_init_l; i++)
+        dl__batch_unref(n->init_l[i]);
+    for (size_t i = 0; i < n->n_init_r; i++)
+        dl__batch_unref(n->init_r[i]);
+    dl_free(n->init_l);
+    dl_free(n->init_r);
     dl_antichain_fini(&n->frontier);
     dl_antichain_fini(&n->scratch);
     if (n->red)
@@ -150,6 +156,15 @@ dl_coll_t *dl__graph_node_new(dl_scope_t *s, dl_op_t op, size_t arity, dl_coll_t
         if (!push_ptr((void **)&ins[i]->outs, &ins[i]->n_outs, &ins[i]->cap_outs, sizeof e, &e)) {
             /* Leave the node in the graph (harmless: its other edges are consistent). */
             return fail_null(err, DL_ENOMEM, "out of memory");
+        }
+        /* A consumer attached to an arranged collection that already holds data gets the
+         * arrangement's contents replayed (docs "Attaching later"). */
+        const dl_arr_t *a = ins[i]->arr;
+        for (size_t b = 0; a && b < a->spine.n; b++) {
+            dl_qitem_t it = {a->spine.batches[b], (uint32_t)i};
+            if (!push_ptr((void **)&n->q, &n->q_n, &n->q_cap, sizeof it, &it))
+                return fail_null(err, DL_ENOMEM, "out of memory");
+            dl__batch_ref(a->spine.batches[b]);
         }
     }
     return n;
@@ -491,6 +506,19 @@ static dl_coll_t *join_node(dl_arr_t *l, dl_arr_t *r, size_t out_arity, dl_error
     if (dl__graph_arr_add_reader(l, RD_JOIN_LEFT, n, NULL) ||
         dl__graph_arr_add_reader(r, RD_JOIN_RIGHT, n, NULL))
         return fail_null(err, DL_ENOMEM, "out of memory");
+    /* Both sides already hold data: snapshot their batches; their join is emitted at the
+     * next run (later deltas are joined as they come, against everything). */
+    if (l->spine.n > 0 && r->spine.n > 0) {
+        n->init_l = dl_malloc(l->spine.n * sizeof *n->init_l);
+        n->init_r = dl_malloc(r->spine.n * sizeof *n->init_r);
+        if (!n->init_l || !n->init_r)
+            return fail_null(err, DL_ENOMEM, "out of memory");
+        for (size_t b = 0; b < l->spine.n; b++)
+            dl__batch_ref(n->init_l[n->n_init_l++] = l->spine.batches[b]);
+        for (size_t b = 0; b < r->spine.n; b++)
+            dl__batch_ref(n->init_r[n->n_init_r++] = r->spine.batches[b]);
+        n->join_init = true;
+    }
     return n;
 }
 
@@ -593,6 +621,12 @@ dl_arr_t *dl_reduce(dl_arr_t *in, const dl_reduce_spec_t *spec, dl_error_t *err)
         dl_error_set(err, DL_ENOMEM, "out of memory");
         return NULL;
     }
+    /* An input arrangement that already holds data: all of it is pending work. */
+    for (size_t b = 0; b < in->spine.n; b++)
+        if (dl__reduce_note(n, in->spine.batches[b])) {
+            dl_error_set(err, DL_ENOMEM, "out of memory");
+            return NULL;
+        }
     return a;
 }
 
@@ -960,6 +994,15 @@ int dl_graph_run(dl_graph_t *g, dl_error_t *err) {
     g->err = err;
     g->work = 0;
     int rc = 0;
+    /* Joins created over two arrangements that already held data: join the contents as
+     * they were at creation (everything since arrived as deltas and was joined then). */
+    for (size_t i = 0; i < g->n_nodes && !rc; i++) {
+        dl_coll_t *n = g->nodes[i];
+        if (n->op == OP_JOIN && n->join_init) {
+            rc = dl__ops_join_init(n);
+            n->join_init = false;
+        }
+    }
     /* Staged input enters. */
     for (size_t i = 0; i < g->n_nodes && !rc; i++) {
         dl_coll_t *n = g->nodes[i];

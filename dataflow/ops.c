@@ -153,10 +153,10 @@ static int join_emit(dl_coll_t *j, dl_ubuf_t *o, const dl_value_t *key, const dl
 
 /* Joins the sorted delta (of arrangement da) with every batch of `other` (plus `extra`, a
  * batch not yet in other's spine), emitting from join node j. */
-static int join_delta(dl_coll_t *j, const dl_ubuf_t *delta, bool delta_left, const dl_arr_t *other,
-                      const dl_batch_t *extra) {
-    size_t ka = other->ka;
-    size_t nb = other->spine.n + (extra ? 1 : 0);
+static int join_delta(dl_coll_t *j, const dl_ubuf_t *delta, bool delta_left,
+                      dl_batch_t *const *other, size_t n_other, const dl_batch_t *extra) {
+    size_t ka = j->jl->ka;
+    size_t nb = n_other + (extra ? 1 : 0);
     if (nb == 0 || delta->n == 0)
         return 0;
     join_side_t sides_buf[64], *sides = sides_buf;
@@ -165,8 +165,8 @@ static int join_delta(dl_coll_t *j, const dl_ubuf_t *delta, bool delta_left, con
         if (!sides)
             return DL_ENOMEM;
     }
-    for (size_t b = 0; b < other->spine.n; b++)
-        sides[b] = (join_side_t){other->spine.batches[b], 0};
+    for (size_t b = 0; b < n_other; b++)
+        sides[b] = (join_side_t){other[b], 0};
     if (extra)
         sides[nb - 1] = (join_side_t){extra, 0};
     dl_ubuf_t o;
@@ -209,17 +209,33 @@ static int join_delta(dl_coll_t *j, const dl_ubuf_t *delta, bool delta_left, con
     return rc;
 }
 
+int dl__ops_join_init(dl_coll_t *j) {
+    int rc = 0;
+    for (size_t b = 0; b < j->n_init_l && !rc; b++)
+        rc = join_delta(j, &j->init_l[b]->u, true, j->init_r, j->n_init_r, NULL);
+    for (size_t i = 0; i < j->n_init_l; i++)
+        dl__batch_unref(j->init_l[i]);
+    for (size_t i = 0; i < j->n_init_r; i++)
+        dl__batch_unref(j->init_r[i]);
+    dl_free(j->init_l);
+    dl_free(j->init_r);
+    j->init_l = j->init_r = NULL;
+    j->n_init_l = j->n_init_r = 0;
+    return rc;
+}
+
 int dl__ops_arr_deliver(dl_arr_t *a, dl_batch_t *delta) {
     int rc = 0;
     for (size_t r = 0; r < a->n_readers && !rc; r++) {
         const dl_reader_t *rd = &a->readers[r];
         switch (rd->kind) {
             case RD_JOIN_LEFT:
-                rc = join_delta(rd->node, &delta->u, true, rd->node->jr, NULL);
+                rc = join_delta(rd->node, &delta->u, true, rd->node->jr->spine.batches,
+                                rd->node->jr->spine.n, NULL);
                 break;
             case RD_JOIN_RIGHT:
-                rc = join_delta(rd->node, &delta->u, false, rd->node->jl,
-                                rd->node->jl == a ? delta : NULL);
+                rc = join_delta(rd->node, &delta->u, false, rd->node->jl->spine.batches,
+                                rd->node->jl->spine.n, rd->node->jl == a ? delta : NULL);
                 break;
             case RD_REDUCE:
                 if (rd->node->jl == a)
