@@ -22,13 +22,14 @@
  * (--via server is reported as skipped until the runtime has it).
  *
  * Usage: bench_w3 --data DIR [--via inprocess] [--batch N] [--durable DIR2]
- *                 [--single-events K] [--only batched|single]
+ *                 [--events K] [--single-events K] [--only batched|single]
  *   DIR: the folder gen.py wrote (w3.events.jsonl, w3.meta.json) or a parent with w3/.
  *   --batch N: events per transaction in the batched run (default 1000).
  *   --durable DIR2: also run both on a durable store in a fresh folder under DIR2
  *     (sync mode batched: commits are written to the OS, fsynced within 10 ms).
- *   --single-events K: the one-event-per-transaction run stops after K events (default:
- *     all; a partial run checks against its own oracle sums instead of the generator's).
+ *   --events K: every run stops after the first K events; --single-events K: only the
+ *     one-event-per-transaction run does (default: all events; a partial run is checked
+ *     against the sums of the events it read instead of the generator's checksums).
  */
 #include "bench/harness.h"
 
@@ -115,9 +116,14 @@ static int current_db(void *ctx, const struct dl_db **out_db, uint64_t *out_time
     return 0;
 }
 
+/* Releases the snapshot current_db lent (it is only needed while a query is opened; a
+ * snapshot held across commits pins every B-tree node the store replaces after it), then
+ * feeds the commit to the live queries. */
 static void on_commit(void *ctx, const dl_commit_t *c) {
     env_t *e = ctx;
     uint64_t t = bench_now_ns();
+    dl_db_unref(e->db);
+    e->db = NULL;
     if (dl_qsrcs_apply(e->qs, c, NULL) && !e->apply_rc)
         e->apply_rc = -1;
     e->apply_ns += bench_now_ns() - t;
@@ -343,6 +349,8 @@ static void run(const events_t *ev, const json_t *expected, const run_opts_t *ro
     }
     uint64_t t1 = bench_now_ns();
     double secs = (double)(t1 - t0) / 1e9;
+    dl_alloc_stats_t mem;
+    dl_alloc_stats(&mem); /* the library's live heap with the projection current */
 
     /* Checks: the subscriber's projection against the generator's checksums (a full run)
      * or the events' own sums (a partial run), and against the one-shot compiled result. */
@@ -377,17 +385,18 @@ static void run(const events_t *ev, const json_t *expected, const run_opts_t *ro
                                (json_int_t)n, "batch", (json_int_t)batch, "accounts",
                                (json_int_t)got.accounts, "full_run", n == ev->n);
     json_t *out = json_pack(
-        "{s:s, s:o, s:f, s:f, s:f, s:f, s:f, s:I, s:f, s:f, s:f, s:I, s:I, s:I, s:f, s:{s:I, s:I, "
-        "s:s, s:s}, s:b, s:b, s:b}",
+        "{s:s, s:o, s:f, s:f, s:f, s:f, s:f, s:I, s:f, s:f, s:f, s:I, s:I, s:I, s:f, s:f, s:{s:I, "
+        "s:I, s:s, s:s}, s:b, s:b, s:b}",
         "bench", ro->name, "params", params, "init_ms", init_ms, "p50_us",
         bench_samples_pct_us(&lat, 0.5), "p99_us", bench_samples_pct_us(&lat, 0.99),
         "throughput_per_s", (double)n / secs, "tx_per_s", (double)n_tx / secs, "transactions",
         (json_int_t)n_tx, "seconds", secs, "apply_share", (double)e.apply_ns / (double)(t1 - t0),
         "pump_share", (double)pump_ns / (double)(t1 - t0), "deltas", (json_int_t)p.deltas,
         "diff_rows", (json_int_t)p.diff_rows, "tx_without_diff", (json_int_t)no_diff, "peak_rss_mb",
-        bench_peak_rss_mb(), "checksum", "accounts", (json_int_t)got.accounts, "total",
-        (json_int_t)got.total, "balances_xor", hex, "negative", bench_checksum_str(&got.negative),
-        "checksum_ok", checksum_ok, "oneshot_equal", oneshot_ok, "negative_set_ok", negative_ok);
+        bench_peak_rss_mb(), "live_heap_mb", (double)mem.live_bytes / 1048576.0, "checksum",
+        "accounts", (json_int_t)got.accounts, "total", (json_int_t)got.total, "balances_xor", hex,
+        "negative", bench_checksum_str(&got.negative), "checksum_ok", checksum_ok, "oneshot_equal",
+        oneshot_ok, "negative_set_ok", negative_ok);
     bench_emit(out);
 
     dl_unsubscribe(e.reg, sub);
@@ -423,6 +432,9 @@ int main(int argc, char **argv) {
     const char *only = bench_arg(argc, argv, "only", NULL);
     size_t batch = (size_t)strtoull(bench_arg(argc, argv, "batch", "1000"), NULL, 10);
     size_t single = (size_t)strtoull(bench_arg(argc, argv, "single-events", "0"), NULL, 10);
+    size_t limit = (size_t)strtoull(bench_arg(argc, argv, "events", "0"), NULL, 10);
+    if (limit && (!single || single > limit))
+        single = limit;
     const char *gen = "python3 ../shared/bench/gen.py w3 --events 1000000 --accounts 10000 "
                       "--out /tmp/w3; bench_w3 --data /tmp/w3";
     if (strcmp(via, "inprocess") != 0) {
@@ -464,7 +476,7 @@ int main(int argc, char **argv) {
     for (int d = 0; d < (durable ? 2 : 1); d++) {
         const char *dd = d ? durable : NULL;
         if (!only || strcmp(only, "batched") == 0) {
-            run_opts_t ro = {d ? "w3_durable_batched" : "w3_batched", dd, batch, 0};
+            run_opts_t ro = {d ? "w3_durable_batched" : "w3_batched", dd, batch, limit};
             run(&ev, expected, &ro);
         }
         if (!only || strcmp(only, "single") == 0) {

@@ -82,8 +82,12 @@ static int current_db(void *ctx, const struct dl_db **out, uint64_t *t, size_t *
 }
 
 /* The change stream: every commit with its full time vector, then to the live queries. */
+/* Releases the snapshot lent by current_db (one held across commits would pin every
+ * later version of the store), then feeds the commit to the live queries. */
 static void on_commit(void *ctx, const dl_commit_t *c) {
     (void)ctx;
+    dl_db_unref(db);
+    db = NULL;
     printf("  commit tx %llu, time [", (unsigned long long)c->tx);
     for (size_t i = 0; i < c->n_time; i++)
         printf("%s%llu", i ? " " : "", (unsigned long long)c->time[i]);

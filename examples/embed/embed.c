@@ -29,8 +29,10 @@ static int current_db(void *ctx, const struct dl_db **out, uint64_t *t, size_t *
     return 0;
 }
 /* Every commit goes to the live queries (on the committing thread); a query that fails
- * ends its subscribers with the error at the next pump. */
+ * ends its subscribers with the error at the next pump. The snapshot lent above is
+ * released first: one held across commits would pin every version after it. */
 static void on_commit(void *ctx, const dl_commit_t *c) {
+    dl_db_unref(db), db = NULL;
     if (dl_qsrcs_apply(ctx, c, NULL) != 0)
         fprintf(stderr, "a live query failed at tx %llu\n", (unsigned long long)c->tx);
 }

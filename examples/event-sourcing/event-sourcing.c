@@ -166,8 +166,12 @@ static int current_db(void *ctx, const struct dl_db **out, uint64_t *t, size_t *
     return 0;
 }
 
+/* Feeds a commit to the live queries, after releasing the snapshot lent by current_db
+ * (a snapshot held across commits would pin every version of the store after it). */
 static void on_commit(void *ctx, const dl_commit_t *c) {
     app_t *app = ctx;
+    dl_db_unref(app->db);
+    app->db = NULL;
     if (dl_qsrcs_apply(app->qs, c, NULL) != 0)
         fprintf(stderr, "a live query failed at tx %llu\n", (unsigned long long)c->tx);
 }

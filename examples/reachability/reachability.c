@@ -55,8 +55,12 @@ static int current_db(void *ctx, const struct dl_db **out, uint64_t *t, size_t *
     return 0;
 }
 
+/* Releases the snapshot lent by current_db (one held across commits would pin every
+ * later version of the store), then feeds the commit to the live queries. */
 static void on_commit(void *ctx, const dl_commit_t *c) {
     (void)ctx;
+    dl_db_unref(db);
+    db = NULL;
     if (dl_qsrcs_apply(qs, c, NULL) != 0)
         fprintf(stderr, "the live query failed at tx %llu\n", (unsigned long long)c->tx);
 }
