@@ -47,9 +47,10 @@ typedef struct dl_store_options {
 /* new: an in-memory store (no files). Free with dl_store_close. */
 DL_API int dl_store_open_memory(dl_store_t **out, dl_error_t *err) DL_WUR;
 /* new: a durable store in directory `dir` (created if missing), recovered from its
- * checkpoint and log. DL_ELOCKED ("locked by pid N") when another process has it open;
- * DL_ECORRUPT naming file and offset on a bad record; DL_EUNSUPPORTED when this build has
- * no durable log. opts may be NULL. */
+ * checkpoint and log (docs/storage.md "Durability glue"). A transaction is acknowledged
+ * (its transact call returns) only once its record is durable per the sync mode.
+ * DL_ELOCKED ("locked by pid N") when another process has it open; DL_ECORRUPT naming
+ * file and offset on a bad record; DL_EVERSION for an unknown format. opts may be NULL. */
 DL_API int dl_store_open(const char *dir, const dl_store_options_t *opts, dl_store_t **out,
                          dl_error_t *err) DL_WUR;
 /* Waits for in-flight transactions, closes the log and frees the store. Snapshots still
