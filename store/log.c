@@ -214,7 +214,7 @@ struct dl_log {
     int failed;                 /* 0, or the code that poisoned the handle (invariant 5) */
     char failed_msg[DL_ERROR_MSG_MAX];
 
-    uint64_t fsyncs, group_commits, truncated_bytes, ckpt_fallbacks;
+    uint64_t fsyncs, group_commits, truncated_bytes, torn_chunks, ckpt_fallbacks;
 };
 
 static uint64_t now_ns(void) {
@@ -320,6 +320,7 @@ typedef struct scan {
     seg_t seg;
     int codec;
     uint64_t torn_bytes; /* bytes after the valid part (last segment only) */
+    bool torn_chunk;     /* those bytes are not only preallocated zeros (invariant 8) */
     bool short_header;   /* the file is shorter than a segment header */
 } scan_t;
 
@@ -461,6 +462,8 @@ static int scan_segment(const dl_io_t *io, const char *path, bool is_last, recor
         if (!chunk_header_ok(buf, size, off, &h)) {
             if (is_last && !valid_chunk_after(buf, size, off)) {
                 scan->torn_bytes = size - off;
+                for (size_t q = off; q < size && !scan->torn_chunk; q++)
+                    scan->torn_chunk = buf[q] != 0;
                 break;
             }
             rc = corrupt(err, path, off, "chunk header checksum mismatch");
@@ -1038,6 +1041,7 @@ static int recover(dl_log_t *log, listing_t *l, dl_error_t *err) {
             if (rc)
                 return rc;
             log->truncated_bytes += sc.torn_bytes;
+            log->torn_chunks += sc.torn_chunk;
             log->fsyncs++;
         }
         log->codec = sc.codec;
@@ -1224,6 +1228,7 @@ void dl__log_stats(dl_log_t *log, dl_log_stats_t *out) {
     out->fsyncs = log->fsyncs;
     out->group_commits = log->group_commits;
     out->truncated_bytes = log->truncated_bytes;
+    out->torn_chunks = log->torn_chunks;
     out->last_lsn = log->next_lsn - 1;
     out->durable_lsn = log->opt.sync_mode == DL_SYNC_EVERY ? log->durable_lsn : log->written_lsn;
     out->synced_lsn = log->durable_lsn;

@@ -60,7 +60,9 @@ typedef struct dl_log_stats {
     uint64_t segments;             /* segment files */
     uint64_t fsyncs;               /* fsyncs of log files issued by this handle */
     uint64_t group_commits;        /* dl__log_sync calls satisfied by another thread's fsync */
-    uint64_t truncated_bytes;      /* torn tail removed by recovery at open */
+    uint64_t truncated_bytes;      /* torn tail removed by recovery at open (including the
+                                      preallocated zeros of a crashed sync-every log) */
+    uint64_t torn_chunks;          /* 1 when that tail held part of a chunk, not only zeros */
     uint64_t last_lsn;             /* last appended lsn (0 = none) */
     uint64_t durable_lsn;          /* every lsn <= this is durable per the sync mode */
     uint64_t synced_lsn;           /* every lsn <= this was fsynced (any sync mode) */

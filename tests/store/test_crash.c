@@ -174,7 +174,7 @@ static void test_crash_torn_tails_property(void **state) {
         uint64_t last = verify_reopen("/db", &opt, acked, &log);
         dl_log_stats_t st;
         dl__log_stats(log, &st);
-        truncations += st.truncated_bytes > 0;
+        truncations += st.torn_chunks > 0;
         next = last + 1;
         /* Open makes what it recovered durable (it fsyncs the last segment), so every
          * record present now is promised from here on. */
@@ -233,7 +233,7 @@ static void test_crash_torn_tails_property(void **state) {
     verify_reopen("/db", &opt, acked, &log);
     dl__log_close(log);
     print_message("%ld crashes (%" PRIu64 " cutting an operation short), %" PRIu64
-                  " torn tails truncated\n",
+                  " torn chunks truncated\n",
                   iters, cuts, truncations);
     assert_true(truncations > 0);
     assert_true(cuts > 0);
@@ -387,6 +387,7 @@ static void test_crash_torn_last_record(void **state) {
     dl_log_stats_t st;
     dl__log_stats(log, &st);
     assert_int_equal(st.truncated_bytes, cut - offs[n - 1]);
+    assert_int_equal(st.torn_chunks, 1);
     dl__log_close(log);
     /* The truncation was durable: a crash now changes nothing. */
     dl__io_mem_crash(io, DL_IO_CRASH_DROP, 0);
