@@ -4,7 +4,7 @@
  * as-of a past time (p50/p99), and the view's answer recomputed from the store to prove
  * the import and the rounds were right (expected.initial / expected.final).
  * Usage: bench_store --data DIR [--batch N] [--dir PATH (durable)] [--sync every|batched|none]
- *        [--segment-mb N] [--writer-txs N]
+ *        [--segment-mb N] [--ckpt-kept N] [--writer-txs N]
  * Prints one JSON line per measurement.
  */
 #include "bench/harness.h"
@@ -283,6 +283,7 @@ int main(int argc, char **argv) {
                       : strcmp(sync, "none") == 0 ? DL_STORE_SYNC_NONE
                                                   : DL_STORE_SYNC_BATCHED;
         o.segment_bytes = (size_t)atol(bench_arg(argc, argv, "segment-mb", "0")) << 20;
+        o.checkpoints_kept = atoi(bench_arg(argc, argv, "ckpt-kept", "0"));
         if (dl_store_open(dir, &o, &s, &err) != 0)
             die("open", &err);
         mode = "durable";
@@ -390,10 +391,12 @@ int main(int argc, char **argv) {
     bool ok_initial =
         json_equal(initial, json_object_get(json_object_get(meta, "expected"), "initial"));
     json_decref(initial);
-    json_t *params = json_pack("{s:I,s:I,s:s,s:s,s:I}", "orders", (json_int_t)l.n_orders,
-                               "batch", (json_int_t)batch, "mode", mode, "sync",
-                               dir ? sync : "-", "segment_mb",
-                               (json_int_t)atol(bench_arg(argc, argv, "segment-mb", "0")));
+    json_t *params =
+        json_pack("{s:I,s:I,s:s,s:s,s:I}", "orders", (json_int_t)l.n_orders, "batch",
+                  (json_int_t)batch, "mode", mode, "sync", dir ? sync : "-", "segment_mb",
+                  (json_int_t)atol(bench_arg(argc, argv, "segment-mb", "0")));
+    json_object_set_new(params, "ckpt_kept",
+                        json_integer(atoi(bench_arg(argc, argv, "ckpt-kept", "0"))));
     bench_emit(json_pack("{s:s,s:O,s:f,s:f,s:I,s:f,s:f,s:f,s:s}", "bench", "store_bulk_import",
                          "params", params, "init_ms", import_s * 1e3, "cpu_ms", import_cpu_s * 1e3,
                          "datoms", (json_int_t)n_datoms, "throughput_per_s", n_datoms / import_s,
