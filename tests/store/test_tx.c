@@ -487,6 +487,38 @@ static void test_tx_schema_changes(void **state) {
     assert_int_equal(st.datoms, 4);
     assert_int_equal(st.distinct_values, 3);
     dl_db_unref(db);
+    /* dropping the index drops its AVET entries; uniqueness without duplicates works */
+    assert_int_equal(st_tx(s, "[[:db/retract :person/name :db/index true]]", 0, NULL, NULL), 0);
+    db = dl_store_db(s);
+    assert_int_equal(dl_db_attr(db, "person/name", &ai, NULL), 0);
+    assert_false(ai.indexed);
+    assert_int_equal(dl_db_datoms(db, DL_INDEX_AVET, &p, 1, NULL, &it, NULL), 0);
+    assert_false(dl_iter_next(it, &d));
+    dl_iter_free(it);
+    dl_db_unref(db);
+    assert_int_equal(st_tx(s, "[[:db/add :person/age :db/unique :db.unique/value]]", 0, NULL, NULL),
+                     0);
+    db = dl_store_db(s);
+    assert_int_equal(dl_db_attr(db, "person/age", &ai, NULL), 0);
+    assert_int_equal(ai.unique, DL_UNIQUE_VALUE);
+    assert_true(ai.indexed);
+    dl_db_unref(db);
+    /* a prefix of all four components selects one transaction's datom */
+    dl_tx_report_t r4;
+    assert_int_equal(st_tx(s, "[{:db/id \"q\" :person/tag :k4}]", 0, &r4, NULL), 0);
+    db = dl_store_db(s);
+    dl_datom_t p4 = r4.datoms[0];
+    assert_int_equal(dl_db_datoms(db, DL_INDEX_EAVT, &p4, 4, NULL, &it, NULL), 0);
+    assert_true(dl_iter_next(it, &d));
+    assert_int_equal(d.tx, (int64_t)r4.tx);
+    assert_false(dl_iter_next(it, &d));
+    dl_iter_free(it);
+    p4.tx = (int64_t)r4.tx - 1;
+    assert_int_equal(dl_db_datoms(db, DL_INDEX_EAVT, &p4, 4, NULL, &it, NULL), 0);
+    assert_false(dl_iter_next(it, &d));
+    dl_iter_free(it);
+    dl_db_unref(db);
+    dl_tx_report_fini(&r4);
     /* a renamed attribute keeps its data */
     assert_int_equal(st_tx(s, "[[:db/add :person/name :db/ident :person/fullName]]", 0, NULL, NULL),
                      0);
