@@ -1643,3 +1643,45 @@ int dl__log_fsck(const char *dir, const dl_io_t *io, dl_log_fsck_t *out, dl_erro
     }
     return 0;
 }
+
+/* ---- repair ------------------------------------------------------------------------- */
+
+int dl__log_repair(const char *dir, const dl_io_t *io, uint64_t *out_dropped, dl_error_t *err) {
+    if (out_dropped)
+        *out_dropped = 0;
+    if (!dir)
+        return dl_error_set(err, DL_EINVAL, "repair: invalid argument");
+    if (!io)
+        io = dl__io_posix();
+    void *lock = NULL;
+    int rc = io->lock(io, dir, &lock, err);
+    if (rc)
+        return rc;
+    listing_t l;
+    rc = list_dir(io, dir, &l, err);
+    if (rc) {
+        io->unlock(io, lock);
+        return rc;
+    }
+    char path[4096];
+    for (size_t i = 0; i < l.n_segs && !rc; i++) {
+        bool is_last = i + 1 == l.n_segs;
+        seg_name(path, sizeof path, dir, l.segs[i]);
+        scan_t sc;
+        dl_error_t e = {0};
+        rc = scan_segment(io, path, is_last, NULL, NULL, 0, &sc, &e);
+        if (rc == DL_ECORRUPT && is_last && e.offset >= (int64_t)SEG_HDR) {
+            uint64_t size = file_size(io, path);
+            rc = truncate_file(io, path, (uint64_t)e.offset, true, err);
+            if (!rc && out_dropped)
+                *out_dropped = size - (uint64_t)e.offset;
+        } else if (rc) {
+            if (err && !err->code)
+                *err = e;
+            dl_error_prefix(err, "repair refused");
+        }
+    }
+    listing_fini(&l);
+    io->unlock(io, lock);
+    return rc;
+}

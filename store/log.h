@@ -146,6 +146,18 @@ typedef struct dl_log_fsck {
  * io may be NULL (POSIX). */
 int dl__log_fsck(const char *dir, const dl_io_t *io, dl_log_fsck_t *out, dl_error_t *err) DL_WUR;
 
+/* Operator repair, never automatic: when the open fails with DL_ECORRUPT because of a
+ * damaged chunk in the LAST segment, truncates that segment at the damaged chunk (and
+ * fsyncs it), dropping that chunk and every later one of the segment; *out_dropped
+ * (optional) receives the bytes removed. For the case the log cannot tell from
+ * corruption (docs/storage-format.md "Known limitations": a power loss that kept a
+ * later unsynced chunk but not an earlier one). Takes the directory lock. Refuses
+ * (DL_ECORRUPT, nothing changed) when an earlier segment or a segment header is
+ * damaged: that would drop records in the middle of the log. 0 and *out_dropped = 0
+ * when there is nothing to repair. */
+int dl__log_repair(const char *dir, const dl_io_t *io, uint64_t *out_dropped,
+                   dl_error_t *err) DL_WUR;
+
 /* CRC-32C (Castagnoli), software slicing-by-8 (shared by log and checkpoints). */
 uint32_t dl__log_crc32c(uint32_t crc, const void *p, size_t n);
 

@@ -548,6 +548,53 @@ static void test_crash_bitflip_anywhere(void **state) {
     assert_true(errors > 0);
 }
 
+/* The operator repair: damage in the last segment (as a power loss that kept a later
+ * unsynced chunk but not an earlier one would leave) is cut off; damage in an earlier
+ * segment is refused and changes nothing. */
+static void test_crash_repair_last_segment(void **state) {
+    (void)state;
+    dl_log_options_t opt;
+    dl_io_t *io = build_db(&opt);
+    names_t ns;
+    list_files(io, "/db", &ns);
+    char last[128], prev[128];
+    snprintf(last, sizeof last, "/db/%s", ns.v[ns.n - 1]);
+    snprintf(prev, sizeof prev, "/db/%s", ns.v[ns.n - 2]);
+    uint64_t offs[256];
+    int n = chunk_offsets(io, last, offs, 256);
+    assert_true(n >= 3);
+    uint64_t dropped = 0;
+    assert_int_equal(dl__log_repair("/db", io, &dropped, NULL), 0);
+    assert_int_equal(dropped, 0);
+    /* Damage in the middle of the last segment: open refuses, repair cuts it off. */
+    assert_int_equal(dl__io_mem_flip(io, last, offs[1] + 2, 4), 0);
+    dl_log_t *log = NULL;
+    dl_error_t err = {0};
+    assert_int_equal(dl__log_open("/db", &opt, &log, &err), DL_ECORRUPT);
+    uint64_t size = 0;
+    assert_int_equal(dl__io_mem_file_size(io, last, &size), 0);
+    assert_int_equal(dl__log_repair("/db", io, &dropped, NULL), 0);
+    assert_int_equal(dropped, size - offs[1]);
+    /* The records before the damaged chunk remain: 60 minus the chunks cut off. */
+    uint64_t got = verify_reopen("/db", &opt, 0, &log);
+    assert_int_equal(got, 60 - (uint64_t)(n - 1));
+    dl__log_close(log);
+    /* Damage in an earlier segment: refused, nothing changed. */
+    list_files(io, "/db", &ns);
+    uint64_t poffs[256];
+    int pn = chunk_offsets(io, prev, poffs, 256);
+    assert_true(pn >= 2);
+    assert_int_equal(dl__io_mem_flip(io, prev, poffs[1] + 2, 4), 0);
+    uint64_t before = 0, after = 0;
+    assert_int_equal(dl__io_mem_file_size(io, prev, &before), 0);
+    dl_error_clear(&err);
+    assert_int_equal(dl__log_repair("/db", io, &dropped, &err), DL_ECORRUPT);
+    assert_non_null(strstr(err.message, "repair refused"));
+    assert_int_equal(dl__io_mem_file_size(io, prev, &after), 0);
+    assert_int_equal(after, before);
+    dl__io_mem_free(io);
+}
+
 /* A power cut at every point of a checkpoint that retires many segments (temporary
  * file, fsync, rename, directory fsync, each unlink and its directory fsync), with
  * several random survivals of the unsynced name changes: the log always reopens with
@@ -776,6 +823,7 @@ DL_TEST_GROUP(crash,
               cmocka_unit_test(test_crash_bitflip_segment),
               cmocka_unit_test(test_crash_bitflip_checkpoint),
               cmocka_unit_test(test_crash_bitflip_anywhere),
+              cmocka_unit_test(test_crash_repair_last_segment),
               cmocka_unit_test(test_crash_cut_during_checkpoint),
               cmocka_unit_test(test_crash_cut_anywhere),
               cmocka_unit_test(test_crash_sigkill_loop));
