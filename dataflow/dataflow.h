@@ -201,9 +201,15 @@ struct dl_var {
     bool set;
 };
 
+/* Staged input is sealed in chunks of this many updates, so that operator buffers stay
+ * small enough to be recycled by the allocator rather than mapped afresh. */
+#define DL_INPUT_CHUNK 65536
+
 struct dl_input {
     dl_coll_t *node;
-    dl_ubuf_t staged;
+    dl_ubuf_t staged;    /* updates not yet sealed (fewer than DL_INPUT_CHUNK) */
+    dl_batch_t **sealed; /* full chunks of staged updates, oldest first */
+    size_t n_sealed, cap_sealed;
     dl_antichain_t frontier;
     bool closed;
 };

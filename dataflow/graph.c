@@ -66,6 +66,9 @@ static void node_free(dl_coll_t *n) {
         dl__reduce_free(n->red);
     if (n->input) {
         dl__batch_ubuf_fini(&n->input->staged);
+        for (size_t i = 0; i < n->input->n_sealed; i++)
+            dl__batch_unref(n->input->sealed[i]);
+        dl_free(n->input->sealed);
         dl_antichain_fini(&n->input->frontier);
         dl_free(n->input);
     }
@@ -215,6 +218,21 @@ int dl_input_update(dl_input_t *in, const dl_value_t *row, size_t n_cols, const 
         return 0;
     if (!dl__batch_ubuf_push(&in->staged, row, t, diff))
         return dl_error_set(err, DL_ENOMEM, "out of memory");
+    if (in->staged.n >= DL_INPUT_CHUNK) {
+        if (in->n_sealed == in->cap_sealed) {
+            size_t cap = in->cap_sealed ? 2 * in->cap_sealed : 8;
+            dl_batch_t **ns = dl_realloc(in->sealed, cap * sizeof *ns);
+            if (!ns)
+                return 0; /* keep staging into the open buffer; sealing is an optimization */
+            in->sealed = ns;
+            in->cap_sealed = cap;
+        }
+        dl_batch_t *b = dl__batch_new(&in->staged, false);
+        if (b) {
+            in->sealed[in->n_sealed++] = b;
+            dl__batch_ubuf_init(&in->staged, in->node->arity, in->node->dim);
+        }
+    }
     return 0;
 }
 
@@ -1006,9 +1024,19 @@ int dl_graph_run(dl_graph_t *g, dl_error_t *err) {
     /* Staged input enters. */
     for (size_t i = 0; i < g->n_nodes && !rc; i++) {
         dl_coll_t *n = g->nodes[i];
-        if (n->op == OP_INPUT && n->input->staged.n) {
-            g->work += n->input->staged.n;
-            rc = dl__graph_emit_buf(n, &n->input->staged);
+        if (n->op != OP_INPUT)
+            continue;
+        dl_input_t *in = n->input;
+        for (size_t k = 0; k < in->n_sealed; k++) {
+            g->work += in->sealed[k]->u.n;
+            if (!rc)
+                rc = dl__graph_emit(n, in->sealed[k]);
+            dl__batch_unref(in->sealed[k]);
+        }
+        in->n_sealed = 0;
+        if (!rc && in->staged.n) {
+            g->work += in->staged.n;
+            rc = dl__graph_emit_buf(n, &in->staged);
         }
     }
     for (;;) {
