@@ -203,17 +203,20 @@ static void stats_update(dl_store_t *s, const dl_attr_t *a, long slot, const dl_
     }
 }
 
-static int g_sort_order; /* qsort has no context argument; the writer lock serializes */
-static int cmp_kd_order(const void *x, const void *y) {
-    return dl__btree_cmp(g_sort_order, x, y, 3);
-}
+/* One comparator per order: qsort has no context argument, and a shared variable would
+ * race between two stores committing on two threads. */
+static int cmp_eavt3(const void *x, const void *y) { return dl__btree_cmp(DL_ORD_EAVT, x, y, 3); }
+static int cmp_aevt3(const void *x, const void *y) { return dl__btree_cmp(DL_ORD_AEVT, x, y, 3); }
+static int cmp_avet3(const void *x, const void *y) { return dl__btree_cmp(DL_ORD_AVET, x, y, 3); }
+static int cmp_vaet3(const void *x, const void *y) { return dl__btree_cmp(DL_ORD_VAET, x, y, 3); }
 
 /* Sorts keys in `order` unless they already are (the common case costs one pass). */
 static void ensure_sorted(dl_kd_t *k, size_t n, int order) {
+    static int (*const cmps[4])(const void *, const void *) = {cmp_eavt3, cmp_aevt3, cmp_avet3,
+                                                               cmp_vaet3};
     for (size_t i = 1; i < n; i++)
         if (dl__btree_cmp(order, &k[i - 1], &k[i], 3) > 0) {
-            g_sort_order = order;
-            qsort(k, n, sizeof *k, cmp_kd_order);
+            qsort(k, n, sizeof *k, cmps[order]);
             return;
         }
 }
