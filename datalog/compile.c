@@ -51,6 +51,7 @@ typedef struct cctx {
     dl_scope_t *scope;   /* where new operators go */
     int cur_scc;         /* the SCC being built in `scope`, or -1 */
     dl_coll_t **rule_in; /* per rule: its variable's collection while its SCC is built */
+    int src;             /* the source of clauses that name none (inside ($x not ...)) */
     dl_error_t *err;
     int depth; /* explain indentation */
 } cctx_t;
@@ -188,12 +189,14 @@ static int unit_rel(cctx_t *c, prel_t *out) {
     return 0;
 }
 
-/* The input of attribute `id` ([e v] rows) in the current scope. */
-static dl_coll_t *attr_coll(cctx_t *c, int64_t id, const char *ident) {
+/* The input of attribute `id` of source `src` in the current scope: [e v] rows, or with
+ * `wide` [e v tx added]. A history source's narrow input is made distinct (the same (e, v)
+ * is asserted and retracted many times; patterns are sets). */
+static dl_coll_t *attr_coll(cctx_t *c, int src, int64_t id, const char *ident, bool wide) {
     dl_live_t *L = c->L;
     for (size_t i = 0; i < L->n_attrs; i++)
-        if (L->attrs[i].id == id)
-            return in_scope(c, dl_input_coll(L->attrs[i].in));
+        if (L->attrs[i].id == id && L->attrs[i].src == src && L->attrs[i].wide == wide)
+            return in_scope(c, L->attrs[i].coll);
     if (L->n_attrs == L->cap_attrs) {
         size_t cap = L->cap_attrs ? 2 * L->cap_attrs : 8;
         void *p = dl_realloc(L->attrs, cap * sizeof *L->attrs);
@@ -204,14 +207,24 @@ static dl_coll_t *attr_coll(cctx_t *c, int64_t id, const char *ident) {
         L->attrs = p;
         L->cap_attrs = cap;
     }
-    dl_input_t *in = dl_input_new(dl_graph_root(L->g), 2, c->err);
+    dl_input_t *in = dl_input_new(dl_graph_root(L->g), wide ? 4 : 2, c->err);
     if (!in)
         return NULL;
-    L->attrs[L->n_attrs].id = id;
-    L->attrs[L->n_attrs].in = in;
-    L->attrs[L->n_attrs].ident = ident;
-    L->n_attrs++;
-    return in_scope(c, dl_input_coll(in));
+    dl_coll_t *coll = dl_input_coll(in);
+    if (!wide && L->src_kind[src] == DL_LIVE_HISTORY) {
+        coll = dl_distinct(coll, c->err);
+        if (!coll)
+            return NULL;
+    }
+    dl__live_attr_t *a = &L->attrs[L->n_attrs++];
+    memset(a, 0, sizeof *a);
+    a->id = id;
+    a->in = in;
+    a->ident = ident;
+    a->src = src;
+    a->wide = wide;
+    a->coll = coll;
+    return in_scope(c, coll);
 }
 
 /* ---- relational helpers ------------------------------------------------------------------- */
@@ -402,12 +415,6 @@ static int pattern_attr(cctx_t *c, const dl__clause_t *cl, dl_attr_info_t *ai) {
     if (t[1].kind != DL__TERM_CONST)
         return dl__parse_error(c->err, DL_EUNSUPPORTED, cl->text, cl->text_len, cl->form,
                                "compiled queries need a constant attribute");
-    if (t[3].kind != DL__TERM_BLANK || t[4].kind != DL__TERM_BLANK)
-        return dl__parse_error(c->err, DL_EUNSUPPORTED, cl->text, cl->text_len, cl->form,
-                               "compiled queries do not bind tx or added");
-    if (cl->src != 0)
-        return dl__parse_error(c->err, DL_EUNSUPPORTED, cl->text, cl->text_len, cl->form,
-                               "compiled queries read one source ($)");
     int rc = t[1].value.type == DL_T_KEYWORD
                  ? dl_db_attr(c->db, dl_value_str(t[1].value, NULL), ai, NULL)
                  : dl_db_attr_by_id(c->db, t[1].value.as.i, ai, NULL);
@@ -451,9 +458,10 @@ static int map_insert_attr(void *ctx, const dl_value_t *row, dl_emitter_t *out) 
  * installed later are not seen by a live query (docs/datalog.md "Compilation"). */
 static int var_attr_rel(cctx_t *c, const dl__clause_t *cl, prel_t *out) {
     const dl__term_t *t = cl->args;
-    if (t[3].kind != DL__TERM_BLANK || t[4].kind != DL__TERM_BLANK || cl->src != 0)
+    if (t[3].kind != DL__TERM_BLANK || t[4].kind != DL__TERM_BLANK)
         return dl__parse_error(c->err, DL_EUNSUPPORTED, cl->text, cl->text_len, cl->form,
-                               "compiled queries do not bind tx or added, and read only $");
+                               "a variable attribute with tx or added is not compiled");
+    int src = cl->src ? cl->src : c->src;
     size_t n = dl_db_attrs(c->db, NULL, 0);
     dl_attr_info_t *ai = dl_malloc(DL_MAX(n, 1) * sizeof *ai);
     dl_coll_t **parts = dl_malloc(DL_MAX(n, 1) * sizeof *parts);
@@ -469,7 +477,7 @@ static int var_attr_rel(cctx_t *c, const dl__clause_t *cl, prel_t *out) {
     for (size_t i = 0; i < n && !rc; i++) {
         if (ai[i].time_dimension)
             continue;
-        dl_coll_t *coll = attr_coll(c, ai[i].id, ai[i].ident);
+        dl_coll_t *coll = attr_coll(c, src, ai[i].id, ai[i].ident, false);
         if (!coll) {
             rc = cfail(c);
             break;
@@ -556,27 +564,117 @@ static int var_attr_rel(cctx_t *c, const dl__clause_t *cl, prel_t *out) {
     return project(c, out, keepv, nk);
 }
 
-/* The relation of a data pattern: its variables' columns, constants filtered. */
+/* The source a clause reads: its own, or the enclosing ($x not ...)'s, or $. */
+static int clause_src(cctx_t *c, const dl__clause_t *cl, int *out) {
+    int src = cl->src ? cl->src : c->src;
+    if (src < 0 || (size_t)src >= c->q->n_srcs || c->L->src_kind[src] == DL__SRC_ABSENT)
+        return dl__parse_error(c->err, DL_EINVAL, cl->text, cl->text_len, cl->form,
+                               "no database was supplied for %s",
+                               c->q->srcs[src < 0 ? 0 : src]->bytes);
+    *out = src;
+    return 0;
+}
+
+/* The relation of a data pattern: its variables' columns, constants filtered. Positions
+ * e, v (and tx, added for wide inputs) are the input's columns 0, 1 (2, 3). */
 static int pattern_rel_build(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound,
-                             const dl_attr_info_t *aip, prel_t *out);
+                             const dl_attr_info_t *ai, int src, bool wide, prel_t *out) {
+    const dl__term_t *t = cl->args;
+    static const int pos_of_col[4] = {0, 2, 3, 4};
+    size_t ncols = wide ? 4 : 2;
+    dl_coll_t *base = attr_coll(c, src, ai->id, ai->ident, wide);
+    if (!base)
+        return cfail(c);
+    out->coll = base;
+    out->arity = ncols;
+    out->est = pattern_est(c, cl, bound);
+    bool ek = (t[0].kind == DL__TERM_VAR && is_bound(bound, t[0].var)) ||
+              t[0].kind == DL__TERM_CONST || t[0].kind == DL__TERM_FORM;
+    bool vk = (t[2].kind == DL__TERM_VAR && is_bound(bound, t[2].var)) ||
+              t[2].kind == DL__TERM_CONST || t[2].kind == DL__TERM_FORM;
+    explain(c, "scan %s:%s [e v%s]%s%s, est %.0f", src ? c->q->srcs[src]->bytes : "", ai->ident,
+            wide ? " tx added" : "", ek ? " by entity" : "", vk ? " by value" : "", out->est);
+    int rc = 0;
+    for (size_t col = 0; col < ncols; col++) {
+        const dl__term_t *x = &t[pos_of_col[col]];
+        if (x->kind != DL__TERM_CONST && x->kind != DL__TERM_FORM)
+            continue;
+        dl_value_t v = x->value;
+        bool found = true;
+        if (col == 0 || (col == 1 && ai->type == DL_T_REF)) {
+            rc = resolve_entity(c, cl, x, &found, &v);
+            if (rc)
+                return rc;
+        } else if (x->kind == DL__TERM_FORM) {
+            return dl__parse_error(c->err, DL_EINVAL, cl->text, cl->text_len, x->form,
+                                   "a collection is not a value");
+        } else if (col == 2 && v.type == DL_T_REF) {
+            v = dl_value_int(v.as.i); /* tx numbers are longs */
+        }
+        out->coll = found ? dl_filter_eq(out->coll, (uint32_t)col, v, c->err)
+                          : dl_filter(out->coll, never, NULL, c->err);
+        if (!out->coll)
+            return cfail(c);
+    }
+    /* Variables: a repeated one compares its columns; each is kept once. */
+    int keepv[4];
+    size_t nk = 0;
+    for (size_t col = 0; col < ncols; col++) {
+        const dl__term_t *x = &t[pos_of_col[col]];
+        out->vars[col] = -4 - (int)col; /* a real column to drop */
+        if (x->kind != DL__TERM_VAR)
+            continue;
+        int first = -1;
+        for (size_t j = 0; j < col; j++)
+            if (t[pos_of_col[j]].kind == DL__TERM_VAR && t[pos_of_col[j]].var == x->var) {
+                first = (int)j;
+                break;
+            }
+        if (first >= 0) {
+            out->coll = dl_filter_cols_eq(out->coll, (uint32_t)first, (uint32_t)col, c->err);
+            if (!out->coll)
+                return cfail(c);
+            continue;
+        }
+        out->vars[col] = x->var;
+        keepv[nk++] = x->var;
+    }
+    if (nk == 0) {
+        /* Only constants and blanks: an existence test, one dummy row when anything
+         * matches. */
+        out->coll = dl_map(out->coll, 1, map_to_nil, NULL, c->err);
+        if (!out->coll)
+            return cfail(c);
+        out->arity = 1;
+        out->vars[0] = -1;
+        return distinct(c, out);
+    }
+    return project(c, out, keepv, nk);
+}
 
 /* The relation of a data pattern, reusing an identical pattern's relation when there is
- * one in the same scope (the variables are renamed; constants and shape must match). */
+ * one in the same scope (the variables are renamed; source, constants and shape must
+ * match). Patterns binding tx or added read the source's wide input and are not shared. */
 static int pattern_rel(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound, prel_t *out) {
     const dl__term_t *t = cl->args;
     if (t[1].kind == DL__TERM_VAR || t[1].kind == DL__TERM_BLANK)
         return var_attr_rel(c, cl, out);
     dl_attr_info_t ai;
+    int src;
     int rc = pattern_attr(c, cl, &ai);
+    if (!rc)
+        rc = clause_src(c, cl, &src);
     if (rc)
         return rc;
-    bool memo_ok = t[0].kind != DL__TERM_FORM && t[2].kind != DL__TERM_FORM;
+    bool wide = t[3].kind != DL__TERM_BLANK || t[4].kind != DL__TERM_BLANK;
+    bool memo_ok = !wide && t[0].kind != DL__TERM_FORM && t[2].kind != DL__TERM_FORM;
     bool same = t[0].kind == DL__TERM_VAR && t[2].kind == DL__TERM_VAR && t[0].var == t[2].var;
     dl_live_t *L = c->L;
     for (size_t i = 0; memo_ok && i < L->n_memo; i++) {
         const dl__live_memo_t *m = &L->memo[i];
-        if (m->scope != c->scope || m->attr != ai.id || m->ek != t[0].kind || m->vk != t[2].kind ||
-            m->same != same || (t[0].kind == DL__TERM_CONST && !dl_value_eq(m->ec, t[0].value)) ||
+        if (m->scope != c->scope || m->src != src || m->attr != ai.id || m->ek != t[0].kind ||
+            m->vk != t[2].kind || m->same != same ||
+            (t[0].kind == DL__TERM_CONST && !dl_value_eq(m->ec, t[0].value)) ||
             (t[2].kind == DL__TERM_CONST && !dl_value_eq(m->vc, t[2].value)))
             continue;
         out->coll = m->coll;
@@ -593,7 +691,7 @@ static int pattern_rel(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound,
         explain(c, "reuse :%s (an identical pattern's relation)", ai.ident);
         return 0;
     }
-    rc = pattern_rel_build(c, cl, bound, &ai, out);
+    rc = pattern_rel_build(c, cl, bound, &ai, src, wide, out);
     if (rc || !memo_ok)
         return rc;
     if (L->n_memo == L->cap_memo) {
@@ -606,6 +704,7 @@ static int pattern_rel(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound,
     }
     dl__live_memo_t *m = &L->memo[L->n_memo++];
     m->scope = c->scope;
+    m->src = src;
     m->attr = ai.id;
     m->ek = (uint8_t)t[0].kind;
     m->vk = (uint8_t)t[2].kind;
@@ -614,76 +713,6 @@ static int pattern_rel(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound,
     m->vc = t[2].value;
     m->coll = out->coll;
     return 0;
-}
-
-static int pattern_rel_build(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound,
-                             const dl_attr_info_t *aip, prel_t *out) {
-    const dl__term_t *t = cl->args;
-    dl_attr_info_t ai = *aip;
-    int rc = 0;
-    dl_coll_t *base = attr_coll(c, ai.id, ai.ident);
-    if (!base)
-        return cfail(c);
-    out->coll = base;
-    out->arity = 2;
-    out->vars[0] = out->vars[1] = -1;
-    out->est = pattern_est(c, cl, bound);
-    explain(c, "scan :%s [e v]%s%s, est %.0f", ai.ident,
-            (t[0].kind == DL__TERM_VAR && is_bound(bound, t[0].var)) ||
-                    t[0].kind == DL__TERM_CONST || t[0].kind == DL__TERM_FORM
-                ? " by entity"
-                : "",
-            (t[2].kind == DL__TERM_VAR && is_bound(bound, t[2].var)) ||
-                    t[2].kind == DL__TERM_CONST || t[2].kind == DL__TERM_FORM
-                ? " by value"
-                : "",
-            out->est);
-    for (int pos = 0; pos <= 2; pos += 2) {
-        const dl__term_t *x = &t[pos];
-        if (x->kind != DL__TERM_CONST && x->kind != DL__TERM_FORM)
-            continue;
-        dl_value_t v = x->value;
-        bool found = true;
-        if (pos == 0 || ai.type == DL_T_REF) {
-            rc = resolve_entity(c, cl, x, &found, &v);
-            if (rc)
-                return rc;
-        } else if (x->kind == DL__TERM_FORM) {
-            return dl__parse_error(c->err, DL_EINVAL, cl->text, cl->text_len, x->form,
-                                   "a collection is not a value");
-        }
-        out->coll = found ? dl_filter_eq(out->coll, (uint32_t)(pos / 2), v, c->err)
-                          : dl_filter(out->coll, never, NULL, c->err);
-        if (!out->coll)
-            return cfail(c);
-    }
-    int ev = t[0].kind == DL__TERM_VAR ? t[0].var : -1;
-    int vv = t[2].kind == DL__TERM_VAR ? t[2].var : -1;
-    if (ev >= 0 && ev == vv) {
-        out->coll = dl_filter_cols_eq(out->coll, 0, 1, c->err);
-        if (!out->coll)
-            return cfail(c);
-        vv = -1;
-    }
-    if (ev < 0 && vv < 0) {
-        /* Only constants and blanks: an existence test, one dummy row when anything
-         * matches. */
-        out->coll = dl_map(out->coll, 1, map_to_nil, NULL, c->err);
-        if (!out->coll)
-            return cfail(c);
-        out->arity = 1;
-        out->vars[0] = -1;
-        return distinct(c, out);
-    }
-    out->vars[0] = ev >= 0 ? ev : -4; /* -4: a real column about to be dropped */
-    out->vars[1] = vv >= 0 ? vv : -5;
-    int keepv[2];
-    size_t nk = 0;
-    if (ev >= 0)
-        keepv[nk++] = ev;
-    if (vv >= 0)
-        keepv[nk++] = vv;
-    return project(c, out, keepv, nk);
 }
 
 /* ---- expression clauses ------------------------------------------------------------------- */
@@ -870,11 +899,15 @@ static int compile_not(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
     int ln = explain(c, "antijoin on %zu variable%s (%s), body seeded with them:", cl->n_join,
                      cl->n_join == 1 ? "" : "s", cl->kind == DL__C_NOT ? "not" : "not-join");
     c->depth++;
+    int saved_src = c->src;
+    if (cl->src)
+        c->src = cl->src; /* ($x not ...): the body reads $x */
     int rc = seed_of(c, r, cl->join, cl->n_join, &seed);
     if (!rc)
         rc = compile_conj(c, cl->body, cl->n_body, &seed);
     if (!rc)
         rc = project(c, &seed, cl->join, cl->n_join);
+    c->src = saved_src;
     c->depth--;
     if (!rc)
         rc = antijoin(c, r, &seed);
@@ -947,7 +980,11 @@ static int compile_or(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
         br[b].res_vars = cl->join;
     }
     prel_t u, j;
+    int saved_src = c->src;
+    if (cl->src)
+        c->src = cl->src; /* ($x or ...): the branches read $x */
     int rc = compile_union(c, r, br, cl->n_body, cl->join, cl->n_join, &u);
+    c->src = saved_src;
     if (!rc)
         rc = join(c, r, &u, &j);
     if (!rc) {
@@ -1047,8 +1084,12 @@ static int db_clause(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
     bool missing = cl->fn == dl__builtin_id_missing();
     bool get_else = cl->fn == dl__builtin_id_get_else();
     const dl__term_t *e = &cl->args[1], *a = &cl->args[2];
-    if ((!missing && !get_else) || cl->src != 0 || e->kind != DL__TERM_VAR ||
-        a->kind != DL__TERM_CONST || a->value.type != DL_T_KEYWORD ||
+    int src = cl->src;
+    if (src < 0 || (size_t)src >= c->q->n_srcs || c->L->src_kind[src] == DL__SRC_ABSENT)
+        return dl__parse_error(c->err, DL_EINVAL, cl->text, cl->text_len, cl->form,
+                               "no database was supplied for this source");
+    if ((!missing && !get_else) || e->kind != DL__TERM_VAR || a->kind != DL__TERM_CONST ||
+        a->value.type != DL_T_KEYWORD ||
         (get_else && (cl->args[3].kind != DL__TERM_CONST || cl->bind.kind != DL__BIND_SCALAR ||
                       cl->bind.vars[0] < 0)))
         return dl__parse_error(c->err, DL_EUNSUPPORTED, cl->text, cl->text_len, cl->form,
@@ -1063,7 +1104,7 @@ static int db_clause(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
     if (get_else && cl->args[3].value.type == DL_T_NIL)
         return dl__parse_error(c->err, DL_EINVAL, cl->text, cl->text_len, cl->form,
                                "get-else: the default cannot be nil");
-    dl_coll_t *base = attr_coll(c, ai.id, ai.ident);
+    dl_coll_t *base = attr_coll(c, src, ai.id, ai.ident, false);
     if (!base)
         return cfail(c);
     prel_t has; /* entities with a value of :a */
@@ -1136,9 +1177,9 @@ static int db_clause(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
 static int compile_rule_call(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
     const dl_query_t *q = c->q;
     const dl__rule_t *rule = &q->rules[cl->fn];
-    if (cl->src != 0)
+    if (cl->src != 0 || c->src != 0)
         return dl__parse_error(c->err, DL_EUNSUPPORTED, cl->text, cl->text_len, cl->form,
-                               "rule calls with an explicit source are not compiled");
+                               "rule calls on a source other than $ are not compiled");
     if (rule->arity > MAXC || rule->n_defs > 64)
         return dl_error_set(c->err, DL_ELIMIT, "rule too large");
     prel_t m;
@@ -1565,7 +1606,7 @@ static int compile_find(cctx_t *c, prel_t *r) {
 }
 
 int dl__compile_query(dl_live_t *L, const dl_query_t *q, const dl_db_t *db, dl_error_t *err) {
-    cctx_t c = {L, q, db, dl_graph_root(L->g), -1, NULL, err, 0};
+    cctx_t c = {L, q, db, dl_graph_root(L->g), -1, NULL, 0, err, 0};
     if (q->n_vars > 64 * 64)
         return dl_error_set(err, DL_ELIMIT, "query too large to compile");
     c.rule_in = dl_calloc(DL_MAX(q->n_rules, 1), sizeof *c.rule_in);
@@ -1580,9 +1621,6 @@ int dl__compile_query(dl_live_t *L, const dl_query_t *q, const dl_db_t *db, dl_e
             q->find[i].agg == DL__AGG_MAX_N)
             rc = dl__parse_error(err, DL_EUNSUPPORTED, q->text, q->text_len, q->find[i].form,
                                  "collection-valued aggregates are not compiled yet");
-    for (size_t i = 0; i < q->n_in && !rc; i++)
-        if (q->in[i].kind == DL__IN_SRC && q->in[i].src != 0)
-            rc = dl_error_set(err, DL_EUNSUPPORTED, "compiled queries read one source ($)");
     dl__analyze_entity_vars(q, db, L->entity_vars);
     prel_t r;
     if (!rc)

@@ -10,11 +10,27 @@
 
 #include <deltalog/dataflow.h>
 
-/* One attribute the query reads: an input collection of [e v] rows. */
+/* How a source of a compiled query follows the store (dl_live_source_t.kind). */
+enum { DL__SRC_ABSENT = -1 };
+
+/* (e, v) -> the transaction that asserted it, for the tx column of a current source. */
+typedef struct dl__txmap {
+    dl_value_t *keys; /* 2 per slot */
+    int64_t *tx;
+    uint8_t *state; /* 0 empty, 1 used, 2 deleted */
+    size_t n_used, n_slots;
+} dl__txmap_t;
+
+/* One (source, attribute, shape) the query reads: an input collection of [e v] rows
+ * (narrow) or [e v tx added] rows (wide: patterns binding tx or added). */
 typedef struct dl__live_attr {
     int64_t id;
     const char *ident; /* immortal (the store interns idents) */
+    int src;           /* index into the query's sources */
+    bool wide;
     dl_input_t *in;
+    dl_coll_t *coll;   /* what patterns read (root): the input, distinct for history */
+    dl__txmap_t txmap; /* wide inputs of a current source */
 } dl__live_attr_t;
 
 /* A root collection entered into an iterate scope (built once, reused). */
@@ -28,6 +44,7 @@ typedef struct dl__live_entered {
  * every identical pattern of the query ("identical sub-plans are built once"). */
 typedef struct dl__live_memo {
     dl_scope_t *scope;
+    int src;
     int64_t attr;
     uint8_t ek, vk;    /* term kinds of e and v (BLANK, VAR, CONST) */
     bool same;         /* e and v are the same variable */
@@ -50,6 +67,7 @@ typedef struct dl__live_line {
  * `acc` holds the accumulated result (the sum of every diff captured from `out`). */
 struct dl_live {
     const dl_query_t *q; /* borrowed: must outlive the live query */
+    int *src_kind;       /* per q->srcs entry: DL_LIVE_CURRENT/HISTORY/FIXED or ABSENT */
     dl_arena_t arena;    /* builder contexts handed to operators (live as long as g) */
     dl_graph_t *g;
     dl__live_attr_t *attrs;

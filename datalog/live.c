@@ -91,6 +91,8 @@ static int on_diff(void *ctx, const dl_diff_t *d) {
     return 0;
 }
 
+static void txmap_fini(dl__txmap_t *m);
+
 /* ---- building and loading ----------------------------------------------------------------- */
 
 DL_API void dl_live_free(dl_live_t *l) {
@@ -99,6 +101,9 @@ DL_API void dl_live_free(dl_live_t *l) {
     dl_graph_free(l->g);
     dl__arena_fini(&l->arena);
     dl_free(l->lines);
+    for (size_t i = 0; i < l->n_attrs; i++)
+        txmap_fini(&l->attrs[i].txmap);
+    dl_free(l->src_kind);
     dl_free(l->memo);
     dl_free(l->attrs);
     dl_free(l->consts);
@@ -206,29 +211,142 @@ static int load_args(dl_live_t *L, const char *args, size_t len, dl_error_t *err
     return rc;
 }
 
-/* Loads db's current datoms of every attribute input at time [basis]. */
-static int load_snapshot(dl_live_t *L, const dl_db_t *db, uint64_t basis, dl_error_t *err) {
+/* ---- (e, v) -> asserting transaction, for the tx column of current sources ------------- */
+
+static size_t txmap_find(const dl__txmap_t *m, const dl_value_t *key, bool *found) {
+    size_t h = (size_t)dl_row_hash(key, 2) & (m->n_slots - 1), tomb = SIZE_MAX;
+    *found = false;
+    while (m->state[h]) {
+        if (m->state[h] == 1 && dl_row_eq(m->keys + 2 * h, key, 2)) {
+            *found = true;
+            return h;
+        }
+        if (m->state[h] == 2 && tomb == SIZE_MAX)
+            tomb = h;
+        h = (h + 1) & (m->n_slots - 1);
+    }
+    return tomb != SIZE_MAX ? tomb : h;
+}
+
+static int txmap_grow(dl__txmap_t *m) {
+    dl__txmap_t n;
+    n.n_slots = m->n_slots ? 2 * m->n_slots : 64;
+    n.n_used = 0;
+    n.keys = dl_malloc(n.n_slots * 2 * sizeof *n.keys);
+    n.tx = dl_malloc(n.n_slots * sizeof *n.tx);
+    n.state = dl_calloc(n.n_slots, 1);
+    if (!n.keys || !n.tx || !n.state) {
+        dl_free(n.keys);
+        dl_free(n.tx);
+        dl_free(n.state);
+        return DL_ENOMEM;
+    }
+    for (size_t i = 0; i < m->n_slots; i++) {
+        if (m->state[i] != 1)
+            continue;
+        bool f;
+        size_t h = txmap_find(&n, m->keys + 2 * i, &f);
+        memcpy(n.keys + 2 * h, m->keys + 2 * i, 2 * sizeof *n.keys);
+        n.tx[h] = m->tx[i];
+        n.state[h] = 1;
+        n.n_used++;
+    }
+    dl_free(m->keys);
+    dl_free(m->tx);
+    dl_free(m->state);
+    *m = n;
+    return 0;
+}
+
+static int txmap_put(dl__txmap_t *m, const dl_value_t *key, int64_t tx) {
+    if (4 * (m->n_used + 1) >= 3 * m->n_slots && txmap_grow(m))
+        return DL_ENOMEM;
+    bool f;
+    size_t h = txmap_find(m, key, &f);
+    memcpy(m->keys + 2 * h, key, 2 * sizeof *key);
+    m->tx[h] = tx;
+    if (!f) {
+        m->state[h] = 1;
+        m->n_used++;
+    }
+    return 0;
+}
+
+/* Removes key; its transaction into *tx (false when absent). */
+static bool txmap_take(dl__txmap_t *m, const dl_value_t *key, int64_t *tx) {
+    if (!m->n_slots)
+        return false;
+    bool f;
+    size_t h = txmap_find(m, key, &f);
+    if (!f)
+        return false;
+    *tx = m->tx[h];
+    m->state[h] = 2;
+    m->n_used--;
+    return true;
+}
+
+static void txmap_fini(dl__txmap_t *m) {
+    dl_free(m->keys);
+    dl_free(m->tx);
+    dl_free(m->state);
+    memset(m, 0, sizeof *m);
+}
+
+/* Loads each input from its source's snapshot at time [basis]: current and fixed sources
+ * their current datoms, history sources every assertion and retraction. */
+static int load_snapshot(dl_live_t *L, const dl_db_t *const *dbs, uint64_t basis, dl_error_t *err) {
     uint64_t t[DL_TIME_MAX_ROOT_DIM] = {basis};
     for (size_t i = 0; i < L->n_attrs; i++) {
+        dl__live_attr_t *a = &L->attrs[i];
+        int kind = L->src_kind[a->src];
         dl_datom_t prefix;
         memset(&prefix, 0, sizeof prefix);
-        prefix.a = L->attrs[i].id;
+        prefix.a = a->id;
         dl_iter_t *it;
-        int rc = dl_db_datoms(db, DL_INDEX_AEVT, &prefix, 1, NULL, &it, err);
+        int rc = dl_db_datoms(dbs[a->src], DL_INDEX_AEVT, &prefix, 1, NULL, &it, err);
         if (rc)
             return rc;
         dl_datom_t d;
         while (!rc && dl_iter_next(it, &d)) {
-            if (!d.added)
+            if (!d.added && kind != DL_LIVE_HISTORY)
                 continue;
-            dl_value_t row[2] = {dl_value_ref(d.e), d.v};
-            rc = dl_input_update(L->attrs[i].in, row, 2, t, 1, err);
+            dl_value_t row[4] = {dl_value_ref(d.e), d.v, dl_value_int(d.tx),
+                                 dl_value_bool(d.added)};
+            rc = dl_input_update(a->in, row, a->wide ? 4 : 2, t, 1, err);
+            if (!rc && a->wide && kind == DL_LIVE_CURRENT && txmap_put(&a->txmap, row, d.tx))
+                rc = dl_error_set(err, DL_ENOMEM, "out of memory");
         }
         dl_iter_free(it);
         if (rc)
             return rc;
     }
     return 0;
+}
+
+/* One change of a commit into input a (at time t). */
+static int apply_change(dl_live_t *L, dl__live_attr_t *a, const dl_change_t *ch, uint64_t tx,
+                        const uint64_t *t, dl_error_t *err) {
+    int kind = L->src_kind[a->src];
+    if (kind == DL_LIVE_FIXED)
+        return 0;
+    dl_value_t row[4] = {dl_value_ref(ch->e), ch->v, dl_value_int((int64_t)tx),
+                         dl_value_bool(ch->diff > 0)};
+    if (kind == DL_LIVE_HISTORY) /* history only grows: every change is a new datom */
+        return dl_input_update(a->in, row, a->wide ? 4 : 2, t, 1, err);
+    if (!a->wide)
+        return dl_input_update(a->in, row, 2, t, ch->diff, err);
+    if (ch->diff > 0) {
+        if (txmap_put(&a->txmap, row, (int64_t)tx))
+            return dl_error_set(err, DL_ENOMEM, "out of memory");
+        return dl_input_update(a->in, row, 4, t, 1, err);
+    }
+    int64_t asserted;
+    if (!txmap_take(&a->txmap, row, &asserted))
+        return dl_error_set(err, DL_EINTERNAL, "retraction of a datom this query never saw");
+    row[2] = dl_value_int(asserted);
+    row[3] = dl_value_bool(true);
+    return dl_input_update(a->in, row, 4, t, -1, err);
 }
 
 static int advance_and_run(dl_live_t *L, uint64_t next, dl_error_t *err) {
@@ -275,26 +393,56 @@ static int attach_counters(dl_live_t *L, dl_error_t *err) {
     return 0;
 }
 
-static int live_new(const dl_query_t *q, const struct dl_db *db, const char *args, size_t args_len,
-                    bool analyze, dl_live_t **out, dl_error_t *err) {
+static int live_new(const dl_query_t *q, const dl_live_source_t *srcs, size_t n_srcs,
+                    const char *args, size_t args_len, bool analyze, dl_live_t **out,
+                    dl_error_t *err) {
     if (out)
         *out = NULL;
-    if (!q || !db || !out)
+    if (!q || !srcs || !out)
         return dl_error_set(err, DL_EINVAL, "dl_live_new: NULL argument");
     dl_live_t *L = dl_calloc(1, sizeof *L);
-    if (!L)
+    const dl_db_t **dbs = dl_calloc(q->n_srcs, sizeof *dbs);
+    if (L)
+        L->src_kind = dl_malloc(q->n_srcs * sizeof *L->src_kind);
+    if (!L || !dbs || !L->src_kind) {
+        dl_free(dbs);
+        dl_live_free(L);
         return dl_error_set(err, DL_ENOMEM, "out of memory");
+    }
     L->q = q;
     L->arity = q->n_find;
     L->analyze = analyze;
     dl__arena_init(&L->arena, 4096);
-
     int rc = 0;
-    L->g = dl_graph_new(1, err);
-    if (!L->g)
-        rc = err && err->code ? err->code : DL_ENOMEM;
+    /* Sources by :in name; the schema comes from $ (else the first supplied). */
+    const dl_db_t *schema = NULL;
+    uint64_t basis = 0;
+    for (size_t i = 0; i < q->n_srcs; i++) {
+        L->src_kind[i] = DL__SRC_ABSENT;
+        for (size_t k = 0; k < n_srcs; k++)
+            if (srcs[k].name && srcs[k].db && strcmp(srcs[k].name, q->srcs[i]->bytes) == 0) {
+                dbs[i] = srcs[k].db;
+                L->src_kind[i] = (int)srcs[k].kind;
+            }
+        if (!dbs[i])
+            continue;
+        if (!schema || i == 0)
+            schema = dbs[i];
+        basis = DL_MAX(basis, dl_db_basis_tx(dbs[i]));
+    }
+    for (size_t i = 0; i < q->n_in && !rc; i++)
+        if (q->in[i].kind == DL__IN_SRC && !dbs[q->in[i].src])
+            rc = dl_error_set(err, DL_EINVAL, "no database supplied for %s",
+                              q->srcs[q->in[i].src]->bytes);
+    if (!rc && !schema)
+        rc = dl_error_set(err, DL_EINVAL, "no database supplied");
+    if (!rc) {
+        L->g = dl_graph_new(1, err);
+        if (!L->g)
+            rc = err && err->code ? err->code : DL_ENOMEM;
+    }
     if (!rc)
-        rc = dl__compile_query(L, q, db, err);
+        rc = dl__compile_query(L, q, schema, err);
     if (!rc) {
         L->cap = dl_capture_new(L->out, on_diff, L, err);
         if (!L->cap)
@@ -304,13 +452,13 @@ static int live_new(const dl_query_t *q, const struct dl_db *db, const char *arg
         rc = attach_counters(L, err);
     if (!rc)
         rc = load_args(L, args, args ? args_len : 0, err);
-    uint64_t basis = dl_db_basis_tx(db);
     if (!rc)
-        rc = load_snapshot(L, db, basis, err);
+        rc = load_snapshot(L, dbs, basis, err);
     for (size_t i = 0; i < L->n_consts && !rc; i++)
         rc = dl_input_close(L->consts[i], err);
     if (!rc)
         rc = advance_and_run(L, basis + 1, err);
+    dl_free(dbs);
     if (rc) {
         dl_live_free(L);
         return rc;
@@ -320,9 +468,31 @@ static int live_new(const dl_query_t *q, const struct dl_db *db, const char *arg
     return 0;
 }
 
+DL_API int dl_live_new_sources(const dl_query_t *q, const dl_live_source_t *sources,
+                               size_t n_sources, const char *args, size_t args_len, dl_live_t **out,
+                               dl_error_t *err) {
+    dl_error_t local;
+    dl_error_clear(&local);
+    return live_new(q, sources, n_sources, args, args_len, false, out, err ? err : &local);
+}
+
+DL_API int dl_query_run_sources(const dl_query_t *q, const dl_live_source_t *sources,
+                                size_t n_sources, const char *args, size_t args_len,
+                                dl_query_result_t **out, dl_error_t *err) {
+    if (out)
+        *out = NULL;
+    dl_live_t *l = NULL;
+    int rc = dl_live_new_sources(q, sources, n_sources, args, args_len, &l, err);
+    if (!rc)
+        rc = dl_live_result(l, out, err);
+    dl_live_free(l);
+    return rc;
+}
+
 DL_API int dl_live_new(const dl_query_t *q, const struct dl_db *db, const char *args,
                        size_t args_len, dl_live_t **out, dl_error_t *err) {
-    return live_new(q, db, args, args_len, false, out, err);
+    dl_live_source_t src = {"$", db, DL_LIVE_CURRENT};
+    return dl_live_new_sources(q, &src, db ? 1 : 0, args, args_len, out, err);
 }
 
 DL_API int dl_live_apply(dl_live_t *l, const struct dl_commit *c, dl_error_t *err) {
@@ -343,12 +513,9 @@ DL_API int dl_live_apply(dl_live_t *l, const struct dl_commit *c, dl_error_t *er
     int rc = 0;
     for (size_t i = 0; i < c->n_changes && !rc; i++) {
         const dl_change_t *ch = &c->changes[i];
-        for (size_t k = 0; k < l->n_attrs; k++)
-            if (l->attrs[k].id == ch->a) {
-                dl_value_t row[2] = {dl_value_ref(ch->e), ch->v};
-                rc = dl_input_update(l->attrs[k].in, row, 2, t, ch->diff, err);
-                break;
-            }
+        for (size_t k = 0; k < l->n_attrs && !rc; k++)
+            if (l->attrs[k].id == ch->a)
+                rc = apply_change(l, &l->attrs[k], ch, c->tx, t, err);
     }
     if (!rc)
         rc = advance_and_run(l, c->tx + 1, err);
@@ -455,7 +622,8 @@ DL_API int dl_query_explain(const dl_query_t *q, const struct dl_db *db, const c
     if (!out)
         return dl_error_set(err, DL_EINVAL, "dl_query_explain: NULL argument");
     dl_live_t *l = NULL;
-    int rc = live_new(q, db, args, args_len, analyze, &l, err);
+    dl_live_source_t src = {"$", db, DL_LIVE_CURRENT};
+    int rc = live_new(q, &src, db ? 1 : 0, args, args_len, analyze, &l, err);
     if (!rc) {
         *out = dl_live_explain(l);
         if (!*out)

@@ -136,5 +136,28 @@ DL_API int dl_query_explain(const dl_query_t *q, const struct dl_db *db, const c
 DL_API int dl_query_run(const dl_query_t *q, const struct dl_db *db, const char *args,
                         size_t args_len, dl_query_result_t **out, dl_error_t *err) DL_WUR;
 
+/* Several sources (:in $ $h ...), each following the store in its own way:
+ *   CURRENT  the latest state: loaded from db, then every applied change;
+ *   HISTORY  every assertion and retraction (db a dl_db_history view): loaded, then every
+ *            applied change is added (history only grows);
+ *   FIXED    a snapshot that never changes (an as-of or since view): loaded once.
+ * The schema and statistics come from the source named "$" (else the first). */
+typedef enum dl_live_src_kind {
+    DL_LIVE_CURRENT = 0,
+    DL_LIVE_HISTORY = 1,
+    DL_LIVE_FIXED = 2
+} dl_live_src_kind_t;
+typedef struct dl_live_source {
+    const char *name;       /* as in :in */
+    const struct dl_db *db; /* borrowed for the call */
+    dl_live_src_kind_t kind;
+} dl_live_source_t;
+DL_API int dl_live_new_sources(const dl_query_t *q, const dl_live_source_t *sources,
+                               size_t n_sources, const char *args, size_t args_len, dl_live_t **out,
+                               dl_error_t *err) DL_WUR;
+DL_API int dl_query_run_sources(const dl_query_t *q, const dl_live_source_t *sources,
+                                size_t n_sources, const char *args, size_t args_len,
+                                dl_query_result_t **out, dl_error_t *err) DL_WUR;
+
 DL_END_DECLS
 #endif

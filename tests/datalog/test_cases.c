@@ -7,7 +7,8 @@
  * Results are compared canonically: relation and collection results as unordered
  * collections, sets unordered, everything else exactly (1 and 1.0 differ). A failure
  * prints the file, the case, the query, expected and actual results and their difference.
- * The evaluator under test here is the reference evaluator (dl_query_eval_naive).
+ * Every case runs through both engines: the reference evaluator (dl_query_eval_naive) and
+ * the compiled dataflow engine (dl_query_run_sources).
  */
 #include "tests/harness/dl_test.h"
 
@@ -235,11 +236,12 @@ static size_t n_compiled, n_not_compiled;
 
 /* The same case through the compiled dataflow engine (dl_query_run): the same result, or
  * the same error code, or DL_EUNSUPPORTED (counted, reported in the summary). */
-static bool run_compiled(scenario_t *s, const dl_query_t *q, const dl_db_t *db, const char *atext,
-                         const dl_edn_t *expect, const char *want_err, char *why, size_t cap) {
+static bool run_compiled(scenario_t *s, const dl_query_t *q, const dl_live_source_t *srcs,
+                         size_t n_srcs, const char *atext, const dl_edn_t *expect,
+                         const char *want_err, char *why, size_t cap) {
     dl_error_t err = {0};
     dl_query_result_t *res = NULL;
-    int rc = dl_query_run(q, db, atext, atext ? strlen(atext) : 0, &res, &err);
+    int rc = dl_query_run_sources(q, srcs, n_srcs, atext, atext ? strlen(atext) : 0, &res, &err);
     bool pass = true;
     if (rc == DL_EUNSUPPORTED) {
         n_not_compiled++;
@@ -313,6 +315,7 @@ static bool run_case(scenario_t *s, const dl_edn_t *cs, size_t index) {
     dl_query_t *q = NULL;
     dl_query_result_t *res = NULL;
     dl_query_source_t srcv[8];
+    dl_live_source_t lsrc[8]; /* the same sources for the compiled engine */
     dl_db_t *dbs[8] = {0};
     size_t n_src = 0;
     dl_db_t *cur = dl_store_db(s->store);
@@ -325,15 +328,25 @@ static bool run_case(scenario_t *s, const dl_edn_t *cs, size_t index) {
     if (!rc) {
         if (sources && sources->kind == DL_EDN_MAP) {
             for (size_t i = 0; i + 1 < sources->n && n_src < 8; i += 2) {
-                dbs[n_src] = source_db(s, sources->items[i + 1]);
+                const dl_edn_t *spec = sources->items[i + 1];
+                dbs[n_src] = source_db(s, spec);
                 srcv[n_src].name = sources->items[i]->sym ? sources->items[i]->sym->bytes : "$";
                 srcv[n_src].db = dbs[n_src];
+                /* history views are HISTORY; as-of, since and point views never change */
+                lsrc[n_src].name = srcv[n_src].name;
+                lsrc[n_src].db = dbs[n_src];
+                lsrc[n_src].kind = map_get(spec, "history")              ? DL_LIVE_HISTORY
+                                   : spec->kind == DL_EDN_MAP && spec->n ? DL_LIVE_FIXED
+                                                                         : DL_LIVE_CURRENT;
                 n_src++;
             }
         } else {
             dbs[0] = dl_store_db(s->store);
             srcv[0].name = "$";
             srcv[0].db = dbs[0];
+            lsrc[0].name = "$";
+            lsrc[0].db = dbs[0];
+            lsrc[0].kind = DL_LIVE_CURRENT;
             n_src = 1;
         }
         rc = dl_query_eval_naive(q, srcv, n_src, atext, atext ? strlen(atext) : 0, &res, &err);
@@ -360,8 +373,8 @@ static bool run_case(scenario_t *s, const dl_edn_t *cs, size_t index) {
         } else {
             pass = true;
         }
-        if (pass && q && !sources)
-            pass = run_compiled(s, q, cur, atext, NULL, want, why, sizeof why);
+        if (pass && q)
+            pass = run_compiled(s, q, lsrc, n_src, atext, NULL, want, why, sizeof why);
         goto report;
     }
     if (rc) {
@@ -420,8 +433,8 @@ static bool run_case(scenario_t *s, const dl_edn_t *cs, size_t index) {
         dl__arena_fini(&a);
         dl_free(got_text);
     }
-    if (pass && !sources)
-        pass = run_compiled(s, q, cur, atext, expect, NULL, why, sizeof why);
+    if (pass)
+        pass = run_compiled(s, q, lsrc, n_src, atext, expect, NULL, why, sizeof why);
 report:
     if (!pass)
         fprintf(stderr, "FAIL %s case #%zu \"%s\"\n  query: %s\n  %s\n", s->path, index, cname,
