@@ -633,6 +633,44 @@ static void test_oracle_attach_later(void **state) {
     }
 }
 
-DL_TEST_GROUP(oracle, cmocka_unit_test(test_oracle_smoke),
-              cmocka_unit_test(test_oracle_attach_later),
+/* More updates than one input chunk (DL_INPUT_CHUNK): they are sealed in chunks and all
+ * arrive, across map, filter and count. */
+static void test_oracle_large_input_chunks(void **state) {
+    (void)state;
+    dl_error_t err = {0};
+    dl_graph_t *g = dl_graph_new(1, &err);
+    dl_input_t *in = dl_input_new(dl_graph_root(g), 2, &err);
+    dl_coll_t *f = dl_filter(dl_map(dl_input_coll(in), 2, swap_fn, NULL, &err), le_fn, NULL, &err);
+    static const uint32_t K0[1] = {0};
+    dl_coll_t *c = dl_count(f, K0, 1, &err);
+    static cap_log_t log;
+    memset(&log, 0, sizeof log);
+    assert_non_null(dl_capture_new(c, cap_fn, &log, &err));
+    uint64_t t[1] = {0};
+    long n = 200000;
+    for (long i = 0; i < n; i++) {
+        /* swap gives (i % 3, i % 4 + 1); the filter keeps col0 <= col1. */
+        dl_value_t row[2] = {dl_value_int(i % 4 + 1), dl_value_int(i % 3)};
+        assert_int_equal(dl_input_update(in, row, 2, t, 1, &err), 0);
+    }
+    t[0] = 1;
+    assert_int_equal(dl_input_advance_to(in, t, &err), 0);
+    assert_int_equal(dl_graph_run(g, &err), 0);
+    int64_t want[3] = {0, 0, 0};
+    for (long i = 0; i < n; i++)
+        if (i % 3 <= i % 4 + 1)
+            want[i % 3]++;
+    int64_t got[3] = {0, 0, 0};
+    for (int k = 0; k < log.n; k++) {
+        assert_true(log.r[k][0] >= 0 && log.r[k][0] < 3);
+        assert_int_equal(log.d[k], 1);
+        got[log.r[k][0]] = log.r[k][1];
+    }
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(got[k], want[k]);
+    dl_graph_free(g);
+}
+
+DL_TEST_GROUP(oracle, cmocka_unit_test(test_oracle_large_input_chunks),
+              cmocka_unit_test(test_oracle_smoke), cmocka_unit_test(test_oracle_attach_later),
               cmocka_unit_test(test_oracle_random_graphs));
