@@ -25,6 +25,12 @@
  * (an arrangement reader) is new: release with dl_trace_free (before the graph).
  * Threading: a graph is single-threaded state (one worker); several graphs may run on
  * several threads. There is no global mutable state.
+ * Attaching later: operators may be added between runs. A consumer of an arranged
+ * collection (dl_arr_coll, or a reduce's output) that already holds data receives the
+ * arrangement's contents (times advanced to its compaction frontier); a join of two
+ * arrangements that hold data emits their join at the next run; a reduce over one starts
+ * from all of its keys. A new consumer of a collection that is not arranged (an input, a
+ * map, ...) sees only later updates: arrange what later queries will share before loading.
  * Errors: functions return 0 or a negative DL_E... code and fill the optional err.
  * Building functions return NULL on error (err says why); a graph with a failed build
  * call stays usable.
