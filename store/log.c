@@ -80,10 +80,38 @@
 
 /* ---- CRC-32C, slicing-by-8 ---------------------------------------------------------- */
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <nmmintrin.h>
+#define HAVE_CRC_HW 1
+/* The SSE4.2 crc32 instruction computes exactly CRC-32C; used when the CPU has it. */
+__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const uint8_t *p,
+                                                            size_t n) {
+    uint64_t c = ~crc;
+    while (n && ((uintptr_t)p & 7)) {
+        c = _mm_crc32_u8((uint32_t)c, *p++);
+        n--;
+    }
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        c = _mm_crc32_u64(c, w);
+        p += 8;
+        n -= 8;
+    }
+    while (n--)
+        c = _mm_crc32_u8((uint32_t)c, *p++);
+    return ~(uint32_t)c;
+}
+static bool crc_hw;
+#endif
+
 static uint32_t crc_table[8][256];
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 
 static void crc_init(void) {
+#ifdef HAVE_CRC_HW
+    crc_hw = __builtin_cpu_supports("sse4.2") && !getenv("DL_CRC_SOFTWARE");
+#endif
     for (uint32_t i = 0; i < 256; i++) {
         uint32_t c = i;
         for (int k = 0; k < 8; k++)
@@ -96,6 +124,15 @@ static void crc_init(void) {
 }
 
 uint32_t dl__log_crc32c(uint32_t crc, const void *data, size_t n) {
+    pthread_once(&crc_once, crc_init);
+#ifdef HAVE_CRC_HW
+    if (crc_hw)
+        return crc32c_hw(crc, data, n);
+#endif
+    return dl__log_crc32c_sw(crc, data, n);
+}
+
+uint32_t dl__log_crc32c_sw(uint32_t crc, const void *data, size_t n) {
     pthread_once(&crc_once, crc_init);
     const uint8_t *p = data;
     crc = ~crc;

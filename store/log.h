@@ -158,7 +158,11 @@ int dl__log_fsck(const char *dir, const dl_io_t *io, dl_log_fsck_t *out, dl_erro
 int dl__log_repair(const char *dir, const dl_io_t *io, uint64_t *out_dropped,
                    dl_error_t *err) DL_WUR;
 
-/* CRC-32C (Castagnoli), software slicing-by-8 (shared by log and checkpoints). */
+/* CRC-32C (Castagnoli), shared by log and checkpoints: the SSE4.2 instruction when the
+ * CPU has it (unless DL_CRC_SOFTWARE is set in the environment), else software
+ * slicing-by-8. crc is the value of the preceding bytes (0 to start). */
 uint32_t dl__log_crc32c(uint32_t crc, const void *p, size_t n);
+/* The software path alone (tests compare the two). */
+uint32_t dl__log_crc32c_sw(uint32_t crc, const void *p, size_t n);
 
 #endif

@@ -121,6 +121,12 @@ static void test_log_crc32c_vector(void **state) {
     for (int i = 0; i < 1000; i++)
         buf[i] = (uint8_t)(i * 31);
     /* Incremental equals one-shot, at every split and alignment. */
+    /* Hardware and software paths agree at every length and alignment. */
+    for (size_t off = 0; off < 9; off++)
+        for (size_t len = 0; off + len <= 1000; len += 1 + len / 3)
+            assert_int_equal(dl__log_crc32c(7, buf + off, len),
+                             dl__log_crc32c_sw(7, buf + off, len));
+    assert_int_equal(dl__log_crc32c_sw(0, "123456789", 9), 0xE3069283u);
     uint32_t whole = dl__log_crc32c(0, buf + 3, 990);
     for (int k = 0; k < 990; k += 37)
         assert_int_equal(
