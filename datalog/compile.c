@@ -660,7 +660,7 @@ static int pattern_rel(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound,
     if (t[1].kind == DL__TERM_VAR || t[1].kind == DL__TERM_BLANK)
         return var_attr_rel(c, cl, out);
     dl_attr_info_t ai;
-    int src;
+    int src = 0;
     int rc = pattern_attr(c, cl, &ai);
     if (!rc)
         rc = clause_src(c, cl, &src);
