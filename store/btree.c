@@ -197,6 +197,9 @@ static inline __attribute__((always_inline)) uint32_t lb_impl(const leaf_t *l, i
 }
 
 static uint32_t leaf_lb(const leaf_t *l, int order, const dl_kd_t *k, int n) {
+    /* appends (sequential ids, a new attribute run) land past the last key: one compare */
+    if (l->h.n && dl__btree_cmp(order, &l->d[l->h.n - 1], k, n) < 0)
+        return l->h.n;
     switch (order) {
         case DL_ORD_EAVT:
             return lb_impl(l, DL_ORD_EAVT, k, n);
@@ -227,6 +230,10 @@ pick_impl(const inode_t *in, int order, const dl_kd_t *k, int n, bool strict) {
 }
 
 static uint32_t inode_pick(const inode_t *in, int order, const dl_kd_t *k, int n, bool strict) {
+    /* the rightmost child, for appends: one compare */
+    int c = dl__btree_cmp(order, &in->key[in->h.n - 1], k, n);
+    if (c < 0 || (!strict && c == 0))
+        return in->h.n - 1;
     switch (order) {
         case DL_ORD_EAVT:
             return pick_impl(in, DL_ORD_EAVT, k, n, strict);

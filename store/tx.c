@@ -1116,6 +1116,17 @@ out:
 
 int dl__tx_schema_entities(dl_store_t *s, const dl_txplan_t *p, dl_schema_ent_t **out,
                            size_t *out_n, dl_error_t *err) {
+    /* most transactions touch no schema attribute: say so without copying anything */
+    bool any = false;
+    for (size_t i = 0; i < p->n_assert && !any; i++)
+        any = schema_attr(p->assert[i].a);
+    for (size_t i = 0; i < p->n_retract && !any; i++)
+        any = schema_attr(p->retract[i].a);
+    if (!any) {
+        *out = NULL;
+        *out_n = 0;
+        return 0;
+    }
     vec_t A = {0}, R = {0};
     int rc = 0;
     for (size_t i = 0; i < p->n_assert && rc == 0; i++)
