@@ -142,6 +142,9 @@ static void publish(dl_store_t *s, dl_version_t *v, const dl_commit_t *commit) {
             s->listeners[i].fn(s->listeners[i].ctx, commit);
         pthread_mutex_unlock(&s->lmu);
     }
+    /* before the turn passes: dl_store_close waits for it, so the store is still whole */
+    if (s->durable && commit)
+        dl__durable_after_commit(s, v->basis_tx);
     pthread_mutex_lock(&s->vmu);
     s->published_tx = v->basis_tx;
     pthread_cond_broadcast(&s->pub_cv);
@@ -616,8 +619,6 @@ static int finish(dl_store_t *s, dl_version_t *v, uint64_t tx, uint64_t lsn, dl_
     dl_commit_t c;
     commit_of(s, tx, v, &c);
     publish(s, v, &c);
-    if (s->durable)
-        dl__durable_after_commit(s, tx);
     return 0;
 }
 
