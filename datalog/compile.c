@@ -994,7 +994,7 @@ static int compile_or(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
     return rc;
 }
 
-static int materialize_scc(cctx_t *c, int scc);
+static int materialize_scc(cctx_t *c, int scc, int src);
 
 #define ARGV(i) (-100 - (int)(i)) /* pseudo-variable of rule argument position i */
 
@@ -1177,9 +1177,10 @@ static int db_clause(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
 static int compile_rule_call(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
     const dl_query_t *q = c->q;
     const dl__rule_t *rule = &q->rules[cl->fn];
-    if (cl->src != 0 || c->src != 0)
-        return dl__parse_error(c->err, DL_EUNSUPPORTED, cl->text, cl->text_len, cl->form,
-                               "rule calls on a source other than $ are not compiled");
+    int src = cl->src ? cl->src : c->src; /* ($h rule ...): the rule's clauses read $h */
+    if ((size_t)src >= c->q->n_srcs || c->L->src_kind[src] == DL__SRC_ABSENT)
+        return dl__parse_error(c->err, DL_EINVAL, cl->text, cl->text_len, cl->form,
+                               "no database was supplied for %s", c->q->srcs[src]->bytes);
     if (rule->arity > MAXC || rule->n_defs > 64)
         return dl_error_set(c->err, DL_ELIMIT, "rule too large");
     prel_t m;
@@ -1189,14 +1190,18 @@ static int compile_rule_call(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
     m.est = DL_MAX(r->est, 100.0);
     if (rule->recursive) {
         int ln;
+        if (rule->scc == c->cur_scc && src != c->src)
+            return dl__parse_error(c->err, DL_EUNSUPPORTED, cl->text, cl->text_len, cl->form,
+                                   "a recursive rule calling itself on another source is not "
+                                   "compiled");
         if (rule->scc == c->cur_scc) {
             m.coll = c->rule_in[cl->fn];
             ln = explain(c, "recursive call (%s ...): the loop variable", rule->name->bytes);
         } else {
-            int rc = materialize_scc(c, rule->scc);
+            int rc = materialize_scc(c, rule->scc, src);
             if (rc)
                 return rc;
-            m.coll = in_scope(c, c->L->rule_out[cl->fn]);
+            m.coll = in_scope(c, c->L->rule_out[(size_t)cl->fn * c->q->n_srcs + (size_t)src]);
             if (!m.coll)
                 return cfail(c);
             ln = explain(c, "call (%s ...): its fixpoint, built once, joined", rule->name->bytes);
@@ -1266,7 +1271,10 @@ static int compile_rule_call(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
     }
     for (size_t i = 0; i < rule->arity; i++)
         resv[i] = ARGV(i);
+    int saved_src = c->src;
+    c->src = src;
     int rc = compile_union(c, &rr, br, rule->n_defs, resv, rule->arity, &m);
+    c->src = saved_src;
     if (!rc)
         rc = join_call(c, cl, r, &m);
     if (!rc)
@@ -1274,14 +1282,17 @@ static int compile_rule_call(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
     return rc;
 }
 
-/* Builds the iterate scope of a recursive SCC once; L->rule_out[r] is the fixpoint (root). */
-static int materialize_scc(cctx_t *c, int scc) {
+/* Builds the iterate scope of a recursive SCC over source src once;
+ * L->rule_out[r * n_srcs + src] is rule r's fixpoint (root scope). */
+static int materialize_scc(cctx_t *c, int scc, int src) {
     dl_live_t *L = c->L;
     const dl_query_t *q = c->q;
+    size_t ns = q->n_srcs;
     for (size_t r = 0; r < q->n_rules; r++)
-        if (q->rules[r].scc == scc && L->rule_out[r])
+        if (q->rules[r].scc == scc && L->rule_out[r * ns + (size_t)src])
             return 0;
     cctx_t sub = *c;
+    sub.src = src;
     sub.scope = dl_iterate_begin(dl_graph_root(L->g), c->err);
     if (!sub.scope)
         return cfail(c);
@@ -1340,11 +1351,12 @@ static int materialize_scc(cctx_t *c, int scc) {
             rc = cfail(c);
             break;
         }
-        L->rule_out[r] = dl_leave(dd, c->err);
-        if (!L->rule_out[r])
+        dl_coll_t **slot = &L->rule_out[r * ns + (size_t)src];
+        *slot = dl_leave(dd, c->err);
+        if (!*slot)
             rc = cfail(c);
         else if (ln >= 0 && !L->lines[ln].coll)
-            mark(c, ln, L->rule_out[r]); /* the first rule's fixpoint */
+            mark(c, ln, *slot); /* the first rule's fixpoint */
     }
     for (size_t r = 0; r < q->n_rules; r++)
         if (q->rules[r].scc == scc)
@@ -1610,7 +1622,7 @@ int dl__compile_query(dl_live_t *L, const dl_query_t *q, const dl_db_t *db, dl_e
     if (q->n_vars > 64 * 64)
         return dl_error_set(err, DL_ELIMIT, "query too large to compile");
     c.rule_in = dl_calloc(DL_MAX(q->n_rules, 1), sizeof *c.rule_in);
-    L->rule_out = dl_calloc(DL_MAX(q->n_rules, 1), sizeof *L->rule_out);
+    L->rule_out = dl_calloc(DL_MAX(q->n_rules * q->n_srcs, 1), sizeof *L->rule_out);
     if (!c.rule_in || !L->rule_out) {
         dl_free(c.rule_in);
         return dl_error_set(err, DL_ENOMEM, "out of memory");

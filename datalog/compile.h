@@ -78,7 +78,7 @@ struct dl_live {
     size_t n_arg_in;
     dl__live_entered_t *entered;
     size_t n_entered, cap_entered;
-    dl_coll_t **rule_out; /* per rule: the fixpoint of its SCC in the root, or NULL */
+    dl_coll_t **rule_out; /* per (rule, source): its SCC's fixpoint in the root, or NULL */
     dl_coll_t *unit;      /* root unit relation, once made */
     dl_coll_t *out;       /* the result collection: rows of the :find elements */
     dl_capture_t *cap;
