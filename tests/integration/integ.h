@@ -16,6 +16,7 @@
 
 #include "tests/harness/dl_test.h"
 
+#include <deltalog/alloc.h>
 #include <deltalog/datalog.h>
 #include <deltalog/store.h>
 #include <deltalog/subscribe.h>
