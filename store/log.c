@@ -63,16 +63,10 @@
 #include <zstd.h>
 
 #define SEG_MAGIC      "DLLOGSEG"
-#define CKPT_MAGIC     "DLCKPT01"
 #define FORMAT_VERSION 1u
 #define SEG_HDR        32u /* magic 8, version 4, codec 4, first_lsn 8, reserved 4, crc 4 */
 #define CHUNK_FIXED    8u  /* hcrc 4, bcrc 4, then five varints */
 #define CHUNK_HDR_MAX  (CHUNK_FIXED + 5u * 10u)
-#define CKPT_HDR                                                                                   \
-    48u                    /* magic 8, version 4, codec 4, covers 8, raw 8, chunks 8, rsv 4,       \
-                              crc 4 */
-#define CKPT_CHUNK_HDR 12u /* body_len 4, raw_len 4, crc 4 */
-#define CKPT_CHUNK_RAW ((size_t)1 << 20)
 #define CODEC_RAW      0u
 #define CODEC_ZSTD     1u
 #define PENDING_FLUSH  ((size_t)256 << 10) /* raw bytes that trigger writing a chunk */
@@ -262,9 +256,6 @@ static uint64_t now_ns(void) {
 
 static void seg_name(char *out, size_t cap, const char *dir, uint64_t first_lsn) {
     snprintf(out, cap, "%s/log-%016" PRIx64 ".dlog", dir, first_lsn);
-}
-static void ckpt_name(char *out, size_t cap, const char *dir, uint64_t covers, bool tmp) {
-    snprintf(out, cap, "%s/ckpt-%016" PRIx64 ".%s", dir, covers, tmp ? "tmp" : "dlck");
 }
 
 static int poison(dl_log_t *log, int rc, const dl_error_t *cause) {
@@ -1167,7 +1158,7 @@ int dl__log_open(const char *dir, const dl_log_options_t *opt, dl_log_t **out, d
             goto fail;
     }
     for (size_t i = 0; i < l.n_ckpts; i++) {
-        ckpt_name(path, sizeof path, dir, l.ckpts[i], false);
+        dl__checkpoint_name(path, sizeof path, dir, l.ckpts[i], false);
         if (push_ckpt(log, l.ckpts[i], file_size(log->io, path))) {
             rc = dl_error_set(err, DL_ENOMEM, "log_open: out of memory");
             goto fail;
@@ -1307,149 +1298,7 @@ int dl__log_replay(dl_log_t *log, uint64_t after_tx,
     return rc;
 }
 
-/* ---- checkpoints -------------------------------------------------------------------- */
-
-/* Compresses blob into the checkpoint format (header + chunks). *out is new. */
-static int encode_checkpoint(uint64_t covers, const void *blob, size_t n, int level, uint8_t **out,
-                             size_t *out_n, dl_error_t *err) {
-    size_t chunks = (n + CKPT_CHUNK_RAW - 1) / CKPT_CHUNK_RAW;
-    size_t cap = CKPT_HDR + chunks * (CKPT_CHUNK_HDR + ZSTD_compressBound(CKPT_CHUNK_RAW));
-    uint8_t *buf = dl_malloc(cap);
-    if (!buf)
-        return dl_error_set(err, DL_ENOMEM, "checkpoint: out of memory");
-    ZSTD_CCtx *cctx = ZSTD_createCCtx();
-    if (!cctx) {
-        dl_free(buf);
-        return dl_error_set(err, DL_ENOMEM, "checkpoint: out of memory");
-    }
-    size_t off = CKPT_HDR;
-    for (size_t i = 0; i < chunks; i++) {
-        size_t raw =
-            n - i * CKPT_CHUNK_RAW < CKPT_CHUNK_RAW ? n - i * CKPT_CHUNK_RAW : CKPT_CHUNK_RAW;
-        size_t c = ZSTD_compressCCtx(cctx, buf + off + CKPT_CHUNK_HDR, cap - off - CKPT_CHUNK_HDR,
-                                     (const uint8_t *)blob + i * CKPT_CHUNK_RAW, raw,
-                                     level > 0 ? level : 3);
-        if (ZSTD_isError(c)) {
-            ZSTD_freeCCtx(cctx);
-            dl_free(buf);
-            return dl_error_set(err, DL_EINTERNAL, "checkpoint: zstd: %s", ZSTD_getErrorName(c));
-        }
-        put32(buf + off, (uint32_t)c);
-        put32(buf + off + 4, (uint32_t)raw);
-        uint32_t crc = dl__log_crc32c(0, buf + off, 8);
-        put32(buf + off + 8, dl__log_crc32c(crc, buf + off + CKPT_CHUNK_HDR, c));
-        off += CKPT_CHUNK_HDR + c;
-    }
-    ZSTD_freeCCtx(cctx);
-    memset(buf, 0, CKPT_HDR);
-    memcpy(buf, CKPT_MAGIC, 8);
-    put32(buf + 8, FORMAT_VERSION);
-    put32(buf + 12, CODEC_ZSTD);
-    put64(buf + 16, covers);
-    put64(buf + 24, n);
-    put64(buf + 32, chunks);
-    put32(buf + CKPT_HDR - 4, dl__log_crc32c(0, buf, CKPT_HDR - 4));
-    *out = buf;
-    *out_n = off;
-    return 0;
-}
-
-/* Verifies and decodes a checkpoint file image. *out_blob new when out_blob != NULL. */
-static int decode_checkpoint(const char *path, const uint8_t *buf, size_t size,
-                             uint64_t *out_covers, void **out_blob, size_t *out_n,
-                             dl_error_t *err) {
-    if (size < CKPT_HDR)
-        return corrupt(err, path, size, "checkpoint shorter than its header");
-    if (memcmp(buf, CKPT_MAGIC, 8) != 0)
-        return corrupt(err, path, 0, "bad checkpoint magic");
-    if (get32(buf + CKPT_HDR - 4) != dl__log_crc32c(0, buf, CKPT_HDR - 4))
-        return corrupt(err, path, 0, "checkpoint header checksum mismatch");
-    if (get32(buf + 8) != FORMAT_VERSION)
-        return dl_error_set_at(err, DL_EVERSION, 0, 0, 0,
-                               "%s: checkpoint format version %u, this build reads version %u",
-                               path, get32(buf + 8), FORMAT_VERSION);
-    uint64_t covers = get64(buf + 16), raw_total = get64(buf + 24), chunks = get64(buf + 32);
-    if (raw_total > ((uint64_t)1 << 40) ||
-        chunks != (raw_total + CKPT_CHUNK_RAW - 1) / CKPT_CHUNK_RAW)
-        return corrupt(err, path, 24, "checkpoint header sizes inconsistent");
-    uint8_t *blob = NULL;
-    if (out_blob) {
-        blob = dl_malloc(raw_total ? (size_t)raw_total : 1);
-        if (!blob)
-            return dl_error_set(err, DL_ENOMEM, "%s: out of memory", path);
-    }
-    size_t off = CKPT_HDR, pos = 0;
-    int rc = 0;
-    uint8_t *scratch = NULL;
-    for (uint64_t i = 0; i < chunks && !rc; i++) {
-        if (size - off < CKPT_CHUNK_HDR) {
-            rc = corrupt(err, path, off, "checkpoint truncated");
-            break;
-        }
-        uint32_t c = get32(buf + off), raw = get32(buf + off + 4);
-        if (c > size - off - CKPT_CHUNK_HDR || raw > CKPT_CHUNK_RAW || pos + raw > raw_total) {
-            rc = corrupt(err, path, off, "checkpoint chunk header invalid");
-            break;
-        }
-        uint32_t crc = dl__log_crc32c(0, buf + off, 8);
-        if (dl__log_crc32c(crc, buf + off + CKPT_CHUNK_HDR, c) != get32(buf + off + 8)) {
-            rc = corrupt(err, path, off, "checkpoint chunk checksum mismatch");
-            break;
-        }
-        uint8_t *dst = blob ? blob + pos : NULL;
-        if (!dst) {
-            if (!scratch && !(scratch = dl_malloc(CKPT_CHUNK_RAW))) {
-                rc = dl_error_set(err, DL_ENOMEM, "%s: out of memory", path);
-                break;
-            }
-            dst = scratch;
-        }
-        size_t d = ZSTD_decompress(dst, raw, buf + off + CKPT_CHUNK_HDR, c);
-        if (ZSTD_isError(d) || d != raw) {
-            rc = corrupt(err, path, off, "checkpoint chunk does not decompress");
-            break;
-        }
-        pos += raw;
-        off += CKPT_CHUNK_HDR + c;
-    }
-    if (!rc && (pos != raw_total || off != size))
-        rc = corrupt(err, path, off, "checkpoint length mismatch");
-    dl_free(scratch);
-    if (rc) {
-        dl_free(blob);
-        return rc;
-    }
-    *out_covers = covers;
-    if (out_blob)
-        *out_blob = blob;
-    if (out_n)
-        *out_n = (size_t)raw_total;
-    return 0;
-}
-
-/* Writes path atomically: tmp file, fsync, rename, fsync dir. */
-static int write_checkpoint_file(const dl_io_t *io, const char *dir, uint64_t covers,
-                                 const uint8_t *buf, size_t n, dl_error_t *err) {
-    char tmp[4096], final[4096];
-    ckpt_name(tmp, sizeof tmp, dir, covers, true);
-    ckpt_name(final, sizeof final, dir, covers, false);
-    dl_io_file_t *f = NULL;
-    int rc = io->open(io, tmp, DL_IO_WRITE | DL_IO_CREATE, &f, err);
-    if (rc)
-        return rc;
-    if ((rc = io->ftruncate(f, 0, err)) || (rc = io->pwrite(f, buf, n, 0, err)) ||
-        (rc = io->fsync(f, err))) {
-        io->close(f);
-        (void)io->unlink(io, tmp, NULL);
-        return rc;
-    }
-    io->close(f);
-    if ((rc = io->rename(io, tmp, final, err))) {
-        (void)io->unlink(io, tmp, NULL);
-        return rc;
-    }
-    return io->fsync_dir(io, dir, err);
-}
+/* ---- checkpoints (the file format is store/checkpoint.c) ---------------------------- */
 
 int dl__log_checkpoint_write(dl_log_t *log, uint64_t covers_tx, const void *blob, size_t n,
                              dl_error_t *err) {
@@ -1473,9 +1322,9 @@ int dl__log_checkpoint_write(dl_log_t *log, uint64_t covers_tx, const void *blob
     }
     uint8_t *buf = NULL;
     size_t len = 0;
-    rc = encode_checkpoint(covers_tx, blob, n, log->opt.zstd_level, &buf, &len, err);
+    rc = dl__checkpoint_encode(covers_tx, blob, n, log->opt.zstd_level, &buf, &len, err);
     if (!rc)
-        rc = write_checkpoint_file(log->io, log->dir, covers_tx, buf, len, err);
+        rc = dl__checkpoint_write_file(log->io, log->dir, covers_tx, buf, len, err);
     dl_free(buf);
     if (rc) {
         pthread_mutex_unlock(&log->ckpt_mu);
@@ -1518,7 +1367,7 @@ int dl__log_checkpoint_write(dl_log_t *log, uint64_t covers_tx, const void *blob
     pthread_mutex_unlock(&log->mu);
     char path[4096];
     for (size_t i = 0; i < n_old_ckpts && !rc; i++) {
-        ckpt_name(path, sizeof path, log->dir, old_ckpts[i], false);
+        dl__checkpoint_name(path, sizeof path, log->dir, old_ckpts[i], false);
         rc = log->io->unlink(log->io, path, err);
     }
     if (!rc && n_old_ckpts)
@@ -1554,14 +1403,14 @@ int dl__log_checkpoint_read(dl_log_t *log, uint64_t *out_covers_tx, void **out_b
     dl_error_t first = {0};
     char path[4096];
     for (size_t i = 0; i < n; i++) {
-        ckpt_name(path, sizeof path, log->dir, covers[i], false);
+        dl__checkpoint_name(path, sizeof path, log->dir, covers[i], false);
         dl_error_t e = {0};
         uint8_t *buf = NULL;
         size_t size = 0;
         rc = read_file(log->io, path, &buf, &size, &e);
         uint64_t got = 0;
         if (!rc)
-            rc = decode_checkpoint(path, buf, size, &got, out_blob, out_n, &e);
+            rc = dl__checkpoint_decode(path, buf, size, &got, out_blob, out_n, &e);
         dl_free(buf);
         if (!rc && got != covers[i])
             rc = corrupt(&e, path, 16, "checkpoint header names a different transaction");
@@ -1649,7 +1498,7 @@ int dl__log_fsck(const char *dir, const dl_io_t *io, dl_log_fsck_t *out, dl_erro
         }
     }
     for (size_t i = 0; i < l.n_ckpts; i++) {
-        ckpt_name(path, sizeof path, dir, l.ckpts[i], false);
+        dl__checkpoint_name(path, sizeof path, dir, l.ckpts[i], false);
         dl_error_t e = {0};
         uint8_t *buf = NULL;
         size_t size = 0;
@@ -1657,7 +1506,7 @@ int dl__log_fsck(const char *dir, const dl_io_t *io, dl_log_fsck_t *out, dl_erro
         uint64_t covers = 0;
         size_t raw = 0;
         if (!rc)
-            rc = decode_checkpoint(path, buf, size, &covers, NULL, &raw, &e);
+            rc = dl__checkpoint_decode(path, buf, size, &covers, NULL, &raw, &e);
         r.checkpoint_raw_bytes += raw;
         dl_free(buf);
         r.checkpoints++;

@@ -158,6 +158,23 @@ int dl__log_fsck(const char *dir, const dl_io_t *io, dl_log_fsck_t *out, dl_erro
 int dl__log_repair(const char *dir, const dl_io_t *io, uint64_t *out_dropped,
                    dl_error_t *err) DL_WUR;
 
+/* ---- the checkpoint file format (store/checkpoint.c), used by log.c --------------- */
+
+/* "<dir>/ckpt-<16 hex covers>.dlck", or ".tmp" while being written. */
+void dl__checkpoint_name(char *out, size_t cap, const char *dir, uint64_t covers, bool tmp);
+/* Encodes blob (borrowed) as a checkpoint file image; *out is new (dl_free). level <= 0
+ * means zstd level 3. */
+int dl__checkpoint_encode(uint64_t covers, const void *blob, size_t n, int level, uint8_t **out,
+                          size_t *out_n, dl_error_t *err) DL_WUR;
+/* Verifies and decodes a file image read from path (for messages). *out_blob is new when
+ * out_blob is not NULL (NULL: verify only); *out_n (optional) gets the blob's length.
+ * DL_ECORRUPT with the offset of the damaged chunk; DL_EVERSION. */
+int dl__checkpoint_decode(const char *path, const uint8_t *buf, size_t size, uint64_t *out_covers,
+                          void **out_blob, size_t *out_n, dl_error_t *err) DL_WUR;
+/* Writes the image atomically: temporary file, fsync, rename, directory fsync. */
+int dl__checkpoint_write_file(const dl_io_t *io, const char *dir, uint64_t covers,
+                              const uint8_t *buf, size_t n, dl_error_t *err) DL_WUR;
+
 /* CRC-32C (Castagnoli), shared by log and checkpoints: the SSE4.2 instruction when the
  * CPU has it (unless DL_CRC_SOFTWARE is set in the environment), else software
  * slicing-by-8. crc is the value of the preceding bytes (0 to start). */
