@@ -1080,6 +1080,95 @@ static int map_append_consts(void *ctx, const dl_value_t *row, dl_emitter_t *out
  *   [(missing? $ ?e :a)]        r antijoin (the entities that have :a)
  *   [(get-else $ ?e :a d) ?v]   (r join [?e ?v] of :a) + (r antijoin entities of :a, ?v = d)
  * get-some is not compiled. */
+/* [(get-some $ ?e :a1 :a2 ...) [?attr ?v]]: for each attribute in turn, the rows of r whose
+ * entity has no value of an earlier one, joined with this attribute's values, with the
+ * attribute's keyword; the union of those. Cardinality-many attributes are not compiled
+ * (get-some returns one of their values). */
+static int get_some_clause(cctx_t *c, const dl__clause_t *cl, int src, prel_t *r) {
+    const dl__term_t *e = &cl->args[1];
+    const dl__bind_t *b = &cl->bind;
+    if (e->kind != DL__TERM_VAR || b->kind != DL__BIND_TUPLE || b->n != 2 ||
+        (b->vars[0] >= 0 && col_of(r, b->vars[0]) >= 0) ||
+        (b->vars[1] >= 0 && col_of(r, b->vars[1]) >= 0) ||
+        (b->vars[0] >= 0 && b->vars[0] == b->vars[1]) || cl->n_args - 2 > 64)
+        return dl__parse_error(c->err, DL_EUNSUPPORTED, cl->text, cl->text_len, cl->form,
+                               "this form of get-some is not compiled");
+    int ln = explain(c, "get-some over %zu attributes (join + antijoin each)", cl->n_args - 2);
+    dl_coll_t *parts[64];
+    size_t k = 0;
+    prel_t rest = *r; /* rows whose entity had no value of the attributes so far */
+    prel_t first;
+    memset(&first, 0, sizeof first);
+    for (size_t i = 2; i < cl->n_args; i++) {
+        const dl__term_t *a = &cl->args[i];
+        dl_attr_info_t ai;
+        if (a->kind != DL__TERM_CONST || a->value.type != DL_T_KEYWORD)
+            return dl__parse_error(c->err, DL_EUNSUPPORTED, cl->text, cl->text_len, cl->form,
+                                   "get-some takes constant attributes when compiled");
+        if (dl_db_attr(c->db, dl_value_str(a->value, NULL), &ai, NULL))
+            return dl__parse_error(c->err, DL_EUNKNOWN_ATTR, cl->text, cl->text_len, a->form,
+                                   "unknown attribute :%s", dl_value_str(a->value, NULL));
+        if (ai.many)
+            return dl__parse_error(c->err, DL_EUNSUPPORTED, cl->text, cl->text_len, a->form,
+                                   "get-some on a cardinality-many attribute is not compiled");
+        dl_coll_t *base = attr_coll(c, src, ai.id, ai.ident, false);
+        if (!base)
+            return cfail(c);
+        prel_t vals, part, has;
+        vals.coll = base;
+        vals.arity = 2;
+        vals.vars[0] = e->var;
+        vals.vars[1] = b->vars[1] >= 0 ? b->vars[1] : -5;
+        vals.est = r->est;
+        int rc = join(c, &rest, &vals, &part);
+        if (rc)
+            return rc;
+        if (b->vars[1] < 0 && part.arity > rest.arity) {
+            /* _ for the value: drop its column (the entity has one value: no duplicates). */
+            uint32_t cols[MAXC];
+            for (size_t j = 0; j < rest.arity; j++)
+                cols[j] = (uint32_t)j;
+            part.coll = dl_project(part.coll, cols, rest.arity, c->err);
+            part.arity = rest.arity;
+            if (!part.coll)
+                return cfail(c);
+        }
+        if (b->vars[0] >= 0) {
+            appc_t *ac = keep(c, sizeof *ac);
+            if (!ac)
+                return DL_ENOMEM;
+            ac->arity = part.arity;
+            ac->n = 1;
+            ac->v[0] = a->value;
+            part.coll = dl_map(part.coll, part.arity + 1, map_append_consts, ac, c->err);
+            if (!part.coll)
+                return cfail(c);
+            part.vars[part.arity++] = b->vars[0];
+        }
+        if (k == 0)
+            first = part;
+        parts[k++] = part.coll;
+        /* The next attribute only for entities without a value of this one. */
+        has.coll = base;
+        has.arity = 2;
+        has.vars[0] = e->var;
+        has.vars[1] = -4;
+        has.est = r->est;
+        rc = project(c, &has, &e->var, 1);
+        if (!rc)
+            rc = antijoin(c, &rest, &has);
+        if (rc)
+            return rc;
+    }
+    dl_coll_t *u = k == 1 ? parts[0] : dl_concat(parts, k, c->err);
+    if (!u)
+        return cfail(c);
+    *r = first;
+    r->coll = u;
+    mark(c, ln, u);
+    return 0;
+}
+
 static int db_clause(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
     bool missing = cl->fn == dl__builtin_id_missing();
     bool get_else = cl->fn == dl__builtin_id_get_else();
@@ -1088,6 +1177,8 @@ static int db_clause(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
     if (src < 0 || (size_t)src >= c->q->n_srcs || c->L->src_kind[src] == DL__SRC_ABSENT)
         return dl__parse_error(c->err, DL_EINVAL, cl->text, cl->text_len, cl->form,
                                "no database was supplied for this source");
+    if (cl->fn == dl__builtin_id_get_some())
+        return get_some_clause(c, cl, src, r);
     if ((!missing && !get_else) || e->kind != DL__TERM_VAR || a->kind != DL__TERM_CONST ||
         a->value.type != DL_T_KEYWORD ||
         (get_else && (cl->args[3].kind != DL__TERM_CONST || cl->bind.kind != DL__BIND_SCALAR ||

@@ -2,7 +2,7 @@
  * test_live.c: the compiled dataflow engine against the reference evaluator.
  *
  * live_matches_oracle: random queries drawn from a small grammar (joins, constants,
- * predicates, functions, missing?, get-else, variable attributes, not, or, or-join, rules
+ * predicates, functions, missing?, get-else, get-some, variable attributes, not, or, or-join, rules
  * including recursion, scalar and collection inputs,
  * aggregates with and without :with) over random transaction streams with retractions: after every
  * transaction the live query's accumulated result equals the one-shot reference result on
@@ -139,8 +139,12 @@ static void random_clause(dl_rng_t *r, dl_buf_t *b, int depth) {
             dl__buf_printf(b, "[(missing? $ %s :a/%s)]", e, dl_rng_below(r, 2) ? "parent" : "tag");
             break;
         case 13:
-            dl__buf_printf(b, "[(get-else $ %s :a/parent %s) %s]", e,
-                           dl_rng_below(r, 2) ? "0" : "-1", f);
+            if (dl_rng_below(r, 3))
+                dl__buf_printf(b, "[(get-else $ %s :a/parent %s) %s]", e,
+                               dl_rng_below(r, 2) ? "0" : "-1", f);
+            else
+                dl__buf_printf(b, "[(get-some $ %s :a/parent :a/num) [?a %s]]", e,
+                               dl_rng_below(r, 2) ? "_" : "?w");
             break;
         case 14:
             dl__buf_printf(b, "(or [%s :a/tag :t0] [%s :a/num %d])", e, e, (int)dl_rng_below(r, 6));
