@@ -3,10 +3,11 @@
  * (include/deltalog/dataflow.h): the product engine of live and one-shot queries.
  *
  * Plan shape (docs/datalog.md "Compilation"):
- * - Each attribute the query reads is one input collection of rows [e v]; patterns are
- *   filters and projections of it. Arrangements are requested through dl_arrange, which
- *   returns the existing one for the same collection and key, so identical sub-plans
- *   (the same attribute joined on the same variable twice) are indexed once.
+ * - Each (source, attribute) the query reads is one input collection of rows [e v], or
+ *   [e v tx added] for patterns that bind tx or added; patterns are filters and
+ *   projections of it. Identical patterns share one relation (memo), and dl_arrange
+ *   returns the existing arrangement for the same collection and key.
+ * - A variable attribute reads the union of the schema's attributes as [e a v].
  * - A conjunction is planned greedily: predicates and negations as soon as their
  *   variables are bound, then the cheapest clause that shares a variable with what is
  *   bound (estimated from the store's attribute statistics), a cross product only when no
@@ -15,17 +16,20 @@
  *   is seeded with R's join columns, so it is evaluated only for relevant bindings.
  * - or / or-join and non-recursive rule calls: each branch seeded with R's bound join
  *   columns, unioned, made distinct, joined back.
- * - recursive rules: one iterate scope per strongly connected component, one variable per
- *   rule, distinct inside the loop (set semantics make the fixpoint finite), left once
- *   and shared by every call.
+ * - recursive rules: one iterate scope per strongly connected component and source, one
+ *   variable per rule, distinct inside the loop (set semantics make the fixpoint finite),
+ *   left once and shared by every call.
+ * - missing? / get-else / get-some: antijoins and joins with the attribute's input.
  * - aggregates: a reduce keyed by the grouping variables over the distinct
  *   (find ++ with) rows.
- * Relations are sets: every projection that may create duplicates is followed by distinct.
+ * Relations are sets: every projection that may create duplicates is followed by distinct
+ * (unless a distinct follows anyway).
  *
- * Not compiled (DL_EUNSUPPORTED; the reference evaluator handles them): variable
- * attributes, tx / added positions and history sources, get-else / get-some / missing?,
- * the collection-valued aggregates (distinct, (min n ?x), (max n ?x)), rule calls with an
- * explicit source, several sources.
+ * Not compiled (DL_EUNSUPPORTED; the reference evaluator handles them): a variable
+ * attribute with tx / added, get-some on cardinality-many attributes or into bound
+ * variables, the database functions on a constant entity, the collection-valued
+ * aggregates (distinct, (min n ?x), (max n ?x)), a recursive rule calling itself on
+ * another source, binding forms that repeat a variable.
  */
 #include "datalog/compile.h"
 
