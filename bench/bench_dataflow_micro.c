@@ -3,7 +3,7 @@
  * consolidation (sort + sum + drop zeros of a buffer of updates), a map -> filter chain,
  * a join against an arranged side, and a count reduce. Each measurement is one JSON line
  * (bench/harness.h); the medians of --reps repetitions are reported.
- * Usage: bench_dataflow_micro [--n N] [--reps R]
+ * Usage: bench_dataflow_micro [--n N] [--reps R] [--only NAME]
  */
 #include "bench/harness.h"
 
@@ -11,6 +11,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static uint64_t rng_state = 42;
 static uint64_t rnd(void) {
@@ -148,7 +149,10 @@ int main(int argc, char **argv) {
                  {"df_map_filter", bench_map_filter},
                  {"df_join", bench_join},
                  {"df_count", bench_count}};
+    const char *only = bench_arg(argc, argv, "only", NULL);
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        if (only && strcmp(only, cases[c].name) != 0)
+            continue;
         double v[64];
         for (int r = 0; r < reps; r++)
             v[r] = cases[c].fn(n);

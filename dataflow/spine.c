@@ -68,6 +68,21 @@ static int merge(dl_spine_t *s, const dl_batch_t *a, const dl_batch_t *b, dl_bat
         else
             c = dl__batch_rcmp(dl__ub_row(ua, i), dl__ub_row(ub, j), rs);
         row = c <= 0 ? dl__ub_row(ua, i) : dl__ub_row(ub, j);
+        /* Fast path: a row held by exactly one record (the common case) is copied whole,
+         * its time advanced in place. */
+        if (c != 0) {
+            const dl_ubuf_t *u = c < 0 ? ua : ub;
+            size_t *p = c < 0 ? &i : &j;
+            size_t lim = c < 0 ? na : nb;
+            if (*p + 1 >= lim || dl__batch_rcmp(dl__ub_row(u, *p + 1), row, rs) != 0) {
+                size_t k = o.n++;
+                memcpy(o.data + k * o.stride, u->data + *p * u->stride, o.stride);
+                if (advance)
+                    dl_time_advance_by(dl__ub_time(&o, k), &s->since, dl__ub_time(&o, k));
+                (*p)++;
+                continue;
+            }
+        }
         size_t g = 0;
         /* Gather the group of records with this row from both inputs. */
         for (int side = 0; side < 2; side++) {
@@ -211,6 +226,12 @@ int dl__spine_maintain(dl_spine_t *s, size_t *fuel_used) {
         if (rc)
             return rc;
         *fuel_used += moved;
+        /* Restore the layer rule (design note 1) at the new tail. */
+        while (s->n >= 2 && s->batches[s->n - 2]->u.n <= 2 * s->batches[s->n - 1]->u.n) {
+            *fuel_used += s->batches[s->n - 2]->u.n + s->batches[s->n - 1]->u.n;
+            if ((rc = merge_at(s, s->n - 2, true)))
+                return rc;
+        }
         return 1;
     }
     if (s->n == 1 && s->batches[0]->since_gen != s->since_gen) {
