@@ -174,18 +174,19 @@ json_t *dl__exec_status(dl_exec_t *x) {
     SET(s, "version", json_string(dl_version()));
     SET(s, "data", x->opt.memory ? json_string(":memory") : json_string(x->data_dir));
 #if DL_HAVE_STORE
+    dl_store_stats_t st;
+    memset(&st, 0, sizeof st);
+    dl_store_stats(x->store, &st);
+    SET(s, "t", json_integer((json_int_t)st.last_tx));
+    SET(s, "datoms", json_integer(st.datoms));
     dl_db_t *db = dl_store_db(x->store);
     if (db) {
-        SET(s, "t", json_integer((json_int_t)dl_db_basis_tx(db)));
         size_t n = dl_db_attrs(db, NULL, 0);
         dl_attr_info_t *attrs = n ? dl_calloc(n, sizeof *attrs) : NULL;
-        int64_t datoms = 0, user_attrs = 0, dims = 0;
+        int64_t user_attrs = 0, dims = 0;
         if (attrs) {
             n = dl_db_attrs(db, attrs, n);
             for (size_t i = 0; i < n; i++) {
-                dl_attr_stats_t st;
-                if (dl_db_attr_stats(db, attrs[i].id, &st, NULL) == DL_OK)
-                    datoms += st.datoms;
                 bool builtin = strncmp(attrs[i].ident, "db/", 3) == 0 ||
                                strncmp(attrs[i].ident, "db.", 3) == 0;
                 if (attrs[i].time_dimension)
@@ -195,10 +196,19 @@ json_t *dl__exec_status(dl_exec_t *x) {
             }
             dl_free(attrs);
         }
-        SET(s, "datoms", json_integer(datoms));
         SET(s, "attributes", json_integer(user_attrs));
         SET(s, "dimensions", json_integer(dims));
         dl_db_unref(db);
+    }
+    SET(s, "history_datoms", json_integer(st.history_datoms));
+    if (!x->opt.memory) {
+        SET(s, "log_records", json_integer((json_int_t)st.log_records));
+        SET(s, "log_stored_bytes", json_integer((json_int_t)st.log_stored_bytes));
+        SET(s, "compression_ratio", json_real(st.compression_ratio));
+        SET(s, "checkpoint_tx", json_integer((json_int_t)st.checkpoint_tx));
+        SET(s, "bytes_on_disk", json_integer((json_int_t)st.bytes_on_disk));
+        SET(s, "fsyncs", json_integer((json_int_t)st.fsyncs));
+        SET(s, "group_commits", json_integer((json_int_t)st.group_commits));
     }
 #else
     SET(s, "store", json_string("not available yet: the store module (store/) is not built"));
