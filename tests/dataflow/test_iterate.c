@@ -385,7 +385,66 @@ static void test_iterate_connected_components(void **state) {
     }
 }
 
-DL_TEST_GROUP(iterate, cmocka_unit_test(test_iterate_reach_bfs),
-              cmocka_unit_test(test_iterate_reach_2d),
+/* Nested iterate: reachability as an outer loop whose body runs an inner loop (times gain
+ * two loop coordinates), reading the edges arranged two scopes out. */
+static void test_iterate_nested_reach(void **state) {
+    (void)state;
+    dl_rng_t rng = {dl_prop_seed("iterate_nested_reach")};
+    long cases = dl_prop_iters(40);
+    for (long cs = 0; cs < cases; cs++) {
+        int n = 2 + (int)dl_rng_below(&rng, 14);
+        dl_error_t err = {0};
+        dl_graph_t *g = dl_graph_new(1, &err);
+        dl_input_t *edges = dl_input_new(dl_graph_root(g), 2, &err);
+        dl_input_t *roots = dl_input_new(dl_graph_root(g), 1, &err);
+        dl_arr_t *e_arr = dl_arrange(dl_input_coll(edges), K0, 1, V1, 1, &err);
+        dl_scope_t *s1 = dl_iterate_begin(dl_graph_root(g), &err);
+        dl_coll_t *r1 = dl_enter(s1, dl_input_coll(roots), &err);
+        dl_var_t *v1 = dl_var_new(s1, r1, &err);
+        dl_scope_t *s2 = dl_iterate_begin(s1, &err);
+        dl_coll_t *r2 = dl_enter(s2, dl_var_coll(v1), &err);
+        dl_var_t *v2 = dl_var_new(s2, r2, &err);
+        dl_arr_t *v2_arr = dl_arrange(dl_var_coll(v2), K0, 1, NULL, 0, &err);
+        dl_join_col_t jc[1] = {{DL_JOIN_RIGHT, 0}};
+        dl_coll_t *step = dl_join(v2_arr, e_arr, jc, 1, &err);
+        dl_coll_t *p2[2] = {r2, step};
+        dl_coll_t *body2 = dl_distinct(dl_concat(p2, 2, &err), &err);
+        assert_non_null(body2);
+        assert_int_equal(dl_var_set(v2, body2, &err), 0);
+        dl_coll_t *inner = dl_leave(body2, &err);
+        dl_coll_t *p1[2] = {r1, inner};
+        dl_coll_t *body1 = dl_distinct(dl_concat(p1, 2, &err), &err);
+        assert_non_null(body1);
+        assert_int_equal(dl_var_set(v1, body1, &err), 0);
+        static view_t v;
+        memset(&v, 0, sizeof v);
+        assert_non_null(dl_capture_new(dl_leave(body1, &err), view_cap, &v, &err));
+        bool adj[NMAX][NMAX] = {{0}};
+        uint64_t t[1] = {0};
+        dl_value_t zero = dl_value_int(0);
+        assert_int_equal(dl_input_update(roots, &zero, 1, t, 1, &err), 0);
+        int rounds = 1 + (int)dl_rng_below(&rng, 8);
+        for (int r = 0; r < rounds; r++) {
+            int k = r == 0 ? 1 + (int)dl_rng_below(&rng, (uint64_t)(2 * n))
+                           : 1 + (int)dl_rng_below(&rng, 3);
+            for (int i = 0; i < k; i++)
+                random_flip(&rng, adj, n, edges, t);
+            t[0]++;
+            assert_int_equal(dl_input_advance_to(edges, t, &err), 0);
+            assert_int_equal(dl_input_advance_to(roots, t, &err), 0);
+            assert_int_equal(dl_graph_run(g, &err), 0);
+            bool seen[NMAX];
+            bfs(adj, n, 0, seen);
+            for (int x = 0; x < n; x++)
+                if (v.c[x][0] != (seen[x] ? 1 : 0))
+                    dl_prop_fail("case %ld round %d: node %d count %lld, BFS says %d", cs, r, x,
+                                 (long long)v.c[x][0], seen[x]);
+        }
+        dl_graph_free(g);
+    }
+}
+
+DL_TEST_GROUP(iterate, cmocka_unit_test(test_iterate_nested_reach),
+              cmocka_unit_test(test_iterate_reach_bfs), cmocka_unit_test(test_iterate_reach_2d),
               cmocka_unit_test(test_iterate_transitive_closure),
               cmocka_unit_test(test_iterate_connected_components));
