@@ -1613,6 +1613,70 @@ static int agg_reduce(void *ctx, const dl_value_t *key, const dl_value_t *vals,
     return rc ? rc : dl_emit(out, res);
 }
 
+/* Whether the :find variables determine every variable of r, through functional
+ * dependencies of the top-level clauses: [?e :a ?v] on a current or fixed source gives
+ * ?v -> ?e when :a is unique and ?e -> ?v when :a is cardinality-one; a function clause
+ * gives its arguments -> its scalar output. Then projecting the set r onto the :find
+ * variables cannot create duplicates, and the final distinct is not needed. */
+static bool find_determines_all(cctx_t *c, const prel_t *r) {
+    const dl_query_t *q = c->q;
+    uint64_t k[64];
+    memset(k, 0, sizeof k);
+    for (size_t i = 0; i < q->n_find; i++)
+        k[q->find[i].var / 64] |= 1ull << (q->find[i].var % 64);
+    bool grew = true;
+    while (grew) {
+        grew = false;
+        for (size_t i = 0; i < q->n_where; i++) {
+            const dl__clause_t *cl = q->where[i];
+            int from = -1, to = -1, from2 = -1, to2 = -1;
+            if (cl->kind == DL__C_PATTERN) {
+                const dl__term_t *t = cl->args;
+                dl_attr_info_t ai;
+                int src = cl->src;
+                if (t[0].kind != DL__TERM_VAR || t[2].kind != DL__TERM_VAR ||
+                    t[1].kind != DL__TERM_CONST || t[1].value.type != DL_T_KEYWORD ||
+                    c->L->src_kind[src] == DL_LIVE_HISTORY ||
+                    dl_db_attr(c->db, dl_value_str(t[1].value, NULL), &ai, NULL))
+                    continue;
+                if (ai.unique) {
+                    from = t[2].var;
+                    to = t[0].var;
+                }
+                if (!ai.many) {
+                    from2 = t[0].var;
+                    to2 = t[2].var;
+                }
+            } else if (cl->kind == DL__C_FN && cl->bind.kind == DL__BIND_SCALAR &&
+                       cl->bind.vars[0] >= 0) {
+                bool all = true;
+                for (size_t a = 0; a < cl->n_args; a++)
+                    if (cl->args[a].kind == DL__TERM_VAR && !is_bound(k, cl->args[a].var))
+                        all = false;
+                if (all && !is_bound(k, cl->bind.vars[0])) {
+                    k[cl->bind.vars[0] / 64] |= 1ull << (cl->bind.vars[0] % 64);
+                    grew = true;
+                }
+                continue;
+            } else {
+                continue;
+            }
+            if (from >= 0 && is_bound(k, from) && !is_bound(k, to)) {
+                k[to / 64] |= 1ull << (to % 64);
+                grew = true;
+            }
+            if (from2 >= 0 && is_bound(k, from2) && !is_bound(k, to2)) {
+                k[to2 / 64] |= 1ull << (to2 % 64);
+                grew = true;
+            }
+        }
+    }
+    for (size_t i = 0; i < r->arity; i++)
+        if (r->vars[i] >= 0 && !is_bound(k, r->vars[i]))
+            return false;
+    return true;
+}
+
 static int compile_find(cctx_t *c, prel_t *r) {
     const dl_query_t *q = c->q;
     dl_live_t *L = c->L;
@@ -1623,6 +1687,11 @@ static int compile_find(cctx_t *c, prel_t *r) {
         for (size_t i = 0; i < q->n_find; i++)
             cols[i] = (uint32_t)col_of(r, q->find[i].var);
         dl_coll_t *p = dl_project(r->coll, cols, q->n_find, c->err);
+        if (p && find_determines_all(c, r)) {
+            L->out = p;
+            mark(c, explain(c, "project to :find (it determines every variable: no distinct)"), p);
+            return 0;
+        }
         L->out = p ? dl_distinct(p, c->err) : NULL;
         mark(c, explain(c, "project to :find, distinct"), L->out);
         return L->out ? 0 : cfail(c);
