@@ -153,6 +153,11 @@ static void publish(dl_store_t *s, dl_version_t *v, const dl_commit_t *commit) {
 
 /* ---- applying changes ----------------------------------------------------------------------- */
 
+/* Attributes whose distinct values no index counts: vcount.c keeps them. */
+static bool map_counted(const dl_attr_t *a) {
+    return a && a->is_attr && !a->indexed && a->type != DL_T_REF;
+}
+
 /* Inserts or deletes k in every index tree of kind base (DL_T_CUR or DL_T_PAST) that holds
  * attribute a. */
 static int index_op(dl_store_t *s, int base, const dl_attr_t *a, const dl_kd_t *k, bool ins) {
@@ -347,8 +352,8 @@ static int apply_schema(dl_store_t *s, dl_schema_t *ns) {
                 dl_free(st);
                 return rc;
             }
-            if (!(na->indexed || na->type == DL_T_REF))
-                st[i].values = -1;
+            if (map_counted(na))
+                st[i].values = -1; /* no counts were kept while indexed: on demand */
         }
         if (is && (!was || !oa) && na->type != DL_T_REF) {
             /* count distinct values from the new AVET */
@@ -366,8 +371,8 @@ static int apply_schema(dl_store_t *s, dl_schema_t *ns) {
             }
             st[i].values = nv;
         }
-        if (!oa && !(na->indexed || na->type == DL_T_REF))
-            st[i].values = -1;
+        if (!oa && map_counted(na))
+            st[i].values = 0; /* a new attribute: vcount.c counts from here */
     }
     uint64_t *f = dl_calloc((size_t)ns->n_dims + 1, sizeof *f);
     if (!f) {
@@ -386,10 +391,17 @@ static int apply_schema(dl_store_t *s, dl_schema_t *ns) {
     return 0;
 }
 
-/* The transaction committed: drop what apply_schema kept for a rollback. */
+/* The transaction committed: drop what apply_schema kept for a rollback, and the value
+ * counts of attributes whose values an index now counts, or that lost their index. */
 static void finish_schema(dl_store_t *s) {
     if (!s->prev_schema)
         return;
+    for (size_t i = 0; i < s->schema->n_attrs; i++) {
+        const dl_attr_t *na = &s->schema->attrs[i];
+        const dl_attr_t *oa = dl__schema_by_id(s->prev_schema, na->id);
+        if (oa && map_counted(oa) != map_counted(na))
+            dl__vcount_lose(&s->vc, na->id);
+    }
     dl_free(s->prev_stats);
     dl_free(s->prev_frontier);
     dl__schema_unref(s->prev_schema);
@@ -438,6 +450,44 @@ static dl_version_t *newest(dl_store_t *s) {
     return v;
 }
 
+/* One value-count delta: +1 for an assertion, -1 for a retraction (times sign). */
+static int vcount_one(dl_store_t *s, const dl_schema_t *sc, const dl_kd_t *k, int d) {
+    long slot = dl__schema_slot(sc, k->a);
+    if (slot < 0 || !map_counted(&sc->attrs[slot]))
+        return 0;
+    int t = 0;
+    int rc = dl__vcount_add(&s->vc, k->a, k->v, d, &t);
+    if (dl__vcount_lost(&s->vc, k->a))
+        s->stats[slot].values = -1;
+    else
+        s->stats[slot].values += t;
+    return rc;
+}
+
+/* Applies (sign +1) or undoes (sign -1) the value counts of a plan's changes. A failure
+ * half way undoes the part done; an undo that fails marks the attribute lost (its
+ * statistic is then computed on demand), so counts are never wrong. */
+static int vcount_apply(dl_store_t *s, const dl_schema_t *sc, const dl_txplan_t *p, int sign) {
+    size_t n = p->n_retract + p->n_assert;
+    for (size_t i = 0; i < n; i++) {
+        bool r = i < p->n_retract;
+        const dl_kd_t *k = r ? &p->retract[i] : &p->assert[i - p->n_retract];
+        int rc = vcount_one(s, sc, k, (r ? -1 : 1) * sign);
+        if (rc != 0 && sign > 0) {
+            while (i-- > 0) {
+                bool r2 = i < p->n_retract;
+                const dl_kd_t *k2 = r2 ? &p->retract[i] : &p->assert[i - p->n_retract];
+                if (vcount_one(s, sc, k2, r2 ? 1 : -1) != 0)
+                    dl__vcount_lose(&s->vc, k2->a);
+            }
+            return rc;
+        }
+        if (rc != 0)
+            dl__vcount_lose(&s->vc, k->a);
+    }
+    return 0;
+}
+
 /* Applies plan p as transaction tx (p->time holds dimension coordinates). Caller holds
  * wmu. On success *out_v is the built version (not yet published). */
 static int apply(dl_store_t *s, dl_txplan_t *p, uint64_t tx, dl_version_t **out_v,
@@ -461,6 +511,11 @@ static int apply(dl_store_t *s, dl_txplan_t *p, uint64_t tx, dl_version_t **out_
     }
     if (rc == 0 && p->n_assert)
         rc = insert_assertions(s, p, tx);
+    bool vc_applied = false;
+    if (rc == 0) {
+        rc = vcount_apply(s, sc, p, +1);
+        vc_applied = rc == 0;
+    }
     if (rc == 0 && p->new_schema)
         rc = apply_schema(s, p->new_schema);
     dl_txrec_t *rec = NULL;
@@ -533,6 +588,8 @@ static int apply(dl_store_t *s, dl_txplan_t *p, uint64_t tx, dl_version_t **out_
             dl_free(rec->changes);
             memset(rec, 0, sizeof *rec);
         }
+        if (vc_applied)
+            (void)vcount_apply(s, sc, p, -1); /* an undo never fails: it marks lost */
         rollback(s, base);
         s->next_id = saved_next;
         if (s->log && rc == DL_EIO)
@@ -846,6 +903,7 @@ static void store_free(dl_store_t *s) {
     dl_free(s->listeners);
     dl__tx_scratch_free(s->scratch);
     dl_free(s->abuf);
+    dl__vcount_free(&s->vc);
     pthread_mutex_destroy(&s->wmu);
     pthread_mutex_destroy(&s->vmu);
     pthread_mutex_destroy(&s->lmu);
@@ -881,9 +939,6 @@ int dl__store_new(dl_store_t **out, dl_error_t *err) {
         store_free(s);
         return dl_error_set(err, DL_ENOMEM, "out of memory");
     }
-    for (size_t i = 0; i < s->schema->n_attrs; i++)
-        if (!(s->schema->attrs[i].indexed || s->schema->attrs[i].type == DL_T_REF))
-            s->stats[i].values = -1;
     /* The built-in schema datoms, as transaction 0. */
     dl_kd_t bd[128];
     size_t nb = dl__schema_builtin_datoms(bd, DL_ARRAY_LEN(bd));

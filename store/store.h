@@ -177,6 +177,22 @@ typedef struct dl_schema_ent {
 int dl__schema_derive(const dl_schema_t *old, const dl_schema_ent_t *ents, size_t n,
                       dl_schema_t **out, dl_error_t *err) DL_WUR;
 
+/* ---- value counts (vcount.c) ---- */
+
+/* Per-attribute counts of current values for attributes no index orders by value. */
+typedef struct dl_vcount {
+    struct dl_vcmap *maps; /* sorted by attribute id */
+    size_t n, cap;
+    bool oom; /* a map could not even be created: all counts are unreliable */
+} dl_vcount_t;
+/* Adds d (+1/-1) to the count of value v of attribute a; *out_transition is +1 when the
+ * value appears, -1 when it disappears. DL_ENOMEM marks the attribute lost. */
+int dl__vcount_add(dl_vcount_t *vc, int64_t a, dl_value_t v, int d, int *out_transition) DL_WUR;
+/* Forgets attribute a's counts; its distinct-values statistic is then computed on demand. */
+void dl__vcount_lose(dl_vcount_t *vc, int64_t a);
+bool dl__vcount_lost(dl_vcount_t *vc, int64_t a);
+void dl__vcount_free(dl_vcount_t *vc);
+
 /* ---- versions, store, snapshots (store.c, db.c) ------------------------------------------- */
 
 enum { DL_T_CUR = 0, DL_T_PAST = 4, DL_N_TREES = 8 };
@@ -253,6 +269,7 @@ struct dl_store {
     struct dl_txscratch *scratch; /* tx.c's reusable buffers (writer only) */
     struct dl_durable *durable;   /* durable.c's state (background checkpoints), or NULL */
     dl_kd_t *abuf;                /* store.c's reusable sort buffer for assertions */
+    dl_vcount_t vc;               /* value counts of attributes without a value index */
     size_t cap_abuf;
 };
 void dl__tx_scratch_free(struct dl_txscratch *x);
