@@ -552,6 +552,79 @@ static void test_store_sigterm_mid_pipeline(void **state) {
     assert_int_equal(rt_wait(&p), 0);
 }
 
+/* The command line on a durable data directory: transact, status, export (current and
+ * history), checkpoint, fsck; and a directory held by a running server is refused with
+ * exit 4 ("locked"), while --connect reaches the server. */
+static void test_store_cli_durable(void **state) {
+    (void)state;
+#if !DL_HAVE_STORE
+    skip();
+#endif
+    char *dir = rt_tempdir();
+    char data[512];
+    snprintf(data, sizeof data, "%s/d", dir);
+    char *out = NULL, *err = NULL;
+    const char *tx1[] = {"transact", "--data", data, schema_edn, NULL};
+    assert_int_equal(rt_run(NULL, tx1, NULL, &out, NULL), 0);
+    free(out);
+    const char *tx2[] = {"transact", "--data", data, "-", NULL};
+    assert_int_equal(rt_run(NULL, tx2, "[{:db/id \"a\" :p/name \"Ann\" :p/n 1}]", &out, NULL), 0);
+    free(out);
+    const char *tx3[] = {
+        "transact", "--data", data, "--json", "[[\"add\",[\"p/name\",\"Ann\"],\"p/n\",2]]", NULL};
+    assert_int_equal(rt_run(NULL, tx3, NULL, &out, NULL), 0);
+    free(out);
+    const char *st[] = {"status", "--data", data, "--format", "json", NULL};
+    assert_int_equal(rt_run(NULL, st, NULL, &out, NULL), 0);
+    json_t *j = rt_json(out);
+    assert_int_equal(json_integer_value(json_object_get(j, "t")), 3);
+    assert_int_equal(json_integer_value(json_object_get(j, "attributes")), 8);
+    json_decref(j);
+    free(out);
+    /* export: the current p/n of Ann is 2; history has 1 added, 1 retracted, 2 added. */
+    const char *ex[] = {"export", "--data", data, NULL};
+    assert_int_equal(rt_run(NULL, ex, NULL, &out, NULL), 0);
+    assert_non_null(strstr(out, "{\"kw\":\"p/n\"},2,3]"));
+    assert_null(strstr(out, "{\"kw\":\"p/n\"},1,"));
+    free(out);
+    const char *exh[] = {"export", "--data", data, "--history", "--format", "edn", NULL};
+    assert_int_equal(rt_run(NULL, exh, NULL, &out, NULL), 0);
+    assert_non_null(strstr(out, ":p/n 1 2 true]"));
+    assert_non_null(strstr(out, ":p/n 1 3 false]"));
+    assert_non_null(strstr(out, ":p/n 2 3 true]"));
+    free(out);
+    const char *ck[] = {"checkpoint", "--data", data, NULL};
+    assert_int_equal(rt_run(NULL, ck, NULL, &out, NULL), 0);
+    free(out);
+    const char *fs[] = {"fsck", "--data", data, "--format", "json", NULL};
+    assert_int_equal(rt_run(NULL, fs, NULL, &out, NULL), 0);
+    j = rt_json(out);
+    assert_true(json_is_true(json_object_get(j, "ok")));
+    assert_int_equal(json_integer_value(json_object_get(j, "t")), 3);
+    assert_int_equal(json_integer_value(json_object_get(j, "checkpoint_tx")), 3);
+    json_decref(j);
+    free(out);
+    /* A server holds the directory: in-process commands are refused, --connect works. */
+    rt_proc_t p;
+    char addr[80];
+    const char *sargs[] = {"--data", data, "--listen", "127.0.0.1:0", NULL};
+    rt_start_server(&p, NULL, sargs, addr, sizeof addr);
+    const char *st2[] = {"status", "--data", data, NULL};
+    assert_int_equal(rt_run(NULL, st2, NULL, &out, &err), 4);
+    assert_non_null(strstr(err, "locked"));
+    free(out);
+    free(err);
+    const char *st3[] = {"status", "--connect", addr, "--format", "json", NULL};
+    assert_int_equal(rt_run(NULL, st3, NULL, &out, NULL), 0);
+    j = rt_json(out);
+    assert_int_equal(json_integer_value(json_object_get(j, "t")), 3);
+    json_decref(j);
+    free(out);
+    stop_server(&p);
+    rt_rmrf(dir);
+    free(dir);
+}
+
 /* A durable server killed with SIGKILL while clients write; after a restart every
  * acknowledged transaction is there. */
 static void test_store_sigkill_keeps_acknowledged(void **state) {
@@ -636,4 +709,5 @@ DL_TEST_GROUP(store, cmocka_unit_test(test_store_roundtrip_all_types),
               cmocka_unit_test(test_store_concurrent_clients),
               cmocka_unit_test(test_store_cli_against_server),
               cmocka_unit_test(test_store_sigterm_mid_pipeline),
+              cmocka_unit_test(test_store_cli_durable),
               cmocka_unit_test(test_store_sigkill_keeps_acknowledged));
