@@ -215,8 +215,10 @@ struct dl_input {
 };
 
 typedef struct dl_capq {
-    uint64_t *time;
-    dl_ubuf_t u; /* consolidated rows at `time` */
+    uint64_t *time;   /* dim coordinates */
+    dl_value_t *vals; /* n * arity, sorted, consolidated */
+    int64_t *diffs;   /* n, nonzero */
+    size_t n;
 } dl_capq_t;
 
 struct dl_capture {

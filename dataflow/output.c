@@ -32,8 +32,9 @@ dl_capture_t *dl_capture_new(dl_coll_t *c, dl_capture_fn fn, void *ctx, dl_error
 
 static void capq_fini(dl_capq_t *q) {
     dl_free(q->time);
-    q->time = NULL;
-    dl__batch_ubuf_fini(&q->u);
+    dl_free(q->vals);
+    dl_free(q->diffs);
+    memset(q, 0, sizeof *q);
 }
 
 void dl__output_capture_free(dl_capture_t *c) {
@@ -49,32 +50,38 @@ void dl__output_capture_free(dl_capture_t *c) {
     dl_free(c);
 }
 
-/* Hands one completed time's consolidated rows to the callback or the queue; rows is
- * emptied when queued. */
-static int deliver(dl_capture_t *c, const uint64_t *t, dl_ubuf_t *rows) {
+/* Hands records [from, to) of `done` (rows time ++ row, consolidated, one time) to the
+ * callback, or queues them for dl_capture_pop. */
+static int deliver(dl_capture_t *c, const uint64_t *t, const dl_ubuf_t *done, size_t from,
+                   size_t to) {
+    size_t ar = c->pend.arity, dim = c->pend.dim, n = to - from;
+    dl_capq_t e = {0};
+    e.n = n;
+    e.time = dl_malloc(dim * sizeof *e.time);
+    e.vals = dl_malloc((n * ar + 1) * sizeof *e.vals);
+    e.diffs = dl_malloc((n + 1) * sizeof *e.diffs);
+    if (!e.time || !e.vals || !e.diffs) {
+        capq_fini(&e);
+        return DL_ENOMEM;
+    }
+    memcpy(e.time, t, dim * sizeof *e.time);
+    for (size_t i = 0; i < n; i++) {
+        memcpy(e.vals + i * ar, dl__ub_row(done, from + i) + dim, ar * sizeof *e.vals);
+        e.diffs[i] = *dl__ub_diff(done, from + i);
+    }
     if (c->fn) {
-        dl_value_t *vals = dl_malloc((rows->n * rows->arity + 1) * sizeof *vals);
-        int64_t *diffs = dl_malloc((rows->n + 1) * sizeof *diffs);
-        int rc = 0;
-        if (!vals || !diffs)
-            rc = DL_ENOMEM;
-        for (size_t i = 0; i < rows->n && !rc; i++) {
-            memcpy(vals + i * rows->arity, dl__ub_row(rows, i), rows->arity * sizeof *vals);
-            diffs[i] = *dl__ub_diff(rows, i);
-        }
-        if (!rc) {
-            dl_diff_t d = {t, rows->dim, rows->arity, rows->n, vals, diffs};
-            rc = c->fn(c->ctx, &d);
-        }
-        dl_free(vals);
-        dl_free(diffs);
+        dl_diff_t d = {e.time, dim, ar, n, e.vals, e.diffs};
+        int rc = c->fn(c->ctx, &d);
+        capq_fini(&e);
         return rc;
     }
     if (c->q_n == c->q_cap) {
         size_t nc = c->q_cap ? c->q_cap * 2 : 8;
         dl_capq_t *q = dl_malloc(nc * sizeof *q);
-        if (!q)
+        if (!q) {
+            capq_fini(&e);
             return DL_ENOMEM;
+        }
         for (size_t i = 0; i < c->q_n; i++)
             q[i] = c->q[(c->q_head + i) % c->q_cap];
         dl_free(c->q);
@@ -82,14 +89,7 @@ static int deliver(dl_capture_t *c, const uint64_t *t, dl_ubuf_t *rows) {
         c->q_cap = nc;
         c->q_head = 0;
     }
-    dl_capq_t *e = &c->q[(c->q_head + c->q_n) % c->q_cap];
-    e->time = dl_malloc(rows->dim * sizeof(uint64_t));
-    if (!e->time)
-        return DL_ENOMEM;
-    memcpy(e->time, t, rows->dim * sizeof(uint64_t));
-    e->u = *rows;
-    rows->data = NULL;
-    rows->n = rows->cap = 0;
+    c->q[(c->q_head + c->q_n) % c->q_cap] = e;
     c->q_n++;
     return 0;
 }
@@ -98,7 +98,8 @@ int dl__output_capture_step(dl_capture_t *c, const dl_antichain_t *f) {
     dl_ubuf_t *p = &c->pend;
     if (p->n == 0)
         return 0;
-    /* Records are re-laid as (time ++ row) so that consolidation groups them by time. */
+    /* Completed records are re-laid as (time ++ row), times as order-preserving ints, so
+     * that one consolidation groups them by time and sorts each time's rows. */
     size_t dim = p->dim, ar = p->arity;
     dl_ubuf_t done, keep;
     dl__batch_ubuf_init(&done, ar + dim, 0);
@@ -128,23 +129,17 @@ int dl__output_capture_step(dl_capture_t *c, const dl_antichain_t *f) {
         dl__batch_ubuf_fini(p);
         *p = keep;
         keep.data = NULL;
+        keep.n = keep.cap = 0;
     }
     uint64_t t[DL_TIME_MAX_DIM];
     for (size_t i = 0; i < done.n && !rc;) {
         const dl_value_t *r = dl__ub_row(&done, i);
         for (size_t d = 0; d < dim; d++)
             t[d] = (uint64_t)r[d].as.i ^ 0x8000000000000000ull;
-        dl_ubuf_t rows;
-        dl__batch_ubuf_init(&rows, ar, dim);
-        size_t j = i;
-        while (j < done.n && dl__batch_rcmp(dl__ub_row(&done, j), r, dim) == 0) {
-            if (!dl__batch_ubuf_push(&rows, dl__ub_row(&done, j) + dim, t, *dl__ub_diff(&done, j)))
-                rc = DL_ENOMEM;
+        size_t j = i + 1;
+        while (j < done.n && dl__batch_rcmp(dl__ub_row(&done, j), r, dim) == 0)
             j++;
-        }
-        if (!rc)
-            rc = deliver(c, t, &rows);
-        dl__batch_ubuf_fini(&rows);
+        rc = deliver(c, t, &done, i, j);
         i = j;
     }
     dl__batch_ubuf_fini(&done);
@@ -156,34 +151,20 @@ int dl_capture_pop(dl_capture_t *cap, dl_diff_t *out) {
     if (!cap || !out || cap->q_n == 0)
         return 0;
     dl_capq_t e = cap->q[cap->q_head];
-    /* Rows and diffs are interleaved in the record layout: split them out. */
-    size_t n = e.u.n, ar = e.u.arity;
-    dl_value_t *vals = dl_malloc((n * ar + 1) * sizeof *vals);
-    int64_t *diffs = dl_malloc((n + 1) * sizeof *diffs);
-    if (!vals || !diffs) {
-        dl_free(vals);
-        dl_free(diffs);
-        return DL_ENOMEM;
-    }
     cap->q_head = (cap->q_head + 1) % cap->q_cap;
     cap->q_n--;
-    for (size_t i = 0; i < n; i++) {
-        memcpy(vals + i * ar, dl__ub_row(&e.u, i), ar * sizeof *vals);
-        diffs[i] = *dl__ub_diff(&e.u, i);
-    }
     dl_free(cap->pop_time);
     dl_free(cap->pop_vals);
     dl_free(cap->pop_diffs);
     cap->pop_time = e.time;
-    cap->pop_vals = vals;
-    cap->pop_diffs = diffs;
+    cap->pop_vals = e.vals;
+    cap->pop_diffs = e.diffs;
     out->time = e.time;
-    out->dim = e.u.dim;
-    out->arity = ar;
-    out->n = n;
-    out->rows = vals;
-    out->diffs = diffs;
-    dl__batch_ubuf_fini(&e.u);
+    out->dim = cap->pend.dim;
+    out->arity = cap->pend.arity;
+    out->n = e.n;
+    out->rows = e.vals;
+    out->diffs = e.diffs;
     return 1;
 }
 
