@@ -1815,22 +1815,31 @@ int dl__compile_query(dl_live_t *L, const dl_query_t *q, const dl_db_t *db, dl_e
         prel_t a, j;
         a.coll = dl_input_coll(in);
         a.arity = b->n;
-        for (size_t k = 0; k < b->n; k++)
-            a.vars[k] = b->vars[k] >= 0 ? b->vars[k] : -4 - (int)k;
         a.est = 10;
         int keepv[MAXC];
         size_t nk = 0;
-        for (size_t k = 0; k < b->n; k++)
-            if (b->vars[k] >= 0) {
-                bool dup = false;
-                for (size_t t = 0; t < nk; t++)
-                    dup |= keepv[t] == b->vars[k];
-                if (!dup)
-                    keepv[nk++] = b->vars[k];
+        for (size_t k = 0; k < b->n && !rc; k++) {
+            a.vars[k] = b->vars[k] >= 0 ? b->vars[k] : -4 - (int)k;
+            if (b->vars[k] < 0)
+                continue;
+            int first = -1;
+            for (size_t t = 0; t < k && first < 0; t++)
+                if (b->vars[t] == b->vars[k])
+                    first = (int)t;
+            if (first < 0) {
+                keepv[nk++] = b->vars[k];
+                continue;
             }
+            /* [?x ?x]: the two values must be equal (the reference evaluator unifies). */
+            a.coll = dl_filter_cols_eq(a.coll, (uint32_t)first, (uint32_t)k, err);
+            if (!a.coll)
+                rc = cfail(&c);
+            a.vars[k] = -4 - (int)k;
+        }
+        if (rc)
+            break;
         if (nk < b->n)
-            rc = project(&c, &a, keepv, nk); /* _ columns; repeated variables are unified
-                                              * when the rows are loaded */
+            rc = project(&c, &a, keepv, nk); /* drops _ and repeated columns */
         int aln = explain(&c, "argument %s",
                           b->n == 1 && b->vars[0] >= 0 ? dl__parse_var_name(q, b->vars[0])
                                                        : "(tuple, collection or relation)");
