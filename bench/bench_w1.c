@@ -56,6 +56,12 @@ static int read_initial(json_t *line, void *ctx) {
 static void read_pairs(json_t *arr, edges_t *e) {
     size_t i;
     json_t *p;
+    /* Exact capacity: a thousand rounds of small batches must not hold megabytes. */
+    size_t n = json_array_size(arr);
+    e->v = realloc(e->v, (n ? n : 1) * 2 * sizeof *e->v);
+    if (!e->v)
+        abort();
+    e->cap = n ? n : 1;
     json_array_foreach(arr, i, p) {
         edges_push(e, json_integer_value(json_array_get(p, 0)),
                    json_integer_value(json_array_get(p, 1)));
