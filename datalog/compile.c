@@ -29,7 +29,7 @@
  * attribute with tx / added, get-some on cardinality-many attributes or into bound
  * variables, the database functions on a constant entity, the collection-valued
  * aggregates (distinct, (min n ?x), (max n ?x)), a recursive rule calling itself on
- * another source, binding forms that repeat a variable.
+ * another source.
  */
 #include "datalog/compile.h"
 
@@ -851,13 +851,17 @@ static int expr_clause(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
     int new_vars[MAXC];
     memcpy(new_vars, r->vars, r->arity * sizeof(int));
     if (cl->kind == DL__C_FN) {
+        int newpos[MAXC]; /* per binding position: the output column it creates, or -1 */
         for (size_t i = 0; i < cl->bind.n; i++) {
             int v = cl->bind.vars[i];
             int k = v < 0 ? -2 : col_of(r, v);
-            for (size_t j = 0; j < i; j++)
-                if (v >= 0 && cl->bind.vars[j] == v && k == -1)
-                    return dl__parse_error(c->err, DL_EUNSUPPORTED, cl->text, cl->text_len,
-                                           cl->form, "a binding form repeats a variable");
+            newpos[i] = -1;
+            /* [?x ?x]: the later value must equal the earlier one, already in the row. */
+            for (size_t j = 0; j < i && k == -1; j++)
+                if (v >= 0 && cl->bind.vars[j] == v && newpos[j] >= 0)
+                    k = newpos[j];
+            if (k == -1)
+                newpos[i] = (int)new_arity;
             f->bind_col[i] = k;
             f->to_ref[i] = v >= 0 && (c->L->entity_vars[v / 64] >> (v % 64)) & 1;
             if (k == -1) {
