@@ -51,6 +51,40 @@ static dl_value_t gen_tempid(dl_txdata_t *d) {
     return v;
 }
 
+/* A reverse attribute in a map form, :ns/_name (Datomic's): the map's entity is the value
+ * of :ns/name on the entity given as the map value. *out_fwd receives :ns/name. */
+static bool reverse_attr(dl_value_t a, dl_value_t *out_fwd) {
+    if (a.type != DL_T_KEYWORD)
+        return false;
+    size_t n;
+    const char *s = dl_value_str(a, &n);
+    const char *slash = memchr(s, '/', n);
+    if (!slash || (size_t)(slash - s) + 2 > n || slash[1] != '_')
+        return false;
+    char buf[512];
+    size_t ns = (size_t)(slash - s) + 1, rest = n - ns - 1;
+    if (n > sizeof buf)
+        return false;
+    memcpy(buf, s, ns);
+    memcpy(buf + ns, slash + 2, rest);
+    return dl_value_text(DL_T_KEYWORD, buf, ns + rest, out_fwd, NULL) == 0;
+}
+
+/* Pushes an op from a map form, turning a reverse attribute around. */
+static int push_map_op(dl_txdata_t *d, dl_tx_op_t *op, const dl_opsrc_t *src) {
+    dl_value_t fwd;
+    if (reverse_attr(op->a, &fwd)) {
+        dl_tx_op_t r = *op;
+        r.e = op->v;
+        r.e_lookup = op->v_lookup;
+        r.v = op->e;
+        r.v_lookup = op->e_lookup;
+        r.a = fwd;
+        return dl__txdata_push(d, &r, src);
+    }
+    return dl__txdata_push(d, op, src);
+}
+
 /* ---- EDN ------------------------------------------------------------------------------------ */
 
 typedef struct ednctx {
@@ -129,7 +163,7 @@ static int edn_map_value(ednctx_t *c, dl_value_t e, dl_value_t elk, dl_value_t a
         return rc;
     }
     dl_opsrc_t s = src_of(c, key);
-    if (dl__txdata_push(c->d, &op, &s) != 0)
+    if (push_map_op(c->d, &op, &s) != 0)
         return dl_error_set(c->err, DL_ENOMEM, "out of memory");
     return 0;
 }
@@ -337,7 +371,7 @@ static int j_map_value(jctx_t *c, dl_value_t e, dl_value_t elk, dl_value_t a, co
     if (rc != 0)
         return rc;
     dl_opsrc_t s = {NULL, 0, -1, 0, 0, c->index, 1};
-    if (dl__txdata_push(c->d, &op, &s) != 0)
+    if (push_map_op(c->d, &op, &s) != 0)
         return dl_error_set(c->err, DL_ENOMEM, "out of memory");
     return 0;
 }

@@ -209,6 +209,21 @@ static void test_tx_map_forms_nested(void **state) {
     assert_int_equal(r.n_datoms, 1);
     assert_true(r.datoms[0].e > c);
     dl_tx_report_fini(&r);
+    /* a reverse attribute: the map's entity is the value of :person/friend on Bob */
+    assert_int_equal(st_tx(s,
+                           "[{:db/id \"bob\" :person/name \"Bob2\"}"
+                           " {:db/id \"eve\" :person/name \"Eve\" :person/_friend \"bob\"}]",
+                           0, &r, NULL),
+                     0);
+    int64_t bob = st_tempid(&r, "bob"), eve = st_tempid(&r, "eve");
+    dl_tx_report_fini(&r);
+    char want[64];
+    snprintf(want, sizeof want, "#dl/ref %lld", (long long)eve);
+    ASSERT_VALS(s, bob, "person/friend", want);
+    const char *jr = "[{\"db/id\": \"z\", \"person/name\": \"Zed\", \"person/_friend\": "
+                     "{\"lookup\": [\"person/name\", \"x\"]}}]";
+    dl_error_t jerr = {0};
+    assert_int_equal(dl_store_transact_json(s, jr, strlen(jr), NULL, &jerr), DL_ESCHEMA);
     reject(s, "[{:db/id \"x\"}]", DL_EPARSE, "at least one attribute");
     reject(s, "[{\"k\" 1}]", DL_EPARSE, "keywords");
     dl_store_close(s);
