@@ -275,7 +275,12 @@ void iview_apply(iview_t *v, const dl_delta_t *d) {
 
 void iview_cb(dl_sub_t *s, const dl_delta_t *d, void *udata) {
     (void)s;
-    iview_apply(udata, d);
+    iview_t *v = udata;
+    if (v->lock)
+        pthread_mutex_lock(v->lock);
+    iview_apply(v, d);
+    if (v->lock)
+        pthread_mutex_unlock(v->lock);
 }
 
 int iview_try_sub(ienv_t *e, iview_t *v, const char *query, const dl_value_t *inputs,
@@ -283,6 +288,7 @@ int iview_try_sub(ienv_t *e, iview_t *v, const char *query, const dl_value_t *in
     iview_t nv;
     memset(&nv, 0, sizeof nv);
     nv.query = query;
+    nv.lock = v->lock;
     snprintf(nv.args, sizeof nv.args, "%s", args ? args : "");
     dl_sub_options_t so;
     if (o)

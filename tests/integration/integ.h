@@ -20,6 +20,7 @@
 #include <deltalog/datalog.h>
 #include <deltalog/store.h>
 #include <deltalog/subscribe.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -70,7 +71,8 @@ typedef struct iview {
     bool ended;
     int end_code;
     int n_frontier;
-    int bad; /* protocol violations seen in the callback (checked by iview_check) */
+    int bad;               /* protocol violations seen in the callback (checked by iview_check) */
+    pthread_mutex_t *lock; /* when set (before iview_sub; kept by it), iview_cb holds it */
     char bad_msg[256];
 } iview_t;
 
