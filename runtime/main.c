@@ -15,6 +15,8 @@
 #include <deltalog/deltalog.h>
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -385,6 +387,8 @@ static int connect_to(cli_t *c) {
         fprintf(stderr, "%s: cannot connect to %s: %s\n", prog, c->connect, strerror(errno));
         return EXIT_CONNECT;
     }
+    int one = 1; /* one request, then its reply: never wait for Nagle */
+    setsockopt(c->sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     dl__buf_init(&c->rbuf);
     return EXIT_OKAY;
 }

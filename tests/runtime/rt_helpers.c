@@ -9,6 +9,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -225,6 +227,11 @@ bool rt_connect(rt_conn_t *c, const char *addr) {
     c->fd = socket(res->ai_family, SOCK_STREAM, 0);
     bool ok = c->fd >= 0 && connect(c->fd, res->ai_addr, res->ai_addrlen) == 0;
     freeaddrinfo(res);
+    /* Requests are often written in two pieces (line, then newline): without NODELAY,
+     * Nagle plus the peer's delayed ACK would add 40 ms to every round trip. */
+    int one = 1;
+    if (ok)
+        setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     return ok;
 }
 

@@ -336,7 +336,7 @@ static void test_store_query_roundtrip(void **state) {
 
 /* ---- concurrent clients --------------------------------------------------------------------- */
 
-enum { N_CLIENTS = 40, N_TX = 25 };
+enum { N_CLIENTS = 100, N_TX = 10 };
 
 typedef struct client_arg {
     const char *addr;
@@ -424,7 +424,7 @@ static void test_store_concurrent_clients(void **state) {
         assert_true(all[i] > all[i - 1]);
     /* ...and its data is visible afterwards. */
     for (int i = 0; i < N_CLIENTS; i++)
-        for (int k = 0; k < N_TX; k += 6) {
+        for (int k = 0; k < N_TX; k += 3) {
             char name[32];
             snprintf(name, sizeof name, "c%d-%d", i, k);
             json_t *r =
