@@ -16,6 +16,11 @@
  *  4. Reclamation: retired nodes of epoch r are freed once the oldest live version has
  *     epoch >= r. Versions are live while referenced by the store (the newest published
  *     and any built but not yet published) or by snapshots.
+ *  5. Recovery (dl__store_recovery_begin/_end): replayed transactions apply in place in one
+ *     epoch with no versions (no reader can exist yet); the end builds and publishes one.
+ *  6. Statistics: datoms and distinct entities per attribute are counted as changes apply;
+ *     distinct values come from AVET/VAET neighbours or vcount.c's value counts, which are
+ *     undone with the rest when a transaction fails.
  * It does not parse transaction data (txform.c), resolve it (tx.c) or read (db.c).
  */
 #include "store/store.h"

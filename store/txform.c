@@ -4,7 +4,8 @@
  * position of the form it came from (docs/storage.md "Transaction data", "JSON
  * transaction data"). Map forms become one :db/add per attribute; nested maps become
  * entities of their own (an implicit tempid unless they carry :db/id) referenced from the
- * parent. It checks shape only: attributes, types and entities are resolved by tx.c.
+ * parent; a reverse attribute :ns/_name turns the assertion around. It checks shape only:
+ * attributes, types and entities are resolved by tx.c.
  */
 #include "store/store.h"
 
