@@ -365,6 +365,10 @@ static void run(const events_t *ev, const json_t *expected, const run_opts_t *ro
     e.apply_ns = 0;
     uint64_t pump_ns = 0;
     uint64_t t0 = bench_now_ns();
+    /* Throughput per tenth of the events: shows whether the cost grows with the state. */
+    double tenth_rate[10] = {0};
+    size_t tenth = 0, tenth_start_i = 0;
+    uint64_t tenth_start_ns = t0;
     for (size_t i = 0; i < n; i += batch) {
         size_t k = n - i < batch ? n - i : batch;
         for (size_t j = 0; j < k; j++) {
@@ -392,6 +396,14 @@ static void run(const events_t *ev, const json_t *expected, const run_opts_t *ro
         else
             no_diff++;
         n_tx++;
+        size_t done = i + k;
+        if (tenth < 10 && done * 10 >= (tenth + 1) * n) {
+            uint64_t now = bench_now_ns();
+            tenth_rate[tenth++] =
+                (double)(done - tenth_start_i) / ((double)(now - tenth_start_ns) / 1e9);
+            tenth_start_i = done;
+            tenth_start_ns = now;
+        }
     }
     uint64_t t1 = bench_now_ns();
     double secs = (double)(t1 - t0) / 1e9;
@@ -452,6 +464,10 @@ static void run(const events_t *ev, const json_t *expected, const run_opts_t *ro
         "accounts", (json_int_t)got.accounts, "total", (json_int_t)got.total, "balances_xor", hex,
         "negative", bench_checksum_str(&got.negative), "checksum_ok", checksum_ok, "oneshot_equal",
         oneshot_ok, "negative_set_ok", negative_ok);
+    json_t *tenths = json_array();
+    for (size_t t = 0; t < tenth; t++)
+        json_array_append_new(tenths, json_real(tenth_rate[t]));
+    json_object_set_new(out, "throughput_by_tenth", tenths);
     bench_emit(out);
 
     dl_unsubscribe(e.reg, sub);
