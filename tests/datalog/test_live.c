@@ -589,6 +589,22 @@ static void test_deep_nesting(void **state) {
         }
         dl__buf_fini(&b);
     }
+    /* A conjunction with more variables than a row holds: DL_ELIMIT from both engines. */
+    dl_buf_t w;
+    dl__buf_init(&w);
+    dl__buf_puts(&w, "[:find ?x0 :where ");
+    for (int i = 0; i < 80; i++)
+        dl__buf_printf(&w, "[?x%d :a/num ?n%d] ", i, i);
+    dl__buf_puts(&w, "]");
+    dl_query_t *q = NULL;
+    dl_error_t perr = {0};
+    must(dl_query_parse(w.data, w.len, NULL, 0, db, &q, &perr), &perr, "wide parse");
+    dl_query_source_t src = {"$", db};
+    dl_query_result_t *r1 = NULL, *r2 = NULL;
+    assert_int_equal(dl_query_eval_naive(q, &src, 1, NULL, 0, &r1, NULL), DL_ELIMIT);
+    assert_int_equal(dl_query_run(q, db, NULL, 0, &r2, NULL), DL_ELIMIT);
+    dl_query_free(q);
+    dl__buf_fini(&w);
     dl_db_unref(db);
     dl_store_close(st);
 }
