@@ -15,6 +15,7 @@
 #include "tests/integration/integ.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *schema =
@@ -25,6 +26,8 @@ static const char *schema =
     " {:db/ident :order/amount :db/valueType :db.type/long :db/cardinality :db.cardinality/one}"
     " {:db/ident :order/customer :db/valueType :db.type/string"
     "  :db/cardinality :db.cardinality/one}"
+    " {:db/ident :order/tags :db/valueType :db.type/keyword"
+    "  :db/cardinality :db.cardinality/many}"
     " {:db/ident :node/id :db/valueType :db.type/long :db/cardinality :db.cardinality/one"
     "  :db/unique :db.unique/identity}"
     " {:db/ident :node/next :db/valueType :db.type/ref :db/cardinality :db.cardinality/many}]";
@@ -51,6 +54,23 @@ static const struct {
     {"[:find ?id :where [?o :order/id ?id] (not [?o :order/status :cancelled])]", IN_NONE},
     {"[:find ?a ?b :in $ % :where (reach ?x ?y) [?x :node/id ?a] [?y :node/id ?b]]", IN_NONE},
     {"[:find ?b :in $ % ?a :where [?x :node/id ?a] (reach ?x ?y) [?y :node/id ?b]]", IN_NODE},
+    {"[:find ?id :where [?o :order/id ?id] (or-join [?o] [?o :order/status :shipped]"
+     " (and [?o :order/amount ?a] [(>= ?a 40)]))]",
+     IN_NONE},
+    {"[:find ?id ?c :where [?o :order/id ?id] [(get-else $ ?o :order/customer \"none\") ?c]]",
+     IN_NONE},
+    {"[:find ?id :where [?o :order/id ?id] [(missing? $ ?o :order/amount)]]", IN_NONE},
+    {"[:find ?s (min ?a) (avg ?a) (count-distinct ?c) :with ?o :where [?o :order/status ?s]"
+     " [?o :order/amount ?a] [?o :order/customer ?c]]",
+     IN_NONE},
+    {"[:find ?id ?t :where [?o :order/tags ?t] [?o :order/id ?id]]", IN_NONE},
+    {"[:find ?t (count ?o) :where [?o :order/tags ?t] (not [?o :order/status :cancelled])]",
+     IN_NONE},
+    {"[:find ?b :in $ % :where [?y :node/id ?b] (not-join [?y] [?x :node/id 1] (reach ?x ?y))]",
+     IN_NONE},
+    {"[:find ?id ?b :in $ % :where [?o :order/id ?id] [?x :node/id ?id] (reach ?x ?y)"
+     " [?y :node/id ?b]]",
+     IN_NONE},
 };
 enum { NQ = sizeof family / sizeof family[0] };
 
@@ -108,7 +128,7 @@ static int tx_random(ienv_t *e, dl_rng_t *r) {
     for (int k = 0; k < ops; k++) {
         int id = 1 + (int)dl_rng_below(r, 8);
         int a = 1 + (int)dl_rng_below(r, 6), b = 1 + (int)dl_rng_below(r, 6);
-        switch (dl_rng_below(r, 7)) {
+        switch (dl_rng_below(r, 9)) {
             case 0:
             case 1:
                 n += (size_t)snprintf(
@@ -130,9 +150,17 @@ static int tx_random(ienv_t *e, dl_rng_t *r) {
                 n += (size_t)snprintf(t + n, sizeof t - n,
                                       "[:db/add [:node/id %d] :node/next [:node/id %d]]", a, b);
                 break;
-            default:
+            case 6:
                 n += (size_t)snprintf(t + n, sizeof t - n,
                                       "[:db/retract [:node/id %d] :node/next [:node/id %d]]", a, b);
+                break;
+            case 7:
+                n += (size_t)snprintf(t + n, sizeof t - n, "{:order/id %d :order/tags :t%d}", id,
+                                      a % 3);
+                break;
+            default:
+                n += (size_t)snprintf(t + n, sizeof t - n,
+                                      "[:db/retract [:order/id %d] :order/tags :t%d]", id, a % 3);
                 break;
         }
     }
@@ -183,7 +211,7 @@ static void test_random_invariant(void **state) {
                 closes++;
             }
         }
-        bool naive = step % 20 == 0;
+        bool naive = step % 5 == 0 || getenv("DL_INTEG_NAIVE");
         for (int i = 0; i < NV; i++) {
             slot_t *x = &slots[i];
             if (!x->live)
