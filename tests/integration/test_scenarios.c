@@ -306,8 +306,38 @@ static void test_shared_dataflow(void **state) {
     iview_free(&e, &other);
     dl_registry_stats(e.reg, &rs);
     assert_int_equal(rs.n_sources, 0);
+    /* A parameterized query: equal inputs share a source, different inputs do not. */
+    const char *q_status = "[:find ?id :in $ ?st :where [?o :order/status ?st] [?o :order/id ?id]]";
+    static iview_t p1, p2, p3;
+    dl_value_t pending = ikw("pending"), shipped = ikw("shipped");
+    iview_sub(&e, &p1, q_status, &pending, 1, "[:pending]", NULL);
+    iview_sub(&e, &p2, q_status, &pending, 1, "[:pending]", NULL);
+    iview_sub(&e, &p3, q_status, &shipped, 1, "[:shipped]", NULL);
+    dl_registry_stats(e.reg, &rs);
+    assert_int_equal(rs.n_sources, 2);
+    dl_sub_stats(p1.sub, &st0);
+    dl_sub_stats(p2.sub, &st);
+    assert_int_equal(st0.source_id, st.source_id);
+    assert_int_equal(st.shared_with, 2);
+    dl_sub_stats(p3.sub, &st);
+    assert_true(st.source_id != st0.source_id);
+    assert_int_equal(st.shared_with, 1);
+    iview_expect(&p1, ""); /* snapshots */
+    iview_expect(&p2, "");
+    iview_expect(&p3, "");
+    ienv_tx(&e, "[{:order/id 1 :order/status :pending} {:order/id 7 :order/status :shipped}]");
+    iview_expect(&p1, "+[1]");
+    iview_expect(&p2, "+[1]");
+    iview_expect(&p3, "+[7]");
+    iview_check(&e, &p1, true);
+    iview_check(&e, &p3, true);
+    iview_free(&e, &p1);
+    iview_free(&e, &p2);
+    iview_free(&e, &p3);
+    dl_registry_stats(e.reg, &rs);
+    assert_int_equal(rs.n_sources, 0);
     assert_int_equal(rs.n_subs, 0);
-    assert_int_equal(rs.sources_closed, 2);
+    assert_int_equal(rs.sources_closed, rs.sources_opened);
     assert_int_equal(dl_qsrcs_count(e.qs), 0);
     ienv_close(&e);
 }
