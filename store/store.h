@@ -316,6 +316,8 @@ typedef struct dl_opsrc {
     int line, column;
     size_t index; /* index of the top-level form */
     int json;     /* 1 when the op came from the JSON form */
+    int pair;     /* 1: a map value [kw x] read as a lookup ref; two values if the attribute
+                   * turns out to be a cardinality-many non-ref attribute (tx.c) */
 } dl_opsrc_t;
 
 /* The parsed transaction: ops, with sources, and coordinates. */

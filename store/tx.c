@@ -1014,8 +1014,54 @@ void dl__txplan_fini(dl_txplan_t *p) {
     memset(p, 0, sizeof *p);
 }
 
+/* A map value [kw x] was read as a lookup ref; for a cardinality-many attribute that is
+ * not a ref it is two values (Datomic reads a collection there). Rewrites d's ops (they
+ * belong to d: only EDN data carries the flag). */
+static int split_pairs(const dl_schema_t *sc, dl_txdata_t *d) {
+    size_t extra = 0;
+    for (size_t i = 0; i < d->n; i++) {
+        const dl_tx_op_t *op = &d->ops[i];
+        if (!d->src[i].pair || op->a.type != DL_T_KEYWORD)
+            continue;
+        const dl_attr_t *a = dl__schema_by_ident(sc, op->a.as.s->bytes, op->a.as.s->len);
+        d->src[i].pair = a && a->is_attr && a->many && a->type != DL_T_REF ? 2 : 0;
+        extra += d->src[i].pair == 2;
+    }
+    if (!extra)
+        return 0;
+    dl_tx_op_t *ops = dl_malloc((d->n + extra) * sizeof *ops);
+    dl_opsrc_t *src = dl_malloc((d->n + extra) * sizeof *src);
+    if (!ops || !src) {
+        dl_free(ops);
+        dl_free(src);
+        return DL_ENOMEM;
+    }
+    size_t w = 0;
+    for (size_t i = 0; i < d->n; i++) {
+        ops[w] = d->ops[i];
+        src[w] = d->src[i];
+        if (d->src[i].pair == 2) {
+            ops[w].v = d->ops[i].v_lookup;
+            ops[w].v_lookup = dl_value_nil();
+            w++;
+            ops[w] = d->ops[i];
+            src[w] = d->src[i];
+            ops[w].v_lookup = dl_value_nil();
+        }
+        w++;
+    }
+    dl_free(d->ops);
+    dl_free(d->src);
+    d->ops = ops;
+    d->src = src;
+    d->n = d->cap = w;
+    return 0;
+}
+
 int dl__tx_plan(dl_store_t *s, dl_txdata_t *d, dl_txplan_t *p, dl_error_t *err) {
     memset(p, 0, sizeof *p);
+    if (split_pairs(s->schema, d) != 0)
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
     txc_t c = {.s = s, .d = d, .err = err, .schema = s->schema, .next_id = s->next_id};
     int rc = 0;
     if (!s->scratch && !(s->scratch = dl_calloc(1, sizeof *s->scratch)))

@@ -111,7 +111,7 @@ static int edn_err(ednctx_t *c, const dl_edn_t *f, int code, const char *msg) {
 }
 
 static dl_opsrc_t src_of(const ednctx_t *c, const dl_edn_t *f) {
-    dl_opsrc_t s = {c->text, c->len, f->offset, f->line, f->column, c->index, 0};
+    dl_opsrc_t s = {c->text, c->len, f->offset, f->line, f->column, c->index, 0, 0};
     return s;
 }
 
@@ -164,6 +164,7 @@ static int edn_map_value(ednctx_t *c, dl_value_t e, dl_value_t elk, dl_value_t a
         return rc;
     }
     dl_opsrc_t s = src_of(c, key);
+    s.pair = !in_coll && f->kind == DL_EDN_VECTOR && op.v_lookup.type == DL_T_KEYWORD;
     if (push_map_op(c->d, &op, &s) != 0)
         return dl_error_set(c->err, DL_ENOMEM, "out of memory");
     return 0;
@@ -371,7 +372,7 @@ static int j_map_value(jctx_t *c, dl_value_t e, dl_value_t elk, dl_value_t a, co
         rc = dl__json_to_value(j, &op.v, c->err);
     if (rc != 0)
         return rc;
-    dl_opsrc_t s = {NULL, 0, -1, 0, 0, c->index, 1};
+    dl_opsrc_t s = {NULL, 0, -1, 0, 0, c->index, 1, 0};
     if (push_map_op(c->d, &op, &s) != 0)
         return dl_error_set(c->err, DL_ENOMEM, "out of memory");
     return 0;
@@ -458,7 +459,7 @@ static int j_list(jctx_t *c, const json_t *f) {
     }
     if (rc != 0)
         return rc;
-    dl_opsrc_t s = {NULL, 0, -1, 0, 0, c->index, 1};
+    dl_opsrc_t s = {NULL, 0, -1, 0, 0, c->index, 1, 0};
     if (dl__txdata_push(c->d, &op, &s) != 0)
         return dl_error_set(c->err, DL_ENOMEM, "out of memory");
     return 0;
