@@ -42,8 +42,6 @@ typedef struct round {
 
 typedef struct load {
     edges_t initial;
-    round_t *rounds;
-    size_t n_rounds, cap_rounds;
 } load_t;
 
 static int read_initial(json_t *line, void *ctx) {
@@ -56,31 +54,17 @@ static int read_initial(json_t *line, void *ctx) {
 static void read_pairs(json_t *arr, edges_t *e) {
     size_t i;
     json_t *p;
-    /* Exact capacity: a thousand rounds of small batches must not hold megabytes. */
     size_t n = json_array_size(arr);
-    e->v = realloc(e->v, (n ? n : 1) * 2 * sizeof *e->v);
-    if (!e->v)
-        abort();
-    e->cap = n ? n : 1;
+    if (e->n + n > e->cap) {
+        e->cap = e->n + n;
+        e->v = realloc(e->v, e->cap * 2 * sizeof *e->v);
+        if (!e->v)
+            abort();
+    }
     json_array_foreach(arr, i, p) {
         edges_push(e, json_integer_value(json_array_get(p, 0)),
                    json_integer_value(json_array_get(p, 1)));
     }
-}
-
-static int read_round(json_t *line, void *ctx) {
-    load_t *l = ctx;
-    if (l->n_rounds == l->cap_rounds) {
-        l->cap_rounds = l->cap_rounds ? l->cap_rounds * 2 : 1024;
-        l->rounds = realloc(l->rounds, l->cap_rounds * sizeof *l->rounds);
-        if (!l->rounds)
-            abort();
-    }
-    round_t *r = &l->rounds[l->n_rounds++];
-    memset(r, 0, sizeof *r);
-    read_pairs(json_object_get(line, "add"), &r->add);
-    read_pairs(json_object_get(line, "del"), &r->del);
-    return 0;
 }
 
 /* ---- the view: a counted set of node ids maintained from diffs -------------------------- */
@@ -262,6 +246,56 @@ typedef struct via {
 
 static const via_t VIAS[] = {{"dataflow", df_load, df_round, df_view, df_stats, df_free}};
 
+typedef struct rounds_ctx {
+    const via_t *via;
+    void *self;
+    dl_error_t *err;
+    bench_samples_t lat;
+    json_t *exp_rounds; /* expected.rounds: checkpoints */
+    long max_rounds;    /* -1: all */
+    size_t done;        /* rounds applied */
+    size_t checked;     /* checkpoints compared */
+    size_t batch;       /* additions in the first round */
+    bool ok, failed;
+    round_t r; /* reused buffers */
+} rounds_ctx_t;
+
+/* One line of w1.rounds.jsonl: apply the round (timed), then compare checkpoints. */
+static int on_round(json_t *line, void *ctx) {
+    rounds_ctx_t *rc = ctx;
+    if (rc->max_rounds >= 0 && rc->done >= (size_t)rc->max_rounds)
+        return 1;
+    rc->r.add.n = rc->r.del.n = 0;
+    read_pairs(json_object_get(line, "add"), &rc->r.add);
+    read_pairs(json_object_get(line, "del"), &rc->r.del);
+    if (rc->done == 0)
+        rc->batch = rc->r.add.n;
+    size_t r = rc->done;
+    uint64_t a = bench_now_ns();
+    if (rc->via->round(rc->self, &rc->r, rc->err)) {
+        fprintf(stderr, "bench_w1: round %zu failed: %s\n", r, rc->err->message);
+        rc->failed = true;
+        return 1;
+    }
+    bench_samples_add(&rc->lat, bench_now_ns() - a);
+    rc->done++;
+    size_t k;
+    json_t *e;
+    json_array_foreach(rc->exp_rounds, k, e) {
+        if ((size_t)json_integer_value(json_object_get(e, "after_round")) != r)
+            continue;
+        bool sets_ok;
+        bench_checksum_t c = view_checksum(rc->via->view(rc->self), &sets_ok);
+        rc->checked++;
+        if (!sets_ok || !bench_checksum_matches(&c, e)) {
+            fprintf(stderr, "bench_w1: checksum mismatch after round %zu: got %s\n", r,
+                    bench_checksum_str(&c));
+            rc->ok = false;
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *dir = bench_arg(argc, argv, "data", NULL);
     const char *via_name = bench_arg(argc, argv, "via", "dataflow");
@@ -286,14 +320,8 @@ int main(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/w1.initial.jsonl", dir);
     if (bench_read_jsonl(path, read_initial, &l) < 0)
         return 1;
-    snprintf(path, sizeof path, "%s/w1.rounds.jsonl", dir);
-    if (bench_read_jsonl(path, read_round, &l) < 0)
-        return 1;
     long max_rounds = atol(bench_arg(argc, argv, "rounds", "-1"));
-    size_t n_rounds =
-        max_rounds >= 0 && (size_t)max_rounds < l.n_rounds ? (size_t)max_rounds : l.n_rounds;
     json_t *expected = json_object_get(meta, "expected");
-    json_t *exp_rounds = json_object_get(expected, "rounds");
 
     df_t df_state;
     memset(&df_state, 0, sizeof df_state);
@@ -306,46 +334,37 @@ int main(int argc, char **argv) {
         return 1;
     }
     uint64_t t1 = bench_now_ns();
+    size_t n_initial = l.initial.n;
+    free(l.initial.v); /* the engine holds its own copy */
+    l.initial.v = NULL;
     bool sets_ok;
     bench_checksum_t c = view_checksum(via->view(self), &sets_ok);
     if (!sets_ok || !bench_checksum_matches(&c, json_object_get(expected, "initial"))) {
         fprintf(stderr, "bench_w1: initial checksum mismatch: got %s\n", bench_checksum_str(&c));
         ok = false;
     }
-    bench_samples_t lat = {0};
-    size_t checked = 0;
-    for (size_t r = 0; r < n_rounds; r++) {
-        uint64_t a = bench_now_ns();
-        if (via->round(self, &l.rounds[r], &err)) {
-            fprintf(stderr, "bench_w1: round %zu failed: %s\n", r, err.message);
-            return 1;
-        }
-        bench_samples_add(&lat, bench_now_ns() - a);
-        size_t k;
-        json_t *e;
-        json_array_foreach(exp_rounds, k, e) {
-            if ((size_t)json_integer_value(json_object_get(e, "after_round")) != r)
-                continue;
-            c = view_checksum(via->view(self), &sets_ok);
-            checked++;
-            if (!sets_ok || !bench_checksum_matches(&c, e)) {
-                fprintf(stderr, "bench_w1: checksum mismatch after round %zu: got %s\n", r,
-                        bench_checksum_str(&c));
-                ok = false;
-            }
-        }
-    }
+    /* Rounds are read one line at a time (parsing is not timed), so the process does not
+     * hold the whole workload in memory. */
+    rounds_ctx_t rc = {via,        self,      &err, {0}, json_object_get(expected, "rounds"),
+                       max_rounds, 0,         0,    0,   ok,
+                       false,      {{0}, {0}}};
+    snprintf(path, sizeof path, "%s/w1.rounds.jsonl", dir);
+    long lines = bench_read_jsonl(path, on_round, &rc);
+    if (lines < 0 || rc.failed)
+        return 1;
+    ok = rc.ok;
+    size_t n_rounds = rc.done;
+    bench_samples_t lat = rc.lat;
     if (bench_flag(argc, argv, "verbose"))
         via->stats(self);
-    if (n_rounds == l.n_rounds && checked == 0)
+    if (max_rounds < 0 && rc.checked == 0)
         ok = false; /* the final checkpoint must have been compared */
     dl_alloc_stats_t st;
     dl_alloc_stats(&st);
-    json_t *params =
-        json_pack("{s:I,s:I,s:I,s:I}", "nodes",
-                  json_integer_value(json_object_get(json_object_get(meta, "params"), "nodes")),
-                  "edges", (json_int_t)l.initial.n, "rounds", (json_int_t)n_rounds, "batch",
-                  (json_int_t)(l.n_rounds ? l.rounds[0].add.n : 0));
+    json_t *params = json_pack(
+        "{s:I,s:I,s:I,s:I}", "nodes",
+        json_integer_value(json_object_get(json_object_get(meta, "params"), "nodes")), "edges",
+        (json_int_t)n_initial, "rounds", (json_int_t)n_rounds, "batch", (json_int_t)rc.batch);
     bench_emit(json_pack("{s:s,s:s,s:o,s:f,s:f,s:f,s:f,s:f,s:b}", "bench", "w1", "via", via->name,
                          "params", params, "init_ms", (t1 - t0) / 1e6, "p50_us",
                          bench_samples_pct_us(&lat, 0.5), "p99_us",
@@ -353,6 +372,8 @@ int main(int argc, char **argv) {
                          "live_mb", st.live_bytes / 1048576.0, "checksum_ok", ok));
     via->free(self);
     bench_samples_free(&lat);
+    free(rc.r.add.v);
+    free(rc.r.del.v);
     json_decref(meta);
     return ok ? 0 : 1;
 }
