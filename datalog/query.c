@@ -104,6 +104,97 @@ DL_API void dl_query_result_free(dl_query_result_t *r) {
     dl_free(r);
 }
 
+/* ---- normalization ------------------------------------------------------------------------ */
+
+typedef struct renamer {
+    const dl_sym_t *names[256]; /* variables in order of first appearance */
+    size_t n;
+} renamer_t;
+
+/* Prints f with every ?variable renamed ?v<k> by order of first appearance, maps with their
+ * keys in a fixed order (the query's sections), and single spaces. */
+static void print_normal(const dl_edn_t *f, renamer_t *rn, dl_buf_t *out) {
+    switch (f->kind) {
+        case DL_EDN_SYMBOL:
+            if (f->sym->bytes[0] == '?' && f->sym->len > 1) {
+                size_t k = 0;
+                while (k < rn->n && rn->names[k] != f->sym)
+                    k++;
+                if (k == rn->n && rn->n < 256)
+                    rn->names[rn->n++] = f->sym;
+                if (k < 256) {
+                    dl__buf_printf(out, "?v%zu", k);
+                    return;
+                }
+            }
+            dl__edn_print(f, out);
+            return;
+        case DL_EDN_LIST:
+        case DL_EDN_VECTOR:
+        case DL_EDN_SET: {
+            dl__buf_puts(out, f->kind == DL_EDN_LIST ? "(" : f->kind == DL_EDN_VECTOR ? "[" : "#{");
+            for (size_t i = 0; i < f->n; i++) {
+                if (i)
+                    dl__buf_putc(out, ' ');
+                print_normal(f->items[i], rn, out);
+            }
+            dl__buf_putc(out, f->kind == DL_EDN_LIST ? ')' : f->kind == DL_EDN_VECTOR ? ']' : '}');
+            return;
+        }
+        case DL_EDN_MAP: {
+            /* The map form: sections in the vector form's order, so both forms of one
+             * query normalize alike. */
+            static const char *const order[] = {"find", "keys", "strs", "syms",
+                                                "with", "in",   "where"};
+            dl__buf_putc(out, '[');
+            bool first = true;
+            for (size_t o = 0; o < DL_ARRAY_LEN(order); o++)
+                for (size_t i = 0; i + 1 < f->n; i += 2) {
+                    if (!dl__edn_is_keyword(f->items[i], order[o]))
+                        continue;
+                    const dl_edn_t *v = f->items[i + 1];
+                    dl__buf_printf(out, "%s:%s", first ? "" : " ", order[o]);
+                    first = false;
+                    for (size_t k = 0; v->kind == DL_EDN_VECTOR && k < v->n; k++) {
+                        dl__buf_putc(out, ' ');
+                        print_normal(v->items[k], rn, out);
+                    }
+                }
+            dl__buf_putc(out, ']');
+            return;
+        }
+        default:
+            dl__edn_print(f, out);
+            return;
+    }
+}
+
+DL_API int dl_query_normalize(const char *text, size_t len, char **out, dl_error_t *err) {
+    if (out)
+        *out = NULL;
+    if (!text || !out)
+        return dl_error_set(err, DL_EINVAL, "dl_query_normalize: NULL argument");
+    dl_arena_t a;
+    dl__arena_init(&a, 4096);
+    dl_edn_t *root = NULL;
+    int rc = dl__edn_read_one(text, len, &a, &root, err);
+    if (!rc) {
+        renamer_t rn;
+        rn.n = 0;
+        dl_buf_t b;
+        dl__buf_init(&b);
+        print_normal(root, &rn, &b);
+        if (b.oom || !b.data) {
+            dl__buf_fini(&b);
+            rc = dl_error_set(err, DL_ENOMEM, "out of memory");
+        } else {
+            *out = dl__buf_take(&b);
+        }
+    }
+    dl__arena_fini(&a);
+    return rc;
+}
+
 DL_API size_t dl_query_result_rows(const dl_query_result_t *r) { return r ? r->n_rows : 0; }
 
 DL_API size_t dl_query_result_cols(const dl_query_result_t *r) { return r ? r->n_cols : 0; }

@@ -60,6 +60,12 @@ DL_API int dl_query_parse(const char *text, size_t len, const char *rules, size_
 DL_API void dl_query_free(dl_query_t *q);
 
 DL_API dl_find_kind_t dl_query_find_kind(const dl_query_t *q);
+/* The canonical text of a query, so that equal queries can share one live dataflow
+ * (DESIGN-NOTES §4): variables renamed ?v0, ?v1, ... in order of first appearance,
+ * the map form printed as the vector form, whitespace, commas and comments normalized.
+ * Clause order is kept (reordering could change which errors a query raises). Only the
+ * syntax is read (DL_EPARSE for malformed EDN). *out new: dl_free. */
+DL_API int dl_query_normalize(const char *text, size_t len, char **out, dl_error_t *err) DL_WUR;
 /* The number of :in arguments the caller supplies values for (everything but sources and
  * %), in :in order. */
 DL_API size_t dl_query_n_args(const dl_query_t *q);

@@ -255,7 +255,34 @@ static void test_parse_nomem(void **state) {
     fail_msg("parse never succeeded");
 }
 
+static char *norm(const char *text) {
+    char *out = NULL;
+    dl_error_t err = {0};
+    if (dl_query_normalize(text, strlen(text), &out, &err))
+        fail_msg("normalize '%s': %s", text, err.message);
+    return out;
+}
+
+static void test_normalize(void **state) {
+    (void)state;
+    char *a = norm("[:find ?name :in $ ?min :where [?e :p/age ?a] [(>= ?a ?min)] "
+                   "[?e :p/name ?name]]");
+    char *b = norm("{:where [[?x :p/age ?y] [(>= ?y ?lim)]\n [?x :p/name ?n]], :find [?n], "
+                   ":in [$ ?lim]} ; comment");
+    char *c = norm("[:find ?n :in $ ?lim :where [?x :p/age ?y] [(> ?y ?lim)] [?x :p/name ?n]]");
+    assert_string_equal(a, "[:find ?v0 :in $ ?v1 :where [?v2 :p/age ?v3] [(>= ?v3 ?v1)] "
+                           "[?v2 :p/name ?v0]]");
+    assert_string_equal(a, b);      /* renamed variables, map form, comments: equal */
+    assert_true(strcmp(a, c) != 0); /* a different predicate: different */
+    dl_free(a);
+    dl_free(b);
+    dl_free(c);
+    char *out = NULL;
+    assert_int_equal(dl_query_normalize("[:find", 6, &out, NULL), DL_EPARSE);
+    assert_null(out);
+}
+
 DL_TEST_GROUP(parse, cmocka_unit_test(test_parse_forms), cmocka_unit_test(test_parse_errors),
               cmocka_unit_test(test_analysis_unbound), cmocka_unit_test(test_analysis_stratify),
               cmocka_unit_test(test_builtins), cmocka_unit_test(test_parse_garbage),
-              cmocka_unit_test(test_parse_nomem));
+              cmocka_unit_test(test_parse_nomem), cmocka_unit_test(test_normalize));
