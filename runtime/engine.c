@@ -13,7 +13,15 @@
  *  3. The loop thread keeps at most ring_size - 1 jobs outside its hands (in either
  *     ring or executing), so the reply ring can never be full when the engine pushes.
  *     (server.c counts jobs in flight and holds the rest in its overflow list.)
- *  4. Jobs run in submission order, one at a time, on the engine thread only.
+ *  4. Writes (and stats, advance) run in submission order, one at a time, on the engine
+ *     thread only: it is the store's single writer.
+ *  5. Reads (entity, history, schema, query, explain) run on libuv's thread pool, each
+ *     on a snapshot the engine thread takes when the job's turn comes, so a read sees
+ *     exactly the writes submitted before it (a connection reads its own writes) and a
+ *     long query never delays a transaction. Replies may then finish out of submission
+ *     order; server.c restores each connection's order with its reply slots.
+ *  6. The engine loop ends only after every read job has finished (pending uv_work
+ *     requests keep it alive), so the executor is closed after the last read.
  * Why a separate thread: a transaction waits for fsync; the loop thread keeps reading,
  * framing and answering other connections meanwhile (DESIGN-NOTES §6).
  * Does not: know about connections (the job carries opaque routing pointers).
@@ -64,7 +72,7 @@ static void *ring_take(ck_ring_t *r, ck_ring_buffer_t *buf) {
 struct dl_engine {
     dl_exec_t *exec;
     uv_thread_t thread;
-    uv_loop_t loop; /* the engine thread's own loop: only its wake-up handle lives there */
+    uv_loop_t loop; /* the engine thread's own loop: its wake-up handle and read jobs */
     uv_async_t wake;
     ck_ring_t req_ring, rep_ring;
     ck_ring_buffer_t *req_buf, *rep_buf;
@@ -72,18 +80,70 @@ struct dl_engine {
     int stop; /* set by the loop thread (ck_pr), read by the engine */
     dl_engine_notify_fn notify;
     void *notify_ctx;
+    unsigned n_reading; /* read jobs on the thread pool (engine thread only) */
 };
+
+/* A read job on libuv's thread pool (design note 5). */
+typedef struct read_work {
+    uv_work_t w;
+    dl_engine_t *e;
+    dl_job_t *job;
+    void *snap; /* taken by dl__exec_run_read */
+} read_work_t;
+
+static void hand_back(dl_engine_t *e, dl_job_t *job) {
+    dl__proto_request_fini(&job->req);
+    /* Invariant 3: there is always room. Should it ever be violated, spinning here is
+     * the only safe option: dropping a reply would lose an acknowledgement. */
+    while (!ring_put(&e->rep_ring, e->rep_buf, job))
+        ck_pr_stall();
+    e->notify(e->notify_ctx);
+}
+
+static void read_run(uv_work_t *w) {
+    read_work_t *rw = w->data;
+    dl_job_t *job = rw->job;
+    job->reply = dl__exec_run_read(&job->req, rw->snap, &job->reply_len, &job->failed);
+}
+
+static void read_done(uv_work_t *w, int status) {
+    read_work_t *rw = w->data;
+    dl_engine_t *e = rw->e;
+    dl_job_t *job = rw->job;
+    if (status != 0) { /* cancelled: never happens (nothing cancels), but stay correct */
+        dl__exec_snapshot_release(rw->snap);
+        job->reply = dl__proto_reply_error(job->req.id, DL_ECLOSED, "cancelled", &job->reply_len);
+        job->failed = true;
+    }
+    dl_free(rw);
+    e->n_reading--;
+    hand_back(e, job);
+}
 
 static void run_pending(dl_engine_t *e) {
     dl_job_t *job;
     while ((job = ring_take(&e->req_ring, e->req_buf)) != NULL) {
-        job->reply = dl__exec_run(e->exec, &job->req, &job->reply_len, &job->failed);
-        dl__proto_request_fini(&job->req);
-        /* Invariant 3: there is always room. Should it ever be violated, spinning here is
-         * the only safe option: dropping a reply would lose an acknowledgement. */
-        while (!ring_put(&e->rep_ring, e->rep_buf, job))
-            ck_pr_stall();
-        e->notify(e->notify_ctx);
+        if (dl__exec_is_read(job->req.op)) {
+            /* Pinned here, in request order, so the read sees every write before it. */
+            read_work_t *rw = dl_calloc(1, sizeof *rw);
+            void *snap = dl__exec_snapshot(e->exec);
+            if (rw && snap) {
+                rw->w.data = rw;
+                rw->e = e;
+                rw->job = job;
+                rw->snap = snap;
+                if (uv_queue_work(&e->loop, &rw->w, read_run, read_done) == 0) {
+                    e->n_reading++;
+                    continue;
+                }
+            }
+            dl_free(rw);
+            /* No pool: run it here, on the snapshot (or report the allocation failure). */
+            job->reply = dl__exec_run_read(&job->req, snap, &job->reply_len, &job->failed);
+        } else {
+            job->reply = dl__exec_run(e->exec, &job->req, &job->reply_len, &job->failed);
+        }
+        hand_back(e, job);
     }
 }
 

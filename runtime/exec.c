@@ -388,8 +388,8 @@ static void op_transact(dl_exec_t *x, const json_t *msg, result_t *res) {
     res->body = b;
 }
 
-static void op_entity(dl_exec_t *x, const json_t *msg, result_t *res) {
-    dl_db_t *db = dl_store_db(x->store);
+static void op_entity(dl_db_t *snap, const json_t *msg, result_t *res) {
+    dl_db_t *db = snap;
     if (!db) {
         FAIL(res, DL_ENOMEM, "out of memory");
         return;
@@ -444,8 +444,8 @@ static void op_entity(dl_exec_t *x, const json_t *msg, result_t *res) {
     dl_db_unref(db);
 }
 
-static void op_history(dl_exec_t *x, const json_t *msg, result_t *res) {
-    dl_db_t *cur = dl_store_db(x->store);
+static void op_history(dl_db_t *snap, const json_t *msg, result_t *res) {
+    dl_db_t *cur = snap;
     dl_db_t *db = cur ? dl_db_history(cur) : NULL;
     dl_db_unref(cur);
     if (!db) {
@@ -502,8 +502,8 @@ static const char *unique_name(int u) {
     return u == DL_UNIQUE_IDENTITY ? "identity" : u == DL_UNIQUE_VALUE ? "value" : NULL;
 }
 
-static void op_schema(dl_exec_t *x, result_t *res) {
-    dl_db_t *db = dl_store_db(x->store);
+static void op_schema(dl_db_t *snap, result_t *res) {
+    dl_db_t *db = snap;
     if (!db) {
         FAIL(res, DL_ENOMEM, "out of memory");
         return;
@@ -592,11 +592,11 @@ static int args_edn(const json_t *args, dl_buf_t *out, dl_error_t *err) {
     return out->oom ? dl_error_set(err, DL_ENOMEM, "out of memory") : DL_OK;
 }
 
-static void op_query(dl_exec_t *x, const json_t *msg, bool explain, result_t *res) {
+static void op_query(dl_db_t *snap, const json_t *msg, bool explain, result_t *res) {
     const json_t *q = json_object_get(msg, "q");
     const json_t *rules = json_object_get(msg, "rules");
     const json_t *as_of = json_object_get(msg, "as_of");
-    dl_db_t *db = dl_store_db(x->store);
+    dl_db_t *db = snap;
     if (db && as_of) {
         dl_db_t *v = dl_db_as_of(db, (uint64_t)json_integer_value(as_of));
         dl_db_unref(db);
@@ -717,7 +717,76 @@ static void op_stats(dl_exec_t *x, result_t *res) {
     res->body = b;
 }
 
+/* Builds the reply line of a finished op. */
+static char *finish(result_t *res, const dl_request_t *req, size_t *out_len, bool *out_failed) {
+    if (res->rc == DL_OK && !res->body)
+        FAIL(res, DL_ENOMEM, "out of memory building the reply");
+    if (out_failed)
+        *out_failed = res->rc != DL_OK;
+    if (res->rc != DL_OK) {
+        json_decref(res->body);
+        return dl__proto_reply_error(req->id, res->rc, res->err.message, out_len);
+    }
+    return dl__proto_reply_ok(req->id, res->body, out_len);
+}
+
+bool dl__exec_is_read(dl_req_op_t op) {
+#if DL_HAVE_STORE
+    return op == DL_REQ_ENTITY || op == DL_REQ_HISTORY || op == DL_REQ_SCHEMA ||
+           (DL_HAVE_DATALOG && (op == DL_REQ_QUERY || op == DL_REQ_EXPLAIN));
+#else
+    (void)op;
+    return false;
+#endif
+}
+
+void *dl__exec_snapshot(dl_exec_t *x) {
+    x->n_requests++;
+#if DL_HAVE_STORE
+    return dl_store_db(x->store);
+#else
+    return NULL;
+#endif
+}
+
+void dl__exec_snapshot_release(void *snap) {
+#if DL_HAVE_STORE
+    dl_db_unref(snap);
+#endif
+}
+
+char *dl__exec_run_read(const dl_request_t *req, void *snap, size_t *out_len, bool *out_failed) {
+    result_t res;
+    memset(&res, 0, sizeof res);
+    dl_error_clear(&res.err);
+#if DL_HAVE_STORE
+    /* The op takes the snapshot reference (views are built on it and released). */
+    if (!snap)
+        FAIL(&res, DL_ENOMEM, "out of memory");
+    else if (req->op == DL_REQ_ENTITY)
+        op_entity(snap, req->msg, &res);
+    else if (req->op == DL_REQ_HISTORY)
+        op_history(snap, req->msg, &res);
+    else if (req->op == DL_REQ_SCHEMA)
+        op_schema(snap, &res);
+#if DL_HAVE_DATALOG
+    else if (req->op == DL_REQ_QUERY || req->op == DL_REQ_EXPLAIN)
+        op_query(snap, req->msg, req->op == DL_REQ_EXPLAIN, &res);
+#endif
+    else {
+        dl_db_unref(snap);
+        FAIL(&res, DL_EINTERNAL, "op %s is not a read", dl__proto_op_name(req->op));
+    }
+#else
+    (void)snap;
+    FAIL(&res, DL_EINTERNAL, "no reads without the store");
+#endif
+    return finish(&res, req, out_len, out_failed);
+}
+
 char *dl__exec_run(dl_exec_t *x, const dl_request_t *req, size_t *out_len, bool *out_failed) {
+    if (dl__exec_is_read(req->op))
+        return dl__exec_run_read(req, dl__exec_snapshot(x), out_len, out_failed);
     result_t res;
     memset(&res, 0, sizeof res);
     dl_error_clear(&res.err);
@@ -732,15 +801,6 @@ char *dl__exec_run(dl_exec_t *x, const dl_request_t *req, size_t *out_len, bool 
 #if DL_HAVE_STORE
         case DL_REQ_TRANSACT:
             op_transact(x, req->msg, &res);
-            break;
-        case DL_REQ_ENTITY:
-            op_entity(x, req->msg, &res);
-            break;
-        case DL_REQ_HISTORY:
-            op_history(x, req->msg, &res);
-            break;
-        case DL_REQ_SCHEMA:
-            op_schema(x, &res);
             break;
         case DL_REQ_ADVANCE:
             op_advance(x, req->msg, &res);
@@ -757,14 +817,7 @@ char *dl__exec_run(dl_exec_t *x, const dl_request_t *req, size_t *out_len, bool 
                  dl__proto_op_name(req->op));
             break;
 #endif
-#if DL_HAVE_DATALOG
-        case DL_REQ_QUERY:
-            op_query(x, req->msg, false, &res);
-            break;
-        case DL_REQ_EXPLAIN:
-            op_query(x, req->msg, true, &res);
-            break;
-#else
+#if !DL_HAVE_DATALOG
         case DL_REQ_QUERY:
         case DL_REQ_EXPLAIN:
             FAIL(&res, DL_EUNSUPPORTED,
@@ -785,16 +838,8 @@ char *dl__exec_run(dl_exec_t *x, const dl_request_t *req, size_t *out_len, bool 
             res.body = json_object();
             break;
         default:
-            FAIL(&res, DL_EINTERNAL, "op %d reached the executor", (int)req->op);
+            FAIL(&res, DL_EINTERNAL, "op %s reached the executor", dl__proto_op_name(req->op));
             break;
     }
-    if (res.rc == DL_OK && !res.body)
-        FAIL(&res, DL_ENOMEM, "out of memory building the reply");
-    if (out_failed)
-        *out_failed = res.rc != DL_OK;
-    if (res.rc != DL_OK) {
-        json_decref(res.body);
-        return dl__proto_reply_error(req->id, res.rc, res.err.message, out_len);
-    }
-    return dl__proto_reply_ok(req->id, res.body, out_len);
+    return finish(&res, req, out_len, out_failed);
 }

@@ -110,6 +110,15 @@ char *dl__exec_run(dl_exec_t *x, const dl_request_t *req, size_t *out_len, bool 
 /* The store the executor owns (borrowed; only in builds with the store module). */
 struct dl_store;
 struct dl_store *dl__exec_store(dl_exec_t *x);
+/* Reads (entity, history, schema, query, explain) may run off the engine thread, on a
+ * snapshot pinned by the engine thread in request order (so a connection reads its own
+ * writes): dl__exec_is_read tells which ops; dl__exec_snapshot (engine thread) returns a
+ * new snapshot; dl__exec_run_read (any thread) runs the op on it, taking the snapshot.
+ * dl__exec_snapshot_release frees a snapshot that will not be run. */
+bool dl__exec_is_read(dl_req_op_t op);
+void *dl__exec_snapshot(dl_exec_t *x);
+void dl__exec_snapshot_release(void *snap);
+char *dl__exec_run_read(const dl_request_t *req, void *snap, size_t *out_len, bool *out_failed);
 /* A new JSON object describing the store for `deltalog status` and "stats". */
 json_t *dl__exec_status(dl_exec_t *x);
 /* Whether the modules that back each op are built in. */

@@ -354,26 +354,46 @@ static void *client_main(void *arg) {
         free(c);
         return NULL;
     }
-    /* Pipelined: all requests first, then all replies (in order). */
-    char line[256];
+    /* Pipelined: all requests first, then all replies (in order). After each transaction
+     * the same connection reads it back (entity; odd clients also query): reads run on
+     * other threads, on a snapshot pinned in request order, so they must see it. */
+    char line[512];
     for (int i = 0; i < N_TX; i++) {
         int k = snprintf(line, sizeof line,
                          "{\"op\":\"transact\",\"id\":%d,\"tx\":\"[{:db/id \\\"o\\\" :p/name "
                          "\\\"c%d-%d\\\" :p/n %d}]\"}\n",
-                         i, a->idx, i, a->idx * 1000 + i);
+                         2 * i, a->idx, i, a->idx * 1000 + i);
+        rt_send(c, line, (size_t)k);
+        if (a->idx % 2 == 0 || !DL_HAVE_DATALOG)
+            k = snprintf(line, sizeof line,
+                         "{\"op\":\"entity\",\"id\":%d,\"e\":[\"p/name\",\"c%d-%d\"]}\n", 2 * i + 1,
+                         a->idx, i);
+        else
+            k = snprintf(line, sizeof line,
+                         "{\"op\":\"query\",\"id\":%d,\"q\":\"[:find ?n . :in $ ?name :where "
+                         "[?e :p/name ?name] [?e :p/n ?n]]\",\"args\":[\"c%d-%d\"]}\n",
+                         2 * i + 1, a->idx, i);
         rt_send(c, line, (size_t)k);
     }
-    for (int i = 0; i < N_TX; i++) {
+    for (int i = 0; i < 2 * N_TX; i++) {
         char *r = rt_recv_line(c);
         json_t *j = r ? json_loads(r, 0, NULL) : NULL;
-        if (!j || !json_is_true(json_object_get(j, "ok")) ||
-            json_integer_value(json_object_get(j, "id")) != i) {
+        bool ok = j && json_is_true(json_object_get(j, "ok")) &&
+                  json_integer_value(json_object_get(j, "id")) == i;
+        if (ok && i % 2 == 1) {
+            json_t *n = json_object_get(j, "result");
+            if (!n)
+                n = json_object_get(json_object_get(j, "entity"), "p/n");
+            ok = json_integer_value(n) == a->idx * 1000 + i / 2;
+        }
+        if (!ok) {
             snprintf(a->failure, sizeof a->failure, "reply %d: %s", i, r ? r : "none");
             json_decref(j);
             free(r);
             break;
         }
-        a->acked_t[a->n_acked++] = json_integer_value(json_object_get(j, "t"));
+        if (i % 2 == 0)
+            a->acked_t[a->n_acked++] = json_integer_value(json_object_get(j, "t"));
         json_decref(j);
         free(r);
     }
