@@ -238,6 +238,114 @@ static void test_reduce_random_3d(void **state) {
     }
 }
 
-DL_TEST_GROUP(reduce, cmocka_unit_test(test_reduce_2d_needs_joined_time),
+/* The general reducer: emits (sum of vals, number of distinct vals) with diff 1. */
+static int general_fn(void *ctx, const dl_value_t *key, const dl_value_t *vals,
+                      const int64_t *counts, size_t n, dl_emitter_t *out) {
+    (void)ctx;
+    (void)key;
+    int64_t sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            assert_true(dl_value_cmp(vals[i - 1], vals[i]) < 0); /* sorted, distinct */
+        assert_int_not_equal(counts[i], 0);
+        sum += vals[i].as.i * counts[i];
+    }
+    dl_value_t row[2] = {dl_value_int(sum), dl_value_int((int64_t)n)};
+    return dl_emit(out, row);
+}
+
+/* threshold: keep rows seen at least twice, once. */
+static int64_t thresh_fn(void *ctx, const dl_value_t *row, int64_t count) {
+    (void)ctx;
+    (void)row;
+    return count >= 2 ? 1 : 0;
+}
+
+typedef struct acc {
+    dl_value_t rows[32][3];
+    int64_t d[32];
+    int n;
+    size_t arity;
+} acc_t;
+
+static int acc_cap(void *ctx, const dl_diff_t *d) {
+    acc_t *a = ctx;
+    a->arity = d->arity;
+    for (size_t i = 0; i < d->n; i++) {
+        int k;
+        for (k = 0; k < a->n; k++)
+            if (dl_row_eq(a->rows[k], d->rows + i * d->arity, d->arity))
+                break;
+        if (k == a->n) {
+            assert_true(a->n < 32);
+            memcpy(a->rows[a->n], d->rows + i * d->arity, d->arity * sizeof(dl_value_t));
+            a->d[a->n++] = 0;
+        }
+        a->d[k] += d->diffs[i];
+    }
+    return 0;
+}
+
+/* Exactly one row (key, v...) with count 1 and nothing else. */
+static void expect_one(const acc_t *a, const dl_value_t *row) {
+    int found = 0;
+    for (int k = 0; k < a->n; k++) {
+        if (a->d[k] == 0)
+            continue;
+        assert_int_equal(a->d[k], 1);
+        assert_true(dl_row_eq(a->rows[k], row, a->arity));
+        found++;
+    }
+    assert_int_equal(found, 1);
+}
+
+/* Every built-in reducer's meaning on one key: vals {2 x2, 5, 9 (retracted later)}. */
+static void test_reduce_builtin_meanings(void **state) {
+    (void)state;
+    dl_error_t err = {0};
+    dl_graph_t *g = dl_graph_new(1, &err);
+    dl_input_t *in = dl_input_new(dl_graph_root(g), 2, &err);
+    static const uint32_t K0[1] = {0}, V1[1] = {1};
+    dl_arr_t *a = dl_arrange(dl_input_coll(in), K0, 1, V1, 1, &err);
+    dl_reduce_spec_t specs[7] = {
+        {.kind = DL_REDUCE_COUNT},
+        {.kind = DL_REDUCE_SUM, .col = 0},
+        {.kind = DL_REDUCE_MIN, .col = 0},
+        {.kind = DL_REDUCE_MAX, .col = 0},
+        {.kind = DL_REDUCE_AVG, .col = 0},
+        {.kind = DL_REDUCE_THRESHOLD, .thresh_fn = thresh_fn},
+        {.kind = DL_REDUCE_GENERAL, .general_fn = general_fn, .out_arity = 2},
+    };
+    static acc_t accs[7];
+    memset(accs, 0, sizeof accs);
+    for (int i = 0; i < 7; i++) {
+        dl_arr_t *r = dl_reduce(a, &specs[i], &err);
+        assert_non_null(r);
+        assert_non_null(dl_capture_new(dl_arr_coll(r), acc_cap, &accs[i], &err));
+    }
+    uint64_t t0[1] = {0}, t1[1] = {1}, t2[1] = {2};
+    int64_t vals[4] = {2, 2, 5, 9};
+    for (int i = 0; i < 4; i++) {
+        dl_value_t row[2] = {dl_value_int(7), dl_value_int(vals[i])};
+        assert_int_equal(dl_input_update(in, row, 2, t0, 1, &err), 0);
+    }
+    dl_value_t nine[2] = {dl_value_int(7), dl_value_int(9)};
+    assert_int_equal(dl_input_update(in, nine, 2, t1, -1, &err), 0);
+    assert_int_equal(dl_input_advance_to(in, t2, &err), 0);
+    assert_int_equal(dl_graph_run(g, &err), 0);
+    /* At time 1: {2, 2, 5}. */
+    dl_value_t k = dl_value_int(7);
+    expect_one(&accs[0], (dl_value_t[]){k, dl_value_int(3)});
+    expect_one(&accs[1], (dl_value_t[]){k, dl_value_int(9)});
+    expect_one(&accs[2], (dl_value_t[]){k, dl_value_int(2)});
+    expect_one(&accs[3], (dl_value_t[]){k, dl_value_int(5)});
+    expect_one(&accs[4], (dl_value_t[]){k, dl_value_double(3.0)});
+    expect_one(&accs[5], (dl_value_t[]){k, dl_value_int(2)});
+    expect_one(&accs[6], (dl_value_t[]){k, dl_value_int(9), dl_value_int(2)});
+    dl_graph_free(g);
+}
+
+DL_TEST_GROUP(reduce, cmocka_unit_test(test_reduce_builtin_meanings),
+              cmocka_unit_test(test_reduce_2d_needs_joined_time),
               cmocka_unit_test(test_reduce_3d_needs_closure),
               cmocka_unit_test(test_reduce_random_3d));
