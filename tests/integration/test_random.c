@@ -64,6 +64,7 @@ static const struct {
      " [?o :order/amount ?a] [?o :order/customer ?c]]",
      IN_NONE},
     {"[:find ?id ?t :where [?o :order/tags ?t] [?o :order/id ?id]]", IN_NONE},
+    {"[:find ?o ?t :where [?o :order/tags ?t]]", IN_NONE}, /* entity refs in the rows */
     {"[:find ?t (count ?o) :where [?o :order/tags ?t] (not [?o :order/status :cancelled])]",
      IN_NONE},
     {"[:find ?b :in $ % :where [?y :node/id ?b] (not-join [?y] [?x :node/id 1] (reach ?x ?y))]",
