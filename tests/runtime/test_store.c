@@ -199,6 +199,8 @@ static void test_store_rejections_change_nothing(void **state) {
         {"[{:db/id \"z\" :p/name \"Zed\" :p/n 2} [:db/add \"x\" :p/nope 1]]", "unknown_attr"},
         {"[[:db/cas [:p/name \"Ann\"] :p/n 5 6]]", "cas"},
         {"[[:db/add [:p/name \"Nobody\"] :p/n 1]]", "notfound"},
+        {"[[:db/add \"x\" :p/n 1] [:db/add \"x\" :p/n 2]]", "conflict"},
+        {"[{:db/id :p/name :db/valueType :db.type/long}]", "schema"},
     };
     for (size_t i = 0; i < DL_ARRAY_LEN(bad); i++) {
         r = call(
@@ -209,6 +211,9 @@ static void test_store_rejections_change_nothing(void **state) {
         assert_int_equal(json_integer_value(json_object_get(r, "id")), (json_int_t)i);
         json_decref(r);
     }
+    r = call(&c, json_loads("{\"op\":\"advance\",\"dim\":\"time/shipped\",\"to\":-3}", 0, NULL));
+    assert_string_equal(rt_error_code(r), "range");
+    json_decref(r);
     /* JSON-form errors too. */
     r = call(&c, json_loads("{\"op\":\"transact\",\"tx\":[[\"frob\",1]]}", 0, NULL));
     assert_non_null(rt_error_code(r));
