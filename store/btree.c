@@ -10,8 +10,10 @@
  *     versions and are copied first (path copying: the root-to-leaf path of a change).
  *  2. Reclamation. A node replaced or dropped by the writer while older than the current
  *     epoch is retired with the current epoch: it is reachable only from versions whose
- *     epoch is below that. It is freed once the oldest live version's epoch reaches it
- *     (dl__btctx_reclaim). Nodes of the current epoch are freed at once.
+ *     epoch is below that (and not below its own). It is freed once the oldest live
+ *     version's epoch reaches it (dl__btctx_reclaim), or, when an old snapshot holds the
+ *     list back, once no live version falls in its range (dl__btctx_reclaim_live). Nodes of
+ *     the current epoch are freed at once.
  *  3. Abandoning. A failed transaction frees the writer's private nodes
  *     (dl__btree_discard) and the caller restores the roots of the last published
  *     version and pops the retire entries of the epoch; nothing published was touched.
@@ -131,6 +133,28 @@ void dl__btctx_reclaim(dl_btctx_t *c, uint64_t upto) {
         memmove(c->ret, c->ret + i, (c->n_ret - i) * sizeof *c->ret);
         c->n_ret -= i;
     }
+}
+
+void dl__btctx_reclaim_live(dl_btctx_t *c, const uint64_t *live, size_t n_live) {
+    size_t w = 0;
+    for (size_t i = 0; i < c->n_ret; i++) {
+        /* a node created at epoch e0 and retired at epoch r is in the versions of epochs
+         * e0 .. r-1 only: free it when no live version falls in that range */
+        uint64_t e0 = ((const dl_bnode_t *)c->ret[i].p)->epoch, r = c->ret[i].epoch;
+        size_t lo = 0, hi = n_live;
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (live[mid] < e0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo < n_live && live[lo] < r)
+            c->ret[w++] = c->ret[i];
+        else
+            dl_free(c->ret[i].p);
+    }
+    c->n_ret = w;
 }
 
 void dl__btctx_fini(dl_btctx_t *c) {

@@ -128,6 +128,23 @@ static void reclaim(dl_store_t *s) {
     uint64_t oldest = s->vhead ? s->vhead->epoch : s->ctx.epoch;
     pthread_mutex_unlock(&s->vmu);
     dl__btctx_reclaim(&s->ctx, oldest);
+    /* An old snapshot holds the list back: now and then, free what no live version can
+     * reach (the writer builds every version, so the list cannot gain one meanwhile). */
+    if (s->ctx.n_ret <= s->precise_at || s->ctx.n_ret < 4096)
+        return;
+    pthread_mutex_lock(&s->vmu);
+    size_t n = 0;
+    for (dl_version_t *v = s->vhead; v; v = v->next)
+        n++;
+    uint64_t *live = dl_malloc((n + 1) * sizeof *live);
+    n = 0;
+    for (dl_version_t *v = s->vhead; live && v; v = v->next)
+        live[n++] = v->epoch;
+    pthread_mutex_unlock(&s->vmu);
+    if (live)
+        dl__btctx_reclaim_live(&s->ctx, live, n);
+    dl_free(live);
+    s->precise_at = 2 * s->ctx.n_ret;
 }
 
 /* Publishes v (built for transaction tx) in transaction order and calls the listeners with

@@ -82,6 +82,9 @@ void dl__btree_free_all(dl_bnode_t *root, uint64_t min_epoch);
 int dl__btctx_retire(dl_btctx_t *c, void *p) DL_WUR;
 /* Frees retired blocks with epoch <= upto. */
 void dl__btctx_reclaim(dl_btctx_t *c, uint64_t upto);
+/* Frees every retired node that no live version can reach: live holds the epochs of the
+ * live versions, ascending. Only nodes are ever retired. */
+void dl__btctx_reclaim_live(dl_btctx_t *c, const uint64_t *live, size_t n_live);
 void dl__btctx_fini(dl_btctx_t *c);
 /* Debug validator: sortedness, fill and separator invariants; returns the key count or -1. */
 int64_t dl__btree_check(const dl_btree_t *t);
@@ -270,6 +273,7 @@ struct dl_store {
     struct dl_durable *durable;   /* durable.c's state (background checkpoints), or NULL */
     dl_kd_t *abuf;                /* store.c's reusable sort buffer for assertions */
     dl_vcount_t vc;               /* value counts of attributes without a value index */
+    size_t precise_at;            /* retire-list length that triggers a precise reclaim */
     size_t cap_abuf;
 };
 void dl__tx_scratch_free(struct dl_txscratch *x);
