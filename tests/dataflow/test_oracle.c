@@ -671,6 +671,80 @@ static void test_oracle_large_input_chunks(void **state) {
     dl_graph_free(g);
 }
 
-DL_TEST_GROUP(oracle, cmocka_unit_test(test_oracle_large_input_chunks),
-              cmocka_unit_test(test_oracle_smoke), cmocka_unit_test(test_oracle_attach_later),
+static int dup_fn(void *ctx, const dl_value_t *row, dl_emitter_t *out) {
+    (void)ctx;
+    /* (a, b) -> (a, b) x2 and (b, a) x1 when a != b. */
+    int rc = dl_emit_diff(out, row, 2);
+    if (!rc && row[0].as.i != row[1].as.i) {
+        dl_value_t r[2] = {row[1], row[0]};
+        rc = dl_emit(out, r);
+    }
+    return rc;
+}
+
+static int jmap_fn(void *ctx, const dl_value_t *key, const dl_value_t *lv, const dl_value_t *rv,
+                   dl_emitter_t *out) {
+    (void)ctx;
+    dl_value_t r[2] = {dl_value_int(key[0].as.i * 100 + lv[0].as.i), rv[0]};
+    return dl_emit(out, r);
+}
+
+/* flat_map with multiplicities, filter_eq, filter_cols_eq and join_map on a fixed input,
+ * against the multisets computed by hand (via the oracle's ms_t). */
+static void test_oracle_row_ops(void **state) {
+    (void)state;
+    dl_error_t err = {0};
+    dl_graph_t *g = dl_graph_new(1, &err);
+    dl_input_t *in = dl_input_new(dl_graph_root(g), 2, &err);
+    dl_coll_t *c = dl_input_coll(in);
+    static const uint32_t K0[1] = {0}, V1[1] = {1};
+    dl_arr_t *a = dl_arrange(c, K0, 1, V1, 1, &err);
+    dl_coll_t *outs[4] = {
+        dl_flat_map(c, 2, dup_fn, NULL, &err), dl_filter_eq(c, 1, dl_value_int(3), &err),
+        dl_filter_cols_eq(c, 0, 1, &err), dl_join_map(a, a, 2, jmap_fn, NULL, &err)};
+    static cap_log_t logs[4];
+    memset(logs, 0, sizeof logs);
+    for (int i = 0; i < 4; i++) {
+        assert_non_null(outs[i]);
+        assert_non_null(dl_capture_new(outs[i], cap_fn, &logs[i], &err));
+    }
+    int64_t rows[5][2] = {{1, 3}, {2, 2}, {1, 4}, {3, 3}, {2, 3}};
+    uint64_t t[1] = {0};
+    for (int i = 0; i < 5; i++) {
+        dl_value_t r[2] = {dl_value_int(rows[i][0]), dl_value_int(rows[i][1])};
+        assert_int_equal(dl_input_update(in, r, 2, t, 1, &err), 0);
+    }
+    assert_int_equal(dl_input_close(in, &err), 0);
+    assert_int_equal(dl_graph_run(g, &err), 0);
+    static ms_t want[4], got;
+    memset(want, 0, sizeof want);
+    for (int i = 0; i < 5; i++) {
+        int64_t x = rows[i][0], y = rows[i][1];
+        ms_add(&want[0], x, y, 2);
+        if (x != y)
+            ms_add(&want[0], y, x, 1);
+        if (y == 3)
+            ms_add(&want[1], x, y, 1);
+        if (x == y)
+            ms_add(&want[2], x, y, 1);
+        for (int j = 0; j < 5; j++)
+            if (rows[j][0] == x)
+                ms_add(&want[3], x * 100 + y, rows[j][1], 1);
+    }
+    for (int i = 0; i < 4; i++) {
+        got.n = 0;
+        for (int k = 0; k < logs[i].n; k++)
+            ms_add(&got, logs[i].r[k][0], logs[i].r[k][1], logs[i].d[k]);
+        if (!ms_eq(&got, &want[i])) {
+            ms_print("expected", &want[i]);
+            ms_print("got", &got);
+            fail_msg("operator %d disagrees", i);
+        }
+    }
+    dl_graph_free(g);
+}
+
+DL_TEST_GROUP(oracle, cmocka_unit_test(test_oracle_row_ops),
+              cmocka_unit_test(test_oracle_large_input_chunks), cmocka_unit_test(test_oracle_smoke),
+              cmocka_unit_test(test_oracle_attach_later),
               cmocka_unit_test(test_oracle_random_graphs));
