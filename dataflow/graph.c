@@ -20,6 +20,10 @@
  *    coordinate, so a cycle adds only dominated times and the iteration ends.
  * 4. run() alternates: drain queues; compute frontiers; let every reduce process its
  *    complete pending times (which may queue new updates); until no reduce works.
+ * 5. Nodes may be added between runs. A consumer of an arranged node gets the spine's
+ *    batches queued at creation; a join of two arrangements holding data snapshots their
+ *    batches and emits their join at the next run; a reduce notes its input's contents.
+ *    Unarranged collections keep no history (docs/dataflow.md "Attaching later").
  */
 #include "dataflow/dataflow.h"
 
