@@ -14,6 +14,8 @@
  */
 #include "tests/integration/integ.h"
 
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,19 +91,10 @@ typedef struct slot {
 
 enum { NV = 10 };
 
-static void sub_random(ienv_t *e, dl_rng_t *r, slot_t *s, int *counts) {
+/* Subscribes s to a random query of the family (with a random input when it takes one)
+ * with options o. */
+static void sub_query(ienv_t *e, dl_rng_t *r, slot_t *s, const dl_sub_options_t *o) {
     int q = (int)dl_rng_below(r, NQ);
-    dl_sub_options_t o;
-    dl_sub_options_init(&o);
-    static const consumer_t kinds[] = {C_CALLBACK, C_CALLBACK, C_FAST, C_FAST,  C_FAST, C_SLOW,
-                                       C_SLOW,     C_SLOW,     C_SLOW, C_UNSUB, C_UNSUB};
-    s->kind = kinds[dl_rng_below(r, sizeof kinds / sizeof kinds[0])];
-    s->policy = (dl_sub_policy_t)dl_rng_below(r, 3);
-    o.policy = s->policy;
-    o.max_queued = 2 + dl_rng_below(r, 3);
-    o.block_timeout_ms = 0; /* single-threaded: a full queue ends the subscription at once */
-    if (s->kind == C_CALLBACK)
-        o.on_delta = iview_cb;
     dl_value_t in;
     char args[64] = "";
     size_t n_in = 0;
@@ -116,15 +109,32 @@ static void sub_random(ienv_t *e, dl_rng_t *r, slot_t *s, int *counts) {
         snprintf(args, sizeof args, "[%d]", n);
         n_in = 1;
     }
-    iview_sub(e, &s->v, family[q].text, n_in ? &in : NULL, n_in, args, &o);
+    iview_sub(e, &s->v, family[q].text, n_in ? &in : NULL, n_in, args, o);
     s->live = true;
+}
+
+/* A random consumer kind and policy (single-threaded: BLOCK with timeout 0, so a full
+ * queue ends the subscription at once rather than waiting for a consumer that cannot run). */
+static void sub_random(ienv_t *e, dl_rng_t *r, slot_t *s, int *counts) {
+    dl_sub_options_t o;
+    dl_sub_options_init(&o);
+    static const consumer_t kinds[] = {C_CALLBACK, C_CALLBACK, C_FAST, C_FAST,  C_FAST, C_SLOW,
+                                       C_SLOW,     C_SLOW,     C_SLOW, C_UNSUB, C_UNSUB};
+    s->kind = kinds[dl_rng_below(r, sizeof kinds / sizeof kinds[0])];
+    s->policy = (dl_sub_policy_t)dl_rng_below(r, 3);
+    o.policy = s->policy;
+    o.max_queued = 2 + dl_rng_below(r, 3);
+    o.block_timeout_ms = 0;
+    if (s->kind == C_CALLBACK)
+        o.on_delta = iview_cb;
+    sub_query(e, r, s, &o);
     counts[s->kind]++;
 }
 
-/* One random transaction of one to three operations; returns its code. */
-static int tx_random(ienv_t *e, dl_rng_t *r) {
-    char t[1024];
-    size_t n = (size_t)snprintf(t, sizeof t, "[");
+/* The EDN of one random transaction of one to three operations into t (1024 bytes). */
+static void tx_text(dl_rng_t *r, char *t) {
+    enum { CAP = 1024 };
+    size_t n = (size_t)snprintf(t, CAP, "[");
     int ops = 1 + (int)dl_rng_below(r, 3);
     for (int k = 0; k < ops; k++) {
         int id = 1 + (int)dl_rng_below(r, 8);
@@ -133,44 +143,51 @@ static int tx_random(ienv_t *e, dl_rng_t *r) {
             case 0:
             case 1:
                 n += (size_t)snprintf(
-                    t + n, sizeof t - n,
+                    t + n, CAP - n,
                     "{:order/id %d :order/status :%s :order/customer \"%s\" :order/amount %d}", id,
                     statuses[dl_rng_below(r, 3)], customers[dl_rng_below(r, 3)],
                     (int)dl_rng_below(r, 6) * 10);
                 break;
             case 2:
-                n += (size_t)snprintf(t + n, sizeof t - n, "{:order/id %d :order/status :%s}", id,
+                n += (size_t)snprintf(t + n, CAP - n, "{:order/id %d :order/status :%s}", id,
                                       statuses[dl_rng_below(r, 3)]);
                 break;
             case 3:
-                n +=
-                    (size_t)snprintf(t + n, sizeof t - n, "[:db/retractEntity [:order/id %d]]", id);
+                n += (size_t)snprintf(t + n, CAP - n, "[:db/retractEntity [:order/id %d]]", id);
                 break;
             case 4:
             case 5:
-                n += (size_t)snprintf(t + n, sizeof t - n,
+                n += (size_t)snprintf(t + n, CAP - n,
                                       "[:db/add [:node/id %d] :node/next [:node/id %d]]", a, b);
                 break;
             case 6:
-                n += (size_t)snprintf(t + n, sizeof t - n,
+                n += (size_t)snprintf(t + n, CAP - n,
                                       "[:db/retract [:node/id %d] :node/next [:node/id %d]]", a, b);
                 break;
             case 7:
-                n += (size_t)snprintf(t + n, sizeof t - n, "{:order/id %d :order/tags :t%d}", id,
-                                      a % 3);
+                n += (size_t)snprintf(t + n, CAP - n, "{:order/id %d :order/tags :t%d}", id, a % 3);
                 break;
             default:
-                n += (size_t)snprintf(t + n, sizeof t - n,
+                n += (size_t)snprintf(t + n, CAP - n,
                                       "[:db/retract [:order/id %d] :order/tags :t%d]", id, a % 3);
                 break;
         }
     }
-    snprintf(t + n, sizeof t - n, "]");
+    snprintf(t + n, CAP - n, "]");
+}
+
+/* A refused transaction may only be a retractEntity of a missing order (notfound) or two
+ * values for one attribute in one transaction (conflict). */
+static bool refusal_ok(int rc) { return rc == 0 || rc == DL_ENOTFOUND || rc == DL_ECONFLICT; }
+
+/* One random transaction; returns its code. */
+static int tx_random(ienv_t *e, dl_rng_t *r) {
+    char t[1024];
+    tx_text(r, t);
     uint64_t commits = e->commits;
     int rc = ienv_try_tx(e, t);
-    /* A retractEntity of a missing order (notfound) or two values for one attribute in
-     * one transaction (conflict) is refused as a whole and reaches no listener. */
-    if (rc != 0 && rc != DL_ENOTFOUND && rc != DL_ECONFLICT)
+    /* A refused transaction changes nothing and reaches no listener. */
+    if (!refusal_ok(rc))
         fail_msg("transact %s: %s", t, dl_err_name(rc));
     if (rc)
         assert_int_equal(e->commits, commits);
@@ -270,4 +287,112 @@ static void test_random_invariant(void **state) {
     ienv_close(&e);
 }
 
-DL_TEST_GROUP(random, cmocka_unit_test(test_random_invariant));
+/* ---- threaded: an engine thread, and consumers on the main thread polling fds --------- */
+typedef struct engine {
+    ienv_t *e;
+    long n_tx;
+    uint64_t seed;
+    int failed;
+} engine_t;
+
+static void *engine_main(void *arg) {
+    engine_t *g = arg;
+    dl_rng_t r = {g->seed};
+    for (long k = 0; k < g->n_tx; k++) {
+        char t[1024];
+        tx_text(&r, t);
+        if (!refusal_ok(ienv_try_tx(g->e, t)) || g->e->apply_rc || g->e->pump_rc)
+            g->failed++;
+    }
+    dl_registry_t *reg = g->e->reg; /* shutdown: every subscription ends with code 0 */
+    g->e->reg = NULL;
+    dl_registry_free(reg);
+    return NULL;
+}
+
+/* The same invariant with real threads: the engine commits a random stream on its own
+ * thread (delivering inside its commits, so BLOCK subscribers make it wait for real);
+ * the main thread consumes channel subscriptions under all three policies, waiting with
+ * poll() on their fds and taking one message or everything at random, and checks each
+ * subscriber at its latest delta while the engine keeps committing. When the engine shuts
+ * the registry down, every subscription ends: normally, or lagged (drop). */
+static void test_random_threaded(void **state) {
+    (void)state;
+    dl_rng_t r = {dl_prop_seed("integration_random_threaded")};
+    static ienv_t e;
+    ienv_open(&e, NULL, rules, schema);
+    ienv_tx(&e, "[{:node/id 1} {:node/id 2} {:node/id 3} {:node/id 4} {:node/id 5}"
+                " {:node/id 6}]");
+    enum { K = 8 };
+    static slot_t slots[K];
+    memset(slots, 0, sizeof slots);
+    for (int i = 0; i < K; i++) {
+        /* Channel consumers on this thread; BLOCK waits for them for real (the timeout is
+         * a failure rather than a hang). */
+        dl_sub_options_t o;
+        dl_sub_options_init(&o);
+        slots[i].kind = C_SLOW;
+        slots[i].policy = o.policy = (dl_sub_policy_t)(i % 3);
+        o.max_queued = 2 + dl_rng_below(&r, 3);
+        o.block_timeout_ms = 60000;
+        sub_query(&e, &r, &slots[i], &o);
+    }
+    static engine_t g;
+    g = (engine_t){&e, dl_prop_iters(200), r.s ^ 0x5eed, 0};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, engine_main, &g), 0);
+    long checks = 0;
+    int ends[3] = {0};
+    for (;;) {
+        struct pollfd fds[K];
+        int map[K], n = 0;
+        for (int i = 0; i < K; i++)
+            if (!slots[i].v.ended) {
+                fds[n] = (struct pollfd){.fd = dl_sub_fd(slots[i].v.sub), .events = POLLIN};
+                map[n++] = i;
+            }
+        if (n == 0)
+            break;
+        assert_true(poll(fds, (nfds_t)n, -1) > 0);
+        for (int j = 0; j < n; j++) {
+            if (!(fds[j].revents & POLLIN) || dl_rng_below(&r, 3) == 0)
+                continue; /* a slow consumer: leave it for later */
+            iview_t *v = &slots[map[j]].v;
+            if (dl_rng_below(&r, 2))
+                iview_step(v);
+            else
+                iview_drain(v);
+            if (v->have_time) {
+                iview_check(&e, v, false);
+                checks++;
+            }
+        }
+    }
+    pthread_join(th, NULL);
+    assert_int_equal(g.failed, 0);
+    uint64_t waits = 0;
+    int lagged = 0;
+    for (int i = 0; i < K; i++) {
+        slot_t *x = &slots[i];
+        dl_sub_stats_t st;
+        dl_sub_stats(x->v.sub, &st);
+        waits += st.blocked;
+        lagged += x->v.end_code == DL_ELAGGED;
+        ends[x->policy]++;
+        if (x->v.end_code == 0) /* a normal end: it saw everything */
+            iview_check_current(&e, &x->v, true);
+        else if (x->policy != DL_SUB_DROP || x->v.end_code != DL_ELAGGED)
+            fail_msg("%s: a %d-policy subscription ended with %s", x->v.query, (int)x->policy,
+                     dl_err_name(x->v.end_code));
+        iview_free(&e, &x->v);
+    }
+    print_message("random threaded: %ld transactions, %ld checks while the engine ran; "
+                  "%d coalesce, %d block, %d drop consumers; the engine waited %llu times; "
+                  "%d lagged\n",
+                  g.n_tx, checks, ends[DL_SUB_COALESCE], ends[DL_SUB_BLOCK], ends[DL_SUB_DROP],
+                  (unsigned long long)waits, lagged);
+    ienv_close(&e);
+}
+
+DL_TEST_GROUP(random, cmocka_unit_test(test_random_invariant),
+              cmocka_unit_test(test_random_threaded));
