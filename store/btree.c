@@ -209,6 +209,9 @@ int dl__btree_init(dl_btctx_t *c, dl_btree_t *t, int order, int ncmp) {
 /* First index in leaf with key >= k (n components). */
 static inline __attribute__((always_inline)) uint32_t lb_impl(const leaf_t *l, int order,
                                                               const dl_kd_t *k, int n) {
+    /* appends (sequential ids, a new attribute run) land past the last key: one compare */
+    if (l->h.n && kcmp(order, &l->d[l->h.n - 1], k, n) < 0)
+        return l->h.n;
     uint32_t lo = 0, hi = l->h.n;
     while (lo < hi) {
         uint32_t mid = (lo + hi) / 2;
@@ -221,9 +224,6 @@ static inline __attribute__((always_inline)) uint32_t lb_impl(const leaf_t *l, i
 }
 
 static uint32_t leaf_lb(const leaf_t *l, int order, const dl_kd_t *k, int n) {
-    /* appends (sequential ids, a new attribute run) land past the last key: one compare */
-    if (l->h.n && dl__btree_cmp(order, &l->d[l->h.n - 1], k, n) < 0)
-        return l->h.n;
     switch (order) {
         case DL_ORD_EAVT:
             return lb_impl(l, DL_ORD_EAVT, k, n);
@@ -241,6 +241,10 @@ static uint32_t leaf_lb(const leaf_t *l, int order, const dl_kd_t *k, int n) {
  * key[i] <= k. */
 static inline __attribute__((always_inline)) uint32_t
 pick_impl(const inode_t *in, int order, const dl_kd_t *k, int n, bool strict) {
+    /* the rightmost child, for appends: one compare */
+    int c0 = kcmp(order, &in->key[in->h.n - 1], k, n);
+    if (c0 < 0 || (!strict && c0 == 0))
+        return in->h.n - 1;
     uint32_t lo = 1, hi = in->h.n; /* find first i in [1,n) with key[i] >(=) k */
     while (lo < hi) {
         uint32_t mid = (lo + hi) / 2;
@@ -254,10 +258,6 @@ pick_impl(const inode_t *in, int order, const dl_kd_t *k, int n, bool strict) {
 }
 
 static uint32_t inode_pick(const inode_t *in, int order, const dl_kd_t *k, int n, bool strict) {
-    /* the rightmost child, for appends: one compare */
-    int c = dl__btree_cmp(order, &in->key[in->h.n - 1], k, n);
-    if (c < 0 || (!strict && c == 0))
-        return in->h.n - 1;
     switch (order) {
         case DL_ORD_EAVT:
             return pick_impl(in, DL_ORD_EAVT, k, n, strict);
