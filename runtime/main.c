@@ -50,6 +50,7 @@ typedef struct cli {
     const char *file;
     bool json_input;
     bool history;
+    bool as_tx;
     const char *rules;
     /* serve */
     dl_server_options_t so;
@@ -127,7 +128,7 @@ static const command_t commands[] = {
      "commit transactions from a file: .jsonl (JSON form, one per line) or "
      ".edn (one transaction vector per form)",
      cmd_import},
-    {"export", "[--history]",
+    {"export", "[--history | --tx]",
      "print every current datom (or the whole log) as JSON lines "
      "or EDN",
      cmd_export},
@@ -190,7 +191,10 @@ static void command_usage(const command_t *cmd, FILE *out) {
                      "  ARG...            one EDN form per :in input after $ and %%\n");
     if (cmd->run == cmd_export)
         fprintf(out, "  --history         every transaction's changes, not only current "
-                     "datoms\n");
+                     "datoms\n"
+                     "  --tx              the current state as transaction data that `import`\n"
+                     "                    replays into an empty store (EDN; JSON form with\n"
+                     "                    --format json): the schema, then every entity\n");
     fprintf(out, "\n%s", exit_help);
 }
 
@@ -265,6 +269,8 @@ static int parse_args(cli_t *c, const command_t *cmd, int argc, char **argv) {
             c->json_input = true;
         } else if (FLAG("--history")) {
             c->history = true;
+        } else if (FLAG("--tx")) {
+            c->as_tx = true;
         } else if (FLAG("--rules")) {
             NEED_VAL();
             c->rules = val;
@@ -1026,6 +1032,133 @@ static int store_cmd_prelude(cli_t *c, const char *name) {
     return open_exec(c);
 }
 
+#if DL_HAVE_STORE
+/* True for the built-in schema every store starts with (idents in the db namespaces). */
+static bool builtin_ident(const char *ident) {
+    return ident && (strncmp(ident, "db/", 3) == 0 || strncmp(ident, "db.", 3) == 0);
+}
+
+/* The ident of entity e in db, or NULL. */
+static const char *entity_ident(const dl_db_t *db, int64_t e) {
+    dl_attr_info_t info;
+    if (dl_db_attr_by_id(db, e, &info, NULL) == DL_OK)
+        return info.ident;
+    /* Not an attribute: look for a :db/ident datom. */
+    dl_datom_t *ds = NULL;
+    size_t n = 0;
+    const char *ident = NULL;
+    if (dl_db_entity(db, e, &ds, &n, NULL) == DL_OK) {
+        for (size_t i = 0; i < n; i++) {
+            dl_attr_info_t a;
+            if (dl_db_attr_by_id(db, ds[i].a, &a, NULL) == DL_OK &&
+                strcmp(a.ident, "db/ident") == 0 && ds[i].v.type == DL_T_KEYWORD)
+                ident = dl_value_str(ds[i].v, NULL);
+        }
+    }
+    dl_free(ds);
+    return ident;
+}
+
+/* export --tx: the current state as (at most) two transactions that `import` replays into
+ * an empty store: the entities with an ident (schema, enum values), then every other, each entity as a map form
+ * whose tempid is "e<old id>"; refs become that tempid, or the target's ident. Entity
+ * ids are renumbered by the new store; history and time coordinates are not carried. */
+static int export_tx(cli_t *c, const dl_db_t *db) {
+    json_t *schema = json_array(), *data = json_array();
+    json_t *cur = NULL;
+    int64_t cur_e = 0;
+    bool cur_schema = false, cur_builtin = false;
+    long skipped = 0;
+    dl_iter_t *it = NULL;
+    dl_error_t err;
+    dl_error_clear(&err);
+    if (dl_db_datoms(db, DL_INDEX_EAVT, NULL, 0, NULL, &it, &err) != DL_OK) {
+        die_line(dl_err_name(err.code), err.message);
+        return EXIT_FAILED;
+    }
+    dl_datom_t d;
+    bool more = dl_iter_next(it, &d);
+    while (more || cur) {
+        if (cur && (!more || d.e != cur_e)) { /* flush the finished entity */
+            if (!cur_builtin && json_object_size(cur) > 1)
+                json_array_append(cur_schema ? schema : data, cur);
+            json_decref(cur);
+            cur = NULL;
+        }
+        if (!more)
+            break;
+        if (!cur) {
+            char tid[32];
+            snprintf(tid, sizeof tid, "e%lld", (long long)d.e);
+            cur = json_pack("{s:s}", "db/id", tid);
+            cur_e = d.e;
+            /* Entities with an ident (attributes, dimensions, enum values) go first, so
+             * the data can refer to them by ident. */
+            const char *ident = entity_ident(db, d.e);
+            cur_builtin = builtin_ident(ident);
+            cur_schema = ident != NULL;
+        }
+        dl_attr_info_t a;
+        if (dl_db_attr_by_id(db, d.a, &a, NULL) != DL_OK) {
+            skipped++;
+        } else {
+            json_t *v = NULL;
+            if (a.type == DL_T_REF && (d.v.type == DL_T_REF || d.v.type == DL_T_INT)) {
+                const char *ident = entity_ident(db, d.v.as.i);
+                dl_datom_t *ts = NULL;
+                size_t n_ts = 0;
+                if (ident)
+                    v = json_pack("{s:s}", "kw", ident);
+                else if (dl_db_entity(db, d.v.as.i, &ts, &n_ts, NULL) == DL_OK && n_ts) {
+                    char tid[32];
+                    snprintf(tid, sizeof tid, "e%lld", (long long)d.v.as.i);
+                    v = json_string(tid);
+                }
+                dl_free(ts);
+            } else {
+                v = dl__json_from_value(d.v);
+            }
+            if (!v) {
+                skipped++; /* a ref to an entity without datoms: nothing to point to */
+            } else if (a.many) {
+                json_t *arr = json_object_get(cur, a.ident);
+                if (!arr) {
+                    arr = json_array();
+                    json_object_set_new(cur, a.ident, arr);
+                }
+                json_array_append_new(arr, v);
+            } else {
+                json_object_set_new(cur, a.ident, v);
+            }
+        }
+        more = dl_iter_next(it, &d);
+    }
+    dl_iter_free(it);
+    json_t *txs[2] = {schema, data};
+    for (int i = 0; i < 2; i++) {
+        if (!json_array_size(txs[i]))
+            continue;
+        if (c->fmt == DL_FMT_JSON) {
+            dl__format_reply(stdout, DL_FMT_JSON, txs[i]);
+        } else {
+            dl_buf_t b;
+            dl__buf_init(&b);
+            dl__format_edn(txs[i], &b);
+            dl__buf_putc(&b, '\n');
+            if (!b.oom)
+                fwrite(b.data, 1, b.len, stdout);
+            dl__buf_fini(&b);
+        }
+    }
+    json_decref(schema);
+    json_decref(data);
+    if (skipped)
+        fprintf(stderr, "%s: export: %ld datoms skipped (refs to entities without datoms)\n", prog,
+                skipped);
+    return EXIT_OKAY;
+}
+#endif
+
 static int cmd_export(cli_t *c) {
     int rc = store_cmd_prelude(c, "export");
     if (rc != EXIT_OKAY)
@@ -1036,6 +1169,11 @@ static int cmd_export(cli_t *c) {
     if (!db) {
         die_line(NULL, "out of memory");
         return EXIT_FAILED;
+    }
+    if (c->as_tx) {
+        int xrc = export_tx(c, db);
+        dl_db_unref(db);
+        return xrc;
     }
     if (c->history) {
         export_ctx_t x = {c, db};

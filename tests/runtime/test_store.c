@@ -650,6 +650,87 @@ static void test_store_cli_durable(void **state) {
     free(dir);
 }
 
+/* export --tx then import into empty directories (EDN and JSON form) reproduces the
+ * current state: same datom count, same answers (refs, many, enums, instants). */
+static void test_store_export_import_roundtrip(void **state) {
+    (void)state;
+#if !DL_HAVE_STORE
+    skip();
+#endif
+    char *dir = rt_tempdir();
+    char a[512], b[512], cdir[512], edn[512], jsonl[512];
+    snprintf(a, sizeof a, "%s/a", dir);
+    snprintf(b, sizeof b, "%s/b", dir);
+    snprintf(cdir, sizeof cdir, "%s/c", dir);
+    snprintf(edn, sizeof edn, "%s/dump.edn", dir);
+    snprintf(jsonl, sizeof jsonl, "%s/dump.jsonl", dir);
+    char *out = NULL;
+    const char *t1[] = {"transact", "--data", a, schema_edn, NULL};
+    assert_int_equal(rt_run(NULL, t1, NULL, &out, NULL), 0);
+    free(out);
+    const char *t2[] = {"transact", "--data", a, "[{:db/ident :color/red} {:db/ident :color/blue}]",
+                        NULL};
+    assert_int_equal(rt_run(NULL, t2, NULL, &out, NULL), 0);
+    free(out);
+    const char *t3[] = {"transact", "--data", a,
+                        "[{:db/id \"a\" :p/name \"Ann\" :p/k :k/x :p/n 9007199254740993 "
+                        ":p/at #inst \"2020-01-01T00:00:00Z\" :p/x 0.5} "
+                        "{:db/id \"b\" :p/name \"Bob\" :p/friend [\"a\" \"c\"] :p/ok false} "
+                        "{:db/id \"c\" :p/name \"Cy\" :p/u #uuid "
+                        "\"0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0\"}]",
+                        NULL};
+    assert_int_equal(rt_run(NULL, t3, NULL, &out, NULL), 0);
+    free(out);
+    /* Dump both ways (through the shell's redirection), import each into a new directory. */
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd,
+             "%s export --tx --data %s > %s && %s export --tx --format json "
+             "--data %s > %s",
+             DL_CLI_PATH, a, edn, DL_CLI_PATH, a, jsonl);
+    assert_int_equal(system(cmd), 0);
+    const char *i1[] = {"import", "--data", b, edn, NULL};
+    assert_int_equal(rt_run(NULL, i1, NULL, &out, NULL), 0);
+    assert_non_null(strstr(out, "imported 2 transactions"));
+    free(out);
+    const char *i2[] = {"import", "--data", cdir, jsonl, NULL};
+    assert_int_equal(rt_run(NULL, i2, NULL, &out, NULL), 0);
+    free(out);
+    const char *dirs[3] = {a, b, cdir};
+    char *answers[3];
+    json_int_t datoms[3];
+    for (int k = 0; k < 3; k++) {
+        const char *st[] = {"status", "--data", dirs[k], "--format", "json", NULL};
+        assert_int_equal(rt_run(NULL, st, NULL, &out, NULL), 0);
+        json_t *j = rt_json(out);
+        datoms[k] = json_integer_value(json_object_get(j, "datoms"));
+        assert_int_equal(datoms[k], datoms[0]);
+        json_decref(j);
+        free(out);
+        const char *q[] = {"query",
+                           "--data",
+                           dirs[k],
+                           "--format",
+                           "json",
+                           "[:find ?n ?fn ?k ?big ?at ?x ?u :where [?e :p/name ?n] "
+                           "[?e :p/friend ?f] [?f :p/name ?fn] [?a :p/name \"Ann\"] [?a :p/k ?k] "
+                           "[?a :p/n ?big] [?a :p/at ?at] [?a :p/x ?x] [?c :p/name \"Cy\"] "
+                           "[?c :p/u ?u]]",
+                           NULL};
+        assert_int_equal(rt_run(NULL, q, NULL, &answers[k], NULL), 0);
+        json_t *j2 = rt_json(answers[k]);
+        free(answers[k]);
+        answers[k] = json_dumps(json_object_get(j2, "result"), JSON_COMPACT);
+        json_decref(j2);
+    }
+    assert_non_null(strstr(answers[0], "[\"Bob\",\"Ann\",{\"kw\":\"k/x\"},9007199254740993"));
+    assert_string_equal(answers[0], answers[1]);
+    assert_string_equal(answers[0], answers[2]);
+    for (int k = 0; k < 3; k++)
+        free(answers[k]);
+    rt_rmrf(dir);
+    free(dir);
+}
+
 /* A durable server killed with SIGKILL while clients write; after a restart every
  * acknowledged transaction is there. */
 static void test_store_sigkill_keeps_acknowledged(void **state) {
@@ -735,4 +816,5 @@ DL_TEST_GROUP(store, cmocka_unit_test(test_store_roundtrip_all_types),
               cmocka_unit_test(test_store_cli_against_server),
               cmocka_unit_test(test_store_sigterm_mid_pipeline),
               cmocka_unit_test(test_store_cli_durable),
+              cmocka_unit_test(test_store_export_import_roundtrip),
               cmocka_unit_test(test_store_sigkill_keeps_acknowledged));
