@@ -67,6 +67,7 @@ static const struct {
      IN_NONE},
     {"[:find ?id ?t :where [?o :order/tags ?t] [?o :order/id ?id]]", IN_NONE},
     {"[:find ?o ?t :where [?o :order/tags ?t]]", IN_NONE}, /* entity refs in the rows */
+    {"[:find ?id ?s ?tx :where [?o :order/status ?s ?tx] [?o :order/id ?id]]", IN_NONE},
     {"[:find ?t (count ?o) :where [?o :order/tags ?t] (not [?o :order/status :cancelled])]",
      IN_NONE},
     {"[:find ?b :in $ % :where [?y :node/id ?b] (not-join [?y] [?x :node/id 1] (reach ?x ?y))]",
