@@ -1060,8 +1060,8 @@ static const char *entity_ident(const dl_db_t *db, int64_t e) {
 }
 
 /* export --tx: the current state as (at most) two transactions that `import` replays into
- * an empty store: the entities with an ident (schema, enum values), then every other, each entity as a map form
- * whose tempid is "e<old id>"; refs become that tempid, or the target's ident. Entity
+ * an empty store: the entities with an ident (schema, enum values), then every other, each entity
+ * as a map form whose tempid is "e<old id>"; refs become that tempid, or the target's ident. Entity
  * ids are renumbered by the new store; history and time coordinates are not carried. */
 static int export_tx(cli_t *c, const dl_db_t *db) {
     json_t *schema = json_array(), *data = json_array();
