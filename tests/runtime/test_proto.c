@@ -246,7 +246,41 @@ static void test_proto_mutation_property(void **state) {
     }
 }
 
+/* Allocation failure anywhere in decoding or encoding is an error, never a crash: fail the
+ * Nth allocation for every N until a run needs no failing allocation at all. */
+static void test_proto_allocation_failures(void **state) {
+    (void)state;
+    static const char *const lines[] = {
+        "{\"op\":\"transact\",\"id\":\"abc\",\"tx\":\"[[:db/add -1 :a/b 1]]\"}",
+        "{\"op\":\"nope\",\"id\":3}",
+        "{\"op\":\"ping\",\"id\":[1]}",
+        "{\"op\":\"query\",\"q\":\"[:find ?e]\",\"args\":[1,{\"kw\":\"a/b\"}],\"junk\":1}",
+    };
+    for (size_t k = 0; k < DL_ARRAY_LEN(lines); k++) {
+        bool completed = false;
+        for (int64_t n = 0; n < 200 && !completed; n++) {
+            dl_alloc_fail_after(n);
+            dl_request_t req;
+            dl_error_t err;
+            dl_error_clear(&err);
+            int rc = dl__proto_decode(lines[k], strlen(lines[k]), &lim, &req, &err);
+            size_t len = 0;
+            char *line = rc == DL_OK ? dl__proto_reply_ok(req.id, json_object(), &len)
+                                     : dl__proto_reply_error(req.id, rc, err.message, &len);
+            dl_alloc_fail_after(-1);
+            if (line) {
+                assert_int_equal(line[len - 1], '\n');
+                completed = true; /* this n allowed every allocation the run needed */
+                dl_free(line);
+            }
+            dl__proto_request_fini(&req);
+        }
+        assert_true(completed);
+    }
+}
+
 DL_TEST_GROUP(proto, cmocka_unit_test(test_proto_decodes_every_op),
               cmocka_unit_test(test_proto_error_codes), cmocka_unit_test(test_proto_reply_bytes),
               cmocka_unit_test(test_proto_blank_lines),
-              cmocka_unit_test(test_proto_mutation_property));
+              cmocka_unit_test(test_proto_mutation_property),
+              cmocka_unit_test(test_proto_allocation_failures));
