@@ -13,7 +13,9 @@
  * - drop: a consumer that falls behind max_queued ends with DL_ELAGGED (the backlog is
  *   discarded); subscribing again gives a fresh snapshot; a consumer that keeps up never
  *   lags.
- * The invariant is checked at every message taken. Follows docs/subscribe.md "Policies".
+ * The invariant is checked at every message taken. Not here: callback delivery (it has no
+ * queue, so no policy applies) and byte limits (max_bytes). Follows docs/subscribe.md
+ * "Policies".
  */
 #include "tests/integration/integ.h"
 

@@ -8,7 +8,8 @@
  * the current database. No sleeps: the mutex orders the reads with the updates.
  *
  * The single-threaded dashboard (every view checked after every transaction) is
- * scenarios.dashboard in test_scenarios.c. Follows docs/subscribe-scenarios.md.
+ * scenarios.dashboard in test_scenarios.c. Not here: channel views read from other threads
+ * (uv_loop, random_threaded). Follows docs/subscribe-scenarios.md.
  */
 #include "tests/integration/integ.h"
 

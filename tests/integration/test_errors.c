@@ -6,6 +6,8 @@
  * value of the wrong type, arriving in a later transaction) ends its subscribers with that
  * code after the deltas they already had, closes its source, and leaves every other
  * subscription and the commit itself untouched.
+ * Also: teardown returns memory, and allocation failure along a transaction's path. Not
+ * here: the error codes of the subscription queues themselves (tests/subscribe).
  * Follows docs/subscribe.md ("Registry and sources") and docs/datalog.md ("Errors").
  */
 #include "tests/integration/integ.h"

@@ -9,7 +9,8 @@
  *    fresh engine whose projections were subscribed while it was empty: after every
  *    replayed event each projection equals the one-shot result on the recovered store at
  *    the original transaction, and at the end it is identical to the live projections.
- * Follows docs/subscribe-scenarios.md; storage semantics in docs/storage.md.
+ * Not here: retractions in the log and entity translation (test_replay.c), crash recovery
+ * (tests/store). Follows docs/subscribe-scenarios.md; storage semantics in docs/storage.md.
  */
 #define _XOPEN_SOURCE 700
 #include "tests/integration/integ.h"

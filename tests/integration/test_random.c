@@ -10,6 +10,7 @@
  * sample of steps); delta times strictly increase; multiplicities stay 0 or 1; a
  * subscription ends only as its policy allows (block: timeout, drop: lagged, coalesce:
  * never). Seeded with dl_prop_seed (DL_SEED reproduces a run, DL_PROP_SCALE scales it).
+ * Not here: durable stores (test_replay.c) and time dimensions (test_time.c).
  * Follows docs/subscribe-scenarios.md.
  */
 #include "tests/integration/integ.h"

@@ -12,7 +12,8 @@
  *    recovered store's one-shot result at the original transaction (for the queries whose
  *    rows hold no entity ids: those differ between the two stores by construction), and at
  *    the end the ref-free projections are identical.
- * Follows docs/subscribe-scenarios.md and docs/storage.md.
+ * Not here: crash recovery and torn logs (tests/store). Follows docs/subscribe-scenarios.md
+ * and docs/storage.md.
  */
 #define _XOPEN_SOURCE 700
 #include "tests/integration/integ.h"
