@@ -278,8 +278,8 @@ struct dl_graph {
     size_t n_nodes, cap_nodes;
     dl_arr_t **arrs;
     size_t n_arrs;
-    dl_error_t *err; /* the error of the current run */
-    size_t work;     /* records processed in the current run (maintenance fuel) */
+    bool running; /* between the first dl_graph_step of a run and its last */
+    size_t work;  /* records processed in the current run (maintenance fuel) */
 };
 
 struct dl_emitter {

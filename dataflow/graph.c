@@ -847,9 +847,19 @@ static int compute_frontiers(dl_graph_t *g) {
             dl_antichain_fini(&in);
             dl_antichain_init(&in, n->dim);
             switch (n->op) {
-                case OP_INPUT:
-                    rc = insert_mapped(&in, &n->input->frontier, false);
+                case OP_INPUT: {
+                    /* Updates staged during a stepped run enter at the next run: until
+                     * then their times hold the frontier back. */
+                    const dl_input_t *inp = n->input;
+                    rc = insert_mapped(&in, &inp->frontier, false);
+                    for (size_t k = 0; k < inp->staged.n && rc >= 0; k++)
+                        rc = dl_antichain_insert(&in, dl__ub_time(&inp->staged, k));
+                    for (size_t b = 0; b < inp->n_sealed && rc >= 0; b++)
+                        for (size_t k = 0; k < inp->sealed[b]->u.n && rc >= 0; k++)
+                            rc = dl_antichain_insert(&in, dl__ub_time(&inp->sealed[b]->u, k));
+                    rc = rc < 0 ? rc : 0;
                     break;
+                }
                 case OP_JOIN:
                     rc = insert_mapped(&in, &n->jl->node->frontier, false);
                     if (!rc)
@@ -1005,15 +1015,14 @@ static int maintain(dl_graph_t *g, size_t fuel, bool force, bool *out_more) {
     return 0;
 }
 
-int dl_graph_run(dl_graph_t *g, dl_error_t *err) {
-    if (!g)
-        return dl_error_set(err, DL_EINVAL, "NULL graph");
+/* Starts a run: checks variables, joins contents for joins created over loaded
+ * arrangements, moves staged input in. */
+static int run_begin(dl_graph_t *g, dl_error_t *err) {
     for (size_t i = 0; i < g->n_nodes; i++) {
         dl_coll_t *n = g->nodes[i];
         if (n->op == OP_VAR && !n->var->set)
             return dl_error_set(err, DL_ESTATE, "iterate variable %u was never set", n->id);
     }
-    g->err = err;
     g->work = 0;
     int rc = 0;
     /* Joins created over two arrangements that already held data: join the contents as
@@ -1043,25 +1052,32 @@ int dl_graph_run(dl_graph_t *g, dl_error_t *err) {
             rc = dl__graph_emit_buf(n, &in->staged);
         }
     }
-    for (;;) {
-        if (!rc)
-            rc = drain(g);
-        if (!rc)
-            rc = compute_frontiers(g);
-        if (rc)
-            break;
-        bool worked = false;
-        for (size_t i = 0; i < g->n_nodes && !rc; i++) {
-            dl_coll_t *n = g->nodes[i];
-            if (n->op == OP_REDUCE) {
-                bool w = false;
-                rc = dl__reduce_step(n, &n->scratch, &w);
-                worked |= w;
-            }
+    if (rc)
+        return dl_error_set(err, rc, "dataflow run failed: %s", dl_strerror(rc));
+    g->running = true;
+    return 0;
+}
+
+/* One scheduling round (design note 4); *out_worked when a reduce processed anything. */
+static int run_round(dl_graph_t *g, bool *out_worked) {
+    *out_worked = false;
+    int rc = drain(g);
+    if (!rc)
+        rc = compute_frontiers(g);
+    for (size_t i = 0; i < g->n_nodes && !rc; i++) {
+        dl_coll_t *n = g->nodes[i];
+        if (n->op == OP_REDUCE) {
+            bool w = false;
+            rc = dl__reduce_step(n, &n->scratch, &w);
+            *out_worked |= w;
         }
-        if (rc || !worked)
-            break;
     }
+    return rc;
+}
+
+/* Ends a run: captures get their completed times, arrangements compact and merge. */
+static int run_end(dl_graph_t *g) {
+    int rc = 0;
     for (size_t i = 0; i < g->n_nodes && !rc; i++) {
         dl_coll_t *n = g->nodes[i];
         if (n->op == OP_CAPTURE)
@@ -1071,9 +1087,39 @@ int dl_graph_run(dl_graph_t *g, dl_error_t *err) {
         rc = compact(g);
     if (!rc)
         rc = maintain(g, 4 * g->work + 1024, false, NULL);
-    g->err = NULL;
-    if (rc)
+    g->running = false;
+    return rc;
+}
+
+int dl_graph_step(dl_graph_t *g, bool *out_done, dl_error_t *err) {
+    if (out_done)
+        *out_done = false;
+    if (!g)
+        return dl_error_set(err, DL_EINVAL, "NULL graph");
+    int rc;
+    if (!g->running && (rc = run_begin(g, err)))
+        return rc;
+    bool worked = false;
+    rc = run_round(g, &worked);
+    if (!rc && !worked) {
+        rc = run_end(g);
+        if (!rc && out_done)
+            *out_done = true;
+    }
+    if (rc) {
+        g->running = false;
         return dl_error_set(err, rc, "dataflow run failed: %s", dl_strerror(rc));
+    }
+    return 0;
+}
+
+int dl_graph_run(dl_graph_t *g, dl_error_t *err) {
+    bool done = false;
+    while (!done) {
+        int rc = dl_graph_step(g, &done, err);
+        if (rc)
+            return rc;
+    }
     return 0;
 }
 

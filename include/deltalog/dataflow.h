@@ -278,6 +278,12 @@ DL_API int dl_trace_read_key(dl_trace_t *t, const dl_value_t *key, const uint64_
  * completed times, arrangements are compacted and merged. A callback's error aborts the
  * run and is returned (the graph is then in an unspecified but safe state: free it). */
 DL_API int dl_graph_run(dl_graph_t *g, dl_error_t *err) DL_WUR;
+/* One bounded slice of a run (for callers that interleave other work): the first call
+ * moves staged input in; each call drains queues and lets reduces process the times that
+ * are complete (one loop iteration of an iterate, typically); the call that finds nothing
+ * left delivers captures, compacts and sets *out_done. dl_graph_run is this in a loop.
+ * Input updates staged between the steps of one run wait for the next run. */
+DL_API int dl_graph_step(dl_graph_t *g, bool *out_done, dl_error_t *err) DL_WUR;
 /* Maintenance while idle: spends up to `fuel` record-moves merging spine batches
  * (physical compaction) without new input. Returns 1 when more work remains, 0 when done. */
 DL_API int dl_graph_maintain(dl_graph_t *g, size_t fuel, dl_error_t *err) DL_WUR;
