@@ -288,7 +288,14 @@ void dl__spine_prefetch(const dl_batch_t *bt, const dl_value_t *key, size_t from
         return;
     uint64_t v = kimg(key);
     const uint64_t *k = bt->kidx;
-    size_t lo = from / DL_KIDX_STEP, hi = bt->n_kidx;
+    size_t nk = bt->n_kidx, lo = from / DL_KIDX_STEP, step = 1, hi = lo + 1;
+    while (hi < nk && k[hi] < v) { /* gallop: keys ahead are usually near */
+        lo = hi;
+        step *= 2;
+        hi = lo + step;
+    }
+    if (hi > nk)
+        hi = nk;
     while (lo < hi) {
         size_t m = lo + (hi - lo) / 2;
         if (k[m] < v)
@@ -298,7 +305,7 @@ void dl__spine_prefetch(const dl_batch_t *bt, const dl_value_t *key, size_t from
     }
     size_t r = (lo > 0 ? lo - 1 : 0) * DL_KIDX_STEP;
     const char *p = (const char *)dl__ub_row(b, r);
-    size_t bytes = 2 * DL_KIDX_STEP * b->stride, end = (b->n - r) * b->stride;
+    size_t bytes = DL_KIDX_STEP * b->stride, end = (b->n - r) * b->stride;
     if (bytes > end)
         bytes = end;
     for (size_t off = 0; off < bytes; off += 64)
