@@ -666,3 +666,134 @@ int64_t dl__btree_check(const dl_btree_t *t) {
         return bad("count differs from the keys", 0);
     return n;
 }
+
+/* ---- bulk loading (recovery from a checkpoint) ------------------------------------------ */
+
+/* The leaf holding key pos of a build: leaves 0..r-1 hold q+1 keys, the others q. */
+static size_t build_leaf_of(const dl_bbuild_t *b, size_t pos, size_t *slot) {
+    size_t big = b->r * (b->q + 1);
+    size_t li = pos < big ? pos / (b->q + 1) : b->r + (pos - big) / b->q;
+    *slot = pos < big ? pos % (b->q + 1) : (pos - big) % b->q;
+    return li;
+}
+
+int dl__btree_build_begin(dl_btctx_t *c, dl_bbuild_t *b, size_t n) {
+    memset(b, 0, sizeof *b);
+    b->c = c;
+    b->n = n;
+    if (n == 0)
+        return 0;
+    b->n_leaves = (n + LCAP - 1) / LCAP;
+    b->q = n / b->n_leaves;
+    b->r = n % b->n_leaves;
+    b->nodes = dl_calloc(b->n_leaves, sizeof *b->nodes);
+    if (!b->nodes)
+        return DL_ENOMEM;
+    for (size_t i = 0; i < b->n_leaves; i++) {
+        if (!(b->nodes[i] = node_new(c, true))) {
+            dl__btree_build_abort(b);
+            return DL_ENOMEM;
+        }
+        b->nodes[i]->n = (uint32_t)(b->q + (i < b->r ? 1 : 0));
+    }
+    return 0;
+}
+
+dl_kd_t *dl__btree_build_slot(dl_bbuild_t *b, size_t pos) {
+    size_t slot, li = build_leaf_of(b, pos, &slot);
+    return &LEAF(b->nodes[li])->d[slot];
+}
+
+void dl__btree_build_abort(dl_bbuild_t *b) {
+    for (size_t i = 0; b->nodes && i < b->n_leaves; i++)
+        dl_free(b->nodes[i]);
+    dl_free(b->nodes);
+    memset(b, 0, sizeof *b);
+}
+
+static const dl_kd_t *min_key(const dl_bnode_t *x) {
+    while (!x->leaf)
+        x = INODE(x)->kid[0];
+    return &LEAF(x)->d[0];
+}
+
+/* Builds the internal levels bottom-up over the leaves (every leaf written through
+ * build_slot, in the tree's order): each level is split evenly into nodes of at most ICAP
+ * children (so at least ICAP/2 when there are several), the separator of a child being
+ * its smallest key. Frees t's previous nodes: the caller guarantees that no version can
+ * read them any more (recovery, before the first version is published). */
+int dl__btree_build_end(dl_bbuild_t *b, dl_btree_t *t) {
+    if (b->n == 0) {
+        const dl_btctx_t *c = b->c;
+        dl__btree_build_abort(b);
+        dl_bnode_t *x = node_new(c, true);
+        if (!x)
+            return DL_ENOMEM;
+        dl__btree_free_all(t->root, 0);
+        t->root = x;
+        t->count = 0;
+        return 0;
+    }
+    size_t m = b->n_leaves;
+    dl_bnode_t **lv = b->nodes;
+    while (m > 1) {
+        size_t k = (m + ICAP - 1) / ICAP, q = m / k, r = m % k, at = 0;
+        dl_bnode_t **up = dl_calloc(k, sizeof *up);
+        if (!up)
+            goto oom;
+        for (size_t i = 0; i < k; i++) {
+            inode_t *in = (inode_t *)node_new(b->c, false);
+            if (!in) {
+                for (size_t j = 0; j < i; j++)
+                    dl_free(up[j]);
+                dl_free(up);
+                goto oom;
+            }
+            size_t cnt = q + (i < r ? 1 : 0);
+            for (size_t j = 0; j < cnt; j++, at++) {
+                in->kid[j] = lv[at];
+                if (j)
+                    in->key[j] = *min_key(lv[at]);
+            }
+            memset(&in->key[0], 0, sizeof in->key[0]);
+            in->h.n = (uint32_t)cnt;
+            up[i] = &in->h;
+        }
+        if (lv != b->nodes)
+            dl_free(lv);
+        lv = up;
+        m = k;
+    }
+    dl_bnode_t *old = t->root;
+    t->root = lv[0];
+    t->count = (int64_t)b->n;
+    if (lv != b->nodes)
+        dl_free(lv);
+    dl_free(b->nodes);
+    memset(b, 0, sizeof *b);
+    dl__btree_free_all(old, 0);
+    return 0;
+oom:
+    /* free the built internal levels reachable from lv, then the leaves */
+    if (lv != b->nodes) {
+        for (size_t i = 0; i < m; i++)
+            if (!lv[i]->leaf) {
+                /* internal nodes only: the leaves are freed below */
+                dl_bnode_t *stack[DL_BT_MAXDEPTH * ICAP];
+                size_t sp = 0;
+                stack[sp++] = lv[i];
+                while (sp) {
+                    dl_bnode_t *x = stack[--sp];
+                    if (x->leaf)
+                        continue;
+                    for (uint32_t j = 0; j < x->n; j++)
+                        if (!INODE(x)->kid[j]->leaf)
+                            stack[sp++] = INODE(x)->kid[j];
+                    dl_free(x);
+                }
+            }
+        dl_free(lv);
+    }
+    dl__btree_build_abort(b);
+    return DL_ENOMEM;
+}

@@ -24,6 +24,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- encoding ------------------------------------------------------------------------------- */
@@ -175,6 +176,564 @@ static void encode_tx(const dl_store_t *s, uint64_t tx, const dl_txrec_t *rec, i
         put_value(b, c->v);
         dl__buf_putc(b, (char)(c->diff > 0 ? 1 : 0));
     }
+}
+
+/* ---- checkpoint payload version 2: the indices ------------------------------------------------
+ */
+
+/* Interned values (strings, keywords, uuids) are written once, in a dictionary, and keys
+ * refer to them by index: pointer identity is value identity for interned values. */
+typedef struct vdict {
+    const void **keys; /* sym pointers; NULL empty */
+    uint8_t *types;
+    uint32_t *idx;
+    size_t cap, n;
+    dl_value_t *list; /* in index order */
+    size_t cap_list;
+    bool oom;
+} vdict_t;
+
+static uint32_t vdict_index(vdict_t *d, dl_value_t v) {
+    if (d->oom)
+        return 0;
+    if ((d->n + 1) * 2 > d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 256;
+        const void **k = dl_calloc(cap, sizeof *k);
+        uint8_t *t = dl_calloc(cap, 1);
+        uint32_t *ix = dl_calloc(cap, sizeof *ix);
+        if (!k || !t || !ix) {
+            dl_free(k), dl_free(t), dl_free(ix);
+            d->oom = true;
+            return 0;
+        }
+        for (size_t i = 0; i < d->cap; i++) {
+            if (!d->keys[i])
+                continue;
+            size_t h = (size_t)dl__hash_mix((uint64_t)(uintptr_t)d->keys[i]) & (cap - 1);
+            while (k[h])
+                h = (h + 1) & (cap - 1);
+            k[h] = d->keys[i], t[h] = d->types[i], ix[h] = d->idx[i];
+        }
+        dl_free(d->keys), dl_free(d->types), dl_free(d->idx);
+        d->keys = k, d->types = t, d->idx = ix, d->cap = cap;
+    }
+    const void *p = v.as.s;
+    size_t h = (size_t)dl__hash_mix((uint64_t)(uintptr_t)p) & (d->cap - 1);
+    for (; d->keys[h]; h = (h + 1) & (d->cap - 1))
+        if (d->keys[h] == p && d->types[h] == v.type)
+            return d->idx[h];
+    if (d->n == d->cap_list) {
+        size_t cap = d->cap_list ? d->cap_list * 2 : 256;
+        dl_value_t *l = dl_realloc(d->list, cap * sizeof *l);
+        if (!l) {
+            d->oom = true;
+            return 0;
+        }
+        d->list = l, d->cap_list = cap;
+    }
+    d->list[d->n] = v;
+    d->keys[h] = p, d->types[h] = (uint8_t)v.type, d->idx[h] = (uint32_t)d->n;
+    return (uint32_t)d->n++;
+}
+
+static void vdict_fini(vdict_t *d) {
+    dl_free(d->keys), dl_free(d->types), dl_free(d->idx), dl_free(d->list);
+}
+
+static bool interned(dl_type_t t) {
+    return t == DL_T_STRING || t == DL_T_KEYWORD || t == DL_T_UUID;
+}
+
+/* One key of an EAVT run, against the previous one (keys ascending). */
+static void put_key(dl_buf_t *b, vdict_t *d, const dl_kd_t *prev, const dl_kd_t *k) {
+    uint64_t de = (uint64_t)(k->e - prev->e);
+    put_u(b, de);
+    put_u(b, de == 0 ? (uint64_t)(k->a - prev->a) : (uint64_t)k->a);
+    if (interned((dl_type_t)k->v.type)) {
+        dl__buf_putc(b, (char)k->v.type);
+        put_u(b, vdict_index(d, k->v));
+    } else {
+        put_value(b, k->v); /* type byte, then zigzag integers, 8-byte doubles, a bool */
+    }
+    put_z(b, (int64_t)(k->txop - prev->txop));
+}
+
+static void put_run(dl_buf_t *b, vdict_t *d, const dl_btree_t *t, uint32_t *per_tx,
+                    uint64_t covers) {
+    put_u(b, (uint64_t)t->count);
+    dl_kd_t prev = {0};
+    dl_btcur_t q;
+    dl__btree_seek(&q, t, NULL, 0);
+    for (const dl_kd_t *k; (k = dl__btree_cur_get(&q)); dl__btree_cur_next(&q)) {
+        put_key(b, d, &prev, k);
+        prev = *k;
+        uint64_t tx = DL_KD_TX(k);
+        if (tx <= covers)
+            per_tx[tx]++;
+    }
+}
+
+/* The version-2 blob of snapshot v (docs/storage-format.md "Checkpoint payload"). */
+static int encode_indices(dl_store_t *s, const dl_version_t *v, dl_buf_t *out, dl_error_t *err) {
+    uint64_t covers = v->basis_tx;
+    const dl_schema_t *sc = v->schema;
+    uint32_t *per_tx = dl_calloc(covers + 1, sizeof *per_tx);
+    dl_buf_t keys;
+    dl__buf_init(&keys);
+    vdict_t d = {0};
+    if (!per_tx)
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    put_run(&keys, &d, &v->trees[DL_T_CUR + DL_ORD_EAVT], per_tx, covers);
+    put_run(&keys, &d, &v->trees[DL_T_PAST + DL_ORD_EAVT], per_tx, covers);
+    dl_buf_t *b = out;
+    dl__buf_putc(b, 2);
+    put_u(b, covers);
+    put_z(b, v->next_id);
+    put_u(b, (uint64_t)sc->n_dims + 1);
+    for (int i = 0; i <= sc->n_dims; i++)
+        put_u(b, v->frontier[i]);
+    /* schema and statistics */
+    put_u(b, sc->n_attrs);
+    for (size_t i = 0; i < sc->n_attrs; i++) {
+        const dl_attr_t *a = &sc->attrs[i];
+        put_z(b, a->id);
+        dl__buf_putc(b, (char)((a->ident ? 1 : 0) | (a->many << 1) | (a->indexed << 2) |
+                               (a->component << 3) | (a->no_history << 4) | (a->is_attr << 5) |
+                               (a->is_dim << 6)));
+        dl__buf_putc(b, (char)a->type);
+        dl__buf_putc(b, (char)a->unique);
+        put_u(b, (uint64_t)a->dim);
+        if (a->ident) {
+            put_u(b, a->ident->len);
+            dl__buf_put(b, a->ident->bytes, a->ident->len);
+        }
+        put_z(b, v->stats[i].datoms);
+        put_z(b, v->stats[i].entities);
+        put_z(b, v->stats[i].values);
+    }
+    /* the value dictionary, then the two EAVT runs */
+    put_u(b, d.n);
+    for (size_t i = 0; i < d.n; i++)
+        put_value(b, d.list[i]);
+    dl__buf_put(b, keys.data, keys.len);
+    /* the transaction table */
+    int64_t prev_next = DL_FIRST_USER_ID;
+    int rc = 0;
+    for (uint64_t tx = 1; tx <= covers; tx++) {
+        const dl_txrec_t *r = dl__store_txrec(s, tx);
+        if (!r) {
+            rc = dl_error_set(err, DL_EINTERNAL, "checkpoint: transaction %" PRIu64 " missing", tx);
+            break;
+        }
+        /* the indices hold a subset of the changes (:db/noHistory drops some): the same
+         * count means the same changes; otherwise they are written out */
+        bool explicit_ = per_tx[tx] != r->n_changes;
+        dl__buf_putc(b, (char)((r->advance ? 1 : 0) | (explicit_ ? 2 : 0)));
+        put_u(b, r->n_time);
+        for (size_t i = 1; i < r->n_time; i++)
+            put_u(b, r->time[i]);
+        put_z(b, r->next_id - prev_next);
+        prev_next = r->next_id;
+        if (explicit_) {
+            put_u(b, r->n_changes);
+            int64_t pe = 0;
+            for (size_t i = 0; i < r->n_changes; i++) {
+                const dl_change_t *c = &r->changes[i];
+                put_z(b, c->e - pe);
+                pe = c->e;
+                put_z(b, c->a);
+                put_value(b, c->v);
+                dl__buf_putc(b, (char)(c->diff > 0 ? 1 : 0));
+            }
+        }
+    }
+    if (rc == 0 && (b->oom || keys.oom || d.oom))
+        rc = dl_error_set(err, DL_ENOMEM, "out of memory");
+    dl_free(per_tx);
+    dl__buf_fini(&keys);
+    vdict_fini(&d);
+    return rc;
+}
+
+/* ---- loading a version-2 blob ---- */
+
+static bool map_counted(const dl_attr_t *a) {
+    return a && a->is_attr && !a->indexed && a->type != DL_T_REF;
+}
+
+/* Decodes one EAVT run into a bulk build of tree t (checking the order), counting keys per
+ * attribute slot and per transaction (retractions / assertions). */
+static int load_run(dl_store_t *s, rd_t *r, const dl_value_t *dict, size_t n_dict, dl_btree_t *t,
+                    size_t *per_slot, uint32_t *n_ret, uint32_t *n_add, uint64_t covers,
+                    const char **why) {
+    uint64_t n = get_u(r);
+    if (r->bad || n > (uint64_t)(r->end - r->p)) {
+        *why = "bad key count";
+        return DL_ECORRUPT;
+    }
+    dl_bbuild_t bb;
+    if (dl__btree_build_begin(&s->ctx, &bb, (size_t)n) != 0)
+        return DL_ENOMEM;
+    dl_kd_t prev = {0};
+    const dl_schema_t *sc = s->schema;
+    for (size_t i = 0; i < n; i++) {
+        dl_kd_t k;
+        uint64_t de = get_u(r);
+        k.e = prev.e + (int64_t)de;
+        uint64_t a = get_u(r);
+        k.a = de == 0 ? prev.a + (int64_t)a : (int64_t)a;
+        uint8_t ty = r->p < r->end ? *r->p : 0xff;
+        if (ty < DL_T__COUNT && interned((dl_type_t)ty)) {
+            r->p++;
+            uint64_t ix = get_u(r);
+            if (ix >= n_dict || dict[ix].type != ty) {
+                r->bad = true;
+                break;
+            }
+            k.v = dict[ix];
+        } else if (ty == DL_T_INT || ty == DL_T_INSTANT || ty == DL_T_REF) {
+            r->p++;
+            k.v = dl_value_of((dl_type_t)ty, get_z(r));
+        } else {
+            k.v = get_value(r);
+        }
+        k.txop = prev.txop + (uint64_t)get_z(r);
+        long slot = dl__schema_slot(sc, k.a);
+        uint64_t tx = DL_KD_TX(&k);
+        if (r->bad || slot < 0 || tx > covers ||
+            (i && dl__btree_cmp(DL_ORD_EAVT, &prev, &k, t->ncmp) >= 0)) {
+            r->bad = true;
+            break;
+        }
+        per_slot[slot]++;
+        if (DL_KD_ADDED(&k))
+            n_add[tx]++;
+        else
+            n_ret[tx]++;
+        *dl__btree_build_slot(&bb, i) = k;
+        prev = k;
+    }
+    if (r->bad) {
+        dl__btree_build_abort(&bb);
+        *why = "bad or unordered key";
+        return DL_ECORRUPT;
+    }
+    return dl__btree_build_end(&bb, t);
+}
+
+static int cmp_avet4(const void *x, const void *y) { return dl__btree_cmp(DL_ORD_AVET, x, y, 4); }
+static int cmp_vaet4(const void *x, const void *y) { return dl__btree_cmp(DL_ORD_VAET, x, y, 4); }
+
+/* Derives the AEVT, AVET and VAET trees of one kind (DL_T_CUR or DL_T_PAST) from its EAVT
+ * tree: AEVT is the EAVT order partitioned (stably) by attribute; AVET (indexed
+ * attributes) and VAET (refs) are their subsets, sorted unless they already are. */
+static int derive_trees(dl_store_t *s, int base, const size_t *per_slot) {
+    const dl_schema_t *sc = s->schema;
+    size_t na = sc->n_attrs, n = (size_t)s->trees[base + DL_ORD_EAVT].count;
+    size_t *pos = dl_calloc(na + 1, sizeof *pos);
+    if (!pos)
+        return DL_ENOMEM;
+    size_t n_avet = 0, n_vaet = 0;
+    for (size_t i = 0; i < na; i++) {
+        pos[i + 1] = pos[i] + per_slot[i];
+        if (sc->attrs[i].indexed)
+            n_avet += per_slot[i];
+        if (sc->attrs[i].type == DL_T_REF)
+            n_vaet += per_slot[i];
+    }
+    dl_bbuild_t bb;
+    int rc = dl__btree_build_begin(&s->ctx, &bb, n);
+    if (rc != 0) {
+        dl_free(pos);
+        return rc;
+    }
+    dl_btcur_t q;
+    dl__btree_seek(&q, &s->trees[base + DL_ORD_EAVT], NULL, 0);
+    for (const dl_kd_t *k; (k = dl__btree_cur_get(&q)); dl__btree_cur_next(&q))
+        *dl__btree_build_slot(&bb, pos[dl__schema_slot(sc, k->a)]++) = *k;
+    dl_free(pos);
+    if ((rc = dl__btree_build_end(&bb, &s->trees[base + DL_ORD_AEVT])) != 0)
+        return rc;
+    /* AVET: per indexed attribute, its AEVT slice re-sorted by value */
+    dl_kd_t *tmp = dl_malloc((n_avet > n_vaet ? n_avet : n_vaet) * sizeof *tmp + 1);
+    if (!tmp)
+        return DL_ENOMEM;
+    for (int ord = DL_ORD_AVET; ord <= DL_ORD_VAET && rc == 0; ord++) {
+        size_t m = 0;
+        dl__btree_seek(&q, &s->trees[base + DL_ORD_AEVT], NULL, 0);
+        for (const dl_kd_t *k; (k = dl__btree_cur_get(&q)); dl__btree_cur_next(&q)) {
+            const dl_attr_t *a = &sc->attrs[dl__schema_slot(sc, k->a)];
+            if (ord == DL_ORD_AVET ? a->indexed : a->type == DL_T_REF)
+                tmp[m++] = *k;
+        }
+        bool sorted = true;
+        for (size_t i = 1; i < m && sorted; i++)
+            sorted = dl__btree_cmp(ord, &tmp[i - 1], &tmp[i], 4) < 0;
+        if (!sorted)
+            qsort(tmp, m, sizeof *tmp, ord == DL_ORD_AVET ? cmp_avet4 : cmp_vaet4);
+        if ((rc = dl__btree_build_begin(&s->ctx, &bb, m)) != 0)
+            break;
+        for (size_t i = 0; i < m; i++)
+            *dl__btree_build_slot(&bb, i) = tmp[i];
+        rc = dl__btree_build_end(&bb, &s->trees[base + ord]);
+    }
+    dl_free(tmp);
+    return rc;
+}
+
+/* Loads a version-2 blob into the fresh store s (recovery mode): bulk-builds the eight
+ * trees, restores schema, statistics, frontier, allocator and the transaction table. */
+static int load_indices(dl_store_t *s, uint64_t covers, const uint8_t *blob, size_t n,
+                        dl_error_t *err) {
+    rd_t r = {blob + 1, blob + n, false};
+    const char *why = "truncated header";
+    int rc = 0;
+    dl_attr_t *attrs = NULL;
+    dl_stat_t *stats = NULL;
+    uint64_t *fr = NULL;
+    dl_value_t *dict = NULL;
+    size_t *per_slot = NULL;
+    uint32_t *n_ret = NULL, *n_add = NULL;
+    uint8_t *expl = NULL;
+    dl_schema_t *sc = NULL;
+    uint64_t bcovers = get_u(&r);
+    int64_t next_id = get_z(&r);
+    uint64_t n_fr = get_u(&r);
+    if (r.bad || bcovers != covers || n_fr == 0 || n_fr > 4096)
+        goto corrupt;
+    fr = dl_calloc(n_fr, sizeof *fr);
+    if (!fr)
+        goto oom;
+    for (size_t i = 0; i < n_fr; i++)
+        fr[i] = get_u(&r);
+    uint64_t na = get_u(&r);
+    if (r.bad || na > (uint64_t)(r.end - r.p)) {
+        why = "bad schema";
+        goto corrupt;
+    }
+    attrs = dl_calloc(na + 1, sizeof *attrs);
+    stats = dl_calloc(na + 1, sizeof *stats);
+    if (!attrs || !stats)
+        goto oom;
+    why = "bad schema";
+    for (size_t i = 0; i < na; i++) {
+        dl_attr_t *a = &attrs[i];
+        a->id = get_z(&r);
+        if (r.end - r.p < 3)
+            goto corrupt;
+        uint8_t f = r.p[0];
+        a->type = (dl_type_t)r.p[1];
+        a->unique = r.p[2];
+        r.p += 3;
+        a->dim = (int)get_u(&r);
+        a->many = f & 2, a->indexed = f & 4, a->component = f & 8, a->no_history = f & 16;
+        a->is_attr = f & 32, a->is_dim = f & 64;
+        if (f & 1) {
+            uint64_t len = get_u(&r);
+            dl_value_t kw;
+            if (r.bad || len > (uint64_t)(r.end - r.p) ||
+                dl_value_text(DL_T_KEYWORD, (const char *)r.p, (size_t)len, &kw, NULL) != 0)
+                goto corrupt;
+            r.p += len;
+            a->ident = kw.as.s;
+        }
+        stats[i].datoms = get_z(&r);
+        stats[i].entities = get_z(&r);
+        stats[i].values = get_z(&r);
+        if (r.bad || a->type >= DL_T__COUNT || a->unique > 2 || a->dim < 0 ||
+            (a->is_dim && (a->dim < 1 || (uint64_t)a->dim > na || (uint64_t)a->dim >= n_fr)) ||
+            (i && attrs[i - 1].id >= a->id))
+            goto corrupt;
+    }
+    if (dl__schema_from_attrs(attrs, (size_t)na, &sc) != 0)
+        goto oom;
+    if ((uint64_t)sc->n_dims + 1 != n_fr)
+        goto corrupt;
+    dl__schema_unref(s->schema);
+    s->schema = sc;
+    sc = NULL;
+    dl_free(s->stats);
+    s->stats = stats;
+    stats = NULL;
+    dl_free(s->frontier);
+    s->frontier = fr;
+    s->frontier[0] = 0; /* the writer's coordinate 0 is unused (versions set basis + 1) */
+    fr = NULL;
+    /* the value dictionary */
+    why = "bad value dictionary";
+    uint64_t nd = get_u(&r);
+    if (r.bad || nd > (uint64_t)(r.end - r.p))
+        goto corrupt;
+    dict = dl_malloc((nd + 1) * sizeof *dict);
+    per_slot = dl_calloc(2 * (na + 1), sizeof *per_slot);
+    n_ret = dl_calloc(covers + 1, sizeof *n_ret);
+    n_add = dl_calloc(covers + 1, sizeof *n_add);
+    expl = dl_calloc(covers + 1, 1);
+    if (!dict || !per_slot || !n_ret || !n_add || !expl)
+        goto oom;
+    for (size_t i = 0; i < nd; i++) {
+        dict[i] = get_value(&r);
+        if (r.bad || !interned((dl_type_t)dict[i].type))
+            goto corrupt;
+    }
+    /* the EAVT runs, the derived trees */
+    for (int k = 0; k < 2; k++) {
+        int base = k ? DL_T_PAST : DL_T_CUR;
+        rc = load_run(s, &r, dict, (size_t)nd, &s->trees[base + DL_ORD_EAVT],
+                      per_slot + k * (na + 1), n_ret, n_add, covers, &why);
+        if (rc == DL_ECORRUPT)
+            goto corrupt;
+        if (rc == 0)
+            rc = derive_trees(s, base, per_slot + k * (na + 1));
+        if (rc != 0)
+            goto oom;
+    }
+    /* value counts of the attributes no index orders by value */
+    for (size_t i = 0; i < na; i++)
+        if (map_counted(&s->schema->attrs[i]) && s->stats[i].values < 0)
+            dl__vcount_lose(&s->vc, s->schema->attrs[i].id);
+    {
+        dl_btcur_t q;
+        dl__btree_seek(&q, &s->trees[DL_T_CUR + DL_ORD_AEVT], NULL, 0);
+        const dl_attr_t *a = NULL;
+        bool counted = false;
+        for (const dl_kd_t *k; (k = dl__btree_cur_get(&q)); dl__btree_cur_next(&q)) {
+            if (!a || a->id != k->a) {
+                a = dl__schema_by_id(s->schema, k->a);
+                counted = map_counted(a) && !dl__vcount_lost(&s->vc, a->id);
+            }
+            int t;
+            if (counted && dl__vcount_add(&s->vc, k->a, k->v, 1, &t) != 0) {
+                long sl = dl__schema_slot(s->schema, k->a);
+                s->stats[sl].values = -1; /* counted on demand from here on */
+                counted = false;
+            }
+        }
+    }
+    /* the transaction table: time vectors and allocator from the blob, changes from the
+     * trees (or the blob when the trees do not hold them all) */
+    why = "bad transaction table";
+    size_t total_time = 0, total_changes = 0;
+    const uint8_t *tx_start = r.p;
+    for (uint64_t tx = 1; tx <= covers; tx++) {
+        if (r.p >= r.end)
+            goto corrupt;
+        uint8_t f = *r.p++;
+        uint64_t nt = get_u(&r);
+        if (r.bad || nt == 0 || nt > n_fr)
+            goto corrupt;
+        for (size_t i = 1; i < nt; i++)
+            (void)get_u(&r);
+        (void)get_z(&r);
+        total_time += nt;
+        if (f & 2) {
+            uint64_t nc = get_u(&r);
+            if (r.bad || nc > (uint64_t)(r.end - r.p))
+                goto corrupt;
+            for (size_t i = 0; i < nc && !r.bad; i++) {
+                (void)get_z(&r), (void)get_z(&r), (void)get_value(&r);
+                if (r.p >= r.end || *r.p > 1)
+                    r.bad = true;
+                else
+                    r.p++;
+            }
+            total_changes += nc;
+        } else {
+            total_changes += n_ret[tx] + n_add[tx];
+        }
+    }
+    if (r.bad || r.p != r.end || total_changes >= UINT32_MAX)
+        goto corrupt;
+    uint8_t *blk =
+        dl_malloc(total_time * sizeof(uint64_t) + total_changes * sizeof(dl_change_t) + 1);
+    if (!blk || dl__store_keep_bulk(s, blk) != 0)
+        goto oom;
+    dl_change_t *chg = (dl_change_t *)blk;
+    uint64_t *tim = (uint64_t *)(blk + total_changes * sizeof(dl_change_t));
+    /* n_ret / n_add become write positions of implicit transactions */
+    r.p = tx_start;
+    int64_t prev_next = DL_FIRST_USER_ID;
+    for (uint64_t tx = 1; tx <= covers; tx++) {
+        dl_txrec_t *rec = dl__store_txrec_slot(s, tx);
+        if (!rec)
+            goto oom;
+        uint8_t f = *r.p++;
+        rec->bulk = true;
+        rec->advance = f & 1;
+        rec->n_time = (size_t)get_u(&r);
+        rec->time = tim;
+        tim += rec->n_time;
+        rec->time[0] = tx;
+        for (size_t i = 1; i < rec->n_time; i++)
+            rec->time[i] = get_u(&r);
+        prev_next += get_z(&r);
+        rec->next_id = prev_next;
+        rec->changes = chg;
+        if (f & 2) {
+            rec->n_changes = (size_t)get_u(&r);
+            int64_t pe = 0;
+            for (size_t i = 0; i < rec->n_changes; i++) {
+                pe += get_z(&r);
+                int64_t a = get_z(&r);
+                dl_value_t v = get_value(&r);
+                chg[i] = (dl_change_t){pe, a, v, *r.p++ ? 1 : -1};
+            }
+            expl[tx] = 1;
+        } else {
+            rec->n_changes = n_ret[tx] + n_add[tx];
+            uint32_t nr = n_ret[tx];
+            n_ret[tx] = (uint32_t)(chg - (dl_change_t *)blk);
+            n_add[tx] = n_ret[tx] + nr;
+        }
+        chg += rec->n_changes;
+    }
+    /* fill the implicit transactions' changes: current and past EAVT merged by (e,a,v) */
+    {
+        dl_change_t *all = (dl_change_t *)blk;
+        dl_btcur_t qc, qp;
+        dl__btree_seek(&qc, &s->trees[DL_T_CUR + DL_ORD_EAVT], NULL, 0);
+        dl__btree_seek(&qp, &s->trees[DL_T_PAST + DL_ORD_EAVT], NULL, 0);
+        const dl_kd_t *kc = dl__btree_cur_get(&qc), *kp = dl__btree_cur_get(&qp);
+        while (kc || kp) {
+            const dl_kd_t *k;
+            if (kc && (!kp || dl__btree_cmp(DL_ORD_EAVT, kc, kp, 3) <= 0)) {
+                k = kc;
+                dl__btree_cur_next(&qc);
+                kc = dl__btree_cur_get(&qc);
+            } else {
+                k = kp;
+                dl__btree_cur_next(&qp);
+                kp = dl__btree_cur_get(&qp);
+            }
+            uint64_t tx = DL_KD_TX(k);
+            if (tx == 0 || expl[tx])
+                continue; /* transaction 0 (built in), or a record written out */
+            bool add = DL_KD_ADDED(k);
+            dl_change_t c = {k->e, k->a, k->v, add ? 1 : -1};
+            all[add ? n_add[tx]++ : n_ret[tx]++] = c;
+        }
+    }
+    s->next_id = next_id;
+    s->last_tx = covers;
+    rc = 0;
+    goto out;
+corrupt:
+    rc = dl_error_set(err, DL_ECORRUPT, "checkpoint %" PRIu64 ": %s at byte %zu of its payload",
+                      covers, why, (size_t)(r.p - blob));
+    goto out;
+oom:
+    rc = dl_error_set(err, DL_ENOMEM, "out of memory");
+out:
+    dl__schema_unref(sc);
+    dl_free(attrs);
+    dl_free(stats);
+    dl_free(fr);
+    dl_free(dict);
+    dl_free(per_slot);
+    dl_free(n_ret);
+    dl_free(n_add);
+    dl_free(expl);
+    return rc;
 }
 
 /* ---- hooks called by store.c ---------------------------------------------------------------- */
@@ -383,9 +942,17 @@ static int load_checkpoint(dl_store_t *s, dl_log_t *log, uint64_t *out_covers, d
     if (rc != 0)
         return rc;
     rd_t r = {blob, (const uint8_t *)blob + n, false};
-    if (n == 0 || *r.p++ != 1) {
+    if (n > 0 && *r.p == 2) {
+        rc = load_indices(s, covers, blob, n, err);
         dl_free(blob);
-        return dl_error_set(err, DL_EVERSION, "checkpoint: unknown blob version");
+        return rc;
+    }
+    if (n == 0 || *r.p++ != 1) {
+        int v = n ? *r.p : -1;
+        dl_free(blob);
+        return dl_error_set(err, DL_EVERSION,
+                            "checkpoint %" PRIu64 ": payload version %d (this build reads 1 and 2)",
+                            covers, v);
     }
     uint64_t bcovers = get_u(&r), nrec = get_u(&r);
     if (r.bad || bcovers != covers) {
@@ -422,6 +989,9 @@ int dl_store_open(const char *dir, const dl_store_options_t *opts, dl_store_t **
         lo.batch_ms = opts->batch_ms;
         lo.segment_bytes = opts->segment_bytes;
         lo.checkpoints_kept = opts->checkpoints_kept;
+        lo.eager_retention = opts->keep_log ? 0 : 1;
+    } else {
+        lo.eager_retention = 1;
     }
     dl_log_t *log;
     int rc = dl__log_open(dir, &lo, &log, err);
@@ -478,42 +1048,12 @@ int dl_store_checkpoint(dl_store_t *s, dl_error_t *err) {
     dl_db_t *db = dl_store_db(s);
     if (!db)
         return dl_error_set(err, DL_ENOMEM, "out of memory");
-    uint64_t covers = dl_db_basis_tx(db);
-    dl_buf_t b, rec;
+    dl_buf_t b;
     dl__buf_init(&b);
-    dl__buf_init(&rec);
-    dl__buf_putc(&b, 1);
-    put_u(&b, covers);
-    put_u(&b, covers);
-    /* The frontier after each transaction: it moves only at advances, whose time vector
-     * is the new frontier. */
-    uint64_t *fr = dl_calloc(4096, sizeof *fr);
-    int rc = fr ? 0 : DL_ENOMEM;
-    size_t n_fr = 1;
-    for (uint64_t tx = 1; tx <= covers && rc == 0; tx++) {
-        const dl_txrec_t *r = dl__store_txrec(s, tx);
-        if (!r || r->n_time > 4096) {
-            rc = dl_error_set(err, DL_EINTERNAL, "checkpoint: transaction %" PRIu64 " missing", tx);
-            break;
-        }
-        if (r->n_time > n_fr)
-            n_fr = r->n_time;
-        if (r->advance)
-            for (size_t i = 1; i < r->n_time; i++)
-                fr[i] = r->time[i];
-        fr[0] = tx + 1;
-        rec.len = 0;
-        encode_tx(s, tx, r, r->next_id, fr, n_fr, &rec);
-        put_u(&b, rec.len);
-        dl__buf_put(&b, rec.data, rec.len);
-    }
-    if (rc == 0 && (b.oom || rec.oom))
-        rc = dl_error_set(err, DL_ENOMEM, "out of memory");
+    int rc = encode_indices(s, db->v, &b, err);
     if (rc == 0)
-        rc = dl__log_checkpoint_write((dl_log_t *)s->log, covers, b.data, b.len, err);
-    dl_free(fr);
+        rc = dl__log_checkpoint_write((dl_log_t *)s->log, db->v->basis_tx, b.data, b.len, err);
     dl__buf_fini(&b);
-    dl__buf_fini(&rec);
     dl_db_unref(db);
     return rc;
 }
@@ -552,12 +1092,15 @@ static uint64_t mix(uint64_t h, uint64_t x) { return dl__hash_combine(h, x); }
  * record, the schema's attributes, the frontier and the allocator. */
 static uint64_t state_digest(dl_store_t *s) {
     uint64_t h = 0;
+    bool dbg = getenv("DL_FSCK_DEBUG") != NULL;
     for (int t = 0; t < DL_N_TREES; t++) {
         dl_btcur_t q;
         dl__btree_seek(&q, &s->trees[t], NULL, 0);
         h = mix(h, (uint64_t)s->trees[t].count);
         for (const dl_kd_t *k; (k = dl__btree_cur_get(&q)); dl__btree_cur_next(&q))
             h = mix(mix(mix(mix(h, (uint64_t)k->e), (uint64_t)k->a), dl_value_hash(k->v)), k->txop);
+        if (dbg)
+            fprintf(stderr, "tree %d: %llx\n", t, (unsigned long long)h);
     }
     for (uint64_t tx = 0; tx <= s->last_tx; tx++) {
         const dl_txrec_t *r = dl__store_txrec(s, tx);
@@ -570,6 +1113,8 @@ static uint64_t state_digest(dl_store_t *s) {
             h = mix(mix(mix(mix(h, (uint64_t)r->changes[i].e), (uint64_t)r->changes[i].a),
                         dl_value_hash(r->changes[i].v)),
                     (uint64_t)r->changes[i].diff);
+        if (dbg)
+            fprintf(stderr, "tx %llu: %llx\n", (unsigned long long)tx, (unsigned long long)h);
     }
     for (size_t i = 0; i < s->schema->n_attrs; i++) {
         const dl_attr_t *a = &s->schema->attrs[i];
@@ -577,9 +1122,41 @@ static uint64_t state_digest(dl_store_t *s) {
                        ((uint64_t)a->unique << 50) ^ ((uint64_t)a->indexed << 52) ^
                        ((uint64_t)a->is_dim << 54));
     }
+    for (size_t i = 0; i < s->schema->n_attrs; i++)
+        h = mix(mix(mix(h, (uint64_t)s->stats[i].datoms), (uint64_t)s->stats[i].entities),
+                (uint64_t)s->stats[i].values);
     for (int i = 0; i <= s->schema->n_dims; i++)
         h = mix(h, s->frontier[i]);
     return mix(h, (uint64_t)s->next_id);
+}
+
+/* Re-applies the transaction records of store a (1..covers), datom by datom through the
+ * normal replay path, into the fresh store b: an independent rebuild of every index, the
+ * schema, statistics and frontiers from the changes alone. */
+static int rebuild_from_records(dl_store_t *a, uint64_t covers, dl_store_t *b, dl_error_t *err) {
+    uint64_t fr[4096] = {0};
+    size_t n_fr = 1;
+    dl_buf_t rec;
+    dl__buf_init(&rec);
+    int rc = 0;
+    for (uint64_t tx = 1; tx <= covers && rc == 0; tx++) {
+        const dl_txrec_t *r = dl__store_txrec(a, tx);
+        if (!r || r->n_time > 4096) {
+            rc = dl_error_set(err, DL_ECORRUPT, "transaction %" PRIu64 " missing", tx);
+            break;
+        }
+        if (r->n_time > n_fr)
+            n_fr = r->n_time;
+        if (r->advance)
+            for (size_t i = 1; i < r->n_time; i++)
+                fr[i] = r->time[i];
+        rec.len = 0;
+        encode_tx(a, tx, r, r->next_id, fr, n_fr, &rec);
+        rc = rec.oom ? dl_error_set(err, DL_ENOMEM, "out of memory")
+                     : replay_one(b, tx, rec.data, rec.len, err);
+    }
+    dl__buf_fini(&rec);
+    return rc;
 }
 
 static void problem(dl_store_fsck_t *out, const char *fmt, ...) DL_PRINTF(2, 3);
@@ -641,6 +1218,19 @@ int dl_store_fsck(const char *dir, dl_store_fsck_t *out, dl_error_t *err) {
                     "transaction %llu",
                     (unsigned long long)covers);
         out->compared = true;
+        snprintf(out->rebuilt_from, sizeof out->rebuilt_from, "log");
+    } else if (rc == 0 && covers) {
+        /* the log no longer reaches back: rebuild from the checkpoint's records */
+        int r2 = rebuild_from_records(a, covers, b, &e2);
+        if (r2 != 0)
+            problem(out, "checkpoint records: %s", e2.message);
+        else if (state_digest(a) != state_digest(b))
+            problem(out,
+                    "the indices rebuilt from the checkpoint's transaction records differ from "
+                    "its indices at transaction %llu",
+                    (unsigned long long)covers);
+        out->compared = true;
+        snprintf(out->rebuilt_from, sizeof out->rebuilt_from, "checkpoint-records");
     }
     if (rc == 0) {
         dl_error_t e3 = {0};

@@ -1326,6 +1326,26 @@ int dl__log_checkpoint_write(dl_log_t *log, uint64_t covers_tx, const void *blob
     if (!rc)
         rc = dl__checkpoint_write_file(log->io, log->dir, covers_tx, buf, len, err);
     dl_free(buf);
+    if (!rc) {
+        /* Verified before anything older is removed: read back, every chunk checksum and
+         * zstd frame checked. A checkpoint that does not read back is removed again. */
+        char cpath[4096];
+        uint8_t *rb = NULL;
+        size_t rn = 0;
+        uint64_t got = 0;
+        dl__checkpoint_name(cpath, sizeof cpath, log->dir, covers_tx, false);
+        rc = read_file(log->io, cpath, &rb, &rn, err);
+        if (!rc)
+            rc = dl__checkpoint_decode(cpath, rb, rn, &got, NULL, NULL, err);
+        if (!rc && got != covers_tx)
+            rc = corrupt(err, cpath, 16, "checkpoint header names a different transaction");
+        dl_free(rb);
+        if (rc == DL_ECORRUPT) {
+            dl_error_t e2 = {0};
+            if (log->io->unlink(log->io, cpath, &e2) == 0)
+                (void)log->io->fsync_dir(log->io, log->dir, &e2);
+        }
+    }
     if (rc) {
         pthread_mutex_unlock(&log->ckpt_mu);
         return rc;
@@ -1351,7 +1371,17 @@ int dl__log_checkpoint_write(dl_log_t *log, uint64_t covers_tx, const void *blob
             n_old_ckpts = 0;
         }
     }
-    uint64_t floor_tx = log->n_ckpts >= keep ? log->ckpts[0].covers_tx : 0;
+    /* Eager retention: the oldest kept checkpoint covers the segments below it even while
+     * fewer than `keep` checkpoints exist (a fallback needs an older checkpoint, and there
+     * is none to fall back to yet, so nothing is lost). */
+    uint64_t floor_tx =
+        log->n_ckpts >= (log->opt.eager_retention ? 1 : keep) ? log->ckpts[0].covers_tx : 0;
+    /* When it covers the active segment too (no append since), the segment is finished
+     * (rotation: trimmed, fsynced) so that it can go as well. */
+    if (!rc && floor_tx > 0 && log->opt.eager_retention && !log->failed && log->n_segs &&
+        log->segs[log->n_segs - 1].records > 0 && log->segs[log->n_segs - 1].max_tx <= floor_tx &&
+        log->p_records == 0 && log->last_tx <= floor_tx)
+        rc = rotate(log, err);
     if (!rc && floor_tx > 0) {
         size_t k = 0;
         while (k + 1 < log->n_segs && log->segs[k].max_tx <= floor_tx)

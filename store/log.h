@@ -47,6 +47,11 @@ typedef struct dl_log_options {
     int checkpoints_kept; /* 0 -> 2 (newest + one fallback); 1 keeps only the newest */
     int group_commit_us;  /* longest wait of a group-commit leader for its group; 0 ->
                              100 us; negative -> never wait (see gather() in log.c) */
+    int eager_retention;  /* 1: segments covered by the oldest kept checkpoint go as soon as
+                             it is verified, even while fewer than checkpoints_kept exist,
+                             and a fully covered active segment is rotated so that it can
+                             go too (the store's default); 0: segments stay until
+                             checkpoints_kept checkpoints exist */
 } dl_log_options_t;
 
 typedef struct dl_log_stats {

@@ -332,3 +332,24 @@ int dl__schema_derive(const dl_schema_t *old, const dl_schema_ent_t *ents, size_
     *out = s;
     return 0;
 }
+
+int dl__schema_from_attrs(const dl_attr_t *attrs, size_t n, dl_schema_t **out) {
+    dl_schema_t *s = dl_calloc(1, sizeof *s);
+    if (!s)
+        return DL_ENOMEM;
+    s->refs = 1;
+    s->attrs = dl_malloc((n + 1) * sizeof *s->attrs);
+    if (!s->attrs) {
+        schema_free(s);
+        return DL_ENOMEM;
+    }
+    memcpy(s->attrs, attrs, n * sizeof *s->attrs);
+    s->n_attrs = n;
+    qsort(s->attrs, s->n_attrs, sizeof *s->attrs, cmp_attr);
+    if (build_hash(s) != 0) {
+        schema_free(s);
+        return DL_ENOMEM;
+    }
+    *out = s;
+    return 0;
+}

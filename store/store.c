@@ -32,12 +32,27 @@
 
 /* ---- the transaction table ------------------------------------------------------------------ */
 
+static dl_txrec_t *txrec_slot(dl_store_t *s, uint64_t tx);
+
 const dl_txrec_t *dl__store_txrec(const dl_store_t *s, uint64_t tx) {
     uint64_t c = tx >> DL_TXCHUNK_BITS;
     if (c >= DL_TXDIR_SIZE || !s->txdir[c])
         return NULL;
     const dl_txrec_t *r = &s->txdir[c][tx & ((1u << DL_TXCHUNK_BITS) - 1)];
     return r->time ? r : NULL;
+}
+
+dl_txrec_t *dl__store_txrec_slot(dl_store_t *s, uint64_t tx) { return txrec_slot(s, tx); }
+
+int dl__store_keep_bulk(dl_store_t *s, void *p) {
+    void **b = dl_realloc(s->bulk, (s->n_bulk + 1) * sizeof *b);
+    if (!b) {
+        dl_free(p);
+        return DL_ENOMEM;
+    }
+    b[s->n_bulk++] = p;
+    s->bulk = b;
+    return 0;
 }
 
 static dl_txrec_t *txrec_slot(dl_store_t *s, uint64_t tx) {
@@ -915,6 +930,8 @@ static void store_free(dl_store_t *s) {
             if (!s->txdir[c])
                 continue;
             for (size_t i = 0; i < (1u << DL_TXCHUNK_BITS); i++) {
+                if (s->txdir[c][i].bulk)
+                    continue;
                 dl_free(s->txdir[c][i].time);
                 dl_free(s->txdir[c][i].changes);
             }
@@ -922,6 +939,9 @@ static void store_free(dl_store_t *s) {
         }
         dl_free(s->txdir);
     }
+    for (size_t i = 0; i < s->n_bulk; i++)
+        dl_free(s->bulk[i]);
+    dl_free(s->bulk);
     dl_free(s->listeners);
     dl__tx_scratch_free(s->scratch);
     dl_free(s->abuf);

@@ -89,6 +89,21 @@ void dl__btctx_fini(dl_btctx_t *c);
 /* Debug validator: sortedness, fill and separator invariants; returns the key count or -1. */
 int64_t dl__btree_check(const dl_btree_t *t);
 
+/* Bulk loading from keys in the tree's order, bottom-up (no per-key descent): begin
+ * allocates the leaves for n keys, build_slot(pos) is where the pos-th key (0-based, in
+ * the tree's order) goes, and every slot must be written before end, which builds the
+ * internal levels and replaces t's nodes (freeing them: only for trees no version reads,
+ * i.e. during recovery). abort frees a build that is not ended. */
+typedef struct dl_bbuild {
+    dl_btctx_t *c;
+    size_t n, n_leaves, q, r;
+    dl_bnode_t **nodes;
+} dl_bbuild_t;
+int dl__btree_build_begin(dl_btctx_t *c, dl_bbuild_t *b, size_t n) DL_WUR;
+dl_kd_t *dl__btree_build_slot(dl_bbuild_t *b, size_t pos);
+int dl__btree_build_end(dl_bbuild_t *b, dl_btree_t *t) DL_WUR;
+void dl__btree_build_abort(dl_bbuild_t *b);
+
 #define DL_BT_MAXDEPTH 24
 typedef struct dl_btcur {
     int order, depth;
@@ -177,6 +192,8 @@ typedef struct dl_schema_ent {
     int64_t valuetype, cardinality, unique; /* enum entity ids, 0 when absent */
     bool index, component, no_history, timedim, has_ident;
 } dl_schema_ent_t;
+/* A schema from its attribute table (a checkpoint's copy; attrs in any order). */
+int dl__schema_from_attrs(const dl_attr_t *attrs, size_t n, dl_schema_t **out) DL_WUR;
 int dl__schema_derive(const dl_schema_t *old, const dl_schema_ent_t *ents, size_t n,
                       dl_schema_t **out, dl_error_t *err) DL_WUR;
 
@@ -212,6 +229,7 @@ typedef struct dl_txrec {
     size_t n_changes;
     int64_t next_id; /* the entity allocator after the transaction */
     bool advance;    /* a frontier advance (no changes; time[1..] is the new frontier) */
+    bool bulk;       /* time and changes live in one of the store's bulk blocks */
 } dl_txrec_t;
 
 #define DL_TXCHUNK_BITS 14
@@ -275,7 +293,13 @@ struct dl_store {
     dl_vcount_t vc;               /* value counts of attributes without a value index */
     size_t precise_at;            /* retire-list length that triggers a precise reclaim */
     size_t cap_abuf;
+    void **bulk; /* blocks holding the tx records loaded from a checkpoint */
+    size_t n_bulk;
 };
+/* The writable slot of transaction tx (NULL: out of memory or beyond the table). */
+dl_txrec_t *dl__store_txrec_slot(struct dl_store *s, uint64_t tx);
+/* Keeps block p (dl_malloc'd) until the store is freed; DL_ENOMEM frees it at once. */
+int dl__store_keep_bulk(struct dl_store *s, void *p) DL_WUR;
 void dl__tx_scratch_free(struct dl_txscratch *x);
 
 const dl_txrec_t *dl__store_txrec(const struct dl_store *s, uint64_t tx);

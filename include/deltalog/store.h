@@ -42,6 +42,10 @@ typedef struct dl_store_options {
                                 * are removed */
     uint64_t checkpoint_every; /* write a checkpoint in the background after this many
                                 * transactions; 0: only on dl_store_checkpoint */
+    int keep_log;              /* 1: keep the log segments until checkpoints_kept checkpoints
+                                * exist (the first checkpoint then has the whole log as its
+                                * fallback); 0 (default): segments covered by the oldest kept
+                                * checkpoint are removed once it is verified */
 } dl_store_options_t;
 
 /* new: an in-memory store (no files). Free with dl_store_close. */
@@ -83,7 +87,10 @@ DL_API void dl_store_stats(dl_store_t *s, dl_store_stats_t *out);
 typedef struct dl_store_fsck {
     int problems;
     char first_problem[512];
-    bool compared; /* the log-only rebuild was compared with the checkpoint */
+    bool compared; /* a rebuild was compared with the checkpoint's indices (see rebuilt_from) */
+    char rebuilt_from[32]; /* "log": the log alone reaches back to transaction 1;
+                            * "checkpoint-records": the checkpoint's own transaction
+                            * records, re-applied datom by datom; "" when not compared */
     uint64_t log_first_tx, log_last_tx, checkpoint_tx, last_tx;
     int64_t datoms, history_datoms;
     double compression_ratio;
