@@ -24,6 +24,9 @@
  *     requests keep it alive), so the executor is closed after the last read.
  * Why a separate thread: a transaction waits for fsync; the loop thread keeps reading,
  * framing and answering other connections meanwhile (DESIGN-NOTES §6).
+ * 7. Subscriptions: subscribe runs here (the registry is single-threaded); after each
+ *    write the engine pumps the registry, which pushes deltas into each subscription's
+ *    queue; the connection's loop thread takes them from the queue (its eventfd).
  * Does not: know about connections (the job carries opaque routing pointers).
  */
 #include "runtime/runtime.h"
@@ -140,10 +143,19 @@ static void run_pending(dl_engine_t *e) {
             dl_free(rw);
             /* No pool: run it here, on the snapshot (or report the allocation failure). */
             job->reply = dl__exec_run_read(&job->req, snap, &job->reply_len, &job->failed);
+        } else if (job->req.op == DL_REQ_SUBSCRIBE) {
+            job->reply = dl__exec_subscribe(e->exec, &job->req, &job->reply_len, &job->failed,
+                                            &job->sub, &job->sub_id);
         } else {
             job->reply = dl__exec_run(e->exec, &job->req, &job->reply_len, &job->failed);
         }
+        bool wrote = job->req.op == DL_REQ_TRANSACT || job->req.op == DL_REQ_ADVANCE;
         hand_back(e, job);
+        /* After the acknowledgement: subscribers get what the write changed. A BLOCK
+         * subscriber whose connection does not read makes this wait (its timeout), which
+         * slows the writer, as the policy says. */
+        if (wrote)
+            dl__exec_pump(e->exec);
     }
 }
 

@@ -25,6 +25,18 @@
 #if DL_HAVE_DATALOG
 #include <deltalog/datalog.h>
 #endif
+#if DL_HAVE_SUBS
+#include <deltalog/subscribe.h>
+
+/* One registry (and its Datalog sources) per distinct "rules" text: a dl_qsrcs_t binds one
+ * rule set, and subscriptions share a live query only when their rules are equal too. */
+typedef struct subreg {
+    struct subreg *next;
+    char *rules; /* NULL: no rules */
+    dl_qsrcs_t *qs;
+    dl_registry_t *reg;
+} subreg_t;
+#endif
 
 struct dl_exec {
     dl_exec_options_t opt;
@@ -35,7 +47,21 @@ struct dl_exec {
 #if DL_HAVE_STORE
     dl_store_t *store;
 #endif
+#if DL_HAVE_SUBS
+    subreg_t *subregs;
+    int listen_id;     /* the store listener feeding the live queries; 0 before */
+    dl_db_t *sub_db;   /* the snapshot live queries open on (current_db) */
+    bool sub_db_stale; /* a commit happened since sub_db was taken */
+    uint64_t next_sub; /* wire numbers of subscriptions: 1, 2, ... */
+    uint64_t subs_total;
+    int listen_rc;        /* first dl_qsrcs_apply failure (out of memory), reported in stats */
+    uint64_t pump_errors; /* sources that failed (their subscribers were ended) */
+#endif
 };
+#if DL_HAVE_SUBS
+static void subs_close(dl_exec_t *x);
+static json_t *subs_stats_json(dl_exec_t *x);
+#endif
 
 static uint64_t now_ms(void) {
     struct timespec ts;
@@ -132,6 +158,9 @@ fail:
 void dl__exec_close(dl_exec_t *x) {
     if (!x)
         return;
+#if DL_HAVE_SUBS
+    subs_close(x);
+#endif
 #if DL_HAVE_STORE
     dl_store_close(x->store);
 #endif
@@ -710,10 +739,16 @@ static void op_stats(dl_exec_t *x, result_t *res) {
         SET(srv, "errors", json_integer((json_int_t)ck_pr_load_64(&c->errors)));
         SET(srv, "bytes_in", json_integer((json_int_t)ck_pr_load_64(&c->bytes_in)));
         SET(srv, "bytes_out", json_integer((json_int_t)ck_pr_load_64(&c->bytes_out)));
+        SET(srv, "out_queued", json_integer((json_int_t)ck_pr_load_64(&c->out_queued)));
+        SET(srv, "out_queued_peak", json_integer((json_int_t)ck_pr_load_64(&c->out_queued_peak)));
+        SET(srv, "sub_messages", json_integer((json_int_t)ck_pr_load_64(&c->sub_messages)));
     }
     SET(b, "store", dl__exec_status(x));
     SET(b, "server", srv);
     SET(b, "memory", alloc_stats_json());
+#if DL_HAVE_SUBS
+    SET(b, "subscriptions", subs_stats_json(x));
+#endif
     res->body = b;
 }
 
@@ -729,6 +764,252 @@ static char *finish(result_t *res, const dl_request_t *req, size_t *out_len, boo
     }
     return dl__proto_reply_ok(req->id, res->body, out_len);
 }
+
+/* ---- subscriptions (engine thread) -------------------------------------------------------- */
+
+bool dl__exec_has_subs(void) { return DL_HAVE_SUBS != 0; }
+
+#if DL_HAVE_SUBS
+/* dl_qsrc_env_t.current_db: the latest snapshot, retaken only after a commit, so the
+ * pointer handed out stays valid until the next dl_qsrcs_apply (subscribe.h). */
+static int subs_current_db(void *ctx, const struct dl_db **out_db, uint64_t *out_time,
+                           size_t *out_n_time, dl_error_t *err) {
+    dl_exec_t *x = ctx;
+    if (!x->sub_db || x->sub_db_stale) {
+        dl_db_t *db = dl_store_db(x->store);
+        if (!db)
+            return dl_error_set(err, DL_ENOMEM, "out of memory");
+        dl_db_unref(x->sub_db);
+        x->sub_db = db;
+        x->sub_db_stale = false;
+    }
+    *out_db = x->sub_db;
+    uint64_t basis = dl_db_basis_tx(x->sub_db);
+    size_t n = basis ? dl_db_tx_time(x->sub_db, basis, out_time, DL_DELTA_MAX_DIM) : 0;
+    if (n == 0) {
+        out_time[0] = basis;
+        n = 1;
+    }
+    *out_n_time = n > DL_DELTA_MAX_DIM ? DL_DELTA_MAX_DIM : n;
+    return DL_OK;
+}
+
+/* The store listener: every commit feeds every live query; deltas go out at the pump. */
+static void subs_on_commit(void *ctx, const dl_commit_t *c) {
+    dl_exec_t *x = ctx;
+    x->sub_db_stale = true;
+    for (subreg_t *r = x->subregs; r; r = r->next) {
+        int rc = dl_qsrcs_apply(r->qs, c, NULL);
+        if (rc && !x->listen_rc)
+            x->listen_rc = rc;
+    }
+}
+
+static void subreg_free(subreg_t *r) {
+    dl_registry_free(r->reg); /* ends every subscription (code 0) */
+    dl_qsrcs_free(r->qs);
+    dl_free(r->rules);
+    dl_free(r);
+}
+
+static void subs_close(dl_exec_t *x) {
+    if (x->listen_id > 0)
+        dl_store_unlisten(x->store, x->listen_id);
+    x->listen_id = 0;
+    while (x->subregs) {
+        subreg_t *r = x->subregs;
+        x->subregs = r->next;
+        subreg_free(r);
+    }
+    dl_db_unref(x->sub_db);
+    x->sub_db = NULL;
+}
+
+/* The registry for a rule set (rules NULL: none), created on first use. */
+static subreg_t *subs_registry(dl_exec_t *x, const char *rules, dl_error_t *err) {
+    for (subreg_t *r = x->subregs; r; r = r->next)
+        if ((!rules && !r->rules) || (rules && r->rules && strcmp(rules, r->rules) == 0))
+            return r;
+    if (x->listen_id == 0 && dl_store_listen(x->store, subs_on_commit, x, &x->listen_id, err))
+        return NULL;
+    subreg_t *r = dl_calloc(1, sizeof *r);
+    if (!r || (rules && !(r->rules = dl_strdup(rules)))) {
+        dl_free(r);
+        dl_error_set(err, DL_ENOMEM, "out of memory");
+        return NULL;
+    }
+    dl_qsrc_env_t env = {subs_current_db, x, rules};
+    if (dl_qsrcs_new(&env, &r->qs, err) ||
+        dl_registry_new(dl_qsrcs_vtable(), r->qs, &r->reg, err)) {
+        dl_qsrcs_free(r->qs);
+        dl_free(r->rules);
+        dl_free(r);
+        return NULL;
+    }
+    r->next = x->subregs;
+    x->subregs = r;
+    return r;
+}
+
+void dl__exec_pump(dl_exec_t *x) {
+    for (subreg_t **p = &x->subregs; *p;) {
+        subreg_t *r = *p;
+        /* A source's failure ends its own subscribers with its code (registry); nothing
+         * else to do with the error here. */
+        if (dl_registry_pump(r->reg, NULL) != DL_OK)
+            x->pump_errors++;
+        dl_registry_stats_t st;
+        dl_registry_stats(r->reg, &st);
+        if (st.n_sources == 0 && r->rules) { /* an unused rule set: let it go */
+            *p = r->next;
+            subreg_free(r);
+        } else {
+            p = &r->next;
+        }
+    }
+}
+
+static json_t *subs_stats_json(dl_exec_t *x) {
+    dl__exec_pump(x); /* reaps closed subscriptions first, so the counts are current */
+    size_t n_sources = 0, n_subs = 0, n_queries = 0;
+    uint64_t opened = 0, closed = 0;
+    for (subreg_t *r = x->subregs; r; r = r->next) {
+        dl_registry_stats_t st;
+        dl_registry_stats(r->reg, &st);
+        n_sources += st.n_sources;
+        n_subs += st.n_subs;
+        opened += st.sources_opened;
+        closed += st.sources_closed;
+        n_queries += dl_qsrcs_count(r->qs);
+    }
+    json_t *j = json_object();
+    SET(j, "subscriptions", json_integer((json_int_t)n_subs));
+    SET(j, "dataflows", json_integer((json_int_t)n_sources));
+    SET(j, "live_queries", json_integer((json_int_t)n_queries));
+    SET(j, "dataflows_opened", json_integer((json_int_t)opened));
+    SET(j, "dataflows_closed", json_integer((json_int_t)closed));
+    SET(j, "subscriptions_total", json_integer((json_int_t)x->subs_total));
+    SET(j, "failed_dataflows", json_integer((json_int_t)x->pump_errors));
+    if (x->listen_rc)
+        SET(j, "feed_error", json_string(dl_err_name(x->listen_rc)));
+    return j;
+}
+
+static int parse_policy(const json_t *msg, dl_sub_options_t *o, dl_error_t *err) {
+    const json_t *p = json_object_get(msg, "policy");
+    if (p) {
+        const char *s = json_string_value(p);
+        if (strcmp(s, "coalesce") == 0)
+            o->policy = DL_SUB_COALESCE;
+        else if (strcmp(s, "block") == 0)
+            o->policy = DL_SUB_BLOCK;
+        else if (strcmp(s, "drop") == 0)
+            o->policy = DL_SUB_DROP;
+        else
+            return dl_error_set(err, DL_EINVAL,
+                                "field \"policy\" must be \"coalesce\", \"block\" or \"drop\", "
+                                "not \"%.64s\"",
+                                s);
+    }
+    const json_t *lim = json_object_get(msg, "limits");
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)lim, k, v) {
+        if (!json_is_integer(v))
+            return dl_error_set(err, DL_ETYPE, "limits.%.64s must be an integer", k);
+        json_int_t n = json_integer_value(v);
+        if (strcmp(k, "max_queued") == 0 && n >= 1)
+            o->max_queued = (size_t)n;
+        else if (strcmp(k, "max_bytes") == 0 && n >= 0)
+            o->max_bytes = (size_t)n;
+        else if (strcmp(k, "timeout_ms") == 0)
+            o->block_timeout_ms = n;
+        else
+            return dl_error_set(err, DL_EINVAL,
+                                "limits.%.64s: unknown limit or out of range (max_queued >= 1, "
+                                "max_bytes >= 0, timeout_ms)",
+                                k);
+    }
+    const json_t *dims = json_object_get(msg, "dims");
+    for (size_t i = 0; i < json_array_size(dims); i++) {
+        const char *d = json_string_value(json_array_get(dims, i));
+        if (d && (strcmp(d, "tx") == 0 || strcmp(d, "system") == 0 || strcmp(d, "db/tx") == 0))
+            continue;
+        return dl_error_set(err, DL_EUNSUPPORTED,
+                            "not available yet: subscriptions watch system time (\"tx\") only; "
+                            "watching dimension %s needs multi-dimensional live queries over "
+                            "the wire, which are not implemented",
+                            d ? d : "(not a string)");
+    }
+    return DL_OK;
+}
+#endif
+
+char *dl__exec_subscribe(dl_exec_t *x, const dl_request_t *req, size_t *out_len, bool *out_failed,
+                         void **out_sub, uint64_t *out_sub_id) {
+    result_t res;
+    memset(&res, 0, sizeof res);
+    dl_error_clear(&res.err);
+    *out_sub = NULL;
+    *out_sub_id = 0;
+    x->n_requests++;
+#if DL_HAVE_SUBS
+    const json_t *msg = req->msg;
+    const char *q = json_string_value(json_object_get(msg, "q"));
+    const json_t *rules = json_object_get(msg, "rules");
+    const json_t *args = json_object_get(msg, "args");
+    dl_sub_options_t o;
+    dl_sub_options_init(&o);
+    size_t n_in = json_array_size(args);
+    dl_value_t *in = n_in ? dl_calloc(n_in, sizeof *in) : NULL;
+    int rc = (n_in && !in) ? FAIL(&res, DL_ENOMEM, "out of memory") : DL_OK;
+    if (rc == DL_OK)
+        rc = res.rc = parse_policy(msg, &o, &res.err);
+    for (size_t i = 0; rc == DL_OK && i < n_in; i++) {
+        /* "args" hold values in the wire encoding (values.md), like query's. */
+        if ((rc = dl__json_to_value(json_array_get(args, i), &in[i], &res.err)) != DL_OK) {
+            dl_error_prefix(&res.err, "args[%zu]", i);
+            res.rc = rc;
+        }
+    }
+    subreg_t *r = NULL;
+    if (rc == DL_OK && !(r = subs_registry(x, rules ? json_string_value(rules) : NULL, &res.err)))
+        rc = res.rc = res.err.code ? res.err.code : DL_ENOMEM;
+    dl_sub_t *sub = NULL;
+    if (rc == DL_OK && (rc = dl_subscribe(r->reg, q, in, n_in, &o, &sub, &res.err)) != DL_OK)
+        res.rc = rc;
+    if (rc == DL_OK) {
+        dl_sub_stats_t st;
+        dl_sub_stats(sub, &st);
+        /* Columns come from the query text's :find (the snapshot, which knows the arity,
+         * is already queued for the connection). */
+        json_t *b = json_object();
+        uint64_t id = ++x->next_sub;
+        x->subs_total++;
+        SET(b, "sub", json_integer((json_int_t)id));
+        SET(b, "columns", dl__format_find_columns(q, 0));
+        SET(b, "policy",
+            json_string(o.policy == DL_SUB_BLOCK  ? "block"
+                        : o.policy == DL_SUB_DROP ? "drop"
+                                                  : "coalesce"));
+        SET(b, "shared_with", json_integer((json_int_t)st.shared_with));
+        res.body = b;
+        *out_sub = sub;
+        *out_sub_id = id;
+    }
+    dl_free(in);
+#else
+    (void)x;
+    FAIL(&res, DL_EUNSUPPORTED,
+         "not available yet: op subscribe needs live queries (subscribe/, datalog/ and "
+         "dataflow/), which this build does not include");
+#endif
+    return finish(&res, req, out_len, out_failed);
+}
+
+#if !DL_HAVE_SUBS
+void dl__exec_pump(dl_exec_t *x) { (void)x; }
+#endif
 
 bool dl__exec_is_read(dl_req_op_t op) {
 #if DL_HAVE_STORE
@@ -828,9 +1109,10 @@ char *dl__exec_run(dl_exec_t *x, const dl_request_t *req, size_t *out_len, bool 
 #endif
         case DL_REQ_SUBSCRIBE:
         case DL_REQ_UNSUBSCRIBE:
+            /* The server routes subscribe to dl__exec_subscribe and answers unsubscribe on
+             * the connection's thread; a subscription needs a connection to live on. */
             FAIL(&res, DL_EUNSUPPORTED,
-                 "not available yet: op %s needs subscriptions (subscribe/), which this build "
-                 "does not include",
+                 "op %s needs a connection to a server (deltalog subscribe --connect)",
                  dl__proto_op_name(req->op));
             break;
         case DL_REQ_HELLO:

@@ -223,3 +223,145 @@ void dl__format_reply(FILE *out, dl_format_t fmt, const json_t *reply) {
     dl__format_table(out, hdr, 2, rows);
     json_decref(rows);
 }
+
+/* ---- query columns and subscription messages --------------------------------------------- */
+
+json_t *dl__format_find_columns(const char *q_text, size_t n_cols) {
+    json_t *cols = json_array();
+    if (!cols)
+        return NULL;
+    dl_arena_t ar;
+    dl__arena_init(&ar, 1 << 12);
+    dl_edn_t *q = NULL;
+    if (q_text && dl__edn_read_one(q_text, strlen(q_text), &ar, &q, NULL) == DL_OK && q &&
+        (q->kind == DL_EDN_VECTOR || q->kind == DL_EDN_MAP)) {
+        dl_edn_t **items = q->items;
+        size_t n = q->n, start = 0;
+        if (q->kind == DL_EDN_MAP) { /* {:find [...] ...} */
+            n = 0;
+            for (size_t i = 0; i + 1 < q->n; i += 2)
+                if (dl__edn_is_keyword(q->items[i], "find") &&
+                    q->items[i + 1]->kind == DL_EDN_VECTOR) {
+                    items = q->items[i + 1]->items;
+                    n = q->items[i + 1]->n;
+                }
+        } else {
+            while (start < n && !dl__edn_is_keyword(items[start], "find"))
+                start++;
+            start++;
+        }
+        for (size_t i = start; i < n; i++) {
+            const dl_edn_t *e = items[i];
+            if (e->kind == DL_EDN_VALUE && e->value.type == DL_T_KEYWORD)
+                break; /* :in, :where, :keys, ... */
+            if (dl__edn_is_symbol(e, "."))
+                continue;
+            size_t n_sub = e->kind == DL_EDN_VECTOR ? e->n : 1; /* [?a ...] or [?a ?b] */
+            for (size_t k = 0; k < n_sub; k++) {
+                const dl_edn_t *x = e->kind == DL_EDN_VECTOR ? e->items[k] : e;
+                if (dl__edn_is_symbol(x, "..."))
+                    continue;
+                dl_buf_t b;
+                dl__buf_init(&b);
+                dl__edn_print(x, &b);
+                json_array_append_new(cols, json_stringn(b.data ? b.data : "?", b.len));
+                dl__buf_fini(&b);
+            }
+        }
+    }
+    dl__arena_fini(&ar);
+    if (n_cols && json_array_size(cols) != n_cols) {
+        json_array_clear(cols);
+        for (size_t i = 0; i < n_cols; i++) {
+            char name[32];
+            snprintf(name, sizeof name, "%%%zu", i + 1);
+            json_array_append_new(cols, json_string(name));
+        }
+    }
+    return cols;
+}
+
+char *dl__format_sub_end(uint64_t sub, int code, const char *message, size_t *out_len) {
+    json_t *m = json_object();
+    if (!m)
+        return NULL;
+    json_object_set_new(m, "sub", json_integer((json_int_t)sub));
+    json_object_set_new(m, "end", json_true());
+    if (code != 0) {
+        json_t *e = json_object();
+        json_object_set_new(e, "code", json_string(dl__proto_code_name(code)));
+        json_object_set_new(e, "message", json_string(message ? message : dl_strerror(code)));
+        json_object_set_new(m, "error", e);
+    }
+    char *line = dl__proto_dump_line(m, out_len);
+    json_decref(m);
+    return line;
+}
+
+#if DL_HAVE_SUBS
+#include <deltalog/subscribe.h>
+
+char *dl__format_sub_message(uint64_t sub, const void *delta, const char *end_message,
+                             size_t *out_len) {
+    const dl_delta_t *d = delta;
+    if (dl_delta_kind(d) == DL_DELTA_END) {
+        int code = dl_delta_code(d);
+        const char *msg = end_message;
+        if (!msg) {
+            switch (code) {
+                case DL_ELAGGED:
+                    msg = "the client did not read fast enough for policy drop: its queue "
+                          "overflowed";
+                    break;
+                case DL_ETIMEOUT:
+                    msg = "the client did not read within the block timeout";
+                    break;
+                default:
+                    msg = NULL;
+            }
+        }
+        return dl__format_sub_end(sub, code, msg, out_len);
+    }
+    if (dl_delta_kind(d) != DL_DELTA_DATA)
+        return NULL;
+    json_t *m = json_object();
+    json_t *time = json_array();
+    json_t *diff = json_array();
+    if (!m || !time || !diff) {
+        json_decref(m);
+        json_decref(time);
+        json_decref(diff);
+        return NULL;
+    }
+    size_t n_dims = 0;
+    const uint64_t *t = dl_delta_time(d, &n_dims);
+    for (size_t i = 0; i < n_dims; i++)
+        json_array_append_new(time, json_integer((json_int_t)t[i]));
+    size_t arity = dl_delta_arity(d);
+    for (size_t i = 0; i < dl_delta_len(d); i++) {
+        const dl_value_t *row = dl_delta_row(d, i);
+        json_t *r = json_array();
+        for (size_t k = 0; k < arity; k++)
+            json_array_append_new(r, dl__json_from_value(row[k]));
+        json_array_append_new(diff, json_pack("[oI]", r, (json_int_t)dl_delta_diff(d, i)));
+    }
+    json_object_set_new(m, "sub", json_integer((json_int_t)sub));
+    json_object_set_new(m, "t", json_integer((json_int_t)(n_dims ? t[0] : 0)));
+    json_object_set_new(m, "time", time);
+    json_object_set_new(m, "diff", diff);
+    if (dl_delta_is_snapshot(d))
+        json_object_set_new(m, "snapshot", json_true());
+    char *line = dl__proto_dump_line(m, out_len);
+    json_decref(m);
+    return line;
+}
+#else
+char *dl__format_sub_message(uint64_t sub, const void *delta, const char *end_message,
+                             size_t *out_len) {
+    (void)sub;
+    (void)delta;
+    (void)end_message;
+    (void)out_len;
+    return NULL;
+}
+#endif

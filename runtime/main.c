@@ -17,6 +17,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,7 @@ typedef struct cli {
     bool history;
     bool as_tx;
     const char *rules;
+    const char *policy; /* subscribe --policy */
     /* serve */
     dl_server_options_t so;
     /* positional arguments */
@@ -189,6 +191,16 @@ static void command_usage(const command_t *cmd, FILE *out) {
     if (cmd->run == cmd_query || cmd->run == cmd_explain)
         fprintf(out, "  --rules RULES     the EDN vector of rules bound to %% in :in\n"
                      "  ARG...            one EDN form per :in input after $ and %%\n");
+    if (cmd->run == cmd_subscribe)
+        fprintf(out,
+                "  --connect ADDR    the server (default %s)\n"
+                "  --policy P        coalesce (default), block or drop: what the server\n"
+                "                    does when this client reads slower than diffs come\n"
+                "  --rules RULES     the EDN vector of rules bound to %% in :in\n"
+                "  ARG...            one EDN form per :in input after $ and %%\n"
+                "Prints the current result, then each change as +1/-1 and the row,\n"
+                "until the subscription ends or SIGINT.\n",
+                DL_SERVER_DEFAULT_LISTEN);
     if (cmd->run == cmd_export)
         fprintf(out, "  --history         every transaction's changes, not only current "
                      "datoms\n"
@@ -274,6 +286,9 @@ static int parse_args(cli_t *c, const command_t *cmd, int argc, char **argv) {
         } else if (FLAG("--rules")) {
             NEED_VAL();
             c->rules = val;
+        } else if (cmd->run == cmd_subscribe && FLAG("--policy")) {
+            NEED_VAL();
+            c->policy = val;
         } else if (cmd->run == cmd_serve && FLAG("--listen")) {
             NEED_VAL();
             c->so.listen = val;
@@ -823,8 +838,133 @@ static int query_like(cli_t *c, const char *op) {
 static int cmd_query(cli_t *c) { return query_like(c, "query"); }
 static int cmd_explain(cli_t *c) { return query_like(c, "explain"); }
 
+static volatile sig_atomic_t sub_interrupted;
+static void on_sub_signal(int sig) {
+    (void)sig;
+    sub_interrupted = 1;
+}
+
+/* `subscribe`: one subscription on a running server (docs/protocol.md "Subscriptions"):
+ * prints each message as it comes: for people one line per changed row ("+1" or "-1",
+ * then the row as EDN, after a header naming the columns), for programs the wire line.
+ * Ends on the subscription's end message (exit 0 for a normal end or the server's
+ * shutdown, 1 when the server ended it with an error such as lagged) or on SIGINT/SIGTERM
+ * (exit 0). */
 static int cmd_subscribe(cli_t *c) {
-    return not_available("subscriptions (subscribe/) are not part of this build");
+    if (c->n_pos < 1) {
+        fprintf(stderr, "%s: subscribe needs a query (see %s subscribe --help)\n", prog, prog);
+        return EXIT_USAGE;
+    }
+    if (c->memory) {
+        fprintf(stderr,
+                "%s: subscribe talks to a running server (--connect HOST:PORT), not to "
+                "--memory\n",
+                prog);
+        return EXIT_USAGE;
+    }
+    if (!c->connect)
+        c->connect = DL_SERVER_DEFAULT_LISTEN;
+    json_t *msg = json_pack("{s:s,s:s}", "op", "subscribe", "q", c->pos[0]);
+    if (c->n_pos > 1) {
+        dl_arena_t ar;
+        dl__arena_init(&ar, 4096);
+        json_t *args = json_array();
+        for (int i = 1; i < c->n_pos; i++) {
+            dl_edn_t *form = NULL;
+            dl_error_t err;
+            dl_error_clear(&err);
+            if (dl__edn_read_one(c->pos[i], strlen(c->pos[i]), &ar, &form, &err) != DL_OK ||
+                !form) {
+                die_line("parse", err.message);
+                json_decref(args);
+                json_decref(msg);
+                dl__arena_fini(&ar);
+                return EXIT_USAGE;
+            }
+            json_array_append_new(args, dl__format_edn_to_json(form));
+        }
+        json_object_set_new(msg, "args", args);
+        dl__arena_fini(&ar);
+    }
+    if (c->rules)
+        json_object_set_new(msg, "rules", json_string(c->rules));
+    if (c->policy)
+        json_object_set_new(msg, "policy", json_string(c->policy));
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sub_signal; /* no SA_RESTART: a blocked recv returns EINTR */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    int rc;
+    json_t *r = run_request(c, msg, &rc);
+    if (!r)
+        return sub_interrupted ? EXIT_OKAY : rc;
+    json_int_t sub = json_integer_value(json_object_get(r, "sub"));
+    json_t *cols = json_object_get(r, "columns");
+    if (c->fmt == DL_FMT_TABLE) {
+        printf("subscription %lld:", (long long)sub);
+        for (size_t i = 0; i < json_array_size(cols); i++)
+            printf(" %s", json_string_value(json_array_get(cols, i)));
+        printf("\n");
+    } else {
+        strip(r);
+        dl__format_reply(stdout, c->fmt, r);
+    }
+    fflush(stdout);
+    json_decref(r);
+    int exit_code = EXIT_OKAY;
+    dl_buf_t b;
+    dl__buf_init(&b);
+    while (!sub_interrupted) {
+        json_t *m = wire_roundtrip(c, "", 0); /* reads the next line */
+        if (!m) {
+            if (!sub_interrupted) {
+                fprintf(stderr, "%s: the server at %s hung up\n", prog, c->connect);
+                exit_code = EXIT_CONNECT;
+            }
+            break;
+        }
+        if (json_integer_value(json_object_get(m, "sub")) != sub) {
+            json_decref(m); /* not ours (cannot happen on this connection) */
+            continue;
+        }
+        bool end = json_is_true(json_object_get(m, "end"));
+        if (c->fmt != DL_FMT_TABLE) {
+            dl__format_reply(stdout, c->fmt, m);
+        } else if (!end) {
+            json_t *diff = json_object_get(m, "diff");
+            printf("-- t %lld%s\n", (long long)json_integer_value(json_object_get(m, "t")),
+                   json_is_true(json_object_get(m, "snapshot")) ? " (snapshot)" : "");
+            for (size_t i = 0; i < json_array_size(diff); i++) {
+                json_t *pair = json_array_get(diff, i);
+                json_t *row = json_array_get(pair, 0);
+                b.len = 0;
+                for (size_t k = 0; k < json_array_size(row); k++) {
+                    dl__buf_putc(&b, k ? ' ' : '\t');
+                    dl__format_edn(json_array_get(row, k), &b);
+                }
+                printf("%+lld%.*s\n", (long long)json_integer_value(json_array_get(pair, 1)),
+                       (int)b.len, b.data ? b.data : "");
+            }
+        }
+        fflush(stdout);
+        if (end) {
+            json_t *e = json_object_get(m, "error");
+            const char *code = json_string_value(json_object_get(e, "code"));
+            const char *text = json_string_value(json_object_get(e, "message"));
+            if (c->fmt == DL_FMT_TABLE)
+                printf("-- end%s%s\n", text ? ": " : "", text ? text : "");
+            if (code && strcmp(code, "closed") != 0) {
+                die_line(code, text ? text : "subscription ended");
+                exit_code = EXIT_FAILED;
+            }
+            json_decref(m);
+            break;
+        }
+        json_decref(m);
+    }
+    dl__buf_fini(&b);
+    return exit_code;
 }
 
 /* Builds the "tx" field: EDN text, or the parsed JSON form with --json. */

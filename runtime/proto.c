@@ -33,7 +33,7 @@ typedef struct field {
 
 typedef struct op_spec {
     const char *name;
-    field_t fields[6]; /* terminated by name == NULL */
+    field_t fields[8]; /* terminated by name == NULL */
 } op_spec_t;
 
 /* The order follows dl_req_op_t. "op" and "id" are common to every op and checked apart. */
@@ -59,7 +59,9 @@ static const op_spec_t ops[DL_REQ__COUNT] = {
     [DL_REQ_SUBSCRIBE] = {"subscribe",
                           {{"q", T_STR, true},
                            {"args", T_ARR, false},
+                           {"rules", T_STR, false},
                            {"policy", T_STR, false},
+                           {"limits", T_OBJ, false},
                            {"dims", T_ARR, false}}},
     [DL_REQ_UNSUBSCRIBE] = {"unsubscribe", {{"sub", T_INT, true}}},
 };

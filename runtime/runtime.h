@@ -97,6 +97,10 @@ typedef struct dl_server_counters {
     uint64_t requests;          /* request lines received */
     uint64_t errors;            /* error replies sent */
     uint64_t bytes_in, bytes_out;
+    uint64_t out_queued;      /* bytes of replies and subscription messages held, all
+                                 connections (handed to writes or waiting in slots) */
+    uint64_t out_queued_peak; /* its high-water mark */
+    uint64_t sub_messages;    /* subscription messages written to connections */
 } dl_server_counters_t;
 
 int dl__exec_open(const dl_exec_options_t *opt, dl_exec_t **out, dl_error_t *err) DL_WUR;
@@ -119,6 +123,17 @@ bool dl__exec_is_read(dl_req_op_t op);
 void *dl__exec_snapshot(dl_exec_t *x);
 void dl__exec_snapshot_release(void *snap);
 char *dl__exec_run_read(const dl_request_t *req, void *snap, size_t *out_len, bool *out_failed);
+/* Subscriptions (engine thread; only in builds with subscribe/ and datalog/).
+ * dl__exec_subscribe runs a "subscribe" request: on success *out_sub is a new channel-mode
+ * subscription (the caller's reference, for the connection's loop thread: poll its fd,
+ * dl_sub_next, dl_sub_close when done) whose snapshot is already queued, *out_sub_id its
+ * wire number, and the reply line says so. dl__exec_pump delivers what the last write
+ * changed to every subscription (BLOCK subscriptions may make it wait, bounded by their
+ * timeout). dl__exec_has_subs tells whether the build supports them. */
+char *dl__exec_subscribe(dl_exec_t *x, const dl_request_t *req, size_t *out_len, bool *out_failed,
+                         void **out_sub, uint64_t *out_sub_id);
+void dl__exec_pump(dl_exec_t *x);
+bool dl__exec_has_subs(void);
 /* A new JSON object describing the store for `deltalog status` and "stats". */
 json_t *dl__exec_status(dl_exec_t *x);
 /* Whether the modules that back each op are built in. */
@@ -136,6 +151,8 @@ typedef struct dl_job {
     char *reply;         /* filled by the engine: new reply line */
     size_t reply_len;    /* its length */
     bool failed;         /* the reply is an error reply */
+    void *sub;           /* subscribe: the new dl_sub_t (caller's reference), else NULL */
+    uint64_t sub_id;     /* subscribe: its wire number */
     struct dl_job *next; /* loop-side overflow list link */
 } dl_job_t;
 
@@ -168,6 +185,18 @@ void dl__format_table(FILE *out, const char *const *header, size_t n_cols, const
  * become arrays, maps objects keyed by the bare name of keyword/string/symbol keys,
  * symbols strings. New reference. */
 json_t *dl__format_edn_to_json(const dl_edn_t *f);
+/* The :find elements of a query's text as written ("?n", "(sum ?a)"): a new JSON array of
+ * strings, numbered "%1".."%n" when the text is not understood or does not give n_cols
+ * names (n_cols 0: whatever the text gives). NULL on out of memory. */
+json_t *dl__format_find_columns(const char *q_text, size_t n_cols);
+/* Encodes a subscription message (a dl_delta_t, subscribe.h) for subscription `sub` as a
+ * wire line (new, dl_free, ending in '\n'): DATA as {"sub","t","time","diff"[,"snapshot"]},
+ * END as {"sub","end":true[,"error"]}; `end_message` overrides the END's text. Only in
+ * builds with subscribe/. NULL on out of memory or for other kinds. */
+char *dl__format_sub_message(uint64_t sub, const void *delta, const char *end_message,
+                             size_t *out_len);
+/* The end message of a subscription ended by the server itself (code, message). */
+char *dl__format_sub_end(uint64_t sub, int code, const char *message, size_t *out_len);
 /* EDN text of a JSON value in the wire encoding (values.md); appends to out. */
 void dl__format_edn(const json_t *j, dl_buf_t *out);
 

@@ -25,7 +25,19 @@
  *     it is in the engine and no write of it is pending.
  *  6. Stop: stop accepting and reading; every request already framed is answered and
  *     written (bounded by a drain timeout for peers that do not read); then the engine
- *     is stopped, which closes the store cleanly; then the loop ends.
+ *     is stopped, which closes the store cleanly; then the loop ends. Subscriptions get
+ *     their end message ("closed") first.
+ *  7. Subscriptions (docs/protocol.md "Subscriptions"). The engine hands the connection
+ *     a channel-mode dl_sub_t with the subscribe reply; the connection polls its eventfd
+ *     on this loop and turns each message into a slot after the reply, so a subscription's
+ *     messages follow its reply and keep their order. Backpressure: the connection takes
+ *     messages only while its held bytes (writes not yet completed plus subscription
+ *     messages waiting in slots) are below max_outbuf; above it the poll stops and the
+ *     messages stay in the subscription's queue, where its policy applies: coalesce merges
+ *     them into one net delta (memory bounded by the result's size), block makes the
+ *     engine wait (then ends it with "timeout"), drop ends it with "lagged". The poll
+ *     resumes when the held bytes fall below half. Closing the connection closes its
+ *     subscriptions (the registry reaps them at its next pump).
  * Does not: run requests (exec.c), decode JSON (proto.c).
  */
 #include "runtime/runtime.h"
@@ -36,6 +48,9 @@
 #include <string.h>
 #include <unistd.h>
 #include <uv.h>
+#if DL_HAVE_SUBS
+#include <deltalog/subscribe.h>
+#endif
 
 #define READ_CHUNK       (64 * 1024)
 #define RING_SIZE        4096
@@ -50,7 +65,10 @@ typedef struct slot {
     size_t len;
     bool ready;
     bool static_line; /* line points to oom_line: not freed */
+    bool sub_msg;     /* a subscription message (counted in the connection's held bytes) */
 } slot_t;
+
+typedef struct csub csub_t; /* a subscription relayed by a connection (design note 7) */
 
 enum { K_TCP, K_STDIO_STREAM, K_STDIO_FILE };
 
@@ -79,6 +97,8 @@ struct conn {
     int in_engine; /* jobs of this connection in the engine or overflow */
     int pending_writes;
     size_t out_bytes; /* bytes of replies handed to writes not yet completed */
+    size_t sub_bytes; /* bytes of subscription messages waiting in slots (design note 7) */
+    csub_t *subs;     /* its live subscriptions */
     char peer[64];
 };
 
@@ -120,6 +140,9 @@ struct dl_server {
 
 static void conn_process(conn_t *c);
 static void conn_flush(conn_t *c);
+static void subs_close_all(conn_t *c, const char *end_message);
+static void subs_resume(conn_t *c);
+static void held_add(dl_server_t *s, int64_t n);
 static void conn_close(conn_t *c);
 static void server_check_stop(dl_server_t *s);
 static void conn_start_reading(conn_t *c);
@@ -199,6 +222,7 @@ static void conn_maybe_free(conn_t *c) {
         nx = x->next;
         slot_free(x);
     }
+    held_add(s, -(int64_t)c->sub_bytes);
     dl__buf_fini(&c->inbuf);
     dl_free(c->fbuf);
     dl_free(c);
@@ -218,6 +242,7 @@ static void conn_close(conn_t *c) {
         return;
     c->closing = true;
     c->reading = false;
+    subs_close_all(c, NULL); /* design note 7: closing a connection unsubscribes */
     if (c->in && !uv_is_closing((uv_handle_t *)c->in))
         uv_close((uv_handle_t *)c->in, on_handle_closed);
     if (c->out && c->out != c->in && !uv_is_closing((uv_handle_t *)c->out))
@@ -261,7 +286,10 @@ static void write_done(wreq_t *w, int status) {
         slot_free(w->slots[i]);
     c->out_bytes -= w->total;
     c->pending_writes--;
+    held_add(c->srv, -(int64_t)w->total);
     dl_free(w);
+    if (!c->closing)
+        subs_resume(c);
     c->guard++;
     if (status < 0 && !c->closing) {
         logf_(c->srv, "%s: write failed: %s", c->peer, uv_strerror(status));
@@ -342,7 +370,12 @@ static void conn_flush(conn_t *c) {
         w->slots[i] = x;
         w->bufs[i] = uv_buf_init(x->line, (unsigned)x->len);
         w->total += x->len;
+        if (x->sub_msg) {
+            c->sub_bytes -= x->len;
+            held_add(c->srv, -(int64_t)x->len);
+        }
     }
+    held_add(c->srv, (int64_t)w->total);
     c->n_slots -= (int)n;
     c->out_bytes += w->total;
     c->pending_writes++;
@@ -403,6 +436,8 @@ static void send_job(conn_t *c, slot_t *slot, dl_request_t *req) {
     submit_overflow(s);
 }
 
+static void do_unsubscribe(conn_t *c, slot_t *slot, const dl_request_t *req);
+
 static void do_hello(conn_t *c, slot_t *slot, const dl_request_t *req) {
     dl_server_t *s = c->srv;
     const json_t *proto = json_object_get(req->msg, "protocol");
@@ -450,6 +485,8 @@ static void handle_line(conn_t *c, const char *p, size_t n) {
                     "this server requires a hello with the token before any other op");
     } else if (req.op == DL_REQ_HELLO) {
         do_hello(c, slot, &req);
+    } else if (req.op == DL_REQ_UNSUBSCRIBE) {
+        do_unsubscribe(c, slot, &req);
     } else if (req.op == DL_REQ_PING) {
         size_t len = 0;
         char *line = dl__proto_reply_ok(req.id, json_object(), &len);
@@ -686,6 +723,214 @@ static void on_connection(uv_stream_t *server, int status) {
     conn_start_reading(c);
 }
 
+/* ---- subscriptions (design note 7) -------------------------------------------------------- */
+
+struct csub {
+    csub_t *next;
+    conn_t *c;
+    uint64_t id;        /* the wire number */
+    struct dl_sub *sub; /* the connection's (consumer's) reference */
+    uv_poll_t poll;     /* on dl_sub_fd(sub) */
+    bool polling;       /* the poll is started */
+    bool finishing;     /* closing its poll handle */
+};
+
+static void held_add(dl_server_t *s, int64_t n) {
+    uint64_t now = ck_pr_faa_64(&s->counters.out_queued, (uint64_t)n) + (uint64_t)n;
+    if (n > 0 && now > ck_pr_load_64(&s->counters.out_queued_peak))
+        ck_pr_store_64(&s->counters.out_queued_peak, now);
+}
+
+#if DL_HAVE_SUBS
+/* True while the connection may take more subscription messages. */
+static bool subs_room(const conn_t *c) {
+    return c->out_bytes + c->sub_bytes < c->srv->opt.max_outbuf;
+}
+
+/* Appends a ready subscription line after everything queued (takes line). */
+static void sub_line(conn_t *c, char *line, size_t len) {
+    slot_t *slot = slot_push(c);
+    if (!slot) {
+        dl_free(line);
+        conn_close(c); /* cannot keep the stream in order: closing is the honest option */
+        return;
+    }
+    slot_fill(c, slot, line, len, false);
+    slot->sub_msg = true;
+    c->sub_bytes += slot->len;
+    held_add(c->srv, (int64_t)slot->len);
+    ck_pr_add_64(&c->srv->counters.sub_messages, 1);
+}
+
+static void on_csub_closed(uv_handle_t *h) {
+    csub_t *cs = h->data;
+    conn_t *c = cs->c;
+    dl_sub_close(cs->sub); /* the registry reaps it at its next pump */
+    dl_free(cs);
+    c->handles--;
+    conn_maybe_free(c);
+}
+
+/* Forgets cs: unlinks it, stops its poll and closes the subscription once the handle is
+ * closed. */
+static void csub_finish(csub_t *cs) {
+    conn_t *c = cs->c;
+    for (csub_t **p = &c->subs; *p; p = &(*p)->next)
+        if (*p == cs) {
+            *p = cs->next;
+            break;
+        }
+    cs->finishing = true;
+    if (cs->polling)
+        uv_poll_stop(&cs->poll);
+    cs->polling = false;
+    uv_close((uv_handle_t *)&cs->poll, on_csub_closed);
+}
+
+/* Ends every subscription of c; with end_message, each gets its end message first. */
+static void subs_close_all(conn_t *c, const char *end_message) {
+    while (c->subs) {
+        csub_t *cs = c->subs;
+        if (end_message && !c->closing) {
+            size_t len = 0;
+            char *line = dl__format_sub_end(cs->id, DL_ECLOSED, end_message, &len);
+            if (line)
+                sub_line(c, line, len);
+        }
+        csub_finish(cs);
+    }
+}
+
+static void on_sub_ready(uv_poll_t *h, int status, int events) {
+    (void)events;
+    csub_t *cs = h->data;
+    conn_t *c = cs->c;
+    if (cs->finishing || c->closing)
+        return;
+    c->guard++;
+    bool ended = false;
+    while (!ended && subs_room(c) && !c->closing) {
+        dl_delta_t *d = NULL;
+        if (status < 0 || dl_sub_next(cs->sub, 0, &d, NULL) != DL_OK) {
+            /* The poll failed or the END was taken: say so rather than hang. */
+            size_t len = 0;
+            char *line = dl__format_sub_end(cs->id, DL_EIO, "subscription channel failed", &len);
+            if (line)
+                sub_line(c, line, len);
+            ended = true;
+            break;
+        }
+        if (!d)
+            break;
+        ended = dl_delta_kind(d) == DL_DELTA_END;
+        size_t len = 0;
+        char *line = dl_delta_kind(d) == DL_DELTA_FRONTIER
+                         ? NULL /* system time only: a frontier adds nothing */
+                         : dl__format_sub_message(cs->id, d, NULL, &len);
+        bool oom = !line && dl_delta_kind(d) != DL_DELTA_FRONTIER;
+        dl_delta_unref(d);
+        if (oom) {
+            line = dl__format_sub_end(cs->id, DL_ENOMEM, "out of memory encoding a message", &len);
+            ended = true;
+        }
+        if (line)
+            sub_line(c, line, len);
+    }
+    if (ended && !c->closing)
+        csub_finish(cs);
+    else if (!c->closing && !subs_room(c) && cs->polling) {
+        uv_poll_stop(&cs->poll); /* messages wait in the queue, under its policy */
+        cs->polling = false;
+    }
+    if (!c->closing)
+        conn_flush(c);
+    c->guard--;
+    conn_maybe_free(c);
+}
+
+/* Restarts the polls stopped for lack of room, once the held bytes are below half. */
+static void subs_resume(conn_t *c) {
+    if (c->out_bytes + c->sub_bytes > c->srv->opt.max_outbuf / 2)
+        return;
+    for (csub_t *cs = c->subs; cs; cs = cs->next)
+        if (!cs->polling && !cs->finishing &&
+            uv_poll_start(&cs->poll, UV_READABLE, on_sub_ready) == 0)
+            cs->polling = true;
+}
+
+/* Takes a new subscription from the engine (its reply is already in its slot). */
+static void csub_start(conn_t *c, dl_sub_t *sub, uint64_t id) {
+    dl_server_t *s = c->srv;
+    if (c->closing || s->stopping) {
+        if (!c->closing) {
+            size_t len = 0;
+            char *line = dl__format_sub_end(id, DL_ECLOSED, "the server is shutting down", &len);
+            if (line)
+                sub_line(c, line, len);
+        }
+        dl_sub_close(sub);
+        return;
+    }
+    csub_t *cs = dl_calloc(1, sizeof *cs);
+    if (!cs || uv_poll_init(&s->loop, &cs->poll, dl_sub_fd(sub)) != 0) {
+        dl_free(cs);
+        dl_sub_close(sub);
+        size_t len = 0;
+        char *line = dl__format_sub_end(id, DL_ENOMEM, "cannot watch the subscription", &len);
+        if (line)
+            sub_line(c, line, len);
+        return;
+    }
+    cs->c = c;
+    cs->id = id;
+    cs->sub = sub;
+    cs->poll.data = cs;
+    c->handles++;
+    cs->next = c->subs;
+    c->subs = cs;
+    if (uv_poll_start(&cs->poll, UV_READABLE, on_sub_ready) == 0)
+        cs->polling = true;
+}
+
+/* "unsubscribe" (answered here: the subscription lives on this connection). */
+static void do_unsubscribe(conn_t *c, slot_t *slot, const dl_request_t *req) {
+    uint64_t id = (uint64_t)json_integer_value(json_object_get(req->msg, "sub"));
+    csub_t *cs = c->subs;
+    while (cs && cs->id != id)
+        cs = cs->next;
+    if (!cs) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "no subscription %llu on this connection",
+                 (unsigned long long)id);
+        reply_error(c, slot, req->id, dl__exec_has_subs() ? DL_ENOTFOUND : DL_EUNSUPPORTED, msg);
+        return;
+    }
+    size_t len = 0;
+    char *line = dl__proto_reply_ok(req->id, json_object(), &len);
+    slot_fill(c, slot, line, len, false);
+    line = dl__format_sub_end(id, DL_ECLOSED, "unsubscribed", &len);
+    if (line)
+        sub_line(c, line, len);
+    csub_finish(cs);
+}
+#else /* no subscriptions in this build: the engine never hands one over */
+static void subs_close_all(conn_t *c, const char *end_message) {
+    (void)c;
+    (void)end_message;
+}
+static void subs_resume(conn_t *c) { (void)c; }
+static void csub_start(conn_t *c, void *sub, uint64_t id) {
+    (void)c;
+    (void)sub;
+    (void)id;
+}
+static void do_unsubscribe(conn_t *c, slot_t *slot, const dl_request_t *req) {
+    reply_error(c, slot, req->id, DL_EUNSUPPORTED,
+                "not available yet: subscriptions need subscribe/, datalog/ and dataflow/, "
+                "which this build does not include");
+}
+#endif
+
 /* ---- replies from the engine ------------------------------------------------------------- */
 
 static void take_reply(dl_job_t *j, void *ctx) {
@@ -695,6 +940,8 @@ static void take_reply(dl_job_t *j, void *ctx) {
     s->in_flight--;
     c->in_engine--;
     slot_fill(c, slot, j->reply, j->reply_len, j->failed);
+    if (j->sub) /* after its reply (design note 7) */
+        csub_start(c, j->sub, j->sub_id);
     dl_free(j);
     if (c->closing) {
         conn_maybe_free(c);
@@ -772,6 +1019,7 @@ static void begin_stop(dl_server_t *s, const char *why) {
     if (s->listening)
         uv_close((uv_handle_t *)&s->listener, NULL);
     for (conn_t *c = s->conns; c; c = c->next) {
+        subs_close_all(c, "the server is shutting down"); /* design note 7 */
         conn_stop_reading(c);
         c->eof = true;
         if (!c->closing)

@@ -113,9 +113,9 @@ static void test_cli_usage_errors(void **state) {
 static void test_cli_not_available(void **state) {
     (void)state;
     char *err = NULL, *out = NULL;
+    /* subscribe needs a server: --memory is a usage error, in every build. */
     const char *sub[] = {"subscribe", "--memory", "[:find ?e :where [?e :a/b]]", NULL};
-    assert_int_equal(rt_run(NULL, sub, NULL, &out, &err), 3);
-    assert_non_null(strstr(err, "not available yet"));
+    assert_int_equal(rt_run(NULL, sub, NULL, &out, &err), 2);
     assert_int_equal(strchr(err, '\n') - err + 1, (long)strlen(err)); /* one line */
     free(err);
     free(out);
