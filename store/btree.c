@@ -704,6 +704,12 @@ dl_kd_t *dl__btree_build_slot(dl_bbuild_t *b, size_t pos) {
     return &LEAF(b->nodes[li])->d[slot];
 }
 
+dl_kd_t *dl__btree_build_at(dl_bbuild_t *b, size_t pos, size_t *room) {
+    size_t slot, li = build_leaf_of(b, pos, &slot);
+    *room = b->nodes[li]->n - slot;
+    return &LEAF(b->nodes[li])->d[slot];
+}
+
 void dl__btree_build_abort(dl_bbuild_t *b) {
     for (size_t i = 0; b->nodes && i < b->n_leaves; i++)
         dl_free(b->nodes[i]);

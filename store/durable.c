@@ -361,11 +361,104 @@ static bool map_counted(const dl_attr_t *a) {
     return a && a->is_attr && !a->indexed && a->type != DL_T_REF;
 }
 
+static int cmp_avet4(const void *x, const void *y) { return dl__btree_cmp(DL_ORD_AVET, x, y, 4); }
+static int cmp_vaet4(const void *x, const void *y) { return dl__btree_cmp(DL_ORD_VAET, x, y, 4); }
+
+/* Sorts k[0..m) into order `ord` (AVET: keys of one attribute; VAET: any) given that they
+ * are in AEVT order: then a STABLE sort by value alone is enough, since keys of equal value
+ * keep their (a, e, tx) order. Integer-like values of one type are radix-sorted (LSD,
+ * 8 bits a pass, only the passes the value range needs); anything else uses qsort with
+ * the full comparator. tmp has room for m keys. */
+static void sort_by_value(dl_kd_t *k, dl_kd_t *tmp, size_t m, int ord) {
+    bool sorted = true;
+    for (size_t i = 1; i < m && sorted; i++)
+        sorted = dl__btree_cmp(ord, &k[i - 1], &k[i], 4) < 0;
+    if (sorted || m < 2)
+        return;
+    uint8_t ty = k[0].v.type;
+    bool ints = ty == DL_T_INT || ty == DL_T_REF || ty == DL_T_INSTANT;
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (size_t i = 0; i < m && ints; i++) {
+        if (k[i].v.type != ty) {
+            ints = false;
+            break;
+        }
+        uint64_t u = (uint64_t)k[i].v.as.i ^ (1ull << 63); /* order-preserving */
+        lo = u < lo ? u : lo;
+        hi = u > hi ? u : hi;
+    }
+    if (!ints) {
+        qsort(k, m, sizeof *k, ord == DL_ORD_AVET ? cmp_avet4 : cmp_vaet4);
+        return;
+    }
+    uint64_t range = hi - lo;
+    dl_kd_t *src = k, *dst = tmp;
+    for (int shift = 0; shift < 64 && (range >> shift); shift += 8) {
+        size_t cnt[257] = {0};
+        for (size_t i = 0; i < m; i++)
+            cnt[((((uint64_t)src[i].v.as.i ^ (1ull << 63)) - lo) >> shift & 0xff) + 1]++;
+        for (int b = 0; b < 256; b++)
+            cnt[b + 1] += cnt[b];
+        for (size_t i = 0; i < m; i++)
+            dst[cnt[(((uint64_t)src[i].v.as.i ^ (1ull << 63)) - lo) >> shift & 0xff]++] = src[i];
+        dl_kd_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != k)
+        memcpy(k, src, m * sizeof *k);
+}
+
+/* Attribute id -> slot, by a direct table when the ids are dense enough. */
+typedef struct slotmap {
+    const dl_schema_t *sc;
+    int64_t base;
+    size_t n;
+    int32_t *tab;
+} slotmap_t;
+
+static void slotmap_init(slotmap_t *m, const dl_schema_t *sc) {
+    memset(m, 0, sizeof *m);
+    m->sc = sc;
+    if (!sc->n_attrs)
+        return;
+    int64_t lo = sc->attrs[0].id, hi = sc->attrs[sc->n_attrs - 1].id;
+    if (hi - lo >= (1 << 20) || !(m->tab = dl_malloc((size_t)(hi - lo + 1) * sizeof *m->tab)))
+        return;
+    m->base = lo;
+    m->n = (size_t)(hi - lo + 1);
+    for (size_t i = 0; i < m->n; i++)
+        m->tab[i] = -1;
+    for (size_t i = 0; i < sc->n_attrs; i++)
+        m->tab[sc->attrs[i].id - lo] = (int32_t)i;
+}
+
+static inline long slotmap_get(const slotmap_t *m, int64_t a) {
+    if (m->tab)
+        return a >= m->base && (uint64_t)(a - m->base) < m->n ? m->tab[a - m->base] : -1;
+    return dl__schema_slot(m->sc, a);
+}
+
+/* A sequential writer into a bulk build: key after key from a position. */
+typedef struct bw {
+    dl_bbuild_t *b;
+    size_t pos, room;
+    dl_kd_t *d;
+} bw_t;
+
+static inline dl_kd_t *bw_next(bw_t *w) {
+    if (!w->room)
+        w->d = dl__btree_build_at(w->b, w->pos, &w->room);
+    w->pos++;
+    w->room--;
+    return w->d++;
+}
+
 /* Decodes one EAVT run into a bulk build of tree t (checking the order), counting keys per
  * attribute slot and per transaction (retractions / assertions). */
 static int load_run(dl_store_t *s, rd_t *r, const dl_value_t *dict, size_t n_dict, dl_btree_t *t,
-                    size_t *per_slot, uint32_t *n_ret, uint32_t *n_add, uint64_t covers,
-                    const char **why) {
+                    const slotmap_t *sm, size_t *per_slot, uint32_t *n_ret, uint32_t *n_add,
+                    uint64_t covers, const char **why) {
     uint64_t n = get_u(r);
     if (r->bad || n > (uint64_t)(r->end - r->p)) {
         *why = "bad key count";
@@ -375,7 +468,7 @@ static int load_run(dl_store_t *s, rd_t *r, const dl_value_t *dict, size_t n_dic
     if (dl__btree_build_begin(&s->ctx, &bb, (size_t)n) != 0)
         return DL_ENOMEM;
     dl_kd_t prev = {0};
-    const dl_schema_t *sc = s->schema;
+    bw_t w = {&bb, 0, 0, NULL};
     for (size_t i = 0; i < n; i++) {
         dl_kd_t k;
         uint64_t de = get_u(r);
@@ -398,10 +491,12 @@ static int load_run(dl_store_t *s, rd_t *r, const dl_value_t *dict, size_t n_dic
             k.v = get_value(r);
         }
         k.txop = prev.txop + (uint64_t)get_z(r);
-        long slot = dl__schema_slot(sc, k.a);
+        long slot = slotmap_get(sm, k.a);
         uint64_t tx = DL_KD_TX(&k);
-        if (r->bad || slot < 0 || tx > covers ||
-            (i && dl__btree_cmp(DL_ORD_EAVT, &prev, &k, t->ncmp) >= 0)) {
+        /* strictly ascending (the cheap cases first) */
+        bool ordered = i == 0 || k.e > prev.e || (k.e == prev.e && k.a > prev.a) ||
+                       dl__btree_cmp(DL_ORD_EAVT, &prev, &k, t->ncmp) < 0;
+        if (r->bad || slot < 0 || tx > covers || !ordered) {
             r->bad = true;
             break;
         }
@@ -410,7 +505,7 @@ static int load_run(dl_store_t *s, rd_t *r, const dl_value_t *dict, size_t n_dic
             n_add[tx]++;
         else
             n_ret[tx]++;
-        *dl__btree_build_slot(&bb, i) = k;
+        *bw_next(&w) = k;
         prev = k;
     }
     if (r->bad) {
@@ -421,68 +516,252 @@ static int load_run(dl_store_t *s, rd_t *r, const dl_value_t *dict, size_t n_dic
     return dl__btree_build_end(&bb, t);
 }
 
-static int cmp_avet4(const void *x, const void *y) { return dl__btree_cmp(DL_ORD_AVET, x, y, 4); }
-static int cmp_vaet4(const void *x, const void *y) { return dl__btree_cmp(DL_ORD_VAET, x, y, 4); }
+/* Derives the AEVT tree of one kind (DL_T_CUR or DL_T_PAST) from its EAVT tree in one
+ * pass: AEVT is the EAVT order partitioned (stably) by attribute, so each attribute's keys
+ * are written sequentially from its offset. */
+static int derive_aevt(dl_store_t *s, int base, const size_t *per_slot, const slotmap_t *sm) {
+    size_t na = s->schema->n_attrs, n = (size_t)s->trees[base + DL_ORD_EAVT].count;
+    bw_t *w = dl_calloc(na + 1, sizeof *w);
+    if (!w)
+        return DL_ENOMEM;
+    dl_bbuild_t bb;
+    int rc = dl__btree_build_begin(&s->ctx, &bb, n);
+    if (rc != 0) {
+        dl_free(w);
+        return rc;
+    }
+    for (size_t i = 0, at = 0; i < na; at += per_slot[i], i++)
+        w[i] = (bw_t){&bb, at, 0, NULL};
+    dl_btcur_t q;
+    dl__btree_seek(&q, &s->trees[base + DL_ORD_EAVT], NULL, 0);
+    for (const dl_kd_t *k; (k = dl__btree_cur_get(&q)); dl__btree_cur_next(&q))
+        *bw_next(&w[slotmap_get(sm, k->a)]) = *k;
+    dl_free(w);
+    return dl__btree_build_end(&bb, &s->trees[base + DL_ORD_AEVT]);
+}
 
-/* Derives the AEVT, AVET and VAET trees of one kind (DL_T_CUR or DL_T_PAST) from its EAVT
- * tree: AEVT is the EAVT order partitioned (stably) by attribute; AVET (indexed
- * attributes) and VAET (refs) are their subsets, sorted unless they already are. */
-static int derive_trees(dl_store_t *s, int base, const size_t *per_slot) {
+/* Derives the AVET (indexed attributes) and VAET (refs) trees of one kind from its EAVT
+ * tree: the subsets are gathered in AEVT order (each attribute from its offset), sorted by
+ * value (sort_by_value) and built. Reads only the EAVT tree and the schema, so it runs
+ * on a second thread while derive_aevt runs. */
+static int derive_value_trees(dl_store_t *s, int base, const size_t *per_slot,
+                              const slotmap_t *sm) {
     const dl_schema_t *sc = s->schema;
-    size_t na = sc->n_attrs, n = (size_t)s->trees[base + DL_ORD_EAVT].count;
-    size_t *pos = dl_calloc(na + 1, sizeof *pos);
+    size_t na = sc->n_attrs;
+    size_t *pos = dl_calloc(2 * (na + 1), sizeof *pos);
     if (!pos)
         return DL_ENOMEM;
+    size_t *apos = pos, *vpos = pos + (na + 1);
     size_t n_avet = 0, n_vaet = 0;
     for (size_t i = 0; i < na; i++) {
-        pos[i + 1] = pos[i] + per_slot[i];
+        apos[i] = n_avet;
+        vpos[i] = n_vaet;
         if (sc->attrs[i].indexed)
             n_avet += per_slot[i];
         if (sc->attrs[i].type == DL_T_REF)
             n_vaet += per_slot[i];
     }
-    dl_bbuild_t bb;
-    int rc = dl__btree_build_begin(&s->ctx, &bb, n);
-    if (rc != 0) {
-        dl_free(pos);
-        return rc;
-    }
-    dl_btcur_t q;
-    dl__btree_seek(&q, &s->trees[base + DL_ORD_EAVT], NULL, 0);
-    for (const dl_kd_t *k; (k = dl__btree_cur_get(&q)); dl__btree_cur_next(&q))
-        *dl__btree_build_slot(&bb, pos[dl__schema_slot(sc, k->a)]++) = *k;
-    dl_free(pos);
-    if ((rc = dl__btree_build_end(&bb, &s->trees[base + DL_ORD_AEVT])) != 0)
-        return rc;
-    /* AVET: per indexed attribute, its AEVT slice re-sorted by value */
-    dl_kd_t *tmp = dl_malloc((n_avet > n_vaet ? n_avet : n_vaet) * sizeof *tmp + 1);
-    if (!tmp)
-        return DL_ENOMEM;
-    for (int ord = DL_ORD_AVET; ord <= DL_ORD_VAET && rc == 0; ord++) {
-        size_t m = 0;
-        dl__btree_seek(&q, &s->trees[base + DL_ORD_AEVT], NULL, 0);
+    dl_kd_t *av = dl_malloc((2 * n_avet + 1) * sizeof *av);
+    dl_kd_t *va = dl_malloc((2 * n_vaet + 1) * sizeof *va);
+    int rc = av && va ? 0 : DL_ENOMEM;
+    if (rc == 0 && (n_avet || n_vaet)) {
+        dl_btcur_t q;
+        dl__btree_seek(&q, &s->trees[base + DL_ORD_EAVT], NULL, 0);
         for (const dl_kd_t *k; (k = dl__btree_cur_get(&q)); dl__btree_cur_next(&q)) {
-            const dl_attr_t *a = &sc->attrs[dl__schema_slot(sc, k->a)];
-            if (ord == DL_ORD_AVET ? a->indexed : a->type == DL_T_REF)
-                tmp[m++] = *k;
+            long sl = slotmap_get(sm, k->a);
+            const dl_attr_t *a = &sc->attrs[sl];
+            if (a->indexed)
+                av[apos[sl]++] = *k;
+            if (a->type == DL_T_REF)
+                va[vpos[sl]++] = *k;
         }
-        bool sorted = true;
-        for (size_t i = 1; i < m && sorted; i++)
-            sorted = dl__btree_cmp(ord, &tmp[i - 1], &tmp[i], 4) < 0;
-        if (!sorted)
-            qsort(tmp, m, sizeof *tmp, ord == DL_ORD_AVET ? cmp_avet4 : cmp_vaet4);
+        /* AVET: each indexed attribute's slice sorted by value; VAET: all of it */
+        for (size_t i = 0, at = 0; i < na; i++)
+            if (sc->attrs[i].indexed) {
+                sort_by_value(av + at, av + n_avet, per_slot[i], DL_ORD_AVET);
+                at += per_slot[i];
+            }
+        sort_by_value(va, va + n_vaet, n_vaet, DL_ORD_VAET);
+    }
+    for (int ord = DL_ORD_AVET; ord <= DL_ORD_VAET && rc == 0; ord++) {
+        size_t m = ord == DL_ORD_AVET ? n_avet : n_vaet;
+        const dl_kd_t *src = ord == DL_ORD_AVET ? av : va;
+        dl_bbuild_t bb;
         if ((rc = dl__btree_build_begin(&s->ctx, &bb, m)) != 0)
             break;
+        bw_t ww = {&bb, 0, 0, NULL};
         for (size_t i = 0; i < m; i++)
-            *dl__btree_build_slot(&bb, i) = tmp[i];
+            *bw_next(&ww) = src[i];
         rc = dl__btree_build_end(&bb, &s->trees[base + ord]);
     }
-    dl_free(tmp);
+    dl_free(pos), dl_free(av), dl_free(va);
     return rc;
+}
+
+/* The value counts of the attributes no index orders by value, from the current EAVT
+ * tree (lost attributes, statistic -1, stay lost: counted on demand). */
+static void rebuild_vcounts(dl_store_t *s, const slotmap_t *sm) {
+    const dl_schema_t *sc = s->schema;
+    size_t na = sc->n_attrs;
+    bool *counted = dl_calloc(na + 1, sizeof *counted);
+    for (size_t i = 0; i < na; i++) {
+        if (!map_counted(&sc->attrs[i]))
+            continue;
+        if (s->stats[i].values < 0 || !counted)
+            dl__vcount_lose(&s->vc, sc->attrs[i].id);
+        else
+            counted[i] = true;
+    }
+    if (!counted)
+        return;
+    dl_btcur_t q;
+    dl__btree_seek(&q, &s->trees[DL_T_CUR + DL_ORD_EAVT], NULL, 0);
+    for (const dl_kd_t *k; (k = dl__btree_cur_get(&q)); dl__btree_cur_next(&q)) {
+        long sl = slotmap_get(sm, k->a);
+        int t;
+        if (counted[sl] && dl__vcount_add(&s->vc, k->a, k->v, 1, &t) != 0) {
+            s->stats[sl].values = -1; /* counted on demand from here on */
+            counted[sl] = false;
+        }
+    }
+    dl_free(counted);
+}
+
+typedef struct side {
+    dl_store_t *s;
+    const size_t *per_slot; /* 2 kinds */
+    size_t stride;
+    const slotmap_t *sm;
+    int rc;
+} side_t;
+
+/* The second thread of a load: AVET and VAET of both kinds, then the value counts. */
+static void *side_main(void *p) {
+    side_t *x = p;
+    x->rc = derive_value_trees(x->s, DL_T_CUR, x->per_slot, x->sm);
+    if (x->rc == 0)
+        x->rc = derive_value_trees(x->s, DL_T_PAST, x->per_slot + x->stride, x->sm);
+    if (x->rc == 0)
+        rebuild_vcounts(x->s, x->sm);
+    return NULL;
+}
+
+/* The transaction table of a version-2 blob: time vectors and allocator from the blob,
+ * changes from the EAVT trees (current and past merged) or, for the transactions whose
+ * changes the trees do not all hold, from the blob. n_ret / n_add: per transaction, the
+ * retractions and assertions the trees hold (load_run). */
+static int load_txtable(dl_store_t *s, rd_t *r, uint64_t covers, size_t n_fr, uint32_t *n_ret,
+                        uint32_t *n_add, uint8_t *expl, const char **why) {
+    /* the transaction table: time vectors and allocator from the blob, changes from the
+     * trees (or the blob when the trees do not hold them all) */
+    *why = "bad transaction table";
+    size_t total_time = 0, total_changes = 0;
+    const uint8_t *tx_start = r->p;
+    for (uint64_t tx = 1; tx <= covers; tx++) {
+        if (r->p >= r->end)
+            return DL_ECORRUPT;
+        uint8_t f = *r->p++;
+        uint64_t nt = get_u(r);
+        if (r->bad || nt == 0 || nt > n_fr)
+            return DL_ECORRUPT;
+        for (size_t i = 1; i < nt; i++)
+            (void)get_u(r);
+        (void)get_z(r);
+        total_time += nt;
+        if (f & 2) {
+            uint64_t nc = get_u(r);
+            if (r->bad || nc > (uint64_t)(r->end - r->p))
+                return DL_ECORRUPT;
+            for (size_t i = 0; i < nc && !r->bad; i++) {
+                (void)get_z(r), (void)get_z(r), (void)get_value(r);
+                if (r->p >= r->end || *r->p > 1)
+                    r->bad = true;
+                else
+                    r->p++;
+            }
+            total_changes += nc;
+        } else {
+            total_changes += n_ret[tx] + n_add[tx];
+        }
+    }
+    if (r->bad || r->p != r->end || total_changes >= UINT32_MAX)
+        return DL_ECORRUPT;
+    uint8_t *blk =
+        dl_malloc(total_time * sizeof(uint64_t) + total_changes * sizeof(dl_change_t) + 1);
+    if (!blk || dl__store_keep_bulk(s, blk) != 0)
+        return DL_ENOMEM;
+    dl_change_t *chg = (dl_change_t *)blk;
+    uint64_t *tim = (uint64_t *)(blk + total_changes * sizeof(dl_change_t));
+    /* n_ret / n_add become write positions of implicit transactions */
+    r->p = tx_start;
+    int64_t prev_next = DL_FIRST_USER_ID;
+    for (uint64_t tx = 1; tx <= covers; tx++) {
+        dl_txrec_t *rec = dl__store_txrec_slot(s, tx);
+        if (!rec)
+            return DL_ENOMEM;
+        uint8_t f = *r->p++;
+        rec->bulk = true;
+        rec->advance = f & 1;
+        rec->n_time = (size_t)get_u(r);
+        rec->time = tim;
+        tim += rec->n_time;
+        rec->time[0] = tx;
+        for (size_t i = 1; i < rec->n_time; i++)
+            rec->time[i] = get_u(r);
+        prev_next += get_z(r);
+        rec->next_id = prev_next;
+        rec->changes = chg;
+        if (f & 2) {
+            rec->n_changes = (size_t)get_u(r);
+            int64_t pe = 0;
+            for (size_t i = 0; i < rec->n_changes; i++) {
+                pe += get_z(r);
+                int64_t a = get_z(r);
+                dl_value_t v = get_value(r);
+                chg[i] = (dl_change_t){pe, a, v, *r->p++ ? 1 : -1};
+            }
+            expl[tx] = 1;
+        } else {
+            rec->n_changes = n_ret[tx] + n_add[tx];
+            uint32_t nr = n_ret[tx];
+            n_ret[tx] = (uint32_t)(chg - (dl_change_t *)blk);
+            n_add[tx] = n_ret[tx] + nr;
+        }
+        chg += rec->n_changes;
+    }
+    /* fill the implicit transactions' changes: current and past EAVT merged by (e,a,v) */
+    {
+        dl_change_t *all = (dl_change_t *)blk;
+        dl_btcur_t qc, qp;
+        dl__btree_seek(&qc, &s->trees[DL_T_CUR + DL_ORD_EAVT], NULL, 0);
+        dl__btree_seek(&qp, &s->trees[DL_T_PAST + DL_ORD_EAVT], NULL, 0);
+        const dl_kd_t *kc = dl__btree_cur_get(&qc), *kp = dl__btree_cur_get(&qp);
+        while (kc || kp) {
+            const dl_kd_t *k;
+            if (kc && (!kp || kc->e < kp->e ||
+                       (kc->e == kp->e && dl__btree_cmp(DL_ORD_EAVT, kc, kp, 3) <= 0))) {
+                k = kc;
+                dl__btree_cur_next(&qc);
+                kc = dl__btree_cur_get(&qc);
+            } else {
+                k = kp;
+                dl__btree_cur_next(&qp);
+                kp = dl__btree_cur_get(&qp);
+            }
+            uint64_t tx = DL_KD_TX(k);
+            if (tx == 0 || expl[tx])
+                continue; /* transaction 0 (built in), or a record written out */
+            bool add = DL_KD_ADDED(k);
+            dl_change_t c = {k->e, k->a, k->v, add ? 1 : -1};
+            all[add ? n_add[tx]++ : n_ret[tx]++] = c;
+        }
+    }
+    return 0;
 }
 
 /* Loads a version-2 blob into the fresh store s (recovery mode): bulk-builds the eight
  * trees, restores schema, statistics, frontier, allocator and the transaction table. */
+
 static int load_indices(dl_store_t *s, uint64_t covers, const uint8_t *blob, size_t n,
                         dl_error_t *err) {
     rd_t r = {blob + 1, blob + n, false};
@@ -496,6 +775,7 @@ static int load_indices(dl_store_t *s, uint64_t covers, const uint8_t *blob, siz
     uint32_t *n_ret = NULL, *n_add = NULL;
     uint8_t *expl = NULL;
     dl_schema_t *sc = NULL;
+    slotmap_t sm = {0};
     uint64_t bcovers = get_u(&r);
     int64_t next_id = get_z(&r);
     uint64_t n_fr = get_u(&r);
@@ -576,143 +856,33 @@ static int load_indices(dl_store_t *s, uint64_t covers, const uint8_t *blob, siz
         if (r.bad || !interned((dl_type_t)dict[i].type))
             goto corrupt;
     }
-    /* the EAVT runs, the derived trees */
+    /* the EAVT runs; then, on two threads, the derived trees, the value counts and the
+     * transaction table */
+    slotmap_init(&sm, s->schema);
     for (int k = 0; k < 2; k++) {
         int base = k ? DL_T_PAST : DL_T_CUR;
-        rc = load_run(s, &r, dict, (size_t)nd, &s->trees[base + DL_ORD_EAVT],
+        rc = load_run(s, &r, dict, (size_t)nd, &s->trees[base + DL_ORD_EAVT], &sm,
                       per_slot + k * (na + 1), n_ret, n_add, covers, &why);
         if (rc == DL_ECORRUPT)
             goto corrupt;
-        if (rc == 0)
-            rc = derive_trees(s, base, per_slot + k * (na + 1));
         if (rc != 0)
             goto oom;
     }
-    /* value counts of the attributes no index orders by value */
-    for (size_t i = 0; i < na; i++)
-        if (map_counted(&s->schema->attrs[i]) && s->stats[i].values < 0)
-            dl__vcount_lose(&s->vc, s->schema->attrs[i].id);
-    {
-        dl_btcur_t q;
-        dl__btree_seek(&q, &s->trees[DL_T_CUR + DL_ORD_AEVT], NULL, 0);
-        const dl_attr_t *a = NULL;
-        bool counted = false;
-        for (const dl_kd_t *k; (k = dl__btree_cur_get(&q)); dl__btree_cur_next(&q)) {
-            if (!a || a->id != k->a) {
-                a = dl__schema_by_id(s->schema, k->a);
-                counted = map_counted(a) && !dl__vcount_lost(&s->vc, a->id);
-            }
-            int t;
-            if (counted && dl__vcount_add(&s->vc, k->a, k->v, 1, &t) != 0) {
-                long sl = dl__schema_slot(s->schema, k->a);
-                s->stats[sl].values = -1; /* counted on demand from here on */
-                counted = false;
-            }
-        }
-    }
-    /* the transaction table: time vectors and allocator from the blob, changes from the
-     * trees (or the blob when the trees do not hold them all) */
-    why = "bad transaction table";
-    size_t total_time = 0, total_changes = 0;
-    const uint8_t *tx_start = r.p;
-    for (uint64_t tx = 1; tx <= covers; tx++) {
-        if (r.p >= r.end)
-            goto corrupt;
-        uint8_t f = *r.p++;
-        uint64_t nt = get_u(&r);
-        if (r.bad || nt == 0 || nt > n_fr)
-            goto corrupt;
-        for (size_t i = 1; i < nt; i++)
-            (void)get_u(&r);
-        (void)get_z(&r);
-        total_time += nt;
-        if (f & 2) {
-            uint64_t nc = get_u(&r);
-            if (r.bad || nc > (uint64_t)(r.end - r.p))
-                goto corrupt;
-            for (size_t i = 0; i < nc && !r.bad; i++) {
-                (void)get_z(&r), (void)get_z(&r), (void)get_value(&r);
-                if (r.p >= r.end || *r.p > 1)
-                    r.bad = true;
-                else
-                    r.p++;
-            }
-            total_changes += nc;
-        } else {
-            total_changes += n_ret[tx] + n_add[tx];
-        }
-    }
-    if (r.bad || r.p != r.end || total_changes >= UINT32_MAX)
-        goto corrupt;
-    uint8_t *blk =
-        dl_malloc(total_time * sizeof(uint64_t) + total_changes * sizeof(dl_change_t) + 1);
-    if (!blk || dl__store_keep_bulk(s, blk) != 0)
+    side_t sd = {s, per_slot, (size_t)na + 1, &sm, 0};
+    pthread_t th;
+    bool threaded = pthread_create(&th, NULL, side_main, &sd) == 0;
+    if (!threaded)
+        side_main(&sd);
+    rc = derive_aevt(s, DL_T_CUR, per_slot, &sm);
+    if (rc == 0)
+        rc = derive_aevt(s, DL_T_PAST, per_slot + na + 1, &sm);
+    int trc = rc == 0 ? load_txtable(s, &r, covers, (size_t)n_fr, n_ret, n_add, expl, &why) : 0;
+    if (threaded)
+        pthread_join(th, NULL);
+    if (rc != 0 || sd.rc != 0 || (trc != 0 && trc != DL_ECORRUPT))
         goto oom;
-    dl_change_t *chg = (dl_change_t *)blk;
-    uint64_t *tim = (uint64_t *)(blk + total_changes * sizeof(dl_change_t));
-    /* n_ret / n_add become write positions of implicit transactions */
-    r.p = tx_start;
-    int64_t prev_next = DL_FIRST_USER_ID;
-    for (uint64_t tx = 1; tx <= covers; tx++) {
-        dl_txrec_t *rec = dl__store_txrec_slot(s, tx);
-        if (!rec)
-            goto oom;
-        uint8_t f = *r.p++;
-        rec->bulk = true;
-        rec->advance = f & 1;
-        rec->n_time = (size_t)get_u(&r);
-        rec->time = tim;
-        tim += rec->n_time;
-        rec->time[0] = tx;
-        for (size_t i = 1; i < rec->n_time; i++)
-            rec->time[i] = get_u(&r);
-        prev_next += get_z(&r);
-        rec->next_id = prev_next;
-        rec->changes = chg;
-        if (f & 2) {
-            rec->n_changes = (size_t)get_u(&r);
-            int64_t pe = 0;
-            for (size_t i = 0; i < rec->n_changes; i++) {
-                pe += get_z(&r);
-                int64_t a = get_z(&r);
-                dl_value_t v = get_value(&r);
-                chg[i] = (dl_change_t){pe, a, v, *r.p++ ? 1 : -1};
-            }
-            expl[tx] = 1;
-        } else {
-            rec->n_changes = n_ret[tx] + n_add[tx];
-            uint32_t nr = n_ret[tx];
-            n_ret[tx] = (uint32_t)(chg - (dl_change_t *)blk);
-            n_add[tx] = n_ret[tx] + nr;
-        }
-        chg += rec->n_changes;
-    }
-    /* fill the implicit transactions' changes: current and past EAVT merged by (e,a,v) */
-    {
-        dl_change_t *all = (dl_change_t *)blk;
-        dl_btcur_t qc, qp;
-        dl__btree_seek(&qc, &s->trees[DL_T_CUR + DL_ORD_EAVT], NULL, 0);
-        dl__btree_seek(&qp, &s->trees[DL_T_PAST + DL_ORD_EAVT], NULL, 0);
-        const dl_kd_t *kc = dl__btree_cur_get(&qc), *kp = dl__btree_cur_get(&qp);
-        while (kc || kp) {
-            const dl_kd_t *k;
-            if (kc && (!kp || dl__btree_cmp(DL_ORD_EAVT, kc, kp, 3) <= 0)) {
-                k = kc;
-                dl__btree_cur_next(&qc);
-                kc = dl__btree_cur_get(&qc);
-            } else {
-                k = kp;
-                dl__btree_cur_next(&qp);
-                kp = dl__btree_cur_get(&qp);
-            }
-            uint64_t tx = DL_KD_TX(k);
-            if (tx == 0 || expl[tx])
-                continue; /* transaction 0 (built in), or a record written out */
-            bool add = DL_KD_ADDED(k);
-            dl_change_t c = {k->e, k->a, k->v, add ? 1 : -1};
-            all[add ? n_add[tx]++ : n_ret[tx]++] = c;
-        }
-    }
+    if (trc == DL_ECORRUPT)
+        goto corrupt;
     s->next_id = next_id;
     s->last_tx = covers;
     rc = 0;
@@ -733,6 +903,7 @@ out:
     dl_free(n_ret);
     dl_free(n_add);
     dl_free(expl);
+    dl_free(sm.tab);
     return rc;
 }
 

@@ -101,6 +101,8 @@ typedef struct dl_bbuild {
 } dl_bbuild_t;
 int dl__btree_build_begin(dl_btctx_t *c, dl_bbuild_t *b, size_t n) DL_WUR;
 dl_kd_t *dl__btree_build_slot(dl_bbuild_t *b, size_t pos);
+/* The same, plus *room: the slots pos, pos+1, ... that follow contiguously in one leaf. */
+dl_kd_t *dl__btree_build_at(dl_bbuild_t *b, size_t pos, size_t *room);
 int dl__btree_build_end(dl_bbuild_t *b, dl_btree_t *t) DL_WUR;
 void dl__btree_build_abort(dl_bbuild_t *b);
 
