@@ -122,7 +122,25 @@ static int col_of(const prel_t *r, int var) {
     return -1;
 }
 
+/* Unit-shaped: one dummy column and no variable. Either the unit relation itself or an
+ * existence test (a clause without variables), which may be EMPTY: only the unit relation
+ * is the identity of join (is_the_unit). */
 static bool is_unit(const prel_t *r) { return r->arity == 1 && r->vars[0] == -1; }
+
+/* True when r is the unit relation (one row) in the current scope: joining it is the
+ * identity. An existence test is unit-shaped too but must be joined (a cross product with
+ * an empty relation is empty). */
+static bool is_the_unit(const cctx_t *c, const prel_t *r) {
+    const dl_live_t *L = c->L;
+    if (!is_unit(r) || !L->unit)
+        return false;
+    if (r->coll == L->unit)
+        return true;
+    for (size_t i = 0; i < L->n_entered; i++)
+        if (L->entered[i].scope == c->scope && L->entered[i].from == L->unit)
+            return r->coll == L->entered[i].coll;
+    return false;
+}
 
 /* ---- bringing collections into the current scope ----------------------------------------- */
 
@@ -1473,7 +1491,7 @@ static int compile_clause(cctx_t *c, const dl__clause_t *cl, const uint64_t *bou
             if (rc)
                 return rc;
             mark(c, scan_line, p.coll);
-            if (is_unit(r)) {
+            if (is_the_unit(c, r)) {
                 *r = p; /* joining the unit relation is the identity */
                 return 0;
             }
@@ -1850,7 +1868,7 @@ int dl__compile_query(dl_live_t *L, const dl_query_t *q, const dl_db_t *db, dl_e
         if (rc)
             break;
         mark(&c, aln, a.coll);
-        if (is_unit(&r)) {
+        if (is_the_unit(&c, &r)) {
             r = a;
         } else {
             rc = join(&c, &r, &a, &j);
