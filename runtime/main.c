@@ -10,6 +10,7 @@
  * Does not: implement any operation itself (exec.c and the store do), or pretend: a
  * command whose module is not built exits with EXIT_UNAVAILABLE and says so.
  */
+#include "runtime/http.h" /* dl__demo_main: the dashboard */
 #include "runtime/runtime.h"
 
 #include <deltalog/deltalog.h>
@@ -141,6 +142,9 @@ static const command_t commands[] = {
     {"checkpoint", "", "write a checkpoint of a durable store now", cmd_checkpoint},
     {"request", "JSON", "send one raw protocol request and print the reply", cmd_request},
     {"version", "", "print the version", cmd_version},
+    /* dashboard: runtime/demo.c parses its own options (main() hands it argv) */
+    {"demo", "[--http ADDR] [--listen ADDR] [--rate N] [--memory]",
+     "the live dashboard: sample data, a background writer, http://127.0.0.1:8080/", NULL},
 };
 
 static const command_t *find_command(const char *name) {
@@ -1449,6 +1453,8 @@ int main(int argc, char **argv) {
             return EXIT_USAGE;
         }
         first = 2;
+        if (!cmd->run) /* demo (runtime/demo.c) */
+            return dl__demo_main(argc - 1, argv + 1);
     } else if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         usage(stdout);
         return EXIT_OKAY;
