@@ -40,6 +40,7 @@
  *     subscriptions (the registry reaps them at its next pump).
  * Does not: run requests (exec.c), decode JSON (proto.c).
  */
+#include "runtime/http.h" /* external transports (WebSocket): dashboard hook */
 #include "runtime/runtime.h"
 
 #include <ck_pr.h>
@@ -70,7 +71,7 @@ typedef struct slot {
 
 typedef struct csub csub_t; /* a subscription relayed by a connection (design note 7) */
 
-enum { K_TCP, K_STDIO_STREAM, K_STDIO_FILE };
+enum { K_TCP, K_STDIO_STREAM, K_STDIO_FILE, K_EXT /* dashboard hook: http.c, demo.c */ };
 
 typedef struct conn conn_t;
 struct conn {
@@ -100,6 +101,8 @@ struct conn {
     size_t sub_bytes; /* bytes of subscription messages waiting in slots (design note 7) */
     csub_t *subs;     /* its live subscriptions */
     char peer[64];
+    const dl_server_ext_ops_t *ext_ops; /* K_EXT: the transport (dashboard hook) */
+    void *ext_ctx;
 };
 
 typedef struct wreq {
@@ -134,6 +137,8 @@ struct dl_server {
     conn_t *conns;
     int n_conns;
     bool stopping, engine_stopped, handles_closed;
+    void (*stop_hooks[4])(void *ctx); /* dashboard hook: run once the connections are gone */
+    void *stop_ctx[4];
     dl_server_counters_t counters;
     char readbuf[READ_CHUNK];
 };
@@ -243,6 +248,11 @@ static void conn_close(conn_t *c) {
     c->closing = true;
     c->reading = false;
     subs_close_all(c, NULL); /* design note 7: closing a connection unsubscribes */
+    if (c->kind == K_EXT) {  /* dashboard hook: the transport calls dl__server_ext_closed */
+        c->guard++;
+        c->ext_ops->close(c->ext_ctx);
+        c->guard--;
+    }
     if (c->in && !uv_is_closing((uv_handle_t *)c->in))
         uv_close((uv_handle_t *)c->in, on_handle_closed);
     if (c->out && c->out != c->in && !uv_is_closing((uv_handle_t *)c->out))
@@ -381,6 +391,10 @@ static void conn_flush(conn_t *c) {
     c->pending_writes++;
     ck_pr_add_64(&c->srv->counters.bytes_out, w->total);
     int rc;
+    if (c->kind == K_EXT) { /* dashboard hook: completes later with dl__server_ext_written */
+        c->ext_ops->write(c->ext_ctx, w->bufs, n, w);
+        return;
+    }
     if (c->out) {
         w->req.w.data = w;
         rc = uv_write(&w->req.w, c->out, w->bufs, n, on_stream_written);
@@ -511,7 +525,9 @@ static void conn_stop_reading(conn_t *c) {
     if (!c->reading)
         return;
     c->reading = false;
-    if (c->in)
+    if (c->kind == K_EXT)
+        c->ext_ops->flow(c->ext_ctx, false);
+    else if (c->in)
         uv_read_stop(c->in);
     /* files: the read in flight completes; on_fs_read does not issue the next one. */
 }
@@ -657,7 +673,9 @@ static void conn_start_reading(conn_t *c) {
     if (c->reading || c->eof || c->closing || c->srv->stopping)
         return;
     c->reading = true;
-    if (c->in) {
+    if (c->kind == K_EXT) {
+        c->ext_ops->flow(c->ext_ctx, true);
+    } else if (c->in) {
         int rc = uv_read_start(c->in, on_alloc, on_read);
         if (rc != 0) {
             c->reading = false;
@@ -1014,6 +1032,9 @@ static void close_server_handles(dl_server_t *s) {
     if (s->handles_closed)
         return;
     s->handles_closed = true;
+    for (int i = 0; i < 4; i++) /* dashboard hook: HTTP listener, demo writer */
+        if (s->stop_hooks[i])
+            s->stop_hooks[i](s->stop_ctx[i]);
     uv_close((uv_handle_t *)&s->reply_async, NULL);
     uv_close((uv_handle_t *)&s->stop_async, NULL);
     if (s->signals) {
@@ -1368,4 +1389,72 @@ void dl_server_free(dl_server_t *s) {
     dl_free(s->token);
     dl_free(s->port_file);
     dl_free(s);
+}
+
+/* ---- external transports (dashboard hook; runtime/http.h) -------------------------------------
+ * A connection whose bytes come and go through another library on this loop (the
+ * WebSocket endpoint of http.c, the demo writer of demo.c). Everything above the handle is
+ * shared with TCP: framing, decoding, slots, limits, auth and the engine path. */
+
+uv_loop_t *dl__server_loop(dl_server_t *s) { return &s->loop; }
+
+bool dl__server_stopping(const dl_server_t *s) { return s->stopping; }
+
+int dl__server_on_stop(dl_server_t *s, void (*fn)(void *ctx), void *ctx) {
+    for (int i = 0; i < 4; i++)
+        if (!s->stop_hooks[i]) {
+            s->stop_hooks[i] = fn;
+            s->stop_ctx[i] = ctx;
+            return DL_OK;
+        }
+    return DL_ELIMIT;
+}
+
+void *dl__server_ext_open(dl_server_t *s, const dl_server_ext_ops_t *ops, void *ctx,
+                          const char *peer) {
+    if (s->stopping || s->n_conns >= s->opt.max_connections)
+        return NULL;
+    conn_t *c = conn_new(s, K_EXT);
+    if (!c)
+        return NULL;
+    c->ext_ops = ops;
+    c->ext_ctx = ctx;
+    c->handles = 1; /* the transport's side, released by dl__server_ext_closed */
+    snprintf(c->peer, sizeof c->peer, "%s", peer);
+    s->n_conns++;
+    ck_pr_store_64(&s->counters.connections, (uint64_t)s->n_conns);
+    ck_pr_add_64(&s->counters.connections_total, 1);
+    c->reading = true; /* the transport delivers input until flow(false) */
+    return c;
+}
+
+void dl__server_ext_input(void *conn, const char *p, size_t n) {
+    conn_t *c = conn;
+    if (c->closing || c->eof)
+        return;
+    conn_input(c, p, n);
+}
+
+void dl__server_ext_written(void *token, int status) { write_done(token, status); }
+
+void dl__server_ext_eof(void *conn) {
+    conn_t *c = conn;
+    if (c->closing || c->eof)
+        return;
+    c->guard++;
+    conn_input_end(c);
+    c->guard--;
+    conn_maybe_free(c);
+}
+
+void dl__server_ext_closed(void *conn) {
+    conn_t *c = conn;
+    if (!c->closing) { /* the peer went away first */
+        c->eof = true;
+        c->guard++;
+        conn_close(c); /* calls ext_ops->close: the transport must ignore it now */
+        c->guard--;
+    }
+    c->handles--;
+    conn_maybe_free(c);
 }
