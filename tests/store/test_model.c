@@ -13,7 +13,9 @@
 
 #include "store/store.h"
 
+#include <dirent.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 /* Attributes of the model schema (ids resolved at start). */
 enum { M_ID, M_NAME, M_TAG, M_SCORE, M_REF, M_PART, M_N };
@@ -567,14 +569,103 @@ static void ops_edn(const model_t *m, const gop_t *ops, size_t n, dl_buf_t *b) {
     dl__buf_puts(b, "]");
 }
 
+/* Every index (st_dump) plus every transaction record (time, allocator, changes): what a
+ * reopen must reproduce exactly. new. */
+static char *whole_dump(dl_store_t *s) {
+    char *d = st_dump(s);
+    dl_buf_t b;
+    dl__buf_init(&b);
+    dl__buf_puts(&b, d);
+    dl_free(d);
+    dl_db_t *db = dl_store_db(s);
+    for (uint64_t tx = 0; tx <= dl_db_basis_tx(db); tx++) {
+        const dl_txrec_t *r = dl__store_txrec(s, tx);
+        if (!r) {
+            dl__buf_printf(&b, "tx %llu missing\n", (unsigned long long)tx);
+            continue;
+        }
+        dl__buf_printf(&b, "tx %llu next %lld adv %d:", (unsigned long long)tx,
+                       (long long)r->next_id, (int)r->advance);
+        for (size_t i = 0; i < r->n_time; i++)
+            dl__buf_printf(&b, " %llu", (unsigned long long)r->time[i]);
+        for (size_t i = 0; i < r->n_changes; i++) {
+            dl__buf_printf(&b, " [%lld %lld ", (long long)r->changes[i].e,
+                           (long long)r->changes[i].a);
+            dl__edn_print_value(r->changes[i].v, &b);
+            dl__buf_printf(&b, " %lld]", (long long)r->changes[i].diff);
+        }
+        dl__buf_putc(&b, '\n');
+    }
+    /* the statistics as kept (-1: counted on demand), attribute by attribute */
+    for (size_t i = 0; i < db->v->schema->n_attrs; i++)
+        dl__buf_printf(&b, "stats %lld: %lld %lld %lld\n", (long long)db->v->schema->attrs[i].id,
+                       (long long)db->v->stats[i].datoms, (long long)db->v->stats[i].entities,
+                       (long long)db->v->stats[i].values);
+    dl_db_unref(db);
+    return dl__buf_take(&b);
+}
+
+static void rm_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char p[4096];
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            unlink(p);
+        }
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+/* Closes and reopens the durable store at dir (after a checkpoint when ckpt): the reopened
+ * database (checkpoint + log tail) must be the same, indices, records and statistics. */
+static dl_store_t *reopen(dl_store_t *s, const char *dir, bool ckpt, long step) {
+    if (ckpt) {
+        dl_error_t err = {0};
+        if (dl_store_checkpoint(s, &err) != 0)
+            dl_prop_fail("step %ld: checkpoint: %s", step, err.message);
+    }
+    char *before = whole_dump(s);
+    dl_store_close(s);
+    dl_store_options_t o = {.sync_mode = DL_STORE_SYNC_NONE};
+    dl_error_t err = {0};
+    if (dl_store_open(dir, &o, &s, &err) != 0)
+        dl_prop_fail("step %ld: reopen: %s", step, err.message);
+    char *after = whole_dump(s);
+    if (strcmp(before, after) != 0) {
+        size_t i = 0;
+        while (before[i] && before[i] == after[i])
+            i++;
+        dl_prop_fail("step %ld: reopened database differs at byte %zu:\n%.200s\nvs\n%.200s", step,
+                     i, before + (i > 40 ? i - 40 : 0), after + (i > 40 ? i - 40 : 0));
+    }
+    dl_free(before);
+    dl_free(after);
+    return s;
+}
+
 static void test_model_random_streams(void **state) {
     (void)state;
     uint64_t seed = dl_prop_seed("store.model_random_streams");
-    long rounds = dl_prop_iters(6), n_rejected = 0, n_total = 0;
+    long rounds = dl_prop_iters(6), n_rejected = 0, n_total = 0, n_reopens = 0;
     for (long round = 0; round < rounds; round++) {
         dl_rng_t rng = {seed + (uint64_t)round};
         dl_store_t *s;
-        assert_int_equal(dl_store_open_memory(&s, NULL), 0);
+        /* odd rounds are durable and reopen at random steps, from a checkpoint or not */
+        char dir[64] = "";
+        bool durable = round % 2 == 1;
+        if (durable) {
+            snprintf(dir, sizeof dir, "/tmp/dl-model-XXXXXX");
+            assert_non_null(mkdtemp(dir));
+            dl_store_options_t o = {.sync_mode = DL_STORE_SYNC_NONE};
+            assert_int_equal(dl_store_open(dir, &o, &s, NULL), 0);
+        } else {
+            assert_int_equal(dl_store_open_memory(&s, NULL), 0);
+        }
         assert_int_equal(st_tx(s,
                                "[{:db/ident :m/id :db/valueType :db.type/long :db/cardinality "
                                ":db.cardinality/one :db/unique :db.unique/identity}"
@@ -663,6 +754,10 @@ static void test_model_random_streams(void **state) {
             }
             dl_free(before);
             dl__buf_fini(&b);
+            if (durable && dl_rng_below(&rng, 10) == 0) {
+                s = reopen(s, dir, dl_rng_below(&rng, 3) != 0, step);
+                n_reopens++;
+            }
             check_all(s, &m, last_tx, &rng, step);
             if (step == steps / 3) {
                 old = dl_store_db(s);
@@ -695,9 +790,15 @@ static void test_model_random_streams(void **state) {
         dl_db_unref(db);
         free(m.log);
         free(m.ents);
+        if (durable)
+            s = reopen(s, dir, true, steps); /* the final state from a checkpoint too */
         dl_store_close(s);
+        if (durable)
+            rm_dir(dir);
     }
-    fprintf(stderr, "model: %ld transactions, %ld rejected\n", n_total, n_rejected);
+    fprintf(stderr, "model: %ld transactions, %ld rejected, %ld reopens\n", n_total, n_rejected,
+            n_reopens);
+    assert_true(n_reopens > 0);
     /* the stream must exercise both outcomes, or the test proves little */
     assert_true(n_rejected > n_total / 20 && n_rejected < n_total * 3 / 4);
 }
