@@ -46,6 +46,7 @@ const client = {
   waiting: new Map(),   // id -> {resolve}
   subs: new Map(),      // sub id -> view
   early: new Map(),     // sub id -> messages that came before the subscribe reply
+  dropped: new Set(),   // sub ids this page unsubscribed: their last messages are ignored
   onOpen: [],
   backoff: 500,
 
@@ -67,6 +68,7 @@ const client = {
       this.waiting.clear();
       this.subs.clear();
       this.early.clear();
+      this.dropped.clear();
       setTimeout(() => this.connect(), this.backoff);
       this.backoff = Math.min(this.backoff * 2, 8000);
     };
@@ -95,7 +97,9 @@ const client = {
     if ('sub' in m) {                      // a subscription message
       const v = this.subs.get(m.sub);
       if (v) v.onMessage(m);
-      else {
+      else if (this.dropped.has(m.sub)) {
+        if (m.end) this.dropped.delete(m.sub);
+      } else {
         if (!this.early.has(m.sub)) this.early.set(m.sub, []);
         this.early.get(m.sub).push(m);
       }
@@ -202,6 +206,7 @@ class LiveView {
     const r = await client.request({op: 'subscribe', q});
     if (r.ok) {
       this.sub = r.sub;
+      this.columns = Array.isArray(r.columns) ? r.columns : null;
       this.mode = 'subscription #' + r.sub;
       client.bindSub(r.sub, this);
       this.schedule();
@@ -246,11 +251,13 @@ class LiveView {
   stop() {
     if (this.sub !== null) {
       client.subs.delete(this.sub);
+      client.dropped.add(this.sub);
       client.request({op: 'unsubscribe', sub: this.sub});
       this.sub = null;
     }
     if (this.poll) { clearInterval(this.poll); this.poll = null; }
     this.q = null;
+    this.columns = null;
   }
 }
 
@@ -353,7 +360,7 @@ function renderCustom(view, el) {
   const n = rows.length ? (Array.isArray(rows[0]) ? rows[0].length : 1) : 0;
   const table = el.querySelector('#qresult');
   table.querySelector('thead').innerHTML = n ?
-    '<tr>' + columns(view.q || '', n).map((c) => `<th>${esc(c)}</th>`).join('') + '</tr>' : '';
+    '<tr>' + (view.columns && view.columns.length === n ? view.columns : columns(view.q || '', n)).map((c) => `<th>${esc(c)}</th>`).join('') + '</tr>' : '';
   table.querySelector('tbody').innerHTML = rows.slice(0, 200).map((r) =>
     '<tr>' + (Array.isArray(r) ? r : [r]).map((v) => `<td>${esc(show(v))}</td>`).join('') +
     '</tr>').join('');
