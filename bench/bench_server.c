@@ -7,10 +7,13 @@
  * datoms, and the set checksum of acknowledged order ids must equal that of the file.
  * The server runs in this process through the public embedding API
  * (include/deltalog/runtime.h) on its own thread; the client is a plain socket.
+ * Then, on the same server, the commit-to-receive latency of subscribers' diffs with 1 and
+ * with 100 subscribed clients (see "commit-to-receive latency" below).
  * Usage: bench_server --data DIR [--orders N] [--window W] [--dir PATH] [--sync MODE]
+ *                     [--lat-txs M]
  *   DIR holds w2.customers.jsonl and w2.orders.jsonl (gen.py w2 --out DIR).
  *   --dir PATH: a durable store in PATH (default: in memory).
- * Does not: measure subscriptions (no subscribe/ in the runtime yet).
+ *   --lat-txs M: one-order transactions per latency run (default 500; 0 skips them).
  */
 #include "bench/harness.h"
 
@@ -19,6 +22,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -169,6 +173,185 @@ static void *reader_main(void *arg) {
         pthread_mutex_unlock(&r->mu);
     }
     return NULL;
+}
+
+/* ---- commit-to-receive latency of subscribers' diffs ----------------------------------------
+ * S connections subscribe to the same query (one shared dataflow on the server): the orders
+ * with status "lat", empty at first. A writer connection then sends M one-order
+ * transactions with that status, one at a time; each is timed from the moment its request
+ * is sent (so the commit itself is inside the measure) to the moment each subscriber has
+ * read the diff carrying that order. The next transaction waits until every subscriber got
+ * the previous one (waiting on the messages), so samples do not queue behind each other.
+ * Proof: every subscriber received every order exactly once, as an addition. */
+
+static client_t *client_connect(const char *address) {
+    char host[96];
+    snprintf(host, sizeof host, "%s", address);
+    char *colon = strrchr(host, ':');
+    *colon = 0;
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, colon + 1, &hints, &res) != 0) {
+        fprintf(stderr, "bench_server: bad address %s\n", address);
+        exit(1);
+    }
+    client_t *c = calloc(1, sizeof *c);
+    c->fd = socket(res->ai_family, SOCK_STREAM, 0);
+    if (connect(c->fd, res->ai_addr, res->ai_addrlen) != 0) {
+        fprintf(stderr, "bench_server: connect failed\n");
+        exit(1);
+    }
+    freeaddrinfo(res);
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return c;
+}
+
+typedef struct latrun {
+    client_t **subs;
+    size_t n_subs, n_tx;
+    int64_t id_base;
+    uint64_t *sent_ns; /* per transaction, set before its send */
+    unsigned *got;     /* per transaction: subscribers that received it */
+    size_t bad;        /* unexpected messages or diffs */
+    bench_samples_t lat;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} latrun_t;
+
+/* Reads every subscriber's messages with poll() until each has received n_tx orders. */
+static void *lat_reader(void *arg) {
+    latrun_t *r = arg;
+    struct pollfd *pf = calloc(r->n_subs, sizeof *pf);
+    size_t *have = calloc(r->n_subs, sizeof *have);
+    size_t done = 0;
+    while (done < r->n_subs) {
+        for (size_t i = 0; i < r->n_subs; i++)
+            pf[i] = (struct pollfd){r->subs[i]->fd, have[i] < r->n_tx ? POLLIN : 0, 0};
+        if (poll(pf, (nfds_t)r->n_subs, 10000) <= 0) {
+            fprintf(stderr, "bench_server: subscribers silent for 10 s\n");
+            exit(1);
+        }
+        for (size_t i = 0; i < r->n_subs; i++) {
+            if (!(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            client_t *c = r->subs[i];
+            ssize_t k = recv(c->fd, c->buf + c->len, sizeof c->buf - c->len, 0);
+            if (k <= 0) {
+                fprintf(stderr, "bench_server: subscriber connection closed\n");
+                exit(1);
+            }
+            c->len += (size_t)k;
+            uint64_t now = bench_now_ns();
+            char *nl;
+            while ((nl = memchr(c->buf, '\n', c->len)) != NULL) {
+                size_t n = (size_t)(nl - c->buf);
+                json_t *m = json_loadb(c->buf, n, 0, NULL);
+                memmove(c->buf, nl + 1, c->len - n - 1);
+                c->len -= n + 1;
+                json_t *diff = json_object_get(m, "diff");
+                pthread_mutex_lock(&r->mu);
+                if (!diff)
+                    r->bad++;
+                for (size_t d = 0; d < json_array_size(diff); d++) {
+                    json_t *pair = json_array_get(diff, d);
+                    int64_t id = json_integer_value(json_array_get(json_array_get(pair, 0), 0));
+                    int64_t k2 = id - r->id_base;
+                    if (k2 < 0 || (size_t)k2 >= r->n_tx ||
+                        json_integer_value(json_array_get(pair, 1)) != 1) {
+                        r->bad++;
+                        continue;
+                    }
+                    bench_samples_add(&r->lat, now - r->sent_ns[k2]);
+                    r->got[k2]++;
+                    if (++have[i] == r->n_tx)
+                        done++;
+                }
+                pthread_cond_broadcast(&r->cv);
+                pthread_mutex_unlock(&r->mu);
+                json_decref(m);
+            }
+        }
+    }
+    free(pf);
+    free(have);
+    return NULL;
+}
+
+static bool sub_latency(const char *address, size_t n_subs, size_t n_tx, int64_t id_base,
+                        int64_t customer, const char *store) {
+    static const char *const q = "[:find ?id :where [?e :order/status \"lat\"] [?e :order/id ?id]]";
+    latrun_t r;
+    memset(&r, 0, sizeof r);
+    r.n_subs = n_subs;
+    r.n_tx = n_tx;
+    r.id_base = id_base;
+    r.subs = calloc(n_subs, sizeof *r.subs);
+    r.sent_ns = calloc(n_tx, sizeof *r.sent_ns);
+    r.got = calloc(n_tx, sizeof *r.got);
+    pthread_mutex_init(&r.mu, NULL);
+    pthread_cond_init(&r.cv, NULL);
+    json_int_t shared = 0;
+    for (size_t i = 0; i < n_subs; i++) {
+        r.subs[i] = client_connect(address);
+        json_t *rep = call(
+            r.subs[i], json_pack("{s:s,s:s,s:s}", "op", "subscribe", "q", q, "policy", "coalesce"));
+        shared = json_integer_value(json_object_get(rep, "shared_with"));
+        json_decref(rep);
+        char *snap = recv_line(r.subs[i]); /* the (empty) snapshot */
+        free(snap);
+    }
+    client_t *w = client_connect(address);
+    pthread_t th;
+    pthread_create(&th, NULL, lat_reader, &r);
+    char line[512];
+    for (size_t k = 0; k < n_tx; k++) {
+        int n = snprintf(line, sizeof line,
+                         "{\"op\":\"transact\",\"tx\":[{\"db/id\":\"o\",\"order/id\":%lld,"
+                         "\"order/customer\":{\"lookup\":[\"customer/id\",%lld]},"
+                         "\"order/amount\":1,\"order/status\":\"lat\"}]}\n",
+                         (long long)(id_base + (int64_t)k), (long long)customer);
+        pthread_mutex_lock(&r.mu);
+        r.sent_ns[k] = bench_now_ns();
+        pthread_mutex_unlock(&r.mu);
+        send_all(w, line, (size_t)n);
+        char *ack = recv_line(w);
+        if (!strstr(ack, "\"ok\":true")) {
+            fprintf(stderr, "bench_server: latency write failed: %s\n", ack);
+            exit(1);
+        }
+        free(ack);
+        pthread_mutex_lock(&r.mu);
+        while (r.got[k] < n_subs)
+            pthread_cond_wait(&r.cv, &r.mu);
+        pthread_mutex_unlock(&r.mu);
+    }
+    pthread_join(th, NULL);
+    bool ok = r.bad == 0 && shared == (json_int_t)n_subs;
+    for (size_t k = 0; k < n_tx; k++)
+        ok = ok && r.got[k] == n_subs;
+    if (!ok)
+        fprintf(stderr, "bench_server: WRONG latency run: %zu bad messages, shared_with %lld\n",
+                r.bad, (long long)shared);
+    json_t *params = json_pack("{s:I,s:I,s:s}", "subscribers", (json_int_t)n_subs, "txs",
+                               (json_int_t)n_tx, "store", store);
+    bench_emit(json_pack("{s:s,s:o,s:f,s:f,s:f,s:I,s:b}", "bench", "server_sub_commit_to_receive",
+                         "params", params, "p50_us", bench_samples_pct_us(&r.lat, 0.5), "p99_us",
+                         bench_samples_pct_us(&r.lat, 0.99), "max_us",
+                         bench_samples_pct_us(&r.lat, 1.0), "samples", (json_int_t)(n_subs * n_tx),
+                         "ok", ok));
+    for (size_t i = 0; i < n_subs; i++) {
+        close(r.subs[i]->fd);
+        free(r.subs[i]);
+    }
+    close(w->fd);
+    free(w);
+    free(r.subs);
+    free(r.sent_ns);
+    free(r.got);
+    bench_samples_free(&r.lat);
+    return ok;
 }
 
 static void *server_main(void *arg) {
@@ -345,6 +528,20 @@ int main(int argc, char **argv) {
     if (!ok)
         fprintf(stderr, "bench_server: WRONG RESULT: %zu failed, datoms %lld want %lld\n",
                 r.n_failed, (long long)datoms, (long long)want);
+    /* Commit-to-receive latency with 1 and 100 subscribers (ids above every W2 order). */
+    size_t lat_txs = (size_t)atol(bench_arg(argc, argv, "lat-txs", "500"));
+    bool lat_ok = true;
+    int64_t id_base = 1;
+    for (size_t i = 0; i < l.n_orders; i++)
+        if (l.orders[i].id >= id_base)
+            id_base = l.orders[i].id + 1;
+    static const size_t lat_subs[] = {1, 100};
+    for (size_t i = 0; lat_txs && l.n_cust && i < sizeof lat_subs / sizeof lat_subs[0]; i++) {
+        lat_ok = sub_latency(dl_server_address(srv), lat_subs[i], lat_txs, id_base, l.customers[0],
+                             dir ? "durable" : "memory") &&
+                 lat_ok;
+        id_base += (int64_t)lat_txs;
+    }
     close(c->fd);
     dl_server_stop(srv);
     pthread_join(st, NULL);
@@ -365,5 +562,5 @@ int main(int argc, char **argv) {
     free(l.customers);
     free(l.regions);
     free(l.orders);
-    return ok ? 0 : 1;
+    return ok && lat_ok ? 0 : 1;
 }
