@@ -231,6 +231,7 @@ struct dl_capture {
     uint64_t *pop_time; /* the diff most recently popped (owned until the next pop) */
     dl_value_t *pop_vals;
     int64_t *pop_diffs;
+    bool released; /* dl_capture_release: no longer a root of dl_graph_collect */
 };
 
 /* A node: one operator and its output collection. Invariant: inputs were created before

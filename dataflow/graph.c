@@ -457,6 +457,16 @@ dl_arr_t *dl_arrange(dl_coll_t *in, const uint32_t *key_cols, size_t n_key,
         dl_error_set(err, DL_EARITY, "arrangement row too wide");
         return NULL;
     }
+    /* An arrangement's own collection arranged the way it already is: the arrangement. */
+    if (in->op == OP_ARRANGE && in->arr && in->arr->ka == n_key && n_key + n_val == in->arity) {
+        bool same = true;
+        for (size_t k = 0; k < n_key && same; k++)
+            same = key_cols[k] == k;
+        for (size_t k = 0; k < n_val && same; k++)
+            same = val_cols[k] == n_key + k;
+        if (same)
+            return in->arr;
+    }
     /* Share: the same collection arranged by the same columns is one arrangement. */
     for (size_t i = 0; i < in->n_arrs; i++) {
         dl_arr_t *a = in->arrs[i];
@@ -1146,4 +1156,146 @@ void dl_graph_stats(const dl_graph_t *g, dl_graph_stats_t *out) {
     for (size_t i = 0; i < g->n_nodes; i++)
         if (g->nodes[i]->op == OP_REDUCE)
             out->pending_times += dl__reduce_pending(g->nodes[i]);
+}
+
+/* ---- teardown of subgraphs (dl_graph_collect) -------------------------------------------- */
+
+void dl_capture_release(dl_capture_t *c) {
+    if (c) {
+        c->released = true;
+        c->fn = NULL;
+    }
+}
+
+static bool is_root(const dl_coll_t *n) {
+    if (n->op == OP_CAPTURE)
+        return !n->cap->released;
+    if (n->op == OP_INPUT)
+        return !n->input->closed;
+    if (n->arr)
+        for (size_t i = 0; i < n->arr->n_readers; i++)
+            if (n->arr->readers[i].kind == RD_TRACE)
+                return true;
+    return false;
+}
+
+int dl_graph_collect(dl_graph_t *g, size_t *out_removed, dl_error_t *err) {
+    if (out_removed)
+        *out_removed = 0;
+    if (!g)
+        return dl_error_set(err, DL_EINVAL, "NULL graph");
+    if (g->running)
+        return dl_error_set(err, DL_ESTATE, "dl_graph_collect between the steps of a run");
+    size_t nn = g->n_nodes;
+    uint8_t *mark = dl_calloc(nn ? nn : 1, 1);
+    dl_coll_t **stack = dl_malloc((nn ? nn : 1) * sizeof *stack);
+    if (!mark || !stack) {
+        dl_free(mark);
+        dl_free(stack);
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < nn; i++)
+        g->nodes[i]->id = (uint32_t)i; /* positions: ids index mark[] */
+    size_t sp = 0;
+    for (size_t i = 0; i < nn; i++)
+        if (is_root(g->nodes[i])) {
+            mark[i] = 1;
+            stack[sp++] = g->nodes[i];
+        }
+    /* Backward reachability: everything a root reads. */
+    while (sp) {
+        dl_coll_t *n = stack[--sp];
+        dl_coll_t *up[3];
+        size_t nu = 0;
+        if (n->jl)
+            up[nu++] = n->jl->node;
+        if (n->jr)
+            up[nu++] = n->jr->node;
+        for (size_t k = 0; k < n->n_ins + nu; k++) {
+            dl_coll_t *m = k < n->n_ins ? n->ins[k] : up[k - n->n_ins];
+            if (!mark[m->id]) {
+                mark[m->id] = 1;
+                stack[sp++] = m;
+            }
+        }
+    }
+    /* Survivors forget what goes away: edges, arrangement lists, readers. */
+    for (size_t i = 0; i < nn; i++) {
+        dl_coll_t *n = g->nodes[i];
+        if (!mark[i])
+            continue;
+        size_t w = 0;
+        for (size_t k = 0; k < n->n_outs; k++)
+            if (mark[n->outs[k].to->id])
+                n->outs[w++] = n->outs[k];
+        n->n_outs = w;
+        w = 0;
+        for (size_t k = 0; k < n->n_arrs; k++)
+            if (mark[n->arrs[k]->node->id])
+                n->arrs[w++] = n->arrs[k];
+        n->n_arrs = w;
+        if (n->arr) {
+            dl_arr_t *a = n->arr;
+            w = 0;
+            for (size_t k = 0; k < a->n_readers; k++)
+                if (a->readers[k].kind == RD_TRACE || mark[a->readers[k].node->id])
+                    a->readers[w++] = a->readers[k];
+            a->n_readers = w;
+        }
+    }
+    /* Free the rest (an arrangement belongs to the node that produces it). */
+    size_t w = 0, removed = 0;
+    for (size_t i = 0; i < g->n_arrs; i++) {
+        dl_arr_t *a = g->arrs[i];
+        if (mark[a->node->id])
+            g->arrs[w++] = a;
+        else
+            arr_free(a);
+    }
+    g->n_arrs = w;
+    w = 0;
+    for (size_t i = 0; i < nn; i++) {
+        dl_coll_t *n = g->nodes[i];
+        if (mark[i]) {
+            n->id = (uint32_t)w;
+            g->nodes[w++] = n;
+        } else {
+            node_free(n);
+            removed++;
+        }
+    }
+    g->n_nodes = w;
+    /* Iterate scopes without operators (a scope's children are freed with it only when
+     * they are empty too, so check nesting). */
+    w = 0;
+    for (size_t i = 0; i < g->n_scopes; i++) {
+        dl_scope_t *s = g->scopes[i];
+        bool used = false;
+        for (size_t k = 0; k < g->n_nodes && !used; k++)
+            for (const dl_scope_t *x = g->nodes[k]->scope; x && !used; x = x->parent)
+                used = x == s;
+        if (used)
+            g->scopes[w++] = s;
+        else
+            dl_free(s);
+    }
+    g->n_scopes = w;
+    if (!g->n_nodes) {
+        dl_free(g->nodes);
+        g->nodes = NULL;
+        g->cap_nodes = 0;
+    }
+    if (!g->n_arrs) {
+        dl_free(g->arrs);
+        g->arrs = NULL;
+    }
+    if (!g->n_scopes) {
+        dl_free(g->scopes);
+        g->scopes = NULL;
+    }
+    dl_free(mark);
+    dl_free(stack);
+    if (out_removed)
+        *out_removed = removed;
+    return 0;
 }

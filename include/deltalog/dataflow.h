@@ -255,6 +255,21 @@ DL_API dl_capture_t *dl_capture_new(dl_coll_t *c, dl_capture_fn fn, void *ctx, d
  * Returns 1 when one was popped, 0 when none is queued. */
 DL_API int dl_capture_pop(dl_capture_t *cap, dl_diff_t *out);
 
+/* Releases a capture: it receives nothing more, and the operators only it depended on
+ * become garbage for dl_graph_collect (which frees the capture). c is invalid after. */
+DL_API void dl_capture_release(dl_capture_t *c);
+
+/* ---- teardown of subgraphs ------------------------------------------------------------ */
+/* Frees every operator that no live output depends on: the roots are the unreleased
+ * captures, the inputs that are not closed, and the arrangements read by a dl_trace_t;
+ * every operator and arrangement not reachable backward from a root (through inputs,
+ * join sides, reduce inputs, iterate feedback) is removed with its batches, queues and
+ * state; arrangements that survive lose the readers that were removed; iterate scopes
+ * left empty are freed. Collections, arrangements and inputs that were removed are
+ * invalid afterwards. DL_ESTATE between the steps of a run. *out_removed (optional): the
+ * number of operators removed. */
+DL_API int dl_graph_collect(dl_graph_t *g, size_t *out_removed, dl_error_t *err) DL_WUR;
+
 /* A reader of an arrangement: holds back its compaction to the reader's frontier.
  * new: release with dl_trace_free. Its frontier starts at the arrangement's. */
 DL_API dl_trace_t *dl_trace_new(dl_arr_t *a, dl_error_t *err);
