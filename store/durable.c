@@ -1,8 +1,8 @@
 /*
  * durable.c: the glue between the store and its durable log (store/log.h, written by the
  * log's owner): opening a directory, the payload of a committed transaction, recovery
- * (checkpoint, then the log's tail) and checkpoints (docs/storage.md "Durability glue";
- * the log's own format is docs/storage-format.md).
+ * (checkpoint, then the log's tail), checkpoints and fsck (docs/storage.md "Durability
+ * glue", "Checkpoints"; the byte layouts are docs/storage-format.md "Checkpoint payload").
  *
  * Payload of one record (version 1), all integers LEB128 varints, signed ones zigzag:
  *   u8 version=1 | tx | u8 flags (1: advance) | next_id | n_time, time[n_time] |
@@ -11,10 +11,14 @@
  *   value diff(u8: 1 assert, 0 retract)
  *   value = u8 type, then nothing (nil) | u8 (bool) | z (int, instant, ref) |
  *           8 bytes little-endian (double) | len + bytes (string, keyword) | 16 (uuid)
- * A checkpoint blob is u8 version=1 | covers_tx | n_records, then n_records payloads each
- * preceded by its length: the transactions 1..covers_tx. Recovery applies them exactly as
- * the log's records are applied. It does not re-validate: records were validated before
- * they were logged.
+ * A checkpoint's payload (version 2) is a snapshot of the indices: the current and past
+ * EAVT runs, the schema, statistics, frontiers, allocator and the transaction table
+ * (encode_indices); recovery bulk-loads the eight B+trees bottom-up from it (load_indices:
+ * no per-datom inserts) and replays only the log's tail. Version 1 payloads (transaction
+ * records, replayed) are still read. Replay does not re-validate: records were validated
+ * before they were logged.
+ * It does not know the log's file format (log.c, checkpoint.c) nor how a transaction is
+ * resolved (tx.c) or applied (store.c).
  */
 #include "store/store.h"
 
@@ -1375,7 +1379,7 @@ int dl_store_fsck(const char *dir, dl_store_fsck_t *out, dl_error_t *err) {
         problem(out, "checkpoint: %s", e1.message);
         covers = 0;
     }
-    if (rc == 0 && covers && lf.first_tx <= 1) {
+    if (rc == 0 && covers && lf.first_tx == 1) {
         rctx_t c = {b, &e2, covers};
         int r2 = dl__log_replay(log, 0, replay_cb, &c, &e2);
         if (r2 < 0)
