@@ -84,6 +84,7 @@ typedef struct demo {
     int64_t next_order, n_customers;
     uint64_t rng;
     uint64_t n_tx, n_err;
+    bool failed; /* loading failed: the demo stopped, exit 1 */
 } demo_t;
 
 static void say(const demo_t *d, const char *fmt, ...) DL_PRINTF(2, 3);
@@ -135,6 +136,7 @@ static void fatal(demo_t *d, const json_t *reply, const char *what) {
     fprintf(stderr, "deltalog demo: %s failed: %s: %s\n", what,
             json_string_value(json_object_get(e, "code")) ?: "?",
             json_string_value(json_object_get(e, "message")) ?: "?");
+    d->failed = true;
     dl_server_stop(d->srv);
 }
 
@@ -313,7 +315,7 @@ static void start_writer(demo_t *d) {
     printf("ready: %zu orders, %lld customers\n", d->n_live, (long long)d->n_customers);
     fflush(stdout);
     if (d->rate <= 0 || d->n_customers <= 0) {
-        say(d, "writer off (--rate 0)");
+        say(d, "writer off (%s)", d->rate <= 0 ? "--rate 0" : "no customers in the store");
         return;
     }
     uint64_t ms = (uint64_t)(1000.0 / d->rate);
@@ -527,10 +529,10 @@ static const char *web_dir(const char *opt, char *buf, size_t cap) {
         char *slash = strrchr(exe, '/');
         if (slash) {
             *slash = 0;
-            snprintf(buf, cap, "%s/../share/deltalog/web", exe);
-            char idx[4200];
-            snprintf(idx, sizeof idx, "%s/index.html", buf);
-            if (access(idx, R_OK) == 0)
+            char idx[4200]; /* exe holds at most 4095 characters: this cannot truncate */
+            snprintf(idx, sizeof idx, "%s/../share/deltalog/web/index.html", exe);
+            int w = snprintf(buf, cap, "%s/../share/deltalog/web", exe);
+            if (w > 0 && (size_t)w < cap && access(idx, R_OK) == 0)
                 return buf;
         }
     }
@@ -656,5 +658,5 @@ int dl__demo_main(int argc, char **argv) {
         dl_free(p);
     }
     dl_free(d.live);
-    return rc == DL_OK ? 0 : 1;
+    return rc == DL_OK && !d.failed ? 0 : 1;
 }
