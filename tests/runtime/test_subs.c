@@ -647,6 +647,70 @@ static void test_subs_concurrent_clients(void **state) {
     stop_server(&p);
 }
 
+/* `deltalog subscribe`: JSON lines for programs (until SIGINT: exit 0), a table for people
+ * (until the server's shutdown end message: exit 0). */
+static void test_subs_cli(void **state) {
+    (void)state;
+#if !DL_HAVE_SUBS
+    skip();
+#endif
+    rt_proc_t p;
+    char addr[80];
+    rt_start_server(&p, NULL, mem_args, addr, sizeof addr);
+    rt_conn_t *b = calloc(1, sizeof *b);
+    assert_true(rt_connect(b, addr));
+    tx_ok(b, schema_line);
+    char *tx = order_tx(1, 2, 'a');
+    tx_ok(b, tx);
+    free(tx);
+    rt_proc_t js, tab;
+    const char *jargs[] = {"subscribe", "--connect", addr, "--format", "json", q_ids, NULL};
+    const char *targs[] = {"subscribe", "--connect", addr, "--policy", "drop", q_notes, NULL};
+    rt_spawn(&js, NULL, jargs);
+    rt_spawn(&tab, NULL, targs);
+    char *line = rt_read_line(&js);
+    assert_non_null(line);
+    json_t *j = rt_json(line);
+    assert_true(json_integer_value(json_object_get(j, "sub")) > 0);
+    json_decref(j);
+    free(line);
+    line = rt_read_line(&js);
+    assert_non_null(strstr(line, "\"diff\":[[[1],1]],\"snapshot\":true"));
+    free(line);
+    static const char *const want_tab[] = {"subscription ", "-- t 2 (snapshot)", "+1\t1 \"aa\"",
+                                           "-- t 3", "+1\t2 \"bb\""};
+    for (size_t i = 0; i < 3; i++) {
+        line = rt_read_line(&tab);
+        assert_non_null(line);
+        if (strncmp(line, want_tab[i], strlen(want_tab[i])) != 0)
+            fail_msg("table line %zu: %s, want %s", i, line, want_tab[i]);
+        free(line);
+    }
+    tx = order_tx(2, 2, 'b');
+    long long t = tx_ok(b, tx);
+    free(tx);
+    assert_int_equal(t, 3);
+    line = rt_read_line(&js);
+    assert_non_null(strstr(line, "\"t\":3,\"time\":[3],\"diff\":[[[2],1]]"));
+    free(line);
+    for (size_t i = 3; i < DL_ARRAY_LEN(want_tab); i++) {
+        line = rt_read_line(&tab);
+        assert_non_null(line);
+        if (strncmp(line, want_tab[i], strlen(want_tab[i])) != 0)
+            fail_msg("table line %zu: %s, want %s", i, line, want_tab[i]);
+        free(line);
+    }
+    kill(js.pid, SIGINT);
+    assert_int_equal(rt_wait(&js), 0);
+    rt_disconnect(b);
+    free(b);
+    stop_server(&p);
+    line = rt_read_line(&tab);
+    assert_string_equal(line, "-- end: the server is shutting down");
+    free(line);
+    assert_int_equal(rt_wait(&tab), 0);
+}
+
 /* The test scan in cmake/Deltalog.cmake needs the group macro and its topic on one line. */
 // clang-format off
 DL_TEST_GROUP(subs, cmocka_unit_test(test_subs_tcp_basic),
@@ -655,5 +719,6 @@ DL_TEST_GROUP(subs, cmocka_unit_test(test_subs_tcp_basic),
               cmocka_unit_test(test_subs_drop_lagged),
               cmocka_unit_test(test_subs_block_timeout),
               cmocka_unit_test(test_subs_shutdown),
-              cmocka_unit_test(test_subs_concurrent_clients));
+              cmocka_unit_test(test_subs_concurrent_clients),
+              cmocka_unit_test(test_subs_cli));
 // clang-format on
