@@ -212,7 +212,8 @@ static bool load_generated(demo_t *d) {
     const char *cands[] = {d->gen, DL_SOURCE_DIR "/../shared/bench/gen.py",
                            "../shared/bench/gen.py"};
     gen[0] = 0;
-    for (size_t i = 0; i < DL_ARRAY_LEN(cands); i++)
+    /* --gen FILE: that generator only (a missing FILE selects the built-in one). */
+    for (size_t i = 0; i < (d->gen ? 1 : DL_ARRAY_LEN(cands)); i++)
         if (cands[i] && access(cands[i], R_OK) == 0) {
             snprintf(gen, sizeof gen, "%s", cands[i]);
             break;
@@ -247,7 +248,9 @@ static bool load_generated(demo_t *d) {
 /* The fallback: the same schema and shape as gen.py w2 (customers = orders/10, 10 regions,
  * amounts 1..1000, the four statuses), from a fixed seed. */
 static void load_builtin(demo_t *d) {
-    say(d, "../shared/bench/gen.py not found: loading the built-in W2-shaped sample (%ld orders)",
+    say(d,
+        "no shared generator (../shared/bench/gen.py): loading the built-in W2-shaped sample "
+        "(%ld orders)",
         d->orders);
     static const char *const statuses[] = {"open", "paid", "shipped", "cancelled"};
     uint64_t saved = d->rng;
@@ -509,7 +512,8 @@ static void demo_usage(FILE *out) {
             "  --seed N          the writer's random seed (default 1)\n"
             "  --web DIR         the page's files (default: $DELTALOG_WEB, the installed\n"
             "                    share/deltalog/web, or the source tree's runtime/web)\n"
-            "  --gen FILE        the shared generator (default ../shared/bench/gen.py)\n"
+            "  --gen FILE        the shared generator (default ../shared/bench/gen.py; a\n"
+            "                    missing FILE selects the built-in generator)\n"
             "  --quiet           no log lines on stderr\n"
             "Prints `dashboard: http://HOST:PORT/` and `protocol: HOST:PORT` on stdout.\n",
             DL_SERVER_DEFAULT_LISTEN);

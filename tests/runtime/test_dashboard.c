@@ -42,8 +42,10 @@ typedef struct demo {
     long orders;
 } demo_t;
 
-/* Starts `deltalog demo` on free ports; waits for its "ready" line (sample loaded). */
-static void demo_start(demo_t *d, const char *data, const char *rate, const char *orders) {
+/* Starts `deltalog demo` on free ports; waits for its "ready" line (sample loaded).
+ * gen: --gen FILE (a missing FILE: the built-in generator), NULL: the default. */
+static void demo_start_gen(demo_t *d, const char *data, const char *rate, const char *orders,
+                           const char *gen) {
     memset(d, 0, sizeof *d);
     const char *args[] = {"demo",
                           data ? "--data" : "--memory",
@@ -57,6 +59,8 @@ static void demo_start(demo_t *d, const char *data, const char *rate, const char
                           "--orders",
                           orders,
                           "--quiet",
+                          gen ? "--gen" : NULL,
+                          gen,
                           NULL};
     rt_spawn(&d->p, NULL, args);
     for (;;) {
@@ -80,6 +84,10 @@ static void demo_start(demo_t *d, const char *data, const char *rate, const char
         free(line);
     }
     assert_true(d->http[0] && d->proto[0]);
+}
+
+static void demo_start(demo_t *d, const char *data, const char *rate, const char *orders) {
+    demo_start_gen(d, data, rate, orders, NULL);
 }
 
 /* SIGINT: the demo stops gracefully and exits 0. */
@@ -253,7 +261,8 @@ static char *tcp_reply(const char *addr, const char *req) {
 static void test_dashboard_http(void **state) {
     (void)state;
     demo_t d;
-    demo_start(&d, NULL, "0", "300");
+    /* The built-in generator (what a checkout without ../shared uses). */
+    demo_start_gen(&d, NULL, "0", "300", "/nonexistent/gen.py");
     assert_int_equal(d.orders, 300);
     char *r = http_get(d.http, "/");
     assert_true(strncmp(r, "HTTP/1.", 7) == 0 && strstr(r, " 200 ") == strchr(r, ' '));
