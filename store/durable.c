@@ -1168,6 +1168,10 @@ int dl_store_open(const char *dir, const dl_store_options_t *opts, dl_store_t **
     } else {
         lo.eager_retention = 1;
     }
+    /* The store's default keeps one checkpoint: the previous one goes once the new one is
+     * verified (docs/storage.md "Checkpoints"). */
+    if (lo.checkpoints_kept <= 0)
+        lo.checkpoints_kept = 1;
     dl_log_t *log;
     int rc = dl__log_open(dir, &lo, &log, err);
     if (rc != 0)

@@ -37,9 +37,10 @@ typedef struct dl_store_options {
     int sync_mode;             /* DL_STORE_SYNC_EVERY (default), _BATCHED, _NONE */
     int batch_ms;              /* DL_STORE_SYNC_BATCHED: bound on the wait for the fsync, ms */
     size_t segment_bytes;      /* log segment size; 0: the log's default */
-    int checkpoints_kept;      /* checkpoints kept on disk; 0: the log's default (2: the newest
-                                * and one fallback); segments older than the oldest kept one
-                                * are removed */
+    int checkpoints_kept;      /* checkpoints kept on disk; 0: 1 (the previous checkpoint is
+                                * removed once the new one is written and verified); 2 keeps
+                                * one fallback (and the log after it); segments older than the
+                                * oldest kept one are removed */
     uint64_t checkpoint_every; /* write a checkpoint in the background after this many
                                 * transactions; 0: only on dl_store_checkpoint */
     int keep_log;              /* 1: keep the log segments until checkpoints_kept checkpoints

@@ -399,7 +399,9 @@ static long file_len(const char *path) {
 static void test_durable_checkpoint_damage(void **state) {
     (void)state;
     char *dir = tmpdir();
-    dl_store_t *s = open_dir(dir);
+    dl_store_t *s;
+    dl_store_options_t o2 = {.sync_mode = DL_STORE_SYNC_NONE, .checkpoints_kept = 2};
+    assert_int_equal(dl_store_open(dir, &o2, &s, NULL), 0);
     populate(s);
     assert_int_equal(st_tx(s,
                            "[{:db/ident :p/seen :db/valueType :db.type/long :db/cardinality "
@@ -438,7 +440,7 @@ static void test_durable_checkpoint_damage(void **state) {
             assert_int_equal(fwrite(orig, 1, (size_t)n, f), (size_t)n);
         }
         fclose(f);
-        s = open_dir(dir);
+        assert_int_equal(dl_store_open(dir, &o2, &s, NULL), 0);
         char *after = full_dump(s);
         assert_string_equal(before, after);
         dl_free(after);
@@ -460,8 +462,43 @@ static void test_durable_checkpoint_damage(void **state) {
     free(dir);
 }
 
-DL_TEST_GROUP(durable, cmocka_unit_test(test_durable_checkpoint_damage),
-              cmocka_unit_test(test_durable_fsck),
+/* Default retention: one checkpoint, the previous one and the covered segments removed
+ * once the new one is verified; the reopened database is the same. */
+static void test_durable_default_retention(void **state) {
+    (void)state;
+    char *dir = tmpdir();
+    dl_store_t *s = open_dir(dir);
+    populate(s);
+    assert_int_equal(dl_store_checkpoint(s, NULL), 0);
+    assert_int_equal(st_tx(s, "[{:p/name \"Cy\"}]", 0, NULL, NULL), 0);
+    assert_int_equal(dl_store_checkpoint(s, NULL), 0);
+    assert_int_equal(st_tx(s, "[{:p/name \"Di\"}]", 0, NULL, NULL), 0);
+    dl_store_stats_t st;
+    dl_store_stats(s, &st);
+    char *before = full_dump(s);
+    dl_store_close(s);
+    int n_ckpt = 0, n_seg = 0;
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+        n_ckpt += strstr(e->d_name, ".dlck") != NULL;
+        n_seg += strstr(e->d_name, ".dlog") != NULL;
+    }
+    closedir(d);
+    assert_int_equal(n_ckpt, 1);
+    assert_int_equal(n_seg, 1); /* only the segment after the checkpoint (the tail) */
+    assert_int_equal(st.checkpoint_tx + 1, st.last_tx);
+    s = open_dir(dir);
+    char *after = full_dump(s);
+    assert_string_equal(before, after);
+    dl_store_close(s);
+    dl_free(before);
+    dl_free(after);
+    rm_rf(dir);
+    free(dir);
+}
+
+DL_TEST_GROUP(durable, cmocka_unit_test(test_durable_default_retention),
+              cmocka_unit_test(test_durable_checkpoint_damage), cmocka_unit_test(test_durable_fsck),
               cmocka_unit_test(test_durable_background_checkpoints),
               cmocka_unit_test(test_durable_reopen_is_identical),
               cmocka_unit_test(test_durable_checkpoint_and_tail),
