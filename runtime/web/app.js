@@ -66,6 +66,7 @@ const client = {
       for (const w of this.waiting.values())
         w.resolve({ok: false, error: {code: 'closed', message: 'the connection closed'}});
       this.waiting.clear();
+      for (const v of this.subs.values()) v.sub = null; // those subscriptions died with it
       this.subs.clear();
       this.early.clear();
       this.dropped.clear();
