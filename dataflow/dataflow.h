@@ -318,6 +318,8 @@ int dl__reduce_step(dl_coll_t *n, const dl_antichain_t *in_frontier, bool *out_w
 /* The reduce's capabilities: inserts its pending times' minima into f. */
 int dl__reduce_caps(dl_coll_t *n, dl_antichain_t *f);
 size_t dl__reduce_pending(const dl_coll_t *n);
+/* Records the reduce has read from spines or produced (cumulative; tests of cost). */
+size_t dl__reduce_touched(const dl_coll_t *n);
 void dl__reduce_free(dl_reduce_state_t *r);
 int dl__reduce_init(dl_coll_t *n, const dl_reduce_spec_t *spec, dl_error_t *err);
 /* Delivers a capture's completed times. */

@@ -631,6 +631,19 @@ dl_arr_t *dl_reduce(dl_arr_t *in, const dl_reduce_spec_t *spec, dl_error_t *err)
             }
             out_va = spec->out_arity;
             break;
+        case DL_REDUCE_LINEAR:
+            if (!spec->aggs || spec->n_aggs == 0) {
+                dl_error_set(err, DL_EINVAL, "linear reduce without aggregates");
+                return NULL;
+            }
+            for (size_t i = 0; i < spec->n_aggs; i++)
+                if ((unsigned)spec->aggs[i].op > DL_LINEAR_AVG ||
+                    (spec->aggs[i].op != DL_LINEAR_COUNT && spec->aggs[i].col >= in->va)) {
+                    dl_error_set(err, DL_EARITY, "linear aggregate %zu: bad op or column", i);
+                    return NULL;
+                }
+            out_va = spec->n_aggs;
+            break;
         default:
             dl_error_set(err, DL_EINVAL, "unknown reduce kind");
             return NULL;
@@ -654,11 +667,13 @@ dl_arr_t *dl_reduce(dl_arr_t *in, const dl_reduce_spec_t *spec, dl_error_t *err)
         return NULL;
     }
     /* An input arrangement that already holds data: all of it is pending work. */
-    for (size_t b = 0; b < in->spine.n; b++)
-        if (dl__reduce_note(n, in->spine.batches[b])) {
-            dl_error_set(err, DL_ENOMEM, "out of memory");
+    for (size_t b = 0; b < in->spine.n; b++) {
+        int nrc = dl__reduce_note(n, in->spine.batches[b]);
+        if (nrc) {
+            dl_error_set(err, nrc, "reduce over existing data: %s", dl_strerror(nrc));
             return NULL;
         }
+    }
     return a;
 }
 
@@ -1096,7 +1111,7 @@ static int run_end(dl_graph_t *g) {
     if (!rc)
         rc = compact(g);
     if (!rc)
-        rc = maintain(g, 4 * g->work + 1024, false, NULL);
+        rc = maintain(g, 4 * g->work, false, NULL); /* idle merging: dl_graph_maintain */
     g->running = false;
     return rc;
 }
@@ -1154,8 +1169,10 @@ void dl_graph_stats(const dl_graph_t *g, dl_graph_stats_t *out) {
         out->arranged_batches += g->arrs[i]->spine.n;
     }
     for (size_t i = 0; i < g->n_nodes; i++)
-        if (g->nodes[i]->op == OP_REDUCE)
+        if (g->nodes[i]->op == OP_REDUCE) {
             out->pending_times += dl__reduce_pending(g->nodes[i]);
+            out->reduce_touched += dl__reduce_touched(g->nodes[i]);
+        }
 }
 
 /* ---- teardown of subgraphs (dl_graph_collect) -------------------------------------------- */

@@ -23,6 +23,18 @@
  *    not enough, and neither is evaluating at arriving times only.
  * 4. Evaluating at an extra time is harmless (the difference is empty); missing one is
  *    wrong: hence history includes the output times too.
+ * 5. LINEAR (count, sum, avg of int64 columns; docs/reduce-linear.md): the output at t
+ *    depends only on per-key sums of weights, so each input update (key, val, t, d) is
+ *    exploded on arrival (dl__reduce_note) into updates of a private accumulator spine
+ *    with rows key ++ [slot] and the weight in the diff: slot 0 carries d (count), and
+ *    each summed column j carries d * hi in slot 1+2j and d * lo in slot 2+2j, where
+ *    val = hi * 2^32 + lo with 0 <= lo < 2^32. The halves keep every accumulated diff
+ *    far inside int64 (no wrap in spine consolidation), and the exact sum is rebuilt at
+ *    evaluation, where overflow of a SUM result is DL_ERANGE. The accumulator spine is
+ *    compacted to the input frontier after every step (every later evaluation time is
+ *    beyond it, as for the input arrangement), so a key's accumulator history is a few
+ *    records per spine batch: process_key reads it instead of the key's input history,
+ *    and the interesting-time machinery (notes 1-4) is unchanged.
  */
 #include "dataflow/dataflow.h"
 
@@ -32,6 +44,13 @@ struct dl_reduce_state {
     dl_ubuf_t pending; /* rows: keys; times: pending times; diff unused */
     uint32_t *slots;   /* open addressing: index+1 into pending, 0 empty */
     size_t n_slots;    /* power of two */
+    size_t touched;    /* records read from spines, exploded or produced (stats) */
+    /* LINEAR (note 5) */
+    dl_linear_agg_t *aggs;
+    uint32_t *agg_sum; /* per aggregate: its summed-column index (SUM, AVG) */
+    uint32_t *sum_cols;
+    size_t n_sum;
+    dl_spine_t acc; /* rows key ++ [slot]; diff = weight */
 };
 
 typedef struct entry {
@@ -104,7 +123,28 @@ int dl__reduce_init(dl_coll_t *n, const dl_reduce_spec_t *spec, dl_error_t *err)
     r->va_out = n->arity - r->ka;
     r->dim = n->dim;
     dl__batch_ubuf_init(&r->pending, r->ka, r->dim);
+    dl__spine_init(&r->acc, r->ka, 1, r->dim);
     n->red = r;
+    if (spec->kind != DL_REDUCE_LINEAR)
+        return 0;
+    size_t na = spec->n_aggs;
+    r->aggs = dl_malloc(na * sizeof *r->aggs);
+    r->agg_sum = dl_calloc(na, sizeof *r->agg_sum);
+    r->sum_cols = dl_malloc(na * sizeof *r->sum_cols);
+    if (!r->aggs || !r->agg_sum || !r->sum_cols)
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    memcpy(r->aggs, spec->aggs, na * sizeof *r->aggs);
+    r->spec.aggs = r->aggs;
+    for (size_t k = 0; k < na; k++) {
+        if (r->aggs[k].op == DL_LINEAR_COUNT)
+            continue;
+        size_t j = 0;
+        while (j < r->n_sum && r->sum_cols[j] != r->aggs[k].col)
+            j++;
+        if (j == r->n_sum)
+            r->sum_cols[r->n_sum++] = r->aggs[k].col;
+        r->agg_sum[k] = (uint32_t)j;
+    }
     return 0;
 }
 
@@ -113,14 +153,88 @@ void dl__reduce_free(dl_reduce_state_t *r) {
         return;
     dl__batch_ubuf_fini(&r->pending);
     dl_free(r->slots);
+    dl__spine_fini(&r->acc);
+    dl_free(r->aggs);
+    dl_free(r->agg_sum);
+    dl_free(r->sum_cols);
     dl_free(r);
 }
 
 size_t dl__reduce_pending(const dl_coll_t *n) { return n->red->pending.n; }
 
+size_t dl__reduce_touched(const dl_coll_t *n) { return n->red->touched; }
+
+/* The spine process_key reads as the key's input: the accumulator for LINEAR (note 5). */
+static const dl_spine_t *input_spine(const dl_coll_t *n) {
+    return n->red->spec.kind == DL_REDUCE_LINEAR ? &n->red->acc : &n->jl->spine;
+}
+
+static bool push_slot(dl_ubuf_t *o, const dl_value_t *row, size_t ka, int64_t slot,
+                      const uint64_t *t, int64_t d) {
+    if (d == 0)
+        return true;
+    size_t k = dl__batch_ubuf_alloc(o);
+    if (k == SIZE_MAX)
+        return false;
+    dl_value_t *w = dl__ub_row(o, k);
+    memcpy(w, row, ka * sizeof *w);
+    w[ka] = dl_value_int(slot);
+    memcpy(dl__ub_time(o, k), t, o->dim * sizeof(uint64_t));
+    *dl__ub_diff(o, k) = d;
+    return true;
+}
+
+/* Note 5: explodes a delta of the input into accumulator updates and inserts them. */
+static int linear_explode(dl_reduce_state_t *r, const dl_ubuf_t *u) {
+    dl_ubuf_t o;
+    dl__batch_ubuf_init(&o, r->ka + 1, r->dim);
+    int rc = 0;
+    if (!dl__batch_ubuf_reserve(&o, u->n * (1 + 2 * r->n_sum)))
+        rc = DL_ENOMEM;
+    for (size_t i = 0; i < u->n && !rc; i++) {
+        const dl_value_t *row = dl__ub_row(u, i);
+        const uint64_t *t = dl__ub_time(u, i);
+        int64_t d = *dl__ub_diff(u, i);
+        if (!push_slot(&o, row, r->ka, 0, t, d)) {
+            rc = DL_ENOMEM;
+            break;
+        }
+        for (size_t j = 0; j < r->n_sum && !rc; j++) {
+            const dl_value_t *x = row + r->ka + r->sum_cols[j];
+            if (x->type != DL_T_INT) {
+                rc = DL_ETYPE; /* the run fails with "wrong type" (docs/reduce-linear.md) */
+                break;
+            }
+            int64_t hi = x->as.i >> 32, lo = (int64_t)((uint64_t)x->as.i & 0xffffffffu), dh, dlo;
+            if (__builtin_mul_overflow(d, hi, &dh) || __builtin_mul_overflow(d, lo, &dlo))
+                rc = DL_ERANGE;
+            else if (!push_slot(&o, row, r->ka, (int64_t)(1 + 2 * j), t, dh) ||
+                     !push_slot(&o, row, r->ka, (int64_t)(2 + 2 * j), t, dlo))
+                rc = DL_ENOMEM;
+        }
+    }
+    r->touched += u->n;
+    if (!rc && !dl__batch_consolidate(&o))
+        rc = DL_ENOMEM;
+    if (!rc && o.n) {
+        dl_batch_t *b = dl__batch_new(&o, true);
+        if (!b)
+            rc = DL_ENOMEM;
+        else
+            rc = dl__spine_insert(&r->acc, b);
+    }
+    dl__batch_ubuf_fini(&o);
+    return rc;
+}
+
 int dl__reduce_note(dl_coll_t *n, const dl_batch_t *delta) {
     dl_reduce_state_t *r = n->red;
     const dl_ubuf_t *u = &delta->u;
+    if (r->spec.kind == DL_REDUCE_LINEAR) {
+        int rc = linear_explode(r, u);
+        if (rc)
+            return rc;
+    }
     for (size_t i = 0; i < u->n; i++) {
         /* Consecutive records of one key at one time add one pair. */
         if (i > 0 && dl_time_cmp(dl__ub_time(u, i), dl__ub_time(u, i - 1), r->dim) == 0 &&
@@ -219,6 +333,8 @@ static int reduce_builtin(dl_reduce_state_t *r, const dl_value_t *key, const dl_
             return 0;
         case DL_REDUCE_GENERAL:
             return r->spec.general_fn(r->spec.ctx, key, vals, counts, n, out);
+        case DL_REDUCE_LINEAR:
+            break; /* linear_eval */
     }
     return DL_EINTERNAL;
 }
@@ -323,16 +439,55 @@ static bool add_time(uint64_t **arr, size_t *n, size_t *cap, const uint64_t *t, 
     return true;
 }
 
+/* Note 5: desired output of a LINEAR reduce at t from the key's accumulator records. */
+static int linear_eval(dl_reduce_state_t *r, const scratch_t *sc, const uint64_t *t,
+                       dl_emitter_t *out) {
+    uint64_t acc[1 + 2 * DL_ARITY_MAX];
+    size_t ns = 1 + 2 * r->n_sum;
+    memset(acc, 0, ns * sizeof *acc);
+    for (size_t i = 0; i < sc->n_inp; i++)
+        if (dl_time_le(sc->inp[i].t, t, r->dim)) {
+            int64_t slot = sc->inp[i].v->as.i;
+            if (slot < 0 || (size_t)slot >= ns)
+                return DL_EINTERNAL;
+            acc[slot] += (uint64_t)sc->inp[i].d; /* modular: exact while the sum fits */
+        }
+    int64_t c = (int64_t)acc[0];
+    if (c == 0)
+        return 0;
+    dl_value_t res[DL_ARITY_MAX];
+    for (size_t k = 0; k < r->spec.n_aggs; k++) {
+        if (r->aggs[k].op == DL_LINEAR_COUNT) {
+            res[k] = dl_value_int(c);
+            continue;
+        }
+        size_t j = r->agg_sum[k];
+        int64_t hi = (int64_t)acc[1 + 2 * j], lo = (int64_t)acc[2 + 2 * j];
+        hi += lo >> 32; /* normalize 0 <= lo < 2^32 (lo can be negative under retractions) */
+        lo &= 0xffffffff;
+        if (r->aggs[k].op == DL_LINEAR_AVG) {
+            res[k] = dl_value_double(((double)hi * 4294967296.0 + (double)lo) / (double)c);
+            continue;
+        }
+        int64_t x, v;
+        if (__builtin_mul_overflow(hi, (int64_t)1 << 32, &x) || __builtin_add_overflow(x, lo, &v))
+            return DL_ERANGE;
+        res[k] = dl_value_int(v);
+    }
+    return dl_emit(out, res);
+}
+
 /* Processes one key at its complete times sc->times (sorted), emitting into o. */
 static int process_key(dl_coll_t *n, scratch_t *sc, const dl_value_t *key,
                        const dl_antichain_t *fin, dl_ubuf_t *o) {
     dl_reduce_state_t *r = n->red;
     size_t dim = r->dim, vi = r->va_in, vo = r->va_out;
-    int rc = gather(&n->jl->spine, key, sc->pos_in, &sc->inp, &sc->n_inp, &sc->cap_inp);
+    int rc = gather(input_spine(n), key, sc->pos_in, &sc->inp, &sc->n_inp, &sc->cap_inp);
     if (!rc)
         rc = gather(&n->arr->spine, key, sc->pos_out, &sc->outp, &sc->n_outp, &sc->cap_outp);
     if (rc)
         return rc;
+    r->touched += sc->n_inp + sc->n_outp;
     /* History: the distinct times of the key's input and output updates (note 3-4). */
     sc->n_hist = 0;
     for (size_t i = 0; i < sc->n_inp; i++)
@@ -350,12 +505,19 @@ static int process_key(dl_coll_t *n, scratch_t *sc, const dl_value_t *key,
         if (!grow((void **)&sc->acc, &sc->cap_acc, need + sc->newo.n, sizeof *sc->acc) ||
             !grow((void **)&sc->tmp, &sc->cap_tmp, need + sc->newo.n, sizeof *sc->tmp))
             return DL_ENOMEM;
-        size_t na = 0;
-        for (size_t i = 0; i < sc->n_inp; i++)
-            if (dl_time_le(sc->inp[i].t, t, dim))
-                sc->acc[na++] = sc->inp[i];
-        na = accumulate(sc, na, vi);
         sc->des.n = 0;
+        size_t na = 0;
+        if (r->spec.kind == DL_REDUCE_LINEAR) {
+            dl_emitter_t e = {&sc->des, t, 1, NULL, 0, (uint32_t)vo, 0};
+            rc = linear_eval(r, sc, t, &e);
+            if (rc)
+                return rc;
+        } else {
+            for (size_t i = 0; i < sc->n_inp; i++)
+                if (dl_time_le(sc->inp[i].t, t, dim))
+                    sc->acc[na++] = sc->inp[i];
+            na = accumulate(sc, na, vi);
+        }
         if (na > 0) {
             if (!grow((void **)&sc->vals, &sc->cap_vals, na * (vi ? vi : 1), sizeof *sc->vals) ||
                 !grow((void **)&sc->counts, &sc->cap_counts, na, sizeof *sc->counts))
@@ -476,7 +638,8 @@ int dl__reduce_step(dl_coll_t *n, const dl_antichain_t *fin, bool *out_worked) {
     memset(&sc, 0, sizeof sc);
     dl__batch_ubuf_init(&sc.des, r->va_out, r->dim);
     dl__batch_ubuf_init(&sc.newo, r->va_out, r->dim);
-    sc.pos_in = dl_calloc(n->jl->spine.n + 1, sizeof *sc.pos_in);
+    const dl_spine_t *ins = input_spine(n);
+    sc.pos_in = dl_calloc(ins->n + 1, sizeof *sc.pos_in);
     sc.pos_out = dl_calloc(n->arr->spine.n + 1, sizeof *sc.pos_out);
     if (!sc.pos_in || !sc.pos_out)
         rc = DL_ENOMEM;
@@ -490,8 +653,8 @@ int dl__reduce_step(dl_coll_t *n, const dl_antichain_t *fin, bool *out_worked) {
             ahead = i;
         while (ahead < now.n && ahead < i + 8) {
             const dl_value_t *ak = dl__ub_row(&now, ahead);
-            for (size_t b = 0; b < n->jl->spine.n; b++)
-                dl__spine_prefetch(n->jl->spine.batches[b], ak, sc.pos_in[b]);
+            for (size_t b = 0; b < ins->n; b++)
+                dl__spine_prefetch(ins->batches[b], ak, sc.pos_in[b]);
             for (size_t b = 0; b < n->arr->spine.n; b++)
                 dl__spine_prefetch(n->arr->spine.batches[b], ak, sc.pos_out[b]);
             ahead++;
@@ -532,5 +695,9 @@ int dl__reduce_step(dl_coll_t *n, const dl_antichain_t *fin, bool *out_worked) {
         }
     }
     dl__batch_ubuf_fini(&o);
+    /* Note 5: every later evaluation time is beyond fin, so the accumulator compacts to it
+     * (applied by the spine's merges). */
+    if (!rc && r->spec.kind == DL_REDUCE_LINEAR)
+        rc = dl__spine_set_since(&r->acc, fin);
     return rc;
 }

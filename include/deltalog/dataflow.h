@@ -189,8 +189,23 @@ typedef enum dl_reduce_kind {
     DL_REDUCE_AVG,       /* out: key ++ [double average of column `col`] */
     DL_REDUCE_DISTINCT,  /* out: key ++ val with count 1 for each (val) of positive count */
     DL_REDUCE_THRESHOLD, /* out: key ++ val with count thresh_fn(count) */
-    DL_REDUCE_GENERAL    /* out: key ++ whatever general_fn emits */
+    DL_REDUCE_GENERAL,   /* out: key ++ whatever general_fn emits */
+    DL_REDUCE_LINEAR     /* out: key ++ [one value per aggs[i]] (see dl_linear_agg_t) */
 } dl_reduce_kind_t;
+
+/* LINEAR reduce: aggregates that depend only on the sums of count and count * val of
+ * int64 columns, computed together per key at a cost proportional to the change (each
+ * input update becomes updates of a per-key accumulator; the group is never re-read).
+ * Output for a key with nonzero total count: COUNT -> int (sum of counts), SUM -> int
+ * (sum of count * val), AVG -> double (exact sum / count). Keys whose total count is 0
+ * have no output row. Errors from the run: DL_ETYPE when a SUM/AVG column holds a value
+ * that is not an int; DL_ERANGE when a SUM result (or one count * val) is outside int64
+ * (AVG never overflows: the sum is carried in two halves). docs/reduce-linear.md. */
+typedef enum dl_linear_op { DL_LINEAR_COUNT, DL_LINEAR_SUM, DL_LINEAR_AVG } dl_linear_op_t;
+typedef struct dl_linear_agg {
+    dl_linear_op_t op;
+    uint32_t col; /* SUM/AVG: the val column (ignored for COUNT) */
+} dl_linear_agg_t;
 
 /* General reducer: the key's accumulated input multiset (n distinct vals, val_arity values
  * each, sorted, counts nonzero) in, its output multiset out through dl_emit_diff (rows of
@@ -206,6 +221,8 @@ typedef struct dl_reduce_spec {
     dl_reduce_fn general_fn;   /* GENERAL */
     dl_threshold_fn thresh_fn; /* THRESHOLD */
     void *ctx;
+    const dl_linear_agg_t *aggs; /* LINEAR: n_aggs aggregates (copied by dl_reduce) */
+    size_t n_aggs;
 } dl_reduce_spec_t;
 
 /* Reduces an arrangement by key. The result is itself an arrangement (by the same key,
@@ -313,6 +330,7 @@ typedef struct dl_graph_stats {
     size_t arranged_updates; /* records held in all arrangements' batches */
     size_t arranged_batches; /* batches held in all spines */
     size_t pending_times;    /* (key, time) pairs reduce operators carry forward */
+    size_t reduce_touched;   /* records reduce operators read or wrote (cumulative) */
 } dl_graph_stats_t;
 DL_API void dl_graph_stats(const dl_graph_t *g, dl_graph_stats_t *out);
 
