@@ -1,7 +1,8 @@
 /*
  * test_dashboard.c: the live dashboard (`deltalog demo`, runtime/demo.c and http.c,
  * examples/dashboard/README.md) through the built binary:
- *  - HTTP: the page and its files are served, a missing file is a 404;
+ *  - HTTP: the page and its files are served, a missing file is a 404, nothing outside
+ *    the web directory is served;
  *  - WebSocket: protocol v1 over WebSocket gives the same reply bytes as TCP, in request
  *    order, one message per reply; errors stay on the connection; subscriptions push
  *    their messages over it;
@@ -281,6 +282,14 @@ static void test_dashboard_http(void **state) {
     r = http_get(d.http, "/no-such-file.html");
     assert_non_null(strstr(r, " 404 "));
     free(r);
+    /* Nothing outside the web directory is served. */
+    const char *escapes[] = {"/../../../../../../etc/passwd", "/..%2f..%2f..%2f..%2fetc%2fpasswd"};
+    for (size_t i = 0; i < sizeof escapes / sizeof escapes[0]; i++) {
+        r = http_get(d.http, escapes[i]);
+        assert_null(strstr(r, " 200 "));
+        assert_null(strstr(r, "root:"));
+        free(r);
+    }
     demo_stop(&d);
 }
 
