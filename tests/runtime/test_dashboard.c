@@ -36,6 +36,9 @@
 #define DL_DASH_SHOT "dashboard.png"
 #endif
 
+/* The demo a case started, stopped by the teardown when the case failed before stopping it. */
+static pid_t running_demo = -1;
+
 typedef struct demo {
     rt_proc_t p;
     char http[96]; /* HOST:PORT */
@@ -64,6 +67,7 @@ static void demo_start_gen(demo_t *d, const char *data, const char *rate, const 
                           gen,
                           NULL};
     rt_spawn(&d->p, NULL, args);
+    running_demo = d->p.pid;
     for (;;) {
         char *line = rt_read_line(&d->p);
         assert_non_null(line);
@@ -94,6 +98,7 @@ static void demo_start(demo_t *d, const char *data, const char *rate, const char
 /* SIGINT: the demo stops gracefully and exits 0. */
 static void demo_stop(demo_t *d) {
     kill(d->p.pid, SIGINT);
+    running_demo = -1;
     assert_int_equal(rt_wait(&d->p), 0);
 }
 
@@ -459,7 +464,18 @@ static void test_dashboard_chromium(void **state) {
     demo_stop(&d);
 }
 
-DL_TEST_GROUP(dashboard, cmocka_unit_test(test_dashboard_http),
-              cmocka_unit_test(test_dashboard_websocket),
-              cmocka_unit_test(test_dashboard_writer_and_reload),
-              cmocka_unit_test(test_dashboard_chromium));
+static int stop_leftover(void **state) {
+    (void)state;
+    if (running_demo > 0) {
+        kill(running_demo, SIGKILL);
+        waitpid(running_demo, NULL, 0);
+        running_demo = -1;
+    }
+    return 0;
+}
+
+DL_TEST_GROUP(dashboard, cmocka_unit_test_setup_teardown(test_dashboard_http, NULL, stop_leftover),
+              cmocka_unit_test_setup_teardown(test_dashboard_websocket, NULL, stop_leftover),
+              cmocka_unit_test_setup_teardown(test_dashboard_writer_and_reload, NULL,
+                                              stop_leftover),
+              cmocka_unit_test_setup_teardown(test_dashboard_chromium, NULL, stop_leftover));
