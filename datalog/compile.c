@@ -219,6 +219,10 @@ static dl_coll_t *attr_coll(cctx_t *c, int src, int64_t id, const char *ident, b
     for (size_t i = 0; i < L->n_attrs; i++)
         if (L->attrs[i].id == id && L->attrs[i].src == src && L->attrs[i].wide == wide)
             return in_scope(c, L->attrs[i].coll);
+    if (L->engine) {
+        dl_coll_t *b = dl__engine_attr(L, id, ident, wide, c->err);
+        return b ? in_scope(c, b) : NULL;
+    }
     if (L->n_attrs == L->cap_attrs) {
         size_t cap = L->cap_attrs ? 2 * L->cap_attrs : 8;
         void *p = dl_realloc(L->attrs, cap * sizeof *L->attrs);
@@ -331,23 +335,40 @@ static int join(cctx_t *c, const prel_t *a, const prel_t *b, prel_t *out) {
         if (!is_unit(a) && !is_unit(b))
             explain(c, "cross product (no shared variable), est %.0f x %.0f", a->est, b->est);
     }
+    /* a's value columns are its non-key columns (so that a base relation [e v] joined on e
+     * is arranged exactly as its shared by-entity arrangement); key columns come back
+     * from the key. */
     uint32_t va[MAXC], vb[MAXC];
-    for (size_t i = 0; i < aa; i++)
-        va[i] = (uint32_t)i;
+    int a_key[MAXC], a_val[MAXC];
+    size_t nva = 0;
+    for (size_t i = 0; i < aa; i++) {
+        a_key[i] = -1;
+        for (size_t k = 0; k < nk; k++)
+            if (ka[k] == i) {
+                a_key[i] = (int)k;
+                break;
+            }
+        a_val[i] = (int)nva;
+        if (a_key[i] < 0)
+            va[nva++] = (uint32_t)i;
+    }
     size_t nvb = 0;
     for (size_t i = 0; i < ba; i++)
         if (b->vars[i] != -1 && col_of(a, b->vars[i]) < 0)
             vb[nvb++] = (uint32_t)i;
-    dl_arr_t *A = dl_arrange(ca, ka, nk, va, aa, c->err);
+    dl_arr_t *A = dl_arrange(ca, ka, nk, va, nva, c->err);
     dl_arr_t *B = A ? dl_arrange(cb, kb, nk, vb, nvb, c->err) : NULL;
     if (!A || !B)
+        return cfail(c);
+    if (c->L->engine &&
+        (dl__engine_note_arr(c->L, ca, A, c->err) || dl__engine_note_arr(c->L, cb, B, c->err)))
         return cfail(c);
     dl_join_col_t jc[MAXC];
     size_t n = 0;
     out->arity = 0;
     for (size_t i = 0; i < aa; i++) {
-        jc[n].src = DL_JOIN_LEFT;
-        jc[n++].col = (uint32_t)i;
+        jc[n].src = a_key[i] >= 0 ? DL_JOIN_KEY : DL_JOIN_LEFT;
+        jc[n++].col = (uint32_t)(a_key[i] >= 0 ? a_key[i] : a_val[i]);
         out->vars[out->arity++] = a->vars[i];
     }
     for (size_t i = 0; i < nvb; i++) {
@@ -748,9 +769,26 @@ typedef struct fnctx {
     bool to_ref[MAXC];     /* per binding variable: an entity variable (long -> ref) */
     dl__fnval_t ground;    /* ground's constant result (items in the live's arena) */
     bool is_ground;
+    dl_live_t *L;
 } fnctx_t;
 
+/* A builtin's error (type, range) in an engine query fails that query only: the engine's
+ * graph is shared, so the run goes on (the row is dropped, deterministically, so later
+ * retractions stay consistent) and the query is marked failed. Out of memory aborts. */
+static int soft_fail(dl_live_t *L, int rc) {
+    if (!rc || !L->engine || rc == DL_ENOMEM)
+        return rc;
+    if (!L->failed)
+        L->failed = rc;
+    return 0;
+}
+
+static int fn_apply_hard(void *ctx, const dl_value_t *row, dl_emitter_t *out);
 static int fn_apply(void *ctx, const dl_value_t *row, dl_emitter_t *out) {
+    return soft_fail(((fnctx_t *)ctx)->L, fn_apply_hard(ctx, row, out));
+}
+
+static int fn_apply_hard(void *ctx, const dl_value_t *row, dl_emitter_t *out) {
     fnctx_t *f = ctx;
     const dl__clause_t *cl = f->cl;
     dl_value_t args[64];
@@ -826,6 +864,8 @@ static int expr_clause(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
     if (cl->n_args > 64)
         return dl_error_set(c->err, DL_ELIMIT, "too many arguments");
     fnctx_t *f = keep(c, sizeof *f);
+    if (f)
+        f->L = c->L;
     if (!f)
         return DL_ENOMEM;
     f->cl = cl;
@@ -1607,6 +1647,7 @@ typedef struct aggctx {
     size_t val_arity;   /* columns of the reduce input's val */
     int agg_find[MAXC]; /* per aggregate: its find index */
     int val_col[MAXC];  /* per aggregate: its column in val */
+    dl_live_t *L;
 } aggctx_t;
 
 static int agg_reduce(void *ctx, const dl_value_t *key, const dl_value_t *vals,
@@ -1632,7 +1673,7 @@ static int agg_reduce(void *ctx, const dl_value_t *key, const dl_value_t *vals,
         dl_free(cell.items);
     }
     dl_free(bag);
-    return rc ? rc : dl_emit(out, res);
+    return rc ? soft_fail(a->L, rc) : dl_emit(out, res);
 }
 
 /* Whether the :find variables determine every variable of r, through functional
@@ -1741,6 +1782,8 @@ static int compile_find(cctx_t *c, prel_t *r) {
     if (rc)
         return rc;
     aggctx_t *a = keep(c, sizeof *a);
+    if (a)
+        a->L = c->L;
     if (!a)
         return DL_ENOMEM;
     a->q = q;

@@ -21,6 +21,26 @@ typedef struct dl__txmap {
     size_t n_used, n_slots;
 } dl__txmap_t;
 
+/* A base attribute input of an engine (dl_engine_t): one per (attribute, shape) read by
+ * any of its queries, arranged by entity (arr_e: key e, val the rest); its collection
+ * (arr_e's) is what patterns read, so a query added later receives the contents and
+ * the arrangements over it (by entity, by value) are shared by every query. Each shared
+ * arrangement is held by a trace at the engine's last transaction, so that a new reader
+ * receives it at complete times. refs: live queries reading it. */
+typedef struct dl__eattr {
+    int64_t id;
+    const char *ident;
+    bool wide;
+    dl_input_t *in;
+    dl_arr_t *arr_e;
+    dl_coll_t *coll;
+    dl_arr_t *arrs[4]; /* shared arrangements over coll (arr_e first), each traced */
+    dl_trace_t *traces[4];
+    size_t n_arrs;
+    dl__txmap_t txmap; /* wide: (e, v) -> asserting transaction */
+    size_t refs;
+} dl__eattr_t;
+
 /* One (source, attribute, shape) the query reads: an input collection of [e v] rows
  * (narrow) or [e v tx added] rows (wide: patterns binding tx or added). */
 typedef struct dl__live_attr {
@@ -31,6 +51,7 @@ typedef struct dl__live_attr {
     dl_input_t *in;
     dl_coll_t *coll;   /* what patterns read (root): the input, distinct for history */
     dl__txmap_t txmap; /* wide inputs of a current source */
+    dl__eattr_t *ea;   /* engine queries: the engine's input (in is NULL) */
 } dl__live_attr_t;
 
 /* A root collection entered into an iterate scope (built once, reused). */
@@ -67,6 +88,8 @@ typedef struct dl__live_line {
  * `acc` holds the accumulated result (the sum of every diff captured from `out`). */
 struct dl_live {
     const dl_query_t *q; /* borrowed: must outlive the live query */
+    dl_engine_t *engine; /* engine queries: the graph is the engine's (not owned) */
+    const dl_db_t *edb;  /* engine queries, while compiling: loads new base attributes */
     int *src_kind;       /* per q->srcs entry: DL_LIVE_CURRENT/HISTORY/FIXED or ABSENT */
     dl_arena_t arena;    /* builder contexts handed to operators (live as long as g) */
     dl_graph_t *g;
@@ -106,6 +129,26 @@ struct dl_live {
 /* Builds the dataflow of q into L->g (L->g, L->arena, L->explain initialized). The
  * attributes are resolved against db's schema; statistics of db drive the join order.
  * DL_EUNSUPPORTED for what the compiler does not handle (see compile.c). */
+/* One graph shared by every query of a store (include/deltalog/datalog.h "engine"). */
+struct dl_engine {
+    dl_graph_t *g;
+    dl__eattr_t **attrs; /* base attributes (each heap-allocated: pointers stay valid) */
+    size_t n_attrs, cap_attrs;
+    dl_live_t **lives; /* its live queries */
+    size_t n_lives, cap_lives;
+    uint64_t last_tx;
+    int failed;
+    bool keep_base;
+};
+
+/* Engine queries (live.c): the base collection of an attribute in L's engine, created
+ * and loaded on first use (a reference is taken for L); and notice that compile.c arranged
+ * collection src as a: a base collection's arrangements are shared and kept. */
+dl_coll_t *dl__engine_attr(dl_live_t *L, int64_t id, const char *ident, bool wide, dl_error_t *err);
+int dl__engine_note_arr(dl_live_t *L, dl_coll_t *src, dl_arr_t *a, dl_error_t *err) DL_WUR;
+/* Releases an engine query: its capture, its base references, its operators. */
+void dl__engine_release(dl_live_t *L);
+
 int dl__compile_query(dl_live_t *L, const dl_query_t *q, const dl_db_t *db, dl_error_t *err) DL_WUR;
 
 #endif

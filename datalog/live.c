@@ -7,8 +7,9 @@
  * the snapshot is loaded at its basis transaction, every later commit at its own number,
  * and after each the inputs advance past it, so the result for that transaction is
  * complete when dl_live_apply returns. Declared time dimensions are not used yet.
- * Each live query owns its graph: arrangements are shared within a query, not across
- * queries (docs/datalog.md "Status").
+ * A standalone live query (dl_live_new) owns its graph: arrangements are shared within the
+ * query only. Engine queries (dl_engine_live_new, at the end of this file) share one graph
+ * and its base arrangements (docs/datalog.md "Engine").
  */
 #include "datalog/compile.h"
 
@@ -98,7 +99,10 @@ static void txmap_fini(dl__txmap_t *m);
 DL_API void dl_live_free(dl_live_t *l) {
     if (!l)
         return;
-    dl_graph_free(l->g);
+    if (l->engine)
+        dl__engine_release(l); /* its operators leave the engine's graph */
+    else
+        dl_graph_free(l->g);
     dl__arena_fini(&l->arena);
     dl_free(l->lines);
     for (size_t i = 0; i < l->n_attrs; i++)
@@ -502,6 +506,17 @@ DL_API int dl_live_apply(dl_live_t *l, const struct dl_commit *c, dl_error_t *er
         err = &local;
     if (!l || !c)
         return dl_error_set(err, DL_EINVAL, "dl_live_apply: NULL argument");
+    if (l->engine) {
+        if (c->tx > l->engine->last_tx) {
+            int rc = dl_engine_apply(l->engine, c, err);
+            if (rc)
+                return rc;
+        }
+        if (l->failed)
+            return dl_error_set(err, l->failed, "this live query failed (%s)",
+                                dl_err_name(l->failed));
+        return 0; /* the engine applied it (now or for another of its queries) */
+    }
     if (l->failed)
         return dl_error_set(err, l->failed, "this live query failed earlier (%s)",
                             dl_err_name(l->failed));
@@ -539,8 +554,12 @@ static int row_order(const void *a, const void *b, void *ctx) {
     return dl_row_cmp(a, b, *(const size_t *)ctx);
 }
 
+DL_API int dl_live_status(const dl_live_t *l) { return l ? l->failed : DL_EINVAL; }
+
 DL_API int dl_live_result(const dl_live_t *l, dl_query_result_t **out, dl_error_t *err) {
     *out = NULL;
+    if (l->engine && l->failed)
+        return dl_error_set(err, l->failed, "this live query failed (%s)", dl_err_name(l->failed));
     const dl_query_t *q = l->q;
     size_t n = 0;
     for (size_t i = 0; i < l->n_rows; i++) {
@@ -639,6 +658,402 @@ DL_API int dl_query_run(const dl_query_t *q, const struct dl_db *db, const char 
         *out = NULL;
     dl_live_t *l = NULL;
     int rc = dl_live_new(q, db, args, args_len, &l, err);
+    if (!rc)
+        rc = dl_live_result(l, out, err);
+    dl_live_free(l);
+    return rc;
+}
+
+/* ---- the engine: one graph, shared base arrangements ---------------------------------------- */
+
+DL_API int dl_engine_new(const struct dl_db *db, dl_engine_t **out, dl_error_t *err) {
+    if (out)
+        *out = NULL;
+    if (!db || !out)
+        return dl_error_set(err, DL_EINVAL, "dl_engine_new: NULL argument");
+    dl_engine_t *e = dl_calloc(1, sizeof *e);
+    if (!e)
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    e->g = dl_graph_new(1, err);
+    if (!e->g) {
+        dl_free(e);
+        return err && err->code ? err->code : DL_ENOMEM;
+    }
+    e->last_tx = dl_db_basis_tx(db);
+    *out = e;
+    return 0;
+}
+
+static void eattr_free(dl__eattr_t *a) {
+    for (size_t i = 0; i < a->n_arrs; i++)
+        dl_trace_free(a->traces[i]);
+    txmap_fini(&a->txmap);
+    dl_free(a);
+}
+
+DL_API void dl_engine_free(dl_engine_t *e) {
+    if (!e)
+        return;
+    for (size_t i = 0; i < e->n_lives; i++)
+        e->lives[i]->engine = NULL; /* misuse: freed before its queries; they become inert */
+    for (size_t i = 0; i < e->n_attrs; i++)
+        eattr_free(e->attrs[i]);
+    dl_free(e->attrs);
+    dl_free(e->lives);
+    dl_graph_free(e->g);
+    dl_free(e);
+}
+
+DL_API void dl_engine_keep_base(dl_engine_t *e, bool keep) {
+    if (e)
+        e->keep_base = keep;
+}
+
+DL_API uint64_t dl_engine_tx(const dl_engine_t *e) { return e ? e->last_tx : 0; }
+
+DL_API void dl_engine_stats(const dl_engine_t *e, struct dl_graph_stats *out) {
+    memset(out, 0, sizeof *out);
+    if (e)
+        dl_graph_stats(e->g, out);
+}
+
+/* Drops base attributes without readers; then the graph's unreachable operators go. */
+static int engine_trim(dl_engine_t *e, bool all_unused, dl_error_t *err) {
+    size_t w = 0;
+    int rc = 0;
+    for (size_t i = 0; i < e->n_attrs; i++) {
+        dl__eattr_t *a = e->attrs[i];
+        if (a->refs || (!all_unused && e->keep_base)) {
+            e->attrs[w++] = a;
+            continue;
+        }
+        int x = dl_input_close(a->in, err);
+        rc = rc ? rc : x;
+        eattr_free(a);
+    }
+    e->n_attrs = w;
+    if (!e->n_attrs) {
+        dl_free(e->attrs);
+        e->attrs = NULL;
+        e->cap_attrs = 0;
+    }
+    if (!e->n_lives) {
+        dl_free(e->lives);
+        e->lives = NULL;
+        e->cap_lives = 0;
+    }
+    int x = dl_graph_collect(e->g, NULL, err);
+    return rc ? rc : x;
+}
+
+DL_API int dl_engine_trim(dl_engine_t *e, dl_error_t *err) {
+    if (!e)
+        return dl_error_set(err, DL_EINVAL, "dl_engine_trim: NULL engine");
+    return engine_trim(e, true, err);
+}
+
+static int trace_at(dl_trace_t *t, uint64_t tx, dl_error_t *err) {
+    dl_antichain_t f;
+    dl_antichain_init(&f, 1);
+    uint64_t t1[1] = {tx};
+    int rc = dl_antichain_insert(&f, t1);
+    rc = rc < 0 ? rc : dl_trace_advance(t, &f, err);
+    dl_antichain_fini(&f);
+    return rc;
+}
+
+dl_coll_t *dl__engine_attr(dl_live_t *L, int64_t id, const char *ident, bool wide,
+                           dl_error_t *err) {
+    dl_engine_t *e = L->engine;
+    dl__eattr_t *a = NULL;
+    for (size_t i = 0; i < e->n_attrs && !a; i++)
+        if (e->attrs[i]->id == id && e->attrs[i]->wide == wide)
+            a = e->attrs[i];
+    if (L->n_attrs == L->cap_attrs) {
+        size_t cap = L->cap_attrs ? 2 * L->cap_attrs : 8;
+        void *p = dl_realloc(L->attrs, cap * sizeof *L->attrs);
+        if (!p) {
+            dl_error_set(err, DL_ENOMEM, "out of memory");
+            return NULL;
+        }
+        L->attrs = p;
+        L->cap_attrs = cap;
+    }
+    if (!a) {
+        /* First use: an input loaded with the current datoms at the engine's transaction,
+         * arranged by entity. */
+        if (e->n_attrs == e->cap_attrs) {
+            size_t cap = e->cap_attrs ? 2 * e->cap_attrs : 16;
+            void *p = dl_realloc(e->attrs, cap * sizeof *e->attrs);
+            if (!p) {
+                dl_error_set(err, DL_ENOMEM, "out of memory");
+                return NULL;
+            }
+            e->attrs = p;
+            e->cap_attrs = cap;
+        }
+        a = dl_calloc(1, sizeof *a);
+        if (!a) {
+            dl_error_set(err, DL_ENOMEM, "out of memory");
+            return NULL;
+        }
+        a->id = id;
+        a->ident = ident;
+        a->wide = wide;
+        size_t arity = wide ? 4 : 2;
+        static const uint32_t K0[1] = {0}, VW[3] = {1, 2, 3};
+        int rc = 0;
+        a->in = dl_input_new(dl_graph_root(e->g), arity, err);
+        a->arr_e = a->in ? dl_arrange(dl_input_coll(a->in), K0, 1, VW, arity - 1, err) : NULL;
+        a->traces[0] = a->arr_e ? dl_trace_new(a->arr_e, err) : NULL;
+        if (!a->traces[0]) {
+            rc = err && err->code ? err->code : DL_ENOMEM;
+        } else {
+            a->arrs[0] = a->arr_e;
+            a->n_arrs = 1;
+            a->coll = dl_arr_coll(a->arr_e);
+            e->attrs[e->n_attrs++] = a; /* from here on, trim cleans up */
+        }
+        uint64_t t[1] = {e->last_tx};
+        dl_datom_t prefix;
+        memset(&prefix, 0, sizeof prefix);
+        prefix.a = id;
+        dl_iter_t *it = NULL;
+        if (!rc)
+            rc = dl_db_datoms(L->edb, DL_INDEX_AEVT, &prefix, 1, NULL, &it, err);
+        dl_datom_t d;
+        while (!rc && dl_iter_next(it, &d)) {
+            if (!d.added)
+                continue;
+            dl_value_t row[4] = {dl_value_ref(d.e), d.v, dl_value_int(d.tx), dl_value_bool(true)};
+            rc = dl_input_update(a->in, row, arity, t, 1, err);
+            if (!rc && wide && txmap_put(&a->txmap, row, d.tx))
+                rc = dl_error_set(err, DL_ENOMEM, "out of memory");
+        }
+        dl_iter_free(it);
+        uint64_t nx[1] = {e->last_tx + 1};
+        if (!rc)
+            rc = dl_input_advance_to(a->in, nx, err);
+        if (!rc)
+            rc = trace_at(a->traces[0], e->last_tx, err);
+        if (rc) {
+            if (!a->coll) { /* never registered */
+                if (a->traces[0])
+                    dl_trace_free(a->traces[0]);
+                else if (a->in && dl_input_close(a->in, NULL))
+                    a->in = NULL; /* cannot fail on an open input */
+                dl_free(a);
+            }
+            return NULL;
+        }
+    }
+    dl__live_attr_t *la = &L->attrs[L->n_attrs++];
+    memset(la, 0, sizeof *la);
+    la->id = id;
+    la->ident = ident;
+    la->src = 0;
+    la->wide = wide;
+    la->coll = a->coll;
+    la->ea = a;
+    a->refs++;
+    return a->coll;
+}
+
+int dl__engine_note_arr(dl_live_t *L, dl_coll_t *src, dl_arr_t *arr, dl_error_t *err) {
+    dl_engine_t *e = L->engine;
+    for (size_t i = 0; i < e->n_attrs; i++) {
+        dl__eattr_t *a = e->attrs[i];
+        if (a->coll != src)
+            continue;
+        for (size_t k = 0; k < a->n_arrs; k++)
+            if (a->arrs[k] == arr)
+                return 0;
+        if (a->n_arrs == DL_ARRAY_LEN(a->arrs))
+            return 0; /* unusual layouts stay private to the query */
+        dl_trace_t *t = dl_trace_new(arr, err);
+        if (!t)
+            return err && err->code ? err->code : DL_ENOMEM;
+        int rc = trace_at(t, e->last_tx, err);
+        if (rc) {
+            dl_trace_free(t);
+            return rc;
+        }
+        a->arrs[a->n_arrs] = arr;
+        a->traces[a->n_arrs++] = t;
+        return 0;
+    }
+    return 0;
+}
+
+void dl__engine_release(dl_live_t *L) {
+    dl_engine_t *e = L->engine;
+    if (L->cap)
+        dl_capture_release(L->cap);
+    L->cap = NULL;
+    for (size_t i = 0; i < L->n_attrs; i++)
+        if (L->attrs[i].ea)
+            L->attrs[i].ea->refs--;
+    for (size_t i = 0; i < e->n_lives; i++)
+        if (e->lives[i] == L) {
+            e->lives[i] = e->lives[--e->n_lives];
+            break;
+        }
+    /* Constant inputs were closed when the query started (dl_engine_live_new closes them
+     * on its failure paths too), so they go with the rest. Collection fails only between the steps
+     * of a run (never here) or on out of memory (the operators then stay until the next release or
+     * trim collects them). */
+    if (engine_trim(e, false, NULL))
+        return;
+}
+
+DL_API int dl_engine_apply(dl_engine_t *e, const struct dl_commit *c, dl_error_t *err) {
+    dl_error_t local;
+    dl_error_clear(&local);
+    if (!err)
+        err = &local;
+    if (!e || !c)
+        return dl_error_set(err, DL_EINVAL, "dl_engine_apply: NULL argument");
+    if (e->failed)
+        return dl_error_set(err, e->failed, "the engine failed earlier (%s)",
+                            dl_err_name(e->failed));
+    if (c->tx <= e->last_tx)
+        return 0;
+    uint64_t t[1] = {c->tx};
+    int rc = 0;
+    for (size_t i = 0; i < c->n_changes && !rc; i++) {
+        const dl_change_t *ch = &c->changes[i];
+        for (size_t k = 0; k < e->n_attrs && !rc; k++) {
+            dl__eattr_t *a = e->attrs[k];
+            if (a->id != ch->a)
+                continue;
+            dl_value_t row[4] = {dl_value_ref(ch->e), ch->v, dl_value_int((int64_t)c->tx),
+                                 dl_value_bool(true)};
+            if (!a->wide) {
+                rc = dl_input_update(a->in, row, 2, t, ch->diff, err);
+            } else if (ch->diff > 0) {
+                if (txmap_put(&a->txmap, row, (int64_t)c->tx))
+                    rc = dl_error_set(err, DL_ENOMEM, "out of memory");
+                else
+                    rc = dl_input_update(a->in, row, 4, t, 1, err);
+            } else {
+                int64_t asserted;
+                if (!txmap_take(&a->txmap, row, &asserted)) {
+                    rc = dl_error_set(err, DL_EINTERNAL, "retraction of a datom never seen");
+                } else {
+                    row[2] = dl_value_int(asserted);
+                    rc = dl_input_update(a->in, row, 4, t, -1, err);
+                }
+            }
+        }
+    }
+    uint64_t nx[1] = {c->tx + 1};
+    for (size_t k = 0; k < e->n_attrs && !rc; k++) {
+        dl__eattr_t *a = e->attrs[k];
+        rc = dl_input_advance_to(a->in, nx, err);
+        for (size_t i = 0; i < a->n_arrs && !rc; i++)
+            rc = trace_at(a->traces[i], c->tx, err);
+    }
+    for (size_t i = 0; i < e->n_lives; i++)
+        e->lives[i]->n_ch = 0;
+    if (!rc)
+        rc = dl_graph_run(e->g, err);
+    if (rc) {
+        e->failed = rc;
+        for (size_t i = 0; i < e->n_lives; i++)
+            if (!e->lives[i]->failed)
+                e->lives[i]->failed = rc;
+        return rc;
+    }
+    e->last_tx = c->tx;
+    for (size_t i = 0; i < e->n_lives; i++)
+        e->lives[i]->last_tx = c->tx;
+    return 0;
+}
+
+DL_API int dl_engine_live_new(dl_engine_t *e, const dl_query_t *q, const struct dl_db *db,
+                              const char *args, size_t args_len, dl_live_t **out, dl_error_t *err) {
+    dl_error_t local;
+    dl_error_clear(&local);
+    if (!err)
+        err = &local;
+    if (out)
+        *out = NULL;
+    if (!e || !q || !db || !out)
+        return dl_error_set(err, DL_EINVAL, "dl_engine_live_new: NULL argument");
+    if (e->failed)
+        return dl_error_set(err, e->failed, "the engine failed earlier (%s)",
+                            dl_err_name(e->failed));
+    if (dl_db_basis_tx(db) != e->last_tx)
+        return dl_error_set(err, DL_ESTATE,
+                            "the database is at transaction %llu, the engine at %llu",
+                            (unsigned long long)dl_db_basis_tx(db), (unsigned long long)e->last_tx);
+    if (q->n_srcs != 1)
+        return dl_error_set(err, DL_EUNSUPPORTED,
+                            "engine queries read one current source ($); use dl_live_new_sources");
+    if (e->n_lives == e->cap_lives) {
+        size_t cap = e->cap_lives ? 2 * e->cap_lives : 16;
+        void *p = dl_realloc(e->lives, cap * sizeof *e->lives);
+        if (!p)
+            return dl_error_set(err, DL_ENOMEM, "out of memory");
+        e->lives = p;
+        e->cap_lives = cap;
+    }
+    dl_live_t *L = dl_calloc(1, sizeof *L);
+    if (L)
+        L->src_kind = dl_malloc(sizeof *L->src_kind);
+    if (!L || !L->src_kind) {
+        dl_free(L);
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    }
+    L->src_kind[0] = DL_LIVE_CURRENT;
+    L->q = q;
+    L->arity = q->n_find;
+    L->engine = e;
+    L->g = e->g;
+    L->edb = db;
+    dl__arena_init(&L->arena, 4096);
+    e->lives[e->n_lives++] = L;
+    int rc = dl__compile_query(L, q, db, err);
+    if (!rc) {
+        L->cap = dl_capture_new(L->out, on_diff, L, err);
+        if (!L->cap)
+            rc = err && err->code ? err->code : DL_ENOMEM;
+    }
+    if (!rc)
+        rc = load_args(L, args, args ? args_len : 0, err);
+    for (size_t i = 0; i < L->n_consts && !rc; i++)
+        rc = dl_input_close(L->consts[i], err);
+    L->edb = NULL;
+    if (!rc) {
+        rc = dl_graph_run(e->g, err);
+        if (rc) {
+            e->failed = rc; /* the shared graph is in an unspecified state */
+            for (size_t i = 0; i < e->n_lives; i++)
+                if (!e->lives[i]->failed)
+                    e->lives[i]->failed = rc;
+        }
+    }
+    if (!rc && L->failed)
+        rc = dl_error_set(err, L->failed, "the query failed (%s)", dl_err_name(L->failed));
+    if (rc) {
+        for (size_t i = 0; i < L->n_consts; i++)
+            if (dl_input_close(L->consts[i], NULL))
+                continue; /* already closed */
+        dl_live_free(L);
+        return rc;
+    }
+    L->last_tx = e->last_tx;
+    *out = L;
+    return 0;
+}
+
+DL_API int dl_engine_query(dl_engine_t *e, const dl_query_t *q, const struct dl_db *db,
+                           const char *args, size_t args_len, dl_query_result_t **out,
+                           dl_error_t *err) {
+    if (out)
+        *out = NULL;
+    dl_live_t *l = NULL;
+    int rc = dl_engine_live_new(e, q, db, args, args_len, &l, err);
     if (!rc)
         rc = dl_live_result(l, out, err);
     dl_live_free(l);

@@ -165,5 +165,52 @@ DL_API int dl_query_run_sources(const dl_query_t *q, const dl_live_source_t *sou
                                 size_t n_sources, const char *args, size_t args_len,
                                 dl_query_result_t **out, dl_error_t *err) DL_WUR;
 
+/* ---- the engine: one dataflow graph per store, shared by every query ---------------------
+ * One graph; one input per (attribute, shape) read by any query, arranged by entity, and
+ * by value on first use by a join; these base arrangements are shared by every query that
+ * reads them (a query added over existing data does not re-index it) and refcounted.
+ * A commit is applied once (dl_engine_apply): its changes go to the inputs of the
+ * attributes it touches, then one run updates every query. Queries are added to the
+ * running graph and removed when freed (their operators and the arrangements only they
+ * used are returned to the allocator; a base attribute no query reads is dropped unless
+ * dl_engine_keep_base). Engine queries read one current source ($); as-of and history
+ * queries use the standalone calls above. docs/datalog.md "Engine". */
+typedef struct dl_engine dl_engine_t;
+
+/* new: an empty engine at db's basis transaction (db borrowed for the call). */
+DL_API int dl_engine_new(const struct dl_db *db, dl_engine_t **out, dl_error_t *err) DL_WUR;
+/* Frees the engine. Its live queries must have been freed (dl_live_free) first. */
+DL_API void dl_engine_free(dl_engine_t *e);
+/* Keep base attributes that no query reads any longer (a cache for one-shot queries). */
+DL_API void dl_engine_keep_base(dl_engine_t *e, bool keep);
+/* Drops the base attributes no live query reads (with their arrangements). */
+DL_API int dl_engine_trim(dl_engine_t *e, dl_error_t *err) DL_WUR;
+/* Applies one committed transaction (in order, as dl_live_apply) to every query of the
+ * engine; transactions at or before the last one applied are ignored. A query whose
+ * builtin fails (DL_ETYPE, DL_ERANGE) fails alone (dl_live_status); an engine run that
+ * fails otherwise (DL_ENOMEM) fails the engine: every later call returns that code. */
+DL_API int dl_engine_apply(dl_engine_t *e, const struct dl_commit *c, dl_error_t *err) DL_WUR;
+/* The last transaction applied (or the basis). */
+DL_API uint64_t dl_engine_tx(const dl_engine_t *e);
+/* A live query in the engine: compiled against db (which must be at the engine's last
+ * transaction: DL_ESTATE otherwise) and added to the running graph; its initial result is
+ * its first dl_live_changes. DL_EUNSUPPORTED for queries with several sources. Read it with
+ * dl_live_result / dl_live_changes / dl_live_explain; dl_live_apply on it applies the
+ * commit to the whole engine (once: later calls for the same transaction only report);
+ * dl_live_free removes it from the engine. */
+DL_API int dl_engine_live_new(dl_engine_t *e, const dl_query_t *q, const struct dl_db *db,
+                              const char *args, size_t args_len, dl_live_t **out,
+                              dl_error_t *err) DL_WUR;
+/* One-shot query over the engine's current state: dl_engine_live_new, read, free. With
+ * dl_engine_keep_base, later queries find the base arrangements built. */
+DL_API int dl_engine_query(dl_engine_t *e, const dl_query_t *q, const struct dl_db *db,
+                           const char *args, size_t args_len, dl_query_result_t **out,
+                           dl_error_t *err) DL_WUR;
+/* The statistics of the engine's graph (operators, arrangements, arranged records). */
+struct dl_graph_stats;
+DL_API void dl_engine_stats(const dl_engine_t *e, struct dl_graph_stats *out);
+/* 0, or the code with which the live query failed (a builtin's error at some commit). */
+DL_API int dl_live_status(const dl_live_t *l);
+
 DL_END_DECLS
 #endif

@@ -9,12 +9,17 @@
  * the store's current snapshot, and the reported change equals the difference of the two
  * successive results. Seeded (DL_SEED reproduces a run).
  * explain_*: the plan text names the operators and keys.
+ * engine_*: queries sharing one engine (dl_engine_t): the same differential test with
+ * queries added and released at random times and every commit applied once; a second
+ * query over existing data does not re-index it (dl_engine_stats arranged_updates);
+ * releasing the last query returns the memory (dl_alloc_stats back to the baseline).
  */
 #include "tests/harness/dl_test.h"
 
 #include "base/base.h"
 #include "datalog/datalog.h"
 
+#include <deltalog/dataflow.h>
 #include <deltalog/store.h>
 
 #include <stdio.h>
@@ -626,5 +631,272 @@ static void test_deep_nesting(void **state) {
     dl_store_close(st);
 }
 
+/* ---- the shared engine -------------------------------------------------------------------- */
+
+typedef struct eq {
+    dl_query_t *q;
+    char *text, *args;
+    dl_live_t *l;
+} eq_t;
+
+static void eq_free(eq_t *x) {
+    dl_live_free(x->l);
+    dl_query_free(x->q);
+    dl_free(x->text);
+    dl_free(x->args);
+    memset(x, 0, sizeof *x);
+}
+
+typedef struct eng_ctx {
+    dl_engine_t *e;
+    int rc;
+    dl_error_t err;
+} eng_ctx_t;
+
+static int feed_engine(void *ctx, const dl_commit_t *c) {
+    eng_ctx_t *k = ctx;
+    k->rc = dl_engine_apply(k->e, c, &k->err);
+    return k->rc;
+}
+
+/* Checks x against the oracle on db; returns false when both failed (x is then released). */
+static bool eq_check(eq_t *x, dl_db_t *db, const char *when) {
+    int orc;
+    char *want = oracle_text(x->q, db, x->args, &orc);
+    int lrc = dl_live_status(x->l);
+    if (orc || lrc) {
+        if ((orc != 0) != (lrc != 0))
+            dl_prop_fail("%s: query %s\nlive status %s, oracle %s", when, x->text, dl_err_name(lrc),
+                         dl_err_name(orc));
+        dl_free(want);
+        eq_free(x);
+        return false;
+    }
+    char *got = live_text(x->l);
+    if (strcmp(got, want) != 0)
+        dl_prop_fail("%s: query %s\nlive:   %s\noracle: %s\nplan:\n%s", when, x->text, got, want,
+                     dl_live_explain(x->l));
+    dl_free(got);
+    dl_free(want);
+    return true;
+}
+
+#define MAXQ 6
+
+static void test_engine_matches_oracle(void **state) {
+    (void)state;
+    dl_rng_t r = {dl_prop_seed("engine_matches_oracle")};
+    long n_rounds = dl_prop_iters(12), checks = 0, added = 0, released = 0, unsupported = 0;
+    dl_alloc_stats_t a0;
+    for (long round = 0; round < n_rounds; round++) {
+        dl_store_t *st = NULL;
+        dl_error_t err = {0};
+        must(dl_store_open_memory(&st, &err), &err, "open");
+        transact(st, schema);
+        dl_buf_t b;
+        dl__buf_init(&b);
+        dl__buf_puts(&b, "[");
+        for (int i = 0; i < N_ENT; i++)
+            dl__buf_printf(&b, "{:a/name \"n%d\" :a/num %d}", i, (int)dl_rng_below(&r, 6));
+        dl__buf_puts(&b, "]");
+        transact(st, b.data);
+        dl__buf_fini(&b);
+        dl_db_t *db = dl_store_db(st);
+        dl_engine_t *e = NULL;
+        must(dl_engine_new(db, &e, &err), &err, "engine");
+        dl_db_unref(db);
+        dl_alloc_stats(&a0);
+        eq_t qs[MAXQ];
+        memset(qs, 0, sizeof qs);
+        for (int step = 0; step < 30; step++) {
+            /* Add a query now and then (compiled on the current state). */
+            int slot = (int)dl_rng_below(&r, MAXQ);
+            if (!qs[slot].q && dl_rng_below(&r, 2) == 0) {
+                eq_t *x = &qs[slot];
+                for (int tries = 0; tries < 200 && !x->q; tries++) {
+                    dl_free(x->text);
+                    dl_free(x->args);
+                    x->text = random_query(&r, &x->args);
+                    dl_error_t perr = {0};
+                    if (strstr(x->text, "$h") || dl_query_parse(x->text, strlen(x->text), rules,
+                                                                strlen(rules), NULL, &x->q, &perr))
+                        x->q = NULL;
+                }
+                if (!x->q)
+                    dl_prop_fail("no valid random query in 200 tries");
+                db = dl_store_db(st);
+                int rc = dl_engine_live_new(e, x->q, db, x->args, x->args ? strlen(x->args) : 0,
+                                            &x->l, &err);
+                if (rc == DL_EUNSUPPORTED) {
+                    unsupported++;
+                    eq_free(x);
+                } else if (rc) {
+                    int orc;
+                    char *w = oracle_text(x->q, db, x->args, &orc);
+                    dl_free(w);
+                    if (!orc)
+                        dl_prop_fail("%s\nengine rc %s (%s), oracle ok", x->text, dl_err_name(rc),
+                                     err.message);
+                    dl_error_clear(&err);
+                    eq_free(x);
+                } else {
+                    added++;
+                    if (eq_check(x, db, "added"))
+                        checks++;
+                }
+                dl_db_unref(db);
+            } else if (qs[slot].q && dl_rng_below(&r, 4) == 0) {
+                eq_free(&qs[slot]); /* released at a random time */
+                released++;
+            }
+            /* A transaction, applied once to the engine. */
+            dl__buf_init(&b);
+            random_tx(&r, &b);
+            dl_tx_report_t rep;
+            memset(&rep, 0, sizeof rep);
+            dl_error_t terr = {0};
+            if (dl_store_transact_edn(st, b.data, b.len, &rep, &terr)) {
+                dl__buf_fini(&b);
+                continue;
+            }
+            dl__buf_fini(&b);
+            db = dl_store_db(st);
+            eng_ctx_t k = {e, 0, {0}};
+            if (dl_db_tx_range(db, rep.tx, rep.tx + 1, feed_engine, &k) || k.rc)
+                dl_prop_fail("engine apply: %s", k.err.message);
+            for (int i = 0; i < MAXQ; i++)
+                if (qs[i].q && eq_check(&qs[i], db, "after a transaction"))
+                    checks++;
+            dl_db_unref(db);
+            dl_tx_report_fini(&rep);
+        }
+        for (int i = 0; i < MAXQ; i++)
+            eq_free(&qs[i]);
+        /* Everything released: the engine holds no operator (engine_shares_base checks
+         * the bytes; here the store grows with the transactions). */
+        (void)a0;
+        dl_graph_stats_t gs;
+        dl_engine_stats(e, &gs);
+        if (gs.n_ops || gs.n_arrangements)
+            dl_prop_fail("engine keeps %zu operators, %zu arrangements", gs.n_ops,
+                         gs.n_arrangements);
+        dl_engine_free(e);
+        dl_store_close(st);
+    }
+    fprintf(stderr,
+            "[ engine   ] %ld rounds, %ld queries added, %ld released early, %ld checks, %ld not "
+            "compilable\n",
+            n_rounds, added, released, checks, unsupported);
+    if (checks < n_rounds * 10)
+        dl_prop_fail("too few checks (%ld)", checks);
+}
+
+/* A second query over data the engine already indexed does not index it again; releasing
+ * the queries returns the engine to its baseline allocation. */
+static void test_engine_shares_base(void **state) {
+    (void)state;
+    dl_store_t *st = NULL;
+    dl_error_t err = {0};
+    must(dl_store_open_memory(&st, &err), &err, "open");
+    transact(st, schema);
+    dl_buf_t b;
+    dl__buf_init(&b);
+    dl__buf_puts(&b, "[");
+    const int N = 2000;
+    for (int i = 0; i < N; i++)
+        dl__buf_printf(&b, "{:a/name \"n%d\" :a/num %d}", i, i % 10);
+    dl__buf_puts(&b, "]");
+    transact(st, b.data);
+    dl__buf_fini(&b);
+    dl_db_t *db = dl_store_db(st);
+    dl_engine_t *e = NULL;
+    must(dl_engine_new(db, &e, &err), &err, "engine");
+    dl_alloc_stats_t a0, a1;
+    dl_alloc_stats(&a0);
+    const char *t1 = "[:find ?e ?s ?n :where [?e :a/name ?s] [?e :a/num ?n]]";
+    const char *t2 = "[:find ?e ?n ?s :where [?e :a/num ?n] [?e :a/name ?s]]";
+    const char *t3 = "[:find ?s :where [?e :a/num 3] [?e :a/name ?s]]";
+    dl_query_t *q1 = NULL, *q2 = NULL, *q3 = NULL;
+    must(dl_query_parse(t1, strlen(t1), NULL, 0, db, &q1, &err), &err, t1);
+    must(dl_query_parse(t2, strlen(t2), NULL, 0, db, &q2, &err), &err, t2);
+    must(dl_query_parse(t3, strlen(t3), NULL, 0, db, &q3, &err), &err, t3);
+    dl_live_t *l1 = NULL, *l2 = NULL, *l3 = NULL;
+    must(dl_engine_live_new(e, q1, db, NULL, 0, &l1, &err), &err, t1);
+    dl_graph_stats_t s1, s2, s3;
+    dl_engine_stats(e, &s1);
+    assert_true(s1.arranged_updates >= (size_t)(2 * N)); /* both attributes, by entity */
+    must(dl_engine_live_new(e, q2, db, NULL, 0, &l2, &err), &err, t2);
+    dl_engine_stats(e, &s2);
+    fprintf(stderr, "[ engine   ] arranged records: first query %zu, with the second %zu\n",
+            s1.arranged_updates, s2.arranged_updates);
+    if (getenv("DL_SHOW_QUERIES")) {
+        char *p1 = dl_live_explain(l1), *p2 = dl_live_explain(l2);
+        fprintf(stderr, "%s\n%s\n", p1, p2);
+        dl_free(p1);
+        dl_free(p2);
+    }
+    assert_true(s2.arranged_updates < s1.arranged_updates + (size_t)N / 10);
+    /* Standalone, the second query would index both attributes again. */
+    dl_live_t *alone = NULL;
+    must(dl_live_new(q2, db, NULL, 0, &alone, &err), &err, t2);
+    dl_live_free(alone);
+    must(dl_engine_live_new(e, q3, db, NULL, 0, &l3, &err), &err, t3);
+    dl_engine_stats(e, &s3);
+    dl_query_result_t *res = NULL;
+    must(dl_live_result(l3, &res, &err), &err, "result");
+    assert_int_equal(dl_query_result_rows(res), (size_t)N / 10);
+    dl_query_result_free(res);
+    /* A commit reaches every query. */
+    dl_alloc_stats_t ts0, ts1;
+    dl_alloc_stats(&ts0);
+    transact(st, "[[:db/add [:a/name \"n1\"] :a/num 3]]");
+    dl_alloc_stats(&ts1); /* what the store keeps of the transaction */
+    dl_db_t *now = dl_store_db(st);
+    eng_ctx_t k = {e, 0, {0}};
+    assert_int_equal(
+        dl_db_tx_range(now, dl_db_basis_tx(now), dl_db_basis_tx(now) + 1, feed_engine, &k), 0);
+    assert_int_equal(k.rc, 0);
+    dl_db_unref(now);
+    must(dl_live_result(l3, &res, &err), &err, "result");
+    assert_int_equal(dl_query_result_rows(res), (size_t)N / 10 + 1);
+    dl_query_result_free(res);
+    const dl_value_t *rows;
+    const int64_t *diffs;
+    assert_int_equal(dl_live_changes(l1, &rows, &diffs), 2); /* [e "n1" 1] out, [e "n1" 3] in */
+    dl_live_free(l1);
+    dl_live_free(l2);
+    dl_live_free(l3);
+    dl_engine_stats(e, &s3);
+    assert_int_equal(s3.n_ops, 0);
+    assert_int_equal(s3.n_arrangements, 0);
+    dl_alloc_stats(&a1);
+    (void)a1;
+    /* The store grew with the transaction (and its snapshots cache what they read); from
+     * here on only queries come and go: adding and releasing them again returns every
+     * byte. */
+    dl_db_t *db2 = dl_store_db(st);
+    dl_alloc_stats(&a0);
+    must(dl_engine_live_new(e, q1, db2, NULL, 0, &l1, &err), &err, t1);
+    must(dl_engine_live_new(e, q3, db2, NULL, 0, &l3, &err), &err, t3);
+    must(dl_engine_live_new(e, q2, db2, NULL, 0, &l2, &err), &err, t2);
+    dl_live_free(l3);
+    dl_live_free(l1);
+    dl_live_free(l2);
+    dl_alloc_stats(&a1);
+    assert_int_equal(a1.live_bytes, a0.live_bytes);
+    assert_int_equal(a1.live_blocks, a0.live_blocks);
+    dl_db_unref(db2);
+    (void)ts0;
+    (void)ts1;
+    dl_query_free(q1);
+    dl_query_free(q2);
+    dl_query_free(q3);
+    dl_engine_free(e);
+    dl_db_unref(db);
+    dl_store_close(st);
+}
+
 DL_TEST_GROUP(live, cmocka_unit_test(test_live_matches_oracle), cmocka_unit_test(test_explain_plan),
-              cmocka_unit_test(test_eval_and_live_nomem), cmocka_unit_test(test_deep_nesting));
+              cmocka_unit_test(test_eval_and_live_nomem), cmocka_unit_test(test_deep_nesting),
+              cmocka_unit_test(test_engine_matches_oracle),
+              cmocka_unit_test(test_engine_shares_base));
