@@ -345,7 +345,8 @@ char *dl__format_sub_message(uint64_t sub, const void *delta, const char *end_me
             json_array_append_new(r, dl__json_from_value(row[k]));
         json_array_append_new(diff, json_pack("[oI]", r, (json_int_t)dl_delta_diff(d, i)));
     }
-    json_object_set_new(m, "sub", json_integer((json_int_t)sub));
+    if (sub != UINT64_MAX)
+        json_object_set_new(m, "sub", json_integer((json_int_t)sub));
     json_object_set_new(m, "t", json_integer((json_int_t)(n_dims ? t[0] : 0)));
     json_object_set_new(m, "time", time);
     json_object_set_new(m, "diff", diff);
@@ -355,7 +356,18 @@ char *dl__format_sub_message(uint64_t sub, const void *delta, const char *end_me
     json_decref(m);
     return line;
 }
+
+char *dl__format_sub_body(const void *delta, size_t *out_len) {
+    if (dl_delta_kind(delta) != DL_DELTA_DATA)
+        return NULL;
+    return dl__format_sub_message(UINT64_MAX, delta, NULL, out_len);
+}
 #else
+char *dl__format_sub_body(const void *delta, size_t *out_len) {
+    (void)delta;
+    (void)out_len;
+    return NULL;
+}
 char *dl__format_sub_message(uint64_t sub, const void *delta, const char *end_message,
                              size_t *out_len) {
     (void)sub;

@@ -195,6 +195,9 @@ json_t *dl__format_find_columns(const char *q_text, size_t n_cols);
  * builds with subscribe/. NULL on out of memory or for other kinds. */
 char *dl__format_sub_message(uint64_t sub, const void *delta, const char *end_message,
                              size_t *out_len);
+/* A DATA message without its "sub" field: {"t",...}\n (new, dl_free), so that one shared
+ * delta is encoded once for all its subscribers; NULL for other kinds or out of memory. */
+char *dl__format_sub_body(const void *delta, size_t *out_len);
 /* The end message of a subscription ended by the server itself (code, message). */
 char *dl__format_sub_end(uint64_t sub, int code, const char *message, size_t *out_len);
 /* EDN text of a JSON value in the wire encoding (values.md); appends to out. */

@@ -140,6 +140,9 @@ struct dl_server {
     void (*stop_hooks[4])(void *ctx); /* dashboard hook: run once the connections are gone */
     void *stop_ctx[4];
     dl_server_counters_t counters;
+    const void *enc_delta; /* design note 7: the last DATA delta encoded (a reference)... */
+    char *enc_body;        /* ...and its message without "sub" (shared by its subscribers) */
+    size_t enc_len;
     char readbuf[READ_CHUNK];
 };
 
@@ -834,6 +837,40 @@ static void subs_close_all(conn_t *c, const char *end_message) {
     }
 }
 
+/* A subscription message line for delta d (new, dl_free). Subscribers of one source get
+ * the same delta object: its body is encoded once and prefixed with each one's number. */
+static char *encode_sub(dl_server_t *s, uint64_t id, dl_delta_t *d, size_t *out_len) {
+    if (dl_delta_kind(d) != DL_DELTA_DATA)
+        return dl__format_sub_message(id, d, NULL, out_len);
+    if (s->enc_delta != d) {
+        dl_delta_unref((dl_delta_t *)s->enc_delta);
+        dl_free(s->enc_body);
+        s->enc_delta = NULL;
+        s->enc_body = dl__format_sub_body(d, &s->enc_len);
+        if (!s->enc_body)
+            return NULL;
+        s->enc_delta = dl_delta_ref(d);
+    }
+    char prefix[40];
+    int n = snprintf(prefix, sizeof prefix, "{\"sub\":%llu,", (unsigned long long)id);
+    size_t len = (size_t)n + s->enc_len - 1; /* the body's '{' is replaced by the prefix */
+    char *line = dl_malloc(len + 1);
+    if (!line)
+        return NULL;
+    memcpy(line, prefix, (size_t)n);
+    memcpy(line + n, s->enc_body + 1, s->enc_len - 1);
+    line[len] = 0;
+    *out_len = len;
+    return line;
+}
+
+static void encode_cache_free(dl_server_t *s) {
+    dl_delta_unref((dl_delta_t *)s->enc_delta);
+    dl_free(s->enc_body);
+    s->enc_delta = NULL;
+    s->enc_body = NULL;
+}
+
 static void on_sub_ready(uv_poll_t *h, int status, int events) {
     (void)events;
     csub_t *cs = h->data;
@@ -859,7 +896,7 @@ static void on_sub_ready(uv_poll_t *h, int status, int events) {
         size_t len = 0;
         char *line = dl_delta_kind(d) == DL_DELTA_FRONTIER
                          ? NULL /* system time only: a frontier adds nothing */
-                         : dl__format_sub_message(cs->id, d, NULL, &len);
+                         : encode_sub(c->srv, cs->id, d, &len);
         bool oom = !line && dl_delta_kind(d) != DL_DELTA_FRONTIER;
         dl_delta_unref(d);
         if (oom) {
@@ -927,7 +964,7 @@ static void csub_start(conn_t *c, slot_t *reply, dl_sub_t *sub, uint64_t id) {
     if (dl_sub_next(sub, 0, &d, NULL) == DL_OK && d) {
         size_t len = 0;
         bool end = dl_delta_kind(d) == DL_DELTA_END;
-        char *line = dl__format_sub_message(id, d, NULL, &len);
+        char *line = encode_sub(s, id, d, &len);
         dl_delta_unref(d);
         if (!line) {
             line = dl__format_sub_end(id, DL_ENOMEM, "out of memory encoding a message", &len);
@@ -971,6 +1008,7 @@ static void subs_close_all(conn_t *c, const char *end_message) {
     (void)end_message;
 }
 static void subs_resume(conn_t *c) { (void)c; }
+static void encode_cache_free(dl_server_t *s) { (void)s; }
 static void csub_start(conn_t *c, slot_t *reply, void *sub, uint64_t id) {
     (void)c;
     (void)reply;
@@ -1385,6 +1423,7 @@ void dl_server_free(dl_server_t *s) {
         uv_run(&s->loop, UV_RUN_DEFAULT);
         uv_loop_close(&s->loop);
     }
+    encode_cache_free(s);
     dl_free(s->listen_copy);
     dl_free(s->token);
     dl_free(s->port_file);
