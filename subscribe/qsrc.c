@@ -8,6 +8,13 @@
  * environment hands it the current database), and does not listen to commits (the engine
  * thread calls dl_qsrcs_apply). DESIGN-NOTES §4; docs/subscribe.md "Registry and sources".
  *
+ * All subscriptions share one Datalog engine (dl_engine_t): one dataflow graph whose base
+ * attribute arrangements are shared by every query, so that opening a query over existing
+ * data does not re-index it and a commit is applied once, at a cost proportional to the
+ * change (docs/datalog.md "Engine"). A query the engine cannot take (several sources, or
+ * opened while the engine is at another transaction than the database handed to open)
+ * gets its own standalone live query (dl_live_new), as before.
+ *
  * Invariant (as capsrc.c): acc = the initial result + every delta returned by poll,
  * tagged with the latest of their times, so a snapshot followed by later polls never
  * repeats or misses a change (registry.c design note 2).
@@ -27,6 +34,7 @@ struct qsrc {
     qsrc_t *next;
     dl_query_t *q;
     dl_live_t *live;
+    bool in_engine; /* live belongs to the owner's engine */
     size_t arity, n_dims;
     uint64_t last_tx;  /* the last transaction reflected (the basis, then applied ones) */
     int failed;        /* a run failed: the code poll reports */
@@ -41,6 +49,8 @@ struct dl_qsrcs {
     char *rules; /* copy of env.rules */
     qsrc_t *open;
     size_t n_open;
+    dl_engine_t *engine; /* shared by the subscriptions (created at the first open) */
+    size_t n_engine;     /* open subscriptions in the engine */
 };
 
 int dl_qsrcs_new(const dl_qsrc_env_t *env, dl_qsrcs_t **out, dl_error_t *err) {
@@ -71,6 +81,8 @@ static void qsrc_close(void *p) {
     dl_free(s->pending);
     dl_delta_unref(s->acc);
     dl_live_free(s->live);
+    if (s->in_engine)
+        s->owner->n_engine--;
     dl_query_free(s->q);
     dl_free(s);
 }
@@ -80,6 +92,7 @@ void dl_qsrcs_free(dl_qsrcs_t *qs) {
         return;
     while (qs->open)
         qsrc_close(qs->open);
+    dl_engine_free(qs->engine);
     dl_free(qs->rules);
     dl_free(qs);
 }
@@ -141,8 +154,29 @@ static int qsrc_open(void *ctx, const char *text, const dl_value_t *inputs, size
         if (args.oom)
             rc = dl_error_set(err, DL_ENOMEM, "qsrcs: out of memory");
     }
-    if (!rc)
-        rc = dl_live_new(s->q, db, args.data, args.len, &s->live, err);
+    if (!rc) {
+        /* The shared engine when it is at the database's transaction (an engine without
+         * queries is simply restarted there); otherwise a standalone live query. */
+        if (qs->engine && qs->n_engine == 0 && dl_engine_tx(qs->engine) != dl_db_basis_tx(db)) {
+            dl_engine_free(qs->engine);
+            qs->engine = NULL;
+        }
+        dl_error_t e2;
+        dl_error_clear(&e2);
+        if (!qs->engine && dl_engine_new(db, &qs->engine, &e2))
+            qs->engine = NULL;
+        int erc = DL_EUNSUPPORTED;
+        if (qs->engine && dl_engine_tx(qs->engine) == dl_db_basis_tx(db))
+            erc = dl_engine_live_new(qs->engine, s->q, db, args.data, args.len, &s->live, &e2);
+        if (!erc) {
+            s->in_engine = true;
+            qs->n_engine++;
+        } else if (erc == DL_EUNSUPPORTED || erc == DL_ESTATE) {
+            rc = dl_live_new(s->q, db, args.data, args.len, &s->live, err);
+        } else {
+            rc = err ? dl_error_set(err, erc, "%s", e2.message) : erc;
+        }
+    }
     dl__buf_fini(&args);
     if (!rc) {
         s->arity = s->q->n_find;
@@ -153,6 +187,8 @@ static int qsrc_open(void *ctx, const char *text, const dl_value_t *inputs, size
         s->owner = NULL;
         dl_delta_unref(s->acc);
         dl_live_free(s->live);
+        if (s->in_engine)
+            qs->n_engine--;
         dl_query_free(s->q);
         dl_free(s);
         return rc;
@@ -214,13 +250,28 @@ int dl_qsrcs_apply(dl_qsrcs_t *qs, const dl_commit_t *c, dl_error_t *err) {
     if (!qs || !c)
         return dl_error_set(err, DL_EINVAL, "dl_qsrcs_apply: NULL argument");
     int first = 0;
+    /* The shared engine first: once for every subscription in it (an engine failure, out
+     * of memory, fails each of them below through dl_live_status). */
+    dl_error_t ee;
+    dl_error_clear(&ee);
+    if (qs->engine && dl_engine_apply(qs->engine, c, &ee) && !qs->n_engine) {
+        dl_engine_free(qs->engine); /* nobody uses it: start afresh at the next open */
+        qs->engine = NULL;
+    }
     for (qsrc_t *s = qs->open; s; s = s->next) {
         /* dl_live_apply ignores old transactions without resetting its last change. */
         if (s->failed || c->tx <= s->last_tx)
             continue;
         dl_error_t e;
         dl_error_clear(&e);
-        int rc = dl_live_apply(s->live, c, &e);
+        int rc;
+        if (s->in_engine) {
+            rc = dl_live_status(s->live);
+            if (rc)
+                dl_error_set(&e, rc, "%s", ee.code ? ee.message : dl_strerror(rc));
+        } else {
+            rc = dl_live_apply(s->live, c, &e);
+        }
         if (rc) {
             fail(s, rc, &e);
             continue;
