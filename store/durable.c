@@ -273,7 +273,7 @@ static void put_run(dl_buf_t *b, vdict_t *d, const dl_btree_t *t, uint32_t *per_
         prev = *k;
         uint64_t tx = DL_KD_TX(k);
         if (tx <= covers)
-            per_tx[tx]++;
+            per_tx[2 * tx + (DL_KD_ADDED(k) ? 1 : 0)]++;
     }
 }
 
@@ -281,7 +281,7 @@ static void put_run(dl_buf_t *b, vdict_t *d, const dl_btree_t *t, uint32_t *per_
 static int encode_indices(dl_store_t *s, const dl_version_t *v, dl_buf_t *out, dl_error_t *err) {
     uint64_t covers = v->basis_tx;
     const dl_schema_t *sc = v->schema;
-    uint32_t *per_tx = dl_calloc(covers + 1, sizeof *per_tx);
+    uint32_t *per_tx = dl_calloc(2 * (covers + 1), sizeof *per_tx); /* retractions, assertions */
     dl_buf_t keys;
     dl__buf_init(&keys);
     vdict_t d = {0};
@@ -319,7 +319,6 @@ static int encode_indices(dl_store_t *s, const dl_version_t *v, dl_buf_t *out, d
     put_u(b, d.n);
     for (size_t i = 0; i < d.n; i++)
         put_value(b, d.list[i]);
-    dl__buf_put(b, keys.data, keys.len);
     /* the transaction table */
     int64_t prev_next = DL_FIRST_USER_ID;
     int rc = 0;
@@ -331,7 +330,8 @@ static int encode_indices(dl_store_t *s, const dl_version_t *v, dl_buf_t *out, d
         }
         /* the indices hold a subset of the changes (:db/noHistory drops some): the same
          * count means the same changes; otherwise they are written out */
-        bool explicit_ = per_tx[tx] != r->n_changes;
+        uint32_t nr = per_tx[2 * tx], na = per_tx[2 * tx + 1];
+        bool explicit_ = (size_t)nr + na != r->n_changes;
         dl__buf_putc(b, (char)((r->advance ? 1 : 0) | (explicit_ ? 2 : 0)));
         put_u(b, r->n_time);
         for (size_t i = 1; i < r->n_time; i++)
@@ -349,8 +349,14 @@ static int encode_indices(dl_store_t *s, const dl_version_t *v, dl_buf_t *out, d
                 put_value(b, c->v);
                 dl__buf_putc(b, (char)(c->diff > 0 ? 1 : 0));
             }
+        } else {
+            put_u(b, nr);
+            put_u(b, na);
         }
     }
+    /* the two EAVT runs last: recovery knows every transaction's place in the table
+     * before it decodes them */
+    dl__buf_put(b, keys.data, keys.len);
     if (rc == 0 && (b->oom || keys.oom || d.oom))
         rc = dl_error_set(err, DL_ENOMEM, "out of memory");
     dl_free(per_tx);
@@ -460,9 +466,20 @@ static inline dl_kd_t *bw_next(bw_t *w) {
 
 /* Decodes one EAVT run into a bulk build of tree t (checking the order), counting keys per
  * attribute slot and per transaction (retractions / assertions). */
+/* Where the changes of each transaction go in the table's block (load_txtable): write
+ * cursors for retractions and assertions and their ends; flags: 1 changes written out in
+ * the blob (the runs do not fill them), 2 the current run gave assertions, 4 the past run
+ * too (the group is two sorted runs: sorted after). */
+typedef struct txpos {
+    dl_change_t *all;
+    uint32_t *rcur, *rend, *acur, *aend;
+    uint32_t *split; /* the assertion cursor after the current run */
+    uint8_t *flags;
+} txpos_t;
+
 static int load_run(dl_store_t *s, rd_t *r, const dl_value_t *dict, size_t n_dict, dl_btree_t *t,
-                    const slotmap_t *sm, size_t *per_slot, uint32_t *n_ret, uint32_t *n_add,
-                    uint64_t covers, const char **why) {
+                    const slotmap_t *sm, size_t *per_slot, txpos_t *tp, bool past, uint64_t covers,
+                    const char **why) {
     uint64_t n = get_u(r);
     if (r->bad || n > (uint64_t)(r->end - r->p)) {
         *why = "bad key count";
@@ -505,10 +522,18 @@ static int load_run(dl_store_t *s, rd_t *r, const dl_value_t *dict, size_t n_dic
             break;
         }
         per_slot[slot]++;
-        if (DL_KD_ADDED(&k))
-            n_add[tx]++;
-        else
-            n_ret[tx]++;
+        if (tx > 0 && !(tp->flags[tx] & 1)) {
+            /* the change in its transaction's record: retractions, then assertions */
+            bool add = DL_KD_ADDED(&k);
+            uint32_t at = add ? tp->acur[tx]++ : tp->rcur[tx]++;
+            if (at >= (add ? tp->aend[tx] : tp->rend[tx])) {
+                r->bad = true;
+                break;
+            }
+            tp->all[at] = (dl_change_t){k.e, k.a, k.v, add ? 1 : -1};
+            if (add)
+                tp->flags[tx] |= past ? 4 : 2;
+        }
         *bw_next(&w) = k;
         prev = k;
     }
@@ -650,14 +675,12 @@ static void *side_main(void *p) {
     return NULL;
 }
 
-/* The transaction table of a version-2 blob: time vectors and allocator from the blob,
- * changes from the EAVT trees (current and past merged) or, for the transactions whose
- * changes the trees do not all hold, from the blob. n_ret / n_add: per transaction, the
- * retractions and assertions the trees hold (load_run). */
-static int load_txtable(dl_store_t *s, rd_t *r, uint64_t covers, size_t n_fr, uint32_t *n_ret,
-                        uint32_t *n_add, uint8_t *expl, const char **why) {
-    /* the transaction table: time vectors and allocator from the blob, changes from the
-     * trees (or the blob when the trees do not hold them all) */
+/* The transaction table of a version-2 blob (before the runs): time vectors, allocator,
+ * advance flags into the records; the changes of a transaction the indices hold all of
+ * are only counted (retractions, assertions): their places in one block are set up in tp
+ * for load_run to fill; the others' changes are decoded here. */
+static int load_txtable(dl_store_t *s, rd_t *r, uint64_t covers, size_t n_fr, txpos_t *tp,
+                        const char **why) {
     *why = "bad transaction table";
     size_t total_time = 0, total_changes = 0;
     const uint8_t *tx_start = r->p;
@@ -685,18 +708,24 @@ static int load_txtable(dl_store_t *s, rd_t *r, uint64_t covers, size_t n_fr, ui
             }
             total_changes += nc;
         } else {
-            total_changes += n_ret[tx] + n_add[tx];
+            uint64_t nr = get_u(r), na = get_u(r);
+            if (r->bad || nr > (uint64_t)(r->end - r->p) || na > (uint64_t)(r->end - r->p))
+                return DL_ECORRUPT;
+            total_changes += nr + na;
         }
+        if (total_changes >= UINT32_MAX)
+            return DL_ECORRUPT;
     }
-    if (r->bad || r->p != r->end || total_changes >= UINT32_MAX)
+    if (r->bad)
         return DL_ECORRUPT;
+    const uint8_t *runs = r->p;
     uint8_t *blk =
         dl_malloc(total_time * sizeof(uint64_t) + total_changes * sizeof(dl_change_t) + 1);
     if (!blk || dl__store_keep_bulk(s, blk) != 0)
         return DL_ENOMEM;
     dl_change_t *chg = (dl_change_t *)blk;
+    tp->all = chg;
     uint64_t *tim = (uint64_t *)(blk + total_changes * sizeof(dl_change_t));
-    /* n_ret / n_add become write positions of implicit transactions */
     r->p = tx_start;
     int64_t prev_next = DL_FIRST_USER_ID;
     for (uint64_t tx = 1; tx <= covers; tx++) {
@@ -724,43 +753,67 @@ static int load_txtable(dl_store_t *s, rd_t *r, uint64_t covers, size_t n_fr, ui
                 dl_value_t v = get_value(r);
                 chg[i] = (dl_change_t){pe, a, v, *r->p++ ? 1 : -1};
             }
-            expl[tx] = 1;
+            tp->flags[tx] = 1;
         } else {
-            rec->n_changes = n_ret[tx] + n_add[tx];
-            uint32_t nr = n_ret[tx];
-            n_ret[tx] = (uint32_t)(chg - (dl_change_t *)blk);
-            n_add[tx] = n_ret[tx] + nr;
+            uint32_t nr = (uint32_t)get_u(r), na = (uint32_t)get_u(r);
+            rec->n_changes = (size_t)nr + na;
+            tp->rcur[tx] = (uint32_t)(chg - tp->all);
+            tp->rend[tx] = tp->acur[tx] = tp->rcur[tx] + nr;
+            tp->aend[tx] = tp->acur[tx] + na;
         }
         chg += rec->n_changes;
     }
-    /* fill the implicit transactions' changes: current and past EAVT merged by (e,a,v) */
-    {
-        dl_change_t *all = (dl_change_t *)blk;
-        dl_btcur_t qc, qp;
-        dl__btree_seek(&qc, &s->trees[DL_T_CUR + DL_ORD_EAVT], NULL, 0);
-        dl__btree_seek(&qp, &s->trees[DL_T_PAST + DL_ORD_EAVT], NULL, 0);
-        const dl_kd_t *kc = dl__btree_cur_get(&qc), *kp = dl__btree_cur_get(&qp);
-        while (kc || kp) {
-            const dl_kd_t *k;
-            if (kc && (!kp || kc->e < kp->e ||
-                       (kc->e == kp->e && dl__btree_cmp(DL_ORD_EAVT, kc, kp, 3) <= 0))) {
-                k = kc;
-                dl__btree_cur_next(&qc);
-                kc = dl__btree_cur_get(&qc);
-            } else {
-                k = kp;
-                dl__btree_cur_next(&qp);
-                kp = dl__btree_cur_get(&qp);
+    r->p = runs;
+    return 0;
+}
+
+static inline int cmp_change_eavt(const dl_change_t *a, const dl_change_t *b) {
+    if (a->e != b->e)
+        return a->e < b->e ? -1 : 1;
+    if (a->a != b->a)
+        return a->a < b->a ? -1 : 1;
+    dl_kd_t p = {.e = a->e, .a = a->a, .v = a->v}, q = {.e = b->e, .a = b->a, .v = b->v};
+    return dl__btree_cmp(DL_ORD_EAVT, &p, &q, 3);
+}
+
+/* After the runs: every implicit transaction got exactly its counted changes; an
+ * assertion group filled by both runs (assertions later retracted next to ones still
+ * current) is two sorted runs [rend, split) and [split, aend): merged from the back
+ * through a copy of the second (usually the short one). */
+static int finish_txtable(uint64_t covers, txpos_t *tp) {
+    dl_change_t *tmp = NULL;
+    size_t cap = 0;
+    int rc = 0;
+    for (uint64_t tx = 1; tx <= covers && rc == 0; tx++) {
+        if (tp->flags[tx] & 1)
+            continue;
+        if (tp->rcur[tx] != tp->rend[tx] || tp->acur[tx] != tp->aend[tx]) {
+            rc = DL_ECORRUPT;
+            break;
+        }
+        if ((tp->flags[tx] & 6) != 6)
+            continue;
+        dl_change_t *g = tp->all;
+        size_t lo = tp->rend[tx], mid = tp->split[tx], hi = tp->aend[tx], m = hi - mid;
+        if (m > cap) {
+            dl_change_t *t = dl_realloc(tmp, m * sizeof *t);
+            if (!t) {
+                rc = DL_ENOMEM;
+                break;
             }
-            uint64_t tx = DL_KD_TX(k);
-            if (tx == 0 || expl[tx])
-                continue; /* transaction 0 (built in), or a record written out */
-            bool add = DL_KD_ADDED(k);
-            dl_change_t c = {k->e, k->a, k->v, add ? 1 : -1};
-            all[add ? n_add[tx]++ : n_ret[tx]++] = c;
+            tmp = t, cap = m;
+        }
+        memcpy(tmp, g + mid, m * sizeof *tmp);
+        size_t i = mid, j = m, w = hi;
+        while (j > 0) {
+            if (i > lo && cmp_change_eavt(&g[i - 1], &tmp[j - 1]) > 0)
+                g[--w] = g[--i];
+            else
+                g[--w] = tmp[--j];
         }
     }
-    return 0;
+    dl_free(tmp);
+    return rc;
 }
 
 /* Loads a version-2 blob into the fresh store s (recovery mode): bulk-builds the eight
@@ -776,8 +829,8 @@ static int load_indices(dl_store_t *s, uint64_t covers, const uint8_t *blob, siz
     uint64_t *fr = NULL;
     dl_value_t *dict = NULL;
     size_t *per_slot = NULL;
-    uint32_t *n_ret = NULL, *n_add = NULL;
-    uint8_t *expl = NULL;
+    txpos_t tp = {0};
+    uint32_t *tpmem = NULL;
     dl_schema_t *sc = NULL;
     slotmap_t sm = {0};
     uint64_t bcovers = get_u(&r);
@@ -850,28 +903,44 @@ static int load_indices(dl_store_t *s, uint64_t covers, const uint8_t *blob, siz
         goto corrupt;
     dict = dl_malloc((nd + 1) * sizeof *dict);
     per_slot = dl_calloc(2 * (na + 1), sizeof *per_slot);
-    n_ret = dl_calloc(covers + 1, sizeof *n_ret);
-    n_add = dl_calloc(covers + 1, sizeof *n_add);
-    expl = dl_calloc(covers + 1, 1);
-    if (!dict || !per_slot || !n_ret || !n_add || !expl)
+    tpmem = dl_calloc(5 * (covers + 1), sizeof *tpmem);
+    tp.flags = dl_calloc(covers + 1, 1);
+    if (!dict || !per_slot || !tpmem || !tp.flags)
         goto oom;
+    tp.rcur = tpmem, tp.rend = tpmem + (covers + 1), tp.acur = tpmem + 2 * (covers + 1);
+    tp.aend = tpmem + 3 * (covers + 1), tp.split = tpmem + 4 * (covers + 1);
     for (size_t i = 0; i < nd; i++) {
         dict[i] = get_value(&r);
         if (r.bad || !interned((dl_type_t)dict[i].type))
             goto corrupt;
     }
-    /* the EAVT runs; then, on two threads, the derived trees, the value counts and the
-     * transaction table */
+    /* the transaction table, then the EAVT runs (filling its changes); then, on two
+     * threads, the derived trees and the value counts */
+    rc = load_txtable(s, &r, covers, (size_t)n_fr, &tp, &why);
+    if (rc == DL_ECORRUPT)
+        goto corrupt;
+    if (rc != 0)
+        goto oom;
     slotmap_init(&sm, s->schema);
     for (int k = 0; k < 2; k++) {
         int base = k ? DL_T_PAST : DL_T_CUR;
         rc = load_run(s, &r, dict, (size_t)nd, &s->trees[base + DL_ORD_EAVT], &sm,
-                      per_slot + k * (na + 1), n_ret, n_add, covers, &why);
+                      per_slot + k * (na + 1), &tp, k == 1, covers, &why);
         if (rc == DL_ECORRUPT)
             goto corrupt;
         if (rc != 0)
             goto oom;
+        if (k == 0)
+            memcpy(tp.split, tp.acur, (covers + 1) * sizeof *tp.split);
     }
+    why = "the transaction table does not match the indices";
+    if (r.p != r.end)
+        goto corrupt;
+    rc = finish_txtable(covers, &tp);
+    if (rc == DL_ECORRUPT)
+        goto corrupt;
+    if (rc != 0)
+        goto oom;
     side_t sd = {s, per_slot, (size_t)na + 1, &sm, 0};
     pthread_t th;
     bool threaded = pthread_create(&th, NULL, side_main, &sd) == 0;
@@ -880,13 +949,10 @@ static int load_indices(dl_store_t *s, uint64_t covers, const uint8_t *blob, siz
     rc = derive_aevt(s, DL_T_CUR, per_slot, &sm);
     if (rc == 0)
         rc = derive_aevt(s, DL_T_PAST, per_slot + na + 1, &sm);
-    int trc = rc == 0 ? load_txtable(s, &r, covers, (size_t)n_fr, n_ret, n_add, expl, &why) : 0;
     if (threaded)
         pthread_join(th, NULL);
-    if (rc != 0 || sd.rc != 0 || (trc != 0 && trc != DL_ECORRUPT))
+    if (rc != 0 || sd.rc != 0)
         goto oom;
-    if (trc == DL_ECORRUPT)
-        goto corrupt;
     s->next_id = next_id;
     s->last_tx = covers;
     rc = 0;
@@ -904,9 +970,8 @@ out:
     dl_free(fr);
     dl_free(dict);
     dl_free(per_slot);
-    dl_free(n_ret);
-    dl_free(n_add);
-    dl_free(expl);
+    dl_free(tpmem);
+    dl_free(tp.flags);
     dl_free(sm.tab);
     return rc;
 }
