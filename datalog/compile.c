@@ -1740,6 +1740,43 @@ static bool find_determines_all(cctx_t *c, const prel_t *r) {
     return true;
 }
 
+/* Whether variable v is bound by a top-level data pattern's value position on an
+ * attribute of value type long: every row then holds a long in v's column. */
+static bool var_is_long(cctx_t *c, int v) {
+    for (size_t i = 0; i < c->q->n_where; i++) {
+        const dl__clause_t *cl = c->q->where[i];
+        const dl__term_t *t = cl->args;
+        dl_attr_info_t ai;
+        if (cl->kind != DL__C_PATTERN || cl->n_args < 3 || t[2].kind != DL__TERM_VAR ||
+            t[2].var != v || t[1].kind != DL__TERM_CONST || cl->src < 0 ||
+            (size_t)cl->src >= c->q->n_srcs || c->L->src_kind[cl->src] == DL__SRC_ABSENT)
+            continue;
+        int rc = t[1].value.type == DL_T_KEYWORD
+                     ? dl_db_attr(c->db, dl_value_str(t[1].value, NULL), &ai, NULL)
+                     : dl_db_attr_by_id(c->db, t[1].value.as.i, &ai, NULL);
+        if (rc == 0 && ai.type == DL_T_INT && !ai.time_dimension)
+            return true;
+    }
+    return false;
+}
+
+/* The LINEAR reduce (work per change independent of the group, dataflow.h) computes the
+ * aggregates when each is count, or sum/avg of a variable known to hold longs (its
+ * results: count and sum long, avg double, as Datomic's). Fills lin; else false. */
+static bool linear_aggs(cctx_t *c, const aggctx_t *a, dl_linear_agg_t *lin) {
+    for (size_t k = 0; k < a->n_out; k++) {
+        const dl__find_t *f = &c->q->find[a->agg_find[k]];
+        lin[k].col = (uint32_t)a->val_col[k];
+        if (f->agg == DL__AGG_COUNT)
+            lin[k].op = DL_LINEAR_COUNT;
+        else if ((f->agg == DL__AGG_SUM || f->agg == DL__AGG_AVG) && var_is_long(c, f->var))
+            lin[k].op = f->agg == DL__AGG_SUM ? DL_LINEAR_SUM : DL_LINEAR_AVG;
+        else
+            return false;
+    }
+    return true;
+}
+
 static int compile_find(cctx_t *c, prel_t *r) {
     const dl_query_t *q = c->q;
     dl_live_t *L = c->L;
@@ -1822,6 +1859,13 @@ static int compile_find(cctx_t *c, prel_t *r) {
     spec.out_arity = a->n_out;
     spec.general_fn = agg_reduce;
     spec.ctx = a;
+    dl_linear_agg_t lin[MAXC];
+    bool linear = linear_aggs(c, a, lin);
+    if (linear) {
+        spec.kind = DL_REDUCE_LINEAR;
+        spec.aggs = lin;
+        spec.n_aggs = a->n_out;
+    }
     dl_arr_t *R = A ? dl_reduce(A, &spec, c->err) : NULL;
     dl_coll_t *rc_coll = R ? dl_arr_coll(R) : NULL;
     if (!rc_coll)
@@ -1839,9 +1883,10 @@ static int compile_find(cctx_t *c, prel_t *r) {
     }
     L->out = dl_project(rc_coll, oc, q->n_find, c->err);
     int ln = explain(c,
-                     "reduce by %zu grouping variable%s over distinct (find ++ with) rows: %zu "
+                     "%sreduce by %zu grouping variable%s over distinct (find ++ with) rows: %zu "
                      "aggregate%s",
-                     ng, ng == 1 ? "" : "s", a->n_out, a->n_out == 1 ? "" : "s");
+                     linear ? "linear " : "", ng, ng == 1 ? "" : "s", a->n_out,
+                     a->n_out == 1 ? "" : "s");
     mark(c, ln, L->out);
     return L->out ? 0 : cfail(c);
 }
