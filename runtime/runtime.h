@@ -151,6 +151,7 @@ typedef struct dl_job {
     char *reply;         /* filled by the engine: new reply line */
     size_t reply_len;    /* its length */
     bool failed;         /* the reply is an error reply */
+    bool subscribe;      /* the request is a subscribe (set by the loop thread) */
     void *sub;           /* subscribe: the new dl_sub_t (caller's reference), else NULL */
     uint64_t sub_id;     /* subscribe: its wire number */
     struct dl_job *next; /* loop-side overflow list link */

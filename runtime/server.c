@@ -37,7 +37,9 @@
  *     them into one net delta (memory bounded by the result's size), block makes the
  *     engine wait (then ends it with "timeout"), drop ends it with "lagged". The poll
  *     resumes when the held bytes fall below half. Closing the connection closes its
- *     subscriptions (the registry reaps them at its next pump).
+ *     subscriptions (the registry reaps them at its next pump). An unsubscribe naming a
+ *     number not yet known while subscribes are in the engine waits for their replies
+ *     (its slot keeps its place), so pipelined subscribe + unsubscribe works.
  * Does not: run requests (exec.c), decode JSON (proto.c).
  */
 #include "runtime/http.h" /* external transports (WebSocket): dashboard hook */
@@ -97,9 +99,11 @@ struct conn {
     int n_slots;   /* requests framed whose reply is not yet handed to a write */
     int in_engine; /* jobs of this connection in the engine or overflow */
     int pending_writes;
-    size_t out_bytes; /* bytes of replies handed to writes not yet completed */
-    size_t sub_bytes; /* bytes of subscription messages waiting in slots (design note 7) */
-    csub_t *subs;     /* its live subscriptions */
+    size_t out_bytes;       /* bytes of replies handed to writes not yet completed */
+    size_t sub_bytes;       /* bytes of subscription messages waiting in slots (design note 7) */
+    csub_t *subs;           /* its live subscriptions */
+    int subs_pending;       /* subscribe requests in the engine */
+    struct punsub *punsubs; /* unsubscribes waiting for those (design note 7) */
     char peer[64];
     const dl_server_ext_ops_t *ext_ops; /* K_EXT: the transport (dashboard hook) */
     void *ext_ctx;
@@ -149,6 +153,7 @@ struct dl_server {
 static void conn_process(conn_t *c);
 static void conn_flush(conn_t *c);
 static void subs_close_all(conn_t *c, const char *end_message);
+static void punsubs_free(conn_t *c);
 static void subs_resume(conn_t *c);
 static void held_add(dl_server_t *s, int64_t n);
 static void conn_close(conn_t *c);
@@ -231,6 +236,7 @@ static void conn_maybe_free(conn_t *c) {
         slot_free(x);
     }
     held_add(s, -(int64_t)c->sub_bytes);
+    punsubs_free(c);
     dl__buf_fini(&c->inbuf);
     dl_free(c->fbuf);
     dl_free(c);
@@ -440,6 +446,9 @@ static void send_job(conn_t *c, slot_t *slot, dl_request_t *req) {
         dl__proto_request_fini(req);
         return;
     }
+    j->subscribe = req->op == DL_REQ_SUBSCRIBE;
+    if (j->subscribe)
+        c->subs_pending++;
     j->req = *req; /* taken */
     memset(req, 0, sizeof *req);
     j->conn = c;
@@ -981,26 +990,85 @@ static void csub_start(conn_t *c, slot_t *reply, dl_sub_t *sub, uint64_t id) {
         cs->polling = true;
 }
 
+/* An unsubscribe waiting for the subscribes in the engine (design note 7). */
+typedef struct punsub {
+    struct punsub *next;
+    slot_t *slot;
+    uint64_t id;
+    json_t *rid; /* the request's id (a reference) */
+} punsub_t;
+
+static void punsubs_free(conn_t *c) {
+    while (c->punsubs) {
+        punsub_t *u = c->punsubs;
+        c->punsubs = u->next;
+        json_decref(u->rid);
+        dl_free(u);
+    }
+}
+
+static void unsub_notfound(conn_t *c, slot_t *slot, const json_t *rid, uint64_t id) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "no subscription %llu on this connection", (unsigned long long)id);
+    reply_error(c, slot, rid, DL_ENOTFOUND, msg);
+}
+
+/* Answers an unsubscribe of cs in `slot`: the reply, then right after it the end message. */
+static void unsub_answer(conn_t *c, slot_t *slot, const json_t *rid, csub_t *cs) {
+    size_t len = 0;
+    char *line = dl__proto_reply_ok(rid, json_object(), &len);
+    slot_fill(c, slot, line, len, false);
+    line = dl__format_sub_end(cs->id, DL_ECLOSED, "unsubscribed", &len);
+    if (line)
+        sub_line_at(c, slot, line, len);
+    csub_finish(cs);
+}
+
+/* After a subscribe's reply (sub_id 0: it failed): answers the unsubscribes waiting for
+ * it, and once no subscribe is left in the engine, the rest with notfound. */
+static void punsubs_resolve(conn_t *c, uint64_t sub_id) {
+    for (punsub_t **p = &c->punsubs; *p;) {
+        punsub_t *u = *p;
+        csub_t *cs = NULL;
+        bool mine = sub_id && u->id == sub_id;
+        if (mine)
+            for (cs = c->subs; cs && cs->id != u->id; cs = cs->next)
+                ;
+        if (mine || c->subs_pending == 0) {
+            if (cs)
+                unsub_answer(c, u->slot, u->rid, cs);
+            else
+                unsub_notfound(c, u->slot, u->rid, u->id);
+            *p = u->next;
+            json_decref(u->rid);
+            dl_free(u);
+        } else {
+            p = &u->next;
+        }
+    }
+}
+
 /* "unsubscribe" (answered here: the subscription lives on this connection). */
 static void do_unsubscribe(conn_t *c, slot_t *slot, const dl_request_t *req) {
     uint64_t id = (uint64_t)json_integer_value(json_object_get(req->msg, "sub"));
     csub_t *cs = c->subs;
     while (cs && cs->id != id)
         cs = cs->next;
-    if (!cs) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "no subscription %llu on this connection",
-                 (unsigned long long)id);
-        reply_error(c, slot, req->id, dl__exec_has_subs() ? DL_ENOTFOUND : DL_EUNSUPPORTED, msg);
-        return;
+    if (!cs && c->subs_pending > 0) { /* maybe one of those: wait for their replies */
+        punsub_t *u = dl_calloc(1, sizeof *u);
+        if (u) {
+            u->slot = slot;
+            u->id = id;
+            u->rid = json_incref((json_t *)req->id);
+            u->next = c->punsubs;
+            c->punsubs = u;
+            return;
+        }
     }
-    size_t len = 0;
-    char *line = dl__proto_reply_ok(req->id, json_object(), &len);
-    slot_fill(c, slot, line, len, false);
-    line = dl__format_sub_end(id, DL_ECLOSED, "unsubscribed", &len);
-    if (line)
-        sub_line(c, line, len);
-    csub_finish(cs);
+    if (!cs)
+        unsub_notfound(c, slot, req->id, id);
+    else
+        unsub_answer(c, slot, req->id, cs);
 }
 #else /* no subscriptions in this build: the engine never hands one over */
 static void subs_close_all(conn_t *c, const char *end_message) {
@@ -1009,6 +1077,11 @@ static void subs_close_all(conn_t *c, const char *end_message) {
 }
 static void subs_resume(conn_t *c) { (void)c; }
 static void encode_cache_free(dl_server_t *s) { (void)s; }
+static void punsubs_free(conn_t *c) { (void)c; }
+static void punsubs_resolve(conn_t *c, uint64_t sub_id) {
+    (void)c;
+    (void)sub_id;
+}
 static void csub_start(conn_t *c, slot_t *reply, void *sub, uint64_t id) {
     (void)c;
     (void)reply;
@@ -1033,6 +1106,11 @@ static void take_reply(dl_job_t *j, void *ctx) {
     slot_fill(c, slot, j->reply, j->reply_len, j->failed);
     if (j->sub) /* after its reply (design note 7) */
         csub_start(c, slot, j->sub, j->sub_id);
+    if (j->subscribe) {
+        c->subs_pending--;
+        if (c->punsubs && !c->closing)
+            punsubs_resolve(c, j->sub ? j->sub_id : 0);
+    }
     dl_free(j);
     if (c->closing) {
         conn_maybe_free(c);

@@ -386,6 +386,29 @@ static void test_subs_stdio(void **state) {
             fail_msg("line %zu: %s, want %s...", i, line, want[i]);
         free(line);
     }
+    /* Pipelined: an unsubscribe sent before its subscribe's reply waits for it (a fresh
+     * server numbers subscriptions 1, 2, ...); an unknown number is notfound. */
+    const char *pipe =
+        "{\"op\":\"subscribe\",\"id\":\"s2\",\"q\":\"[:find ?i :where [?e :o/id ?i]]\"}\n"
+        "{\"op\":\"unsubscribe\",\"id\":\"u9\",\"sub\":9}\n"
+        "{\"op\":\"unsubscribe\",\"id\":\"u2\",\"sub\":2}\n"
+        "{\"op\":\"ping\",\"id\":\"p\"}\n";
+    rt_write(&p, pipe, strlen(pipe));
+    static const char *const want2[] = {
+        "{\"id\":\"s2\",\"ok\":true,\"sub\":2,",
+        "{\"sub\":2,\"t\":3,\"time\":[3],\"diff\":[[[1],1],[[2],1]],\"snapshot\":true}",
+        "{\"id\":\"u9\",\"ok\":false,\"error\":{\"code\":\"notfound\"",
+        "{\"id\":\"u2\",\"ok\":true}",
+        "{\"sub\":2,\"end\":true,\"error\":{\"code\":\"closed\",\"message\":\"unsubscribed\"}}",
+        "{\"id\":\"p\",\"ok\":true}",
+    };
+    for (size_t i = 0; i < DL_ARRAY_LEN(want2); i++) {
+        char *line = rt_read_line(&p);
+        assert_non_null(line);
+        if (strncmp(line, want2[i], strlen(want2[i])) != 0)
+            fail_msg("pipelined line %zu: %s, want %s...", i, line, want2[i]);
+        free(line);
+    }
     rt_close_in(&p);
     assert_null(rt_read_line(&p));
     assert_int_equal(rt_wait(&p), 0);
