@@ -27,9 +27,9 @@
  *
  * Not compiled (DL_EUNSUPPORTED; the reference evaluator handles them): a variable
  * attribute with tx / added, get-some on cardinality-many attributes or into bound
- * variables, the database functions on a constant entity, the collection-valued
- * aggregates (distinct, (min n ?x), (max n ?x)), a recursive rule calling itself on
- * another source.
+ * variables, the database functions on a constant entity, a recursive rule calling itself
+ * on another source. Collection-valued aggregates (distinct, (min n ?x), (max n ?x)) are
+ * compiled as one string value per group (the EDN text of the collection, interned).
  */
 #include "datalog/compile.h"
 
@@ -1668,8 +1668,22 @@ static int agg_reduce(void *ctx, const dl_value_t *key, const dl_value_t *vals,
             for (int64_t t = 0; t < counts[i]; t++)
                 bag[m++] = vals[i * a->val_arity + (size_t)a->val_col[k]];
         dl__cell_t cell;
+        memset(&cell, 0, sizeof cell);
         rc = dl__eval_aggregate(&a->q->find[a->agg_find[k]], bag, m, &cell, NULL);
         res[k] = cell.v;
+        if (!rc && cell.is_coll) {
+            dl_buf_t b;
+            dl__buf_init(&b);
+            dl__buf_puts(&b, cell.is_set ? "#{" : "[");
+            for (size_t i = 0; i < cell.n; i++) {
+                if (i)
+                    dl__buf_putc(&b, ' ');
+                dl__edn_print_value(cell.items[i], &b);
+            }
+            dl__buf_puts(&b, cell.is_set ? "}" : "]");
+            rc = b.oom ? DL_ENOMEM : dl_value_text(DL_T_STRING, b.data, b.len, &res[k], NULL);
+            dl__buf_fini(&b);
+        }
         dl_free(cell.items);
     }
     dl_free(bag);
@@ -1902,11 +1916,17 @@ int dl__compile_query(dl_live_t *L, const dl_query_t *q, const dl_db_t *db, dl_e
         return dl_error_set(err, DL_ENOMEM, "out of memory");
     }
     int rc = 0;
+    /* Collection-valued aggregates (distinct, (min n ?x), (max n ?x)) travel through the
+     * graph as one value: the canonical EDN text of the collection as an interned string
+     * (agg_reduce); dl_live_result reads the marked columns back into collection cells. */
     for (size_t i = 0; i < q->n_find && !rc; i++)
         if (q->find[i].agg == DL__AGG_DISTINCT || q->find[i].agg == DL__AGG_MIN_N ||
-            q->find[i].agg == DL__AGG_MAX_N)
-            rc = dl__parse_error(err, DL_EUNSUPPORTED, q->text, q->text_len, q->find[i].form,
-                                 "collection-valued aggregates are not compiled yet");
+            q->find[i].agg == DL__AGG_MAX_N) {
+            if (i >= 64)
+                rc = dl_error_set(err, DL_ELIMIT, "collection aggregate beyond column 64");
+            else
+                L->coll_cols |= 1ull << i;
+        }
     dl__analyze_entity_vars(q, db, L->entity_vars);
     prel_t r;
     if (!rc)

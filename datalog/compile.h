@@ -110,9 +110,10 @@ struct dl_live {
     size_t n_memo, cap_memo;
     dl__live_line_t *lines; /* EXPLAIN */
     size_t n_lines, cap_lines;
-    bool analyze;     /* count the rows of each plan line's collection */
-    uint64_t last_tx; /* the last transaction applied */
-    int failed;       /* a run failed: the live query is unusable (the code) */
+    bool analyze;       /* count the rows of each plan line's collection */
+    uint64_t coll_cols; /* find columns holding a collection aggregate's EDN text */
+    uint64_t last_tx;   /* the last transaction applied */
+    int failed;         /* a run failed: the live query is unusable (the code) */
     /* accumulated result: open addressing over rows (n_find values each) */
     size_t arity;
     dl_value_t *rows;

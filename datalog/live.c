@@ -595,6 +595,43 @@ DL_API int dl_live_result(const dl_live_t *l, dl_query_result_t **out, dl_error_
     for (size_t i = 0; i < n * l->arity; i++)
         r->cells[i].v = rows[i];
     dl_free(rows);
+    /* Collection aggregates: the EDN text back into collection cells. */
+    for (size_t i = 0; l->coll_cols && i < n * l->arity; i++) {
+        size_t col = i % l->arity;
+        if (col >= 64 || !((l->coll_cols >> col) & 1) || r->cells[i].v.type != DL_T_STRING)
+            continue;
+        size_t len;
+        const char *text = dl_value_str(r->cells[i].v, &len);
+        dl_arena_t ar;
+        dl__arena_init(&ar, 256);
+        dl_edn_t *f = NULL;
+        int rc = dl__edn_read_one(text, len, &ar, &f, err);
+        dl__cell_t *c = &r->cells[i];
+        if (!rc && f->kind != DL_EDN_SET && f->kind != DL_EDN_VECTOR)
+            rc = dl_error_set(err, DL_EINTERNAL, "collection aggregate text");
+        if (!rc) {
+            c->items = dl_malloc((f->n ? f->n : 1) * sizeof *c->items);
+            if (!c->items)
+                rc = dl_error_set(err, DL_ENOMEM, "out of memory");
+        }
+        for (size_t j = 0; !rc && j < f->n; j++) {
+            if (f->items[j]->kind != DL_EDN_VALUE)
+                rc = dl_error_set(err, DL_EINTERNAL, "collection aggregate item");
+            else
+                c->items[j] = f->items[j]->value;
+        }
+        if (!rc) {
+            c->is_coll = true;
+            c->is_set = f->kind == DL_EDN_SET;
+            c->n = f->n;
+            c->v = dl_value_nil();
+        }
+        dl__arena_fini(&ar);
+        if (rc) {
+            dl_query_result_free(r);
+            return rc;
+        }
+    }
     if ((q->find_kind == DL_FIND_TUPLE || q->find_kind == DL_FIND_SCALAR) && r->n_rows > 1)
         r->n_rows = 1;
     if (q->keys_kind != DL_KEYS_NONE) {

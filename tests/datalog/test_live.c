@@ -4,13 +4,12 @@
  * live_matches_oracle: random queries drawn from a small grammar (joins, constants,
  * predicates, functions, missing?, get-else, get-some, variable attributes, not, or, or-join, rules
  * including recursion, scalar and collection inputs,
- * aggregates with and without :with) over random transaction streams with retractions: after every
- * transaction the live query's accumulated result equals the one-shot reference result on
- * the store's current snapshot, and the reported change equals the difference of the two
- * successive results. Seeded (DL_SEED reproduces a run).
- * explain_*: the plan text names the operators and keys.
- * engine_*: queries sharing one engine (dl_engine_t): the same differential test with
- * queries added and released at random times and every commit applied once; a second
+ * aggregates with and without :with, collection aggregates) over random transaction streams with
+ * retractions: after every transaction the live query's accumulated result equals the one-shot
+ * reference result on the store's current snapshot, and the reported change equals the difference
+ * of the two successive results. Seeded (DL_SEED reproduces a run). explain_*: the plan text names
+ * the operators and keys. engine_*: queries sharing one engine (dl_engine_t): the same differential
+ * test with queries added and released at random times and every commit applied once; a second
  * query over existing data does not re-index it (dl_engine_stats arranged_updates);
  * releasing the last query returns the memory (dl_alloc_stats back to the baseline).
  */
@@ -232,6 +231,10 @@ static const char *const finds[] = {
     "?x ?tx",
     "?n ?op",
     "(count ?tx)",
+    "(distinct ?n)",
+    "?t (distinct ?y)",
+    "(min 2 ?n)",
+    "?x (max 2 ?n)",
 };
 
 /* A random query; *args receives its arguments' EDN (or NULL when it takes none). */
