@@ -853,6 +853,18 @@ static bool antichain_eq(const dl_antichain_t *a, const dl_antichain_t *b) {
     return a->n == b->n && dl_antichain_le(a, b) && dl_antichain_le(b, a);
 }
 
+/* Empties a scratch antichain for elements of `dim` coordinates, keeping its buffer when
+ * the dim is unchanged (compute_frontiers runs at every step over every node: no
+ * allocation per node). */
+static void scratch_reset(dl_antichain_t *a, size_t dim) {
+    if (a->dim == dim) {
+        dl_antichain_clear(a);
+        return;
+    }
+    dl_antichain_fini(a);
+    dl_antichain_init(a, dim);
+}
+
 /* Computes node->scratch (input frontier) and node->frontier for every node (design
  * note 2-3). */
 static int compute_frontiers(dl_graph_t *g) {
@@ -869,8 +881,7 @@ static int compute_frontiers(dl_graph_t *g) {
         changed = false;
         for (size_t i = 0; i < g->n_nodes && rc == 0; i++) {
             dl_coll_t *n = g->nodes[i];
-            dl_antichain_fini(&in);
-            dl_antichain_init(&in, n->dim);
+            scratch_reset(&in, n->dim);
             switch (n->op) {
                 case OP_INPUT: {
                     /* Updates staged during a stepped run enter at the next run: until
@@ -905,8 +916,7 @@ static int compute_frontiers(dl_graph_t *g) {
             }
             if (rc)
                 break;
-            dl_antichain_fini(&out);
-            dl_antichain_init(&out, n->dim);
+            scratch_reset(&out, n->dim);
             rc = insert_mapped(&out, &in, false);
             if (!rc && n->op == OP_REDUCE)
                 rc = dl__reduce_caps(n, &out);
@@ -971,8 +981,7 @@ static int compact(dl_graph_t *g) {
     int rc = 0;
     for (size_t i = 0; i < g->n_arrs && !rc; i++) {
         dl_arr_t *a = g->arrs[i];
-        dl_antichain_fini(&f);
-        dl_antichain_init(&f, a->spine.dim);
+        scratch_reset(&f, a->spine.dim);
         if (a->n_readers == 0)
             rc = insert_mapped(&f, &a->node->frontier, false);
         for (size_t r = 0; r < a->n_readers && !rc; r++) {
