@@ -317,6 +317,12 @@ void dl__store_close_log(struct dl_store *s);
  * publishes one version of the result. */
 void dl__store_recovery_begin(struct dl_store *s);
 int dl__store_recovery_end(struct dl_store *s, dl_error_t *err) DL_WUR;
+/* Test hooks (durable.c): the checkpoint payload (version 2) of the current database
+ * (*out new, dl_free), and loading one into a fresh store from dl__store_new. */
+int dl__durable_encode_indices(struct dl_store *s, void **out, size_t *out_n,
+                               dl_error_t *err) DL_WUR;
+int dl__durable_load_indices(struct dl_store *s, uint64_t covers, const void *blob, size_t n,
+                             dl_error_t *err) DL_WUR;
 /* Called after each published commit (outside the writer lock). */
 void dl__durable_after_commit(struct dl_store *s, uint64_t tx);
 /* Applies and publishes a replayed transaction (recovery; no listeners, no log). */
