@@ -876,11 +876,12 @@ static int compute_frontiers(dl_graph_t *g) {
     dl_antichain_init(&in, 1);
     dl_antichain_init(&out, 1);
     int rc = 0;
-    bool changed = true;
+    bool changed = true, cyclic = false;
     while (changed && rc == 0) {
         changed = false;
         for (size_t i = 0; i < g->n_nodes && rc == 0; i++) {
             dl_coll_t *n = g->nodes[i];
+            cyclic |= n->op == OP_VAR;
             scratch_reset(&in, n->dim);
             switch (n->op) {
                 case OP_INPUT: {
@@ -929,6 +930,11 @@ static int compute_frontiers(dl_graph_t *g) {
             if (!rc && !antichain_eq(&in, &n->scratch))
                 rc = dl_antichain_copy(&n->scratch, &in);
         }
+        /* Without iterate feedback every edge goes from a lower to a higher node index
+         * (a node's inputs are created before it, and dl_graph_collect keeps the order),
+         * so one pass in index order is the fixpoint. */
+        if (!cyclic)
+            break;
     }
     dl_antichain_fini(&in);
     dl_antichain_fini(&out);
