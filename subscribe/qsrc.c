@@ -51,6 +51,7 @@ struct dl_qsrcs {
     size_t n_open;
     dl_engine_t *engine; /* shared by the subscriptions (created at the first open) */
     size_t n_engine;     /* open subscriptions in the engine */
+    bool engine_failed;  /* a run of the engine failed (out of memory): no new queries */
 };
 
 int dl_qsrcs_new(const dl_qsrc_env_t *env, dl_qsrcs_t **out, dl_error_t *err) {
@@ -157,21 +158,23 @@ static int qsrc_open(void *ctx, const char *text, const dl_value_t *inputs, size
     if (!rc) {
         /* The shared engine when it is at the database's transaction (an engine without
          * queries is simply restarted there); otherwise a standalone live query. */
-        if (qs->engine && qs->n_engine == 0 && dl_engine_tx(qs->engine) != dl_db_basis_tx(db)) {
+        if (qs->engine && qs->n_engine == 0 &&
+            (qs->engine_failed || dl_engine_tx(qs->engine) != dl_db_basis_tx(db))) {
             dl_engine_free(qs->engine);
             qs->engine = NULL;
+            qs->engine_failed = false;
         }
         dl_error_t e2;
         dl_error_clear(&e2);
         if (!qs->engine && dl_engine_new(db, &qs->engine, &e2))
             qs->engine = NULL;
         int erc = DL_EUNSUPPORTED;
-        if (qs->engine && dl_engine_tx(qs->engine) == dl_db_basis_tx(db))
+        if (qs->engine && !qs->engine_failed && dl_engine_tx(qs->engine) == dl_db_basis_tx(db))
             erc = dl_engine_live_new(qs->engine, s->q, db, args.data, args.len, &s->live, &e2);
         if (!erc) {
             s->in_engine = true;
             qs->n_engine++;
-        } else if (erc == DL_EUNSUPPORTED || erc == DL_ESTATE) {
+        } else if (erc == DL_EUNSUPPORTED || erc == DL_ESTATE || erc == DL_ENOMEM) {
             rc = dl_live_new(s->q, db, args.data, args.len, &s->live, err);
         } else {
             rc = err ? dl_error_set(err, erc, "%s", e2.message) : erc;
@@ -254,9 +257,13 @@ int dl_qsrcs_apply(dl_qsrcs_t *qs, const dl_commit_t *c, dl_error_t *err) {
      * of memory, fails each of them below through dl_live_status). */
     dl_error_t ee;
     dl_error_clear(&ee);
-    if (qs->engine && dl_engine_apply(qs->engine, c, &ee) && !qs->n_engine) {
-        dl_engine_free(qs->engine); /* nobody uses it: start afresh at the next open */
-        qs->engine = NULL;
+    if (qs->engine && dl_engine_apply(qs->engine, c, &ee)) {
+        qs->engine_failed = true; /* its queries fail below; new ones go standalone */
+        if (!qs->n_engine) {
+            dl_engine_free(qs->engine); /* nobody uses it: start afresh at the next open */
+            qs->engine = NULL;
+            qs->engine_failed = false;
+        }
     }
     for (qsrc_t *s = qs->open; s; s = s->next) {
         /* dl_live_apply ignores old transactions without resetting its last change. */
