@@ -21,6 +21,12 @@
  *  6. Statistics: datoms and distinct entities per attribute are counted as changes apply;
  *     distinct values come from AVET/VAET neighbours or vcount.c's value counts, which are
  *     undone with the rest when a transaction fails.
+ *  7. Commit without waiting (dl_store_transact_*_begin): apply and append under wmu, then
+ *     queue (version, lsn) in the pending ring; dl_store_wait_durable(tx) syncs the log
+ *     once up to tx's record (covering every earlier record) and publishes the queue up
+ *     to tx in order. The blocking calls are begin + wait. Any waiter may publish others'
+ *     durable transactions (one publisher at a time); a failed sync fails every queued
+ *     transaction not yet known durable (fail_from) and closes the store for writing.
  * It does not parse transaction data (txform.c), resolve it (tx.c) or read (db.c).
  */
 #include "store/store.h"
@@ -184,6 +190,8 @@ static void publish(dl_store_t *s, dl_version_t *v, const dl_commit_t *commit) {
         dl__durable_after_commit(s, v->basis_tx);
     pthread_mutex_lock(&s->vmu);
     s->published_tx = v->basis_tx;
+    if (s->queued_tx < v->basis_tx) /* recovery: replayed, durable, never queued */
+        s->queued_tx = s->durable_tx = v->basis_tx;
     pthread_cond_broadcast(&s->pub_cv);
     pthread_mutex_unlock(&s->vmu);
 }
@@ -690,36 +698,134 @@ void dl_tx_report_fini(dl_tx_report_t *r) {
     memset(r, 0, sizeof *r);
 }
 
-/* Durable: waits for the record, then publishes (design note 2). Called without wmu. */
-static int finish(dl_store_t *s, dl_version_t *v, uint64_t tx, uint64_t lsn, dl_error_t *err) {
+/* Makes room in the pending ring for one more transaction, before it is applied: once its
+ * record is appended nothing may fail (design note 7). Caller holds wmu. */
+static int pend_reserve(dl_store_t *s) {
+    pthread_mutex_lock(&s->vmu);
     int rc = 0;
-    if (s->log)
-        rc = dl__log_hook_sync(s, lsn, err);
+    if (s->queued_tx - s->published_tx + 1 > s->cap_pend) {
+        size_t cap = s->cap_pend ? s->cap_pend * 2 : 64;
+        struct dl_pending *np = dl_calloc(cap, sizeof *np);
+        if (!np) {
+            rc = DL_ENOMEM;
+        } else {
+            for (uint64_t t = s->published_tx + 1; t <= s->queued_tx; t++)
+                np[t & (cap - 1)] = s->pend[t & (s->cap_pend - 1)];
+            dl_free(s->pend);
+            s->pend = np;
+            s->cap_pend = cap;
+        }
+    }
+    pthread_mutex_unlock(&s->vmu);
+    return rc;
+}
+
+/* Queues transaction tx (applied, its record appended) for publication. Caller holds wmu
+ * and reserved the slot. */
+static void pend_push(dl_store_t *s, uint64_t tx, dl_version_t *v, uint64_t lsn) {
+    pthread_mutex_lock(&s->vmu);
+    s->pend[tx & (s->cap_pend - 1)] = (struct dl_pending){v, lsn};
+    s->queued_tx = tx;
+    pthread_mutex_unlock(&s->vmu);
+}
+
+/* The outcome of transaction tx once it left the ring (caller holds vmu). */
+static int settled(const dl_store_t *s, uint64_t tx, dl_error_t *err) {
+    if (s->fail_from && tx >= s->fail_from)
+        return dl_error_set(err, DL_EIO,
+                            "transaction %" PRIu64 " did not become durable: the log failed", tx);
+    return 0;
+}
+
+/* Design note 7: makes tx durable (one log sync covers every record appended before it),
+ * then publishes every queued transaction up to tx in order, calling the listeners. Any
+ * thread may publish another's transaction once it is durable; `publishing` keeps one
+ * publisher at a time. A failed sync fails every transaction not yet known durable. */
+static int drain(dl_store_t *s, uint64_t tx, dl_error_t *err) {
+    pthread_mutex_lock(&s->vmu);
+    if (tx <= s->published_tx) {
+        int rc = settled(s, tx, err);
+        pthread_mutex_unlock(&s->vmu);
+        return rc;
+    }
+    if (tx > s->queued_tx) {
+        pthread_mutex_unlock(&s->vmu);
+        return dl_error_set(err, DL_EINVAL, "transaction %" PRIu64 " was not committed", tx);
+    }
+    uint64_t lsn = s->pend[tx & (s->cap_pend - 1)].lsn;
+    bool need_sync = tx > s->durable_tx && !s->fail_from;
+    pthread_mutex_unlock(&s->vmu);
+    int rc = 0;
+    dl_error_t serr;
+    dl_error_clear(&serr);
+    if (need_sync && s->log)
+        rc = dl__log_hook_sync(s, lsn, &serr);
     if (rc != 0) {
         pthread_mutex_lock(&s->wmu);
         s->failed = true;
         pthread_mutex_unlock(&s->wmu);
-        /* keep the order for later transactions: publish nothing but pass the turn */
-        pthread_mutex_lock(&s->vmu);
-        while (s->published_tx + 1 < tx)
-            pthread_cond_wait(&s->pub_cv, &s->vmu);
-        s->published_tx = tx;
-        bool last = version_unref_locked(v);
-        pthread_cond_broadcast(&s->pub_cv);
-        pthread_mutex_unlock(&s->vmu);
-        (void)last;
-        return rc;
     }
-    dl_commit_t c;
-    commit_of(s, tx, v, &c);
-    publish(s, v, &c);
-    return 0;
+    pthread_mutex_lock(&s->vmu);
+    if (rc != 0 && !s->fail_from)
+        s->fail_from = (s->durable_tx > s->published_tx ? s->durable_tx : s->published_tx) + 1;
+    else if (rc == 0 && tx > s->durable_tx && !s->fail_from)
+        s->durable_tx = tx;
+    while (s->published_tx < tx) {
+        if (s->publishing) {
+            pthread_cond_wait(&s->pub_cv, &s->vmu);
+            continue;
+        }
+        uint64_t next = s->published_tx + 1;
+        struct dl_pending *e = &s->pend[next & (s->cap_pend - 1)];
+        dl_version_t *v = e->v;
+        e->v = NULL;
+        if (s->fail_from && next >= s->fail_from) {
+            /* never acknowledged: publish nothing, pass the turn */
+            (void)version_unref_locked(v); /* the store's own reference keeps it alive */
+            s->published_tx = next;
+            pthread_cond_broadcast(&s->pub_cv);
+            continue;
+        }
+        s->publishing = true;
+        dl_version_t *old = s->current;
+        s->current = v;
+        (void)(old ? version_unref_locked(old) : false); /* the store holds its own */
+        pthread_mutex_unlock(&s->vmu);
+        dl_commit_t c;
+        commit_of(s, next, v, &c);
+        pthread_mutex_lock(&s->lmu);
+        for (size_t i = 0; i < s->n_listeners; i++)
+            s->listeners[i].fn(s->listeners[i].ctx, &c);
+        pthread_mutex_unlock(&s->lmu);
+        /* before the turn passes: dl_store_close waits for it, so the store is still whole */
+        if (s->durable)
+            dl__durable_after_commit(s, next);
+        pthread_mutex_lock(&s->vmu);
+        s->publishing = false;
+        s->published_tx = next;
+        pthread_cond_broadcast(&s->pub_cv);
+    }
+    int out = settled(s, tx, err);
+    pthread_mutex_unlock(&s->vmu);
+    if (out != 0 && rc != 0 && err)
+        dl_error_set(err, DL_EIO, "%s", serr.message);
+    return out;
 }
 
-/* Runs one transaction from parsed data. */
-static int transact_data(dl_store_t *s, dl_txdata_t *d, dl_tx_report_t *report, dl_error_t *err) {
+int dl_store_wait_durable(dl_store_t *s, uint64_t tx, dl_error_t *err) {
+    if (!s)
+        return dl_error_set(err, DL_EINVAL, "dl_store_wait_durable: NULL store");
+    return drain(s, tx, err);
+}
+
+/* Plans and applies one transaction from parsed data and queues it; *out_tx receives its
+ * number. Does not wait for durability (dl_store_wait_durable). */
+static int transact_begin(dl_store_t *s, dl_txdata_t *d, dl_tx_report_t *report, uint64_t *out_tx,
+                          dl_error_t *err) {
     if (report)
         memset(report, 0, sizeof *report);
+    if (out_tx)
+        *out_tx = 0;
     pthread_mutex_lock(&s->wmu);
     if (s->failed || s->closing) {
         pthread_mutex_unlock(&s->wmu);
@@ -736,16 +842,60 @@ static int transact_data(dl_store_t *s, dl_txdata_t *d, dl_tx_report_t *report, 
     }
     uint64_t tx = s->last_tx + 1, lsn = 0;
     dl_version_t *v = NULL;
-    rc = apply(s, &p, tx, &v, &lsn, err);
-    if (rc == 0 && report && fill_report(s, &p, tx, report) != 0)
-        memset(report, 0, sizeof *report); /* committed anyway; the report is best effort */
+    rc = pend_reserve(s);
+    if (rc != 0)
+        rc = dl_error_set(err, rc, "out of memory");
+    else
+        rc = apply(s, &p, tx, &v, &lsn, err);
+    if (rc == 0) {
+        pend_push(s, tx, v, lsn);
+        if (report && fill_report(s, &p, tx, report) != 0)
+            memset(report, 0, sizeof *report); /* committed anyway; the report is best effort */
+    }
     pthread_mutex_unlock(&s->wmu);
     dl__txplan_fini(&p);
+    if (rc == 0 && out_tx)
+        *out_tx = tx;
+    return rc;
+}
+
+/* Runs one transaction from parsed data and waits until it is durable and published. */
+static int transact_data(dl_store_t *s, dl_txdata_t *d, dl_tx_report_t *report, dl_error_t *err) {
+    uint64_t tx = 0;
+    int rc = transact_begin(s, d, report, &tx, err);
     if (rc != 0)
         return rc;
-    rc = finish(s, v, tx, lsn, err);
+    rc = drain(s, tx, err);
     if (rc != 0 && report)
         dl_tx_report_fini(report);
+    return rc;
+}
+
+int dl_store_transact_edn_begin(dl_store_t *s, const char *text, size_t len, dl_tx_report_t *report,
+                                uint64_t *out_tx, dl_error_t *err) {
+    if (out_tx)
+        *out_tx = 0;
+    if (!s || !text || !out_tx)
+        return dl_error_set(err, DL_EINVAL, "dl_store_transact_edn_begin: NULL argument");
+    dl_txdata_t d = {0};
+    int rc = dl__txform_edn(text, len, &d, err);
+    if (rc == 0)
+        rc = transact_begin(s, &d, report, out_tx, err);
+    dl__txdata_fini(&d);
+    return rc;
+}
+
+int dl_store_transact_json_begin(dl_store_t *s, const char *text, size_t len,
+                                 dl_tx_report_t *report, uint64_t *out_tx, dl_error_t *err) {
+    if (out_tx)
+        *out_tx = 0;
+    if (!s || !text || !out_tx)
+        return dl_error_set(err, DL_EINVAL, "dl_store_transact_json_begin: NULL argument");
+    dl_txdata_t d = {0};
+    int rc = dl__txform_json(text, len, &d, err);
+    if (rc == 0)
+        rc = transact_begin(s, &d, report, out_tx, err);
+    dl__txdata_fini(&d);
     return rc;
 }
 
@@ -793,7 +943,8 @@ int dl_store_transact_json(dl_store_t *s, const char *text, size_t len, dl_tx_re
     return rc;
 }
 
-int dl_store_advance(dl_store_t *s, dl_value_t dim, uint64_t t, uint64_t *out_tx, dl_error_t *err) {
+int dl_store_advance_begin(dl_store_t *s, dl_value_t dim, uint64_t t, uint64_t *out_tx,
+                           dl_error_t *err) {
     if (out_tx)
         *out_tx = 0;
     if (!s)
@@ -818,6 +969,10 @@ int dl_store_advance(dl_store_t *s, dl_value_t dim, uint64_t t, uint64_t *out_tx
         pthread_mutex_unlock(&s->wmu);
         return rc;
     }
+    if ((rc = pend_reserve(s)) != 0) {
+        pthread_mutex_unlock(&s->wmu);
+        return dl_error_set(err, rc, "out of memory");
+    }
     uint64_t old = s->frontier[a->dim];
     s->frontier[a->dim] = t;
     dl_txplan_t p = {0};
@@ -827,12 +982,21 @@ int dl_store_advance(dl_store_t *s, dl_value_t dim, uint64_t t, uint64_t *out_tx
     rc = apply(s, &p, tx, &v, &lsn, err);
     if (rc != 0)
         s->frontier[a->dim] = old;
+    else
+        pend_push(s, tx, v, lsn);
     pthread_mutex_unlock(&s->wmu);
-    if (rc != 0)
-        return rc;
-    rc = finish(s, v, tx, lsn, err);
     if (rc == 0 && out_tx)
         *out_tx = tx;
+    return rc;
+}
+
+int dl_store_advance(dl_store_t *s, dl_value_t dim, uint64_t t, uint64_t *out_tx, dl_error_t *err) {
+    uint64_t tx = 0;
+    int rc = dl_store_advance_begin(s, dim, t, &tx, err);
+    if (rc == 0 && tx)
+        rc = drain(s, tx, err);
+    if (out_tx)
+        *out_tx = rc == 0 ? tx : 0;
     return rc;
 }
 
@@ -943,6 +1107,7 @@ static void store_free(dl_store_t *s) {
         dl_free(s->bulk[i]);
     dl_free(s->bulk);
     dl_free(s->listeners);
+    dl_free(s->pend);
     dl__tx_scratch_free(s->scratch);
     dl_free(s->abuf);
     dl__vcount_free(&s->vc);
@@ -1019,6 +1184,9 @@ void dl_store_close(dl_store_t *s) {
     /* an abandoned recovery published nothing: there is nothing in flight to wait for */
     uint64_t last = s->recovering ? s->published_tx : s->last_tx;
     pthread_mutex_unlock(&s->wmu);
+    /* transactions begun but never waited for: make them durable and publish them now */
+    if (last > 0)
+        (void)drain(s, last, NULL);
     pthread_mutex_lock(&s->vmu);
     while (s->published_tx < last)
         pthread_cond_wait(&s->pub_cv, &s->vmu);

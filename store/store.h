@@ -274,8 +274,20 @@ struct dl_store {
     int64_t next_id;
     uint64_t last_tx;
     uint64_t published_tx; /* guarded by vmu */
-    bool failed;           /* a log write failed: the store refuses writes */
-    bool recovering;       /* replaying at open: no versions until the end (no readers) */
+    /* Committed but not yet published transactions (published_tx, queued_tx], each with
+     * its version and log position, in a ring indexed by tx (guarded by vmu; only the
+     * writer, holding wmu, pushes). See store.c design note 7. */
+    struct dl_pending {
+        dl_version_t *v;
+        uint64_t lsn;
+    } * pend;
+    size_t cap_pend;     /* a power of two, or 0 */
+    uint64_t queued_tx;  /* the last transaction pushed (guarded by vmu) */
+    uint64_t durable_tx; /* every tx <= this is durable (guarded by vmu) */
+    uint64_t fail_from;  /* 0, or the first transaction that failed to become durable */
+    bool publishing;     /* a thread is publishing the next transaction (guarded by vmu) */
+    bool failed;         /* a log write failed: the store refuses writes */
+    bool recovering;     /* replaying at open: no versions until the end (no readers) */
     bool closing;
 
     dl_txrec_t **txdir; /* DL_TXDIR_SIZE chunk pointers */

@@ -190,6 +190,32 @@ DL_API int dl_store_transact(dl_store_t *s, const dl_tx_op_t *ops, size_t n_ops,
 DL_API int dl_store_advance(dl_store_t *s, dl_value_t dim, uint64_t t, uint64_t *out_tx,
                             dl_error_t *err) DL_WUR;
 
+/* Committing without waiting for durability (group commit from one thread). The _begin
+ * calls plan, apply and log the transaction exactly like the calls above and return its
+ * number in *out_tx (and fill report), but do not wait for the log sync: the transaction
+ * is committed for the writer (later transactions resolve against it) yet NOT
+ * acknowledged: snapshots do not show it and listeners are not called until it is
+ * durable. A rejected transaction changes nothing and does not affect the others begun
+ * before or after it. dl_store_wait_durable(s, tx) returns once tx is durable and
+ * published (listeners called, in commit order, for it and every transaction before
+ * it): one log sync covers every transaction begun before it, so a caller can begin a
+ * batch and wait once, for the last one. It returns DL_EIO when the log failed before tx
+ * became durable: every transaction not yet durable then fails (waiting for any of them
+ * returns DL_EIO), the store refuses further writes, and such transactions are in doubt
+ * (present or not after a reopen). Waiting for a transaction already published returns
+ * its outcome at once; DL_EINVAL for a number that was never committed. dl_store_close
+ * makes begun transactions durable before closing. */
+DL_API int dl_store_transact_edn_begin(dl_store_t *s, const char *text, size_t len,
+                                       dl_tx_report_t *report, uint64_t *out_tx,
+                                       dl_error_t *err) DL_WUR;
+DL_API int dl_store_transact_json_begin(dl_store_t *s, const char *text, size_t len,
+                                        dl_tx_report_t *report, uint64_t *out_tx,
+                                        dl_error_t *err) DL_WUR;
+/* dl_store_advance without waiting; *out_tx is 0 for a no-op (nothing to wait for). */
+DL_API int dl_store_advance_begin(dl_store_t *s, dl_value_t dim, uint64_t t, uint64_t *out_tx,
+                                  dl_error_t *err) DL_WUR;
+DL_API int dl_store_wait_durable(dl_store_t *s, uint64_t tx, dl_error_t *err) DL_WUR;
+
 /* ---- the change stream -------------------------------------------------------------------- */
 
 typedef struct dl_change {
