@@ -13,8 +13,8 @@
  *  3. The loop thread keeps at most ring_size - 1 jobs outside its hands (in either
  *     ring or executing), so the reply ring can never be full when the engine pushes.
  *     (server.c counts jobs in flight and holds the rest in its overflow list.)
- *  4. Writes (and stats, advance) run in submission order, one at a time, on the engine
- *     thread only: it is the store's single writer.
+ *  4. Writes (and stats, advance) run in submission order on the engine thread only: it
+ *     is the store's single writer.
  *  5. Reads (entity, history, schema, query, explain) run on libuv's thread pool, each
  *     on a snapshot the engine thread takes when the job's turn comes, so a read sees
  *     exactly the writes submitted before it (a connection reads its own writes) and a
@@ -27,6 +27,14 @@
  * 7. Subscriptions: subscribe runs here (the registry is single-threaded); after each
  *    write the engine pumps the registry, which pushes deltas into each subscription's
  *    queue; the connection's loop thread takes them from the queue (its eventfd).
+ * 8. Group commit: writes (transact, advance) waiting back to back on the request ring are
+ *    committed one after the other without waiting for durability (each resolves against
+ *    the ones before; a rejected one changes nothing), up to DL_ENGINE_BATCH or until the
+ *    ring is empty or a non-write comes; then the engine waits once for the last one's
+ *    log sync (which covers the group) and hands every reply back in order. Nothing is
+ *    acknowledged before it is durable, and a read or subscribe after a write is only
+ *    pinned once that write is acknowledged (note 5 still holds). A lone write is
+ *    committed and synced at once, as before. DESIGN-NOTES §3, docs/protocol.md.
  * Does not: know about connections (the job carries opaque routing pointers).
  */
 #include "runtime/runtime.h"
@@ -72,6 +80,9 @@ static void *ring_take(ck_ring_t *r, ck_ring_buffer_t *buf) {
     return ok ? p : NULL;
 }
 
+/* The most writes committed as one group before waiting for their sync. */
+#define DL_ENGINE_BATCH 256
+
 struct dl_engine {
     dl_exec_t *exec;
     uv_thread_t thread;
@@ -83,7 +94,9 @@ struct dl_engine {
     int stop; /* set by the loop thread (ck_pr), read by the engine */
     dl_engine_notify_fn notify;
     void *notify_ctx;
-    unsigned n_reading; /* read jobs on the thread pool (engine thread only) */
+    unsigned n_reading;               /* read jobs on the thread pool (engine thread only) */
+    dl_job_t *batch[DL_ENGINE_BATCH]; /* writes committed, not yet durable (note 8) */
+    size_t n_batch;
 };
 
 /* A read job on libuv's thread pool (design note 5). */
@@ -123,9 +136,38 @@ static void read_done(uv_work_t *w, int status) {
     hand_back(e, job);
 }
 
+/* Design note 8: the writes waiting back to back on the ring, committed as one group. */
+static void flush_writes(dl_engine_t *e) {
+    if (!e->n_batch)
+        return;
+    dl__exec_run_writes(e->exec, e->batch, e->n_batch);
+    for (size_t i = 0; i < e->n_batch; i++)
+        hand_back(e, e->batch[i]);
+    e->n_batch = 0;
+    /* After the acknowledgements: subscribers get what the writes changed. A BLOCK
+     * subscriber whose connection does not read makes this wait (its timeout), which
+     * slows the writer, as the policy says. */
+    dl__exec_pump(e->exec);
+}
+
 static void run_pending(dl_engine_t *e) {
     dl_job_t *job;
-    while ((job = ring_take(&e->req_ring, e->req_buf)) != NULL) {
+    for (;;) {
+        job = ring_take(&e->req_ring, e->req_buf);
+        if (!job) {
+            flush_writes(e); /* the ring is empty: wait once for the group */
+            /* jobs that arrived during the sync form the next group */
+            if ((job = ring_take(&e->req_ring, e->req_buf)) == NULL)
+                break;
+        }
+        if (dl__exec_is_write(job->req.op)) {
+            e->batch[e->n_batch++] = job;
+            if (e->n_batch == DL_ENGINE_BATCH)
+                flush_writes(e);
+            continue;
+        }
+        /* Anything else sees every write before it, acknowledged (design note 5). */
+        flush_writes(e);
         if (dl__exec_is_read(job->req.op)) {
             /* Pinned here, in request order, so the read sees every write before it. */
             read_work_t *rw = dl_calloc(1, sizeof *rw);
@@ -149,13 +191,7 @@ static void run_pending(dl_engine_t *e) {
         } else {
             job->reply = dl__exec_run(e->exec, &job->req, &job->reply_len, &job->failed);
         }
-        bool wrote = job->req.op == DL_REQ_TRANSACT || job->req.op == DL_REQ_ADVANCE;
         hand_back(e, job);
-        /* After the acknowledgement: subscribers get what the write changed. A BLOCK
-         * subscriber whose connection does not read makes this wait (its timeout), which
-         * slows the writer, as the policy says. */
-        if (wrote)
-            dl__exec_pump(e->exec);
     }
 }
 

@@ -362,7 +362,18 @@ static int edn_with_time(const char *text, size_t len, const json_t *time, dl_bu
     return rc;
 }
 
-static void op_transact(dl_exec_t *x, const json_t *msg, result_t *res) {
+/* Commits with the store's blocking call, or, when pending is non-NULL, with its _begin
+ * call: *pending then receives the transaction number to wait for (0: nothing pending). */
+static int store_transact(dl_exec_t *x, bool edn, const char *text, size_t len, dl_tx_report_t *rep,
+                          uint64_t *pending, dl_error_t *err) {
+    if (pending)
+        return edn ? dl_store_transact_edn_begin(x->store, text, len, rep, pending, err)
+                   : dl_store_transact_json_begin(x->store, text, len, rep, pending, err);
+    return edn ? dl_store_transact_edn(x->store, text, len, rep, err)
+               : dl_store_transact_json(x->store, text, len, rep, err);
+}
+
+static void op_transact(dl_exec_t *x, const json_t *msg, result_t *res, uint64_t *pending) {
     const json_t *tx = json_object_get(msg, "tx");
     const json_t *time = json_object_get(msg, "time");
     dl_tx_report_t rep;
@@ -376,10 +387,10 @@ static void op_transact(dl_exec_t *x, const json_t *msg, result_t *res) {
             dl__buf_init(&b);
             rc = edn_with_time(text, len, time, &b, &res->err);
             if (rc == DL_OK)
-                rc = dl_store_transact_edn(x->store, b.data, b.len, &rep, &res->err);
+                rc = store_transact(x, true, b.data, b.len, &rep, pending, &res->err);
             dl__buf_fini(&b);
         } else {
-            rc = dl_store_transact_edn(x->store, text, len, &rep, &res->err);
+            rc = store_transact(x, true, text, len, &rep, pending, &res->err);
         }
     } else {
         json_t *data = json_deep_copy(tx);
@@ -398,7 +409,7 @@ static void op_transact(dl_exec_t *x, const json_t *msg, result_t *res) {
             FAIL(res, DL_ENOMEM, "out of memory");
             return;
         }
-        rc = dl_store_transact_json(x->store, text, strlen(text), &rep, &res->err);
+        rc = store_transact(x, false, text, strlen(text), &rep, pending, &res->err);
         free(text);
     }
     if (rc != DL_OK) {
@@ -569,7 +580,7 @@ static void op_schema(dl_db_t *snap, result_t *res) {
     res->body = b;
 }
 
-static void op_advance(dl_exec_t *x, const json_t *msg, result_t *res) {
+static void op_advance(dl_exec_t *x, const json_t *msg, result_t *res, uint64_t *pending) {
     const char *ident = ident_of(json_object_get(msg, "dim"));
     json_int_t to = json_integer_value(json_object_get(msg, "to"));
     if (!ident) {
@@ -584,7 +595,10 @@ static void op_advance(dl_exec_t *x, const json_t *msg, result_t *res) {
     int rc = dl_value_text(DL_T_KEYWORD, ident, strlen(ident), &dim, &res->err);
     uint64_t tx = 0;
     if (rc == DL_OK)
-        rc = dl_store_advance(x->store, dim, (uint64_t)to, &tx, &res->err);
+        rc = pending ? dl_store_advance_begin(x->store, dim, (uint64_t)to, pending, &res->err)
+                     : dl_store_advance(x->store, dim, (uint64_t)to, &tx, &res->err);
+    if (pending)
+        tx = *pending;
     if (rc != DL_OK) {
         res->rc = rc;
         return;
@@ -1081,10 +1095,10 @@ char *dl__exec_run(dl_exec_t *x, const dl_request_t *req, size_t *out_len, bool 
             break;
 #if DL_HAVE_STORE
         case DL_REQ_TRANSACT:
-            op_transact(x, req->msg, &res);
+            op_transact(x, req->msg, &res, NULL);
             break;
         case DL_REQ_ADVANCE:
-            op_advance(x, req->msg, &res);
+            op_advance(x, req->msg, &res, NULL);
             break;
 #else
         case DL_REQ_TRANSACT:
@@ -1124,4 +1138,62 @@ char *dl__exec_run(dl_exec_t *x, const dl_request_t *req, size_t *out_len, bool 
             break;
     }
     return finish(&res, req, out_len, out_failed);
+}
+
+bool dl__exec_is_write(dl_req_op_t op) {
+    return DL_HAVE_STORE && (op == DL_REQ_TRANSACT || op == DL_REQ_ADVANCE);
+}
+
+void dl__exec_run_writes(dl_exec_t *x, dl_job_t **jobs, size_t n) {
+#if DL_HAVE_STORE
+    result_t *res = dl_calloc(n + 1, sizeof *res);
+    uint64_t *txs = dl_calloc(n + 1, sizeof *txs);
+    if (!res || !txs) {
+        dl_free(res);
+        dl_free(txs);
+        /* no room to batch: one at a time, each waiting for its own sync */
+        for (size_t i = 0; i < n; i++)
+            jobs[i]->reply = dl__exec_run(x, &jobs[i]->req, &jobs[i]->reply_len, &jobs[i]->failed);
+        return;
+    }
+    /* Commit every write without waiting, each against the ones before it... */
+    uint64_t last = 0;
+    for (size_t i = 0; i < n; i++) {
+        const dl_request_t *req = &jobs[i]->req;
+        dl_error_clear(&res[i].err);
+        x->n_requests++;
+        if (req->op == DL_REQ_TRANSACT)
+            op_transact(x, req->msg, &res[i], &txs[i]);
+        else if (req->op == DL_REQ_ADVANCE)
+            op_advance(x, req->msg, &res[i], &txs[i]);
+        else
+            FAIL(&res[i], DL_EINTERNAL, "op %s is not a write", dl__proto_op_name(req->op));
+        if (res[i].rc == DL_OK && txs[i] > last)
+            last = txs[i];
+    }
+    /* ...then wait once: one log sync covers them all and publishes them in order. */
+    dl_error_t werr;
+    dl_error_clear(&werr);
+    int wrc = last ? dl_store_wait_durable(x->store, last, &werr) : DL_OK;
+    for (size_t i = 0; i < n; i++) {
+        /* after a failed sync, each learns its own outcome (published ones stay acknowledged) */
+        if (res[i].rc == DL_OK && txs[i] && wrc != DL_OK) {
+            dl_error_t e;
+            dl_error_clear(&e);
+            int rc = dl_store_wait_durable(x->store, txs[i], &e);
+            if (rc != DL_OK) {
+                json_decref(res[i].body);
+                res[i].body = NULL;
+                res[i].rc = rc;
+                res[i].err = werr.code ? werr : e;
+            }
+        }
+        jobs[i]->reply = finish(&res[i], &jobs[i]->req, &jobs[i]->reply_len, &jobs[i]->failed);
+    }
+    dl_free(res);
+    dl_free(txs);
+#else
+    for (size_t i = 0; i < n; i++)
+        jobs[i]->reply = dl__exec_run(x, &jobs[i]->req, &jobs[i]->reply_len, &jobs[i]->failed);
+#endif
 }

@@ -157,6 +157,14 @@ typedef struct dl_job {
     struct dl_job *next; /* loop-side overflow list link */
 } dl_job_t;
 
+/* Group commit (engine thread): dl__exec_is_write tells which ops write (transact,
+ * advance). dl__exec_run_writes runs n write jobs in order, each committed without
+ * waiting for durability (later ones resolve against earlier ones; a rejected one changes
+ * nothing), then waits once for the last one's log sync, and fills every job's reply:
+ * no reply says ok before its transaction is durable and published. */
+bool dl__exec_is_write(dl_req_op_t op);
+void dl__exec_run_writes(dl_exec_t *x, dl_job_t **jobs, size_t n);
+
 typedef struct dl_engine dl_engine_t;
 /* Called on the engine thread after replies were queued; must only wake the loop. */
 typedef void (*dl_engine_notify_fn)(void *ctx);
