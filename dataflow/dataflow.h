@@ -269,6 +269,7 @@ struct dl_coll {
     dl_input_t *input;      /* INPUT */
     dl_var_t *var;          /* VAR */
     dl_capture_t *cap;      /* CAPTURE */
+    bool gc_mark;           /* dl_graph_collect: reachable from a root */
 };
 
 struct dl_graph {

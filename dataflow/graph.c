@@ -1060,7 +1060,7 @@ static int maintain(dl_graph_t *g, size_t fuel, bool force, bool *out_more) {
 static int run_begin(dl_graph_t *g, dl_error_t *err) {
     for (size_t i = 0; i < g->n_nodes; i++) {
         dl_coll_t *n = g->nodes[i];
-        if (n->op == OP_VAR && !n->var->set)
+        if (n->op == OP_VAR && (!n->var || !n->var->set))
             return dl_error_set(err, DL_ESTATE, "iterate variable %u was never set", n->id);
     }
     g->work = 0;
@@ -1218,59 +1218,57 @@ int dl_graph_collect(dl_graph_t *g, size_t *out_removed, dl_error_t *err) {
         return dl_error_set(err, DL_EINVAL, "NULL graph");
     if (g->running)
         return dl_error_set(err, DL_ESTATE, "dl_graph_collect between the steps of a run");
+    /* Backward reachability without allocating (collection must work when memory is
+     * short: it is how failed builds are cleaned up): every edge goes from a lower to a
+     * higher node index except iterate feedback, so passes in decreasing index order reach
+     * a fixpoint in a few rounds (one more per feedback edge on a path). */
     size_t nn = g->n_nodes;
-    uint8_t *mark = dl_calloc(nn ? nn : 1, 1);
-    dl_coll_t **stack = dl_malloc((nn ? nn : 1) * sizeof *stack);
-    if (!mark || !stack) {
-        dl_free(mark);
-        dl_free(stack);
-        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    for (size_t i = 0; i < nn; i++) {
+        g->nodes[i]->id = (uint32_t)i; /* positions: the sweep order below */
+        g->nodes[i]->gc_mark = is_root(g->nodes[i]);
     }
-    for (size_t i = 0; i < nn; i++)
-        g->nodes[i]->id = (uint32_t)i; /* positions: ids index mark[] */
-    size_t sp = 0;
-    for (size_t i = 0; i < nn; i++)
-        if (is_root(g->nodes[i])) {
-            mark[i] = 1;
-            stack[sp++] = g->nodes[i];
-        }
-    /* Backward reachability: everything a root reads. */
-    while (sp) {
-        dl_coll_t *n = stack[--sp];
-        dl_coll_t *up[3];
-        size_t nu = 0;
-        if (n->jl)
-            up[nu++] = n->jl->node;
-        if (n->jr)
-            up[nu++] = n->jr->node;
-        for (size_t k = 0; k < n->n_ins + nu; k++) {
-            dl_coll_t *m = k < n->n_ins ? n->ins[k] : up[k - n->n_ins];
-            if (!mark[m->id]) {
-                mark[m->id] = 1;
-                stack[sp++] = m;
+    bool grew = true;
+    while (grew) {
+        grew = false;
+        for (size_t i = nn; i-- > 0;) {
+            dl_coll_t *n = g->nodes[i];
+            if (!n->gc_mark)
+                continue;
+            dl_coll_t *up[2];
+            size_t nu = 0;
+            if (n->jl)
+                up[nu++] = n->jl->node;
+            if (n->jr)
+                up[nu++] = n->jr->node;
+            for (size_t k = 0; k < n->n_ins + nu; k++) {
+                dl_coll_t *m = k < n->n_ins ? n->ins[k] : up[k - n->n_ins];
+                if (!m->gc_mark) {
+                    m->gc_mark = true;
+                    grew |= m->id >= n->id; /* marked behind the sweep: another pass */
+                }
             }
         }
     }
     /* Survivors forget what goes away: edges, arrangement lists, readers. */
     for (size_t i = 0; i < nn; i++) {
         dl_coll_t *n = g->nodes[i];
-        if (!mark[i])
+        if (!n->gc_mark)
             continue;
         size_t w = 0;
         for (size_t k = 0; k < n->n_outs; k++)
-            if (mark[n->outs[k].to->id])
+            if (n->outs[k].to->gc_mark)
                 n->outs[w++] = n->outs[k];
         n->n_outs = w;
         w = 0;
         for (size_t k = 0; k < n->n_arrs; k++)
-            if (mark[n->arrs[k]->node->id])
+            if (n->arrs[k]->node->gc_mark)
                 n->arrs[w++] = n->arrs[k];
         n->n_arrs = w;
         if (n->arr) {
             dl_arr_t *a = n->arr;
             w = 0;
             for (size_t k = 0; k < a->n_readers; k++)
-                if (a->readers[k].kind == RD_TRACE || mark[a->readers[k].node->id])
+                if (a->readers[k].kind == RD_TRACE || a->readers[k].node->gc_mark)
                     a->readers[w++] = a->readers[k];
             a->n_readers = w;
         }
@@ -1279,7 +1277,7 @@ int dl_graph_collect(dl_graph_t *g, size_t *out_removed, dl_error_t *err) {
     size_t w = 0, removed = 0;
     for (size_t i = 0; i < g->n_arrs; i++) {
         dl_arr_t *a = g->arrs[i];
-        if (mark[a->node->id])
+        if (a->node->gc_mark)
             g->arrs[w++] = a;
         else
             arr_free(a);
@@ -1288,7 +1286,7 @@ int dl_graph_collect(dl_graph_t *g, size_t *out_removed, dl_error_t *err) {
     w = 0;
     for (size_t i = 0; i < nn; i++) {
         dl_coll_t *n = g->nodes[i];
-        if (mark[i]) {
+        if (n->gc_mark) {
             n->id = (uint32_t)w;
             g->nodes[w++] = n;
         } else {
@@ -1325,8 +1323,6 @@ int dl_graph_collect(dl_graph_t *g, size_t *out_removed, dl_error_t *err) {
         dl_free(g->scopes);
         g->scopes = NULL;
     }
-    dl_free(mark);
-    dl_free(stack);
     if (out_removed)
         *out_removed = removed;
     return 0;

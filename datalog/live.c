@@ -794,7 +794,7 @@ static int trace_at(dl_trace_t *t, uint64_t tx, dl_error_t *err) {
     dl_antichain_init(&f, 1);
     uint64_t t1[1] = {tx};
     int rc = dl_antichain_insert(&f, t1);
-    rc = rc < 0 ? rc : dl_trace_advance(t, &f, err);
+    rc = rc < 0 ? dl_error_set(err, rc, "out of memory") : dl_trace_advance(t, &f, err);
     dl_antichain_fini(&f);
     return rc;
 }

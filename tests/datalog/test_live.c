@@ -899,7 +899,105 @@ static void test_engine_shares_base(void **state) {
     dl_store_close(st);
 }
 
+/* Allocation failure at every point of adding a query to an engine that already holds
+ * another one, of applying a commit, and of releasing: each call fails cleanly (ENOMEM),
+ * the other query is unaffected by a failed add, and nothing leaks (ASan). */
+static void test_engine_nomem(void **state) {
+    (void)state;
+    dl_store_t *st = NULL;
+    dl_error_t err = {0};
+    must(dl_store_open_memory(&st, &err), &err, "open");
+    transact(st, schema);
+    transact(st, "[{:db/id \"a\" :a/name \"n0\" :a/num 1 :a/tag #{:t1}}"
+                 " {:db/id \"b\" :a/name \"n1\" :a/num 2 :a/link \"a\" :a/parent \"a\"}"
+                 " {:a/name \"n2\" :a/num 0 :a/link \"b\"}]");
+    const char *t1 = "[:find ?s ?n :where [?x :a/name ?s] [?x :a/num ?n]]";
+    const char *t2 = "[:find ?s (count ?y) :in $ % :where [?x :a/name ?s] (reach ?x ?y)"
+                     " (not [?x :a/tag :t1])]";
+    dl_query_t *q1 = NULL, *q2 = NULL;
+    must(dl_query_parse(t1, strlen(t1), NULL, 0, NULL, &q1, &err), &err, "parse");
+    must(dl_query_parse(t2, strlen(t2), rules, strlen(rules), NULL, &q2, &err), &err, "parse");
+    dl_db_t *db = dl_store_db(st);
+    dl_engine_t *e = NULL;
+    must(dl_engine_new(db, &e, &err), &err, "engine");
+    dl_live_t *l1 = NULL;
+    must(dl_engine_live_new(e, q1, db, NULL, 0, &l1, &err), &err, "q1");
+    char *want1 = live_text(l1);
+    long tries = 0, failed_runs = 0;
+    for (int64_t n = 0; n < 200000; n += n < 256 ? 1 : 1 + n / 64) {
+        dl_live_t *l2 = NULL;
+        dl_error_t lerr = {0};
+        dl_alloc_fail_after(n);
+        int rc = dl_engine_live_new(e, q2, db, NULL, 0, &l2, &lerr);
+        dl_alloc_fail_after(-1);
+        if (rc != 0 && rc != DL_ENOMEM)
+            fail_msg("engine add with allocation %lld failing: %s: %s", (long long)n,
+                     dl_err_name(rc), lerr.message);
+        tries++;
+        if (rc == DL_ENOMEM && dl_live_status(l1)) {
+            /* The run of the shared graph failed: the engine is failed for everyone, and
+             * says so; start again with a new one. */
+            dl_live_t *l3 = NULL;
+            dl_error_t e3 = {0};
+            assert_int_equal(dl_engine_live_new(e, q1, db, NULL, 0, &l3, &e3), DL_ENOMEM);
+            failed_runs++;
+            dl_live_free(l1);
+            dl_engine_free(e);
+            must(dl_engine_new(db, &e, &err), &err, "engine");
+            must(dl_engine_live_new(e, q1, db, NULL, 0, &l1, &err), &err, "q1");
+            continue;
+        }
+        char *got1 = live_text(l1);
+        assert_string_equal(got1, want1);
+        dl_free(got1);
+        dl_live_free(l2);
+        if (rc == 0)
+            break;
+    }
+    fprintf(stderr, "[ engine   ] add under allocation failure: %ld tries, %ld failed runs\n",
+            tries, failed_runs);
+    dl_free(want1);
+    dl_live_free(l1);
+    dl_engine_free(e);
+    /* Applying a commit under allocation failure: the engine reports ENOMEM (and stays
+     * failed), never crashes; freeing cleans up. */
+    transact(st, "[[:db/add [:a/name \"n2\"] :a/link [:a/name \"n0\"]]"
+                 " [:db/retract [:a/name \"n0\"] :a/tag :t1]]");
+    dl_db_t *now = dl_store_db(st);
+    uint64_t last = dl_db_basis_tx(now);
+    for (int64_t n = 0; n < 200000; n += n < 64 ? 1 : 1 + n / 32) {
+        e = NULL;
+        must(dl_engine_new(db, &e, &err), &err, "engine");
+        dl_live_t *a = NULL, *b2 = NULL;
+        must(dl_engine_live_new(e, q1, db, NULL, 0, &a, &err), &err, "q1");
+        must(dl_engine_live_new(e, q2, db, NULL, 0, &b2, &err), &err, "q2");
+        eng_ctx_t k = {e, 0, {0}};
+        dl_alloc_fail_after(n);
+        int rc = dl_db_tx_range(now, last, last + 1, feed_engine, &k);
+        dl_alloc_fail_after(-1);
+        if (rc != 0 && rc != DL_ENOMEM)
+            fail_msg("engine apply with allocation %lld failing: %s: %s", (long long)n,
+                     dl_err_name(rc), k.err.message);
+        if (rc == DL_ENOMEM) {
+            assert_int_equal(dl_live_status(a), DL_ENOMEM);
+            dl_commit_t next = {last + 1, NULL, 0, NULL, NULL, 0};
+            dl_error_t e2 = {0};
+            assert_int_equal(dl_engine_apply(e, &next, &e2), DL_ENOMEM);
+        }
+        dl_live_free(b2);
+        dl_live_free(a);
+        dl_engine_free(e);
+        if (rc == 0)
+            break;
+    }
+    dl_db_unref(now);
+    dl_db_unref(db);
+    dl_query_free(q1);
+    dl_query_free(q2);
+    dl_store_close(st);
+}
+
 DL_TEST_GROUP(live, cmocka_unit_test(test_live_matches_oracle), cmocka_unit_test(test_explain_plan),
               cmocka_unit_test(test_eval_and_live_nomem), cmocka_unit_test(test_deep_nesting),
               cmocka_unit_test(test_engine_matches_oracle),
-              cmocka_unit_test(test_engine_shares_base));
+              cmocka_unit_test(test_engine_shares_base), cmocka_unit_test(test_engine_nomem));
