@@ -1250,11 +1250,17 @@ static int load_checkpoint(dl_store_t *s, dl_log_t *log, uint64_t *out_covers, d
 
 int dl_store_open(const char *dir, const dl_store_options_t *opts, dl_store_t **out,
                   dl_error_t *err) {
+    return dl__store_open_io(dir, opts, NULL, out, err);
+}
+
+int dl__store_open_io(const char *dir, const dl_store_options_t *opts, const dl_io_t *io,
+                      dl_store_t **out, dl_error_t *err) {
     if (!dir || !out)
         return dl_error_set(err, DL_EINVAL, "dl_store_open: NULL argument");
     *out = NULL;
     dl_log_options_t lo;
     memset(&lo, 0, sizeof lo);
+    lo.io = io;
     if (opts) {
         lo.sync_mode = opts->sync_mode;
         lo.batch_ms = opts->batch_ms;

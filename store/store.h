@@ -335,6 +335,11 @@ int dl__durable_encode_indices(struct dl_store *s, void **out, size_t *out_n,
                                dl_error_t *err) DL_WUR;
 int dl__durable_load_indices(struct dl_store *s, uint64_t covers, const void *blob, size_t n,
                              dl_error_t *err) DL_WUR;
+/* dl_store_open over file system io (NULL: POSIX), e.g. store/io.h's fault-injecting
+ * in-memory one (tests). */
+struct dl_io;
+int dl__store_open_io(const char *dir, const dl_store_options_t *opts, const struct dl_io *io,
+                      struct dl_store **out, dl_error_t *err) DL_WUR;
 /* Called after each published commit (outside the writer lock). */
 void dl__durable_after_commit(struct dl_store *s, uint64_t tx);
 /* Applies and publishes a replayed transaction (recovery; no listeners, no log). */
