@@ -1,10 +1,10 @@
 /*
- * reduce.c: reduce by key (count, sum, min, max, avg, distinct, threshold, general), the
- * operator that must be right under partially ordered time. DESIGN-NOTES §2: the output
- * for a key at time t is f(input accumulated at t), re-evaluated at every time that is a
- * join of the key's input times. Follows docs/dataflow.md "Reduce and interesting times".
- * Does not arrange its input (the caller passes an arrangement) and never rescans keys
- * that did not change.
+ * reduce.c: reduce by key (count, sum, min, max, avg, distinct, threshold, general, and the
+ * linear count/sum/avg of note 5), the operator that must be right under partially ordered
+ * time. DESIGN-NOTES §2: the output for a key at time t is f(input accumulated at t),
+ * re-evaluated at every time that is a join of the key's input times. Follows docs/dataflow.md
+ * "Reduce and interesting times". Does not arrange its input (the caller passes an arrangement) and
+ * never rescans keys that did not change.
  *
  * Design notes.
  * 1. Pending work is a set of (key, time) pairs ("interesting times"). A delta of the
