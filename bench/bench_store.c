@@ -5,6 +5,7 @@
  * the import and the rounds were right (expected.initial / expected.final).
  * Usage: bench_store --data DIR [--batch N] [--dir PATH (durable)] [--sync every|batched|none]
  *        [--segment-mb N] [--ckpt-kept N] [--writer-txs N] [--tail-txs N] [--reopens N]
+ *        [--pipe-batch N] (durable: 4 x writer-txs transactions from one thread, N per wait)
  *        bench_store --recover-only DIR [--reopens N]   (recovery of an existing directory)
  * Recovery (store_recovery): a checkpoint, then --tail-txs (default 2000) one-order
  * transactions after it, close, and --reopens (default 3) timed opens: checkpoint load +
@@ -542,6 +543,51 @@ int main(int argc, char **argv) {
             (json_int_t)(st1.fsyncs - st0.fsyncs), "group_commits",
             (json_int_t)(st1.group_commits - st0.group_commits)));
         bench_samples_free(&all);
+        /* ---- durable: one thread pipelining (commit without waiting, one wait per batch of
+         * --pipe-batch), the engine thread's pattern (store.c design note 7) ---- */
+        {
+            long n_pipe = 4 * per, pb = atol(bench_arg(argc, argv, "pipe-batch", "256"));
+            if (pb < 1)
+                pb = 1;
+            uint64_t *began = malloc((size_t)pb * sizeof *began);
+            bench_samples_t plat = {0};
+            dl_store_stats(s, &st0);
+            uint64_t p0 = bench_now_ns();
+            for (long i = 0; i < n_pipe;) {
+                long k = 0;
+                uint64_t last = 0;
+                for (; k < pb && i < n_pipe; k++, i++) {
+                    int64_t oid = 30000000 + i;
+                    dl_value_t e = dl_value_int(-1);
+                    dl_tx_op_t pops[4] = {
+                        {.op = DL_OP_ADD, .e = e, .a = a_oid, .v = dl_value_int(oid)},
+                        {.op = DL_OP_ADD,
+                         .e = e,
+                         .a = a_cust,
+                         .v = dl_value_ref(min_cust_e + oid % (int64_t)l.n_cust)},
+                        {.op = DL_OP_ADD, .e = e, .a = a_amount, .v = dl_value_int(i % 100)},
+                        {.op = DL_OP_ADD, .e = e, .a = a_status, .v = status_v[0]}};
+                    began[k] = bench_now_ns();
+                    if (dl_store_transact_begin(s, pops, 4, NULL, 0, NULL, &last, &err) != 0)
+                        die("pipelined transaction", &err);
+                }
+                if (dl_store_wait_durable(s, last, &err) != 0)
+                    die("wait durable", &err);
+                uint64_t done = bench_now_ns();
+                for (long j = 0; j < k; j++)
+                    bench_samples_add(&plat, done - began[j]);
+            }
+            uint64_t p1 = bench_now_ns();
+            dl_store_stats(s, &st1);
+            bench_emit(json_pack("{s:s,s:O,s:I,s:I,s:f,s:f,s:f,s:I}", "bench", "store_pipelined_tx",
+                                 "params", params, "batch", (json_int_t)pb, "txs",
+                                 (json_int_t)n_pipe, "throughput_per_s", n_pipe / ((p1 - p0) / 1e9),
+                                 "p50_us", bench_samples_pct_us(&plat, 0.5), "p99_us",
+                                 bench_samples_pct_us(&plat, 0.99), "fsyncs",
+                                 (json_int_t)(st1.fsyncs - st0.fsyncs)));
+            bench_samples_free(&plat);
+            free(began);
+        }
         /* ---- a checkpoint, the bytes on disk, recovery ---- */
         uint64_t k0 = bench_now_ns();
         if (dl_store_checkpoint(s, &err) != 0)

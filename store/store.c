@@ -899,9 +899,10 @@ int dl_store_transact_json_begin(dl_store_t *s, const char *text, size_t len,
     return rc;
 }
 
-int dl_store_transact(dl_store_t *s, const dl_tx_op_t *ops, size_t n_ops,
-                      const dl_tx_coord_t *coords, size_t n_coords, dl_tx_report_t *report,
-                      dl_error_t *err) {
+/* The C-array form, waiting (out_tx NULL) or not. */
+static int transact_ops(dl_store_t *s, const dl_tx_op_t *ops, size_t n_ops,
+                        const dl_tx_coord_t *coords, size_t n_coords, dl_tx_report_t *report,
+                        uint64_t *out_tx, dl_error_t *err) {
     if (!s || (!ops && n_ops))
         return dl_error_set(err, DL_EINVAL, "dl_store_transact: NULL argument");
     dl_txdata_t d = {0};
@@ -914,9 +915,25 @@ int dl_store_transact(dl_store_t *s, const dl_tx_op_t *ops, size_t n_ops,
         return dl_error_set(err, DL_ENOMEM, "out of memory");
     for (size_t i = 0; i < n_ops; i++)
         d.src[i].index = i;
-    int rc = transact_data(s, &d, report, err);
+    int rc =
+        out_tx ? transact_begin(s, &d, report, out_tx, err) : transact_data(s, &d, report, err);
     dl_free(d.src);
     return rc;
+}
+
+int dl_store_transact(dl_store_t *s, const dl_tx_op_t *ops, size_t n_ops,
+                      const dl_tx_coord_t *coords, size_t n_coords, dl_tx_report_t *report,
+                      dl_error_t *err) {
+    return transact_ops(s, ops, n_ops, coords, n_coords, report, NULL, err);
+}
+
+int dl_store_transact_begin(dl_store_t *s, const dl_tx_op_t *ops, size_t n_ops,
+                            const dl_tx_coord_t *coords, size_t n_coords, dl_tx_report_t *report,
+                            uint64_t *out_tx, dl_error_t *err) {
+    if (!out_tx)
+        return dl_error_set(err, DL_EINVAL, "dl_store_transact_begin: NULL out_tx");
+    *out_tx = 0;
+    return transact_ops(s, ops, n_ops, coords, n_coords, report, out_tx, err);
 }
 
 int dl_store_transact_edn(dl_store_t *s, const char *text, size_t len, dl_tx_report_t *report,

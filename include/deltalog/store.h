@@ -211,6 +211,10 @@ DL_API int dl_store_transact_edn_begin(dl_store_t *s, const char *text, size_t l
 DL_API int dl_store_transact_json_begin(dl_store_t *s, const char *text, size_t len,
                                         dl_tx_report_t *report, uint64_t *out_tx,
                                         dl_error_t *err) DL_WUR;
+DL_API int dl_store_transact_begin(dl_store_t *s, const dl_tx_op_t *ops, size_t n_ops,
+                                   const dl_tx_coord_t *coords, size_t n_coords,
+                                   dl_tx_report_t *report, uint64_t *out_tx,
+                                   dl_error_t *err) DL_WUR;
 /* dl_store_advance without waiting; *out_tx is 0 for a no-op (nothing to wait for). */
 DL_API int dl_store_advance_begin(dl_store_t *s, dl_value_t dim, uint64_t t, uint64_t *out_tx,
                                   dl_error_t *err) DL_WUR;
