@@ -80,8 +80,11 @@ static void *ring_take(ck_ring_t *r, ck_ring_buffer_t *buf) {
     return ok ? p : NULL;
 }
 
-/* The most writes committed as one group before waiting for their sync. */
+/* The most writes committed as one group before waiting for their sync (a build may set
+ * it, e.g. to 1 to measure without group commit). */
+#ifndef DL_ENGINE_BATCH
 #define DL_ENGINE_BATCH 256
+#endif
 
 struct dl_engine {
     dl_exec_t *exec;
