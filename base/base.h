@@ -34,6 +34,22 @@ static inline uint64_t dl__hash_combine(uint64_t h, uint64_t x) {
     return dl__hash_mix(h ^ (x + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2)));
 }
 
+/* ---- little-endian fields of on-disk formats ------------------------------------------ */
+static inline void dl__le_put32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void dl__le_put64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline uint32_t dl__le_get32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline uint64_t dl__le_get64(const uint8_t *p) {
+    return (uint64_t)dl__le_get32(p) | (uint64_t)dl__le_get32(p + 4) << 32;
+}
+
 /* ---- symbols (base/sym.c) -------------------------------------------------------------- */
 /* Invariant: a dl_sym_t is never freed or changed once published; equal bytes always
  * intern to the same pointer. */

@@ -9,6 +9,8 @@
  */
 #include "store/log.h"
 
+#include "base/base.h"
+
 #include <deltalog/alloc.h>
 
 #include <inttypes.h>
@@ -23,21 +25,6 @@
 #define CKPT_HDR       48u /* magic 8, version 4, codec 4, covers 8, raw 8, chunks 8, rsv 4, crc 4 */
 #define CKPT_CHUNK_HDR 12u /* body_len 4, raw_len 4, crc 4 */
 #define CKPT_CHUNK_RAW ((size_t)1 << 20)
-
-static void put32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put64(uint8_t *p, uint64_t v) {
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t get64(const uint8_t *p) {
-    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
 
 static int corrupt(dl_error_t *err, const char *path, uint64_t off, const char *what) {
     return dl_error_set_at(err, DL_ECORRUPT, 0, 0, (int64_t)off, "%s: %s at offset %" PRIu64, path,
@@ -73,21 +60,21 @@ int dl__checkpoint_encode(uint64_t covers, const void *blob, size_t n, int level
             dl_free(buf);
             return dl_error_set(err, DL_EINTERNAL, "checkpoint: zstd: %s", ZSTD_getErrorName(c));
         }
-        put32(buf + off, (uint32_t)c);
-        put32(buf + off + 4, (uint32_t)raw);
+        dl__le_put32(buf + off, (uint32_t)c);
+        dl__le_put32(buf + off + 4, (uint32_t)raw);
         uint32_t crc = dl__log_crc32c(0, buf + off, 8);
-        put32(buf + off + 8, dl__log_crc32c(crc, buf + off + CKPT_CHUNK_HDR, c));
+        dl__le_put32(buf + off + 8, dl__log_crc32c(crc, buf + off + CKPT_CHUNK_HDR, c));
         off += CKPT_CHUNK_HDR + c;
     }
     ZSTD_freeCCtx(cctx);
     memset(buf, 0, CKPT_HDR);
     memcpy(buf, CKPT_MAGIC, 8);
-    put32(buf + 8, CKPT_VERSION);
-    put32(buf + 12, CKPT_CODEC);
-    put64(buf + 16, covers);
-    put64(buf + 24, n);
-    put64(buf + 32, chunks);
-    put32(buf + CKPT_HDR - 4, dl__log_crc32c(0, buf, CKPT_HDR - 4));
+    dl__le_put32(buf + 8, CKPT_VERSION);
+    dl__le_put32(buf + 12, CKPT_CODEC);
+    dl__le_put64(buf + 16, covers);
+    dl__le_put64(buf + 24, n);
+    dl__le_put64(buf + 32, chunks);
+    dl__le_put32(buf + CKPT_HDR - 4, dl__log_crc32c(0, buf, CKPT_HDR - 4));
     *out = buf;
     *out_n = off;
     return 0;
@@ -100,13 +87,14 @@ int dl__checkpoint_decode(const char *path, const uint8_t *buf, size_t size, uin
         return corrupt(err, path, size, "checkpoint shorter than its header");
     if (memcmp(buf, CKPT_MAGIC, 8) != 0)
         return corrupt(err, path, 0, "bad checkpoint magic");
-    if (get32(buf + CKPT_HDR - 4) != dl__log_crc32c(0, buf, CKPT_HDR - 4))
+    if (dl__le_get32(buf + CKPT_HDR - 4) != dl__log_crc32c(0, buf, CKPT_HDR - 4))
         return corrupt(err, path, 0, "checkpoint header checksum mismatch");
-    if (get32(buf + 8) != CKPT_VERSION)
+    if (dl__le_get32(buf + 8) != CKPT_VERSION)
         return dl_error_set_at(err, DL_EVERSION, 0, 0, 0,
                                "%s: checkpoint format version %u, this build reads version %u",
-                               path, get32(buf + 8), CKPT_VERSION);
-    uint64_t covers = get64(buf + 16), raw_total = get64(buf + 24), chunks = get64(buf + 32);
+                               path, dl__le_get32(buf + 8), CKPT_VERSION);
+    uint64_t covers = dl__le_get64(buf + 16), raw_total = dl__le_get64(buf + 24),
+             chunks = dl__le_get64(buf + 32);
     if (raw_total > ((uint64_t)1 << 40) ||
         chunks != (raw_total + CKPT_CHUNK_RAW - 1) / CKPT_CHUNK_RAW)
         return corrupt(err, path, 24, "checkpoint header sizes inconsistent");
@@ -124,13 +112,13 @@ int dl__checkpoint_decode(const char *path, const uint8_t *buf, size_t size, uin
             rc = corrupt(err, path, off, "checkpoint truncated");
             break;
         }
-        uint32_t c = get32(buf + off), raw = get32(buf + off + 4);
+        uint32_t c = dl__le_get32(buf + off), raw = dl__le_get32(buf + off + 4);
         if (c > size - off - CKPT_CHUNK_HDR || raw > CKPT_CHUNK_RAW || pos + raw > raw_total) {
             rc = corrupt(err, path, off, "checkpoint chunk header invalid");
             break;
         }
         uint32_t crc = dl__log_crc32c(0, buf + off, 8);
-        if (dl__log_crc32c(crc, buf + off + CKPT_CHUNK_HDR, c) != get32(buf + off + 8)) {
+        if (dl__log_crc32c(crc, buf + off + CKPT_CHUNK_HDR, c) != dl__le_get32(buf + off + 8)) {
             rc = corrupt(err, path, off, "checkpoint chunk checksum mismatch");
             break;
         }

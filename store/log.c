@@ -148,23 +148,6 @@ uint32_t dl__log_crc32c_sw(uint32_t crc, const void *data, size_t n) {
     return ~crc;
 }
 
-/* ---- little-endian fields ----------------------------------------------------------- */
-
-static void put32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put64(uint8_t *p, uint64_t v) {
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t get64(const uint8_t *p) {
-    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
 /* LEB128: 7 bits per byte, low groups first, high bit = more. */
 static size_t put_varint(uint8_t *p, uint64_t v) {
     size_t n = 0;
@@ -378,7 +361,7 @@ static bool chunk_header_ok(const uint8_t *buf, size_t size, size_t off, chunk_h
     /* Structure first (cheap; rejects preallocated zeros at once), then the checksum. */
     if (v[0] > avail - pos || v[1] > MAX_CHUNK_RAW || v[2] == 0 || v[2] > v[1] / 2)
         return false;
-    if (get32(p) != dl__log_crc32c(0, p + 4, pos - 4))
+    if (dl__le_get32(p) != dl__log_crc32c(0, p + 4, pos - 4))
         return false;
     h->body_len = v[0];
     h->raw_len = v[1];
@@ -386,7 +369,7 @@ static bool chunk_header_ok(const uint8_t *buf, size_t size, size_t off, chunk_h
     h->first_tx = v[3];
     h->tx_span = v[4];
     h->hdr_len = pos;
-    h->bcrc = get32(p + 4);
+    h->bcrc = dl__le_get32(p + 4);
     return true;
 }
 
@@ -459,22 +442,22 @@ static int scan_segment(const dl_io_t *io, const char *path, bool is_last, recor
         rc = corrupt(err, path, 0, "bad segment magic");
         goto out;
     }
-    if (get32(buf + SEG_HDR - 4) != dl__log_crc32c(0, buf, SEG_HDR - 4)) {
+    if (dl__le_get32(buf + SEG_HDR - 4) != dl__log_crc32c(0, buf, SEG_HDR - 4)) {
         rc = corrupt(err, path, 0, "segment header checksum mismatch");
         goto out;
     }
-    if (get32(buf + 8) != FORMAT_VERSION) {
+    if (dl__le_get32(buf + 8) != FORMAT_VERSION) {
         rc = dl_error_set_at(err, DL_EVERSION, 0, 0, 0,
                              "%s: segment format version %u, this build reads version %u", path,
-                             get32(buf + 8), FORMAT_VERSION);
+                             dl__le_get32(buf + 8), FORMAT_VERSION);
         goto out;
     }
-    scan->codec = (int)get32(buf + 12);
+    scan->codec = (int)dl__le_get32(buf + 12);
     if (scan->codec != CODEC_RAW && scan->codec != CODEC_ZSTD) {
         rc = corrupt(err, path, 12, "unknown segment codec");
         goto out;
     }
-    scan->seg.first_lsn = get64(buf + 16);
+    scan->seg.first_lsn = dl__le_get64(buf + 16);
     scan->seg.last_lsn = scan->seg.first_lsn - 1;
     if (fn && scan->codec == CODEC_ZSTD) {
         dctx = ZSTD_createDCtx();
@@ -612,8 +595,8 @@ static int flush_pending(dl_log_t *log, dl_error_t *err) {
     hl += put_varint(hdr + hl, log->p_records);
     hl += put_varint(hdr + hl, log->p_first_tx);
     hl += put_varint(hdr + hl, log->p_last_tx - log->p_first_tx);
-    put32(hdr + 4, dl__log_crc32c(0, log->wbuf + CHUNK_HDR_MAX, body_len));
-    put32(hdr, dl__log_crc32c(0, hdr + 4, hl - 4));
+    dl__le_put32(hdr + 4, dl__log_crc32c(0, log->wbuf + CHUNK_HDR_MAX, body_len));
+    dl__le_put32(hdr, dl__log_crc32c(0, hdr + 4, hl - 4));
     uint8_t *start = log->wbuf + CHUNK_HDR_MAX - hl;
     memcpy(start, hdr, hl);
     dl_error_t e = {0};
@@ -695,10 +678,10 @@ static int start_segment(dl_log_t *log, dl_error_t *err) {
         return rc;
     uint8_t h[SEG_HDR] = {0};
     memcpy(h, SEG_MAGIC, 8);
-    put32(h + 8, FORMAT_VERSION);
-    put32(h + 12, (uint32_t)log->codec);
-    put64(h + 16, log->next_lsn);
-    put32(h + SEG_HDR - 4, dl__log_crc32c(0, h, SEG_HDR - 4));
+    dl__le_put32(h + 8, FORMAT_VERSION);
+    dl__le_put32(h + 12, (uint32_t)log->codec);
+    dl__le_put64(h + 16, log->next_lsn);
+    dl__le_put32(h + SEG_HDR - 4, dl__log_crc32c(0, h, SEG_HDR - 4));
     seg_t s = {.first_lsn = log->next_lsn, .last_lsn = log->next_lsn - 1, .bytes = SEG_HDR};
     if ((rc = log->io->ftruncate(f, 0, err)) || (rc = log->io->pwrite(f, h, SEG_HDR, 0, err)) ||
         (rc = log->io->fsync(f, err)) || (rc = log->io->fsync_dir(log->io, log->dir, err))) {
