@@ -688,8 +688,7 @@ static char *slurp(const char *path, size_t *out_len) {
  * :keys names when rows are objects; numbered %1, %2... when the text is not understood.
  * Fills hdr (borrowed from owned, rows or literals) and owned (dl_free each); returns the
  * number of columns (<= 32). */
-static size_t query_header(const char *q_text, const json_t *rows, dl_arena_t *ar, const char **hdr,
-                           char **owned) {
+static size_t query_header(const char *q_text, const json_t *rows, const char **hdr, char **owned) {
     size_t n_cols = 0;
     memset(owned, 0, 32 * sizeof *owned);
     const json_t *first = json_array_get(rows, 0);
@@ -702,56 +701,18 @@ static size_t query_header(const char *q_text, const json_t *rows, dl_arena_t *a
         }
         return n_cols;
     }
-    dl_edn_t *q = NULL;
-    if (dl__edn_read_one(q_text, strlen(q_text), ar, &q, NULL) == DL_OK && q &&
-        (q->kind == DL_EDN_VECTOR || q->kind == DL_EDN_MAP)) {
-        dl_edn_t **items = q->items;
-        size_t n = q->n, start = 0;
-        if (q->kind == DL_EDN_MAP) { /* {:find [...] ...} */
-            n = 0;
-            for (size_t i = 0; i + 1 < q->n; i += 2)
-                if (dl__edn_is_keyword(q->items[i], "find") &&
-                    q->items[i + 1]->kind == DL_EDN_VECTOR) {
-                    items = q->items[i + 1]->items;
-                    n = q->items[i + 1]->n;
-                }
-        } else {
-            while (start < n && !dl__edn_is_keyword(items[start], "find"))
-                start++;
-            start++;
-        }
-        for (size_t i = start; i < n && n_cols < 32; i++) {
-            const dl_edn_t *e = items[i];
-            if (e->kind == DL_EDN_VALUE && e->value.type == DL_T_KEYWORD)
-                break; /* :in, :where, :keys, ... */
-            if (dl__edn_is_symbol(e, "."))
-                continue;
-            size_t n_sub = e->kind == DL_EDN_VECTOR ? e->n : 1; /* [?a ...] or [?a ?b] */
-            for (size_t k = 0; k < n_sub && n_cols < 32; k++) {
-                const dl_edn_t *x = e->kind == DL_EDN_VECTOR ? e->items[k] : e;
-                if (dl__edn_is_symbol(x, "..."))
-                    continue;
-                dl_buf_t b;
-                dl__buf_init(&b);
-                dl__edn_print(x, &b);
-                owned[n_cols] = dl__buf_take(&b);
-                hdr[n_cols] = owned[n_cols] ? owned[n_cols] : "?";
-                n_cols++;
-            }
-        }
+    /* The :find elements as the protocol's subscribe reply names them (format.c). */
+    json_t *cols = dl__format_find_columns(q_text, first ? json_array_size(first) : 0);
+    for (size_t i = 0; cols && i < json_array_size(cols) && n_cols < 32; i++) {
+        owned[n_cols] = dl_strdup(json_string_value(json_array_get(cols, i)));
+        hdr[n_cols] = owned[n_cols] ? owned[n_cols] : "?";
+        n_cols++;
     }
-    size_t width = json_array_size(first);
-    if ((first && width != n_cols) || n_cols == 0) {
-        for (size_t i = 0; i < n_cols; i++)
-            dl_free(owned[i]);
-        memset(owned, 0, 32 * sizeof *owned);
-        n_cols = first ? DL_MIN(width, 32) : 1;
-        for (size_t i = 0; i < n_cols; i++) {
-            char name[32];
-            snprintf(name, sizeof name, "%%%zu", i + 1);
-            owned[i] = dl_strdup(name);
-            hdr[i] = owned[i] ? owned[i] : "?";
-        }
+    json_decref(cols);
+    if (n_cols == 0) {
+        owned[0] = dl_strdup("%1");
+        hdr[0] = owned[0] ? owned[0] : "?";
+        n_cols = 1;
     }
     return n_cols;
 }
@@ -827,7 +788,7 @@ static int query_like(cli_t *c, const char *op) {
     } else {
         char *owned[32];
         const char *hdr[32];
-        size_t n_cols = query_header(c->pos[0], json_object_get(r, "rows"), &ar, hdr, owned);
+        size_t n_cols = query_header(c->pos[0], json_object_get(r, "rows"), hdr, owned);
         json_t *table = table_rows(json_object_get(r, "rows"), hdr, n_cols);
         dl__format_table(stdout, hdr, n_cols, table);
         json_decref(table);
