@@ -124,7 +124,9 @@ struct dl_live {
     /* the change of the last apply (consolidated) */
     dl_value_t *ch_rows;
     int64_t *ch_diffs;
+    uint64_t *ch_times; /* dims coordinates per change (multi-dimensional queries only) */
     size_t n_ch, cap_ch;
+    size_t dims; /* time coordinates of the graph: 1, or dl_live_new_dims's n_dims */
 };
 
 /* Builds the dataflow of q into L->g (L->g, L->arena, L->explain initialized). The

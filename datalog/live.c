@@ -6,7 +6,11 @@
  * Time: the graph has one coordinate, the store's transaction number (DESIGN-NOTES §1);
  * the snapshot is loaded at its basis transaction, every later commit at its own number,
  * and after each the inputs advance past it, so the result for that transaction is
- * complete when dl_live_apply returns. Declared time dimensions are not used yet.
+ * complete when dl_live_apply returns. A query built by dl_live_new_dims instead has the
+ * store's first n_dims coordinates [tx, dim1, ...] (standalone only; the engine is 1-D):
+ * its snapshot is the history at each transaction's time vector, its commits enter at
+ * their time vectors and advance to their frontier vectors, and every change carries its
+ * time (docs/datalog.md "Multi-dimensional time").
  * A standalone live query (dl_live_new) owns its graph: arrangements are shared within the
  * query only. Engine queries (dl_engine_live_new, at the end of this file) share one graph
  * and its base arrangements (docs/datalog.md "Engine").
@@ -84,8 +88,16 @@ static int on_diff(void *ctx, const dl_diff_t *d) {
             if (!df)
                 return DL_ENOMEM;
             L->ch_diffs = df;
+            if (L->dims > 1) {
+                uint64_t *tm = dl_realloc(L->ch_times, cap * L->dims * sizeof *tm);
+                if (!tm)
+                    return DL_ENOMEM;
+                L->ch_times = tm;
+            }
             L->cap_ch = cap;
         }
+        if (L->dims > 1)
+            memcpy(L->ch_times + L->n_ch * L->dims, d->time, L->dims * sizeof *d->time);
         memcpy(L->ch_rows + L->n_ch * L->arity, row, L->arity * sizeof *row);
         L->ch_diffs[L->n_ch++] = d->diffs[i];
     }
@@ -118,6 +130,7 @@ DL_API void dl_live_free(dl_live_t *l) {
     dl_free(l->slots);
     dl_free(l->ch_rows);
     dl_free(l->ch_diffs);
+    dl_free(l->ch_times);
     dl_free(l);
 }
 
@@ -328,6 +341,44 @@ static int load_snapshot(dl_live_t *L, const dl_db_t *const *dbs, uint64_t basis
     return 0;
 }
 
+/* A multi-dimensional query's snapshot (L->dims > 1): every assertion and retraction of
+ * db's history, each at its transaction's full time vector (dl_db_tx_time), so that the
+ * sum of the inputs at times <= a point is the datoms of dl_db_as_of_point at that point
+ * (for datoms whose changes carry non-decreasing coordinates: docs/datalog.md "Multi-
+ * dimensional time"). Only current-database sources of attributes without a transaction
+ * column (checked by the caller). */
+static int load_snapshot_dims(dl_live_t *L, const dl_db_t *db, dl_error_t *err) {
+    dl_db_t *h = dl_db_history(db);
+    if (!h)
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    int rc = 0;
+    for (size_t i = 0; i < L->n_attrs && !rc; i++) {
+        dl__live_attr_t *a = &L->attrs[i];
+        dl_datom_t prefix;
+        memset(&prefix, 0, sizeof prefix);
+        prefix.a = a->id;
+        dl_iter_t *it;
+        rc = dl_db_datoms(h, DL_INDEX_AEVT, &prefix, 1, NULL, &it, err);
+        if (rc)
+            break;
+        dl_datom_t d;
+        while (!rc && dl_iter_next(it, &d)) {
+            uint64_t t[DL_TIME_MAX_ROOT_DIM] = {0};
+            size_t n = dl_db_tx_time(db, (uint64_t)d.tx, t, L->dims);
+            if (n == 0) {
+                rc = dl_error_set(err, DL_EINTERNAL, "no time vector for transaction %lld",
+                                  (long long)d.tx);
+                break;
+            }
+            dl_value_t row[2] = {dl_value_ref(d.e), d.v};
+            rc = dl_input_update(a->in, row, 2, t, d.added ? 1 : -1, err);
+        }
+        dl_iter_free(it);
+    }
+    dl_db_unref(h);
+    return rc;
+}
+
 /* One change of a commit into input a (at time t). */
 static int apply_change(dl_live_t *L, dl__live_attr_t *a, const dl_change_t *ch, uint64_t tx,
                         const uint64_t *t, dl_error_t *err) {
@@ -353,8 +404,8 @@ static int apply_change(dl_live_t *L, dl__live_attr_t *a, const dl_change_t *ch,
     return dl_input_update(a->in, row, 4, t, -1, err);
 }
 
-static int advance_and_run(dl_live_t *L, uint64_t next, dl_error_t *err) {
-    uint64_t t[DL_TIME_MAX_ROOT_DIM] = {next};
+/* Advances every attribute input to the time vector next (L->dims coordinates) and runs. */
+static int advance_and_run(dl_live_t *L, const uint64_t *t, dl_error_t *err) {
     for (size_t i = 0; i < L->n_attrs; i++) {
         int rc = dl_input_advance_to(L->attrs[i].in, t, err);
         if (rc)
@@ -398,12 +449,18 @@ static int attach_counters(dl_live_t *L, dl_error_t *err) {
 }
 
 static int live_new(const dl_query_t *q, const dl_live_source_t *srcs, size_t n_srcs,
-                    const char *args, size_t args_len, bool analyze, dl_live_t **out,
+                    const char *args, size_t args_len, bool analyze, size_t dims, dl_live_t **out,
                     dl_error_t *err) {
     if (out)
         *out = NULL;
     if (!q || !srcs || !out)
         return dl_error_set(err, DL_EINVAL, "dl_live_new: NULL argument");
+    if (dims < 1 || dims > DL_TIME_MAX_ROOT_DIM)
+        return dl_error_set(err, DL_EINVAL, "dl_live_new_dims: %zu time coordinates (1..%d)", dims,
+                            (int)DL_TIME_MAX_ROOT_DIM);
+    if (dims > 1 && (n_srcs != 1 || srcs[0].kind != DL_LIVE_CURRENT))
+        return dl_error_set(err, DL_EUNSUPPORTED,
+                            "multi-dimensional live queries take one current database");
     dl_live_t *L = dl_calloc(1, sizeof *L);
     const dl_db_t **dbs = dl_calloc(q->n_srcs, sizeof *dbs);
     if (L)
@@ -416,6 +473,7 @@ static int live_new(const dl_query_t *q, const dl_live_source_t *srcs, size_t n_
     L->q = q;
     L->arity = q->n_find;
     L->analyze = analyze;
+    L->dims = dims;
     dl__arena_init(&L->arena, 4096);
     int rc = 0;
     /* Sources by :in name; the schema comes from $ (else the first supplied). */
@@ -441,12 +499,16 @@ static int live_new(const dl_query_t *q, const dl_live_source_t *srcs, size_t n_
     if (!rc && !schema)
         rc = dl_error_set(err, DL_EINVAL, "no database supplied");
     if (!rc) {
-        L->g = dl_graph_new(1, err);
+        L->g = dl_graph_new(dims, err);
         if (!L->g)
             rc = err && err->code ? err->code : DL_ENOMEM;
     }
     if (!rc)
         rc = dl__compile_query(L, q, schema, err);
+    for (size_t i = 0; i < L->n_attrs && !rc && dims > 1; i++)
+        if (L->attrs[i].wide)
+            rc = dl_error_set(err, DL_EUNSUPPORTED,
+                              "multi-dimensional live queries do not bind transactions");
     if (!rc) {
         L->cap = dl_capture_new(L->out, on_diff, L, err);
         if (!L->cap)
@@ -457,11 +519,14 @@ static int live_new(const dl_query_t *q, const dl_live_source_t *srcs, size_t n_
     if (!rc)
         rc = load_args(L, args, args ? args_len : 0, err);
     if (!rc)
-        rc = load_snapshot(L, dbs, basis, err);
+        rc = dims > 1 ? load_snapshot_dims(L, schema, err) : load_snapshot(L, dbs, basis, err);
     for (size_t i = 0; i < L->n_consts && !rc; i++)
         rc = dl_input_close(L->consts[i], err);
+    uint64_t next[DL_TIME_MAX_ROOT_DIM] = {basis + 1};
+    if (!rc && dims > 1)
+        dl_db_frontier(schema, next, dims);
     if (!rc)
-        rc = advance_and_run(L, basis + 1, err);
+        rc = advance_and_run(L, next, err);
     dl_free(dbs);
     if (rc) {
         dl_live_free(L);
@@ -477,7 +542,21 @@ DL_API int dl_live_new_sources(const dl_query_t *q, const dl_live_source_t *sour
                                dl_error_t *err) {
     dl_error_t local;
     dl_error_clear(&local);
-    return live_new(q, sources, n_sources, args, args_len, false, out, err ? err : &local);
+    return live_new(q, sources, n_sources, args, args_len, false, 1, out, err ? err : &local);
+}
+
+DL_API int dl_live_new_dims(const dl_query_t *q, const struct dl_db *db, const char *args,
+                            size_t args_len, size_t n_dims, dl_live_t **out, dl_error_t *err) {
+    dl_error_t local;
+    dl_error_clear(&local);
+    dl_live_source_t src = {"$", db, DL_LIVE_CURRENT};
+    return live_new(q, &src, db ? 1 : 0, args, args_len, false, n_dims, out, err ? err : &local);
+}
+
+DL_API size_t dl_live_dims(const dl_live_t *l) { return l ? l->dims : 0; }
+
+DL_API const uint64_t *dl_live_change_times(const dl_live_t *l) {
+    return l && l->dims > 1 ? l->ch_times : NULL;
 }
 
 DL_API int dl_query_run_sources(const dl_query_t *q, const dl_live_source_t *sources,
@@ -524,8 +603,17 @@ DL_API int dl_live_apply(dl_live_t *l, const struct dl_commit *c, dl_error_t *er
         l->n_ch = 0; /* already applied (or loaded): it changes nothing now */
         return 0;
     }
-    uint64_t t[DL_TIME_MAX_ROOT_DIM] = {c->tx};
+    uint64_t t[DL_TIME_MAX_ROOT_DIM] = {c->tx}, next[DL_TIME_MAX_ROOT_DIM] = {c->tx + 1};
     int rc = 0;
+    if (l->dims > 1) {
+        /* The commit's full time vector; the inputs advance to its frontier vector. A
+         * commit without vectors (a dimension-less store) leaves the other coordinates 0. */
+        for (size_t k = 1; k < l->dims; k++) {
+            t[k] = c->time && k < c->n_time ? c->time[k] : 0;
+            next[k] = c->frontier && k < c->n_time ? c->frontier[k] : t[k];
+        }
+        next[0] = c->tx + 1;
+    }
     for (size_t i = 0; i < c->n_changes && !rc; i++) {
         const dl_change_t *ch = &c->changes[i];
         for (size_t k = 0; k < l->n_attrs && !rc; k++)
@@ -533,7 +621,7 @@ DL_API int dl_live_apply(dl_live_t *l, const struct dl_commit *c, dl_error_t *er
                 rc = apply_change(l, &l->attrs[k], ch, c->tx, t, err);
     }
     if (!rc)
-        rc = advance_and_run(l, c->tx + 1, err);
+        rc = advance_and_run(l, next, err);
     if (rc) {
         l->failed = rc;
         return rc;
@@ -679,7 +767,7 @@ DL_API int dl_query_explain(const dl_query_t *q, const struct dl_db *db, const c
         return dl_error_set(err, DL_EINVAL, "dl_query_explain: NULL argument");
     dl_live_t *l = NULL;
     dl_live_source_t src = {"$", db, DL_LIVE_CURRENT};
-    int rc = live_new(q, &src, db ? 1 : 0, args, args_len, analyze, &l, err);
+    int rc = live_new(q, &src, db ? 1 : 0, args, args_len, analyze, 1, &l, err);
     if (!rc) {
         *out = dl_live_explain(l);
         if (!*out)
@@ -1036,8 +1124,10 @@ DL_API int dl_engine_live_new(dl_engine_t *e, const dl_query_t *q, const struct 
         e->cap_lives = cap;
     }
     dl_live_t *L = dl_calloc(1, sizeof *L);
-    if (L)
+    if (L) {
         L->src_kind = dl_malloc(sizeof *L->src_kind);
+        L->dims = 1;
+    }
     if (!L || !L->src_kind) {
         dl_free(L);
         return dl_error_set(err, DL_ENOMEM, "out of memory");

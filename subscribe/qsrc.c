@@ -36,6 +36,7 @@ struct qsrc {
     dl_live_t *live;
     bool in_engine; /* live belongs to the owner's engine */
     size_t arity, n_dims;
+    uint64_t last_f[DL_DELTA_MAX_DIM]; /* n_dims > 1: the frontier of the last FRONTIERs */
     uint64_t last_tx;  /* the last transaction reflected (the basis, then applied ones) */
     int failed;        /* a run failed: the code poll reports */
     char failure[160]; /* its message */
@@ -99,6 +100,76 @@ void dl_qsrcs_free(dl_qsrcs_t *qs) {
 }
 
 size_t dl_qsrcs_count(const dl_qsrcs_t *qs) { return qs->n_open; }
+
+/* Appends d to s's pending messages (taking it). */
+static int push_pending(qsrc_t *s, dl_delta_t *d) {
+    if (s->n_pending == s->cap_pending) {
+        size_t nc = s->cap_pending ? 2 * s->cap_pending : 4;
+        dl_delta_t **np = dl_realloc(s->pending, nc * sizeof *np);
+        if (!np) {
+            dl_delta_unref(d);
+            return DL_ENOMEM;
+        }
+        s->pending = np;
+        s->cap_pending = nc;
+    }
+    s->pending[s->n_pending++] = d;
+    return 0;
+}
+
+/* A multi-dimensional source (n_dims > 1): the live query's last changes, one DATA delta
+ * per distinct time (they come consolidated per time, in lexicographic order), queued. */
+static int queue_dim_changes(qsrc_t *s, dl_error_t *err) {
+    const dl_value_t *rows;
+    const int64_t *diffs;
+    size_t n = dl_live_changes(s->live, &rows, &diffs);
+    const uint64_t *times = dl_live_change_times(s->live);
+    size_t nd = s->n_dims;
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j < n && memcmp(times + j * nd, times + i * nd, nd * sizeof *times) == 0)
+            j++;
+        dl_delta_t *d = NULL;
+        int rc = dl_delta_new(DL_DELTA_DATA, s->arity, times + i * nd, nd, &d, err);
+        for (size_t k = i; k < j && !rc; k++)
+            rc = dl_delta_add(d, rows + k * s->arity, diffs[k], err);
+        if (!rc && dl_delta_len(d) == 0) {
+            dl_delta_unref(d); /* the time's changes cancelled out */
+            d = NULL;
+        }
+        if (!rc && d && (rc = push_pending(s, d)))
+            dl_error_set(err, rc, "qsrcs: out of memory");
+        if (rc) {
+            dl_delta_unref(d);
+            return rc;
+        }
+        i = j;
+    }
+    return 0;
+}
+
+/* A multi-dimensional source's FRONTIER messages for the frontier vector f (n_dims
+ * coordinates: every later change has a time >= f): the maximal complete times, [f0 - 1,
+ * MAX, ...] (every earlier transaction, any coordinates) and, for each dimension k whose
+ * frontier moved since the last message, [MAX, .., fk - 1, .., MAX]. */
+static int queue_frontiers(qsrc_t *s, const uint64_t *f, uint64_t *last_f, dl_error_t *err) {
+    size_t nd = s->n_dims;
+    for (size_t k = 0; k < nd; k++) {
+        if (f[k] == 0 || (k > 0 && f[k] == last_f[k]))
+            continue;
+        uint64_t t[DL_DELTA_MAX_DIM];
+        for (size_t i = 0; i < nd; i++)
+            t[i] = i == k ? f[k] - 1 : UINT64_MAX;
+        dl_delta_t *d = NULL;
+        int rc = dl_delta_new(DL_DELTA_FRONTIER, s->arity, t, nd, &d, err);
+        if (!rc && (rc = push_pending(s, d)))
+            return dl_error_set(err, rc, "qsrcs: out of memory");
+        if (rc)
+            return rc;
+        last_f[k] = f[k];
+    }
+    return 0;
+}
 
 /* The live query's last change as a new DATA delta at time t. */
 static int change_delta(qsrc_t *s, const uint64_t *t, dl_delta_t **out, dl_error_t *err) {
@@ -169,9 +240,13 @@ static int qsrc_open(void *ctx, const char *text, const dl_value_t *inputs, size
         if (!qs->engine && dl_engine_new(db, &qs->engine, &e2))
             qs->engine = NULL;
         int erc = DL_EUNSUPPORTED;
-        if (qs->engine && !qs->engine_failed && dl_engine_tx(qs->engine) == dl_db_basis_tx(db))
+        if (n_dims > 1) /* multi-dimensional time: standalone (the engine is 1-D) */
+            rc = dl_live_new_dims(s->q, db, args.data, args.len, n_dims, &s->live, err);
+        else if (qs->engine && !qs->engine_failed && dl_engine_tx(qs->engine) == dl_db_basis_tx(db))
             erc = dl_engine_live_new(qs->engine, s->q, db, args.data, args.len, &s->live, &e2);
-        if (!erc) {
+        if (n_dims > 1) {
+            /* done above */
+        } else if (!erc) {
             s->in_engine = true;
             qs->n_engine++;
         } else if (erc == DL_EUNSUPPORTED || erc == DL_ESTATE || erc == DL_ENOMEM) {
@@ -183,11 +258,28 @@ static int qsrc_open(void *ctx, const char *text, const dl_value_t *inputs, size
     dl__buf_fini(&args);
     if (!rc) {
         s->arity = s->q->n_find;
-        /* The initial result, as the accumulated result at the basis time. */
-        rc = change_delta(s, t, &s->acc, err);
+        if (n_dims > 1) {
+            /* The snapshot is empty at time zero and the initial result follows as one
+             * DATA delta per time of the database's history, then the frontier: the sum
+             * of what a subscriber receives at times <= any point is then the result as
+             * of that point (docs/subscribe.md "Multi-dimensional time"). */
+            uint64_t zero[DL_DELTA_MAX_DIM] = {0}, f[DL_DELTA_MAX_DIM] = {0};
+            rc = dl_delta_new(DL_DELTA_DATA, s->arity, zero, n_dims, &s->acc, err);
+            if (!rc)
+                rc = queue_dim_changes(s, err);
+            dl_db_frontier(db, f, n_dims);
+            if (!rc)
+                rc = queue_frontiers(s, f, s->last_f, err);
+        } else {
+            /* The initial result, as the accumulated result at the basis time. */
+            rc = change_delta(s, t, &s->acc, err);
+        }
     }
     if (rc) {
         s->owner = NULL;
+        for (size_t i = 0; i < s->n_pending; i++)
+            dl_delta_unref(s->pending[i]);
+        dl_free(s->pending);
         dl_delta_unref(s->acc);
         dl_live_free(s->live);
         if (s->in_engine)
@@ -226,7 +318,7 @@ static int qsrc_poll(void *p, dl_delta_t **out, dl_error_t *err) {
         dl_delta_t *d = s->pending[s->head++];
         if (s->head == s->n_pending)
             s->head = s->n_pending = 0;
-        int rc = dl__delta_merge(s->acc, d);
+        int rc = dl_delta_kind(d) == DL_DELTA_DATA ? dl__delta_merge(s->acc, d) : 0;
         if (rc) {
             dl_delta_unref(d);
             return dl_error_set(err, rc, "qsrcs: %s", dl_strerror(rc));
@@ -284,6 +376,20 @@ int dl_qsrcs_apply(dl_qsrcs_t *qs, const dl_commit_t *c, dl_error_t *err) {
             continue;
         }
         s->last_tx = c->tx;
+        if (s->n_dims > 1) {
+            uint64_t f[DL_DELTA_MAX_DIM] = {c->tx + 1};
+            for (size_t i = 1; i < s->n_dims; i++)
+                f[i] = c->frontier && i < c->n_time ? c->frontier[i] : s->last_f[i];
+            rc = queue_dim_changes(s, &e);
+            if (!rc)
+                rc = queue_frontiers(s, f, s->last_f, &e);
+            if (rc) {
+                fail(s, rc, &e);
+                if (!first)
+                    first = dl_error_set(err, rc, "qsrcs: a change could not be queued");
+            }
+            continue;
+        }
         uint64_t t[DL_DELTA_MAX_DIM] = {0};
         for (size_t i = 0; i < s->n_dims && c->time && i < c->n_time; i++)
             t[i] = c->time[i];

@@ -127,6 +127,26 @@ DL_API int dl_live_apply(dl_live_t *l, const struct dl_commit *c, dl_error_t *er
  * :find arity with nonzero diffs (borrowed until the next apply; empty after an apply of
  * a transaction that was already applied). */
 DL_API size_t dl_live_changes(const dl_live_t *l, const dl_value_t **rows, const int64_t **diffs);
+
+/* Multi-dimensional time (issue 5; docs/datalog.md "Multi-dimensional time"): a standalone
+ * live query over one current database whose dataflow has n_dims time coordinates, the
+ * first n_dims of the store's time vector [tx, dim1, ...] (1..DL_TIME_MAX_ROOT_DIM; 1 is
+ * dl_live_new). The snapshot enters as db's history, each assertion and retraction at its
+ * transaction's time vector; dl_live_apply enters each change at the commit's time vector
+ * and advances to its frontier vector. Every dl_live_changes row then has a time: n_dims
+ * coordinates at dl_live_change_times()[i * n_dims], the changes at one time consolidated,
+ * times in lexicographic order; a retroactive commit yields changes at several times (the
+ * corrections at later coordinates). The sum of the changes at times <= a point p equals
+ * dl_query_run on dl_db_as_of_point(db, p) when each datom's changes carry non-decreasing
+ * coordinates. Not in the shared engine; DL_EUNSUPPORTED for queries that bind a
+ * transaction (a tx or added column). dl_live_result is the sum over all times. */
+DL_API int dl_live_new_dims(const dl_query_t *q, const struct dl_db *db, const char *args,
+                            size_t args_len, size_t n_dims, dl_live_t **out,
+                            dl_error_t *err) DL_WUR;
+/* The number of time coordinates of l's graph (1 for dl_live_new and engine queries). */
+DL_API size_t dl_live_dims(const dl_live_t *l);
+/* The times of the last dl_live_changes, dl_live_dims coordinates each (NULL when 1). */
+DL_API const uint64_t *dl_live_change_times(const dl_live_t *l);
 /* The current result (new: dl_query_result_free). DL_EINTERNAL if a row's multiplicity is
  * not 1 (set semantics are an invariant). */
 DL_API int dl_live_result(const dl_live_t *l, dl_query_result_t **out, dl_error_t *err) DL_WUR;
