@@ -127,6 +127,7 @@ struct dl_live {
     uint64_t *ch_times; /* dims coordinates per change (multi-dimensional queries only) */
     size_t n_ch, cap_ch;
     size_t dims; /* time coordinates of the graph: 1, or dl_live_new_dims's n_dims */
+    uint64_t dim_frontier[DL_TIME_MAX_ROOT_DIM]; /* dims > 1: the inputs' frontier */
 };
 
 /* Builds the dataflow of q into L->g (L->g, L->arena, L->explain initialized). The

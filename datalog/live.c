@@ -527,6 +527,8 @@ static int live_new(const dl_query_t *q, const dl_live_source_t *srcs, size_t n_
         dl_db_frontier(schema, next, dims);
     if (!rc)
         rc = advance_and_run(L, next, err);
+    if (!rc && dims > 1)
+        memcpy(L->dim_frontier, next, dims * sizeof *next);
     dl_free(dbs);
     if (rc) {
         dl_live_free(L);
@@ -610,7 +612,10 @@ DL_API int dl_live_apply(dl_live_t *l, const struct dl_commit *c, dl_error_t *er
          * commit without vectors (a dimension-less store) leaves the other coordinates 0. */
         for (size_t k = 1; k < l->dims; k++) {
             t[k] = c->time && k < c->n_time ? c->time[k] : 0;
-            next[k] = c->frontier && k < c->n_time ? c->frontier[k] : t[k];
+            /* without a frontier vector (dl_db_tx_range), the dimensions stay where they are */
+            next[k] = c->frontier && k < c->n_time ? c->frontier[k] : l->dim_frontier[k];
+            if (next[k] < l->dim_frontier[k] || t[k] < l->dim_frontier[k])
+                return dl_error_set(err, DL_ETIME, "dl_live_apply: time behind the frontier");
         }
         next[0] = c->tx + 1;
     }
@@ -622,6 +627,8 @@ DL_API int dl_live_apply(dl_live_t *l, const struct dl_commit *c, dl_error_t *er
     }
     if (!rc)
         rc = advance_and_run(l, next, err);
+    if (!rc && l->dims > 1)
+        memcpy(l->dim_frontier, next, l->dims * sizeof *next);
     if (rc) {
         l->failed = rc;
         return rc;

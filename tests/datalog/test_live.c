@@ -997,7 +997,178 @@ static void test_engine_nomem(void **state) {
     dl_store_close(st);
 }
 
+/* ---- multi-dimensional time (dl_live_new_dims) ------------------------------------------- */
+
+static const char *dschema =
+    "[{:db/ident :o/id :db/valueType :db.type/long :db/cardinality :db.cardinality/one"
+    "  :db/unique :db.unique/identity}"
+    " {:db/ident :o/amt :db/valueType :db.type/long :db/cardinality :db.cardinality/one}"
+    " {:db/ident :o/ok :db/valueType :db.type/boolean :db/cardinality :db.cardinality/one}"
+    " {:db/ident :time/d :db/timeDimension true}]";
+static const char *dq = "[:find (sum ?a) :with ?o :where [?o :o/ok true] [?o :o/amt ?a]]";
+
+enum { DMAX = 256 };
+typedef struct dims_log {
+    dl_live_t *l;
+    uint64_t t[DMAX][2];
+    int64_t sum[DMAX], diff[DMAX]; /* the row's single value and its diff */
+    int n, rc;
+} dims_log_t;
+
+static void dims_take(dims_log_t *g) {
+    const dl_value_t *rows;
+    const int64_t *diffs;
+    size_t n = dl_live_changes(g->l, &rows, &diffs);
+    const uint64_t *tm = dl_live_change_times(g->l);
+    for (size_t i = 0; i < n && g->n < DMAX; i++, g->n++) {
+        g->t[g->n][0] = tm[2 * i];
+        g->t[g->n][1] = tm[2 * i + 1];
+        g->sum[g->n] = rows[i].as.i;
+        g->diff[g->n] = diffs[i];
+    }
+}
+
+static void dims_listen(void *ctx, const dl_commit_t *c) {
+    dims_log_t *g = ctx;
+    dl_error_t err = {0};
+    if (!g->l || g->rc)
+        return;
+    g->rc = dl_live_apply(g->l, c, &err);
+    if (!g->rc)
+        dims_take(g);
+}
+
+/* The sum at [T, D] from the log: the one value with count 1 (or "none"), and whether
+ * every count is 0 or 1. */
+static bool dims_sum_at(const dims_log_t *g, uint64_t T, uint64_t D, int64_t *out) {
+    int64_t vals[DMAX], cnt[DMAX];
+    int nv = 0;
+    for (int i = 0; i < g->n; i++) {
+        if (g->t[i][0] > T || g->t[i][1] > D)
+            continue;
+        int k = 0;
+        while (k < nv && vals[k] != g->sum[i])
+            k++;
+        if (k == nv) {
+            vals[nv] = g->sum[i];
+            cnt[nv++] = 0;
+        }
+        cnt[k] += g->diff[i];
+    }
+    bool any = false;
+    for (int k = 0; k < nv; k++) {
+        if (cnt[k] != 0 && cnt[k] != 1)
+            return false;
+        if (cnt[k] == 1) {
+            if (any)
+                return false;
+            *out = vals[k];
+            any = true;
+        }
+    }
+    if (!any)
+        *out = -1;
+    return true;
+}
+
+static int64_t dims_one_shot(dl_store_t *st, const dl_query_t *q, uint64_t T, uint64_t D) {
+    dl_db_t *now = dl_store_db(st);
+    uint64_t p[2] = {T, D};
+    dl_db_t *v = dl_db_as_of_point(now, p, 2);
+    dl_query_result_t *r = NULL;
+    dl_error_t err = {0};
+    must(dl_query_run(q, v, NULL, 0, &r, &err), &err, "one-shot");
+    int64_t out = -1;
+    if (dl_query_result_rows(r) == 1) {
+        dl_value_t x;
+        assert_int_equal(dl_query_result_value(r, 0, 0, &x, NULL), 0);
+        out = x.as.i;
+    }
+    dl_query_result_free(r);
+    dl_db_unref(v);
+    dl_db_unref(now);
+    return out;
+}
+
+static void test_live_dims(void **state) {
+    (void)state;
+    dl_store_t *st;
+    dl_error_t err = {0};
+    must(dl_store_open_memory(&st, &err), &err, "open");
+    transact(st, dschema);
+    transact(st, "[{:o/id 1 :o/amt 100} {:o/id 2 :o/amt 200} {:o/id 3 :o/amt 300}]");
+    /* history before the query: order 1 ok on day 2, order 2 on day 5 */
+    transact(st, "[[:db/add [:o/id 1] :o/ok true] [:db/add \"datomic.tx\" :time/d 2]]");
+    transact(st, "[[:db/add [:o/id 2] :o/ok true] [:db/add \"datomic.tx\" :time/d 5]]");
+    dl_query_t *q;
+    must(dl_query_parse(dq, strlen(dq), NULL, 0, NULL, &q, &err), &err, "parse");
+    dl_db_t *db = dl_store_db(st);
+    static dims_log_t g;
+    memset(&g, 0, sizeof g);
+    /* bad dimension counts; a query binding the transaction */
+    assert_int_equal(dl_live_new_dims(q, db, NULL, 0, 0, &g.l, NULL), DL_EINVAL);
+    assert_int_equal(dl_live_new_dims(q, db, NULL, 0, DL_TIME_MAX_ROOT_DIM + 1, &g.l, NULL),
+                     DL_EINVAL);
+    dl_query_t *qtx;
+    const char *tq = "[:find ?o ?tx :where [?o :o/ok true ?tx]]";
+    must(dl_query_parse(tq, strlen(tq), NULL, 0, NULL, &qtx, &err), &err, "parse tx");
+    assert_int_equal(dl_live_new_dims(qtx, db, NULL, 0, 2, &g.l, NULL), DL_EUNSUPPORTED);
+    dl_query_free(qtx);
+    /* the snapshot: the history at its time vectors */
+    must(dl_live_new_dims(q, db, NULL, 0, 2, &g.l, &err), &err, "new_dims");
+    assert_int_equal(dl_live_dims(g.l), 2);
+    dims_take(&g);
+    assert_true(g.n >= 3); /* +100 at day 2; -100 +300 at day 5 */
+    int id;
+    must(dl_store_listen(st, dims_listen, &g, &id, &err), &err, "listen");
+    uint64_t tx0 = dl_db_basis_tx(db);
+    /* retroactive: order 3 ok on day 3 (below day 5): changes at day 3 and at day 5 */
+    int before = g.n;
+    transact(st, "[[:db/add [:o/id 3] :o/ok true] [:db/add \"datomic.tx\" :time/d 3]]");
+    assert_int_equal(g.rc, 0);
+    bool day3 = false, day5 = false;
+    for (int i = before; i < g.n; i++) {
+        assert_int_equal(g.t[i][0], tx0 + 1);
+        day3 = day3 || g.t[i][1] == 3;
+        day5 = day5 || g.t[i][1] == 5;
+        if (i > before) /* lexicographic order */
+            assert_true(g.t[i - 1][1] <= g.t[i][1]);
+    }
+    assert_true(day3 && day5);
+    /* withdraw order 1 on day 4, advance the day frontier, one more on the frontier day */
+    transact(st, "[[:db/retract [:o/id 1] :o/ok true] [:db/add \"datomic.tx\" :time/d 4]]");
+    uint64_t atx = 0;
+    dl_value_t dim;
+    assert_int_equal(dl_value_text(DL_T_KEYWORD, "time/d", 6, &dim, NULL), 0);
+    must(dl_store_advance(st, dim, 4, &atx, &err), &err, "advance");
+    transact(st, "[[:db/retract [:o/id 2] :o/ok true]]");
+    assert_int_equal(g.rc, 0);
+    dl_db_t *now = dl_store_db(st);
+    uint64_t last = dl_db_basis_tx(now);
+    dl_db_unref(now);
+    for (uint64_t T = 1; T <= last; T++)
+        for (uint64_t D = 0; D <= 6; D++) {
+            int64_t live = 0, want = dims_one_shot(st, q, T, D);
+            if (!dims_sum_at(&g, T, D, &live) || live != want)
+                fail_msg("at [%llu %llu]: live %lld, as-of-point %lld", (unsigned long long)T,
+                         (unsigned long long)D, (long long)live, (long long)want);
+        }
+    /* the latest knowledge: order 3 only */
+    dl_query_result_t *res = NULL;
+    must(dl_live_result(g.l, &res, &err), &err, "result");
+    char *text = dl_query_result_to_edn(res);
+    assert_string_equal(text, "[[300]]");
+    dl_free(text);
+    dl_query_result_free(res);
+    dl_store_unlisten(st, id);
+    dl_live_free(g.l);
+    dl_db_unref(db);
+    dl_query_free(q);
+    dl_store_close(st);
+}
+
 DL_TEST_GROUP(live, cmocka_unit_test(test_live_matches_oracle), cmocka_unit_test(test_explain_plan),
               cmocka_unit_test(test_eval_and_live_nomem), cmocka_unit_test(test_deep_nesting),
               cmocka_unit_test(test_engine_matches_oracle),
-              cmocka_unit_test(test_engine_shares_base), cmocka_unit_test(test_engine_nomem));
+              cmocka_unit_test(test_engine_shares_base), cmocka_unit_test(test_engine_nomem),
+              cmocka_unit_test(test_live_dims));
