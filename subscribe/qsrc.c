@@ -15,6 +15,12 @@
  * opened while the engine is at another transaction than the database handed to open)
  * gets its own standalone live query (dl_live_new), as before.
  *
+ * Multi-dimensional time (n_dims > 1; docs/subscribe.md "Multi-dimensional time"): the
+ * query is a standalone dl_live_new_dims query (the engine is 1-D); the snapshot is empty
+ * at time zero, the initial result and every commit's changes are queued as one DATA
+ * delta per time (the product order's differences), followed by FRONTIER messages for
+ * the maximal complete times.
+ *
  * Invariant (as capsrc.c): acc = the initial result + every delta returned by poll,
  * tagged with the latest of their times, so a snapshot followed by later polls never
  * repeats or misses a change (registry.c design note 2).
