@@ -1,22 +1,57 @@
 /*
  * bench_w1.c: the shared W1 workload (../shared/bench/README.md: live reachability from
  * node 0 under rounds of edge insertions and deletions), run through one of deltalog's
- * layers. `--via dataflow` builds the reachability dataflow by hand (iterate with join +
- * distinct) on the dataflow API (include/deltalog/dataflow.h). Later `--via datalog` and
- * `--via server` add the same workload through the Datalog layer and the server: each
- * "via" is one struct of function pointers below (load, round, read the view), so the
- * data loading, timing, checksums and output stay shared.
- * Usage: bench_w1 --data DIR [--via dataflow] [--rounds R]
+ * layers. Each "via" is one struct of function pointers below (load, round, read the
+ * view), so the data loading, timing, checksums and output stay shared:
+ * - `--via dataflow`: the reachability dataflow built by hand (iterate with join +
+ *   distinct) on the dataflow API (include/deltalog/dataflow.h).
+ * - `--via datalog`: nodes as entities of an in-memory store (:node/id long unique
+ *   identity, :node/edge ref many), the W1 query and its recursive rule exactly as in the
+ *   workload's README as a live query (dl_live_*, include/deltalog/datalog.h) fed by a
+ *   store listener; a round is one transaction (adds then retracts; two transactions when
+ *   an edge is added and deleted in the same round, which one transaction cannot hold).
+ *   Latency: from submitting the transaction to its return, by which the listener has
+ *   applied it to the live query (in-memory store: listeners run on the committing
+ *   thread), and the view has taken the change.
+ * - `--via server`: spawns `deltalog serve --memory --listen 127.0.0.1:0 --quiet
+ *   --port-file F` (the binary next to this one, or --server PATH) and speaks protocol v1
+ *   over TCP (docs/protocol.md): the schema, nodes and edges in batched transactions,
+ *   then `subscribe` to the W1 query with its rules; each round is one `transact`
+ *   followed by a `stats` request used as a barrier (it runs on the engine thread after
+ *   the transaction's subscription pump). The protocol sends nothing for a transaction
+ *   that does not change the view, so a round's latency is from the send to the diff of
+ *   its t when one came before the barrier's reply, otherwise to the transaction's reply;
+ *   the line reports both counts and the latency of the changing rounds alone, and counts
+ *   diffs that arrived after their barrier ("late_diffs": 0 means every round was timed
+ *   to its complete view). The view is kept as a counted set client-side from the diffs.
+ * Does not: compare vias with each other (each checks the generator's checksums).
+ * Usage: bench_w1 --data DIR [--via dataflow|datalog|server] [--rounds R] [--server PATH]
+ *                 [--verbose]
  * Output: {"bench":"w1","via":..,"params":{..},"init_ms":..,"p50_us":..,"p99_us":..,
- *          "peak_rss_mb":..,"checksum_ok":true|false}
+ *          "peak_rss_mb":..,"checksum_ok":true|false} (+ via-specific fields)
  */
 #include "bench/harness.h"
 
+#include "base/base.h"
 #include <deltalog/alloc.h>
 #include <deltalog/dataflow.h>
+#include <deltalog/datalog.h>
+#include <deltalog/store.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 /* ---- the workload's data --------------------------------------------------------------- */
 typedef struct edges {
@@ -234,6 +269,633 @@ static void df_free(void *self) {
     free(df->view.counts);
 }
 
+/* ---- via datalog ----------------------------------------------------------------------- */
+static const char W1_SCHEMA[] =
+    "[{:db/ident :node/id :db/valueType :db.type/long :db/cardinality :db.cardinality/one"
+    " :db/unique :db.unique/identity}"
+    " {:db/ident :node/edge :db/valueType :db.type/ref :db/cardinality :db.cardinality/many}]";
+static const char W1_QUERY[] = "[:find ?id :in $ % :where (reach ?n) [?n :node/id ?id]]";
+static const char W1_RULES[] = "[[(reach ?n) [?n :node/id 0]]"
+                               " [(reach ?n) (reach ?m) [?m :node/edge ?n]]]";
+enum { LOAD_BATCH = 5000 }; /* entities or edges per initial-load transaction */
+
+/* Appends the EDN of edges e[from, to) as :db/add (add) or :db/retract items. */
+static void edn_edges(dl_buf_t *b, const edges_t *e, size_t from, size_t to, bool add) {
+    for (size_t i = from; i < to; i++)
+        dl__buf_printf(b, "[%s [:node/id %lld] :node/edge [:node/id %lld]]",
+                       add ? ":db/add" : ":db/retract", (long long)e->v[2 * i],
+                       (long long)e->v[2 * i + 1]);
+}
+
+/* The node count: params.nodes of the workload (ids are 0..nodes-1), at least one more
+ * than the largest id of the initial edges; every node entity exists before the edges
+ * that name it (rounds name nodes by lookup ref). */
+static int64_t workload_nodes;
+
+static int64_t max_node(const edges_t *e) {
+    int64_t m = workload_nodes - 1;
+    for (size_t i = 0; i < 2 * e->n; i++)
+        if (e->v[i] > m)
+            m = e->v[i];
+    return m;
+}
+
+/* True when some edge is both added and deleted in the round (the store rejects that
+ * in one transaction). */
+static bool round_overlaps(const round_t *r) {
+    for (size_t i = 0; i < r->add.n; i++)
+        for (size_t j = 0; j < r->del.n; j++)
+            if (r->add.v[2 * i] == r->del.v[2 * j] && r->add.v[2 * i + 1] == r->del.v[2 * j + 1])
+                return true;
+    return false;
+}
+
+typedef struct dlv {
+    dl_store_t *st;
+    dl_query_t *q;
+    dl_live_t *l;
+    int listener;
+    int rc;          /* the first failure inside the listener */
+    dl_error_t lerr; /* ...and its message */
+    double live_ms;  /* dl_live_new alone (compile + load the query's attributes + run) */
+    size_t txs;      /* round transactions */
+    view_t view;
+} dlv_t;
+
+static void dlv_take_changes(dlv_t *d) {
+    const dl_value_t *rows;
+    const int64_t *diffs;
+    size_t n = dl_live_changes(d->l, &rows, &diffs);
+    for (size_t i = 0; i < n; i++)
+        view_add(&d->view, rows[i].as.i, diffs[i]);
+}
+
+static void dlv_listener(void *ctx, const dl_commit_t *c) {
+    dlv_t *d = ctx;
+    if (d->rc)
+        return;
+    d->rc = dl_live_apply(d->l, c, &d->lerr);
+    if (!d->rc)
+        dlv_take_changes(d);
+}
+
+static int dlv_transact(dlv_t *d, const dl_buf_t *b, dl_error_t *err) {
+    int rc = dl_store_transact_edn(d->st, b->data, b->len, NULL, err);
+    if (!rc && d->rc) {
+        *err = d->lerr;
+        rc = d->rc;
+    }
+    return rc;
+}
+
+static int dlv_load(void *self, const edges_t *initial, dl_error_t *err) {
+    dlv_t *d = self;
+    d->view.cap = 1024;
+    d->view.keys = calloc(d->view.cap, sizeof(int64_t));
+    d->view.counts = calloc(d->view.cap, sizeof(int64_t));
+    int rc = dl_store_open_memory(&d->st, err);
+    if (!rc)
+        rc = dl_store_transact_edn(d->st, W1_SCHEMA, sizeof W1_SCHEMA - 1, NULL, err);
+    int64_t nodes = max_node(initial) + 1;
+    for (int64_t n0 = 0; n0 < nodes && !rc; n0 += LOAD_BATCH) {
+        dl_buf_t b;
+        dl__buf_init(&b);
+        dl__buf_putc(&b, '[');
+        for (int64_t n = n0; n < nodes && n < n0 + LOAD_BATCH; n++)
+            dl__buf_printf(&b, "{:node/id %lld}", (long long)n);
+        dl__buf_putc(&b, ']');
+        rc = dl_store_transact_edn(d->st, b.data, b.len, NULL, err);
+        dl__buf_fini(&b);
+    }
+    for (size_t i0 = 0; i0 < initial->n && !rc; i0 += LOAD_BATCH) {
+        dl_buf_t b;
+        dl__buf_init(&b);
+        dl__buf_putc(&b, '[');
+        edn_edges(&b, initial, i0, i0 + LOAD_BATCH < initial->n ? i0 + LOAD_BATCH : initial->n,
+                  true);
+        dl__buf_putc(&b, ']');
+        rc = dl_store_transact_edn(d->st, b.data, b.len, NULL, err);
+        dl__buf_fini(&b);
+    }
+    if (rc)
+        return rc;
+    uint64_t t0 = bench_now_ns();
+    dl_db_t *db = dl_store_db(d->st);
+    rc = dl_query_parse(W1_QUERY, sizeof W1_QUERY - 1, W1_RULES, sizeof W1_RULES - 1, db, &d->q,
+                        err);
+    if (!rc)
+        rc = dl_live_new(d->q, db, NULL, 0, &d->l, err);
+    dl_db_unref(db);
+    if (rc)
+        return rc;
+    d->live_ms = (double)(bench_now_ns() - t0) / 1e6;
+    dlv_take_changes(d); /* the initial result */
+    return dl_store_listen(d->st, dlv_listener, d, &d->listener, err);
+}
+
+static int dlv_round(void *self, const round_t *r, dl_error_t *err) {
+    dlv_t *d = self;
+    bool split = round_overlaps(r);
+    dl_buf_t b;
+    dl__buf_init(&b);
+    dl__buf_putc(&b, '[');
+    edn_edges(&b, &r->add, 0, r->add.n, true);
+    if (split) {
+        dl__buf_putc(&b, ']');
+        int rc = dlv_transact(d, &b, err);
+        d->txs++;
+        dl__buf_fini(&b);
+        if (rc)
+            return rc;
+        dl__buf_init(&b);
+        dl__buf_putc(&b, '[');
+    }
+    edn_edges(&b, &r->del, 0, r->del.n, false);
+    dl__buf_putc(&b, ']');
+    int rc = dlv_transact(d, &b, err);
+    d->txs++;
+    dl__buf_fini(&b);
+    return rc;
+}
+
+static const view_t *dlv_view(void *self) { return &((dlv_t *)self)->view; }
+
+static void dlv_stats(void *self) {
+    char *plan = dl_live_explain(((dlv_t *)self)->l);
+    fprintf(stderr, "bench_w1: plan:\n%s\n", plan ? plan : "(none)");
+    dl_free(plan);
+}
+
+static void dlv_extra(void *self, json_t *out) {
+    dlv_t *d = self;
+    json_object_set_new(out, "live_new_ms", json_real(d->live_ms));
+    json_object_set_new(out, "round_txs", json_integer((json_int_t)d->txs));
+}
+
+static void dlv_free(void *self) {
+    dlv_t *d = self;
+    if (d->listener > 0)
+        dl_store_unlisten(d->st, d->listener);
+    dl_live_free(d->l);
+    dl_query_free(d->q);
+    dl_store_close(d->st);
+    free(d->view.keys);
+    free(d->view.counts);
+}
+
+/* ---- via server ------------------------------------------------------------------------ */
+typedef struct srv {
+    const char *server_path; /* the deltalog binary */
+    pid_t pid;
+    int fd;
+    char *buf; /* received bytes not yet taken as lines */
+    size_t len, cap;
+    char port_file[64];
+    int64_t next_id;
+    int64_t sub; /* the subscription's number */
+    view_t view;
+    struct srv_rec {                         /* per round: its transactions' t range and times */
+        int64_t first_t, last_t;             /* -1 until the replies came */
+        uint64_t send_ns, reply_ns, diff_ns; /* diff_ns 0: no diff seen */
+        bool settled;                        /* its barrier's reply came */
+    } * recs;
+    size_t n_recs, cap_recs;
+    int64_t acked_t; /* the latest t acknowledged */
+    size_t late_diffs, round_txs;
+    int64_t last_t; /* t of the last transaction sent and acknowledged */
+    double server_rss_mb;
+} srv_t;
+
+/* Reads one line (without its newline) into a jansson object; NULL with err set when
+ * the server hung up, said something that is not JSON, or was silent for 60 s. */
+static json_t *srv_line(srv_t *s, dl_error_t *err) {
+    for (;;) {
+        char *nl = s->len ? memchr(s->buf, '\n', s->len) : NULL;
+        if (nl) {
+            size_t n = (size_t)(nl - s->buf);
+            json_error_t je;
+            json_t *j = json_loadb(s->buf, n, 0, &je);
+            memmove(s->buf, nl + 1, s->len - n - 1);
+            s->len -= n + 1;
+            if (!j)
+                dl_error_set(err, DL_EPARSE, "server sent a line that is not JSON: %s", je.text);
+            return j;
+        }
+        if (s->cap - s->len < 65536) {
+            s->cap = s->cap ? 2 * s->cap : 1 << 20;
+            s->buf = realloc(s->buf, s->cap);
+            if (!s->buf)
+                abort();
+        }
+        struct pollfd pf = {s->fd, POLLIN, 0};
+        int pr = poll(&pf, 1, 20000);
+        ssize_t k = pr > 0 ? recv(s->fd, s->buf + s->len, s->cap - s->len, 0) : -1;
+        if (k <= 0) {
+            dl_error_set(err, DL_EIO, "server %s (%zu bytes of a line received: ...%.40s)",
+                         pr == 0 ? "silent for 20 s" : "hung up", s->len,
+                         s->len > 40 ? s->buf + s->len - 40 : s->buf);
+            return NULL;
+        }
+        s->len += (size_t)k;
+    }
+}
+
+static int srv_send(srv_t *s, const char *data, size_t len, dl_error_t *err) {
+    while (len) {
+        ssize_t k = send(s->fd, data, len, MSG_NOSIGNAL);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return dl_error_set(err, DL_EIO, "send to the server failed: %s", strerror(errno));
+        data += k;
+        len -= (size_t)k;
+    }
+    return 0;
+}
+
+/* Sends {"op":"transact","id":ID,"tx":EDN}; returns the id. */
+static int srv_transact(srv_t *s, const dl_buf_t *edn, int64_t *id, dl_error_t *err) {
+    json_t *req = json_pack("{s:s,s:I,s:s%}", "op", "transact", "id", (json_int_t)s->next_id, "tx",
+                            edn->data, edn->len);
+    char *line = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
+    if (!line)
+        return dl_error_set(err, DL_ENOMEM, "encoding a request");
+    size_t n = strlen(line);
+    line[n] = '\n'; /* the terminator becomes the newline; sent without it */
+    int rc = srv_send(s, line, n + 1, err);
+    free(line);
+    *id = s->next_id++;
+    return rc;
+}
+
+static int srv_send_stats(srv_t *s, int64_t *id, dl_error_t *err) {
+    char line[64];
+    int n = snprintf(line, sizeof line, "{\"op\":\"stats\",\"id\":%lld}\n", (long long)s->next_id);
+    *id = s->next_id++;
+    return srv_send(s, line, (size_t)n, err);
+}
+
+/* A reply's error as err; 0 for ok:true. */
+static int srv_reply_ok(json_t *j, dl_error_t *err) {
+    if (json_is_true(json_object_get(j, "ok")))
+        return 0;
+    json_t *e = json_object_get(j, "error");
+    return dl_error_set(err, DL_EIO, "server error %s: %s",
+                        json_string_value(json_object_get(e, "code")),
+                        json_string_value(json_object_get(e, "message")));
+}
+
+/* A subscription message: adds its diff to the view; returns its t (-1: the end). */
+static int64_t srv_take_diff(srv_t *s, json_t *j, dl_error_t *err) {
+    if (json_object_get(j, "end")) {
+        json_t *e = json_object_get(j, "error");
+        dl_error_set(err, DL_EIO, "subscription ended: %s: %s",
+                     json_string_value(json_object_get(e, "code")),
+                     json_string_value(json_object_get(e, "message")));
+        return -1;
+    }
+    size_t i;
+    json_t *d;
+    json_array_foreach(json_object_get(j, "diff"), i, d) {
+        view_add(&s->view, json_integer_value(json_array_get(json_array_get(d, 0), 0)),
+                 json_integer_value(json_array_get(d, 1)));
+    }
+    int64_t t = json_integer_value(json_object_get(j, "t"));
+    /* Attribute the diff to its round: the one in flight when t is past every t
+     * acknowledged so far (the diff may overtake the transaction's reply), otherwise the
+     * round whose t range holds t. */
+    struct srv_rec *rec = NULL;
+    if (s->n_recs && t > s->acked_t)
+        rec = &s->recs[s->n_recs - 1];
+    for (size_t k = s->n_recs; !rec && k-- > 0;)
+        if (s->recs[k].first_t <= t && t <= s->recs[k].last_t)
+            rec = &s->recs[k];
+    if (rec && !rec->diff_ns) {
+        rec->diff_ns = bench_now_ns();
+        if (rec->settled)
+            s->late_diffs++; /* came after its round's barrier */
+    }
+    return t;
+}
+
+/* Reads lines until the reply with `id`: subscription messages on the way go to the
+ * view and are attributed to their round (srv_take_diff). */
+static json_t *srv_wait_reply(srv_t *s, int64_t id, dl_error_t *err) {
+    for (;;) {
+        json_t *j = srv_line(s, err);
+        if (!j)
+            return NULL;
+        if (!json_object_get(j, "ok")) { /* a subscription message (replies have "ok") */
+            int64_t t = srv_take_diff(s, j, err);
+            json_decref(j);
+            if (t < 0)
+                return NULL;
+            continue;
+        }
+        if (json_integer_value(json_object_get(j, "id")) == id)
+            return j;
+        json_decref(j);
+        dl_error_set(err, DL_EIO, "reply out of order (waiting for id %lld)", (long long)id);
+        return NULL;
+    }
+}
+
+static const char *self_dir(char *out, size_t cap) {
+    ssize_t n = readlink("/proc/self/exe", out, cap - 1);
+    if (n <= 0)
+        return NULL;
+    out[n] = 0;
+    char *slash = strrchr(out, '/');
+    if (slash)
+        *slash = 0;
+    return out;
+}
+
+static int srv_spawn(srv_t *s, char *address, size_t cap, dl_error_t *err) {
+    char exe[4096];
+    const char *path = s->server_path;
+    if (!path) {
+        if (!self_dir(exe, sizeof exe - 16))
+            return dl_error_set(err, DL_EIO, "cannot find this program's directory");
+        strcat(exe, "/deltalog");
+        path = exe;
+    }
+    if (access(path, X_OK) != 0)
+        return dl_error_set(err, DL_ENOTFOUND, "no server binary %s (use --server PATH)", path);
+    snprintf(s->port_file, sizeof s->port_file, "/tmp/bench_w1.%ld.port", (long)getpid());
+    unlink(s->port_file);
+    s->pid = fork();
+    if (s->pid < 0)
+        return dl_error_set(err, DL_EIO, "fork failed");
+    if (s->pid == 0) {
+        execl(path, path, "serve", "--memory", "--listen", "127.0.0.1:0", "--quiet", "--port-file",
+              s->port_file, (char *)NULL);
+        _exit(127);
+    }
+    /* The server writes the port file (by rename, so it is complete when it exists) once
+     * it listens: wait for it, or for the child's exit, up to 30 s. */
+    for (int i = 0; i < 3000; i++) {
+        FILE *f = fopen(s->port_file, "r");
+        if (f) {
+            bool got = fgets(address, (int)cap, f) != NULL;
+            fclose(f);
+            unlink(s->port_file);
+            if (got) {
+                address[strcspn(address, "\r\n")] = 0;
+                return 0;
+            }
+        }
+        int status;
+        if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+            s->pid = 0;
+            return dl_error_set(err, DL_EIO, "the server exited at start (status %d)", status);
+        }
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return dl_error_set(err, DL_EIO, "the server did not write its port file in 30 s");
+}
+
+static int srv_connect(srv_t *s, const char *address, dl_error_t *err) {
+    char host[128];
+    snprintf(host, sizeof host, "%s", address);
+    char *colon = strrchr(host, ':');
+    if (!colon)
+        return dl_error_set(err, DL_EINVAL, "bad server address %s", address);
+    *colon = 0;
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, colon + 1, &hints, &res) != 0)
+        return dl_error_set(err, DL_EINVAL, "bad server address %s", address);
+    s->fd = socket(res->ai_family, SOCK_STREAM, 0);
+    int rc = s->fd < 0 || connect(s->fd, res->ai_addr, res->ai_addrlen) != 0;
+    freeaddrinfo(res);
+    if (rc)
+        return dl_error_set(err, DL_EIO, "cannot connect to %s", address);
+    int one = 1;
+    setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return 0;
+}
+
+/* Sends the transaction edn and reads its reply (the initial load). */
+static int srv_transact_wait(srv_t *s, const dl_buf_t *edn, dl_error_t *err) {
+    int64_t id;
+    int rc = srv_transact(s, edn, &id, err);
+    json_t *j = rc ? NULL : srv_wait_reply(s, id, err);
+    if (!j)
+        return err->code ? err->code : DL_EIO;
+    rc = srv_reply_ok(j, err);
+    json_decref(j);
+    return rc;
+}
+
+static int srv_load(void *self, const edges_t *initial, dl_error_t *err) {
+    srv_t *s = self;
+    s->fd = -1;
+    s->next_id = 1;
+    s->view.cap = 1024;
+    s->view.keys = calloc(s->view.cap, sizeof(int64_t));
+    s->view.counts = calloc(s->view.cap, sizeof(int64_t));
+    char address[128];
+    int rc = srv_spawn(s, address, sizeof address, err);
+    if (!rc)
+        rc = srv_connect(s, address, err);
+    if (rc)
+        return rc;
+    dl_buf_t b;
+    dl__buf_init(&b);
+    dl__buf_puts(&b, W1_SCHEMA);
+    rc = srv_transact_wait(s, &b, err);
+    dl__buf_fini(&b);
+    int64_t nodes = max_node(initial) + 1;
+    for (int64_t n0 = 0; n0 < nodes && !rc; n0 += LOAD_BATCH) {
+        dl__buf_init(&b);
+        dl__buf_putc(&b, '[');
+        for (int64_t n = n0; n < nodes && n < n0 + LOAD_BATCH; n++)
+            dl__buf_printf(&b, "{:node/id %lld}", (long long)n);
+        dl__buf_putc(&b, ']');
+        rc = srv_transact_wait(s, &b, err);
+        dl__buf_fini(&b);
+    }
+    for (size_t i0 = 0; i0 < initial->n && !rc; i0 += LOAD_BATCH) {
+        dl__buf_init(&b);
+        dl__buf_putc(&b, '[');
+        edn_edges(&b, initial, i0, i0 + LOAD_BATCH < initial->n ? i0 + LOAD_BATCH : initial->n,
+                  true);
+        dl__buf_putc(&b, ']');
+        rc = srv_transact_wait(s, &b, err);
+        dl__buf_fini(&b);
+    }
+    if (rc)
+        return rc;
+    /* subscribe: the reply, then the snapshot as additions */
+    json_t *req = json_pack("{s:s,s:I,s:s,s:s}", "op", "subscribe", "id", (json_int_t)s->next_id,
+                            "q", W1_QUERY, "rules", W1_RULES);
+    char *line = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
+    if (!line)
+        return dl_error_set(err, DL_ENOMEM, "encoding subscribe");
+    size_t n = strlen(line);
+    line[n] = '\n';
+    rc = srv_send(s, line, n + 1, err);
+    free(line);
+    json_t *j = rc ? NULL : srv_wait_reply(s, s->next_id++, err);
+    if (!j)
+        return err->code ? err->code : DL_EIO;
+    rc = srv_reply_ok(j, err);
+    s->sub = json_integer_value(json_object_get(j, "sub"));
+    json_decref(j);
+    if (rc)
+        return rc;
+    j = srv_line(s, err);
+    if (!j)
+        return err->code;
+    if (!json_is_true(json_object_get(j, "snapshot")) ||
+        json_integer_value(json_object_get(j, "sub")) != s->sub) {
+        json_decref(j);
+        return dl_error_set(err, DL_EIO, "expected the subscription's snapshot");
+    }
+    s->last_t = srv_take_diff(s, j, err);
+    json_decref(j);
+    return s->last_t < 0 ? err->code : 0;
+}
+
+static int srv_round(void *self, const round_t *r, dl_error_t *err) {
+    srv_t *s = self;
+    if (s->n_recs == s->cap_recs) {
+        s->cap_recs = s->cap_recs ? 2 * s->cap_recs : 1024;
+        s->recs = realloc(s->recs, s->cap_recs * sizeof *s->recs);
+        if (!s->recs)
+            abort();
+    }
+    struct srv_rec *rec = &s->recs[s->n_recs++];
+    *rec = (struct srv_rec){-1, -1, bench_now_ns(), 0, 0, false};
+    bool split = round_overlaps(r);
+    int64_t ids[2], n_ids = 0, barrier;
+    dl_buf_t b;
+    int rc = 0;
+    for (int part = split ? 0 : 1; part < 2 && !rc; part++) {
+        dl__buf_init(&b);
+        dl__buf_putc(&b, '[');
+        if (part == 0 || !split)
+            edn_edges(&b, &r->add, 0, r->add.n, true);
+        if (part == 1)
+            edn_edges(&b, &r->del, 0, r->del.n, false);
+        dl__buf_putc(&b, ']');
+        rc = srv_transact(s, &b, &ids[n_ids++], err);
+        dl__buf_fini(&b);
+    }
+    if (!rc)
+        rc = srv_send_stats(s, &barrier, err);
+    if (rc)
+        return rc;
+    s->round_txs += (size_t)n_ids;
+    for (int64_t k = 0; k < n_ids; k++) {
+        json_t *j = srv_wait_reply(s, ids[k], err);
+        if (!j)
+            return err->code ? err->code : DL_EIO;
+        rc = srv_reply_ok(j, err);
+        int64_t t = json_integer_value(json_object_get(j, "t"));
+        json_decref(j);
+        if (rc)
+            return rc;
+        rec = &s->recs[s->n_recs - 1];
+        if (rec->first_t < 0)
+            rec->first_t = t;
+        rec->last_t = t;
+        s->acked_t = t;
+        rec->reply_ns = bench_now_ns();
+    }
+    json_t *j = srv_wait_reply(s, barrier, err);
+    if (!j)
+        return err->code ? err->code : DL_EIO;
+    json_decref(j);
+    s->recs[s->n_recs - 1].settled = true;
+    return 0;
+}
+
+/* Before a checkpoint's comparison: one more engine round trip (a `stats`), so a diff
+ * still on its way is very likely read (the protocol gives no way to know that a t
+ * produced none; a diff later still makes the comparison fail, it is never hidden). */
+static void srv_settle(void *self) {
+    srv_t *s = self;
+    dl_error_t err = {0};
+    int64_t id;
+    if (srv_send_stats(s, &id, &err) == 0)
+        json_decref(srv_wait_reply(s, id, &err));
+}
+
+/* The rounds' latencies: to the diff of the round's t when one came, else to the
+ * transaction's reply (the view did not change). */
+static void srv_latencies(void *self, bench_samples_t *all) {
+    srv_t *s = self;
+    all->n = 0;
+    for (size_t k = 0; k < s->n_recs; k++) {
+        const struct srv_rec *rec = &s->recs[k];
+        bench_samples_add(all, (rec->diff_ns ? rec->diff_ns : rec->reply_ns) - rec->send_ns);
+    }
+}
+
+static const view_t *srv_view(void *self) { return &((srv_t *)self)->view; }
+
+/* The server's peak RSS (VmHWM of /proc/PID/status) in MiB; 0 when unreadable. */
+static double proc_peak_rss_mb(pid_t pid) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%ld/status", (long)pid);
+    FILE *f = fopen(path, "r");
+    double mb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6))
+            mb = atof(line + 6) / 1024.0;
+    if (f)
+        fclose(f);
+    return mb;
+}
+
+static void srv_stats(void *self) {
+    srv_t *s = self;
+    size_t changed = 0;
+    for (size_t k = 0; k < s->n_recs; k++)
+        changed += s->recs[k].diff_ns != 0;
+    fprintf(stderr, "bench_w1: %zu rounds changed the view, %zu did not, %zu late diffs\n", changed,
+            s->n_recs - changed, s->late_diffs);
+}
+
+static void srv_extra(void *self, json_t *out) {
+    srv_t *s = self;
+    if (s->pid > 0)
+        s->server_rss_mb = proc_peak_rss_mb(s->pid);
+    json_object_set_new(out, "server_peak_rss_mb", json_real(s->server_rss_mb));
+    json_object_set_new(out, "round_txs", json_integer((json_int_t)s->round_txs));
+    bench_samples_t changed = {0};
+    for (size_t k = 0; k < s->n_recs; k++)
+        if (s->recs[k].diff_ns)
+            bench_samples_add(&changed, s->recs[k].diff_ns - s->recs[k].send_ns);
+    json_object_set_new(out, "rounds_changed", json_integer((json_int_t)changed.n));
+    json_object_set_new(out, "rounds_unchanged", json_integer((json_int_t)(s->n_recs - changed.n)));
+    json_object_set_new(out, "changed_p50_us", json_real(bench_samples_pct_us(&changed, 0.5)));
+    json_object_set_new(out, "changed_p99_us", json_real(bench_samples_pct_us(&changed, 0.99)));
+    bench_samples_free(&changed);
+    json_object_set_new(out, "late_diffs", json_integer((json_int_t)s->late_diffs));
+}
+
+static void srv_free(void *self) {
+    srv_t *s = self;
+    if (s->fd >= 0)
+        close(s->fd); /* closing unsubscribes */
+    if (s->pid > 0) {
+        kill(s->pid, SIGTERM);
+        int status;
+        waitpid(s->pid, &status, 0);
+    }
+    free(s->buf);
+    free(s->view.keys);
+    free(s->view.counts);
+    free(s->recs);
+}
+
 /* ---- the driver ------------------------------------------------------------------------ */
 typedef struct via {
     const char *name;
@@ -242,9 +904,17 @@ typedef struct via {
     const view_t *(*view)(void *self);
     void (*stats)(void *self); /* --verbose: internal sizes on stderr */
     void (*free)(void *self);
+    void (*extra)(void *self, json_t *out); /* via-specific output fields, or NULL */
+    void (*settle)(void *self);             /* before a checkpoint's comparison, or NULL */
+    /* Replaces the driver's per-round samples (send to round's return), or NULL */
+    void (*latencies)(void *self, bench_samples_t *all);
 } via_t;
 
-static const via_t VIAS[] = {{"dataflow", df_load, df_round, df_view, df_stats, df_free}};
+static const via_t VIAS[] = {
+    {"dataflow", df_load, df_round, df_view, df_stats, df_free, NULL, NULL, NULL},
+    {"datalog", dlv_load, dlv_round, dlv_view, dlv_stats, dlv_free, dlv_extra, NULL, NULL},
+    {"server", srv_load, srv_round, srv_view, srv_stats, srv_free, srv_extra, srv_settle,
+     srv_latencies}};
 
 typedef struct rounds_ctx {
     const via_t *via;
@@ -284,6 +954,8 @@ static int on_round(json_t *line, void *ctx) {
     json_array_foreach(rc->exp_rounds, k, e) {
         if ((size_t)json_integer_value(json_object_get(e, "after_round")) != r)
             continue;
+        if (rc->via->settle)
+            rc->via->settle(rc->self);
         bool sets_ok;
         bench_checksum_t c = view_checksum(rc->via->view(rc->self), &sets_ok);
         rc->checked++;
@@ -300,7 +972,8 @@ int main(int argc, char **argv) {
     const char *dir = bench_arg(argc, argv, "data", NULL);
     const char *via_name = bench_arg(argc, argv, "via", "dataflow");
     if (!dir) {
-        fprintf(stderr, "usage: bench_w1 --data DIR [--via dataflow] [--rounds R]\n");
+        fprintf(stderr, "usage: bench_w1 --data DIR [--via dataflow|datalog|server] [--rounds R]"
+                        " [--server PATH] [--verbose]\n");
         return 2;
     }
     const via_t *via = NULL;
@@ -321,16 +994,23 @@ int main(int argc, char **argv) {
     if (bench_read_jsonl(path, read_initial, &l) < 0)
         return 1;
     long max_rounds = atol(bench_arg(argc, argv, "rounds", "-1"));
+    workload_nodes = json_integer_value(json_object_get(json_object_get(meta, "params"), "nodes"));
     json_t *expected = json_object_get(meta, "expected");
 
-    df_t df_state;
-    memset(&df_state, 0, sizeof df_state);
-    void *self = &df_state;
+    union {
+        df_t df;
+        dlv_t dlv;
+        srv_t srv;
+    } state;
+    memset(&state, 0, sizeof state);
+    void *self = &state;
+    state.srv.server_path = bench_arg(argc, argv, "server", NULL);
     dl_error_t err = {0};
     bool ok = true;
     uint64_t t0 = bench_now_ns();
     if (via->load(self, &l.initial, &err)) {
         fprintf(stderr, "bench_w1: load failed: %s\n", err.message);
+        via->free(self);
         return 1;
     }
     uint64_t t1 = bench_now_ns();
@@ -350,11 +1030,15 @@ int main(int argc, char **argv) {
                        false,      {{0}, {0}}};
     snprintf(path, sizeof path, "%s/w1.rounds.jsonl", dir);
     long lines = bench_read_jsonl(path, on_round, &rc);
-    if (lines < 0 || rc.failed)
+    if (lines < 0 || rc.failed) {
+        via->free(self);
         return 1;
+    }
     ok = rc.ok;
     size_t n_rounds = rc.done;
     bench_samples_t lat = rc.lat;
+    if (via->latencies)
+        via->latencies(self, &lat);
     if (bench_flag(argc, argv, "verbose"))
         via->stats(self);
     if (max_rounds < 0 && rc.checked == 0)
@@ -365,11 +1049,14 @@ int main(int argc, char **argv) {
         "{s:I,s:I,s:I,s:I}", "nodes",
         json_integer_value(json_object_get(json_object_get(meta, "params"), "nodes")), "edges",
         (json_int_t)n_initial, "rounds", (json_int_t)n_rounds, "batch", (json_int_t)rc.batch);
-    bench_emit(json_pack("{s:s,s:s,s:o,s:f,s:f,s:f,s:f,s:f,s:b}", "bench", "w1", "via", via->name,
-                         "params", params, "init_ms", (t1 - t0) / 1e6, "p50_us",
-                         bench_samples_pct_us(&lat, 0.5), "p99_us",
-                         bench_samples_pct_us(&lat, 0.99), "peak_rss_mb", bench_peak_rss_mb(),
-                         "live_mb", st.live_bytes / 1048576.0, "checksum_ok", ok));
+    json_t *out = json_pack("{s:s,s:s,s:o,s:f,s:f,s:f,s:f,s:f,s:b}", "bench", "w1", "via",
+                            via->name, "params", params, "init_ms", (t1 - t0) / 1e6, "p50_us",
+                            bench_samples_pct_us(&lat, 0.5), "p99_us",
+                            bench_samples_pct_us(&lat, 0.99), "peak_rss_mb", bench_peak_rss_mb(),
+                            "live_mb", st.live_bytes / 1048576.0, "checksum_ok", ok);
+    if (via->extra)
+        via->extra(self, out);
+    bench_emit(out);
     via->free(self);
     bench_samples_free(&lat);
     free(rc.r.add.v);
