@@ -16,14 +16,18 @@
  * - `--via server`: spawns `deltalog serve --memory --listen 127.0.0.1:0 --quiet
  *   --port-file F` (the binary next to this one, or --server PATH) and speaks protocol v1
  *   over TCP (docs/protocol.md): the schema, nodes and edges in batched transactions,
- *   then `subscribe` to the W1 query with its rules; each round is one `transact`
- *   followed by a `stats` request used as a barrier (it runs on the engine thread after
- *   the transaction's subscription pump). The protocol sends nothing for a transaction
- *   that does not change the view, so a round's latency is from the send to the diff of
- *   its t when one came before the barrier's reply, otherwise to the transaction's reply;
- *   the line reports both counts and the latency of the changing rounds alone, and counts
- *   diffs that arrived after their barrier ("late_diffs": 0 means every round was timed
- *   to its complete view). The view is kept as a counted set client-side from the diffs.
+ *   then `subscribe` to the W1 query with its rules; each round is one `transact` (two
+ *   when an edge is added and deleted in it) followed by a `stats` request. The protocol
+ *   sends nothing for a transaction that does not change the view, and gives no barrier
+ *   after which a diff can no longer come (subscription messages travel apart from
+ *   replies: in practice every diff arrives after the `stats` reply). So each diff is
+ *   attributed to its round by its t when it is read (during the next round's wait, or
+ *   a `stats` round trip before each checkpoint), and a round's latency is from its send
+ *   to its diff when one came, otherwise to its transaction's reply. The line reports
+ *   both counts ("rounds_changed", "rounds_unchanged"), the changing rounds' latency
+ *   alone ("changed_p50_us", ..) and "late_diffs" (diffs read after their round's
+ *   `stats` reply). The view is a counted set kept client-side from the diffs, checked
+ *   at the checkpoints; a diff still missing there makes the check fail, never pass.
  * Does not: compare vias with each other (each checks the generator's checksums).
  * Usage: bench_w1 --data DIR [--via dataflow|datalog|server] [--rounds R] [--server PATH]
  *                 [--verbose]
