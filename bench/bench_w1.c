@@ -1015,6 +1015,8 @@ int main(int argc, char **argv) {
     if (via->load(self, &l.initial, &err)) {
         fprintf(stderr, "bench_w1: load failed: %s\n", err.message);
         via->free(self);
+        free(l.initial.v);
+        json_decref(meta);
         return 1;
     }
     uint64_t t1 = bench_now_ns();
@@ -1036,6 +1038,10 @@ int main(int argc, char **argv) {
     long lines = bench_read_jsonl(path, on_round, &rc);
     if (lines < 0 || rc.failed) {
         via->free(self);
+        bench_samples_free(&rc.lat);
+        free(rc.r.add.v);
+        free(rc.r.del.v);
+        json_decref(meta);
         return 1;
     }
     ok = rc.ok;
