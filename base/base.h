@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define DL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define DL_MIN(a, b)    ((a) < (b) ? (a) : (b))
@@ -48,6 +49,27 @@ static inline uint32_t dl__le_get32(const uint8_t *p) {
 }
 static inline uint64_t dl__le_get64(const uint8_t *p) {
     return (uint64_t)dl__le_get32(p) | (uint64_t)dl__le_get32(p + 4) << 32;
+}
+
+/* ---- growable arrays ------------------------------------------------------------------- */
+/* Ensures the array whose pointer is at arrp (a T **, of *cap elements of elem_size bytes)
+ * holds at least need elements, doubling from `first`. Returns false on out of memory,
+ * leaving the array and *cap unchanged. The pointer is read and written with memcpy, so any
+ * element type may be passed without breaking strict aliasing. */
+static inline bool dl__grow(void *arrp, size_t *cap, size_t need, size_t elem_size, size_t first) {
+    if (need <= *cap)
+        return true;
+    size_t n = *cap ? *cap : first;
+    while (n < need)
+        n *= 2;
+    void *old;
+    memcpy(&old, arrp, sizeof old);
+    void *p = dl_realloc(old, n * elem_size);
+    if (!p)
+        return false;
+    memcpy(arrp, &p, sizeof p);
+    *cap = n;
+    return true;
 }
 
 /* ---- symbols (base/sym.c) -------------------------------------------------------------- */

@@ -154,15 +154,9 @@ static dl_coll_t *in_scope(cctx_t *c, dl_coll_t *root_coll) {
     dl_coll_t *e = dl_enter(c->scope, root_coll, c->err);
     if (!e)
         return NULL;
-    if (L->n_entered == L->cap_entered) {
-        size_t cap = L->cap_entered ? 2 * L->cap_entered : 16;
-        void *p = dl_realloc(L->entered, cap * sizeof *L->entered);
-        if (!p) {
-            dl_error_set(c->err, DL_ENOMEM, "out of memory");
-            return NULL;
-        }
-        L->entered = p;
-        L->cap_entered = cap;
+    if (!dl__grow(&L->entered, &L->cap_entered, L->n_entered + 1, sizeof *L->entered, 16)) {
+        dl_error_set(c->err, DL_ENOMEM, "out of memory");
+        return NULL;
     }
     L->entered[L->n_entered].scope = c->scope;
     L->entered[L->n_entered].from = root_coll;
@@ -177,15 +171,9 @@ static dl_input_t *const_input(cctx_t *c, size_t arity) {
     dl_input_t *in = dl_input_new(dl_graph_root(L->g), arity, c->err);
     if (!in)
         return NULL;
-    if (L->n_consts == L->cap_consts) {
-        size_t cap = L->cap_consts ? 2 * L->cap_consts : 8;
-        void *p = dl_realloc(L->consts, cap * sizeof *L->consts);
-        if (!p) {
-            dl_error_set(c->err, DL_ENOMEM, "out of memory");
-            return NULL;
-        }
-        L->consts = p;
-        L->cap_consts = cap;
+    if (!dl__grow(&L->consts, &L->cap_consts, L->n_consts + 1, sizeof *L->consts, 8)) {
+        dl_error_set(c->err, DL_ENOMEM, "out of memory");
+        return NULL;
     }
     L->consts[L->n_consts++] = in;
     return in;
