@@ -684,6 +684,35 @@ static char *slurp(const char *path, size_t *out_len) {
     return s;
 }
 
+/* Adds the query's inputs (positional arguments after the query, one EDN form each:
+ * scalars, or vectors for collection/tuple bindings) to the request as "args". Returns 0,
+ * or -1 after printing the parse error. */
+static int add_query_args(const cli_t *c, json_t *msg) {
+    if (c->n_pos <= 1)
+        return 0;
+    dl_arena_t ar;
+    dl__arena_init(&ar, 4096);
+    json_t *args = json_array();
+    int rc = 0;
+    for (int i = 1; i < c->n_pos && rc == 0; i++) {
+        dl_edn_t *form = NULL;
+        dl_error_t err;
+        dl_error_clear(&err);
+        if (dl__edn_read_one(c->pos[i], strlen(c->pos[i]), &ar, &form, &err) != DL_OK || !form) {
+            die_line("parse", err.message);
+            rc = -1;
+        } else {
+            json_array_append_new(args, dl__format_edn_to_json(form));
+        }
+    }
+    if (rc == 0)
+        json_object_set_new(msg, "args", args);
+    else
+        json_decref(args);
+    dl__arena_fini(&ar);
+    return rc;
+}
+
 /* Column names for people: the :find elements as written ("?n", "(sum ?a)"), or the
  * :keys names when rows are objects; numbered %1, %2... when the text is not understood.
  * Fills hdr (borrowed from owned, rows or literals) and owned (dl_free each); returns the
@@ -743,33 +772,15 @@ static int query_like(cli_t *c, const char *op) {
         return not_available("queries need the Datalog front end (datalog/), which this build "
                              "does not include");
     json_t *msg = json_pack("{s:s,s:s}", "op", op, "q", c->pos[0]);
-    dl_arena_t ar;
-    dl__arena_init(&ar, 4096);
-    if (c->n_pos > 1) {
-        /* Arguments are EDN forms: scalars, or vectors for collection/tuple bindings. */
-        json_t *args = json_array();
-        for (int i = 1; i < c->n_pos; i++) {
-            dl_edn_t *form = NULL;
-            dl_error_t err;
-            dl_error_clear(&err);
-            if (dl__edn_read_one(c->pos[i], strlen(c->pos[i]), &ar, &form, &err) != DL_OK ||
-                !form) {
-                die_line("parse", err.message);
-                json_decref(args);
-                json_decref(msg);
-                dl__arena_fini(&ar);
-                return EXIT_USAGE;
-            }
-            json_array_append_new(args, dl__format_edn_to_json(form));
-        }
-        json_object_set_new(msg, "args", args);
+    if (add_query_args(c, msg) != 0) {
+        json_decref(msg);
+        return EXIT_USAGE;
     }
     if (c->rules)
         json_object_set_new(msg, "rules", json_string(c->rules));
     int rc;
     json_t *r = run_request(c, msg, &rc);
     if (!r) {
-        dl__arena_fini(&ar);
         return rc;
     }
     if (strcmp(op, "explain") == 0) {
@@ -779,7 +790,6 @@ static int query_like(cli_t *c, const char *op) {
         else
             dl__format_reply(stdout, c->fmt, r);
         json_decref(r);
-        dl__arena_fini(&ar);
         return EXIT_OKAY;
     }
     strip(r);
@@ -796,7 +806,6 @@ static int query_like(cli_t *c, const char *op) {
             dl_free(owned[i]);
     }
     json_decref(r);
-    dl__arena_fini(&ar);
     return EXIT_OKAY;
 }
 
@@ -830,26 +839,9 @@ static int cmd_subscribe(cli_t *c) {
     if (!c->connect)
         c->connect = DL_SERVER_DEFAULT_LISTEN;
     json_t *msg = json_pack("{s:s,s:s}", "op", "subscribe", "q", c->pos[0]);
-    if (c->n_pos > 1) {
-        dl_arena_t ar;
-        dl__arena_init(&ar, 4096);
-        json_t *args = json_array();
-        for (int i = 1; i < c->n_pos; i++) {
-            dl_edn_t *form = NULL;
-            dl_error_t err;
-            dl_error_clear(&err);
-            if (dl__edn_read_one(c->pos[i], strlen(c->pos[i]), &ar, &form, &err) != DL_OK ||
-                !form) {
-                die_line("parse", err.message);
-                json_decref(args);
-                json_decref(msg);
-                dl__arena_fini(&ar);
-                return EXIT_USAGE;
-            }
-            json_array_append_new(args, dl__format_edn_to_json(form));
-        }
-        json_object_set_new(msg, "args", args);
-        dl__arena_fini(&ar);
+    if (add_query_args(c, msg) != 0) {
+        json_decref(msg);
+        return EXIT_USAGE;
     }
     if (c->rules)
         json_object_set_new(msg, "rules", json_string(c->rules));
