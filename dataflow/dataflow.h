@@ -225,8 +225,9 @@ struct dl_capture {
     dl_coll_t *node;
     dl_capture_fn fn;
     void *ctx;
-    dl_ubuf_t pend; /* updates not yet complete */
-    dl_capq_t *q;   /* completed diffs waiting for dl_capture_pop (fn == NULL) */
+    dl_ubuf_t pend;   /* updates not yet complete */
+    size_t pend_mark; /* pend's size after its last consolidation (dl__output_capture_add) */
+    dl_capq_t *q;     /* completed diffs waiting for dl_capture_pop (fn == NULL) */
     size_t q_head, q_n, q_cap;
     uint64_t *pop_time; /* the diff most recently popped (owned until the next pop) */
     dl_value_t *pop_vals;
@@ -326,5 +327,7 @@ int dl__reduce_init(dl_coll_t *n, const dl_reduce_spec_t *spec, dl_error_t *err)
 /* Delivers a capture's completed times. */
 int dl__output_capture_step(dl_capture_t *c, const dl_antichain_t *f);
 void dl__output_capture_free(dl_capture_t *c);
+/* Adds a batch of updates to the capture's pending ones. */
+int dl__output_capture_add(dl_capture_t *c, const dl_ubuf_t *u);
 
 #endif

@@ -328,14 +328,8 @@ int dl__ops_process(dl_coll_t *n, dl_batch_t *b, uint32_t port) {
             return arrange_process(n, b);
         case OP_VAR:
             return var_process(n, &b->u, port);
-        case OP_CAPTURE: {
-            dl_ubuf_t *p = &n->cap->pend;
-            if (!dl__batch_ubuf_reserve(p, b->u.n))
-                return DL_ENOMEM;
-            memcpy(p->data + p->n * p->stride, b->u.data, b->u.n * b->u.stride);
-            p->n += b->u.n;
-            return 0;
-        }
+        case OP_CAPTURE:
+            return dl__output_capture_add(n->cap, &b->u);
         case OP_INPUT:
         case OP_JOIN:
         case OP_REDUCE:

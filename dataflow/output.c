@@ -50,10 +50,10 @@ void dl__output_capture_free(dl_capture_t *c) {
     dl_free(c);
 }
 
-/* Hands records [from, to) of `done` (rows time ++ row, consolidated, one time) to the
- * callback, or queues them for dl_capture_pop. */
-static int deliver(dl_capture_t *c, const uint64_t *t, const dl_ubuf_t *done, size_t from,
-                   size_t to) {
+/* Hands records [from, to) of `done` (consolidated, one time; rows are `skip` time
+ * columns, then the row) to the callback, or queues them for dl_capture_pop. */
+static int deliver(dl_capture_t *c, const uint64_t *t, const dl_ubuf_t *done, size_t skip,
+                   size_t from, size_t to) {
     size_t ar = c->pend.arity, dim = c->pend.dim, n = to - from;
     dl_capq_t e = {0};
     e.n = n;
@@ -66,7 +66,7 @@ static int deliver(dl_capture_t *c, const uint64_t *t, const dl_ubuf_t *done, si
     }
     memcpy(e.time, t, dim * sizeof *e.time);
     for (size_t i = 0; i < n; i++) {
-        memcpy(e.vals + i * ar, dl__ub_row(done, from + i) + dim, ar * sizeof *e.vals);
+        memcpy(e.vals + i * ar, dl__ub_row(done, from + i) + skip, ar * sizeof *e.vals);
         e.diffs[i] = *dl__ub_diff(done, from + i);
     }
     if (c->fn) {
@@ -94,10 +94,50 @@ static int deliver(dl_capture_t *c, const uint64_t *t, const dl_ubuf_t *done, si
     return 0;
 }
 
+int dl__output_capture_add(dl_capture_t *c, const dl_ubuf_t *u) {
+    dl_ubuf_t *p = &c->pend;
+    if (!dl__batch_ubuf_reserve(p, u->n))
+        return DL_ENOMEM;
+    memcpy(p->data + p->n * p->stride, u->data, u->n * u->stride);
+    p->n += u->n;
+    /* A long run (an iterate converging, a bulk load) can send many updates that cancel
+     * or repeat before its time completes: consolidating whenever the buffer doubles keeps
+     * it near the size of its distinct (row, time) pairs at amortized constant cost. */
+    if (p->n >= 2 * c->pend_mark + 65536) {
+        if (!dl__batch_consolidate(p))
+            return DL_ENOMEM;
+        c->pend_mark = p->n;
+    }
+    return 0;
+}
+
+/* True when every record of p is at one time that f has passed (the usual step: one
+ * completed time), which then needs no re-layout: p is consolidated where it is. */
+static bool one_complete_time(const dl_ubuf_t *p, const dl_antichain_t *f) {
+    const uint64_t *t0 = dl__ub_time(p, 0);
+    if (dl_antichain_less_equal(f, t0))
+        return false;
+    for (size_t i = 1; i < p->n; i++)
+        if (memcmp(dl__ub_time(p, i), t0, p->dim * sizeof *t0) != 0)
+            return false;
+    return true;
+}
+
 int dl__output_capture_step(dl_capture_t *c, const dl_antichain_t *f) {
     dl_ubuf_t *p = &c->pend;
     if (p->n == 0)
         return 0;
+    if (one_complete_time(p, f)) {
+        uint64_t t[DL_TIME_MAX_DIM];
+        memcpy(t, dl__ub_time(p, 0), p->dim * sizeof *t);
+        if (!dl__batch_consolidate(p))
+            return DL_ENOMEM;
+        int rc = p->n ? deliver(c, t, p, 0, 0, p->n) : 0;
+        p->n = 0;
+        c->pend_mark = 0;
+        dl__batch_ubuf_shrink(p);
+        return rc;
+    }
     /* Completed records are re-laid as (time ++ row), times as order-preserving ints, so
      * that one consolidation groups them by time and sorts each time's rows. */
     size_t dim = p->dim, ar = p->arity;
@@ -130,6 +170,7 @@ int dl__output_capture_step(dl_capture_t *c, const dl_antichain_t *f) {
         *p = keep;
         keep.data = NULL;
         keep.n = keep.cap = 0;
+        c->pend_mark = p->n;
     }
     uint64_t t[DL_TIME_MAX_DIM];
     for (size_t i = 0; i < done.n && !rc;) {
@@ -139,7 +180,7 @@ int dl__output_capture_step(dl_capture_t *c, const dl_antichain_t *f) {
         size_t j = i + 1;
         while (j < done.n && dl__batch_rcmp(dl__ub_row(&done, j), r, dim) == 0)
             j++;
-        rc = deliver(c, t, &done, i, j);
+        rc = deliver(c, t, &done, dim, i, j);
         i = j;
     }
     dl__batch_ubuf_fini(&done);

@@ -14,6 +14,8 @@
  *    batches and merges the rest into one, so memory is reclaimed while no updates come.
  * 3. Advancing by `since` never changes accumulations at times >= since (time.c), which
  *    is the only thing readers may ask for (their frontiers are >= since).
+ * 4. Merges whose older batch only the spine references run in place, from the back
+ *    (merge_in_place): a merge then costs memory for the smaller batch's records only.
  */
 #include "dataflow/dataflow.h"
 
@@ -154,15 +156,114 @@ static int merge(dl_spine_t *s, const dl_batch_t *a, const dl_batch_t *b, dl_bat
     return 0;
 }
 
+/* Sorts the records [lo, hi) of buffer u by time (a group of one row: small, insertion
+ * sort) and consolidates them in place toward the high end. Returns the new low index. */
+static size_t group_consolidate(dl_ubuf_t *u, size_t lo, size_t hi) {
+    size_t st = u->stride, dim = u->dim;
+    uint8_t tmp[DL_ARITY_MAX * sizeof(dl_value_t) + (DL_TIME_MAX_DIM + 1) * sizeof(uint64_t)];
+    for (size_t x = lo + 1; x < hi; x++) {
+        size_t y = x;
+        if (dl_time_cmp(dl__ub_time(u, y - 1), dl__ub_time(u, y), dim) <= 0)
+            continue;
+        memcpy(tmp, u->data + x * st, st);
+        const uint64_t *vt = (const uint64_t *)(tmp + (size_t)u->arity * sizeof(dl_value_t));
+        while (y > lo && dl_time_cmp(dl__ub_time(u, y - 1), vt, dim) > 0) {
+            memcpy(u->data + y * st, u->data + (y - 1) * st, st);
+            y--;
+        }
+        memcpy(u->data + y * st, tmp, st);
+    }
+    /* Walk down from the top, so the consolidated records end up contiguous at hi. */
+    size_t w = hi;
+    for (size_t x = hi; x > lo;) {
+        size_t y = x - 1;
+        int64_t d = *dl__ub_diff(u, y);
+        while (y > lo && dl_time_cmp(dl__ub_time(u, y - 1), dl__ub_time(u, x - 1), dim) == 0)
+            d += *dl__ub_diff(u, --y);
+        if (d != 0) {
+            w--;
+            if (w != x - 1)
+                memcpy(u->data + w * st, u->data + (x - 1) * st, st);
+            *dl__ub_diff(u, w) = d;
+        }
+        x = y;
+    }
+    return w;
+}
+
+/* The in-place variant of merge (design note 4), for an older batch a that only the spine
+ * references: a's buffer grows to |a| + |b| records and the merge runs from the back, so
+ * no second buffer of the merged size ever exists (merges of the largest batches were the
+ * peak of memory). Output written so far never exceeds input consumed, so every record is
+ * written at or above the last unread record of a. A group of records with one row is
+ * copied into that free space and consolidated there: once the buffer has grown nothing
+ * can fail, and a batch is never left half-merged. Returns a itself (or NULL when
+ * everything cancelled; a is then empty). */
+static int merge_in_place(dl_spine_t *s, dl_batch_t *a, const dl_batch_t *b, dl_batch_t **out) {
+    dl_ubuf_t *u = &a->u;
+    const dl_ubuf_t *ub = b ? &b->u : NULL;
+    size_t na = u->n, nb = ub ? ub->n : 0, total = na + nb, rs = (size_t)s->ka + s->va;
+    size_t st = u->stride;
+    if (total > u->cap) {
+        uint8_t *d = dl_realloc(u->data, total * st);
+        if (!d)
+            return DL_ENOMEM;
+        u->data = d;
+        u->cap = total;
+    }
+    dl_free(a->kidx); /* rebuilt below: records move */
+    a->kidx = NULL;
+    a->n_kidx = 0;
+    bool advance = s->since.n > 0;
+    size_t i = na, j = nb, w = total; /* unread: a[0, i), b[0, j); output: [w, total) */
+    while (i > 0 || j > 0) {
+        int c = i == 0   ? -1
+                : j == 0 ? 1
+                         : dl__batch_rcmp(dl__ub_row(u, i - 1), dl__ub_row(ub, j - 1), rs);
+        size_t top = w;
+        if (c >= 0) {
+            if (--w != --i)
+                memcpy(u->data + w * st, u->data + i * st, st);
+        } else {
+            memcpy(u->data + --w * st, ub->data + --j * st, st);
+        }
+        const dl_value_t *row = dl__ub_row(u, top - 1); /* stays put while the group grows */
+        while (c >= 0 && i > 0 && dl__batch_rcmp(dl__ub_row(u, i - 1), row, rs) == 0)
+            if (--w != --i)
+                memcpy(u->data + w * st, u->data + i * st, st);
+        while (c <= 0 && j > 0 && dl__batch_rcmp(dl__ub_row(ub, j - 1), row, rs) == 0)
+            memcpy(u->data + --w * st, ub->data + --j * st, st);
+        if (advance)
+            for (size_t x = w; x < top; x++)
+                dl_time_advance_by(dl__ub_time(u, x), &s->since, dl__ub_time(u, x));
+        if (top - w > 1)
+            w = group_consolidate(u, w, top);
+    }
+    u->n = total - w;
+    if (w > 0 && u->n > 0)
+        memmove(u->data, u->data + w * st, u->n * st);
+    if (u->n == 0) {
+        *out = NULL;
+        return 0;
+    }
+    dl__batch_ubuf_shrink(u);
+    a->since_gen = s->since_gen;
+    dl__spine_index(a, s->ka);
+    *out = a;
+    return 0;
+}
+
 /* Replaces batches [k, k+1] (or [k] alone when two is false) with their merge. */
 static int merge_at(dl_spine_t *s, size_t k, bool two) {
-    dl_batch_t *m = NULL;
-    int rc = merge(s, s->batches[k], two ? s->batches[k + 1] : NULL, &m);
+    dl_batch_t *m = NULL, *a = s->batches[k], *b = two ? s->batches[k + 1] : NULL;
+    size_t before = a->u.n + (b ? b->u.n : 0);
+    int rc = a->refs == 1 ? merge_in_place(s, a, b, &m) : merge(s, a, b, &m);
     if (rc)
         return rc;
     size_t removed = two ? 2 : 1;
-    s->records -= s->batches[k]->u.n + (two ? s->batches[k + 1]->u.n : 0);
-    dl__batch_unref(s->batches[k]);
+    s->records -= before;
+    if (m != a)
+        dl__batch_unref(a);
     if (two)
         dl__batch_unref(s->batches[k + 1]);
     size_t put = 0;
