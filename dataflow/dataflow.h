@@ -225,9 +225,8 @@ struct dl_capture {
     dl_coll_t *node;
     dl_capture_fn fn;
     void *ctx;
-    dl_ubuf_t pend;   /* updates not yet complete */
-    size_t pend_mark; /* pend's size after its last consolidation (dl__output_capture_add) */
-    dl_capq_t *q;     /* completed diffs waiting for dl_capture_pop (fn == NULL) */
+    dl_spine_t pend; /* updates not yet complete: sorted runs (rows are all key) */
+    dl_capq_t *q;    /* completed diffs waiting for dl_capture_pop (fn == NULL) */
     size_t q_head, q_n, q_cap;
     uint64_t *pop_time; /* the diff most recently popped (owned until the next pop) */
     dl_value_t *pop_vals;

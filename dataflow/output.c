@@ -26,7 +26,7 @@ dl_capture_t *dl_capture_new(dl_coll_t *c, dl_capture_fn fn, void *ctx, dl_error
     cap->node = n;
     cap->fn = fn;
     cap->ctx = ctx;
-    dl__batch_ubuf_init(&cap->pend, c->arity, c->dim);
+    dl__spine_init(&cap->pend, c->arity, 0, c->dim);
     return cap;
 }
 
@@ -40,7 +40,7 @@ static void capq_fini(dl_capq_t *q) {
 void dl__output_capture_free(dl_capture_t *c) {
     if (!c)
         return;
-    dl__batch_ubuf_fini(&c->pend);
+    dl__spine_fini(&c->pend);
     for (size_t i = 0; i < c->q_n; i++)
         capq_fini(&c->q[(c->q_head + i) % c->q_cap]);
     dl_free(c->q);
@@ -54,7 +54,7 @@ void dl__output_capture_free(dl_capture_t *c) {
  * columns, then the row) to the callback, or queues them for dl_capture_pop. */
 static int deliver(dl_capture_t *c, const uint64_t *t, const dl_ubuf_t *done, size_t skip,
                    size_t from, size_t to) {
-    size_t ar = c->pend.arity, dim = c->pend.dim, n = to - from;
+    size_t ar = c->pend.ka, dim = c->pend.dim, n = to - from;
     dl_capq_t e = {0};
     e.n = n;
     e.time = dl_malloc(dim * sizeof *e.time);
@@ -94,83 +94,103 @@ static int deliver(dl_capture_t *c, const uint64_t *t, const dl_ubuf_t *done, si
     return 0;
 }
 
+/* Pending updates are kept as a spine of consolidated sorted runs (spine.c): a long run
+ * (an iterate converging, a bulk load) can send many updates that cancel or repeat before
+ * its time completes, and the runs merge in place as they grow, so the capture holds about
+ * its distinct (row, time) pairs and never needs scratch space proportional to them. */
 int dl__output_capture_add(dl_capture_t *c, const dl_ubuf_t *u) {
-    dl_ubuf_t *p = &c->pend;
-    if (!dl__batch_ubuf_reserve(p, u->n))
+    dl_ubuf_t o;
+    dl__batch_ubuf_init(&o, u->arity, u->dim);
+    if (!dl__batch_ubuf_reserve(&o, u->n))
         return DL_ENOMEM;
-    memcpy(p->data + p->n * p->stride, u->data, u->n * u->stride);
-    p->n += u->n;
-    /* A long run (an iterate converging, a bulk load) can send many updates that cancel
-     * or repeat before its time completes: consolidating whenever the buffer doubles keeps
-     * it near the size of its distinct (row, time) pairs at amortized constant cost. */
-    if (p->n >= 2 * c->pend_mark + 65536) {
-        if (!dl__batch_consolidate(p))
-            return DL_ENOMEM;
-        c->pend_mark = p->n;
+    memcpy(o.data, u->data, u->n * u->stride);
+    o.n = u->n;
+    if (!dl__batch_consolidate(&o)) {
+        dl__batch_ubuf_fini(&o);
+        return DL_ENOMEM;
     }
-    return 0;
+    if (o.n == 0)
+        return 0;
+    dl_batch_t *b = dl__batch_new(&o, true);
+    if (!b) {
+        dl__batch_ubuf_fini(&o);
+        return DL_ENOMEM;
+    }
+    return dl__spine_insert(&c->pend, b);
 }
 
-/* True when every record of p is at one time that f has passed (the usual step: one
- * completed time), which then needs no re-layout: p is consolidated where it is. */
-static bool one_complete_time(const dl_ubuf_t *p, const dl_antichain_t *f) {
-    const uint64_t *t0 = dl__ub_time(p, 0);
+/* True when every pending record is at one time that f has passed (the usual step: one
+ * completed time): then the runs merge into one sorted diff with nothing re-laid. */
+static bool one_complete_time(const dl_spine_t *p, const dl_antichain_t *f) {
+    const uint64_t *t0 = dl__ub_time(&p->batches[0]->u, 0);
     if (dl_antichain_less_equal(f, t0))
         return false;
-    for (size_t i = 1; i < p->n; i++)
-        if (memcmp(dl__ub_time(p, i), t0, p->dim * sizeof *t0) != 0)
-            return false;
+    for (size_t k = 0; k < p->n; k++) {
+        const dl_ubuf_t *u = &p->batches[k]->u;
+        for (size_t i = 0; i < u->n; i++)
+            if (memcmp(dl__ub_time(u, i), t0, p->dim * sizeof *t0) != 0)
+                return false;
+    }
     return true;
 }
 
+static void pend_reset(dl_spine_t *p) {
+    size_t ar = p->ka, dim = p->dim;
+    dl__spine_fini(p);
+    dl__spine_init(p, ar, 0, dim);
+}
+
 int dl__output_capture_step(dl_capture_t *c, const dl_antichain_t *f) {
-    dl_ubuf_t *p = &c->pend;
-    if (p->n == 0)
+    dl_spine_t *p = &c->pend;
+    if (p->records == 0)
         return 0;
+    size_t dim = p->dim, ar = p->ka;
     if (one_complete_time(p, f)) {
         uint64_t t[DL_TIME_MAX_DIM];
-        memcpy(t, dl__ub_time(p, 0), p->dim * sizeof *t);
-        if (!dl__batch_consolidate(p))
-            return DL_ENOMEM;
-        int rc = p->n ? deliver(c, t, p, 0, 0, p->n) : 0;
-        p->n = 0;
-        c->pend_mark = 0;
-        dl__batch_ubuf_shrink(p);
+        memcpy(t, dl__ub_time(&p->batches[0]->u, 0), dim * sizeof *t);
+        size_t fuel = 0;
+        int rc = 0;
+        while (p->n > 1 && (rc = dl__spine_maintain(p, &fuel)) > 0) {
+        }
+        if (rc < 0)
+            return rc;
+        rc = p->n ? deliver(c, t, &p->batches[0]->u, 0, 0, p->batches[0]->u.n) : 0;
+        pend_reset(p);
         return rc;
     }
     /* Completed records are re-laid as (time ++ row), times as order-preserving ints, so
      * that one consolidation groups them by time and sorts each time's rows. */
-    size_t dim = p->dim, ar = p->arity;
     dl_ubuf_t done, keep;
     dl__batch_ubuf_init(&done, ar + dim, 0);
     dl__batch_ubuf_init(&keep, ar, dim);
     int rc = 0;
-    for (size_t i = 0; i < p->n && !rc; i++) {
-        const uint64_t *t = dl__ub_time(p, i);
-        if (dl_antichain_less_equal(f, t)) {
-            if (!dl__batch_ubuf_push(&keep, dl__ub_row(p, i), t, *dl__ub_diff(p, i)))
+    for (size_t b = 0; b < p->n && !rc; b++) {
+        const dl_ubuf_t *u = &p->batches[b]->u;
+        for (size_t i = 0; i < u->n && !rc; i++) {
+            const uint64_t *t = dl__ub_time(u, i);
+            if (dl_antichain_less_equal(f, t)) {
+                if (!dl__batch_ubuf_push(&keep, dl__ub_row(u, i), t, *dl__ub_diff(u, i)))
+                    rc = DL_ENOMEM;
+                continue;
+            }
+            size_t k = dl__batch_ubuf_alloc(&done);
+            if (k == SIZE_MAX) {
                 rc = DL_ENOMEM;
-            continue;
+                break;
+            }
+            dl_value_t *r = dl__ub_row(&done, k);
+            for (size_t d = 0; d < dim; d++)
+                r[d] = dl_value_int((int64_t)(t[d] ^ 0x8000000000000000ull));
+            memcpy(r + dim, dl__ub_row(u, i), ar * sizeof *r);
+            *dl__ub_diff(&done, k) = *dl__ub_diff(u, i);
         }
-        size_t k = dl__batch_ubuf_alloc(&done);
-        if (k == SIZE_MAX) {
-            rc = DL_ENOMEM;
-            break;
-        }
-        dl_value_t *r = dl__ub_row(&done, k);
-        for (size_t d = 0; d < dim; d++)
-            r[d] = dl_value_int((int64_t)(t[d] ^ 0x8000000000000000ull));
-        memcpy(r + dim, dl__ub_row(p, i), ar * sizeof *r);
-        *dl__ub_diff(&done, k) = *dl__ub_diff(p, i);
     }
     if (!rc && !dl__batch_consolidate(&done))
         rc = DL_ENOMEM;
     if (!rc) {
-        dl__batch_ubuf_fini(p);
-        *p = keep;
-        keep.data = NULL;
-        keep.n = keep.cap = 0;
-        c->pend_mark = p->n;
+        pend_reset(p);
+        if (keep.n)
+            rc = dl__output_capture_add(c, &keep);
     }
     uint64_t t[DL_TIME_MAX_DIM];
     for (size_t i = 0; i < done.n && !rc;) {
@@ -202,7 +222,7 @@ int dl_capture_pop(dl_capture_t *cap, dl_diff_t *out) {
     cap->pop_diffs = e.diffs;
     out->time = e.time;
     out->dim = cap->pend.dim;
-    out->arity = cap->pend.arity;
+    out->arity = cap->pend.ka;
     out->n = e.n;
     out->rows = e.vals;
     out->diffs = e.diffs;
