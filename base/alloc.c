@@ -3,14 +3,67 @@
  * Each block carries a 16-byte header holding its size, so live bytes can be reported
  * without asking libc, and alignment stays that of malloc (16 on x86-64).
  * Fault injection (dl_alloc_fail_after) is a process-wide countdown used by tests.
+ *
+ * Blocks of DL_ALLOC_BIG bytes or more (the dataflow's batches and spines) are mapped
+ * directly: freeing one returns its pages to the system at once, and growing one remaps
+ * pages instead of copying them. Through malloc they would come from the heap once glibc
+ * has raised its mmap threshold, and the holes they leave when freed stay resident, which
+ * under a bulk load cost as much memory as the data itself. The size in the header tells
+ * which kind a block is. Sanitizer builds keep everything on malloc, which they watch.
  */
 #include "base/base.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define HDR 16
+
+#if defined(__SANITIZE_ADDRESS__)
+#define DL_ALLOC_BIG SIZE_MAX
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
+#define DL_ALLOC_BIG SIZE_MAX
+#endif
+#endif
+#ifndef DL_ALLOC_BIG
+#define DL_ALLOC_BIG ((size_t)1 << 20)
+#endif
+
+static bool is_big(size_t size) { return size >= DL_ALLOC_BIG; }
+
+static char *big_map(size_t total) {
+    void *p = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/* The raw block of `size` user bytes at base (header included), of either kind. */
+static void raw_free(char *base, size_t size) {
+    if (is_big(size))
+        munmap(base, size + HDR);
+    else
+        free(base);
+}
+
+static char *raw_alloc(size_t size) {
+    return is_big(size) ? big_map(size + HDR) : malloc(size + HDR);
+}
+
+static char *raw_realloc(char *base, size_t old, size_t size) {
+    if (!is_big(old) && !is_big(size))
+        return realloc(base, size + HDR);
+    if (is_big(old) && is_big(size)) {
+        void *p = mremap(base, old + HDR, size + HDR, MREMAP_MAYMOVE);
+        return p == MAP_FAILED ? NULL : p;
+    }
+    char *p = raw_alloc(size);
+    if (!p)
+        return NULL;
+    memcpy(p, base, HDR + (old < size ? old : size));
+    raw_free(base, old);
+    return p;
+}
 
 static _Atomic int64_t live_bytes, live_blocks, peak_bytes, total_allocs;
 static _Atomic int64_t fail_countdown = -1; /* <0: never fail */
@@ -37,7 +90,7 @@ static void account(int64_t bytes, int64_t blocks) {
 void *dl_malloc(size_t size) {
     if (should_fail() || size > SIZE_MAX - HDR)
         return NULL;
-    char *p = malloc(size + HDR);
+    char *p = raw_alloc(size);
     if (!p)
         return NULL;
     memcpy(p, &size, sizeof size);
@@ -50,7 +103,7 @@ void *dl_calloc(size_t n, size_t size) {
     if (size && n > SIZE_MAX / size)
         return NULL;
     void *p = dl_malloc(n * size);
-    if (p)
+    if (p && !is_big(n * size)) /* fresh mappings are zero: do not touch their pages */
         memset(p, 0, n * size);
     return p;
 }
@@ -63,7 +116,7 @@ void *dl_realloc(void *ptr, size_t size) {
     char *base = (char *)ptr - HDR;
     size_t old;
     memcpy(&old, base, sizeof old);
-    char *p = realloc(base, size + HDR);
+    char *p = raw_realloc(base, old, size);
     if (!p)
         return NULL;
     memcpy(p, &size, sizeof size);
@@ -78,7 +131,7 @@ void dl_free(void *ptr) {
     size_t old;
     memcpy(&old, base, sizeof old);
     account(-(int64_t)old, -1);
-    free(base);
+    raw_free(base, old);
 }
 
 char *dl_strndup(const char *s, size_t n) {

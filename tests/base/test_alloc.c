@@ -30,6 +30,45 @@ static void test_alloc_counts_and_fails(void **state) {
     dl_free(a);
 }
 
+/* Blocks cross the size at which the allocator maps pages directly (1 MiB in optimized
+ * builds), in both directions: contents survive, calloc is zero, the counts stay exact. */
+static void test_alloc_big_blocks(void **state) {
+    (void)state;
+    dl_alloc_stats_t before, after;
+    dl_alloc_stats(&before);
+    size_t sizes[] = {4096, (1u << 20) - 16, 1u << 20, 3u << 20, 64u << 20, 1u << 20, 100, 7};
+    size_t n = sizes[0];
+    unsigned char *p = dl_malloc(n);
+    assert_non_null(p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)(i * 31 + 7);
+    for (size_t k = 1; k < sizeof sizes / sizeof *sizes; k++) {
+        size_t m = sizes[k];
+        p = dl_realloc(p, m);
+        assert_non_null(p);
+        size_t keep = n < m ? n : m;
+        for (size_t i = 0; i < keep; i += 997)
+            assert_int_equal(p[i], (unsigned char)(i * 31 + 7));
+        assert_int_equal(p[keep - 1], (unsigned char)((keep - 1) * 31 + 7));
+        for (size_t i = keep; i < m; i++)
+            p[i] = (unsigned char)(i * 31 + 7);
+        assert_int_equal((uintptr_t)p % 16, 0);
+        dl_alloc_stats(&after);
+        assert_int_equal(after.live_bytes - before.live_bytes, (int64_t)m);
+        n = m;
+    }
+    dl_free(p);
+    size_t big = 5u << 20;
+    unsigned char *z = dl_calloc(big, 1);
+    assert_non_null(z);
+    for (size_t i = 0; i < big; i += 4096)
+        assert_int_equal(z[i], 0);
+    assert_int_equal(z[big - 1], 0);
+    dl_free(z);
+    dl_alloc_stats(&after);
+    assert_int_equal(after.live_bytes, before.live_bytes);
+}
+
 static void test_alloc_arena(void **state) {
     (void)state;
     dl_arena_t ar;
@@ -97,6 +136,7 @@ static void test_alloc_intern_under_failure(void **state) {
 }
 
 DL_TEST_GROUP(alloc, cmocka_unit_test(test_alloc_counts_and_fails),
-              cmocka_unit_test(test_alloc_arena), cmocka_unit_test(test_alloc_buffer_and_oom),
+              cmocka_unit_test(test_alloc_big_blocks), cmocka_unit_test(test_alloc_arena),
+              cmocka_unit_test(test_alloc_buffer_and_oom),
               cmocka_unit_test(test_alloc_error_convention),
               cmocka_unit_test(test_alloc_intern_under_failure));
