@@ -23,8 +23,12 @@
  * (p50/p99; this includes the commit itself). Not measured here: the server path
  * (--via server is reported as skipped until the runtime has it).
  *
+ * Per line, "store_share" is the part of the run spent in the store's transaction path
+ * (dl_store_transact minus the commit listener's run of the live query, which is
+ * "apply_share"; "pump_share" is the delivery to the subscribers).
+ *
  * Usage: bench_w3 --data DIR [--via inprocess] [--batch N] [--durable DIR2]
- *                 [--events K] [--single-events K] [--only batched|single]
+ *                 [--events K] [--single-events K] [--only batched|single] [--store-only]
  *   DIR: the folder gen.py wrote (w3.events.jsonl, w3.meta.json) or a parent with w3/.
  *   --batch N: events per transaction in the batched run (default 1000).
  *   --durable DIR2: also run both on a durable store in a fresh folder under DIR2
@@ -32,6 +36,8 @@
  *   --events K: every run stops after the first K events; --single-events K: only the
  *     one-event-per-transaction run does (default: all events; a partial run is checked
  *     against the sums of the events it read instead of the generator's checksums).
+ *   --store-only: no live query and no subscriber (runs "w3_store_*"): the store's
+ *     transaction path alone; the checksum is then that of a one-shot query at the end.
  */
 #include "bench/harness.h"
 
@@ -311,6 +317,7 @@ typedef struct run_opts {
     const char *durable_dir;
     size_t batch;
     size_t max_events;
+    bool store_only; /* no listener, no subscription: the store's transaction path alone */
 } run_opts_t;
 
 static void run(const events_t *ev, const json_t *expected, const run_opts_t *ro) {
@@ -333,11 +340,14 @@ static void run(const events_t *ev, const json_t *expected, const run_opts_t *ro
     if (dl_db_attr(e.db, "event/account", &ai_acct, &err) ||
         dl_db_attr(e.db, "event/amount", &ai_amt, &err))
         die("schema lookup", &err);
+    /* a snapshot held across commits pins every node the store replaces after it */
+    dl_db_unref(e.db);
+    e.db = NULL;
     dl_qsrc_env_t qe = {current_db, &e, NULL};
     if (dl_qsrcs_new(&qe, &e.qs, &err) || dl_registry_new(dl_qsrcs_vtable(), e.qs, &e.reg, &err))
         die("registry", &err);
     int lid;
-    if (dl_store_listen(e.st, on_commit, &e, &lid, &err))
+    if (!ro->store_only && dl_store_listen(e.st, on_commit, &e, &lid, &err))
         die("listen", &err);
 
     proj_t p = {0};
@@ -353,18 +363,20 @@ static void run(const events_t *ev, const json_t *expected, const run_opts_t *ro
     dl_sub_options_init(&so);
     so.on_delta = on_delta;
     so.udata = &p;
-    dl_sub_t *sub, *sub_neg;
+    dl_sub_t *sub = NULL, *sub_neg = NULL;
     uint64_t t_init = bench_now_ns();
-    if (dl_subscribe(e.reg, q_balance, NULL, 0, &so, &sub, &err))
-        die("subscribe", &err);
-    so.on_delta = on_negative_delta;
-    so.udata = &ns;
-    if (dl_subscribe(e.reg, q_balance, NULL, 0, &so, &sub_neg, &err))
-        die("subscribe", &err);
-    dl_sub_stats_t sst;
-    dl_sub_stats(sub_neg, &sst);
-    if (sst.shared_with != 2)
-        die("the two projections do not share one live query", NULL);
+    if (!ro->store_only) {
+        if (dl_subscribe(e.reg, q_balance, NULL, 0, &so, &sub, &err))
+            die("subscribe", &err);
+        so.on_delta = on_negative_delta;
+        so.udata = &ns;
+        if (dl_subscribe(e.reg, q_balance, NULL, 0, &so, &sub_neg, &err))
+            die("subscribe", &err);
+        dl_sub_stats_t sst;
+        dl_sub_stats(sub_neg, &sst);
+        if (sst.shared_with != 2)
+            die("the two projections do not share one live query", NULL);
+    }
     double init_ms = (double)(bench_now_ns() - t_init) / 1e6;
 
     size_t n = ro->max_events && ro->max_events < ev->n ? ro->max_events : ev->n;
@@ -373,7 +385,7 @@ static void run(const events_t *ev, const json_t *expected, const run_opts_t *ro
     bench_samples_t lat = {0};
     uint64_t n_tx = 0, no_diff = 0;
     e.apply_ns = 0;
-    uint64_t pump_ns = 0;
+    uint64_t pump_ns = 0, store_ns = 0;
     double cpu0 = cpu_seconds();
     uint64_t t0 = bench_now_ns();
     /* Throughput per tenth of the events: shows whether the cost grows with the state. */
@@ -391,18 +403,22 @@ static void run(const events_t *ev, const json_t *expected, const run_opts_t *ro
             o[1].a = dl_value_int(ai_amt.id);
             o[1].v = dl_value_int(ev->amount[i + j]);
         }
-        uint64_t ts = bench_now_ns();
+        uint64_t ts = bench_now_ns(), apply0 = e.apply_ns;
         p.last_cb_ns = ns.last_cb_ns = 0;
         if (dl_store_transact(e.st, ops, 2 * k, NULL, 0, NULL, &err))
             die("transact", &err);
         uint64_t tp = bench_now_ns();
-        if (dl_registry_pump(e.reg, &err))
+        /* the store's part: the transaction minus the listener's run of the live query */
+        store_ns += (tp - ts) - (e.apply_ns - apply0);
+        if (!ro->store_only && dl_registry_pump(e.reg, &err))
             die("pump", &err);
         pump_ns += bench_now_ns() - tp;
         if (e.apply_rc)
             die("live query apply failed", NULL);
         uint64_t last = p.last_cb_ns > ns.last_cb_ns ? p.last_cb_ns : ns.last_cb_ns;
-        if (last)
+        if (ro->store_only)
+            bench_samples_add(&lat, tp - ts); /* no projection: the commit alone */
+        else if (last)
             bench_samples_add(&lat, last - ts);
         else
             no_diff++;
@@ -422,9 +438,15 @@ static void run(const events_t *ev, const json_t *expected, const run_opts_t *ro
     dl_alloc_stats(&mem); /* the library's live heap with the projection current */
 
     /* Checks: the subscriber's projection against the generator's checksums (a full run)
-     * or the events' own sums (a partial run), and against the one-shot compiled result. */
+     * or the events' own sums (a partial run), and against the one-shot compiled result.
+     * A store-only run has no projection: the one-shot result over the store is checked. */
     sums_t got, want, once;
-    sums_of(p.balance, p.present, p.n_accounts, &got);
+    bool oneshot_ok = oneshot_sums(&e, p.n_accounts, &once) == 0;
+    if (ro->store_only)
+        got = once;
+    else
+        sums_of(p.balance, p.present, p.n_accounts, &got);
+    oneshot_ok = oneshot_ok && sums_eq(&got, &once);
     bool checksum_ok;
     if (n == ev->n) {
         checksum_ok = sums_match_expected(&got, expected);
@@ -440,7 +462,6 @@ static void run(const events_t *ev, const json_t *expected, const run_opts_t *ro
         free(b);
         free(pr);
     }
-    bool oneshot_ok = oneshot_sums(&e, p.n_accounts, &once) == 0 && sums_eq(&got, &once);
     /* The overdraft subscriber's set must be the accounts whose projected balance is < 0;
      * the negative checksum reported (and compared with the generator's) is its own. */
     bool negative_ok = p.bad == 0 && ns.bad == 0;
@@ -455,6 +476,8 @@ static void run(const events_t *ev, const json_t *expected, const run_opts_t *ro
     negative_ok = negative_ok && (uint64_t)ns.n_negative == negck.count &&
                   negck.count == got.negative.count && negck.sum == got.negative.sum &&
                   negck.xor_ == got.negative.xor_;
+    if (ro->store_only)
+        negative_ok = true; /* no subscriber: nothing to compare */
 
     char hex[17];
     snprintf(hex, sizeof hex, "%016llx", (unsigned long long)got.balances_xor);
@@ -479,12 +502,22 @@ static void run(const events_t *ev, const json_t *expected, const run_opts_t *ro
     for (size_t t = 0; t < tenth; t++)
         json_array_append_new(tenths, json_real(tenth_rate[t]));
     json_object_set_new(out, "throughput_by_tenth", tenths);
+    json_object_set_new(out, "store_share", json_real((double)store_ns / (double)(t1 - t0)));
+    json_object_set_new(out, "store_us_per_tx",
+                        json_real(n_tx ? (double)store_ns / 1e3 / (double)n_tx : 0));
+    json_object_set_new(out, "store_events_per_s",
+                        json_real(store_ns ? (double)n / ((double)store_ns / 1e9) : 0));
+    if (ro->store_only)
+        json_object_set_new(out, "projection",
+                            json_string("none: the store alone (checksum of a one-shot query)"));
     json_object_set_new(out, "cpu_seconds", json_real(cpu));
     json_object_set_new(out, "events_per_cpu_s", json_real(cpu > 0 ? (double)n / cpu : 0));
     bench_emit(out);
 
-    dl_unsubscribe(e.reg, sub);
-    dl_unsubscribe(e.reg, sub_neg);
+    if (sub)
+        dl_unsubscribe(e.reg, sub);
+    if (sub_neg)
+        dl_unsubscribe(e.reg, sub_neg);
     dl_registry_free(e.reg);
     dl_qsrcs_free(e.qs);
     dl_db_unref(e.db);
@@ -515,6 +548,7 @@ int main(int argc, char **argv) {
     const char *via = bench_arg(argc, argv, "via", "inprocess");
     const char *durable = bench_arg(argc, argv, "durable", NULL);
     const char *only = bench_arg(argc, argv, "only", NULL);
+    bool store_only = bench_flag(argc, argv, "store-only");
     size_t batch = (size_t)strtoull(bench_arg(argc, argv, "batch", "1000"), NULL, 10);
     size_t single = (size_t)strtoull(bench_arg(argc, argv, "single-events", "0"), NULL, 10);
     size_t limit = (size_t)strtoull(bench_arg(argc, argv, "events", "0"), NULL, 10);
@@ -561,11 +595,15 @@ int main(int argc, char **argv) {
     for (int d = 0; d < (durable ? 2 : 1); d++) {
         const char *dd = d ? durable : NULL;
         if (!only || strcmp(only, "batched") == 0) {
-            run_opts_t ro = {d ? "w3_durable_batched" : "w3_batched", dd, batch, limit};
+            run_opts_t ro = {store_only ? (d ? "w3_store_durable_batched" : "w3_store_batched")
+                                        : (d ? "w3_durable_batched" : "w3_batched"),
+                             dd, batch, limit, store_only};
             run(&ev, expected, &ro);
         }
         if (!only || strcmp(only, "single") == 0) {
-            run_opts_t ro = {d ? "w3_durable_single" : "w3_single", dd, 1, single};
+            run_opts_t ro = {store_only ? (d ? "w3_store_durable_single" : "w3_store_single")
+                                        : (d ? "w3_durable_single" : "w3_single"),
+                             dd, 1, single, store_only};
             run(&ev, expected, &ro);
         }
     }

@@ -100,14 +100,57 @@ int dl__btree_cmp(int order, const dl_kd_t *x, const dl_kd_t *y, int n) {
 
 /* ---- allocation, retirement --------------------------------------------------------------- */
 
-static dl_bnode_t *node_new(const dl_btctx_t *c, bool leaf) {
-    dl_bnode_t *n = dl_malloc(leaf ? sizeof(leaf_t) : sizeof(inode_t));
-    if (!n)
+/* Nodes kept per kind in the writer's pool (dl_btctx_t.pool): enough for the path copies
+ * and splits of a few transactions; more go back to malloc. Sanitizer builds keep none,
+ * so that a use after free stays visible to ASan. */
+#if defined(__SANITIZE_ADDRESS__)
+#define POOL_MAX 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define POOL_MAX 0
+#endif
+#endif
+#ifndef POOL_MAX
+#define POOL_MAX 512
+#endif
+
+static size_t node_size(bool leaf) { return leaf ? sizeof(leaf_t) : sizeof(inode_t); }
+
+/* A node from the writer's pool, or a new one; not from the pool when pooled is false
+ * (the bulk builds, which run on two threads). */
+static dl_bnode_t *node_alloc(dl_btctx_t *c, bool leaf, bool pooled) {
+    dl_bnode_t *n;
+    int k = leaf ? 0 : 1;
+    if (pooled && c->pool[k]) {
+        n = c->pool[k];
+        memcpy(&c->pool[k], n, sizeof(void *));
+        c->n_pool[k]--;
+    } else if (!(n = dl_malloc(node_size(leaf)))) {
         return NULL;
+    }
     n->epoch = c->epoch;
     n->n = 0;
     n->leaf = leaf;
     return n;
+}
+
+static dl_bnode_t *node_new(dl_btctx_t *c, bool leaf) { return node_alloc(c, leaf, true); }
+
+/* Frees a node the writer no longer needs: into the pool while it has room. */
+static void node_free(dl_btctx_t *c, dl_bnode_t *n) {
+#if POOL_MAX == 0
+    (void)c;
+    dl_free(n);
+#else
+    int k = n->leaf ? 0 : 1;
+    if (c->n_pool[k] >= POOL_MAX) {
+        dl_free(n);
+        return;
+    }
+    memcpy(n, &c->pool[k], sizeof(void *));
+    c->pool[k] = n;
+    c->n_pool[k]++;
+#endif
 }
 
 int dl__btctx_retire(dl_btctx_t *c, void *p) {
@@ -128,7 +171,7 @@ int dl__btctx_retire(dl_btctx_t *c, void *p) {
 void dl__btctx_reclaim(dl_btctx_t *c, uint64_t upto) {
     size_t i = 0;
     while (i < c->n_ret && c->ret[i].epoch <= upto)
-        dl_free(c->ret[i++].p);
+        node_free(c, c->ret[i++].p);
     if (i) {
         memmove(c->ret, c->ret + i, (c->n_ret - i) * sizeof *c->ret);
         c->n_ret -= i;
@@ -152,7 +195,7 @@ void dl__btctx_reclaim_live(dl_btctx_t *c, const uint64_t *live, size_t n_live) 
         if (lo < n_live && live[lo] < r)
             c->ret[w++] = c->ret[i];
         else
-            dl_free(c->ret[i].p);
+            node_free(c, c->ret[i].p);
     }
     c->n_ret = w;
 }
@@ -163,12 +206,20 @@ void dl__btctx_fini(dl_btctx_t *c) {
     dl_free(c->ret);
     c->ret = NULL;
     c->n_ret = c->cap_ret = 0;
+    for (int k = 0; k < 2; k++) {
+        while (c->pool[k]) {
+            void *n = c->pool[k];
+            memcpy(&c->pool[k], n, sizeof(void *));
+            dl_free(n);
+        }
+        c->n_pool[k] = 0;
+    }
 }
 
 /* Drops a node the tree no longer references (design note 2). */
 static int drop(dl_btctx_t *c, dl_bnode_t *n) {
     if (n->epoch == c->epoch) {
-        dl_free(n);
+        node_free(c, n);
         return 0;
     }
     return dl__btctx_retire(c, n);
@@ -179,15 +230,19 @@ static dl_bnode_t *own(dl_btctx_t *c, dl_bnode_t **np) {
     dl_bnode_t *n = *np;
     if (n->epoch == c->epoch)
         return n;
-    size_t sz = n->leaf ? sizeof(leaf_t) : sizeof(inode_t);
-    dl_bnode_t *m = dl_malloc(sz);
+    dl_bnode_t *m = node_alloc(c, n->leaf, true);
     if (!m)
         return NULL;
-    size_t used = n->leaf ? offsetof(leaf_t, d) + n->n * sizeof(dl_kd_t) : sz;
-    memcpy(m, n, used);
+    /* only the entries in use: a node is often far from full */
+    if (n->leaf) {
+        memcpy(m, n, offsetof(leaf_t, d) + n->n * sizeof(dl_kd_t));
+    } else {
+        memcpy(m, n, offsetof(inode_t, key) + n->n * sizeof(dl_kd_t));
+        memcpy(INODE(m)->kid, INODE(n)->kid, n->n * sizeof(dl_bnode_t *));
+    }
     m->epoch = c->epoch;
     if (dl__btctx_retire(c, n) != 0) {
-        dl_free(m);
+        node_free(c, m);
         return NULL;
     }
     *np = m;
@@ -608,7 +663,7 @@ void dl__btree_discard(dl_btctx_t *c, dl_bnode_t *root) {
     if (!root->leaf)
         for (uint32_t i = 0; i < root->n; i++)
             dl__btree_discard(c, INODE(root)->kid[i]);
-    dl_free(root);
+    node_free(c, root);
 }
 
 void dl__btree_free_all(dl_bnode_t *root, uint64_t min_epoch) {
@@ -690,7 +745,7 @@ int dl__btree_build_begin(dl_btctx_t *c, dl_bbuild_t *b, size_t n) {
     if (!b->nodes)
         return DL_ENOMEM;
     for (size_t i = 0; i < b->n_leaves; i++) {
-        if (!(b->nodes[i] = node_new(c, true))) {
+        if (!(b->nodes[i] = node_alloc(c, true, false))) {
             dl__btree_build_abort(b);
             return DL_ENOMEM;
         }
@@ -730,9 +785,9 @@ static const dl_kd_t *min_key(const dl_bnode_t *x) {
  * read them any more (recovery, before the first version is published). */
 int dl__btree_build_end(dl_bbuild_t *b, dl_btree_t *t) {
     if (b->n == 0) {
-        const dl_btctx_t *c = b->c;
+        dl_btctx_t *c = b->c;
         dl__btree_build_abort(b);
-        dl_bnode_t *x = node_new(c, true);
+        dl_bnode_t *x = node_alloc(c, true, false);
         if (!x)
             return DL_ENOMEM;
         dl__btree_free_all(t->root, 0);
@@ -748,7 +803,7 @@ int dl__btree_build_end(dl_bbuild_t *b, dl_btree_t *t) {
         if (!up)
             goto oom;
         for (size_t i = 0; i < k; i++) {
-            inode_t *in = (inode_t *)node_new(b->c, false);
+            inode_t *in = (inode_t *)node_alloc(b->c, false, false);
             if (!in) {
                 for (size_t j = 0; j < i; j++)
                     dl_free(up[j]);

@@ -104,9 +104,14 @@ static int build_hash(dl_schema_t *s) {
     s->hkeys = dl_calloc(cap, sizeof *s->hkeys);
     s->hvals = dl_calloc(cap, sizeof *s->hvals);
     s->dim_ids = dl_calloc(s->n_attrs + 1, sizeof *s->dim_ids);
-    if (!s->hkeys || !s->hvals || !s->dim_ids)
+    s->hid = dl_calloc(cap, sizeof *s->hid);
+    if (!s->hkeys || !s->hvals || !s->dim_ids || !s->hid)
         return DL_ENOMEM;
     s->cap_h = cap;
+    int bits = 0;
+    while (((size_t)1 << bits) < cap)
+        bits++;
+    s->hid_shift = 64 - bits;
     s->n_dims = 0;
     for (size_t i = 0; i < s->n_attrs; i++) {
         const dl_attr_t *a = &s->attrs[i];
@@ -115,6 +120,10 @@ static int build_hash(dl_schema_t *s) {
             if (a->dim > s->n_dims)
                 s->n_dims = a->dim;
         }
+        size_t j = (size_t)(((uint64_t)a->id * 0x9E3779B97F4A7C15ull) >> s->hid_shift);
+        while (s->hid[j])
+            j = (j + 1) & (cap - 1);
+        s->hid[j] = (int32_t)i + 1;
         if (!a->ident)
             continue;
         size_t h = (size_t)a->ident->hash & (cap - 1);
@@ -133,6 +142,7 @@ static void schema_free(dl_schema_t *s) {
     dl_free(s->hkeys);
     dl_free(s->hvals);
     dl_free(s->dim_ids);
+    dl_free(s->hid);
     dl_free(s);
 }
 
@@ -179,18 +189,6 @@ int dl__schema_bootstrap(dl_schema_t **out) {
     }
     *out = s;
     return 0;
-}
-
-long dl__schema_slot(const dl_schema_t *s, int64_t id) {
-    size_t lo = 0, hi = s->n_attrs;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (s->attrs[mid].id < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < s->n_attrs && s->attrs[lo].id == id ? (long)lo : -1;
 }
 
 const dl_attr_t *dl__schema_by_id(const dl_schema_t *s, int64_t id) {

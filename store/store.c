@@ -495,14 +495,34 @@ static dl_version_t *newest(dl_store_t *s) {
     return v;
 }
 
+/* The value-count maps of the last attributes seen in a run of changes (a plan's changes
+ * are in entity order, so its attributes alternate): saves the lookup per change. */
+typedef struct vcache {
+    int64_t a[4];
+    struct dl_vcmap *m[4];
+    unsigned next;
+} vcache_t;
+
 /* One value-count delta: +1 for an assertion, -1 for a retraction (times sign). */
-static int vcount_one(dl_store_t *s, const dl_schema_t *sc, const dl_kd_t *k, int d) {
+static int vcount_one(dl_store_t *s, const dl_schema_t *sc, vcache_t *vcc, const dl_kd_t *k,
+                      int d) {
     long slot = dl__schema_slot(sc, k->a);
     if (slot < 0 || !map_counted(&sc->attrs[slot]))
         return 0;
+    struct dl_vcmap *m = NULL;
+    for (int j = 0; j < 4 && !m; j++)
+        if (vcc->m[j] && vcc->a[j] == k->a)
+            m = vcc->m[j];
+    if (!m) {
+        if (!(m = dl__vcount_map(&s->vc, k->a, true)))
+            return DL_ENOMEM;
+        vcc->a[vcc->next & 3] = k->a;
+        vcc->m[vcc->next & 3] = m;
+        vcc->next++;
+    }
     int t = 0;
-    int rc = dl__vcount_add(&s->vc, k->a, k->v, d, &t);
-    if (dl__vcount_lost(&s->vc, k->a))
+    int rc = dl__vcount_add_in(&s->vc, m, k->v, d, &t);
+    if (dl__vcount_map_lost(&s->vc, m))
         s->stats[slot].values = -1;
     else
         s->stats[slot].values += t;
@@ -514,15 +534,16 @@ static int vcount_one(dl_store_t *s, const dl_schema_t *sc, const dl_kd_t *k, in
  * statistic is then computed on demand), so counts are never wrong. */
 static int vcount_apply(dl_store_t *s, const dl_schema_t *sc, const dl_txplan_t *p, int sign) {
     size_t n = p->n_retract + p->n_assert;
+    vcache_t vcc = {{0}, {0}, 0};
     for (size_t i = 0; i < n; i++) {
         bool r = i < p->n_retract;
         const dl_kd_t *k = r ? &p->retract[i] : &p->assert[i - p->n_retract];
-        int rc = vcount_one(s, sc, k, (r ? -1 : 1) * sign);
+        int rc = vcount_one(s, sc, &vcc, k, (r ? -1 : 1) * sign);
         if (rc != 0 && sign > 0) {
             while (i-- > 0) {
                 bool r2 = i < p->n_retract;
                 const dl_kd_t *k2 = r2 ? &p->retract[i] : &p->assert[i - p->n_retract];
-                if (vcount_one(s, sc, k2, r2 ? 1 : -1) != 0)
+                if (vcount_one(s, sc, &vcc, k2, r2 ? 1 : -1) != 0)
                     dl__vcount_lose(&s->vc, k2->a);
             }
             return rc;

@@ -58,6 +58,13 @@ typedef struct dl_btctx {
     uint64_t epoch;    /* nodes of this epoch are private to the writer */
     dl_retired_t *ret; /* retire list, nondecreasing epochs */
     size_t n_ret, cap_ret;
+    /* Freed nodes kept for reuse, per kind (0 leaf, 1 internal), linked through their
+     * first word: path copying replaces a few nodes per transaction and frees as many a
+     * transaction later, so the writer recycles them instead of going through malloc.
+     * Only the writer's paths use it (never the bulk builds, which may run on two
+     * threads). */
+    void *pool[2];
+    size_t n_pool[2];
 } dl_btctx_t;
 
 int dl__btree_init(dl_btctx_t *c, dl_btree_t *t, int order, int ncmp) DL_WUR;
@@ -175,6 +182,9 @@ typedef struct dl_schema {
     size_t cap_h;
     int n_dims;
     int64_t *dim_ids; /* n_dims dimension entity ids, index = coordinate - 1 */
+    int32_t *hid;     /* open-addressing table of attribute ids (cap_h slots): index into
+                       * attrs + 1, 0 empty; Fibonacci hashing with hid_shift */
+    int hid_shift;
 } dl_schema_t;
 
 int dl__schema_bootstrap(dl_schema_t **out) DL_WUR;
@@ -182,8 +192,18 @@ dl_schema_t *dl__schema_ref(dl_schema_t *s);
 void dl__schema_unref(dl_schema_t *s);
 const dl_attr_t *dl__schema_by_id(const dl_schema_t *s, int64_t id);
 const dl_attr_t *dl__schema_by_ident(const dl_schema_t *s, const char *ident, size_t n);
-/* The index of attribute id in attrs, or -1. */
-long dl__schema_slot(const dl_schema_t *s, int64_t id);
+/* The index of attribute id in attrs, or -1 (on every datom's path: inline, O(1)). */
+static inline long dl__schema_slot(const dl_schema_t *s, int64_t id) {
+    size_t m = s->cap_h - 1;
+    for (size_t i = (size_t)(((uint64_t)id * 0x9E3779B97F4A7C15ull) >> s->hid_shift);;
+         i = (i + 1) & m) {
+        int32_t v = s->hid[i];
+        if (!v)
+            return -1;
+        if (s->attrs[v - 1].id == id)
+            return v - 1;
+    }
+}
 /* The built-in datoms that describe the built-in schema (installed at tx 0). */
 size_t dl__schema_builtin_datoms(dl_kd_t *out, size_t cap);
 /* Builds a schema from the entity datoms of candidate schema entities: for each entity id
@@ -203,13 +223,20 @@ int dl__schema_derive(const dl_schema_t *old, const dl_schema_ent_t *ents, size_
 
 /* Per-attribute counts of current values for attributes no index orders by value. */
 typedef struct dl_vcount {
-    struct dl_vcmap *maps; /* sorted by attribute id */
+    struct dl_vcmap **maps; /* sorted by attribute id; each map stays where it is */
     size_t n, cap;
     bool oom; /* a map could not even be created: all counts are unreliable */
 } dl_vcount_t;
 /* Adds d (+1/-1) to the count of value v of attribute a; *out_transition is +1 when the
  * value appears, -1 when it disappears. DL_ENOMEM marks the attribute lost. */
 int dl__vcount_add(dl_vcount_t *vc, int64_t a, dl_value_t v, int d, int *out_transition) DL_WUR;
+/* The same in two steps, for a run of changes: the map of attribute a (created when
+ * create; NULL when absent or out of memory; the pointer stays valid until
+ * dl__vcount_free), then dl__vcount_add_in on it. */
+struct dl_vcmap *dl__vcount_map(dl_vcount_t *vc, int64_t a, bool create);
+int dl__vcount_add_in(dl_vcount_t *vc, struct dl_vcmap *m, dl_value_t v, int d,
+                      int *out_transition) DL_WUR;
+bool dl__vcount_map_lost(const dl_vcount_t *vc, const struct dl_vcmap *m);
 /* Forgets attribute a's counts; its distinct-values statistic is then computed on demand. */
 void dl__vcount_lose(dl_vcount_t *vc, int64_t a);
 bool dl__vcount_lost(dl_vcount_t *vc, int64_t a);

@@ -730,7 +730,11 @@ static int expand(txc_t *c) {
 static void sort_unique(vec_t *x) {
     if (!x->n)
         return;
-    if (x->n > 1)
+    /* Operations usually come in entity order already (one pass checks it). */
+    bool sorted = true;
+    for (size_t i = 1; i < x->n && sorted; i++)
+        sorted = cmp_eavt(&x->v[i - 1], &x->v[i]) <= 0;
+    if (!sorted)
         qsort(x->v, x->n, sizeof *x->v, cmp_eavt);
     size_t w = 1;
     for (size_t i = 1; i < x->n; i++)

@@ -23,7 +23,21 @@ struct dl_vcmap {
     size_t cap, used, tombs; /* used: count > 0 */
 };
 
-static uint64_t vhash(dl_value_t v) { return dl_value_hash(v); }
+/* Values other than doubles are equal exactly when type and bits are (strings, keywords
+ * and uuids are interned: one pointer per content); doubles go through the value order's
+ * equality (-0.0 and +0.0 differ, NaNs are one value). */
+static inline bool veq(dl_value_t a, dl_value_t b) {
+    if (a.type != b.type)
+        return false;
+    if (a.type == DL_T_DOUBLE)
+        return dl_value_eq(a, b);
+    return a.as.bits == b.as.bits;
+}
+static inline uint64_t vhash(dl_value_t v) {
+    if (v.type == DL_T_DOUBLE)
+        return dl_value_hash(v);
+    return dl__hash_mix(v.as.bits ^ ((uint64_t)v.type << 56));
+}
 
 static int grow(struct dl_vcmap *m) {
     size_t cap = m->cap ? (m->used * 4 > m->cap ? m->cap * 2 : m->cap) : 16;
@@ -45,51 +59,60 @@ static int grow(struct dl_vcmap *m) {
     return 0;
 }
 
-/* The map of attribute a (created when create), or NULL. */
-static struct dl_vcmap *find_map(dl_vcount_t *vc, int64_t a, bool create) {
+struct dl_vcmap *dl__vcount_map(dl_vcount_t *vc, int64_t a, bool create) {
     size_t lo = 0, hi = vc->n;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (vc->maps[mid].attr < a)
+        if (vc->maps[mid]->attr < a)
             lo = mid + 1;
         else
             hi = mid;
     }
-    if (lo < vc->n && vc->maps[lo].attr == a)
-        return &vc->maps[lo];
+    if (lo < vc->n && vc->maps[lo]->attr == a)
+        return vc->maps[lo];
     if (!create)
         return NULL;
     if (vc->n == vc->cap) {
         size_t cap = vc->cap ? vc->cap * 2 : 16;
-        struct dl_vcmap *x = dl_realloc(vc->maps, cap * sizeof *x);
+        struct dl_vcmap **x = dl_realloc(vc->maps, cap * sizeof *x);
         if (!x)
             return NULL;
         vc->maps = x;
         vc->cap = cap;
     }
+    struct dl_vcmap *m = dl_calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    m->attr = a;
     memmove(&vc->maps[lo + 1], &vc->maps[lo], (vc->n - lo) * sizeof *vc->maps);
-    memset(&vc->maps[lo], 0, sizeof *vc->maps);
-    vc->maps[lo].attr = a;
+    vc->maps[lo] = m;
     vc->n++;
-    return &vc->maps[lo];
+    return m;
 }
 
-int dl__vcount_add(dl_vcount_t *vc, int64_t a, dl_value_t v, int d, int *out_transition) {
+/* Forgets the counts of map m (its attribute is then counted on demand). */
+static void lose(struct dl_vcmap *m) {
+    m->lost = true;
+    dl_free(m->slots);
+    m->slots = NULL;
+    m->cap = m->used = m->tombs = 0;
+}
+
+int dl__vcount_add_in(dl_vcount_t *vc, struct dl_vcmap *m, dl_value_t v, int d,
+                      int *out_transition) {
+    (void)vc;
     *out_transition = 0;
-    struct dl_vcmap *m = find_map(vc, a, true);
-    if (!m)
-        return DL_ENOMEM;
     if (m->lost)
         return 0;
     if (d > 0 && (m->used + m->tombs + 1) * 10 > m->cap * 7 && grow(m) != 0) {
-        dl__vcount_lose(vc, a);
+        lose(m);
         return DL_ENOMEM;
     }
     if (!m->cap) {
         if (d < 0)
             return 0;
         if (grow(m) != 0) {
-            dl__vcount_lose(vc, a);
+            lose(m);
             return DL_ENOMEM;
         }
     }
@@ -103,7 +126,7 @@ int dl__vcount_add(dl_vcount_t *vc, int64_t a, dl_value_t v, int d, int *out_tra
                 tomb = i;
             continue;
         }
-        if (dl_value_eq(s->v, v)) {
+        if (veq(s->v, v)) {
             s->count += d;
             if (s->count == 0) {
                 s->count = -1;
@@ -127,26 +150,37 @@ int dl__vcount_add(dl_vcount_t *vc, int64_t a, dl_value_t v, int d, int *out_tra
     return 0;
 }
 
+bool dl__vcount_map_lost(const dl_vcount_t *vc, const struct dl_vcmap *m) {
+    return vc->oom || m->lost;
+}
+
+int dl__vcount_add(dl_vcount_t *vc, int64_t a, dl_value_t v, int d, int *out_transition) {
+    *out_transition = 0;
+    struct dl_vcmap *m = dl__vcount_map(vc, a, true);
+    if (!m)
+        return DL_ENOMEM;
+    return dl__vcount_add_in(vc, m, v, d, out_transition);
+}
+
 void dl__vcount_lose(dl_vcount_t *vc, int64_t a) {
-    struct dl_vcmap *m = find_map(vc, a, true);
+    struct dl_vcmap *m = dl__vcount_map(vc, a, true);
     if (!m) {
         vc->oom = true; /* cannot record it: every attribute now counts as lost */
         return;
     }
-    m->lost = true;
-    dl_free(m->slots);
-    m->slots = NULL;
-    m->cap = m->used = m->tombs = 0;
+    lose(m);
 }
 
 bool dl__vcount_lost(dl_vcount_t *vc, int64_t a) {
-    struct dl_vcmap *m = find_map(vc, a, false);
+    struct dl_vcmap *m = dl__vcount_map(vc, a, false);
     return vc->oom || (m && m->lost);
 }
 
 void dl__vcount_free(dl_vcount_t *vc) {
-    for (size_t i = 0; i < vc->n; i++)
-        dl_free(vc->maps[i].slots);
+    for (size_t i = 0; i < vc->n; i++) {
+        dl_free(vc->maps[i]->slots);
+        dl_free(vc->maps[i]);
+    }
     dl_free(vc->maps);
     memset(vc, 0, sizeof *vc);
 }
