@@ -19,6 +19,7 @@
 #include "bench/harness.h"
 
 #include "base/base.h"
+#include "datalog/compile.h" /* EXPLAIN output: the live query's graph statistics */
 #include <deltalog/dataflow.h>
 #include <deltalog/datalog.h>
 #include <deltalog/store.h>
@@ -147,6 +148,8 @@ static int feed(void *ctx, const dl_commit_t *c) {
 
 static const char *statuses[] = {"open", "paid", "shipped", "cancelled"};
 
+static int warm_reps = 7;
+
 static void bench_w2(long n_orders, int n_txs, bool with_ref) {
     dl_store_t *st = NULL;
     dl_error_t err = {0};
@@ -184,6 +187,13 @@ static void bench_w2(long n_orders, int n_txs, bool with_ref) {
     dl_db_t *db = dl_store_db(st);
     if (dl_query_parse(w2_query, strlen(w2_query), NULL, 0, db, &q, &err))
         die("parse", &err);
+    if (getenv("DL_BENCH_EXPLAIN")) {
+        char *plan = NULL;
+        if (dl_query_explain(q, db, NULL, 0, true, &plan, &err))
+            die("explain", &err);
+        fprintf(stderr, "%s", plan);
+        dl_free(plan);
+    }
     /* One-shot: compiled and reference, answers compared. */
     uint64_t t0 = bench_now_ns();
     dl_query_result_t *res = NULL;
@@ -218,8 +228,10 @@ static void bench_w2(long n_orders, int n_txs, bool with_ref) {
         if (dl_engine_query(eng, q, db, NULL, 0, &ec, &err))
             die("engine cold", &err);
         uint64_t e1 = bench_now_ns();
-        double warm[7];
-        for (int k = 0; k < 7; k++) {
+        double *warm = calloc((size_t)warm_reps, sizeof *warm);
+        if (!warm)
+            abort();
+        for (int k = 0; k < warm_reps; k++) {
             uint64_t w0 = bench_now_ns();
             dl_query_result_free(ew);
             ew = NULL;
@@ -250,15 +262,16 @@ static void bench_w2(long n_orders, int n_txs, bool with_ref) {
             pok &= dl_query_result_rows(pr) == 1;
             dl_query_result_free(pr);
         }
-        bench_emit(
-            json_pack("{s:s,s:I,s:f,s:f,s:f,s:f,s:I,s:b,s:f,s:f,s:b}", "bench", "datalog_w2_engine",
-                      "orders", (json_int_t)n_orders, "cold_ms", (double)(e1 - e0) / 1e6,
-                      "warm_p50_ms", pctl(warm, 7, 50), "warm_min_ms", pctl(warm, 7, 0),
-                      "dl_query_run_ms", (double)(t1 - t0) / 1e6, "arranged_records",
-                      (json_int_t)gs.arranged_updates, "answers_equal", esame, "point_first_ms",
-                      pt[0], "point_warm_p50_ms", pctl(pt + 1, 50, 50), "point_ok", pok));
+        bench_emit(json_pack(
+            "{s:s,s:I,s:f,s:f,s:f,s:f,s:I,s:b,s:f,s:f,s:b}", "bench", "datalog_w2_engine", "orders",
+            (json_int_t)n_orders, "cold_ms", (double)(e1 - e0) / 1e6, "warm_p50_ms",
+            pctl(warm, warm_reps, 50), "warm_min_ms", pctl(warm, warm_reps, 0), "dl_query_run_ms",
+            (double)(t1 - t0) / 1e6, "arranged_records", (json_int_t)gs.arranged_updates,
+            "answers_equal", esame, "point_first_ms", pt[0], "point_warm_p50_ms",
+            pctl(pt + 1, 50, 50), "point_ok", pok));
         if (!esame)
             fprintf(stderr, "bench_datalog: engine answers differ:\n%s\n%s\n%s\n", a, ac, aw);
+        free(warm);
         dl_free(ac);
         dl_free(aw);
         dl_query_result_free(ec);
@@ -501,6 +514,14 @@ static void bench_w1(const char *dir) {
         die("w1 live", &err);
     double init_ms = (double)(bench_now_ns() - t0) / 1e6;
     dl_db_unref(db);
+    if (getenv("DL_BENCH_EXPLAIN")) {
+        char *plan = dl_live_explain(l);
+        dl_graph_stats_t gs;
+        dl_graph_stats(l->g, &gs);
+        fprintf(stderr, "%s(%zu operators, %zu arrangements)\n", plan ? plan : "", gs.n_ops,
+                gs.n_arrangements);
+        dl_free(plan);
+    }
     bench_checksum_t c = w1_checksum(l);
     bool ok = bench_checksum_matches(&c, json_object_get(expected, "initial"));
     if (!ok)
@@ -562,6 +583,9 @@ int main(int argc, char **argv) {
     long orders = atol(bench_arg(argc, argv, "orders", "20000"));
     int txs = atoi(bench_arg(argc, argv, "txs", "500"));
     int reps = atoi(bench_arg(argc, argv, "reps", "200"));
+    warm_reps = atoi(bench_arg(argc, argv, "warm-reps", "7"));
+    if (warm_reps < 1)
+        warm_reps = 1;
     bench_compile(reps);
     /* The reference evaluator is quadratic in the orders: only for small runs. */
     bench_w2(orders, txs, orders <= 50000 && !bench_flag(argc, argv, "no-reference"));

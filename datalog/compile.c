@@ -57,8 +57,18 @@ typedef struct cctx {
     dl_coll_t **rule_in; /* per rule: its variable's collection while its SCC is built */
     int src;             /* the source of clauses that name none (inside ($x not ...)) */
     dl_error_t *err;
-    int depth; /* explain indentation */
+    int depth;               /* explain indentation */
+    struct jlast *last_join; /* the join built last (project_ex may fuse a projection) */
 } cctx_t;
+
+/* A join's operands and output columns, kept so that a projection of its output that
+ * follows can be fused into it (`project_ex`). */
+typedef struct jlast {
+    dl_coll_t *coll; /* the join's output; NULL once replaced */
+    dl_arr_t *A, *B;
+    size_t n;
+    dl_join_col_t jc[MAXC];
+} jlast_t;
 
 static int cfail(cctx_t *c) {
     if (c->err && c->err->code)
@@ -165,6 +175,18 @@ static dl_coll_t *in_scope(cctx_t *c, dl_coll_t *root_coll) {
     return e;
 }
 
+/* The root collection c was entered from (in_scope), or NULL when c is not an entered
+ * one. A join arranges that root collection instead: the arrangement then lives outside
+ * the loop (built once, read as entered, as a hand-built dataflow does) and, in an engine,
+ * it is the shared base arrangement. */
+static dl_coll_t *entered_from(const cctx_t *c, const dl_coll_t *coll) {
+    const dl_live_t *L = c->L;
+    for (size_t i = 0; i < L->n_entered; i++)
+        if (L->entered[i].coll == coll)
+            return L->entered[i].from;
+    return NULL;
+}
+
 /* A root input holding fixed rows (loaded at time 0 and closed by dl__live_start). */
 static dl_input_t *const_input(cctx_t *c, size_t arity) {
     dl_live_t *L = c->L;
@@ -254,7 +276,7 @@ static int distinct(cctx_t *c, prel_t *r) {
 /* Keeps the columns of `vars` (each must be in r), in that order; distinct when columns
  * were dropped (a projection of a set may have duplicates) unless the caller makes the
  * result distinct itself right after (dups_ok). */
-static int project_ex(cctx_t *c, prel_t *r, const int *vars, size_t n, bool dups_ok) {
+static int project_fx(cctx_t *c, prel_t *r, const int *vars, size_t n, bool dups_ok, bool fuse) {
     uint32_t cols[MAXC];
     for (size_t i = 0; i < n; i++) {
         int k = col_of(r, vars[i]);
@@ -267,7 +289,25 @@ static int project_ex(cctx_t *c, prel_t *r, const int *vars, size_t n, bool dups
         same = cols[i] == i;
     if (same)
         return 0;
-    dl_coll_t *p = dl_project(r->coll, cols, n, c->err);
+    dl_coll_t *p;
+    jlast_t *j = c->last_join;
+    if (fuse && j && j->coll && j->coll == r->coll && j->n == r->arity) {
+        /* r is the output of the join built last and nothing else reads it: the join
+         * emits the projected columns itself (one operator less on every change), and
+         * the unread join is collected after compilation. */
+        dl_join_col_t jc[MAXC];
+        for (size_t i = 0; i < n; i++)
+            jc[i] = j->jc[cols[i]];
+        p = dl_join(j->A, j->B, jc, n, c->err);
+        if (!p)
+            return cfail(c);
+        for (size_t i = 0; i < c->L->n_lines; i++)
+            if (c->L->lines[i].coll == j->coll)
+                c->L->lines[i].coll = p;
+        j->coll = NULL;
+    } else {
+        p = dl_project(r->coll, cols, n, c->err);
+    }
     if (!p)
         return cfail(c);
     bool dropped = false;
@@ -281,6 +321,10 @@ static int project_ex(cctx_t *c, prel_t *r, const int *vars, size_t n, bool dups
     r->arity = n;
     memcpy(r->vars, vars, n * sizeof(int));
     return dropped && !dups_ok ? distinct(c, r) : 0;
+}
+
+static int project_ex(cctx_t *c, prel_t *r, const int *vars, size_t n, bool dups_ok) {
+    return project_fx(c, r, vars, n, dups_ok, false);
 }
 
 static int project(cctx_t *c, prel_t *r, const int *vars, size_t n) {
@@ -344,6 +388,14 @@ static int join(cctx_t *c, const prel_t *a, const prel_t *b, prel_t *out) {
     for (size_t i = 0; i < ba; i++)
         if (b->vars[i] != -1 && col_of(a, b->vars[i]) < 0)
             vb[nvb++] = (uint32_t)i;
+    /* One side static (entered from the root) and the other of this scope: arrange the
+     * static side in the root (the join reads it as entered; its output is of this
+     * scope). */
+    dl_coll_t *ra = entered_from(c, ca), *rb = entered_from(c, cb);
+    if (ra && !rb)
+        ca = ra;
+    else if (rb && !ra)
+        cb = rb;
     dl_arr_t *A = dl_arrange(ca, ka, nk, va, nva, c->err);
     dl_arr_t *B = A ? dl_arrange(cb, kb, nk, vb, nvb, c->err) : NULL;
     if (!A || !B)
@@ -368,6 +420,15 @@ static int join(cctx_t *c, const prel_t *a, const prel_t *b, prel_t *out) {
     if (!out->coll)
         return cfail(c);
     out->est = DL_MAX(1.0, DL_MAX(a->est, b->est));
+    jlast_t *jl = keep(c, sizeof *jl);
+    if (!jl)
+        return DL_ENOMEM;
+    jl->coll = out->coll;
+    jl->A = A;
+    jl->B = B;
+    jl->n = n;
+    memcpy(jl->jc, jc, n * sizeof *jc);
+    c->last_join = jl;
     return 0;
 }
 
@@ -455,8 +516,12 @@ static int pattern_attr(cctx_t *c, const dl__clause_t *cl, dl_attr_info_t *ai) {
     return 0;
 }
 
-/* Estimated rows of a pattern given what is bound (the store's statistics). */
-static double pattern_est(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound) {
+/* Expected rows of a pattern per binding of its bound variables (the store's statistics,
+ * values assumed independent of entities): datoms, divided by the distinct entities when
+ * the entity is bound or constant and by the distinct values when the value is. Below 1
+ * when the pattern filters (a bound entity and a constant value: the chance the datom
+ * exists). */
+static double pattern_fanout(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound) {
     dl_attr_info_t ai;
     dl_attr_stats_t st = {0, 0, 0};
     dl_error_t tmp = {0};
@@ -474,8 +539,13 @@ static double pattern_est(cctx_t *c, const dl__clause_t *cl, const uint64_t *bou
     if (ek)
         est /= (double)DL_MAX(st.distinct_entities, 1);
     if (vk)
-        est = DL_MIN(est, (double)DL_MAX(st.datoms, 1) / (double)DL_MAX(st.distinct_values, 1));
-    return DL_MAX(est, 1.0);
+        est /= (double)DL_MAX(st.distinct_values, 1);
+    return est;
+}
+
+/* Estimated rows of a pattern given what is bound (at least 1; EXPLAIN shows it). */
+static double pattern_est(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound) {
+    return DL_MAX(pattern_fanout(c, cl, bound), 1.0);
 }
 
 static int map_insert_attr(void *ctx, const dl_value_t *row, dl_emitter_t *out) {
@@ -606,6 +676,29 @@ static int clause_src(cctx_t *c, const dl__clause_t *cl, int *out) {
     return 0;
 }
 
+/* A pattern's filters and projection over its input's rows, in one operator. */
+typedef struct scan {
+    size_t n_eq, n_same, n_out;
+    uint32_t eq_col[4], same_a[4], same_b[4], out_col[4];
+    dl_value_t eq_val[4];
+} scan_t;
+
+static int scan_fn(void *ctx, const dl_value_t *row, dl_emitter_t *out) {
+    const scan_t *sc = ctx;
+    for (size_t i = 0; i < sc->n_eq; i++)
+        if (dl_value_cmp(row[sc->eq_col[i]], sc->eq_val[i]) != 0)
+            return 0;
+    for (size_t i = 0; i < sc->n_same; i++)
+        if (dl_value_cmp(row[sc->same_a[i]], row[sc->same_b[i]]) != 0)
+            return 0;
+    dl_value_t o[4];
+    for (size_t i = 0; i < sc->n_out; i++)
+        o[i] = row[sc->out_col[i]];
+    if (sc->n_out == 0)
+        o[0] = dl_value_nil();
+    return dl_emit(out, o);
+}
+
 /* The relation of a data pattern: its variables' columns, constants filtered. Positions
  * e, v (and tx, added for wide inputs) are the input's columns 0, 1 (2, 3). */
 static int pattern_rel_build(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound,
@@ -625,7 +718,13 @@ static int pattern_rel_build(cctx_t *c, const dl__clause_t *cl, const uint64_t *
               t[2].kind == DL__TERM_CONST || t[2].kind == DL__TERM_FORM;
     explain(c, "scan %s:%s [e v%s]%s%s, est %.0f", src ? c->q->srcs[src]->bytes : "", ai->ident,
             wide ? " tx added" : "", ek ? " by entity" : "", vk ? " by value" : "", out->est);
+    /* Constants filter, a repeated variable compares its columns, each variable is kept
+     * once: all of it in one operator (scan_fn), or a plain projection. */
+    scan_t *sc = keep(c, sizeof *sc);
+    if (!sc)
+        return DL_ENOMEM;
     int rc = 0;
+    bool never_matches = false;
     for (size_t col = 0; col < ncols; col++) {
         const dl__term_t *x = &t[pos_of_col[col]];
         if (x->kind != DL__TERM_CONST && x->kind != DL__TERM_FORM)
@@ -642,17 +741,25 @@ static int pattern_rel_build(cctx_t *c, const dl__clause_t *cl, const uint64_t *
         } else if (col == 2 && v.type == DL_T_REF) {
             v = dl_value_int(v.as.i); /* tx numbers are longs */
         }
-        out->coll = found ? dl_filter_eq(out->coll, (uint32_t)col, v, c->err)
-                          : dl_filter(out->coll, never, NULL, c->err);
-        if (!out->coll)
-            return cfail(c);
+        never_matches |= !found;
+        sc->eq_col[sc->n_eq] = (uint32_t)col;
+        sc->eq_val[sc->n_eq++] = v;
     }
-    /* Variables: a repeated one compares its columns; each is kept once. */
+    /* Dropping a column loses nothing (no distinct after the projection) when it holds a
+     * constant, repeats a kept column, or is the blank value of a cardinality-one
+     * attribute of a non-history source whose entity is kept (the entity determines it).
+     * This needs the input to be a set at every time: with several time dimensions a
+     * datom may have multiplicity -1 at some points (docs/datalog.md "Multi-dimensional
+     * time"), which only a distinct maps to the store's view, so it is kept there. */
     int keepv[4];
     size_t nk = 0;
+    bool lossy = c->L->dims > 1;
     for (size_t col = 0; col < ncols; col++) {
         const dl__term_t *x = &t[pos_of_col[col]];
         out->vars[col] = -4 - (int)col; /* a real column to drop */
+        if (x->kind == DL__TERM_BLANK)
+            lossy |= !(col == 1 && !ai->many && t[0].kind == DL__TERM_VAR &&
+                       c->L->src_kind[src] != DL_LIVE_HISTORY);
         if (x->kind != DL__TERM_VAR)
             continue;
         int first = -1;
@@ -662,31 +769,58 @@ static int pattern_rel_build(cctx_t *c, const dl__clause_t *cl, const uint64_t *
                 break;
             }
         if (first >= 0) {
-            out->coll = dl_filter_cols_eq(out->coll, (uint32_t)first, (uint32_t)col, c->err);
-            if (!out->coll)
-                return cfail(c);
+            sc->same_a[sc->n_same] = (uint32_t)first;
+            sc->same_b[sc->n_same++] = (uint32_t)col;
             continue;
         }
         out->vars[col] = x->var;
+        sc->out_col[sc->n_out++] = (uint32_t)col;
         keepv[nk++] = x->var;
+    }
+    if (never_matches) {
+        out->coll = dl_filter(out->coll, never, NULL, c->err);
+        if (!out->coll)
+            return cfail(c);
     }
     if (nk == 0) {
         /* Only constants and blanks: an existence test, one dummy row when anything
          * matches. */
-        out->coll = dl_map(out->coll, 1, map_to_nil, NULL, c->err);
+        out->coll = dl_flat_map(out->coll, 1, scan_fn, sc, c->err);
         if (!out->coll)
             return cfail(c);
         out->arity = 1;
         out->vars[0] = -1;
         return distinct(c, out);
     }
-    return project(c, out, keepv, nk);
+    if (sc->n_eq == 0 && sc->n_same == 0)
+        return project_ex(c, out, keepv, nk, !lossy);
+    out->coll = dl_flat_map(out->coll, nk, scan_fn, sc, c->err);
+    if (!out->coll)
+        return cfail(c);
+    out->arity = nk;
+    memcpy(out->vars, keepv, nk * sizeof *keepv);
+    return lossy ? distinct(c, out) : 0;
 }
 
-/* The relation of a data pattern, reusing an identical pattern's relation when there is
- * one in the same scope (the variables are renamed; source, constants and shape must
- * match). Patterns binding tx or added read the source's wide input and are not shared. */
-static int pattern_rel(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound, prel_t *out) {
+static int pattern_rel_at(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound, prel_t *out);
+
+/* A pattern reads only base inputs: its relation (filters, projection) is built in the
+ * root scope and entered into the current one, so that inside an iterate scope it costs
+ * nothing per round and joins arrange it outside the loop (`join`). *root_coll: the root
+ * collection (EXPLAIN ANALYZE counts it). */
+static int pattern_rel(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound, prel_t *out,
+                       dl_coll_t **root_coll) {
+    dl_scope_t *saved = c->scope;
+    c->scope = dl_graph_root(c->L->g);
+    int rc = pattern_rel_at(c, cl, bound, out);
+    c->scope = saved;
+    *root_coll = rc ? NULL : out->coll;
+    if (!rc && !(out->coll = in_scope(c, out->coll)))
+        rc = cfail(c);
+    return rc;
+}
+
+static int pattern_rel_at(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound, prel_t *out) {
     const dl__term_t *t = cl->args;
     if (t[1].kind == DL__TERM_VAR || t[1].kind == DL__TERM_BLANK)
         return var_attr_rel(c, cl, out);
@@ -1003,7 +1137,7 @@ static int compile_union(cctx_t *c, const prel_t *r, const branch_t *br, size_t 
         rc = compile_conj(c, br[b].cl, br[b].n, &seed);
         c->depth -= 2;
         if (!rc) /* the union below is made distinct */
-            rc = project_ex(c, &seed, br[b].res_vars, n_out, true);
+            rc = project_fx(c, &seed, br[b].res_vars, n_out, true, true);
         if (rc)
             return rc;
         parts[b] = seed.coll;
@@ -1427,8 +1561,46 @@ static int compile_rule_call(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
     return rc;
 }
 
+/* Whether a clause (nested bodies included) calls a rule of SCC scc. */
+static bool calls_scc(const dl_query_t *q, const dl__clause_t *cl, int scc) {
+    if (cl->kind == DL__C_RULE && q->rules[cl->fn].scc == scc)
+        return true;
+    for (size_t i = 0; i < cl->n_body; i++)
+        if (calls_scc(q, cl->body[i], scc))
+            return true;
+    return false;
+}
+
+static bool def_calls_scc(const dl_query_t *q, const dl__rule_def_t *def, int scc) {
+    for (size_t i = 0; i < def->n_body; i++)
+        if (calls_scc(q, def->body[i], scc))
+            return true;
+    return false;
+}
+
+/* Compiles definition d of rule r in sub's scope: its relation over the head variables
+ * (duplicates allowed: the union of the definitions is made distinct). */
+static int compile_def(cctx_t *c, cctx_t *sub, const dl__rule_t *rule, size_t d, dl_coll_t **out) {
+    prel_t body;
+    sub->depth = c->depth + 1;
+    explain(sub, "%s, definition %zu:", rule->name->bytes, d + 1);
+    sub->depth++;
+    int rc = unit_rel(sub, &body);
+    if (!rc)
+        rc = compile_conj(sub, rule->defs[d].body, rule->defs[d].n_body, &body);
+    if (!rc)
+        rc = project_fx(sub, &body, rule->defs[d].head, rule->arity, true, true);
+    *out = body.coll;
+    return rc;
+}
+
 /* Builds the iterate scope of a recursive SCC over source src once;
- * L->rule_out[r * n_srcs + src] is rule r's fixpoint (root scope). */
+ * L->rule_out[r * n_srcs + src] is rule r's fixpoint (root scope). Each rule is one loop
+ * variable whose value at iteration 0 is the union of its non-recursive definitions (the
+ * definitions that call no rule of the SCC: compiled first), and at i + 1 the distinct
+ * union of all its definitions over the variables at i. Starting from the non-recursive
+ * part rather than from the empty relation reaches the same fixpoint (it lies below it),
+ * one iteration sooner and without an empty input. */
 static int materialize_scc(cctx_t *c, int scc, int src) {
     dl_live_t *L = c->L;
     const dl_query_t *q = c->q;
@@ -1443,54 +1615,66 @@ static int materialize_scc(cctx_t *c, int scc, int src) {
         return cfail(c);
     sub.cur_scc = scc;
     dl_var_t **vars = dl_calloc(DL_MAX(q->n_rules, 1), sizeof *vars);
-    if (!vars)
+    dl_coll_t **parts = dl_calloc(DL_MAX(q->n_rules, 1) * 64, sizeof *parts);
+    size_t *n_parts = dl_calloc(DL_MAX(q->n_rules, 1), sizeof *n_parts);
+    if (!vars || !parts || !n_parts) {
+        dl_free(vars);
+        dl_free(parts);
+        dl_free(n_parts);
         return dl_error_set(c->err, DL_ENOMEM, "out of memory");
+    }
     char names[256];
     size_t k = 0;
     names[0] = 0;
     int rc = 0;
+    for (size_t r = 0; r < q->n_rules; r++)
+        if (q->rules[r].scc == scc && k < sizeof names - 40)
+            k += (size_t)snprintf(names + k, sizeof names - k, "%s%s", k ? " " : "",
+                                  q->rules[r].name->bytes);
+    int ln = explain(c,
+                     "iterate {%s}: one loop variable per rule (from its non-recursive "
+                     "definitions), distinct per round:",
+                     names);
+    /* 1. Non-recursive definitions, and the variables starting from them. */
     for (size_t r = 0; r < q->n_rules && !rc; r++) {
-        if (q->rules[r].scc != scc)
+        const dl__rule_t *rule = &q->rules[r];
+        if (rule->scc != scc)
             continue;
-        dl_input_t *empty = const_input(c, q->rules[r].arity);
-        dl_coll_t *init = empty ? in_scope(&sub, dl_input_coll(empty)) : NULL;
+        if (rule->n_defs > 64) {
+            rc = dl_error_set(c->err, DL_ELIMIT, "too many definitions");
+            break;
+        }
+        for (size_t d = 0; d < rule->n_defs && !rc; d++)
+            if (!def_calls_scc(q, &rule->defs[d], scc))
+                rc = compile_def(c, &sub, rule, d, &parts[r * 64 + n_parts[r]++]);
+        if (rc)
+            break;
+        dl_coll_t *init;
+        if (n_parts[r] == 0) {
+            dl_input_t *empty = const_input(c, rule->arity);
+            init = empty ? in_scope(&sub, dl_input_coll(empty)) : NULL;
+        } else {
+            init = n_parts[r] == 1 ? parts[r * 64] : dl_concat(&parts[r * 64], n_parts[r], c->err);
+        }
         vars[r] = init ? dl_var_new(sub.scope, init, c->err) : NULL;
         if (!vars[r]) {
             rc = cfail(c);
             break;
         }
         c->rule_in[r] = dl_var_coll(vars[r]);
-        if (k < sizeof names - 40)
-            k += (size_t)snprintf(names + k, sizeof names - k, "%s%s", k ? " " : "",
-                                  q->rules[r].name->bytes);
     }
-    int ln = -1;
-    if (!rc)
-        ln = explain(c, "iterate {%s}: one loop variable per rule, distinct per round:", names);
+    /* 2. The recursive definitions over the variables; each rule's union, distinct. */
     for (size_t r = 0; r < q->n_rules && !rc; r++) {
         const dl__rule_t *rule = &q->rules[r];
         if (rule->scc != scc)
             continue;
-        dl_coll_t *parts[64];
-        if (rule->n_defs > 64) {
-            rc = dl_error_set(c->err, DL_ELIMIT, "too many definitions");
-            break;
-        }
-        for (size_t d = 0; d < rule->n_defs && !rc; d++) {
-            prel_t body;
-            sub.depth = c->depth + 1;
-            explain(&sub, "%s, definition %zu:", rule->name->bytes, d + 1);
-            sub.depth++;
-            rc = unit_rel(&sub, &body);
-            if (!rc)
-                rc = compile_conj(&sub, rule->defs[d].body, rule->defs[d].n_body, &body);
-            if (!rc) /* the union of the definitions is made distinct below */
-                rc = project_ex(&sub, &body, rule->defs[d].head, rule->arity, true);
-            parts[d] = body.coll;
-        }
+        for (size_t d = 0; d < rule->n_defs && !rc; d++)
+            if (def_calls_scc(q, &rule->defs[d], scc))
+                rc = compile_def(c, &sub, rule, d, &parts[r * 64 + n_parts[r]++]);
         if (rc)
             break;
-        dl_coll_t *u = rule->n_defs == 1 ? parts[0] : dl_concat(parts, rule->n_defs, c->err);
+        dl_coll_t *u =
+            n_parts[r] == 1 ? parts[r * 64] : dl_concat(&parts[r * 64], n_parts[r], c->err);
         dl_coll_t *dd = u ? dl_distinct(u, c->err) : NULL;
         if (!dd || dl_var_set(vars[r], dd, c->err)) {
             rc = cfail(c);
@@ -1507,6 +1691,8 @@ static int materialize_scc(cctx_t *c, int scc, int src) {
         if (q->rules[r].scc == scc)
             c->rule_in[r] = NULL;
     dl_free(vars);
+    dl_free(parts);
+    dl_free(n_parts);
     return rc;
 }
 
@@ -1515,10 +1701,11 @@ static int compile_clause(cctx_t *c, const dl__clause_t *cl, const uint64_t *bou
         case DL__C_PATTERN: {
             prel_t p, j;
             int scan_line = (int)c->L->n_lines;
-            int rc = pattern_rel(c, cl, bound, &p);
+            dl_coll_t *root_coll = NULL;
+            int rc = pattern_rel(c, cl, bound, &p, &root_coll);
             if (rc)
                 return rc;
-            mark(c, scan_line, p.coll);
+            mark(c, scan_line, root_coll);
             if (is_the_unit(c, r)) {
                 *r = p; /* joining the unit relation is the identity */
                 return 0;
@@ -1567,6 +1754,41 @@ static size_t shared(const dl_query_t *q, const dl__clause_t *cl, const uint64_t
     return n;
 }
 
+/* The estimated cost of planning the data patterns of a conjunction greedily from
+ * pattern `start` (nothing else bound but `bound`): the sum of the estimated sizes of the
+ * intermediate relations, each step joining the connected pattern of least fanout.
+ * Patterns that never connect are left out (they cost the same from any start). */
+static double plan_cost(cctx_t *c, dl__clause_t *const *cl, size_t n, const bool *done,
+                        const uint64_t *bound, size_t start) {
+    size_t w = dl__analyze_words(c->q);
+    uint64_t b[64];
+    bool used[256];
+    memcpy(b, bound, w * sizeof *b);
+    memcpy(used, done, n * sizeof *used);
+    double cur = DL_MAX(pattern_fanout(c, cl[start], b), 1.0), total = cur;
+    dl__analyze_clause_vars(c->q, cl[start], b);
+    used[start] = true;
+    for (;;) {
+        size_t pick = n;
+        double best = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (used[i] || cl[i]->kind != DL__C_PATTERN || shared(c->q, cl[i], b) == 0)
+                continue;
+            double f = pattern_fanout(c, cl[i], b);
+            if (pick == n || f < best) {
+                pick = i;
+                best = f;
+            }
+        }
+        if (pick == n)
+            return total;
+        cur = DL_MAX(cur * best, 1.0);
+        total += cur;
+        dl__analyze_clause_vars(c->q, cl[pick], b);
+        used[pick] = true;
+    }
+}
+
 /* Greedy planning of a conjunction, starting from r (its columns are bound). */
 static int compile_conj(cctx_t *c, dl__clause_t *const *cl, size_t n, prel_t *r) {
     const dl_query_t *q = c->q;
@@ -1607,7 +1829,11 @@ static int compile_conj(cctx_t *c, dl__clause_t *const *cl, size_t n, prel_t *r)
                     continue;
                 if (pass == 0 && !is_unit(r) && shared(q, cl[i], bound) == 0)
                     continue;
-                double est = cl[i]->kind == DL__C_PATTERN ? pattern_est(c, cl[i], bound) : 1e12;
+                /* Patterns rank by their fanout; the first one (nothing bound yet) by
+                 * the cost of the whole greedy plan it starts. */
+                double est = cl[i]->kind != DL__C_PATTERN ? 1e12
+                             : is_unit(r)                 ? plan_cost(c, cl, n, done, bound, i)
+                                                          : pattern_fanout(c, cl[i], bound);
                 if (pick == n || est < best) {
                     pick = i;
                     best = est;
@@ -1678,17 +1904,18 @@ static int agg_reduce(void *ctx, const dl_value_t *key, const dl_value_t *vals,
     return rc ? soft_fail(a->L, rc) : dl_emit(out, res);
 }
 
-/* Whether the :find variables determine every variable of r, through functional
- * dependencies of the top-level clauses: [?e :a ?v] on a current or fixed source gives
+/* Whether the variables `vars` (the :find variables, or the find ++ with variables of an
+ * aggregate) determine every variable of r, through functional dependencies of the
+ * top-level clauses: [?e :a ?v] on a current or fixed source gives
  * ?v -> ?e when :a is unique and ?e -> ?v when :a is cardinality-one; a function clause
- * gives its arguments -> its scalar output. Then projecting the set r onto the :find
- * variables cannot create duplicates, and the final distinct is not needed. */
-static bool find_determines_all(cctx_t *c, const prel_t *r) {
+ * gives its arguments -> its scalar output. Then projecting the set r onto `vars` cannot
+ * create duplicates, and the distinct after it is not needed. */
+static bool vars_determine_all(cctx_t *c, const prel_t *r, const int *vars, size_t n) {
     const dl_query_t *q = c->q;
     uint64_t k[64];
     memset(k, 0, sizeof k);
-    for (size_t i = 0; i < q->n_find; i++)
-        k[q->find[i].var / 64] |= 1ull << (q->find[i].var % 64);
+    for (size_t i = 0; i < n; i++)
+        k[vars[i] / 64] |= 1ull << (vars[i] % 64);
     bool grew = true;
     while (grew) {
         grew = false;
@@ -1742,6 +1969,13 @@ static bool find_determines_all(cctx_t *c, const prel_t *r) {
     return true;
 }
 
+static bool find_determines_all(cctx_t *c, const prel_t *r) {
+    int vars[MAXC];
+    for (size_t i = 0; i < c->q->n_find; i++)
+        vars[i] = c->q->find[i].var;
+    return vars_determine_all(c, r, vars, c->q->n_find);
+}
+
 /* Whether variable v is bound by a top-level data pattern's value position on an
  * attribute of value type long: every row then holds a long in v's column. */
 static bool var_is_long(cctx_t *c, int v) {
@@ -1785,16 +2019,20 @@ static int compile_find(cctx_t *c, prel_t *r) {
     if (q->n_find + q->n_with > MAXC)
         return dl_error_set(c->err, DL_ELIMIT, "too many find variables");
     if (!q->has_agg) {
-        uint32_t cols[MAXC];
+        int fv[MAXC];
         for (size_t i = 0; i < q->n_find; i++)
-            cols[i] = (uint32_t)col_of(r, q->find[i].var);
-        dl_coll_t *p = dl_project(r->coll, cols, q->n_find, c->err);
-        if (p && find_determines_all(c, r)) {
-            L->out = p;
-            mark(c, explain(c, "project to :find (it determines every variable: no distinct)"), p);
+            fv[i] = q->find[i].var;
+        prel_t p = *r;
+        int rc = project_fx(c, &p, fv, q->n_find, true, true);
+        if (rc)
+            return rc;
+        if (find_determines_all(c, r)) {
+            L->out = p.coll;
+            mark(c, explain(c, "project to :find (it determines every variable: no distinct)"),
+                 p.coll);
             return 0;
         }
-        L->out = p ? dl_distinct(p, c->err) : NULL;
+        L->out = dl_distinct(p.coll, c->err);
         mark(c, explain(c, "project to :find, distinct"), L->out);
         return L->out ? 0 : cfail(c);
     }
@@ -1816,8 +2054,12 @@ static int compile_find(cctx_t *c, prel_t *r) {
         if (pass == 0)
             ng = nc;
     }
+    /* The (find ++ with) rows must be a set; when those variables determine every
+     * other column of r (functional dependencies, as for the final projection) the
+     * projection of the set r has no duplicates and needs no distinct. */
     prel_t p = *r;
-    int rc = project(c, &p, cv, nc);
+    bool injective = c->L->dims == 1 && vars_determine_all(c, r, cv, nc);
+    int rc = project_fx(c, &p, cv, nc, injective, true);
     if (rc)
         return rc;
     aggctx_t *a = keep(c, sizeof *a);
@@ -1885,16 +2127,17 @@ static int compile_find(cctx_t *c, prel_t *r) {
     }
     L->out = dl_project(rc_coll, oc, q->n_find, c->err);
     int ln = explain(c,
-                     "%sreduce by %zu grouping variable%s over distinct (find ++ with) rows: %zu "
+                     "%sreduce by %zu grouping variable%s over %s (find ++ with) rows: %zu "
                      "aggregate%s",
-                     linear ? "linear " : "", ng, ng == 1 ? "" : "s", a->n_out,
+                     linear ? "linear " : "", ng, ng == 1 ? "" : "s",
+                     injective ? "the (already distinct)" : "distinct", a->n_out,
                      a->n_out == 1 ? "" : "s");
     mark(c, ln, L->out);
     return L->out ? 0 : cfail(c);
 }
 
 int dl__compile_query(dl_live_t *L, const dl_query_t *q, const dl_db_t *db, dl_error_t *err) {
-    cctx_t c = {L, q, db, dl_graph_root(L->g), -1, NULL, 0, err, 0};
+    cctx_t c = {L, q, db, dl_graph_root(L->g), -1, NULL, 0, err, 0, NULL};
     if (q->n_vars > 64 * 64)
         return dl_error_set(err, DL_ELIMIT, "query too large to compile");
     c.rule_in = dl_calloc(DL_MAX(q->n_rules, 1), sizeof *c.rule_in);

@@ -514,14 +514,21 @@ static int live_new(const dl_query_t *q, const dl_live_source_t *srcs, size_t n_
         if (!L->cap)
             rc = err && err->code ? err->code : DL_ENOMEM;
     }
-    if (!rc && analyze)
-        rc = attach_counters(L, err);
     if (!rc)
         rc = load_args(L, args, args ? args_len : 0, err);
-    if (!rc)
-        rc = dims > 1 ? load_snapshot_dims(L, schema, err) : load_snapshot(L, dbs, basis, err);
     for (size_t i = 0; i < L->n_consts && !rc; i++)
         rc = dl_input_close(L->consts[i], err);
+    if (!rc && analyze)
+        rc = attach_counters(L, err);
+    /* Operators nothing reads (a fused join's original, compile.c project_fx; an unused
+     * unit relation) go before the first run: each would cost every step. The collections
+     * the compiler still points at (plan lines, memo) are not used after this. */
+    if (!rc) {
+        rc = dl_graph_collect(L->g, NULL, err);
+        L->n_consts = 0; /* closed, and those nothing read are gone */
+    }
+    if (!rc)
+        rc = dims > 1 ? load_snapshot_dims(L, schema, err) : load_snapshot(L, dbs, basis, err);
     uint64_t next[DL_TIME_MAX_ROOT_DIM] = {basis + 1};
     if (!rc && dims > 1)
         dl_db_frontier(schema, next, dims);
@@ -849,8 +856,12 @@ DL_API void dl_engine_stats(const dl_engine_t *e, struct dl_graph_stats *out) {
         dl_graph_stats(e->g, out);
 }
 
-/* Drops base attributes without readers; then the graph's unreachable operators go. */
+/* Drops base attributes without readers; then the graph's unreachable operators go. A
+ * failed engine is left alone (dl_engine_free frees everything). */
 static int engine_trim(dl_engine_t *e, bool all_unused, dl_error_t *err) {
+    if (e->failed)
+        return dl_error_set(err, e->failed, "the engine failed earlier (%s)",
+                            dl_err_name(e->failed));
     size_t w = 0;
     int rc = 0;
     for (size_t i = 0; i < e->n_attrs; i++) {
@@ -1033,7 +1044,7 @@ void dl__engine_release(dl_live_t *L) {
     /* Constant inputs were closed when the query started (dl_engine_live_new closes them
      * on its failure paths too), so they go with the rest. Collection fails only between the steps
      * of a run (never here) or on out of memory (the operators then stay until the next release or
-     * trim collects them). */
+     * trim collects them). A failed engine keeps them until dl_engine_free. */
     if (engine_trim(e, false, NULL))
         return;
 }
@@ -1150,13 +1161,27 @@ DL_API int dl_engine_live_new(dl_engine_t *e, const dl_query_t *q, const struct 
     int rc = dl__compile_query(L, q, db, err);
     if (!rc) {
         L->cap = dl_capture_new(L->out, on_diff, L, err);
-        if (!L->cap)
+        if (!L->cap) {
+            /* The dataflow may leave a half-attached capture node behind (its input's
+             * consumer list could not grow), which a later dl_graph_collect cannot walk:
+             * the engine is failed (no more collection; dl_engine_free frees it all). */
             rc = err && err->code ? err->code : DL_ENOMEM;
+            e->failed = rc;
+            for (size_t i = 0; i < e->n_lives; i++)
+                if (!e->lives[i]->failed)
+                    e->lives[i]->failed = rc;
+        }
     }
     if (!rc)
         rc = load_args(L, args, args ? args_len : 0, err);
     for (size_t i = 0; i < L->n_consts && !rc; i++)
         rc = dl_input_close(L->consts[i], err);
+    /* Operators this query's compilation left unread (a fused join's original, compile.c
+     * project_fx; an unused unit relation) go before the run. */
+    if (!rc) {
+        rc = dl_graph_collect(e->g, NULL, err);
+        L->n_consts = 0; /* closed, and those nothing read are gone */
+    }
     L->edb = NULL;
     if (!rc) {
         rc = dl_graph_run(e->g, err);
