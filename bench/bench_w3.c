@@ -386,6 +386,8 @@ static void run(const events_t *ev, const json_t *expected, const run_opts_t *ro
     uint64_t n_tx = 0, no_diff = 0;
     e.apply_ns = 0;
     uint64_t pump_ns = 0, store_ns = 0;
+    dl_alloc_stats_t mem0;
+    dl_alloc_stats(&mem0);
     double cpu0 = cpu_seconds();
     uint64_t t0 = bench_now_ns();
     /* Throughput per tenth of the events: shows whether the cost grows with the state. */
@@ -507,6 +509,10 @@ static void run(const events_t *ev, const json_t *expected, const run_opts_t *ro
                         json_real(n_tx ? (double)store_ns / 1e3 / (double)n_tx : 0));
     json_object_set_new(out, "store_events_per_s",
                         json_real(store_ns ? (double)n / ((double)store_ns / 1e9) : 0));
+    /* library allocations per transaction (store, live query and delivery together) */
+    json_object_set_new(
+        out, "allocs_per_tx",
+        json_real(n_tx ? (double)(mem.total_allocs - mem0.total_allocs) / (double)n_tx : 0));
     if (ro->store_only)
         json_object_set_new(out, "projection",
                             json_string("none: the store alone (checksum of a one-shot query)"));

@@ -398,8 +398,16 @@ const dl_kd_t *dl__btree_find(const dl_btree_t *t, const dl_kd_t *k, int n) {
 
 /* Inserts into the subtree at *np. On a split, *split receives the new right sibling and
  * *sep its separator. */
+/* Where an insert landed when nothing split: the (writer-owned) leaf holding the key and
+ * the separator bounding it from above (NULL: the tree's last leaf). leaf is NULL after
+ * a split (separators moved: a caller wanting the leaf descends again). */
+typedef struct landing {
+    leaf_t *leaf;
+    const dl_kd_t *hi;
+} landing_t;
+
 static int ins(dl_btctx_t *c, const dl_btree_t *t, dl_bnode_t **np, const dl_kd_t *k,
-               dl_bnode_t **split, dl_kd_t *sep) {
+               dl_bnode_t **split, dl_kd_t *sep, const dl_kd_t *hi, landing_t *land) {
     *split = NULL;
     dl_bnode_t *x = *np;
     if (x->leaf) {
@@ -413,8 +421,11 @@ static int ins(dl_btctx_t *c, const dl_btree_t *t, dl_bnode_t **np, const dl_kd_
             memmove(&l->d[pos + 1], &l->d[pos], (x->n - pos) * sizeof(dl_kd_t));
             l->d[pos] = *k;
             x->n++;
+            land->leaf = l;
+            land->hi = hi;
             return 0;
         }
+        land->leaf = NULL;
         leaf_t *r = (leaf_t *)node_new(c, true);
         if (!r)
             return DL_ENOMEM;
@@ -439,7 +450,7 @@ static int ins(dl_btctx_t *c, const dl_btree_t *t, dl_bnode_t **np, const dl_kd_
     inode_t *in = INODE(x);
     dl_bnode_t *cs;
     dl_kd_t csep;
-    int rc = ins(c, t, &in->kid[i], k, &cs, &csep);
+    int rc = ins(c, t, &in->kid[i], k, &cs, &csep, i + 1 < x->n ? &in->key[i + 1] : hi, land);
     if (rc != 0 || !cs)
         return rc;
     if (x->n < ICAP) {
@@ -485,10 +496,10 @@ int dl__btree_insert(dl_btctx_t *c, dl_btree_t *t, const dl_kd_t *k) {
     return dl__btree_insert_new(c, t, k);
 }
 
-int dl__btree_insert_new(dl_btctx_t *c, dl_btree_t *t, const dl_kd_t *k) {
+static int insert_one(dl_btctx_t *c, dl_btree_t *t, const dl_kd_t *k, landing_t *land) {
     dl_bnode_t *split;
     dl_kd_t sep;
-    int rc = ins(c, t, &t->root, k, &split, &sep);
+    int rc = ins(c, t, &t->root, k, &split, &sep, NULL, land);
     if (rc != 0)
         return rc;
     if (split) {
@@ -508,6 +519,11 @@ int dl__btree_insert_new(dl_btctx_t *c, dl_btree_t *t, const dl_kd_t *k) {
     return 0;
 }
 
+int dl__btree_insert_new(dl_btctx_t *c, dl_btree_t *t, const dl_kd_t *k) {
+    landing_t land;
+    return insert_one(c, t, k, &land);
+}
+
 /* Inserts a run of keys, ascending in the tree's order and all absent (the transaction
  * plan guarantees both). After a key is inserted from the root, the following keys that
  * fall in the same leaf (below the leaf's upper separator) go straight into it while it
@@ -515,22 +531,29 @@ int dl__btree_insert_new(dl_btctx_t *c, dl_btree_t *t, const dl_kd_t *k) {
 int dl__btree_insert_run(dl_btctx_t *c, dl_btree_t *t, const dl_kd_t *keys, size_t n) {
     size_t i = 0;
     while (i < n) {
-        int rc = dl__btree_insert_new(c, t, &keys[i]);
+        landing_t land = {NULL, NULL};
+        int rc = insert_one(c, t, &keys[i], &land);
         if (rc != 0)
             return rc < 0 ? rc : DL_EINTERNAL;
-        /* find the leaf now holding keys[i] and its upper bound */
-        dl_bnode_t *x = t->root;
-        const dl_kd_t *hi = NULL;
-        while (!x->leaf) {
-            uint32_t k = inode_pick(INODE(x), t->order, &keys[i], t->ncmp, false);
-            if (k + 1 < x->n)
-                hi = &INODE(x)->key[k + 1];
-            x = INODE(x)->kid[k];
-        }
         i++;
-        if (x->epoch != c->epoch)
-            continue;
-        leaf_t *l = LEAF(x);
+        if (i == n)
+            break;
+        if (!land.leaf) {
+            /* a split moved things: find the leaf now holding keys[i-1] and its bound */
+            dl_bnode_t *x = t->root;
+            while (!x->leaf) {
+                uint32_t k = inode_pick(INODE(x), t->order, &keys[i - 1], t->ncmp, false);
+                if (k + 1 < x->n)
+                    land.hi = &INODE(x)->key[k + 1];
+                x = INODE(x)->kid[k];
+            }
+            if (x->epoch != c->epoch)
+                continue;
+            land.leaf = LEAF(x);
+        }
+        leaf_t *l = land.leaf;
+        dl_bnode_t *x = &l->h;
+        const dl_kd_t *hi = land.hi;
         while (i < n && x->n < LCAP &&
                (!hi || dl__btree_cmp(t->order, &keys[i], hi, t->ncmp) < 0)) {
             uint32_t pos = leaf_lb(l, t->order, &keys[i], t->ncmp);

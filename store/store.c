@@ -76,9 +76,7 @@ static void store_free(dl_store_t *s);
 
 static void version_free(dl_version_t *v) {
     dl__schema_unref(v->schema);
-    dl_free(v->stats);
-    dl_free(v->frontier);
-    dl_free(v);
+    dl_free(v); /* stats and frontier live in the same block */
 }
 
 /* Drops one reference; caller holds vmu. Returns true when the store itself must be freed. */
@@ -109,18 +107,16 @@ void dl__store_version_unref(dl_version_t *v) {
 
 /* Builds a version from the writer state (caller holds wmu) and links it as live. */
 static dl_version_t *version_build(dl_store_t *s, uint64_t tx) {
-    dl_version_t *v = dl_calloc(1, sizeof *v);
+    size_t na = s->schema->n_attrs, nf = (size_t)s->schema->n_dims + 1;
+    /* one block: the version, then its statistics, then its frontier */
+    size_t off_st = (sizeof(dl_version_t) + 15) & ~(size_t)15;
+    size_t off_fr = off_st + (na + 1) * sizeof(dl_stat_t);
+    dl_version_t *v = dl_malloc(off_fr + nf * sizeof(uint64_t));
     if (!v)
         return NULL;
-    size_t na = s->schema->n_attrs, nf = (size_t)s->schema->n_dims + 1;
-    v->stats = dl_malloc((na + 1) * sizeof *v->stats);
-    v->frontier = dl_malloc(nf * sizeof *v->frontier);
-    if (!v->stats || !v->frontier) {
-        dl_free(v->stats);
-        dl_free(v->frontier);
-        dl_free(v);
-        return NULL;
-    }
+    memset(v, 0, sizeof *v);
+    v->stats = (dl_stat_t *)((char *)v + off_st);
+    v->frontier = (uint64_t *)((char *)v + off_fr);
     memcpy(v->stats, s->stats, na * sizeof *v->stats);
     memcpy(v->frontier, s->frontier, nf * sizeof *v->frontier);
     v->frontier[0] = tx + 1;
@@ -296,16 +292,19 @@ static int insert_assertions(dl_store_t *s, const dl_txplan_t *p, uint64_t tx) {
     ensure_sorted(eavt, n, DL_ORD_EAVT);
     /* AEVT: a stable partition of the EAVT order by attribute is the AEVT order. */
     size_t na = sc->n_attrs;
-    size_t *start = dl_calloc(na + 2, sizeof *start);
+    size_t start_buf[64];
+    size_t *start = na + 2 <= 64 ? start_buf : dl_malloc((na + 2) * sizeof *start);
     if (!start)
         return DL_ENOMEM;
+    memset(start, 0, (na + 2) * sizeof *start);
     for (size_t i = 0; i < n; i++)
         start[dl__schema_slot(sc, eavt[i].a) + 1]++;
     for (size_t i = 0; i < na; i++)
         start[i + 1] += start[i];
     for (size_t i = 0; i < n; i++)
         aevt[start[dl__schema_slot(sc, eavt[i].a)]++] = eavt[i];
-    dl_free(start);
+    if (start != start_buf)
+        dl_free(start);
     ensure_sorted(aevt, n, DL_ORD_AEVT);
     /* statistics: datoms; entities per (e,a) group new to the tree; values per group */
     int64_t first_new = s->next_id; /* the allocator before this transaction */
@@ -931,14 +930,18 @@ static int transact_ops(dl_store_t *s, const dl_tx_op_t *ops, size_t n_ops,
     d.n = n_ops;
     d.coords = (dl_tx_coord_t *)coords;
     d.n_coords = n_coords;
-    d.src = dl_calloc(n_ops + 1, sizeof *d.src);
+    /* small transactions (the common one-event case) keep their sources on the stack */
+    dl_opsrc_t src_buf[16];
+    d.src = n_ops < 16 ? src_buf : dl_malloc((n_ops + 1) * sizeof *d.src);
     if (!d.src)
         return dl_error_set(err, DL_ENOMEM, "out of memory");
+    memset(d.src, 0, (n_ops + 1) * sizeof *d.src);
     for (size_t i = 0; i < n_ops; i++)
         d.src[i].index = i;
     int rc =
         out_tx ? transact_begin(s, &d, report, out_tx, err) : transact_data(s, &d, report, err);
-    dl_free(d.src);
+    if (d.src != src_buf)
+        dl_free(d.src);
     return rc;
 }
 

@@ -434,6 +434,7 @@ typedef struct dl_txplan {
     bool *time_given;
     dl_schema_t *new_schema; /* non-NULL when the schema changes */
     bool borrowed;           /* retract/assert belong to the store's scratch buffers */
+    bool time_borrowed;      /* time/time_given too */
     int64_t next_id;         /* allocator after the transaction */
     bool advance;            /* a frontier advance (dl_store_advance or its replay) */
 } dl_txplan_t;

@@ -240,6 +240,9 @@ struct dl_txscratch {
     vec_t A, R, RX, U;
     dl_kd_t *kr, *ka;
     size_t cap_kr, cap_ka;
+    uint64_t *time; /* the plan's coordinates and which were given (cap_time each) */
+    bool *time_given;
+    size_t cap_time;
 };
 
 void dl__tx_scratch_free(struct dl_txscratch *x) {
@@ -254,6 +257,8 @@ void dl__tx_scratch_free(struct dl_txscratch *x) {
     dl_free(x->U.v);
     dl_free(x->kr);
     dl_free(x->ka);
+    dl_free(x->time);
+    dl_free(x->time_given);
     dl_free(x);
 }
 
@@ -798,7 +803,12 @@ static int settle(txc_t *c) {
     if (c->R.n != n_r)
         sort_unique(&c->R);
     /* Uniqueness: within the transaction, then against the database. */
-    ent_t *byav = dl_malloc((c->A.n + 1) * sizeof *byav);
+    size_t n_unique = 0;
+    for (size_t i = 0; i < c->A.n; i++)
+        n_unique += dl__schema_by_id(c->schema, c->A.v[i].k.a)->unique != 0;
+    if (n_unique == 0)
+        return 0;
+    ent_t *byav = dl_malloc((n_unique + 1) * sizeof *byav);
     if (!byav)
         return dl_error_set(c->err, DL_ENOMEM, "out of memory");
     size_t nu = 0;
@@ -971,6 +981,14 @@ static int validate_attr_data(txc_t *c, const dl_attr_t *o, const dl_attr_t *n) 
 }
 
 static int schema_phase(txc_t *c, dl_txplan_t *p) {
+    /* most transactions touch no schema attribute: nothing to derive */
+    bool any = false;
+    for (size_t i = 0; i < c->A.n && !any; i++)
+        any = schema_attr(c->A.v[i].k.a);
+    for (size_t i = 0; i < c->R.n && !any; i++)
+        any = schema_attr(c->R.v[i].k.a);
+    if (!any)
+        return 0;
     dl_schema_ent_t *ents;
     size_t n;
     if (schema_entities(c->s, &c->A, &c->R, &ents, &n) != 0)
@@ -1011,8 +1029,10 @@ void dl__txplan_fini(dl_txplan_t *p) {
     for (size_t i = 0; i < p->n_tempids; i++)
         dl_free((char *)p->tempids[i].tempid);
     dl_free(p->tempids);
-    dl_free(p->time);
-    dl_free(p->time_given);
+    if (!p->time_borrowed) {
+        dl_free(p->time);
+        dl_free(p->time_given);
+    }
     if (p->new_schema)
         dl__schema_unref(p->new_schema);
     memset(p, 0, sizeof *p);
@@ -1085,8 +1105,20 @@ int dl__tx_plan(dl_store_t *s, dl_txdata_t *d, dl_txplan_t *p, dl_error_t *err) 
     }
     c.rops = sc->rops;
     size_t nt = (size_t)s->schema->n_dims + 1;
-    p->time = dl_calloc(nt, sizeof *p->time);
-    p->time_given = dl_calloc(nt, sizeof *p->time_given);
+    if (sc->cap_time < nt) {
+        dl_free(sc->time);
+        dl_free(sc->time_given);
+        sc->time = dl_malloc(nt * sizeof *sc->time);
+        sc->time_given = dl_malloc(nt * sizeof *sc->time_given);
+        sc->cap_time = sc->time && sc->time_given ? nt : 0;
+    }
+    if (sc->cap_time >= nt) {
+        memset(sc->time, 0, nt * sizeof *sc->time);
+        memset(sc->time_given, 0, nt * sizeof *sc->time_given);
+        p->time = sc->time;
+        p->time_given = sc->time_given;
+        p->time_borrowed = true;
+    }
     if (!p->time || !p->time_given || !c.rops) {
         rc = dl_error_set(err, DL_ENOMEM, "out of memory");
         goto out;
