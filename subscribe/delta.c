@@ -42,6 +42,7 @@ struct dl_delta {
     int64_t *diffs;   /* cap diffs */
     uint32_t *index;  /* index_cap slots: pair position + 1, 0 = empty */
     size_t index_cap; /* power of two, or 0 when cap == 0 */
+    dl_delta_t *next; /* a snapshot's following messages (dl__delta_chain), owned */
 };
 
 static const dl_value_t empty_row[1];
@@ -90,6 +91,7 @@ int dl_delta_new(dl_delta_kind_t kind, size_t arity, const uint64_t *time, size_
 }
 
 static void delta_free(dl_delta_t *d) {
+    dl_delta_unref(d->next);
     dl_free(d->rows);
     dl_free(d->diffs);
     dl_free(d->index);
@@ -116,6 +118,26 @@ int dl_delta_set_snapshot(dl_delta_t *d, bool snapshot) {
 }
 
 void dl__delta_set_code(dl_delta_t *d, int code) { d->code = code; }
+
+void dl__delta_chain(dl_delta_t *d, dl_delta_t *next) {
+    dl_delta_t *last = d;
+    while (last->next)
+        last = last->next;
+    last->next = next;
+}
+
+dl_delta_t *dl__delta_unchain(dl_delta_t *d) {
+    dl_delta_t *n = d->next;
+    d->next = NULL;
+    return n;
+}
+
+int dl__delta_set_time(dl_delta_t *d, const uint64_t *time) {
+    if (d->sealed)
+        return DL_ESTATE;
+    memcpy(d->time, time, d->n_dims * sizeof *time);
+    return 0;
+}
 
 /* ---- accessors ---------------------------------------------------------------------------- */
 

@@ -21,6 +21,12 @@
  *    poll result is strictly newer: the new subscriber neither misses nor repeats a change.
  * 3. One sealed delta is shared by every subscriber of a source (reference counted); a
  *    coalescing subscriber copies it only when it must merge into it.
+ * 4. A snapshot may be several messages (a source watching n_dims > 1 coordinates: one per
+ *    distinct user coordinate, then the frontier, chained behind the snapshot's first
+ *    message: dl__delta_chain, subscribe/subscribe.h). All of them are
+ *    delivered inside dl_subscribe, so a new subscriber never waits for a pump to see
+ *    the current result, and they are admitted whatever the policy's queue limits
+ *    (dl__sub_push_initial).
  */
 #include "subscribe/subscribe.h"
 
@@ -284,12 +290,13 @@ int dl_subscribe(dl_registry_t *r, const char *query, const dl_value_t *inputs, 
     }
     if (!dl_delta_is_snapshot(snap)) {
         if (dl_delta_set_snapshot(snap, true)) {
-            /* A sealed snapshot without the flag: copy it. */
+            /* A sealed snapshot without the flag: copy it (and move its chain). */
             dl_delta_t *c = NULL;
             if (dl__delta_clone(snap, &c)) {
                 rc = dl_error_set(err, DL_ENOMEM, "subscribe: out of memory");
                 goto fail;
             }
+            dl__delta_chain(c, dl__delta_unchain(snap));
             dl_delta_unref(snap);
             snap = c;
             if (dl_delta_set_snapshot(snap, true)) { /* c is unsealed: cannot fail */
@@ -298,10 +305,15 @@ int dl_subscribe(dl_registry_t *r, const char *query, const dl_value_t *inputs, 
             }
         }
     }
-    rc = dl_sub_push(s, snap, err);
-    if (rc)
-        goto fail;
-    dl_delta_unref(snap);
+    /* The snapshot's message and those chained behind it (design note 4). */
+    while (snap) {
+        dl_delta_t *next = dl__delta_unchain(snap);
+        rc = dl__sub_push_initial(s, snap, err);
+        dl_delta_unref(snap);
+        snap = next;
+        if (rc)
+            goto fail;
+    }
     e->subs[e->n_subs++] = dl_sub_ref(s);
     r->st.n_subs++;
     entry_update_shares(e);

@@ -20,13 +20,12 @@
  *    (dl_sub_close by the consumer). Pushes are refused once ENDED or CLOSED.
  * 4. The END message is allocated at creation and one ring slot is always kept free for
  *    it, so ending never allocates and an END can always be delivered.
- * 5. COALESCE keeps at most one DATA message queued. A new DATA delta merges into it
- *    (copy-on-write: a queued delta shared with other subscribers is cloned once, then
- *    merged into privately), so the queued delta is the net change since the last
- *    delivery, tagged with the latest time. If it cancels out it is removed (unless it is
- *    the snapshot, which is always delivered). FRONTIER messages keep an antichain: a
- *    frontier at or below a queued one is redundant, queued ones below a new one are
- *    removed.
+ * 5. COALESCE (one time coordinate; note 9 for more) keeps at most one DATA message queued. A new
+ * DATA delta merges into it (copy-on-write: a queued delta shared with other subscribers is cloned
+ * once, then merged into privately), so the queued delta is the net change since the last delivery,
+ * tagged with the latest time. If it cancels out it is removed (unless it is the snapshot, which is
+ * always delivered). FRONTIER messages keep an antichain: a frontier at or below a queued one is
+ * redundant, queued ones below a new one are removed.
  * 6. BLOCK and DROP queue every message up to max_queued messages and max_bytes bytes
  *    (a message larger than max_bytes is still admitted into an empty queue). BLOCK waits
  *    for room up to block_timeout_ms, then ends with DL_ETIMEOUT keeping the backlog; DROP
@@ -40,6 +39,24 @@
  *    `in_callback` set; dl_sub_close waits for a call in flight on another thread, so once
  *    it returns the callback is not running and will not run again (the user may free
  *    udata). Closing from inside the callback returns at once.
+ * 9. COALESCE over n > 1 time coordinates ([tx, u], u the user dimensions) cannot merge
+ *    everything into one message at the latest time: that would move changes to a later
+ *    u and lose the sums at lower points of the product order. It advances undelivered
+ *    changes in system time only, as the 1-D policy does: a DATA delta at [tx, u] absorbs
+ *    every queued DATA slot of an earlier transaction at u' <= u, retagged [tx, u'] (the
+ *    one at u itself takes its pairs). Slots at u' > u keep their time, since the same
+ *    transaction may still bring data at a u'' between u and u'; so delivered times still
+ *    strictly increase. Hence at most one DATA slot per distinct u is queued, each the
+ *    net change at u (bounded by the result at u); a stream whose u never decreases
+ *    keeps one slot, as in 1-D. FRONTIER slots move behind the DATA slots (a frontier
+ *    delivered later is still true; no DATA slot moves behind one). The snapshot flag
+ *    stays on the first DATA slot. What a caught-up consumer holds is the latest-knowledge
+ *    result at every u: for every point p with p[0] >= its latest DATA's tx, the sum of
+ *    its DATA at times <= p is the result as of p (the states of the skipped
+ *    transactions are not reconstructible, as in 1-D).
+ * 10. The snapshot of a source watching n > 1 coordinates is several messages (one per
+ *    u, then frontiers: registry.c); dl__sub_push_initial admits them whatever the BLOCK
+ *    or DROP limits, since the consumer cannot have read anything yet.
  */
 #include "subscribe/subscribe.h"
 
@@ -310,6 +327,136 @@ static bool is_full(const dl_sub_t *s, size_t incoming_bytes) {
     return s->o.max_bytes && s->q_len > 0 && s->queued_bytes + incoming_bytes > s->o.max_bytes;
 }
 
+/* Makes sl's delta this queue's private, unsealed copy (copy-on-write). mu held. */
+static int make_private(dl_sub_t *s, slot_t *sl) {
+    if (sl->priv)
+        return 0;
+    dl_delta_t *c;
+    int rc = dl__delta_clone(sl->d, &c);
+    if (rc)
+        return rc;
+    account(s, sl->d, -1);
+    dl_delta_unref(sl->d);
+    sl->d = c;
+    sl->priv = true;
+    account(s, sl->d, +1);
+    return 0;
+}
+
+/* Lexicographic comparison of the user coordinates (time[1 ..]) of two DATA deltas. */
+static int user_cmp(const dl_delta_t *a, const dl_delta_t *b) {
+    size_t n;
+    const uint64_t *ta = dl_delta_time(a, &n), *tb = dl_delta_time(b, NULL);
+    return dl__delta_time_cmp(ta + 1, tb + 1, n - 1);
+}
+
+/* COALESCE of a DATA delta d at [tx, u] over n > 1 coordinates (design note 9): d absorbs
+ * every queued DATA slot of an earlier transaction at user coordinates u' <= u, retagged
+ * [tx, u'] (the one at u itself takes d's pairs). The queue becomes: the other DATA
+ * slots in their order, the absorbed ones sorted by u', d (unless merged), then the
+ * FRONTIER slots in their order; the snapshot flag stays on the first DATA slot.
+ * mu held; d sealed. */
+static int push_coalesce_md(dl_sub_t *s, dl_delta_t *d) {
+    size_t nd;
+    const uint64_t *td = dl_delta_time(d, &nd);
+    uint64_t tx = td[0];
+    size_t n = s->q_len, n_abs = 0;
+    for (size_t i = 0; i < n; i++) {
+        const dl_delta_t *q = q_at(s, i)->d;
+        n_abs += dl_delta_kind(q) == DL_DELTA_DATA && dl_delta_time(q, NULL)[0] < tx &&
+                 user_cmp(q, d) <= 0;
+    }
+    if (q_reserve(s))
+        return DL_ENOMEM;
+    if (n_abs == 0) {
+        q_push(s, (slot_t){dl_delta_ref(d), s->seq, false});
+        return 0;
+    }
+    /* Private copies first: a failure here leaves the queue as it was. */
+    for (size_t i = 0; i < n; i++) {
+        slot_t *sl = q_at(s, i);
+        if (dl_delta_kind(sl->d) == DL_DELTA_DATA && dl_delta_time(sl->d, NULL)[0] < tx &&
+            user_cmp(sl->d, d) <= 0 && make_private(s, sl))
+            return DL_ENOMEM;
+    }
+    slot_t *buf = dl_malloc(3 * n * sizeof *buf);
+    if (!buf)
+        return DL_ENOMEM;
+    slot_t *keep = buf, *abs = buf + n, *fr = buf + 2 * n;
+    size_t nk = 0, na = 0, nf = 0;
+    for (size_t i = 0; i < n; i++) {
+        slot_t sl = *q_at(s, i);
+        account(s, sl.d, -1);
+        if (dl_delta_kind(sl.d) != DL_DELTA_DATA)
+            fr[nf++] = sl;
+        else if (dl_delta_time(sl.d, NULL)[0] < tx && user_cmp(sl.d, d) <= 0)
+            abs[na++] = sl;
+        else
+            keep[nk++] = sl;
+    }
+    for (size_t i = 1; i < na; i++) /* sort by u' (insertion sort: at most one per u') */
+        for (size_t j = i; j > 0 && user_cmp(abs[j - 1].d, abs[j].d) > 0; j--) {
+            slot_t t = abs[j];
+            abs[j] = abs[j - 1];
+            abs[j - 1] = t;
+        }
+    int rc = 0;
+    bool merged = false;
+    for (size_t i = 0; i < na; i++) {
+        uint64_t nt[DL_DELTA_MAX_DIM];
+        memcpy(nt, dl_delta_time(abs[i].d, NULL), nd * sizeof *nt);
+        nt[0] = tx;
+        if (i == na - 1 && user_cmp(abs[i].d, d) == 0) {
+            rc = dl__delta_merge(abs[i].d, d); /* takes d's pairs and time */
+            merged = true;
+        }
+        (void)dl__delta_set_time(abs[i].d, nt); /* private, hence unsealed */
+        abs[i].seq = s->seq;
+        s->st.coalesced++;
+    }
+    /* Rebuild the ring from position 0 (every slot is in buf now; q_reserve made room). */
+    s->q_head = 0;
+    size_t m = 0;
+    for (size_t i = 0; i < nk; i++)
+        s->q[m++] = keep[i];
+    for (size_t i = 0; i < na; i++) {
+        if (!rc && dl_delta_len(abs[i].d) == 0 && !dl_delta_is_snapshot(abs[i].d))
+            dl_delta_unref(abs[i].d); /* the undelivered changes at u' cancel out */
+        else
+            s->q[m++] = abs[i];
+    }
+    if (!merged)
+        s->q[m++] = (slot_t){dl_delta_ref(d), s->seq, false};
+    size_t n_data = m;
+    for (size_t i = 0; i < nf; i++)
+        s->q[m++] = fr[i];
+    dl_free(buf);
+    s->q_len = m;
+    s->q_data = n_data;
+    for (size_t k = 0; k < m; k++)
+        account(s, s->q[k].d, +1);
+    /* The snapshot flag stays on the first DATA message the consumer will take. */
+    for (size_t k = 1; !rc && k < n_data; k++) {
+        if (!dl_delta_is_snapshot(s->q[k].d))
+            continue;
+        if (make_private(s, &s->q[0]) || make_private(s, &s->q[k])) {
+            rc = DL_ENOMEM;
+            break;
+        }
+        if (dl_delta_set_snapshot(s->q[0].d, true) || dl_delta_set_snapshot(s->q[k].d, false))
+            rc = DL_EINTERNAL; /* both are private, hence unsealed: cannot happen */
+        else if (dl_delta_len(s->q[k].d) == 0)
+            dl_delta_unref(q_remove(s, k).d);
+        break;
+    }
+    if (s->q_data == 0) { /* everything undelivered cancelled out: the consumer is current */
+        s->delivered_seq = s->seq;
+        s->delivered_tx = tx;
+    }
+    efd_update(s);
+    return rc;
+}
+
 /* COALESCE (design note 5). mu held; d sealed. */
 static int push_coalesce(dl_sub_t *s, dl_delta_t *d) {
     if (dl_delta_kind(d) == DL_DELTA_FRONTIER) {
@@ -338,6 +485,10 @@ static int push_coalesce(dl_sub_t *s, dl_delta_t *d) {
         q_push(s, (slot_t){dl_delta_ref(d), 0, false});
         return 0;
     }
+    size_t n_dims;
+    (void)dl_delta_time(d, &n_dims);
+    if (n_dims > 1)
+        return push_coalesce_md(s, d);
     size_t at = s->q_len;
     for (size_t i = 0; i < s->q_len; i++)
         if (dl_delta_kind(q_at(s, i)->d) == DL_DELTA_DATA)
@@ -376,9 +527,9 @@ static int push_coalesce(dl_sub_t *s, dl_delta_t *d) {
 }
 
 /* BLOCK (design note 6). mu held. */
-static int push_block(dl_sub_t *s, dl_delta_t *d, dl_error_t *err) {
+static int push_block(dl_sub_t *s, dl_delta_t *d, bool initial, dl_error_t *err) {
     size_t bytes = dl_delta_bytes(d);
-    if (is_full(s, bytes)) {
+    if (!initial && is_full(s, bytes)) {
         uint64_t start = mono_ns();
         struct timespec dl = deadline_after(start, s->o.block_timeout_ms);
         s->st.blocked++;
@@ -409,8 +560,8 @@ static int push_block(dl_sub_t *s, dl_delta_t *d, dl_error_t *err) {
 }
 
 /* DROP (design note 6). mu held. */
-static int push_drop(dl_sub_t *s, dl_delta_t *d, dl_error_t *err) {
-    if (is_full(s, dl_delta_bytes(d))) {
+static int push_drop(dl_sub_t *s, dl_delta_t *d, bool initial, dl_error_t *err) {
+    if (!initial && is_full(s, dl_delta_bytes(d))) {
         s->st.dropped++; /* the incoming message */
         end_locked(s, DL_ELAGGED, true);
         return dl_error_set(err, DL_ELAGGED,
@@ -454,7 +605,15 @@ static void call_back(dl_sub_t *s, const dl_delta_t *d) {
     pthread_cond_broadcast(&s->changed);
 }
 
-int dl_sub_push(dl_sub_t *s, dl_delta_t *d, dl_error_t *err) {
+static int push_impl(dl_sub_t *s, dl_delta_t *d, bool initial, dl_error_t *err);
+
+int dl_sub_push(dl_sub_t *s, dl_delta_t *d, dl_error_t *err) { return push_impl(s, d, false, err); }
+
+int dl__sub_push_initial(dl_sub_t *s, dl_delta_t *d, dl_error_t *err) {
+    return push_impl(s, d, true, err);
+}
+
+static int push_impl(dl_sub_t *s, dl_delta_t *d, bool initial, dl_error_t *err) {
     if (!s || !d)
         return dl_error_set(err, DL_EINVAL, "push: NULL subscription or delta");
     dl_delta_seal(d);
@@ -503,10 +662,10 @@ int dl_sub_push(dl_sub_t *s, dl_delta_t *d, dl_error_t *err) {
             rc = push_coalesce(s, d);
             break;
         case DL_SUB_BLOCK:
-            rc = push_block(s, d, err);
+            rc = push_block(s, d, initial, err);
             break;
         case DL_SUB_DROP:
-            rc = push_drop(s, d, err);
+            rc = push_drop(s, d, initial, err);
             break;
     }
     if (rc == DL_ENOMEM || rc == DL_ERANGE) {

@@ -17,6 +17,15 @@ int dl__delta_clone(const dl_delta_t *d, dl_delta_t **out);
 int dl__delta_merge(dl_delta_t *into, const dl_delta_t *from);
 /* Sets the END code of an END delta (even sealed: used once, before it is queued). */
 void dl__delta_set_code(dl_delta_t *d, int code);
+/* A snapshot of several messages (a source watching n_dims > 1 coordinates: one DATA
+ * message per distinct user coordinate, then FRONTIER messages) is returned by the source's
+ * snapshot as its first message with the others chained behind it: dl__delta_chain
+ * appends `next` (taken) at the end of d's chain; dl__delta_unchain detaches and returns
+ * d's follower (the caller's reference now), or NULL. A delta freed with a chain frees it. */
+void dl__delta_chain(dl_delta_t *d, dl_delta_t *next);
+dl_delta_t *dl__delta_unchain(dl_delta_t *d);
+/* Retags an unsealed delta with `time` (its own number of coordinates). DL_ESTATE if sealed. */
+int dl__delta_set_time(dl_delta_t *d, const uint64_t *time);
 /* Lexicographic comparison of two times of n coordinates. */
 int dl__delta_time_cmp(const uint64_t *a, const uint64_t *b, size_t n);
 /* Product order: a <= b. */
@@ -30,6 +39,9 @@ void dl__sub_set_source(dl_sub_t *s, uint64_t source_id, uint64_t shared_with);
 /* The arity and watched dims the subscription was created with. */
 size_t dl__sub_arity(const dl_sub_t *s);
 size_t dl__sub_n_dims(const dl_sub_t *s);
+/* dl_sub_push for the messages of a snapshot (sub.c design note 10): admitted whatever the
+ * BLOCK/DROP limits (never waits, never ends the subscription for lack of room). */
+int dl__sub_push_initial(dl_sub_t *s, dl_delta_t *d, dl_error_t *err);
 /* Test hook: waits until the producer is waiting for room (BLOCK), up to timeout_ms.
  * 0 when it is, DL_ETIMEOUT otherwise. */
 int dl__sub_wait_producer_blocked(dl_sub_t *s, int64_t timeout_ms);

@@ -15,13 +15,20 @@
  * - the live path in the product order (docs/subscribe.md "Multi-dimensional time"): a
  *   subscription watching [tx, day] runs a 2-D dataflow; a retroactive fact yields the
  *   corrections it implies at later days; the sum of the DATA deltas at times <= [T, D]
- *   equals the one-shot result on dl_db_as_of_point at [T, D] at every grid point
- *   (test_time_dimension, test_time_repro: the former repro_multidim_time.c.txt);
- *   FRONTIER messages say which times are complete and no DATA delta arrives at a time
- *   a frontier already closed;
+ *   equals the one-shot result on dl_db_as_of_point at [T, D] at every grid point from the
+ *   subscription's first transaction on (test_time_dimension, test_time_repro: the former
+ *   repro_multidim_time.c.txt); FRONTIER messages say which times are complete and no
+ *   DATA delta arrives at a time a frontier already closed;
+ * - the snapshot of a subscription opened over existing history, as the first subscriber
+ *   or as a later one of a shared source: one message per day at [T, day], delivered
+ *   inside dl_subscribe, then the frontier (test_time_late_snapshot);
+ * - the coalesce policy over [tx, day]: a consumer that reads nothing while corrections
+ *   pass holds one message per day, and once it reads them, the sums at [T, D] equal the
+ *   one-shot results at every day D (test_time_coalesce);
  * - test_time_random: random transaction streams (random day per transaction, random
- *   advances of the day frontier, subscriptions opened at the start and midway), the
- *   sums at every grid point against the one-shot as-of-point results.
+ *   advances of the day frontier, subscriptions opened at the start and midway, slow
+ *   coalescing channel consumers), the sums at every grid point against the one-shot
+ *   as-of-point results.
  *
  * The definition tested: as-of-point [T, D] = the changes whose [tx, day] <= [T, D], and the
  * live sums are the Z-set sums of the same changes. The two agree when every datom's
@@ -60,6 +67,8 @@ typedef struct rec {
     int n_fr;
     char bad[200]; /* a protocol violation seen in the callback */
     dl_sub_t *sub;
+    bool channel;          /* channel delivery (rec_drain takes the messages) */
+    uint64_t last_data[2]; /* time of the latest DATA delta */
 } rec_t;
 
 static void rec_cb(dl_sub_t *s, const dl_delta_t *d, void *udata) {
@@ -79,22 +88,47 @@ static void rec_cb(dl_sub_t *s, const dl_delta_t *d, void *udata) {
                 snprintf(r->bad, sizeof r->bad, "data at [%llu %llu] after frontier [%llu %llu]",
                          (unsigned long long)t[0], (unsigned long long)t[1],
                          (unsigned long long)r->fr[i][0], (unsigned long long)r->fr[i][1]);
+        if (r->n_got > 0 && dl_delta_is_snapshot(d) && !r->bad[0])
+            snprintf(r->bad, sizeof r->bad, "a second snapshot");
+        if (r->n_got == 0 && !dl_delta_is_snapshot(d) && !r->bad[0])
+            snprintf(r->bad, sizeof r->bad, "the first DATA delta is not the snapshot");
+        if (r->n_got > 0 && !r->bad[0] &&
+            (t[0] < r->last_data[0] || (t[0] == r->last_data[0] && t[1] <= r->last_data[1])))
+            snprintf(r->bad, sizeof r->bad, "data at [%llu %llu] after [%llu %llu]",
+                     (unsigned long long)t[0], (unsigned long long)t[1],
+                     (unsigned long long)r->last_data[0], (unsigned long long)r->last_data[1]);
+        r->last_data[0] = t[0];
+        r->last_data[1] = t[1];
         r->got[r->n_got++] = dl_delta_ref((dl_delta_t *)d);
     }
 }
 
-static void rec_sub(ienv_t *e, rec_t *r, const char *query) {
+/* Channel recs: takes every waiting message. */
+static void rec_drain(rec_t *r) {
+    dl_delta_t *d = NULL;
+    while (dl_sub_next(r->sub, 0, &d, NULL) == 0 && d) {
+        rec_cb(r->sub, d, r);
+        dl_delta_unref(d);
+    }
+}
+
+/* A callback rec, or with `channel` a COALESCE channel rec (rec_drain reads it). */
+static void rec_sub_ex(ienv_t *e, rec_t *r, const char *query, bool channel) {
     memset(r, 0, sizeof *r);
     r->query = query;
+    r->channel = channel;
     dl_sub_options_t o;
     dl_sub_options_init(&o);
     o.n_dims = 2;
-    o.on_delta = rec_cb;
+    o.policy = DL_SUB_COALESCE;
+    o.on_delta = channel ? NULL : rec_cb;
     o.udata = r;
     dl_error_t err = {0};
     if (dl_subscribe(e->reg, query, NULL, 0, &o, &r->sub, &err))
         fail_msg("subscribe %s: %s", query, err.message);
 }
+
+static void rec_sub(ienv_t *e, rec_t *r, const char *query) { rec_sub_ex(e, r, query, false); }
 
 static void rec_free(ienv_t *e, rec_t *r) {
     for (int i = 0; i < r->n_got; i++)
@@ -277,9 +311,8 @@ static void test_time_dimension(void **state) {
     dl_sub_options_t o;
     dl_sub_options_init(&o);
     o.n_dims = 2;
-    /* BLOCK (a bounded queue), not COALESCE: coalescing merges undelivered deltas into
-     * the latest time, which under the product order loses the earlier coordinates'
-     * corrections (docs/subscribe.md "Multi-dimensional time"). */
+    /* BLOCK (a bounded queue): every delta as it comes, which the steps below check one
+     * by one (COALESCE over [tx, day]: test_time_coalesce). */
     o.policy = DL_SUB_BLOCK;
     static iview_t ids, rev, ids1;
     static rec_t rrev, rids;
@@ -288,11 +321,13 @@ static void test_time_dimension(void **state) {
     iview_sub(&e, &ids1, q_shipped, NULL, 0, NULL, NULL); /* system time only */
     rec_sub(&e, &rrev, q_revenue);                        /* shares rev's source */
     rec_sub(&e, &rids, q_shipped);
-    /* Watching two coordinates: the snapshot is empty at [0 0] and the initial result
-     * follows per time (here: nothing is shipped yet). */
+    /* Watching two coordinates: the snapshot is at [T 0] (T the current transaction),
+     * one message per day with a result (here: nothing is shipped yet, so one empty
+     * message), then the frontier. */
     iview_expect(&ids, "");
-    assert_int_equal(ids.time[0], 0);
+    assert_int_equal(ids.time[0], orders_tx);
     assert_int_equal(ids.time[1], 0);
+    assert_true(rec_has_frontier(&rrev, orders_tx, UINT64_MAX));
     iview_expect(&rev, "");
     iview_expect(&ids1, "");
     /* The frontier: every time of a transaction up to orders_tx is complete. */
@@ -427,17 +462,130 @@ static void test_time_repro(void **state) {
     char *a = rec_sum_at(&r, first + 6, 2);
     assert_string_equal(a, "[[600]]");
     dl_free(a);
-    /* A subscription opened now loads the history at its time vectors: same sums. */
-    static rec_t r2;
-    rec_sub(&e, &r2,
+    rec_free(&e, &r);
+    ienv_close(&e);
+}
+
+/* A subscription opened over existing history: as the first subscriber of a new source
+ * and as a later subscriber of a shared one, it receives inside dl_subscribe (no pump) the
+ * current result per day, [T D] for every day D with a result, then the frontier; the
+ * sums at [T, D] are the as-of-point results at every day, and they stay so as commits
+ * and a retroactive correction pass. */
+static void test_time_late_snapshot(void **state) {
+    (void)state;
+    static ienv_t e;
+    ienv_open(&e, NULL, NULL, schema);
+    uint64_t first =
+        ienv_tx(&e, "[{:order/id 1 :order/amount 100} {:order/id 2 :order/amount 200}"
+                    " {:order/id 3 :order/amount 300} {:order/id 4 :order/amount 400}]");
+    static rec_t early, fresh, second;
+    rec_sub(&e, &early, q_revenue); /* opens the source before the history */
+    const struct {
+        int order, day;
+        const char *op;
+    } ev[] = {{1, 1, ":db/add"}, {2, 2, ":db/add"},     {4, 4, ":db/add"},
+              {3, 2, ":db/add"}, {4, 4, ":db/retract"}, {4, 3, ":db/add"}};
+    uint64_t last = 0;
+    for (size_t i = 0; i < sizeof ev / sizeof ev[0]; i++)
+        last = ienv_tx(&e,
+                       "[[%s [:order/id %d] :order/shipped true]"
+                       " [:db/add \"datomic.tx\" :time/shipped %d]]",
+                       ev[i].op, ev[i].order, ev[i].day);
+    /* A fresh source (another query text, same result) and a second subscriber of the
+     * early one's source: both snapshots arrive before dl_subscribe returns. */
+    rec_sub(&e, &fresh,
             "[:find (sum ?amount) :with ?o :where [?o :order/amount ?amount]"
             " [?o :order/shipped true]]");
-    /* Its history deltas are queued at open and delivered at the registry's next pump. */
-    ienv_pump(&e);
-    assert_true(r2.n_got >= 4);
-    rec_check_grid(&e, &r2, first - 1, last, 5);
-    rec_free(&e, &r);
-    rec_free(&e, &r2);
+    rec_sub(&e, &second, q_revenue);
+    dl_sub_stats_t st;
+    dl_sub_stats(second.sub, &st);
+    assert_int_equal(st.shared_with, 2);
+    rec_t *late[2] = {&fresh, &second};
+    for (int k = 0; k < 2; k++) {
+        rec_t *r = late[k];
+        /* revenue by day: 100 from day 1, 600 from day 2, 1000 from day 3: the flagged
+         * (empty) message at [last 0], then days 1, 2 and 3 */
+        assert_int_equal(r->n_got, 4);
+        assert_true(dl_delta_is_snapshot(r->got[0]));
+        for (int i = 0; i < 4; i++) {
+            assert_int_equal(dl_delta_time(r->got[i], NULL)[0], last);
+            assert_int_equal(dl_delta_time(r->got[i], NULL)[1], (uint64_t)i);
+        }
+        assert_true(rec_has_frontier(r, last, UINT64_MAX));
+        rec_check_grid(&e, r, last, last, 5);
+    }
+    rec_check_grid(&e, &early, first - 1, last, 5);
+    /* Later commits, a retroactive one included, reach all three alike. */
+    uint64_t tx = ienv_tx(&e, "[[:db/retract [:order/id 1] :order/shipped true]"
+                              " [:db/add \"datomic.tx\" :time/shipped 2]]");
+    tx = ienv_tx(&e, "[[:db/add [:order/id 1] :order/shipped true]"
+                     " [:db/add \"datomic.tx\" :time/shipped 5]]");
+    for (int k = 0; k < 2; k++)
+        rec_check_grid(&e, late[k], last, tx, 6);
+    rec_check_grid(&e, &early, first - 1, tx, 6);
+    /* The frontier of the day dimension reaches a new subscriber too. */
+    uint64_t atx = 0;
+    dl_error_t err = {0};
+    assert_int_equal(dl_store_advance(e.st, ikw("time/shipped"), 4, &atx, &err), 0);
+    static rec_t third;
+    rec_sub(&e, &third, q_revenue);
+    assert_true(rec_has_frontier(&third, UINT64_MAX, 3));
+    assert_true(rec_has_frontier(&third, atx, UINT64_MAX));
+    rec_check_grid(&e, &third, atx, atx, 6);
+    rec_free(&e, &early);
+    rec_free(&e, &fresh);
+    rec_free(&e, &second);
+    rec_free(&e, &third);
+    ienv_close(&e);
+}
+
+/* COALESCE over [tx, day]: a channel consumer that reads nothing while the shipments and
+ * corrections pass holds at most one message per day (plus the newest transaction's), and
+ * when it reads them the sums at [T, D] equal the as-of-point results at every day D; a
+ * consumer reading after every commit sees every transaction. */
+static void test_time_coalesce(void **state) {
+    (void)state;
+    static ienv_t e;
+    ienv_open(&e, NULL, NULL, schema);
+    uint64_t first =
+        ienv_tx(&e, "[{:order/id 1 :order/amount 100} {:order/id 2 :order/amount 200}"
+                    " {:order/id 3 :order/amount 300} {:order/id 4 :order/amount 400}]");
+    static rec_t slow, fast, slow_ids;
+    rec_sub_ex(&e, &slow, q_revenue, true);
+    rec_sub_ex(&e, &fast, q_revenue, true);
+    rec_sub_ex(&e, &slow_ids, q_shipped, true);
+    const struct {
+        int order, day;
+        const char *op;
+    } ev[] = {{1, 1, ":db/add"},     {2, 2, ":db/add"},     {4, 4, ":db/add"},
+              {3, 2, ":db/add"},     {4, 4, ":db/retract"}, {4, 3, ":db/add"},
+              {1, 1, ":db/retract"}, {1, 5, ":db/add"},     {2, 2, ":db/retract"}};
+    uint64_t last = 0;
+    for (size_t i = 0; i < sizeof ev / sizeof ev[0]; i++) {
+        last = ienv_tx(&e,
+                       "[[%s [:order/id %d] :order/shipped true]"
+                       " [:db/add \"datomic.tx\" :time/shipped %d]]",
+                       ev[i].op, ev[i].order, ev[i].day);
+        rec_drain(&fast);
+        rec_check_grid(&e, &fast, first - 1, last, 6);
+        dl_sub_stats_t st;
+        dl_sub_stats(slow.sub, &st);
+        /* days 0..5 at most, plus the newest transaction's messages and frontiers */
+        assert_true(st.queued <= 6 + 3 + 2);
+    }
+    rec_drain(&slow);
+    rec_drain(&slow_ids);
+    /* Caught up: correct at the latest transaction for every day. */
+    rec_check_grid(&e, &slow, slow.last_data[0], last, 6);
+    rec_check_grid(&e, &slow_ids, slow_ids.last_data[0], last, 6);
+    assert_int_equal(slow.last_data[0], last);
+    dl_sub_stats_t st;
+    dl_sub_stats(slow.sub, &st);
+    assert_true(st.coalesced > 0);
+    assert_true(rec_has_frontier(&slow, last, UINT64_MAX));
+    rec_free(&e, &slow);
+    rec_free(&e, &fast);
+    rec_free(&e, &slow_ids);
     ienv_close(&e);
 }
 
@@ -472,15 +620,29 @@ static void test_time_random(void **state) {
         bool present[2][R_ENT][R_VAL] = {{{false}}};
         uint64_t lastday[2][R_ENT][R_VAL] = {{{0}}};
         uint64_t frontier = 0, maxday = 0;
-        static rec_t r[6];
+        static rec_t r[6], cr[6]; /* callbacks; coalescing channels read now and then */
+        uint64_t join[6] = {0};
         memset(r, 0, sizeof r);
-        for (int q = 0; q < 4; q++)
+        memset(cr, 0, sizeof cr);
+        for (int q = 0; q < 4; q++) {
             rec_sub(&e, &r[q], rqueries[q]);
-        uint64_t last = 0;
+            rec_sub_ex(&e, &cr[q], rqueries[q], true);
+            join[q] = first;
+        }
+        uint64_t last = first;
         for (int step = 0; step < R_TX; step++) {
             if (step == R_TX / 2)
-                for (int q = 4; q < 6; q++)
+                for (int q = 4; q < 6; q++) {
                     rec_sub(&e, &r[q], rqueries[q]);
+                    rec_sub_ex(&e, &cr[q], rqueries[q], true);
+                    join[q] = last;
+                }
+            for (int q = 0; q < 6; q++)
+                if (cr[q].sub && rand() % 3 == 0) {
+                    /* caught up: right at its latest transaction, for every day */
+                    rec_drain(&cr[q]);
+                    rec_check_grid(&e, &cr[q], cr[q].last_data[0], last, maxday + 1);
+                }
             if (rand() % 6 == 0) { /* advance the day frontier */
                 uint64_t to = frontier + 1 + (uint64_t)(rand() % 2), atx = 0;
                 dl_error_t err = {0};
@@ -528,12 +690,18 @@ static void test_time_random(void **state) {
         assert_true(r[0].n_got > 0);
         for (int q = 0; q < 6; q++)
             if (r[q].sub) {
-                rec_check_grid(&e, &r[q], first - 1, last, maxday + 1);
+                /* from the transaction it joined at (its snapshot's) */
+                rec_check_grid(&e, &r[q], join[q] == first ? first - 1 : join[q], last, maxday + 1);
                 rec_free(&e, &r[q]);
+                rec_drain(&cr[q]);
+                assert_int_equal(cr[q].last_data[0] <= last, 1);
+                rec_check_grid(&e, &cr[q], cr[q].last_data[0], last, maxday + 1);
+                rec_free(&e, &cr[q]);
             }
         ienv_close(&e);
     }
 }
 
 DL_TEST_GROUP(time, cmocka_unit_test(test_time_dimension), cmocka_unit_test(test_time_repro),
+              cmocka_unit_test(test_time_late_snapshot), cmocka_unit_test(test_time_coalesce),
               cmocka_unit_test(test_time_random));

@@ -163,7 +163,9 @@ static void *mem_producer(void *arg) {
     mem_ctx_t *c = arg;
     dl_rng_t r = {c->seed};
     for (uint64_t t = 1; t <= MEM_TIMES; t++) {
-        uint64_t tm[2] = {t, t / 2};
+        /* One user coordinate value: the multi-coordinate path keeps one DATA slot, as
+         * with system time alone (several values: test_coalesce_per_coordinate). */
+        uint64_t tm[2] = {t, 0};
         dl_delta_t *d;
         if (dl_delta_new(DL_DELTA_DATA, AR, tm, 2, &d, NULL))
             return "alloc";
@@ -245,6 +247,101 @@ static void test_coalesce_memory_bound(void **state) {
     assert_int_equal(dl_sub_next(c.sub, 0, &got, NULL), 0);
     assert_null(got);
     dl_sub_unref(c.sub);
+}
+
+/* COALESCE over [tx, u] with several values of u (sub.c design note 9): a consumer that
+ * reads nothing holds exactly the net change at each u since it last read (one DATA slot
+ * per u, whatever the number of transactions), retroactive changes included; delivered
+ * times strictly increase; and once it reads, the sums at every point [T, U] with T the
+ * latest transaction equal the producer's. Randomized against a per-u model. */
+enum { PD_U = 6, PD_ROWS = 24, PD_TIMES = 3000 };
+
+static void test_coalesce_per_coordinate(void **state) {
+    (void)state;
+    uint64_t seed = dl_prop_seed("coalesce_per_coordinate");
+    dl_rng_t r = {seed};
+    dl_sub_t *s;
+    dl_sub_options_t o;
+    dl_sub_options_init(&o);
+    o.n_dims = 2;
+    assert_int_equal(dl_sub_new(&o, AR, &s, NULL), 0);
+    static int64_t net[PD_U][PD_ROWS];   /* producer: sum of every change at (u, row) */
+    static int64_t undel[PD_U][PD_ROWS]; /* what the consumer has not received yet */
+    static int64_t got[PD_U][PD_ROWS];   /* consumer: the sum of what it received per u */
+    memset(net, 0, sizeof net);
+    memset(undel, 0, sizeof undel);
+    memset(got, 0, sizeof got);
+    uint64_t last_t[2] = {0, 0}, last_tx = 0;
+    bool have = false, first = true;
+    for (uint64_t tx = 1; tx <= PD_TIMES; tx++) {
+        /* one transaction: changes at 1..3 increasing values of u (retroactive ones too) */
+        int n_u = 1 + (int)dl_rng_below(&r, 3);
+        uint64_t u = dl_rng_below(&r, PD_U);
+        for (int k = 0; k < n_u && u < PD_U; k++, u += 1 + dl_rng_below(&r, 2)) {
+            uint64_t tm[2] = {tx, u};
+            dl_delta_t *d;
+            assert_int_equal(dl_delta_new(DL_DELTA_DATA, AR, tm, 2, &d, NULL), 0);
+            if (first)
+                assert_int_equal(dl_delta_set_snapshot(d, true), 0);
+            int rows = first ? 0 : 1 + (int)dl_rng_below(&r, 3);
+            for (int i = 0; i < rows; i++) {
+                int64_t row = (int64_t)dl_rng_below(&r, PD_ROWS);
+                dl_value_t v[AR] = {dl_value_int(row), dl_value_int(row * 10)};
+                if (dl_delta_find(d, v))
+                    continue;
+                int64_t diff = dl_rng_below(&r, 2) ? 1 : -1;
+                assert_int_equal(dl_delta_add(d, v, diff, NULL), 0);
+                net[u][row] += diff;
+                undel[u][row] += diff;
+            }
+            first = false;
+            push_ok(s, d);
+            last_tx = tx;
+        }
+        /* The queue holds one DATA slot per u with a nonzero net change, and exactly it. */
+        uint64_t want_rows = 0;
+        for (int uu = 0; uu < PD_U; uu++)
+            for (int row = 0; row < PD_ROWS; row++)
+                want_rows += undel[uu][row] != 0;
+        dl_sub_stats_t st;
+        dl_sub_stats(s, &st);
+        if (st.queued_rows != want_rows)
+            fail_msg("seed %llu tx %llu: %llu pairs queued, the net change has %llu",
+                     (unsigned long long)seed, (unsigned long long)tx,
+                     (unsigned long long)st.queued_rows, (unsigned long long)want_rows);
+        assert_true(st.queued <= PD_U + 1);
+        if (dl_rng_below(&r, 50) != 0)
+            continue;
+        /* Read everything: in order, and then the sums per u are the producer's. */
+        dl_delta_t *m;
+        while (dl_sub_next(s, 0, &m, NULL) == 0 && m) {
+            size_t nd;
+            const uint64_t *t = dl_delta_time(m, &nd);
+            assert_int_equal(nd, 2);
+            assert_int_equal(dl_delta_kind(m), DL_DELTA_DATA);
+            if (have && (t[0] < last_t[0] || (t[0] == last_t[0] && t[1] <= last_t[1])))
+                fail_msg("seed %llu: [%llu %llu] after [%llu %llu]", (unsigned long long)seed,
+                         (unsigned long long)t[0], (unsigned long long)t[1],
+                         (unsigned long long)last_t[0], (unsigned long long)last_t[1]);
+            have = true;
+            last_t[0] = t[0];
+            last_t[1] = t[1];
+            for (size_t i = 0; i < dl_delta_len(m); i++) {
+                int64_t row = dl_delta_row(m, i)[0].as.i;
+                got[t[1]][row] += dl_delta_diff(m, i);
+                undel[t[1]][row] -= dl_delta_diff(m, i);
+            }
+            dl_delta_unref(m);
+        }
+        assert_int_equal(last_t[0], last_tx);
+        for (int uu = 0; uu < PD_U; uu++)
+            for (int row = 0; row < PD_ROWS; row++)
+                if (got[uu][row] != net[uu][row] || undel[uu][row] != 0)
+                    fail_msg("seed %llu: at u %d row %d received %lld, produced %lld",
+                             (unsigned long long)seed, uu, row, (long long)got[uu][row],
+                             (long long)net[uu][row]);
+    }
+    dl_sub_unref(s);
 }
 
 /* ---- block ------------------------------------------------------------------------------- */
@@ -640,6 +737,7 @@ static void test_alloc_failure_ends_subscription(void **state) {
 
 DL_TEST_GROUP(policy, cmocka_unit_test(test_coalesce_consolidates),
               cmocka_unit_test(test_push_rules), cmocka_unit_test(test_coalesce_memory_bound),
+              cmocka_unit_test(test_coalesce_per_coordinate),
               cmocka_unit_test(test_block_slows_producer), cmocka_unit_test(test_block_times_out),
               cmocka_unit_test(test_block_close_wakes_producer),
               cmocka_unit_test(test_drop_ends_lagged), cmocka_unit_test(test_drop_byte_limit),
