@@ -1089,11 +1089,11 @@ int main(int argc, char **argv) {
         "{s:I,s:I,s:I,s:I}", "nodes",
         json_integer_value(json_object_get(json_object_get(meta, "params"), "nodes")), "edges",
         (json_int_t)n_initial, "rounds", (json_int_t)n_rounds, "batch", (json_int_t)rc.batch);
-    json_t *out = json_pack("{s:s,s:s,s:o,s:f,s:f,s:f,s:f,s:f,s:b}", "bench", "w1", "via",
-                            via->name, "params", params, "init_ms", (t1 - t0) / 1e6, "p50_us",
-                            bench_samples_pct_us(&lat, 0.5), "p99_us",
-                            bench_samples_pct_us(&lat, 0.99), "peak_rss_mb", bench_peak_rss_mb(),
-                            "live_mb", st.live_bytes / 1048576.0, "checksum_ok", ok);
+    json_t *out = json_pack(
+        "{s:s,s:s,s:o,s:f,s:f,s:f,s:f,s:f,s:f,s:b}", "bench", "w1", "via", via->name, "params",
+        params, "init_ms", (t1 - t0) / 1e6, "p50_us", bench_samples_pct_us(&lat, 0.5), "p99_us",
+        bench_samples_pct_us(&lat, 0.99), "peak_rss_mb", bench_peak_rss_mb(), "live_mb",
+        st.live_bytes / 1048576.0, "peak_alloc_mb", st.peak_bytes / 1048576.0, "checksum_ok", ok);
     if (via->extra)
         via->extra(self, out);
     bench_emit(out);

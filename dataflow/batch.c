@@ -15,6 +15,7 @@ void dl__batch_ubuf_init(dl_ubuf_t *b, size_t arity, size_t dim) {
     b->arity = (uint32_t)arity;
     b->dim = (uint32_t)dim;
     b->stride = arity * sizeof(dl_value_t) + dim * sizeof(uint64_t) + sizeof(int64_t);
+    b->narrow = 0;
     b->n = 0;
     b->cap = 0;
     b->data = NULL;
@@ -24,9 +25,12 @@ void dl__batch_ubuf_fini(dl_ubuf_t *b) {
     dl_free(b->data);
     b->data = NULL;
     b->n = b->cap = 0;
+    dl__batch_ubuf_init(b, b->arity, b->dim);
 }
 
 bool dl__batch_ubuf_reserve(dl_ubuf_t *b, size_t extra) {
+    if (DL_UNLIKELY(b->narrow))
+        return dl__batch_widen(b, b->n + extra);
     if (b->n + extra <= b->cap)
         return true;
     size_t cap = b->cap ? b->cap : 8;
@@ -55,7 +59,7 @@ void dl__batch_ubuf_shrink(dl_ubuf_t *b) {
 }
 
 size_t dl__batch_ubuf_alloc(dl_ubuf_t *b) {
-    if (b->n == b->cap && !dl__batch_ubuf_reserve(b, 1))
+    if ((b->n == b->cap || b->narrow) && !dl__batch_ubuf_reserve(b, 1))
         return SIZE_MAX;
     return b->n++;
 }
@@ -68,6 +72,91 @@ bool dl__batch_ubuf_push(dl_ubuf_t *b, const dl_value_t *row, const uint64_t *t,
         memcpy(dl__ub_row(b, i), row, b->arity * sizeof(dl_value_t));
     memcpy(dl__ub_time(b, i), t, b->dim * sizeof(uint64_t));
     *dl__ub_diff(b, i) = diff;
+    return true;
+}
+
+/* ---- narrow batches ------------------------------------------------------------------ */
+static size_t wide_stride(const dl_ubuf_t *b) {
+    return (size_t)b->arity * sizeof(dl_value_t) + b->dim * sizeof(uint64_t) + sizeof(int64_t);
+}
+
+/* Moves every record from layout `from` to layout `to` (flags), in the buffer. Records go
+ * front to back when they shrink and back to front when they grow, so a record is read
+ * before anything overwrites it; each passes through a scratch copy, since the two
+ * positions of one record may overlap. */
+static void relayout(dl_ubuf_t *b, unsigned from, unsigned to) {
+    size_t ar = (size_t)b->arity * sizeof(dl_value_t), tb = b->dim * sizeof(uint64_t);
+    size_t os = ar + (from & DL_UB_SHARED_TIME ? 0 : tb) + (from & DL_UB_SHARED_DIFF ? 0 : 8);
+    size_t ns = ar + (to & DL_UB_SHARED_TIME ? 0 : tb) + (to & DL_UB_SHARED_DIFF ? 0 : 8);
+    uint8_t rec[DL_ARITY_MAX * sizeof(dl_value_t) + (DL_TIME_MAX_DIM + 1) * sizeof(uint64_t)];
+    for (size_t x = 0; x < b->n; x++) {
+        size_t i = ns < os ? x : b->n - 1 - x;
+        const uint8_t *o = b->data + i * os;
+        memcpy(rec, o, ar);
+        size_t p = ar;
+        if (!(to & DL_UB_SHARED_TIME)) {
+            memcpy(rec + p, from & DL_UB_SHARED_TIME ? (const uint8_t *)b->shared : o + ar, tb);
+            p += tb;
+        }
+        if (!(to & DL_UB_SHARED_DIFF)) {
+            const uint8_t *d = from & DL_UB_SHARED_DIFF
+                                   ? (const uint8_t *)&b->shared[DL_TIME_MAX_DIM]
+                                   : o + os - 8;
+            memcpy(rec + p, d, 8);
+        }
+        memcpy(b->data + i * ns, rec, ns);
+    }
+    b->stride = ns;
+}
+
+void dl__batch_narrow(dl_ubuf_t *b) {
+    /* Small batches are not worth it, and arity 0 would leave records of no bytes. */
+    if (b->narrow || b->arity == 0 || b->n < 64)
+        return;
+    const uint64_t *t0 = dl__ub_time(b, 0);
+    int64_t d0 = *dl__ub_diff(b, 0);
+    bool st = true, sd = true;
+    for (size_t i = 1; i < b->n && (st || sd); i++) {
+        st = st && memcmp(dl__ub_time(b, i), t0, b->dim * sizeof *t0) == 0;
+        sd = sd && *dl__ub_diff(b, i) == d0;
+    }
+    unsigned to = (st && b->dim ? DL_UB_SHARED_TIME : 0) | (sd ? DL_UB_SHARED_DIFF : 0);
+    if (!to)
+        return;
+    memcpy(b->shared, t0, b->dim * sizeof *t0);
+    b->shared[DL_TIME_MAX_DIM] = (uint64_t)d0;
+    relayout(b, 0, to);
+    b->narrow = to;
+    b->cap = b->n; /* narrow buffers are never appended to */
+    uint8_t *d = dl_realloc(b->data, b->n * b->stride);
+    if (d) /* else the larger block stays: still valid */
+        b->data = d;
+}
+
+bool dl__batch_widen(dl_ubuf_t *b, size_t cap) {
+    if (cap < b->n)
+        cap = b->n;
+    size_t ws = wide_stride(b);
+    if (!b->narrow) {
+        if (cap <= b->cap)
+            return true;
+        uint8_t *d = dl_realloc(b->data, cap * ws);
+        if (!d)
+            return false;
+        b->data = d;
+        b->cap = cap;
+        return true;
+    }
+    size_t bytes = (cap > b->n ? cap : b->n) * ws;
+    if (bytes > b->cap * b->stride) {
+        uint8_t *d = dl_realloc(b->data, bytes);
+        if (!d)
+            return false;
+        b->data = d;
+    }
+    relayout(b, b->narrow, 0);
+    b->narrow = 0;
+    b->cap = bytes / ws;
     return true;
 }
 
@@ -312,6 +401,8 @@ static bool permute_in_place(dl_ubuf_t *b, const sort_item_t *it, size_t w, size
 }
 
 bool dl__batch_consolidate(dl_ubuf_t *b) {
+    if (b->narrow && !dl__batch_widen(b, b->n))
+        return false;
     size_t n = b->n;
     if (n == 0)
         return true;
@@ -401,6 +492,24 @@ dl_batch_t *dl__batch_new(dl_ubuf_t *u, bool sorted) {
 }
 
 void dl__batch_ref(dl_batch_t *b) { b->refs++; }
+
+dl_batch_t *dl__batch_wide(dl_batch_t *b) {
+    if (!b->u.narrow) {
+        b->refs++;
+        return b;
+    }
+    dl_ubuf_t o;
+    dl__batch_ubuf_init(&o, b->u.arity, b->u.dim);
+    if (!dl__batch_ubuf_reserve(&o, b->u.n))
+        return NULL;
+    for (size_t i = 0; i < b->u.n; i++)
+        dl__ub_copy(&o, i, &b->u, i);
+    o.n = b->u.n;
+    dl_batch_t *w = dl__batch_new(&o, b->sorted);
+    if (!w)
+        dl__batch_ubuf_fini(&o);
+    return w;
+}
 
 void dl__batch_unref(dl_batch_t *b) {
     if (b && --b->refs == 0) {

@@ -14,24 +14,47 @@
 
 /* ---- update buffers (batch.c) ---------------------------------------------------------- */
 /* A buffer of updates stored as fixed-stride records: arity values, then dim time
- * coordinates, then the int64 diff. No order is implied unless a caller says so. */
+ * coordinates, then the int64 diff. No order is implied unless a caller says so.
+ * A sealed spine batch may be narrow (dl__batch_narrow): when all its records share one
+ * time, or one diff, that part is stored once in `shared` instead of in every record
+ * (compacted arrangements mostly hold one time and diff +1: 16 of a W1 edge's 48 bytes).
+ * The accessors hide the difference; only whole-record copies must use dl__ub_copy. A
+ * narrow buffer is never appended to: reserve/alloc widen it first. */
+#define DL_UB_SHARED_TIME 1u
+#define DL_UB_SHARED_DIFF 2u
 typedef struct dl_ubuf {
     uint32_t arity;
     uint32_t dim;
-    size_t stride; /* bytes per record: arity*16 + dim*8 + 8 */
-    size_t n;      /* records */
-    size_t cap;    /* records allocated */
-    uint8_t *data; /* n * stride bytes, 16-byte aligned (dl_malloc) */
+    size_t stride;   /* bytes per record: arity*16 + dim*8 + 8, less what is shared */
+    size_t n;        /* records */
+    size_t cap;      /* records allocated */
+    uint8_t *data;   /* n * stride bytes, 16-byte aligned (dl_malloc) */
+    unsigned narrow; /* DL_UB_SHARED_* */
+    uint64_t shared[DL_TIME_MAX_DIM + 1]; /* the shared time, then the shared diff */
 } dl_ubuf_t;
 
 static inline dl_value_t *dl__ub_row(const dl_ubuf_t *b, size_t i) {
     return (dl_value_t *)(b->data + i * b->stride);
 }
 static inline uint64_t *dl__ub_time(const dl_ubuf_t *b, size_t i) {
+    if (DL_UNLIKELY(b->narrow & DL_UB_SHARED_TIME))
+        return (uint64_t *)b->shared;
     return (uint64_t *)(b->data + i * b->stride + (size_t)b->arity * sizeof(dl_value_t));
 }
 static inline int64_t *dl__ub_diff(const dl_ubuf_t *b, size_t i) {
+    if (DL_UNLIKELY(b->narrow & DL_UB_SHARED_DIFF))
+        return (int64_t *)&b->shared[DL_TIME_MAX_DIM];
     return (int64_t *)(b->data + (i + 1) * b->stride - sizeof(int64_t));
+}
+/* Copies record i of src (either layout) to record k of dst (wide, same shape). */
+static inline void dl__ub_copy(dl_ubuf_t *dst, size_t k, const dl_ubuf_t *src, size_t i) {
+    if (DL_LIKELY(!src->narrow)) {
+        memcpy(dst->data + k * dst->stride, src->data + i * src->stride, dst->stride);
+        return;
+    }
+    memcpy(dl__ub_row(dst, k), dl__ub_row(src, i), (size_t)src->arity * sizeof(dl_value_t));
+    memcpy(dl__ub_time(dst, k), dl__ub_time(src, i), (size_t)src->dim * sizeof(uint64_t));
+    *dl__ub_diff(dst, k) = *dl__ub_diff(src, i);
 }
 
 void dl__batch_ubuf_init(dl_ubuf_t *b, size_t arity, size_t dim);
@@ -46,6 +69,11 @@ size_t dl__batch_ubuf_alloc(dl_ubuf_t *b);
 /* Sorts by (row, time) and merges equal (row, time) by adding diffs; drops zero diffs.
  * Returns false on oom (the buffer is then unchanged). */
 bool dl__batch_consolidate(dl_ubuf_t *b);
+/* Stores a shared time or diff once when every record has it (sealed spine batches). */
+void dl__batch_narrow(dl_ubuf_t *b);
+/* Back to one time and diff per record, with room for at least cap records; false on oom
+ * (the buffer is then unchanged). */
+bool dl__batch_widen(dl_ubuf_t *b, size_t cap);
 /* Checks the sorted-and-consolidated invariant (tests and asserts). */
 bool dl__batch_check(const dl_ubuf_t *b);
 
@@ -81,6 +109,9 @@ typedef struct dl_batch {
 /* new: takes the buffer's contents (u is left empty). NULL on oom (u untouched). */
 dl_batch_t *dl__batch_new(dl_ubuf_t *u, bool sorted);
 void dl__batch_ref(dl_batch_t *b);
+/* b itself (a new reference) when it is wide, else a wide copy: messages between
+ * operators are always wide. NULL on oom. */
+dl_batch_t *dl__batch_wide(dl_batch_t *b);
 void dl__batch_unref(dl_batch_t *b);
 
 /* Time helpers. Padded join: a (da coordinates) and b (db coordinates), missing

@@ -168,10 +168,11 @@ dl_coll_t *dl__graph_node_new(dl_scope_t *s, dl_op_t op, size_t arity, dl_coll_t
          * arrangement's contents replayed (docs "Attaching later"). */
         const dl_arr_t *a = ins[i]->arr;
         for (size_t b = 0; a && b < a->spine.n; b++) {
-            dl_qitem_t it = {a->spine.batches[b], (uint32_t)i};
-            if (!push_ptr((void **)&n->q, &n->q_n, &n->q_cap, sizeof it, &it))
+            dl_qitem_t it = {dl__batch_wide(a->spine.batches[b]), (uint32_t)i};
+            if (!it.b || !push_ptr((void **)&n->q, &n->q_n, &n->q_cap, sizeof it, &it)) {
+                dl__batch_unref(it.b);
                 return fail_null(err, DL_ENOMEM, "out of memory");
-            dl__batch_ref(a->spine.batches[b]);
+            }
         }
     }
     return n;

@@ -13,6 +13,8 @@
  */
 #include "dataflow/dataflow.h"
 
+#include <assert.h>
+
 int dl_emit_diff(dl_emitter_t *out, const dl_value_t *row, int64_t mult) {
     dl_ubuf_t *b = out->buf;
     size_t i = dl__batch_ubuf_alloc(b);
@@ -310,6 +312,7 @@ static int arrange_process(dl_coll_t *n, dl_batch_t *in_b) {
 }
 
 int dl__ops_process(dl_coll_t *n, dl_batch_t *b, uint32_t port) {
+    assert(!b->u.narrow); /* operators copy whole records of messages */
     switch (n->op) {
         case OP_CONCAT:
             return dl__graph_emit(n, b);

@@ -16,6 +16,8 @@
  *    is the only thing readers may ask for (their frontiers are >= since).
  * 4. Merges whose older batch only the spine references run in place, from the back
  *    (merge_in_place): a merge then costs memory for the smaller batch's records only.
+ * 5. Merge outputs are narrowed (batch.c): compaction tends to leave a batch with one time
+ *    and diffs of +1, which are then stored once. Merges read either layout.
  */
 #include "dataflow/dataflow.h"
 
@@ -78,7 +80,7 @@ static int merge(dl_spine_t *s, const dl_batch_t *a, const dl_batch_t *b, dl_bat
             size_t lim = c < 0 ? na : nb;
             if (*p + 1 >= lim || dl__batch_rcmp(dl__ub_row(u, *p + 1), row, rs) != 0) {
                 size_t k = o.n++;
-                memcpy(o.data + k * o.stride, u->data + *p * u->stride, o.stride);
+                dl__ub_copy(&o, k, u, *p);
                 if (advance)
                     dl_time_advance_by(dl__ub_time(&o, k), &s->since, dl__ub_time(&o, k));
                 (*p)++;
@@ -144,6 +146,7 @@ static int merge(dl_spine_t *s, const dl_batch_t *a, const dl_batch_t *b, dl_bat
         *out = NULL;
         return 0;
     }
+    dl__batch_narrow(&o);
     dl__batch_ubuf_shrink(&o);
     dl_batch_t *nb2 = dl__batch_new(&o, true);
     if (!nb2) {
@@ -203,14 +206,9 @@ static int merge_in_place(dl_spine_t *s, dl_batch_t *a, const dl_batch_t *b, dl_
     dl_ubuf_t *u = &a->u;
     const dl_ubuf_t *ub = b ? &b->u : NULL;
     size_t na = u->n, nb = ub ? ub->n : 0, total = na + nb, rs = (size_t)s->ka + s->va;
+    if (!dl__batch_widen(u, total))
+        return DL_ENOMEM;
     size_t st = u->stride;
-    if (total > u->cap) {
-        uint8_t *d = dl_realloc(u->data, total * st);
-        if (!d)
-            return DL_ENOMEM;
-        u->data = d;
-        u->cap = total;
-    }
     dl_free(a->kidx); /* rebuilt below: records move */
     a->kidx = NULL;
     a->n_kidx = 0;
@@ -225,14 +223,17 @@ static int merge_in_place(dl_spine_t *s, dl_batch_t *a, const dl_batch_t *b, dl_
             if (--w != --i)
                 memcpy(u->data + w * st, u->data + i * st, st);
         } else {
-            memcpy(u->data + --w * st, ub->data + --j * st, st);
+            w--;
+            dl__ub_copy(u, w, ub, --j);
         }
         const dl_value_t *row = dl__ub_row(u, top - 1); /* stays put while the group grows */
         while (c >= 0 && i > 0 && dl__batch_rcmp(dl__ub_row(u, i - 1), row, rs) == 0)
             if (--w != --i)
                 memcpy(u->data + w * st, u->data + i * st, st);
-        while (c <= 0 && j > 0 && dl__batch_rcmp(dl__ub_row(ub, j - 1), row, rs) == 0)
-            memcpy(u->data + --w * st, ub->data + --j * st, st);
+        while (c <= 0 && j > 0 && dl__batch_rcmp(dl__ub_row(ub, j - 1), row, rs) == 0) {
+            w--;
+            dl__ub_copy(u, w, ub, --j);
+        }
         if (advance)
             for (size_t x = w; x < top; x++)
                 dl_time_advance_by(dl__ub_time(u, x), &s->since, dl__ub_time(u, x));
@@ -246,6 +247,7 @@ static int merge_in_place(dl_spine_t *s, dl_batch_t *a, const dl_batch_t *b, dl_
         *out = NULL;
         return 0;
     }
+    dl__batch_narrow(u);
     dl__batch_ubuf_shrink(u);
     a->since_gen = s->since_gen;
     dl__spine_index(a, s->ka);

@@ -88,14 +88,21 @@ static void test_spine_consolidate_property(void **state) {
     }
 }
 
+/* Uniform batches (one time, diffs +1) are what compaction produces in practice, and what
+ * merges store narrow. */
 static dl_batch_t *random_sorted_batch(dl_rng_t *r, size_t n, size_t dim, int dom, bool mixed,
-                                       dl_ubuf_t *log) {
+                                       bool uniform, dl_ubuf_t *log) {
     dl_ubuf_t u;
     dl__batch_ubuf_init(&u, 2, dim);
+    uint64_t t0[2] = {dl_rng_below(r, 4), dl_rng_below(r, 4)};
     for (size_t i = 0; i < n; i++) {
         dl_value_t row[2] = {rv(r, mixed, dom), dl_value_int((int64_t)dl_rng_below(r, 3))};
         uint64_t t[2] = {dl_rng_below(r, 4), dl_rng_below(r, 4)};
         int64_t d = dl_rng_below(r, 2) ? 1 : -1;
+        if (uniform) {
+            memcpy(t, t0, sizeof t);
+            d = 1;
+        }
         assert_true(dl__batch_ubuf_push(&u, row, t, d));
         assert_true(dl__batch_ubuf_push(log, row, t, d));
     }
@@ -121,10 +128,12 @@ static void test_spine_layers_compaction_and_seek(void **state) {
     (void)state;
     dl_rng_t r = {dl_prop_seed("spine_layers_compaction_and_seek")};
     long iters = dl_prop_iters(40);
+    size_t narrowed = 0;
     for (long it = 0; it < iters; it++) {
         size_t dim = 1 + dl_rng_below(&r, 2);
         bool mixed = dl_rng_below(&r, 4) == 0;
         int dom = dl_rng_below(&r, 2) ? 50 : 5000;
+        bool uniform = dl_rng_below(&r, 3) == 0;
         dl_spine_t s;
         dl__spine_init(&s, 1, 1, dim);
         dl_ubuf_t log;
@@ -137,7 +146,9 @@ static void test_spine_layers_compaction_and_seek(void **state) {
         for (int k = 0; k < rounds; k++) {
             size_t n = dl_rng_below(&r, 3) ? dl_rng_below(&r, 100) : 200 + dl_rng_below(&r, 2000);
             assert_int_equal(
-                dl__spine_insert(&s, random_sorted_batch(&r, n, dim, dom, mixed, &log)), 0);
+                dl__spine_insert(&s, random_sorted_batch(&r, n, dim, dom, mixed,
+                                                         uniform && dl_rng_below(&r, 4), &log)),
+                0);
             assert_true(dl__spine_check(&s));
             for (size_t i = 0; i + 1 < s.n; i++)
                 assert_true(s.batches[i]->u.n > 2 * s.batches[i + 1]->u.n);
@@ -154,6 +165,8 @@ static void test_spine_layers_compaction_and_seek(void **state) {
                     assert_true(dl__spine_check(&s));
             }
         }
+        for (size_t i = 0; i < s.n; i++)
+            narrowed += s.batches[i]->u.narrow != 0;
         /* Accumulations at times beyond since agree with the log. */
         for (int q = 0; q < 30 && log.n; q++) {
             size_t k = dl_rng_below(&r, log.n);
@@ -190,7 +203,61 @@ static void test_spine_layers_compaction_and_seek(void **state) {
         dl__batch_ubuf_fini(&log);
         dl__spine_fini(&s);
     }
+    if (iters >= 40)
+        assert_true(narrowed > 0); /* the narrow layout was exercised */
+}
+
+/* Narrowing stores a shared time and/or diff once; the accessors read the same records,
+ * widening gives back the original bytes, and appending to a narrow buffer widens it. */
+static void test_spine_narrow_round_trip(void **state) {
+    (void)state;
+    dl_rng_t r = {dl_prop_seed("spine_narrow_round_trip")};
+    long iters = dl_prop_iters(200);
+    int kinds[4] = {0};
+    for (long it = 0; it < iters; it++) {
+        size_t arity = dl_rng_below(&r, 3), dim = dl_rng_below(&r, 3);
+        size_t n = dl_rng_below(&r, 2) ? dl_rng_below(&r, 70) : 64 + dl_rng_below(&r, 500);
+        bool same_t = dl_rng_below(&r, 2), same_d = dl_rng_below(&r, 2);
+        dl_ubuf_t a, orig;
+        dl__batch_ubuf_init(&a, arity, dim);
+        dl__batch_ubuf_init(&orig, arity, dim);
+        uint64_t t0[2] = {dl_rng_below(&r, 5), dl_rng_below(&r, 5)};
+        for (size_t i = 0; i < n; i++) {
+            dl_value_t row[2] = {rv(&r, true, 100), rv(&r, false, 100)};
+            uint64_t t[2] = {dl_rng_below(&r, 5), dl_rng_below(&r, 5)};
+            int64_t d = same_d ? -3 : (int64_t)dl_rng_below(&r, 9) - 4;
+            assert_true(dl__batch_ubuf_push(&a, row, same_t ? t0 : t, d));
+            assert_true(dl__batch_ubuf_push(&orig, row, same_t ? t0 : t, d));
+        }
+        dl__batch_narrow(&a);
+        kinds[a.narrow]++;
+        assert_int_equal(a.n, n);
+        for (size_t i = 0; i < n; i++) {
+            assert_true(dl_row_eq(dl__ub_row(&a, i), dl__ub_row(&orig, i), arity));
+            assert_memory_equal(dl__ub_time(&a, i), dl__ub_time(&orig, i), dim * 8);
+            assert_int_equal(*dl__ub_diff(&a, i), *dl__ub_diff(&orig, i));
+        }
+        if (dl_rng_below(&r, 2)) {
+            dl_value_t row[2] = {dl_value_int(7), dl_value_int(8)};
+            uint64_t t[2] = {9, 9};
+            assert_true(dl__batch_ubuf_push(&a, row, t, 5));
+            assert_true(dl__batch_ubuf_push(&orig, row, t, 5));
+            assert_int_equal(a.narrow, 0);
+        } else {
+            assert_true(dl__batch_widen(&a, a.n));
+        }
+        assert_int_equal(a.stride, orig.stride);
+        assert_int_equal(a.n, orig.n);
+        if (orig.n)
+            assert_memory_equal(a.data, orig.data, orig.n * orig.stride);
+        dl__batch_ubuf_fini(&a);
+        dl__batch_ubuf_fini(&orig);
+    }
+    if (iters >= 200) /* every layout was exercised */
+        for (int k = 0; k < 4; k++)
+            assert_true(kinds[k] > 0);
 }
 
 DL_TEST_GROUP(spine, cmocka_unit_test(test_spine_consolidate_property),
-              cmocka_unit_test(test_spine_layers_compaction_and_seek));
+              cmocka_unit_test(test_spine_layers_compaction_and_seek),
+              cmocka_unit_test(test_spine_narrow_round_trip));
