@@ -20,15 +20,30 @@
  * Measures, per run (JSON lines via bench/harness.h): sustained events/s with the
  * projection current (batched, and one event per transaction), and the latency from
  * submitting a transaction to the projection's diff arriving at the subscriber
- * (p50/p99; this includes the commit itself). Not measured here: the server path
- * (--via server is reported as skipped until the runtime has it).
+ * (p50/p99; this includes the commit itself).
+ *
+ * --via server: the same events through a `deltalog serve` process over TCP
+ * (docs/protocol.md; bench/server_client.c starts and talks to it): the schema, then a
+ * `subscribe` to the balance query, then one `transact` request per transaction (JSON
+ * transaction data, one map per event), pipelined with `--window` requests in flight.
+ * The client keeps the projection from the subscription's diffs (read by a small
+ * scanner of the two line shapes; anything else through jansson), checks that times
+ * increase and that every retraction matches the row it removes, and stops the clock when
+ * the diff of the last transaction that changes the result has arrived (which
+ * transactions change it follows from the events: a first event of an account, or a
+ * nonzero net amount for one). The final projection is checked against the generator's
+ * checksums and against a one-shot `query` over the wire. Latency: from a transaction's
+ * send to the diff carrying its t (only transactions that change the result; with
+ * `window` transactions in flight, so it includes the queueing). CPU seconds of the
+ * client and of the server are reported apart.
  *
  * Per line, "store_share" is the part of the run spent in the store's transaction path
  * (dl_store_transact minus the commit listener's run of the live query, which is
  * "apply_share"; "pump_share" is the delivery to the subscribers).
  *
- * Usage: bench_w3 --data DIR [--via inprocess] [--batch N] [--durable DIR2]
+ * Usage: bench_w3 --data DIR [--via inprocess|server] [--batch N] [--durable DIR2]
  *                 [--events K] [--single-events K] [--only batched|single] [--store-only]
+ *                 [--window W] [--server PATH]
  *   DIR: the folder gen.py wrote (w3.events.jsonl, w3.meta.json) or a parent with w3/.
  *   --batch N: events per transaction in the batched run (default 1000).
  *   --durable DIR2: also run both on a durable store in a fresh folder under DIR2
@@ -38,9 +53,15 @@
  *     against the sums of the events it read instead of the generator's checksums).
  *   --store-only: no live query and no subscriber (runs "w3_store_*"): the store's
  *     transaction path alone; the checksum is then that of a one-shot query at the end.
+ *   --window W (--via server): transactions in flight (default 16 batched, 256 single);
+ *   --server PATH: the deltalog binary (default: the one next to this program). With
+ *     --durable the server runs `--data DIR2/... --sync batched`.
+ * Lines are named w3_[server_][store_][durable_]batched|single.
  */
 #include "bench/harness.h"
+#include "bench/server_client.h"
 
+#include "base/base.h"
 #include <deltalog/datalog.h>
 #include <deltalog/deltalog.h>
 #include <deltalog/store.h>
@@ -544,6 +565,489 @@ static void run(const events_t *ev, const json_t *expected, const run_opts_t *ro
     }
 }
 
+/* ---- --via server ------------------------------------------------------------------------ */
+
+/* One diff row of the balance subscription: [[account, balance], diff]. */
+typedef struct srow {
+    int64_t acct, bal, diff;
+} srow_t;
+
+typedef struct srows {
+    srow_t *v;
+    size_t n, cap;
+} srows_t;
+
+static void srows_push(srows_t *r, int64_t acct, int64_t bal, int64_t diff) {
+    if (r->n == r->cap) {
+        r->cap = r->cap ? 2 * r->cap : 1024;
+        r->v = realloc(r->v, r->cap * sizeof *r->v);
+        if (!r->v)
+            die("out of memory", NULL);
+    }
+    r->v[r->n++] = (srow_t){acct, bal, diff};
+}
+
+/* Parses a decimal int64 at *p (optional '-'); false when there is none. */
+static bool scan_i64(const char **p, int64_t *out) {
+    const char *q = *p;
+    bool neg = *q == '-';
+    if (neg)
+        q++;
+    if (*q < '0' || *q > '9')
+        return false;
+    uint64_t x = 0;
+    while (*q >= '0' && *q <= '9')
+        x = x * 10 + (uint64_t)(*q++ - '0');
+    *out = neg ? -(int64_t)x : (int64_t)x;
+    *p = q;
+    return true;
+}
+
+static bool scan_lit(const char **p, const char *lit) {
+    size_t n = strlen(lit);
+    if (strncmp(*p, lit, n) != 0)
+        return false;
+    *p += n;
+    return true;
+}
+
+/* The two kinds of lines this benchmark gets, read by hand (the shapes are fixed by
+ * docs/protocol.md; anything else goes through jansson):
+ *   {"id":I,"ok":true,"t":T,...}                          a transaction's reply
+ *   {"sub":S,"t":T,"time":[T],"diff":[[[A,B],D],...]...}  a subscription message */
+static bool fast_reply(const char *line, int64_t *id, int64_t *t) {
+    const char *p = line;
+    return scan_lit(&p, "{\"id\":") && scan_i64(&p, id) && scan_lit(&p, ",\"ok\":true,\"t\":") &&
+           scan_i64(&p, t);
+}
+
+static bool fast_diff(const char *line, int64_t sub, int64_t *t, srows_t *rows) {
+    const char *p = line;
+    int64_t s, t2;
+    if (!scan_lit(&p, "{\"sub\":") || !scan_i64(&p, &s) || s != sub || !scan_lit(&p, ",\"t\":") ||
+        !scan_i64(&p, t) || !scan_lit(&p, ",\"time\":[") || !scan_i64(&p, &t2) || t2 != *t ||
+        !scan_lit(&p, "],\"diff\":["))
+        return false;
+    size_t n0 = rows->n;
+    if (*p == ']')
+        return true;
+    for (;;) {
+        int64_t a, b, d;
+        if (!scan_lit(&p, "[[") || !scan_i64(&p, &a) || !scan_lit(&p, ",") || !scan_i64(&p, &b) ||
+            !scan_lit(&p, "],") || !scan_i64(&p, &d) || !scan_lit(&p, "]")) {
+            rows->n = n0;
+            return false;
+        }
+        srows_push(rows, a, b, d);
+        if (*p == ']')
+            return true;
+        if (*p++ != ',') {
+            rows->n = n0;
+            return false;
+        }
+    }
+}
+
+/* The client's side of one run: the projection kept from the diffs, and per transaction
+ * its send time, its t (from the reply) and whether it must change the result. */
+typedef struct sclient {
+    bench_srv_t srv;
+    int64_t sub;
+    proj_t p;
+    srows_t rows;
+    uint64_t *send_ns;
+    int64_t *t_of;
+    unsigned char *changes;
+    size_t n_sent, n_replied, n_settled;
+    int64_t last_diff_t;
+    uint64_t diff_msgs;
+    bench_samples_t lat;
+} sclient_t;
+
+static void sclient_die(sclient_t *c, const char *what, const dl_error_t *err) {
+    fprintf(stderr, "bench_w3: %s: %s\n", what, err ? err->message : "");
+    bench_srv_stop(&c->srv);
+    exit(1);
+}
+
+/* Applies the rows of one subscription message to the projection (retractions first, as
+ * on_delta does), then settles every replied transaction whose t it covers. */
+static void sclient_take_diff(sclient_t *c, int64_t t) {
+    proj_t *p = &c->p;
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < c->rows.n; i++) {
+            const srow_t *r = &c->rows.v[i];
+            if ((pass == 0) != (r->diff < 0))
+                continue;
+            if (r->acct < 0 || (size_t)r->acct >= p->n_accounts ||
+                (r->diff != 1 && r->diff != -1)) {
+                p->bad++;
+                continue;
+            }
+            size_t a = (size_t)r->acct;
+            if (r->diff < 0) {
+                if (!p->present[a] || p->balance[a] != r->bal)
+                    p->bad++;
+                p->present[a] = 0;
+                p->rows--;
+            } else {
+                if (p->present[a])
+                    p->bad++;
+                p->present[a] = 1;
+                p->balance[a] = r->bal;
+                p->rows++;
+            }
+        }
+    p->diff_rows += c->rows.n;
+    p->deltas++;
+    c->rows.n = 0;
+    if (t <= c->last_diff_t)
+        p->bad++; /* times strictly increase */
+    c->last_diff_t = t;
+    uint64_t now = bench_now_ns();
+    while (c->n_settled < c->n_replied && c->t_of[c->n_settled] <= t) {
+        if (c->changes[c->n_settled])
+            bench_samples_add(&c->lat, now - c->send_ns[c->n_settled]);
+        c->n_settled++;
+    }
+}
+
+/* Reads and handles one line: a reply (to the oldest unanswered transaction) or a
+ * subscription message. */
+static void sclient_read_one(sclient_t *c, int timeout_ms) {
+    dl_error_t err = {0};
+    size_t len;
+    char *line = bench_srv_line(&c->srv, &len, timeout_ms, &err);
+    if (!line)
+        sclient_die(c, "reading from the server", &err);
+    int64_t id, t;
+    if (fast_reply(line, &id, &t)) {
+        if (id != (int64_t)c->n_replied)
+            sclient_die(c, "a reply out of order", NULL);
+        c->t_of[c->n_replied++] = t;
+        return;
+    }
+    if (fast_diff(line, c->sub, &t, &c->rows)) {
+        c->diff_msgs++;
+        sclient_take_diff(c, t);
+        return;
+    }
+    /* anything else: an error reply, an end message, or a shape the scanner missed */
+    json_error_t je;
+    json_t *j = json_loadb(line, len, 0, &je);
+    if (!j)
+        sclient_die(c, "the server sent a line that is not JSON", NULL);
+    if (json_object_get(j, "ok")) {
+        if (!json_is_true(json_object_get(j, "ok"))) {
+            json_t *e = json_object_get(j, "error");
+            fprintf(stderr, "bench_w3: transaction %lld rejected: %s: %s\n",
+                    (long long)json_integer_value(json_object_get(j, "id")),
+                    json_string_value(json_object_get(e, "code")),
+                    json_string_value(json_object_get(e, "message")));
+            json_decref(j);
+            sclient_die(c, "the server rejected a transaction", NULL);
+        }
+        if (json_integer_value(json_object_get(j, "id")) != (int64_t)c->n_replied)
+            sclient_die(c, "a reply out of order", NULL);
+        c->t_of[c->n_replied++] = json_integer_value(json_object_get(j, "t"));
+    } else if (json_object_get(j, "end")) {
+        json_decref(j);
+        sclient_die(c, "the subscription ended", NULL);
+    } else {
+        size_t i;
+        json_t *d;
+        json_array_foreach(json_object_get(j, "diff"), i, d) {
+            json_t *row = json_array_get(d, 0);
+            srows_push(&c->rows, json_integer_value(json_array_get(row, 0)),
+                       json_integer_value(json_array_get(row, 1)),
+                       json_integer_value(json_array_get(d, 1)));
+        }
+        c->diff_msgs++;
+        sclient_take_diff(c, json_integer_value(json_object_get(j, "t")));
+    }
+    json_decref(j);
+}
+
+/* Sends a request line built by jansson and returns its reply (subscription lines that
+ * come first are handled). Only for the setup requests, whose ids are negative. */
+static json_t *sclient_request(sclient_t *c, json_t *req) {
+    dl_error_t err = {0};
+    char *line = json_dumps(req, JSON_COMPACT);
+    json_int_t id = json_integer_value(json_object_get(req, "id"));
+    json_decref(req);
+    if (!line)
+        sclient_die(c, "encoding a request", NULL);
+    size_t n = strlen(line);
+    line[n] = '\n';
+    if (bench_srv_send(&c->srv, line, n + 1, &err))
+        sclient_die(c, "send", &err);
+    free(line);
+    for (;;) {
+        size_t len;
+        char *l = bench_srv_line(&c->srv, &len, 60000, &err);
+        if (!l)
+            sclient_die(c, "reading a reply", &err);
+        json_error_t je;
+        json_t *j = json_loadb(l, len, 0, &je);
+        if (!j)
+            sclient_die(c, "the server sent a line that is not JSON", NULL);
+        if (json_integer_value(json_object_get(j, "id")) == id && json_object_get(j, "ok")) {
+            if (!json_is_true(json_object_get(j, "ok"))) {
+                json_t *e = json_object_get(j, "error");
+                fprintf(stderr, "bench_w3: request %lld failed: %s\n", (long long)id,
+                        json_string_value(json_object_get(e, "message")));
+                sclient_die(c, "a setup request failed", NULL);
+            }
+            return j;
+        }
+        json_decref(j); /* e.g. the snapshot of an earlier subscription */
+    }
+}
+
+/* The one-shot result of the balance query over the wire, as sums. */
+static int server_oneshot(sclient_t *c, sums_t *out) {
+    json_t *j =
+        sclient_request(c, json_pack("{s:s, s:i, s:s}", "op", "query", "id", -3, "q", q_balance));
+    size_t n = c->p.n_accounts, i;
+    int64_t *bal = calloc(n, sizeof *bal);
+    unsigned char *present = calloc(n, 1);
+    int rc = 0;
+    json_t *row;
+    json_array_foreach(json_object_get(j, "rows"), i, row) {
+        int64_t a = json_integer_value(json_array_get(row, 0));
+        if (a < 0 || (size_t)a >= n || present[a]) {
+            rc = -1;
+            continue;
+        }
+        present[a] = 1;
+        bal[a] = json_integer_value(json_array_get(row, 1));
+    }
+    sums_of(bal, present, n, out);
+    free(bal);
+    free(present);
+    json_decref(j);
+    return rc;
+}
+
+typedef struct srv_opts {
+    const char *path; /* the deltalog binary (NULL: next to this one) */
+    size_t window;    /* transactions in flight */
+    bool edn;         /* transaction data as EDN text (else the JSON form) */
+} srv_opts_t;
+
+/* Decimal text of x at p; returns the end. */
+static char *put_i64(char *p, int64_t x) {
+    char tmp[24];
+    int n = 0;
+    uint64_t u = x < 0 ? 0 - (uint64_t)x : (uint64_t)x;
+    do
+        tmp[n++] = (char)('0' + u % 10);
+    while (u /= 10);
+    if (x < 0)
+        *p++ = '-';
+    while (n)
+        *p++ = tmp[--n];
+    return p;
+}
+
+/* Appends a transact request for events [i, i+k) to b: one map per event, a new entity
+ * each, as JSON transaction data ({"event/account":A,"event/amount":X}) or, with edn, as
+ * an EDN string ({:event/account A :event/amount X}). */
+static void put_request(dl_buf_t *b, int64_t id, const events_t *ev, size_t i, size_t k, bool edn) {
+    static const char jpre[] = "{\"event/account\":", jmid[] = ",\"event/amount\":";
+    static const char epre[] = "{:event/account ", emid[] = " :event/amount ";
+    const char *pre = edn ? epre : jpre, *mid = edn ? emid : jmid;
+    size_t npre = edn ? sizeof epre - 1 : sizeof jpre - 1,
+           nmid = edn ? sizeof emid - 1 : sizeof jmid - 1;
+    if (!dl__buf_reserve(b, 64 + k * (npre + nmid + 48)))
+        return;
+    char *p = b->data + b->len;
+    p += sprintf(p, "{\"op\":\"transact\",\"id\":%lld,\"tx\":%s", (long long)id, edn ? "\"[" : "[");
+    for (size_t j = 0; j < k; j++) {
+        if (j)
+            *p++ = edn ? ' ' : ',';
+        memcpy(p, pre, npre);
+        p = put_i64(p + npre, ev->account[i + j]);
+        memcpy(p, mid, nmid);
+        p = put_i64(p + nmid, ev->amount[i + j]);
+        *p++ = '}';
+    }
+    if (edn)
+        *p++ = ']', *p++ = '"';
+    else
+        *p++ = ']';
+    memcpy(p, "}\n", 2);
+    b->len = (size_t)(p + 2 - b->data);
+}
+
+static void run_server(const events_t *ev, const json_t *expected, const run_opts_t *ro,
+                       const srv_opts_t *so) {
+    dl_error_t err = {0};
+    sclient_t c;
+    memset(&c, 0, sizeof c);
+    c.last_diff_t = -1;
+    char dir[4096] = "";
+    const char *args[8] = {"--memory", NULL};
+    if (ro->durable_dir) {
+        snprintf(dir, sizeof dir, "%s/bench_w3_srv.%ld", ro->durable_dir, (long)getpid());
+        nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        args[0] = "--data";
+        args[1] = dir;
+        args[2] = "--sync";
+        args[3] = "batched";
+        args[4] = NULL;
+    }
+    uint64_t t_init = bench_now_ns();
+    if (bench_srv_start(&c.srv, so->path, args, &err))
+        sclient_die(&c, "starting the server", &err);
+    json_decref(sclient_request(
+        &c, json_pack("{s:s, s:i, s:s}", "op", "transact", "id", -1, "tx", schema)));
+    json_t *j = sclient_request(
+        &c, json_pack("{s:s, s:i, s:s}", "op", "subscribe", "id", -2, "q", q_balance));
+    c.sub = json_integer_value(json_object_get(j, "sub"));
+    json_decref(j);
+    double init_ms = (double)(bench_now_ns() - t_init) / 1e6;
+
+    size_t n = ro->max_events && ro->max_events < ev->n ? ro->max_events : ev->n;
+    size_t batch = ro->batch ? ro->batch : 1;
+    size_t n_tx = (n + batch - 1) / batch;
+    c.p.n_accounts = (size_t)ev->max_account + 1;
+    c.p.balance = calloc(c.p.n_accounts, sizeof *c.p.balance);
+    c.p.present = calloc(c.p.n_accounts, 1);
+    c.send_ns = calloc(n_tx + 1, sizeof *c.send_ns);
+    c.t_of = calloc(n_tx + 1, sizeof *c.t_of);
+    c.changes = calloc(n_tx + 1, 1);
+    /* Which transactions must change the result: one that gives an account its first
+     * event (a new row), or changes some account's sum. Computed from the events. */
+    unsigned char *seen = calloc(c.p.n_accounts, 1);
+    int64_t *net = calloc(c.p.n_accounts, sizeof *net);
+    if (!c.p.balance || !c.p.present || !c.send_ns || !c.t_of || !c.changes || !seen || !net)
+        die("out of memory", NULL);
+    size_t last_changing = SIZE_MAX;
+    for (size_t x = 0; x < n_tx; x++) {
+        size_t i0 = x * batch, i1 = i0 + batch < n ? i0 + batch : n;
+        bool ch = false;
+        for (size_t i = i0; i < i1; i++) {
+            ch = ch || !seen[ev->account[i]];
+            seen[ev->account[i]] = 1;
+            net[ev->account[i]] += ev->amount[i];
+        }
+        for (size_t i = i0; i < i1; i++) {
+            ch = ch || net[ev->account[i]] != 0;
+            net[ev->account[i]] = 0;
+        }
+        c.changes[x] = ch;
+        if (ch)
+            last_changing = x;
+    }
+    free(seen);
+    free(net);
+
+    /* Before the timed part: the snapshot of the empty result. */
+    while (c.last_diff_t < 0)
+        sclient_read_one(&c, 60000);
+    c.p.deltas = c.p.diff_rows = 0;
+    c.diff_msgs = 0;
+
+    dl_buf_t b;
+    dl__buf_init(&b);
+    size_t window = so->window ? so->window : 1;
+    double cpu0 = cpu_seconds(), scpu0 = bench_srv_cpu_seconds(&c.srv);
+    uint64_t t0 = bench_now_ns();
+    for (size_t x = 0; x < n_tx; x++) {
+        size_t i0 = x * batch, k = n - i0 < batch ? n - i0 : batch;
+        b.len = 0;
+        put_request(&b, (int64_t)x, ev, i0, k, so->edn);
+        if (b.oom)
+            die("out of memory", NULL);
+        c.send_ns[x] = bench_now_ns();
+        if (bench_srv_send(&c.srv, b.data, b.len, &err))
+            sclient_die(&c, "send", &err);
+        c.n_sent++;
+        /* keep at most `window` unanswered; take whatever already came without waiting */
+        while (c.n_sent - c.n_replied >= window || bench_srv_has_line(&c.srv))
+            sclient_read_one(&c, 60000);
+        if (c.n_sent - c.n_replied > 0 && bench_srv_fill(&c.srv, 0, &err) < 0)
+            sclient_die(&c, "reading", &err);
+    }
+    /* every reply, then the diff of the last transaction that changes the result */
+    while (c.n_replied < n_tx)
+        sclient_read_one(&c, 60000);
+    while (last_changing != SIZE_MAX && c.last_diff_t < c.t_of[last_changing])
+        sclient_read_one(&c, 60000);
+    uint64_t t1 = bench_now_ns();
+    double secs = (double)(t1 - t0) / 1e9, cpu = cpu_seconds() - cpu0,
+           scpu = bench_srv_cpu_seconds(&c.srv) - scpu0;
+    dl__buf_fini(&b);
+
+    sums_t got, want, once;
+    sums_of(c.p.balance, c.p.present, c.p.n_accounts, &got);
+    bool checksum_ok;
+    if (n == ev->n) {
+        checksum_ok = sums_match_expected(&got, expected);
+    } else {
+        int64_t *bb = calloc(c.p.n_accounts, sizeof *bb);
+        unsigned char *pr = calloc(c.p.n_accounts, 1);
+        for (size_t i = 0; i < n; i++) {
+            bb[ev->account[i]] += ev->amount[i];
+            pr[ev->account[i]] = 1;
+        }
+        sums_of(bb, pr, c.p.n_accounts, &want);
+        checksum_ok = sums_eq(&got, &want);
+        free(bb);
+        free(pr);
+    }
+    bool oneshot_ok = server_oneshot(&c, &once) == 0 && sums_eq(&got, &once);
+    bool diffs_ok = c.p.bad == 0;
+    double srv_rss = bench_srv_peak_rss_mb(&c.srv);
+
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)got.balances_xor);
+    json_t *params =
+        json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:b}", "via", "server", "tx_form",
+                  so->edn ? "edn" : "json", "store",
+                  ro->durable_dir ? "durable (serve --sync batched)" : "memory", "events",
+                  (json_int_t)n, "batch", (json_int_t)batch, "window", (json_int_t)window,
+                  "accounts", (json_int_t)got.accounts, "full_run", n == ev->n);
+    json_t *out = json_pack(
+        "{s:s, s:o, s:f, s:f, s:f, s:f, s:f, s:I, s:f, s:I, s:I, s:f, s:{s:I, s:I, s:s, s:s}, "
+        "s:b, s:b, s:b}",
+        "bench", ro->name, "params", params, "init_ms", init_ms, "p50_us",
+        bench_samples_pct_us(&c.lat, 0.5), "p99_us", bench_samples_pct_us(&c.lat, 0.99),
+        "throughput_per_s", (double)n / secs, "tx_per_s", (double)n_tx / secs, "transactions",
+        (json_int_t)n_tx, "seconds", secs, "diff_messages", (json_int_t)c.diff_msgs, "diff_rows",
+        (json_int_t)c.p.diff_rows, "server_peak_rss_mb", srv_rss, "checksum", "accounts",
+        (json_int_t)got.accounts, "total", (json_int_t)got.total, "balances_xor", hex, "negative",
+        bench_checksum_str(&got.negative), "checksum_ok", checksum_ok, "oneshot_equal", oneshot_ok,
+        "diffs_consistent", diffs_ok);
+    json_object_set_new(out, "latency",
+                        json_string("send of a transaction to the diff carrying its t, with "
+                                    "`window` transactions in flight"));
+    json_object_set_new(out, "cpu_seconds", json_real(cpu));
+    json_object_set_new(out, "server_cpu_seconds", json_real(scpu));
+    json_object_set_new(out, "events_per_cpu_s",
+                        json_real(cpu + scpu > 0 ? (double)n / (cpu + scpu) : 0));
+    bench_emit(out);
+
+    int status = bench_srv_stop(&c.srv);
+    if (dir[0])
+        nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(c.p.balance);
+    free(c.p.present);
+    free(c.send_ns);
+    free(c.t_of);
+    free(c.changes);
+    free(c.rows.v);
+    bench_samples_free(&c.lat);
+    if (!checksum_ok || !oneshot_ok || !diffs_ok || status != 0) {
+        fprintf(stderr,
+                "bench_w3: %s: the projection does not match (checksum_ok %d, oneshot_equal %d, "
+                "diffs_consistent %d, server exit status %d)\n",
+                ro->name, checksum_ok, oneshot_ok, diffs_ok, status);
+        exit(1);
+    }
+}
+
 static bool file_exists(const char *path) {
     struct stat sb;
     return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
@@ -562,13 +1066,18 @@ int main(int argc, char **argv) {
         single = limit;
     const char *gen = "python3 ../shared/bench/gen.py w3 --events 1000000 --accounts 10000 "
                       "--out /tmp/w3; bench_w3 --data /tmp/w3";
-    if (strcmp(via, "inprocess") != 0) {
-        json_t *o = json_pack("{s:s, s:s}", "bench", "w3", "skipped",
-                              "only --via inprocess exists so far (the server path is the "
-                              "runtime's)");
-        bench_emit(o);
-        return 0;
+    bool server = strcmp(via, "server") == 0;
+    if (!server && strcmp(via, "inprocess") != 0) {
+        fprintf(stderr, "bench_w3: --via inprocess or --via server\n");
+        return 2;
     }
+    if (server && store_only) {
+        fprintf(stderr, "bench_w3: --store-only is for --via inprocess\n");
+        return 2;
+    }
+    srv_opts_t sopt = {bench_arg(argc, argv, "server", NULL), 0,
+                       strcmp(bench_arg(argc, argv, "tx-form", "json"), "edn") == 0};
+    size_t window = (size_t)strtoull(bench_arg(argc, argv, "window", "0"), NULL, 10);
     char events_path[4096] = "", meta_path[4096] = "";
     if (data) {
         const char *sub[] = {"", "/w3"};
@@ -600,17 +1109,21 @@ int main(int argc, char **argv) {
 
     for (int d = 0; d < (durable ? 2 : 1); d++) {
         const char *dd = d ? durable : NULL;
-        if (!only || strcmp(only, "batched") == 0) {
-            run_opts_t ro = {store_only ? (d ? "w3_store_durable_batched" : "w3_store_batched")
-                                        : (d ? "w3_durable_batched" : "w3_batched"),
-                             dd, batch, limit, store_only};
-            run(&ev, expected, &ro);
-        }
-        if (!only || strcmp(only, "single") == 0) {
-            run_opts_t ro = {store_only ? (d ? "w3_store_durable_single" : "w3_store_single")
-                                        : (d ? "w3_durable_single" : "w3_single"),
-                             dd, 1, single, store_only};
-            run(&ev, expected, &ro);
+        for (int single_run = 0; single_run < 2; single_run++) {
+            const char *kind = single_run ? "single" : "batched";
+            if (only && strcmp(only, kind) != 0)
+                continue;
+            char name[64];
+            snprintf(name, sizeof name, "w3_%s%s%s%s", server ? "server_" : "",
+                     store_only ? "store_" : "", d ? "durable_" : "", kind);
+            run_opts_t ro = {name, dd, single_run ? 1 : batch, single_run ? single : limit,
+                             store_only};
+            if (server) {
+                sopt.window = window ? window : single_run ? 256 : 16;
+                run_server(&ev, expected, &ro, &sopt);
+            } else {
+                run(&ev, expected, &ro);
+            }
         }
     }
     json_decref(meta);

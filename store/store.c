@@ -984,6 +984,32 @@ int dl_store_transact_json(dl_store_t *s, const char *text, size_t len, dl_tx_re
     return rc;
 }
 
+int dl_store_transact_json_value_begin(dl_store_t *s, const struct json_t *data,
+                                       dl_tx_report_t *report, uint64_t *out_tx, dl_error_t *err) {
+    if (out_tx)
+        *out_tx = 0;
+    if (!s || !data || !out_tx)
+        return dl_error_set(err, DL_EINVAL, "dl_store_transact_json_value_begin: NULL argument");
+    dl_txdata_t d = {0};
+    int rc = dl__txform_json_value(data, &d, err);
+    if (rc == 0)
+        rc = transact_begin(s, &d, report, out_tx, err);
+    dl__txdata_fini(&d);
+    return rc;
+}
+
+int dl_store_transact_json_value(dl_store_t *s, const struct json_t *data, dl_tx_report_t *report,
+                                 dl_error_t *err) {
+    if (!s || !data)
+        return dl_error_set(err, DL_EINVAL, "dl_store_transact_json_value: NULL argument");
+    dl_txdata_t d = {0};
+    int rc = dl__txform_json_value(data, &d, err);
+    if (rc == 0)
+        rc = transact_data(s, &d, report, err);
+    dl__txdata_fini(&d);
+    return rc;
+}
+
 int dl_store_advance_begin(dl_store_t *s, dl_value_t dim, uint64_t t, uint64_t *out_tx,
                            dl_error_t *err) {
     if (out_tx)

@@ -414,6 +414,8 @@ typedef struct dl_txdata {
 
 int dl__txform_edn(const char *text, size_t len, dl_txdata_t *out, dl_error_t *err) DL_WUR;
 int dl__txform_json(const char *text, size_t len, dl_txdata_t *out, dl_error_t *err) DL_WUR;
+/* The same from an already decoded JSON value (a jansson array; not changed). */
+int dl__txform_json_value(const struct json_t *top, dl_txdata_t *out, dl_error_t *err) DL_WUR;
 int dl__txdata_push(dl_txdata_t *d, const dl_tx_op_t *op, const dl_opsrc_t *src) DL_WUR;
 void dl__txdata_fini(dl_txdata_t *d);
 

@@ -465,13 +465,8 @@ static int j_list(jctx_t *c, const json_t *f) {
     return 0;
 }
 
-int dl__txform_json(const char *text, size_t len, dl_txdata_t *d, dl_error_t *err) {
+int dl__txform_json_value(const json_t *top, dl_txdata_t *d, dl_error_t *err) {
     memset(d, 0, sizeof *d);
-    json_error_t je;
-    json_t *top = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
-    if (!top)
-        return dl_error_set_at(err, DL_EPARSE, je.line, je.column, je.position,
-                               "transaction JSON: %s", je.text);
     int rc = 0;
     jctx_t c = {d, 0, err};
     if (!json_is_array(top))
@@ -488,6 +483,17 @@ int dl__txform_json(const char *text, size_t len, dl_txdata_t *d, dl_error_t *er
             rc = jerr(&c, DL_EPARSE, "expected a list form (array) or a map form (object)");
         }
     }
+    return rc;
+}
+
+int dl__txform_json(const char *text, size_t len, dl_txdata_t *d, dl_error_t *err) {
+    memset(d, 0, sizeof *d);
+    json_error_t je;
+    json_t *top = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+    if (!top)
+        return dl_error_set_at(err, DL_EPARSE, je.line, je.column, je.position,
+                               "transaction JSON: %s", je.text);
+    int rc = dl__txform_json_value(top, d, err);
     json_decref(top);
     return rc;
 }

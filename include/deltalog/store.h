@@ -178,6 +178,12 @@ DL_API int dl_store_transact_edn(dl_store_t *s, const char *text, size_t len,
  * {"db/id": e, "attr": value, ...}; values use the value JSON form (docs/values.md). */
 DL_API int dl_store_transact_json(dl_store_t *s, const char *text, size_t len,
                                   dl_tx_report_t *report, dl_error_t *err) DL_WUR;
+/* The same for JSON transaction data already decoded by jansson (a json_t array, only
+ * read): for a server that has decoded a request, this skips printing the data back to
+ * text and parsing it again. Error messages name the item's index as for the text form. */
+struct json_t;
+DL_API int dl_store_transact_json_value(dl_store_t *s, const struct json_t *data,
+                                        dl_tx_report_t *report, dl_error_t *err) DL_WUR;
 /* The same for a C array of operations and optional coordinates (coords may be NULL). */
 DL_API int dl_store_transact(dl_store_t *s, const dl_tx_op_t *ops, size_t n_ops,
                              const dl_tx_coord_t *coords, size_t n_coords, dl_tx_report_t *report,
@@ -215,6 +221,9 @@ DL_API int dl_store_transact_begin(dl_store_t *s, const dl_tx_op_t *ops, size_t 
                                    const dl_tx_coord_t *coords, size_t n_coords,
                                    dl_tx_report_t *report, uint64_t *out_tx,
                                    dl_error_t *err) DL_WUR;
+DL_API int dl_store_transact_json_value_begin(dl_store_t *s, const struct json_t *data,
+                                              dl_tx_report_t *report, uint64_t *out_tx,
+                                              dl_error_t *err) DL_WUR;
 /* dl_store_advance without waiting; *out_tx is 0 for a no-op (nothing to wait for). */
 DL_API int dl_store_advance_begin(dl_store_t *s, dl_value_t dim, uint64_t t, uint64_t *out_tx,
                                   dl_error_t *err) DL_WUR;

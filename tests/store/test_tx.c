@@ -7,6 +7,8 @@
  */
 #include "store_test_util.h"
 
+#include <jansson.h>
+
 #define SCHEMA                                                                                     \
     "[{:db/ident :person/name :db/valueType :db.type/string :db/cardinality :db.cardinality/one}"  \
     " {:db/ident :person/email :db/valueType :db.type/string :db/cardinality "                     \
@@ -590,6 +592,70 @@ static void test_tx_json_form(void **state) {
     dl_store_close(s);
 }
 
+/* dl_store_transact_json_value(_begin) on decoded JSON behaves exactly like the text
+ * form: the same database after each transaction, the same code and message for each
+ * rejection, nothing changed by a rejection. */
+static void test_tx_json_value(void **state) {
+    (void)state;
+    dl_store_t *a = open_schema(), *b = open_schema();
+    const char *txs[] = {
+        "[[\"add\", \"a\", \"person/name\", \"Ann\"], {\"db/id\": \"b\", \"person/email\": "
+        "\"b@x\", \"person/tag\": [{\"kw\":\"p\"}, {\"kw\":\"q\"}], \"person/friend\": \"a\","
+        " \"person/address\": {\"address/city\": \"Oslo\"}}]",
+        "[{\"person/email\": \"c@x\", \"person/age\": 40}, {\"person/email\": \"d@x\"}]",
+        "[[\"retract\", [\"person/email\", \"b@x\"], \"person/tag\", {\"kw\":\"p\"}]]",
+        "[[\"add\", \"x\", \"no/attr\", 1]]",
+        "[{\"person/email\": \"c@x\", \"person/age\": \"old\"}]",
+        "{\"not\": \"an array\"}",
+        "[17]",
+        "[[\"cas\", [\"person/email\", \"c@x\"], \"person/age\", 41, 42]]",
+        "[[\"cas\", [\"person/email\", \"c@x\"], \"person/age\", 40, 42]]",
+        "[[\"retractEntity\", [\"person/email\", \"d@x\"]]]",
+    };
+    for (size_t i = 0; i < DL_ARRAY_LEN(txs); i++) {
+        json_error_t je;
+        json_t *v = json_loads(txs[i], 0, &je);
+        assert_non_null(v);
+        dl_error_t ea = {0}, eb = {0};
+        dl_tx_report_t ra, rb;
+        char *before = st_dump(b);
+        int rca = dl_store_transact_json(a, txs[i], strlen(txs[i]), &ra, &ea);
+        int rcb;
+        if (i % 2) {
+            rcb = dl_store_transact_json_value(b, v, &rb, &eb);
+        } else {
+            uint64_t tx = 0;
+            rcb = dl_store_transact_json_value_begin(b, v, &rb, &tx, &eb);
+            if (rcb == 0)
+                rcb = dl_store_wait_durable(b, tx, &eb);
+        }
+        json_decref(v);
+        assert_int_equal(rca, rcb);
+        assert_string_equal(ea.message, eb.message);
+        char *da = st_dump(a), *db = st_dump(b);
+        assert_string_equal(da, db);
+        if (rcb != 0)
+            assert_string_equal(before, db); /* a rejection changes nothing */
+        if (rca == 0) {
+            assert_int_equal(ra.tx, rb.tx);
+            assert_int_equal(ra.n_tempids, rb.n_tempids);
+            assert_int_equal(ra.n_datoms, rb.n_datoms);
+            dl_tx_report_fini(&ra);
+            dl_tx_report_fini(&rb);
+        }
+        dl_free(before);
+        dl_free(da);
+        dl_free(db);
+    }
+    uint64_t tx = 7;
+    dl_error_t err = {0};
+    assert_int_equal(dl_store_transact_json_value(b, NULL, NULL, &err), DL_EINVAL);
+    assert_int_equal(dl_store_transact_json_value_begin(b, NULL, NULL, &tx, NULL), DL_EINVAL);
+    assert_int_equal(tx, 0);
+    dl_store_close(a);
+    dl_store_close(b);
+}
+
 static void test_tx_c_ops(void **state) {
     (void)state;
     dl_store_t *s = open_schema();
@@ -685,4 +751,4 @@ DL_TEST_GROUP(tx, cmocka_unit_test(test_tx_mutated_text_is_safe),
               cmocka_unit_test(test_tx_contradictions),
               cmocka_unit_test(test_tx_rejections_are_positioned),
               cmocka_unit_test(test_tx_schema_changes), cmocka_unit_test(test_tx_json_form),
-              cmocka_unit_test(test_tx_c_ops));
+              cmocka_unit_test(test_tx_c_ops), cmocka_unit_test(test_tx_json_value));
