@@ -944,17 +944,77 @@ static int parse_policy(const json_t *msg, dl_sub_options_t *o, dl_error_t *err)
                                 "max_bytes >= 0, timeout_ms)",
                                 k);
     }
+    return DL_OK;
+}
+
+/* "dims": the time coordinates a subscription watches, a prefix of the store's time vector
+ * [tx, dim1, dim2, ...] (subscribe/ watches the first n_dims coordinates): "tx" (also
+ * "system" or "db/tx") for coordinate 0, which is implied when not given first, then the
+ * declared dimensions in their order, by ident (":time/shipped" or "time/shipped").
+ * Sets o->n_dims and *out_names (new: the coordinates' names, for the reply). */
+static int parse_dims(dl_exec_t *x, const json_t *msg, dl_sub_options_t *o, json_t **out_names,
+                      dl_error_t *err) {
+    *out_names = NULL;
     const json_t *dims = json_object_get(msg, "dims");
-    for (size_t i = 0; i < json_array_size(dims); i++) {
-        const char *d = json_string_value(json_array_get(dims, i));
-        if (d && (strcmp(d, "tx") == 0 || strcmp(d, "system") == 0 || strcmp(d, "db/tx") == 0))
-            continue;
-        return dl_error_set(err, DL_EUNSUPPORTED,
-                            "not available yet: subscriptions watch system time (\"tx\") only; "
-                            "watching dimension %s needs multi-dimensional live queries over "
-                            "the wire, which are not implemented",
-                            d ? d : "(not a string)");
+    size_t n = json_array_size(dims);
+    if (n == 0)
+        return DL_OK;
+    json_t *names = json_array();
+    json_array_append_new(names, json_string("tx"));
+    dl_db_t *db = dl_store_db(x->store);
+    if (!db) {
+        json_decref(names);
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
     }
+    int rc = DL_OK;
+    size_t next = 1; /* the coordinate the next dimension must be */
+    for (size_t i = 0; i < n && rc == DL_OK; i++) {
+        const char *d = json_string_value(json_array_get(dims, i));
+        if (!d) {
+            rc = dl_error_set(err, DL_ETYPE, "dims[%zu] must be a string", i);
+            break;
+        }
+        if (strcmp(d, "tx") == 0 || strcmp(d, "system") == 0 || strcmp(d, "db/tx") == 0 ||
+            strcmp(d, ":db/tx") == 0) {
+            if (i != 0)
+                rc = dl_error_set(err, DL_EINVAL,
+                                  "dims: system time (\"tx\") is coordinate 0: list it first "
+                                  "or not at all");
+            continue;
+        }
+        const char *ident = d[0] == ':' ? d + 1 : d;
+        dl_attr_info_t info;
+        dl_error_t e2;
+        dl_error_clear(&e2);
+        if (dl_db_attr(db, ident, &info, &e2) != DL_OK) {
+            rc = dl_error_set(err, DL_EUNKNOWN_ATTR, "dims[%zu]: no time dimension :%.100s", i,
+                              ident);
+        } else if (!info.time_dimension || info.dim < 1) {
+            rc = dl_error_set(err, DL_EINVAL,
+                              "dims[%zu]: :%.100s is an attribute, not a time dimension "
+                              "(:db/timeDimension true)",
+                              i, ident);
+        } else if ((size_t)info.dim != next) {
+            rc = dl_error_set(err, DL_EUNSUPPORTED,
+                              "dims[%zu]: :%.100s is coordinate %d of the time vector; a "
+                              "subscription watches a prefix of it (tx, then the dimensions "
+                              "in the order they were declared), so list the %d before it",
+                              i, ident, info.dim, info.dim - 1);
+        } else if (next >= DL_DELTA_MAX_DIM) {
+            rc = dl_error_set(err, DL_EUNSUPPORTED, "dims: at most %d coordinates can be watched",
+                              DL_DELTA_MAX_DIM);
+        } else {
+            next++;
+            json_array_append_new(names, json_string(ident));
+        }
+    }
+    dl_db_unref(db);
+    if (rc != DL_OK) {
+        json_decref(names);
+        return rc;
+    }
+    o->n_dims = next;
+    *out_names = names;
     return DL_OK;
 }
 #endif
@@ -977,8 +1037,11 @@ char *dl__exec_subscribe(dl_exec_t *x, const dl_request_t *req, size_t *out_len,
     size_t n_in = json_array_size(args);
     dl_value_t *in = n_in ? dl_calloc(n_in, sizeof *in) : NULL;
     int rc = (n_in && !in) ? FAIL(&res, DL_ENOMEM, "out of memory") : DL_OK;
+    json_t *dim_names = NULL;
     if (rc == DL_OK)
         rc = res.rc = parse_policy(msg, &o, &res.err);
+    if (rc == DL_OK)
+        rc = res.rc = parse_dims(x, msg, &o, &dim_names, &res.err);
     for (size_t i = 0; rc == DL_OK && i < n_in; i++) {
         /* "args" hold values in the wire encoding (values.md), like query's. */
         if ((rc = dl__json_to_value(json_array_get(args, i), &in[i], &res.err)) != DL_OK) {
@@ -1007,10 +1070,13 @@ char *dl__exec_subscribe(dl_exec_t *x, const dl_request_t *req, size_t *out_len,
                         : o.policy == DL_SUB_DROP ? "drop"
                                                   : "coalesce"));
         SET(b, "shared_with", json_integer((json_int_t)st.shared_with));
+        if (dim_names && json_array_size(dim_names) > 1) /* "time" and "frontier" coords */
+            SET(b, "dims", json_incref(dim_names));
         res.body = b;
         *out_sub = sub;
         *out_sub_id = id;
     }
+    json_decref(dim_names);
     dl_free(in);
 #else
     (void)x;

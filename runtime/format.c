@@ -322,6 +322,27 @@ char *dl__format_sub_message(uint64_t sub, const void *delta, const char *end_me
         }
         return dl__format_sub_end(sub, code, msg, out_len);
     }
+    if (dl_delta_kind(d) == DL_DELTA_FRONTIER) {
+        /* {"sub":N,"frontier":[5,null]}: no further data at times <= this point, null
+         * standing for "any value" of that coordinate (docs/protocol.md). */
+        size_t n_dims = 0;
+        const uint64_t *t = dl_delta_time(d, &n_dims);
+        json_t *m = json_object(), *f = json_array();
+        if (!m || !f) {
+            json_decref(m);
+            json_decref(f);
+            return NULL;
+        }
+        for (size_t i = 0; i < n_dims; i++)
+            json_array_append_new(f, t[i] == UINT64_MAX ? json_null()
+                                                        : json_integer((json_int_t)t[i]));
+        if (sub != UINT64_MAX)
+            json_object_set_new(m, "sub", json_integer((json_int_t)sub));
+        json_object_set_new(m, "frontier", f);
+        char *line = dl__proto_dump_line(m, out_len);
+        json_decref(m);
+        return line;
+    }
     if (dl_delta_kind(d) != DL_DELTA_DATA)
         return NULL;
     json_t *m = json_object();

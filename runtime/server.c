@@ -903,10 +903,9 @@ static void on_sub_ready(uv_poll_t *h, int status, int events) {
             break;
         ended = dl_delta_kind(d) == DL_DELTA_END;
         size_t len = 0;
-        char *line = dl_delta_kind(d) == DL_DELTA_FRONTIER
-                         ? NULL /* system time only: a frontier adds nothing */
-                         : encode_sub(c->srv, cs->id, d, &len);
-        bool oom = !line && dl_delta_kind(d) != DL_DELTA_FRONTIER;
+        /* FRONTIER messages come only with "dims" (several time coordinates). */
+        char *line = encode_sub(c->srv, cs->id, d, &len);
+        bool oom = !line;
         dl_delta_unref(d);
         if (oom) {
             line = dl__format_sub_end(cs->id, DL_ENOMEM, "out of memory encoding a message", &len);

@@ -228,12 +228,14 @@ static int queue_dim_changes(qsrc_t *s, dl_error_t *err) {
 }
 
 /* A multi-dimensional source's FRONTIER messages for the frontier vector f (n_dims
- * coordinates: every later change has a time >= f): the maximal complete times, [f0 - 1,
- * MAX, ...] (every earlier transaction, any coordinates) and, for each dimension k whose
- * frontier moved since the last message, [MAX, .., fk - 1, .., MAX]. */
+ * coordinates: every later change has a time >= f): the maximal complete times: for each
+ * dimension k whose frontier moved since the last message, [MAX, .., fk - 1, .., MAX],
+ * then [f0 - 1, MAX, ...] (every earlier transaction, any coordinates), which is thus the
+ * last message of each commit. */
 static int queue_frontiers(qsrc_t *s, const uint64_t *f, uint64_t *last_f, dl_error_t *err) {
     size_t nd = s->n_dims;
-    for (size_t k = 0; k < nd; k++) {
+    for (size_t j = 1; j <= nd; j++) {
+        size_t k = j % nd; /* the dimensions first, [tx, MAX ..] last: it closes the commit */
         if (f[k] == 0 || (k > 0 && f[k] == last_f[k]))
             continue;
         uint64_t t[DL_DELTA_MAX_DIM];
@@ -437,7 +439,8 @@ static int snapshot_tail(qsrc_t *s, dl_delta_t ***out, size_t *n_out, dl_error_t
     if (rc)
         n--; /* acc_copy left NULL there */
     bool all_done = s->head == s->n_pending;
-    for (size_t k = 0; k < s->n_dims && !rc; k++) {
+    for (size_t j = 1; j <= s->n_dims && !rc; j++) {
+        size_t k = j % s->n_dims; /* [T, MAX ..] last, as after a commit */
         uint64_t t[DL_DELTA_MAX_DIM];
         for (size_t i = 0; i < s->n_dims; i++)
             t[i] = UINT64_MAX;

@@ -58,7 +58,7 @@ static const corpus_case_t corpus[] = {
      "inval"},
     {"{\"op\":\"subscribe\",\"id\":20,\"q\":\"[:find ?e :where [?e :db/ident]]\","
      "\"dims\":[\"valid\"]}",
-     "unsupported"},
+     "unknown_attr"}, /* no such time dimension */
     {"{\"op\":\"subscribe\",\"id\":21,\"q\":\"[:find ?e :where [?e :db/ident]]\","
      "\"limits\":{\"max_queued\":\"x\"}}",
      "type"},

@@ -7,7 +7,8 @@
  * server's held bytes stay bounded; drop ends "lagged"; block slows the writer, then ends
  * "timeout"), the end message at shutdown, and 100 concurrent clients transacting and
  * subscribing (every acknowledged transaction visible; every subscriber's accumulated
- * diffs equal the one-shot result).
+ * diffs equal the one-shot result), and subscriptions watching a time dimension ("dims":
+ * coordinates, frontiers, a retroactive correction, a shared dataflow, refused dims).
  * Synchronization waits on messages only (replies, stats answers, subscription lines);
  * rt_helpers' deadline is a failsafe against hangs, never a sleep.
  * Every case needs the store, Datalog and subscriptions (DL_HAVE_SUBS); otherwise the
@@ -734,6 +735,243 @@ static void test_subs_cli(void **state) {
     assert_int_equal(rt_wait(&tab), 0);
 }
 
+/* ---- multi-dimensional time over the wire ("dims") ------------------------------------- */
+
+/* The DATA messages of one subscription at two coordinates [tx, day], and its frontiers. */
+typedef struct dacc {
+    long long sub;
+    json_t *data;      /* array of [tx, day, row-json, diff] */
+    json_t *frontiers; /* array of [tx|null, day|null] */
+    long long last_tx, last_day;
+    bool snapshot_seen;
+} dacc_t;
+
+static void dacc_init(dacc_t *a, long long sub) {
+    memset(a, 0, sizeof *a);
+    a->sub = sub;
+    a->data = json_array();
+    a->frontiers = json_array();
+    a->last_tx = a->last_day = -1;
+}
+
+static void dacc_apply(dacc_t *a, const json_t *m) {
+    assert_int_equal(json_integer_value(json_object_get(m, "sub")), a->sub);
+    const json_t *f = json_object_get(m, "frontier");
+    if (f) {
+        assert_int_equal(json_array_size(f), 2);
+        json_array_append(a->frontiers, (json_t *)f);
+        return;
+    }
+    const json_t *time = json_object_get(m, "time");
+    assert_int_equal(json_array_size(time), 2);
+    long long tx = json_integer_value(json_array_get(time, 0));
+    long long day = json_integer_value(json_array_get(time, 1));
+    assert_int_equal(json_integer_value(json_object_get(m, "t")), tx);
+    bool snap = json_is_true(json_object_get(m, "snapshot"));
+    assert_true(snap == !a->snapshot_seen);
+    a->snapshot_seen = true;
+    /* strictly increasing [tx, day], and never at or below a frontier received */
+    assert_true(tx > a->last_tx || (tx == a->last_tx && day > a->last_day));
+    for (size_t i = 0; i < json_array_size(a->frontiers); i++) {
+        const json_t *fr = json_array_get(a->frontiers, i);
+        const json_t *f0 = json_array_get(fr, 0), *f1 = json_array_get(fr, 1);
+        bool below = (json_is_null(f0) || tx <= json_integer_value(f0)) &&
+                     (json_is_null(f1) || day <= json_integer_value(f1));
+        if (below)
+            fail_msg("data at [%lld %lld] after frontier %s", tx, day, json_dumps(fr, 0));
+    }
+    a->last_tx = tx;
+    a->last_day = day;
+    const json_t *diff = json_object_get(m, "diff");
+    for (size_t i = 0; i < json_array_size(diff); i++) {
+        const json_t *pair = json_array_get(diff, i);
+        json_array_append_new(a->data, json_pack("[IIOO]", tx, day, json_array_get(pair, 0),
+                                                 json_array_get(pair, 1)));
+    }
+}
+
+/* Reads c's lines into a until the frontier [tx, null] (transaction tx complete). */
+static void dacc_until_done(dacc_t *a, rt_conn_t *c, long long tx) {
+    for (;;) {
+        json_t *m = recv_json(c);
+        if (!json_object_get(m, "sub") || json_object_get(m, "ok"))
+            fail_msg("unexpected line %s", json_dumps(m, 0));
+        dacc_apply(a, m);
+        const json_t *f = json_object_get(m, "frontier");
+        bool done = f && json_integer_value(json_array_get(f, 0)) == tx &&
+                    json_is_null(json_array_get(f, 1));
+        json_decref(m);
+        if (done)
+            return;
+    }
+}
+
+/* The rows whose accumulated diff at times <= [tx, day] is nonzero, as compact JSON of an
+ * object row -> sum (new: free). */
+static char *dacc_at(const dacc_t *a, long long tx, long long day) {
+    json_t *set = json_object();
+    for (size_t i = 0; i < json_array_size(a->data); i++) {
+        const json_t *e = json_array_get(a->data, i);
+        if (json_integer_value(json_array_get(e, 0)) > tx ||
+            json_integer_value(json_array_get(e, 1)) > day)
+            continue;
+        char *key = json_dumps(json_array_get(e, 2), JSON_COMPACT);
+        long long now = json_integer_value(json_object_get(set, key)) +
+                        json_integer_value(json_array_get(e, 3));
+        if (now)
+            json_object_set_new(set, key, json_integer(now));
+        else
+            json_object_del(set, key);
+        free(key);
+    }
+    char *t = json_dumps(set, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(set);
+    return t;
+}
+
+static void dacc_expect(const dacc_t *a, long long tx, long long day, const char *want) {
+    char *got = dacc_at(a, tx, day);
+    if (strcmp(got, want) != 0)
+        fail_msg("sum at [%lld %lld]: %s, expected %s", tx, day, got, want);
+    free(got);
+}
+
+static bool dacc_has_frontier(const dacc_t *a, const char *want) {
+    for (size_t i = 0; i < json_array_size(a->frontiers); i++) {
+        char *t = json_dumps(json_array_get(a->frontiers, i), JSON_COMPACT);
+        bool eq = strcmp(t, want) == 0;
+        free(t);
+        if (eq)
+            return true;
+    }
+    return false;
+}
+
+static void dacc_fini(dacc_t *a) {
+    json_decref(a->data);
+    json_decref(a->frontiers);
+}
+
+/* A subscription watching [tx, :time/shipped] over TCP: the reply names the coordinates,
+ * the snapshot is one message per day at [T, day] then the frontier; a shipment and a
+ * retroactive one from another connection arrive with their coordinates, each
+ * transaction closed by its frontier; the sums at [T, D] are the revenue by day D known
+ * at T; a later subscriber of the shared dataflow gets the same sums in its snapshot; an
+ * advance of the dimension arrives as a frontier [null, day]; bad "dims" are refused. */
+static void test_subs_dims(void **state) {
+    (void)state;
+#if !DL_HAVE_SUBS
+    skip();
+#endif
+    rt_proc_t p;
+    char addr[80];
+    rt_start_server(&p, NULL, mem_args, addr, sizeof addr);
+    rt_conn_t *a = calloc(1, sizeof *a), *b = calloc(1, sizeof *b), *c = calloc(1, sizeof *c);
+    assert_true(rt_connect(a, addr));
+    assert_true(rt_connect(b, addr));
+    assert_true(rt_connect(c, addr));
+    tx_ok(b, "{\"op\":\"transact\",\"tx\":\"[{:db/ident :o/id :db/valueType :db.type/long "
+             ":db/cardinality :db.cardinality/one :db/unique :db.unique/identity} "
+             "{:db/ident :o/amt :db/valueType :db.type/long :db/cardinality "
+             ":db.cardinality/one} {:db/ident :o/shipped :db/valueType :db.type/boolean "
+             ":db/cardinality :db.cardinality/one} {:db/ident :time/shipped "
+             ":db/timeDimension true} {:db/ident :time/billed :db/timeDimension true}]\"}\n");
+    long long t0 = tx_ok(b, "{\"op\":\"transact\",\"tx\":\"[{:o/id 1 :o/amt 100} "
+                            "{:o/id 2 :o/amt 200}]\"}\n");
+    const char *q = "[:find (sum ?a) :with ?o :where [?o :o/shipped true] [?o :o/amt ?a]]";
+
+    /* Refused dims: not a dimension, a dimension without the ones before it, unknown,
+     * tx not first. */
+    static const struct {
+        const char *dims, *code;
+    } bad[] = {{"[\":o/amt\"]", "inval"},
+               {"[\"tx\",\":time/billed\"]", "unsupported"},
+               {"[\":time/nope\"]", "unknown_attr"},
+               {"[\":time/shipped\",\"tx\"]", "inval"},
+               {"[3]", "type"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *line =
+            str_printf("{\"op\":\"subscribe\",\"q\":\"%s\",\"dims\":%s}\n", q, bad[i].dims);
+        rt_send_str(a, line);
+        free(line);
+        json_t *r = recv_json(a);
+        const char *code = rt_error_code(r);
+        if (!code || strcmp(code, bad[i].code) != 0)
+            fail_msg("dims %s: %s, expected %s", bad[i].dims, json_dumps(r, 0), bad[i].code);
+        json_decref(r);
+    }
+
+    /* The subscription: reply, snapshot at [t0 0] (nothing shipped), frontier [t0 null]. */
+    char *line =
+        str_printf("{\"op\":\"subscribe\",\"q\":\"%s\",\"dims\":[\"tx\",\":time/shipped\"]}\n", q);
+    rt_send_str(a, line);
+    free(line);
+    json_t *r = recv_json(a);
+    if (rt_error_code(r))
+        fail_msg("subscribe failed: %s", json_dumps(r, 0));
+    char *dims = json_dumps(json_object_get(r, "dims"), JSON_COMPACT);
+    assert_string_equal(dims, "[\"tx\",\"time/shipped\"]");
+    free(dims);
+    dacc_t da;
+    dacc_init(&da, json_integer_value(json_object_get(r, "sub")));
+    json_decref(r);
+    dacc_until_done(&da, a, t0);
+    assert_int_equal(da.last_tx, t0);
+    assert_int_equal(da.last_day, 0);
+    dacc_expect(&da, t0, 9, "{}");
+
+    /* Order 1 shipped on day 3; then order 2, recorded later, on day 1 (retroactive). */
+    long long t1 = tx_ok(b, "{\"op\":\"transact\",\"tx\":\"[[:db/add [:o/id 1] :o/shipped "
+                            "true]]\",\"time\":{\"time/shipped\":3}}\n");
+    dacc_until_done(&da, a, t1);
+    long long t2 = tx_ok(b, "{\"op\":\"transact\",\"tx\":\"[[:db/add [:o/id 2] :o/shipped "
+                            "true]]\",\"time\":{\"time/shipped\":1}}\n");
+    dacc_until_done(&da, a, t2);
+    for (long long day = 0; day <= 5; day++) {
+        const char *at_t1 = day < 3 ? "{}" : "{\"[100]\":1}";
+        const char *at_t2 = day < 1 ? "{}" : day < 3 ? "{\"[200]\":1}" : "{\"[300]\":1}";
+        dacc_expect(&da, t1, day, at_t1);
+        dacc_expect(&da, t2, day, at_t2);
+    }
+    assert_int_equal(da.last_tx, t2);
+    assert_int_equal(da.last_day, 3); /* the correction at day 3 came after day 1's change */
+
+    /* A second subscriber (another connection, same query and dims): shares the dataflow;
+     * its snapshot gives the same sums at t2 for every day. */
+    line = str_printf("{\"op\":\"subscribe\",\"q\":\"%s\",\"dims\":[\":time/shipped\"]}\n", q);
+    rt_send_str(c, line);
+    free(line);
+    r = recv_json(c);
+    if (rt_error_code(r))
+        fail_msg("subscribe failed: %s", json_dumps(r, 0));
+    assert_int_equal(json_integer_value(json_object_get(r, "shared_with")), 2);
+    dacc_t dc;
+    dacc_init(&dc, json_integer_value(json_object_get(r, "sub")));
+    json_decref(r);
+    dacc_until_done(&dc, c, t2);
+    for (long long day = 0; day <= 5; day++)
+        dacc_expect(&dc, t2, day, day < 1 ? "{}" : day < 3 ? "{\"[200]\":1}" : "{\"[300]\":1}");
+
+    /* Days before 2 are closed: a frontier [null 1] to both; the advance's transaction
+     * changes nothing, so only frontiers come. */
+    long long t3 = tx_ok(b, "{\"op\":\"advance\",\"dim\":\"time/shipped\",\"to\":2}\n");
+    dacc_until_done(&da, a, t3);
+    dacc_until_done(&dc, c, t3);
+    assert_true(dacc_has_frontier(&da, "[null,1]"));
+    assert_true(dacc_has_frontier(&dc, "[null,1]"));
+    assert_int_equal(da.last_tx, t2);
+
+    dacc_fini(&da);
+    dacc_fini(&dc);
+    rt_disconnect(a);
+    rt_disconnect(b);
+    rt_disconnect(c);
+    free(a);
+    free(b);
+    free(c);
+    stop_server(&p);
+}
+
 /* The test scan in cmake/Deltalog.cmake needs the group macro and its topic on one line. */
 // clang-format off
 DL_TEST_GROUP(subs, cmocka_unit_test(test_subs_tcp_basic),
@@ -743,5 +981,6 @@ DL_TEST_GROUP(subs, cmocka_unit_test(test_subs_tcp_basic),
               cmocka_unit_test(test_subs_block_timeout),
               cmocka_unit_test(test_subs_shutdown),
               cmocka_unit_test(test_subs_concurrent_clients),
-              cmocka_unit_test(test_subs_cli));
+              cmocka_unit_test(test_subs_cli),
+              cmocka_unit_test(test_subs_dims));
 // clang-format on
