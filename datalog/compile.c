@@ -699,6 +699,31 @@ static int scan_fn(void *ctx, const dl_value_t *row, dl_emitter_t *out) {
     return dl_emit(out, o);
 }
 
+/* [?e :a v] in an engine, from the second such pattern over :a on (dl__engine_value_scan):
+ * the entities of value v, read from the base collection's by-value arrangement (built
+ * once, shared by every query: dl__engine_note_arr) by joining it with a one-row constant
+ * relation [v], instead of filtering every datom of :a; later queries over the same data
+ * touch only the matching rows. The first one filters: building the index costs about
+ * what a few scans do, so a one-off query does not pay for it. */
+static int lookup_by_value(cctx_t *c, prel_t *out, dl_value_t v, int var) {
+    static const uint32_t K0[1] = {0}, K1[1] = {1};
+    dl_input_t *ci = const_input(c, 1);
+    uint64_t t0[DL_TIME_MAX_ROOT_DIM] = {0};
+    if (!ci || dl_input_update(ci, &v, 1, t0, 1, c->err))
+        return cfail(c);
+    dl_arr_t *K = dl_arrange(dl_input_coll(ci), K0, 1, NULL, 0, c->err);
+    dl_arr_t *B = K ? dl_arrange(out->coll, K1, 1, K0, 1, c->err) : NULL;
+    if (!B || dl__engine_note_arr(c->L, out->coll, B, c->err))
+        return cfail(c);
+    dl_join_col_t jc[1] = {{DL_JOIN_RIGHT, 0}};
+    out->coll = dl_join(K, B, jc, 1, c->err);
+    if (!out->coll)
+        return cfail(c);
+    out->arity = 1;
+    out->vars[0] = var;
+    return 0;
+}
+
 /* The relation of a data pattern: its variables' columns, constants filtered. Positions
  * e, v (and tx, added for wide inputs) are the input's columns 0, 1 (2, 3). */
 static int pattern_rel_build(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound,
@@ -777,6 +802,9 @@ static int pattern_rel_build(cctx_t *c, const dl__clause_t *cl, const uint64_t *
         sc->out_col[sc->n_out++] = (uint32_t)col;
         keepv[nk++] = x->var;
     }
+    if (c->L->engine && ncols == 2 && t[0].kind == DL__TERM_VAR && sc->n_eq == 1 &&
+        sc->eq_col[0] == 1 && !never_matches && dl__engine_value_scan(c->L, out->coll))
+        return lookup_by_value(c, out, sc->eq_val[0], t[0].var);
     if (never_matches) {
         out->coll = dl_filter(out->coll, never, NULL, c->err);
         if (!out->coll)
@@ -1978,7 +2006,7 @@ static bool find_determines_all(cctx_t *c, const prel_t *r) {
 
 /* Whether variable v is bound by a top-level data pattern's value position on an
  * attribute of value type long: every row then holds a long in v's column. */
-static bool var_is_long(cctx_t *c, int v) {
+static bool var_is_type(cctx_t *c, int v, dl_type_t type) {
     for (size_t i = 0; i < c->q->n_where; i++) {
         const dl__clause_t *cl = c->q->where[i];
         const dl__term_t *t = cl->args;
@@ -1990,10 +2018,72 @@ static bool var_is_long(cctx_t *c, int v) {
         int rc = t[1].value.type == DL_T_KEYWORD
                      ? dl_db_attr(c->db, dl_value_str(t[1].value, NULL), &ai, NULL)
                      : dl_db_attr_by_id(c->db, t[1].value.as.i, &ai, NULL);
-        if (rc == 0 && ai.type == DL_T_INT && !ai.time_dimension)
+        if (rc == 0 && ai.type == type && !ai.time_dimension)
             return true;
     }
     return false;
+}
+
+static bool var_is_long(cctx_t *c, int v) { return var_is_type(c, v, DL_T_INT); }
+
+/* Grouping keys of an interned type (strings, keywords, uuids) travel through the reduce
+ * as longs holding the interned pointer (equal values are the same pointer; docs/values.md:
+ * interned and immortal), so that sorting and consolidating them compares integers rather
+ * than text; the reduce's output is decoded back. Used only for a variable whose every row
+ * holds that type (var_is_type), so no long of the column can be confused with a code. */
+typedef struct keycode {
+    size_t arity;           /* encode: row width; decode: output width */
+    uint8_t type[MAXC];     /* per column: the interned type to encode / decode, or 0 */
+    uint32_t cols[MAXC];    /* decode: the reduce output column of each output column */
+    dl_join_col_t jc[MAXC]; /* join_encode: the join's output columns */
+} keycode_t;
+
+static int map_encode(void *ctx, const dl_value_t *row, dl_emitter_t *out) {
+    const keycode_t *k = ctx;
+    dl_value_t o[MAXC];
+    for (size_t i = 0; i < k->arity; i++) {
+        o[i] = row[i];
+        if (!k->type[i])
+            continue;
+        if (row[i].type != k->type[i])
+            return DL_EINTERNAL; /* var_is_type promised the type */
+        o[i] = dl_value_int((int64_t)row[i].as.bits);
+    }
+    return dl_emit(out, o);
+}
+
+/* A join's output columns (k->jc), encoded: a projection and map_encode in one. */
+static int join_encode(void *ctx, const dl_value_t *key, const dl_value_t *lval,
+                       const dl_value_t *rval, dl_emitter_t *out) {
+    const keycode_t *k = ctx;
+    dl_value_t o[MAXC];
+    for (size_t i = 0; i < k->arity; i++) {
+        const dl_value_t *src = k->jc[i].src == DL_JOIN_KEY    ? key
+                                : k->jc[i].src == DL_JOIN_LEFT ? lval
+                                                               : rval;
+        o[i] = src[k->jc[i].col];
+        if (!k->type[i])
+            continue;
+        if (o[i].type != k->type[i])
+            return DL_EINTERNAL; /* var_is_type promised the type */
+        o[i] = dl_value_int((int64_t)o[i].as.bits);
+    }
+    return dl_emit(out, o);
+}
+
+static int map_decode(void *ctx, const dl_value_t *row, dl_emitter_t *out) {
+    const keycode_t *k = ctx;
+    dl_value_t o[MAXC];
+    for (size_t i = 0; i < k->arity; i++) {
+        o[i] = row[k->cols[i]];
+        if (k->type[i]) {
+            uint64_t bits = (uint64_t)o[i].as.i;
+            o[i] = dl_value_nil();
+            o[i].type = k->type[i];
+            o[i].as.bits = bits;
+        }
+    }
+    return dl_emit(out, o);
 }
 
 /* The LINEAR reduce (work per change independent of the group, dataflow.h) computes the
@@ -2059,7 +2149,45 @@ static int compile_find(cctx_t *c, prel_t *r) {
      * projection of the set r has no duplicates and needs no distinct. */
     prel_t p = *r;
     bool injective = c->L->dims == 1 && vars_determine_all(c, r, cv, nc);
-    int rc = project_fx(c, &p, cv, nc, injective, true);
+    /* Interned grouping keys are encoded as longs (keycode_t). */
+    keycode_t *enc = keep(c, sizeof *enc), *dec = keep(c, sizeof *dec);
+    if (!enc || !dec)
+        return DL_ENOMEM;
+    bool encoded = false;
+    enc->arity = nc;
+    for (size_t i = 0; i < ng && c->L->dims == 1; i++) {
+        static const dl_type_t interned[3] = {DL_T_STRING, DL_T_KEYWORD, DL_T_UUID};
+        for (size_t t = 0; t < 3 && !enc->type[i]; t++)
+            if (var_is_type(c, cv[i], interned[t]))
+                enc->type[i] = (uint8_t)interned[t];
+        encoded |= enc->type[i] != 0;
+    }
+    int rc = 0;
+    jlast_t *j = c->last_join;
+    if (encoded && j && j->coll && j->coll == r->coll && j->n == r->arity) {
+        /* The join that made r emits the (find ++ with) columns, encoded, itself. */
+        for (size_t i = 0; i < nc; i++) {
+            int k = col_of(r, cv[i]);
+            if (k < 0)
+                return dl_error_set(c->err, DL_EINTERNAL, "projection of an unbound variable");
+            enc->jc[i] = j->jc[k];
+        }
+        p.coll = dl_join_map(j->A, j->B, nc, join_encode, enc, c->err);
+        if (!p.coll)
+            return cfail(c);
+        for (size_t i = 0; i < L->n_lines; i++)
+            if (L->lines[i].coll == j->coll)
+                L->lines[i].coll = p.coll;
+        j->coll = NULL;
+        p.arity = nc;
+        memcpy(p.vars, cv, nc * sizeof *cv);
+        if (!injective)
+            rc = distinct(c, &p);
+    } else {
+        rc = project_fx(c, &p, cv, nc, injective, true);
+        if (!rc && encoded && !(p.coll = dl_map(p.coll, nc, map_encode, enc, c->err)))
+            rc = cfail(c);
+    }
     if (rc)
         return rc;
     aggctx_t *a = keep(c, sizeof *a);
@@ -2114,24 +2242,28 @@ static int compile_find(cctx_t *c, prel_t *r) {
     dl_coll_t *rc_coll = R ? dl_arr_coll(R) : NULL;
     if (!rc_coll)
         return cfail(c);
-    uint32_t oc[MAXC];
+    uint32_t *oc = dec->cols;
     size_t ag = 0;
+    dec->arity = q->n_find;
     for (size_t i = 0; i < q->n_find; i++) {
         if (q->find[i].agg != DL__AGG_NONE) {
             oc[i] = (uint32_t)(nk + ag++);
             continue;
         }
         for (size_t k = 0; k < ng; k++)
-            if (cv[k] == q->find[i].var)
+            if (cv[k] == q->find[i].var) {
                 oc[i] = (uint32_t)(ng == 0 ? k + 1 : k);
+                dec->type[i] = enc->type[k];
+            }
     }
-    L->out = dl_project(rc_coll, oc, q->n_find, c->err);
+    L->out = encoded ? dl_map(rc_coll, q->n_find, map_decode, dec, c->err)
+                     : dl_project(rc_coll, oc, q->n_find, c->err);
     int ln = explain(c,
-                     "%sreduce by %zu grouping variable%s over %s (find ++ with) rows: %zu "
-                     "aggregate%s",
+                     "%sreduce by %zu grouping variable%s%s over the %s(find ++ with) rows: "
+                     "%zu aggregate%s",
                      linear ? "linear " : "", ng, ng == 1 ? "" : "s",
-                     injective ? "the (already distinct)" : "distinct", a->n_out,
-                     a->n_out == 1 ? "" : "s");
+                     encoded ? " (text keys as their interned codes)" : "",
+                     injective ? "" : "distinct ", a->n_out, a->n_out == 1 ? "" : "s");
     mark(c, ln, L->out);
     return L->out ? 0 : cfail(c);
 }

@@ -39,6 +39,7 @@ typedef struct dl__eattr {
     size_t n_arrs;
     dl__txmap_t txmap; /* wide: (e, v) -> asserting transaction */
     size_t refs;
+    unsigned value_scans; /* patterns [?e :a v] compiled over it (compile.c by_value) */
 } dl__eattr_t;
 
 /* One (source, attribute, shape) the query reads: an input collection of [e v] rows
@@ -112,8 +113,12 @@ struct dl_live {
     size_t n_lines, cap_lines;
     bool analyze;       /* count the rows of each plan line's collection */
     uint64_t coll_cols; /* find columns holding a collection aggregate's EDN text */
-    uint64_t last_tx;   /* the last transaction applied */
-    int failed;         /* a run failed: the live query is unusable (the code) */
+    /* engine queries: the arguments text (a copy), for dl_engine_query's reads of a
+     * maintained result (live.c engine_peek) */
+    char *args_text;
+    size_t args_len;
+    uint64_t last_tx; /* the last transaction applied */
+    int failed;       /* a run failed: the live query is unusable (the code) */
     /* accumulated result: open addressing over rows (n_find values each) */
     size_t arity;
     dl_value_t *rows;
@@ -150,6 +155,10 @@ struct dl_engine {
  * collection src as a: a base collection's arrangements are shared and kept. */
 dl_coll_t *dl__engine_attr(dl_live_t *L, int64_t id, const char *ident, bool wide, dl_error_t *err);
 int dl__engine_note_arr(dl_live_t *L, dl_coll_t *src, dl_arr_t *a, dl_error_t *err) DL_WUR;
+/* Counts a pattern [?e :a v] (constant value) over base collection src; true when it is
+ * not the first: the pattern then reads the by-value arrangement (an attribute read by a
+ * constant value again is worth indexing by value; the first reader filters). */
+bool dl__engine_value_scan(dl_live_t *L, dl_coll_t *src);
 /* Releases an engine query: its capture, its base references, its operators. */
 void dl__engine_release(dl_live_t *L);
 

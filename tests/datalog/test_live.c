@@ -902,6 +902,121 @@ static void test_engine_shares_base(void **state) {
 /* Allocation failure at every point of adding a query to an engine that already holds
  * another one, of applying a commit, and of releasing: each call fails cleanly (ENOMEM),
  * the other query is unaffected by a failed add, and nothing leaks (ASan). */
+/* The one-shot result of (q, args) on db through the engine, as text; *allocs: the
+ * allocations it made. */
+static char *engine_text(dl_engine_t *e, const dl_query_t *q, dl_db_t *db, const char *args,
+                         int64_t *allocs) {
+    dl_alloc_stats_t a0, a1;
+    dl_query_result_t *res = NULL;
+    dl_error_t err = {0};
+    dl_alloc_stats(&a0);
+    must(dl_engine_query(e, q, db, args, args ? strlen(args) : 0, &res, &err), &err,
+         "engine query");
+    dl_alloc_stats(&a1);
+    *allocs = a1.total_allocs - a0.total_allocs;
+    char *t = dl_query_result_to_edn(res);
+    dl_query_result_free(res);
+    return t;
+}
+
+static char *run_text(const dl_query_t *q, dl_db_t *db, const char *args) {
+    dl_query_result_t *res = NULL;
+    dl_error_t err = {0};
+    must(dl_query_run(q, db, args, args ? strlen(args) : 0, &res, &err), &err, "run");
+    char *t = dl_query_result_to_edn(res);
+    dl_query_result_free(res);
+    return t;
+}
+
+/* dl_engine_query reads the result of a live query of the engine that computes the same
+ * thing (same query text, rules and arguments) at the engine's transaction, instead of
+ * running the query (a peek: a few allocations for the result, where a run builds
+ * operators); other arguments, other text, or a database at another transaction run (or
+ * are refused) as before. The answers equal dl_query_run's after every commit. */
+static void test_engine_peek(void **state) {
+    (void)state;
+    dl_store_t *st = NULL;
+    dl_error_t err = {0};
+    must(dl_store_open_memory(&st, &err), &err, "open");
+    transact(st, schema);
+    dl_buf_t b;
+    dl__buf_init(&b);
+    dl__buf_puts(&b, "[");
+    for (int i = 0; i < 300; i++)
+        dl__buf_printf(&b, "{:a/name \"n%d\" :a/num %d}", i, i % 7);
+    dl__buf_puts(&b, "]");
+    transact(st, b.data);
+    dl__buf_fini(&b);
+    const char *ta = "[:find ?n (count ?e) :where [?e :a/num ?n]]";
+    const char *tb = "[:find ?n  (count ?e) :where [?e :a/num ?n]]"; /* other text */
+    const char *tk = "[:find ?s :in $ ?k :where [?e :a/num ?k] [?e :a/name ?s]]";
+    dl_query_t *qa = NULL, *qa2 = NULL, *qb = NULL, *qk = NULL;
+    dl_db_t *db = dl_store_db(st);
+    must(dl_query_parse(ta, strlen(ta), NULL, 0, db, &qa, &err), &err, ta);
+    must(dl_query_parse(ta, strlen(ta), NULL, 0, db, &qa2, &err), &err, ta);
+    must(dl_query_parse(tb, strlen(tb), NULL, 0, db, &qb, &err), &err, tb);
+    must(dl_query_parse(tk, strlen(tk), NULL, 0, db, &qk, &err), &err, tk);
+    dl_engine_t *e = NULL;
+    must(dl_engine_new(db, &e, &err), &err, "engine");
+    dl_live_t *la = NULL, *lk = NULL;
+    must(dl_engine_live_new(e, qa, db, NULL, 0, &la, &err), &err, "live a");
+    must(dl_engine_live_new(e, qk, db, "[3]", 3, &lk, &err), &err, "live k");
+    for (int round = 0; round < 4; round++) {
+        int64_t n_peek, n_peek2, n_run, n_kpeek, n_krun;
+        char *want = run_text(qa, db, NULL);
+        char *peek = engine_text(e, qa, db, NULL, &n_peek);
+        char *peek2 = engine_text(e, qa2, db, NULL, &n_peek2); /* same text, other object */
+        char *ran = engine_text(e, qb, db, NULL, &n_run);
+        assert_string_equal(peek, want);
+        assert_string_equal(peek2, want);
+        assert_string_equal(ran, want);
+        assert_true(n_peek * 4 < n_run && n_peek2 * 4 < n_run);
+        char *kw3 = run_text(qk, db, "[3]"), *kw4 = run_text(qk, db, "[4]");
+        char *k3 = engine_text(e, qk, db, "[3]", &n_kpeek);
+        char *k4 = engine_text(e, qk, db, "[4]", &n_krun);
+        assert_string_equal(k3, kw3);
+        assert_string_equal(k4, kw4);
+        assert_true(n_kpeek * 4 < n_krun);
+        dl_free(want);
+        dl_free(peek);
+        dl_free(peek2);
+        dl_free(ran);
+        dl_free(kw3);
+        dl_free(kw4);
+        dl_free(k3);
+        dl_free(k4);
+        /* a commit: the engine follows it; an older database is refused, not peeked */
+        char tx[160];
+        snprintf(tx, sizeof tx,
+                 "[{:a/name \"x%d\" :a/num 3} [:db/retract [:a/name \"n%d\"] :a/num %d]]", round,
+                 round, round % 7);
+        transact(st, tx);
+        dl_db_t *now = dl_store_db(st);
+        eng_ctx_t k = {e, 0, {0}};
+        must(dl_db_tx_range(now, dl_db_basis_tx(db) + 1, dl_db_basis_tx(now) + 1, feed_engine, &k),
+             &k.err, "apply");
+        dl_query_result_t *old = NULL;
+        assert_int_equal(dl_engine_query(e, qa, db, NULL, 0, &old, NULL), DL_ESTATE);
+        dl_db_unref(db);
+        db = now;
+    }
+    /* released: the one-shot runs again, with the same answer */
+    dl_live_free(la);
+    int64_t n_after;
+    char *want = run_text(qa, db, NULL), *after = engine_text(e, qa, db, NULL, &n_after);
+    assert_string_equal(after, want);
+    dl_free(want);
+    dl_free(after);
+    dl_live_free(lk);
+    dl_engine_free(e);
+    dl_query_free(qa);
+    dl_query_free(qa2);
+    dl_query_free(qb);
+    dl_query_free(qk);
+    dl_db_unref(db);
+    dl_store_close(st);
+}
+
 static void test_engine_nomem(void **state) {
     (void)state;
     dl_store_t *st = NULL;
@@ -1171,4 +1286,4 @@ DL_TEST_GROUP(live, cmocka_unit_test(test_live_matches_oracle), cmocka_unit_test
               cmocka_unit_test(test_eval_and_live_nomem), cmocka_unit_test(test_deep_nesting),
               cmocka_unit_test(test_engine_matches_oracle),
               cmocka_unit_test(test_engine_shares_base), cmocka_unit_test(test_engine_nomem),
-              cmocka_unit_test(test_live_dims));
+              cmocka_unit_test(test_engine_peek), cmocka_unit_test(test_live_dims));
