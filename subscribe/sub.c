@@ -50,10 +50,12 @@
  *    net change at u (bounded by the result at u); a stream whose u never decreases
  *    keeps one slot, as in 1-D. FRONTIER slots move behind the DATA slots (a frontier
  *    delivered later is still true; no DATA slot moves behind one). The snapshot flag
- *    stays on the first DATA slot. What a caught-up consumer holds is the latest-knowledge
- *    result at every u: for every point p with p[0] >= its latest DATA's tx, the sum of
- *    its DATA at times <= p is the result as of p (the states of the skipped
- *    transactions are not reconstructible, as in 1-D).
+ *    stays on the first DATA slot. What a consumer that has read everything queued holds is
+ *    the latest-knowledge result at every u: for every point p with p[0] >= the latest
+ *    transaction pushed (which a source closes with FRONTIER [tx, MAX ..]), the sum of its
+ *    DATA at times <= p is the result as of p. (Its latest DATA may be older: changes
+ *    that cancel out in the queue leave nothing. The states of the skipped transactions
+ *    are not reconstructible, as in 1-D.)
  * 10. The snapshot of a source watching n > 1 coordinates is several messages (one per
  *    u, then frontiers: registry.c); dl__sub_push_initial admits them whatever the BLOCK
  *    or DROP limits, since the consumer cannot have read anything yet.

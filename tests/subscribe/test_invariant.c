@@ -80,7 +80,9 @@ static void failf(consumer_t *c, const char *fmt, uint64_t a, uint64_t b) {
  * holds every change pushed up to this message's time, so its sum must be the collection
  * there. That is every message except under COALESCE with several user coordinates
  * queued (sub.c design note 9): the changes of one time may then be spread over several
- * messages, and the consumer checks when it has caught up (nothing queued). */
+ * messages, and the consumer checks when it has caught up (nothing queued). With this
+ * producer's user coordinate t / 3 never decreasing, every queued slot is absorbed by the
+ * next push, so the message taken last is at the latest pushed time. */
 static void consume(consumer_t *c, const dl_delta_t *d, bool complete) {
     c->n_read++;
     switch (dl_delta_kind(d)) {
