@@ -80,6 +80,16 @@ static size_t wide_stride(const dl_ubuf_t *b) {
     return (size_t)b->arity * sizeof(dl_value_t) + b->dim * sizeof(uint64_t) + sizeof(int64_t);
 }
 
+/* Copies n bytes (a multiple of 8: records are made of 8-byte words) word by word: the
+ * sizes here are a few words, where a call to memcpy would cost more than the copy. */
+static inline void copy_words(uint8_t *dst, const uint8_t *src, size_t n) {
+    for (size_t k = 0; k < n; k += 8) {
+        uint64_t w;
+        memcpy(&w, src + k, 8);
+        memcpy(dst + k, &w, 8);
+    }
+}
+
 /* Moves every record from layout `from` to layout `to` (flags), in the buffer. Records go
  * front to back when they shrink and back to front when they grow, so a record is read
  * before anything overwrites it; each passes through a scratch copy, since the two
@@ -88,23 +98,21 @@ static void relayout(dl_ubuf_t *b, unsigned from, unsigned to) {
     size_t ar = (size_t)b->arity * sizeof(dl_value_t), tb = b->dim * sizeof(uint64_t);
     size_t os = ar + (from & DL_UB_SHARED_TIME ? 0 : tb) + (from & DL_UB_SHARED_DIFF ? 0 : 8);
     size_t ns = ar + (to & DL_UB_SHARED_TIME ? 0 : tb) + (to & DL_UB_SHARED_DIFF ? 0 : 8);
+    const uint8_t *st = (const uint8_t *)b->shared;
+    const uint8_t *sd = (const uint8_t *)&b->shared[DL_TIME_MAX_DIM];
     uint8_t rec[DL_ARITY_MAX * sizeof(dl_value_t) + (DL_TIME_MAX_DIM + 1) * sizeof(uint64_t)];
     for (size_t x = 0; x < b->n; x++) {
         size_t i = ns < os ? x : b->n - 1 - x;
         const uint8_t *o = b->data + i * os;
-        memcpy(rec, o, ar);
+        copy_words(rec, o, ar);
         size_t p = ar;
         if (!(to & DL_UB_SHARED_TIME)) {
-            memcpy(rec + p, from & DL_UB_SHARED_TIME ? (const uint8_t *)b->shared : o + ar, tb);
+            copy_words(rec + p, from & DL_UB_SHARED_TIME ? st : o + ar, tb);
             p += tb;
         }
-        if (!(to & DL_UB_SHARED_DIFF)) {
-            const uint8_t *d = from & DL_UB_SHARED_DIFF
-                                   ? (const uint8_t *)&b->shared[DL_TIME_MAX_DIM]
-                                   : o + os - 8;
-            memcpy(rec + p, d, 8);
-        }
-        memcpy(b->data + i * ns, rec, ns);
+        if (!(to & DL_UB_SHARED_DIFF))
+            copy_words(rec + p, from & DL_UB_SHARED_DIFF ? sd : o + os - 8, 8);
+        copy_words(b->data + i * ns, rec, ns);
     }
     b->stride = ns;
 }

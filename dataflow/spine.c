@@ -41,6 +41,11 @@ void dl__spine_fini(dl_spine_t *s) {
     memset(s, 0, sizeof *s);
 }
 
+/* The order-preserving image of an integer-like first key column (the sparse key index,
+ * below). */
+static bool kimg_type(uint8_t t) { return t != DL_T_DOUBLE && (t < DL_T_STRING || t == DL_T_REF); }
+static uint64_t kimg(const dl_value_t *v) { return (uint64_t)v->as.i ^ 0x8000000000000000ull; }
+
 typedef struct td {
     uint64_t t[DL_TIME_MAX_DIM];
     int64_t d;
@@ -194,6 +199,87 @@ static size_t group_consolidate(dl_ubuf_t *u, size_t lo, size_t hi) {
     return w;
 }
 
+/* The append case of merge_in_place: every row of b sorts after every row of a (keys that
+ * only grow: new entities, new events). a's records stay where they are and b's are copied
+ * after them, so the merge costs b's size, not a's. Times are not advanced here (the
+ * older since generation of the two is kept, and maintenance compacts later) except a
+ * shared time, which advances in O(1): a row appears once in such a batch (b's rows are
+ * checked), so nothing can collapse. A narrow
+ * a takes b only when b fits its shared parts. Returns 1 when done, 0 when the case does
+ * not apply (nothing changed), or DL_ENOMEM (nothing changed). */
+static int merge_append(dl_spine_t *s, dl_batch_t *a, const dl_batch_t *b) {
+    dl_ubuf_t *u = &a->u;
+    const dl_ubuf_t *ub = &b->u;
+    size_t na = u->n, nb = ub->n, rs = (size_t)s->ka + s->va, dim = s->dim;
+    if (rs == 0 || na == 0 || nb == 0 ||
+        dl__batch_rcmp(dl__ub_row(ub, 0), dl__ub_row(u, na - 1), rs) <= 0)
+        return 0;
+    bool advance = s->since.n > 0;
+    uint64_t ta[DL_TIME_MAX_DIM], t[DL_TIME_MAX_DIM];
+    if (u->narrow & DL_UB_SHARED_TIME) {
+        if (advance)
+            dl_time_advance_by(u->shared, &s->since, ta);
+        else
+            memcpy(ta, u->shared, dim * sizeof *ta);
+        for (size_t j = 0; j < nb; j++) {
+            if (advance)
+                dl_time_advance_by(dl__ub_time(ub, j), &s->since, t);
+            else
+                memcpy(t, dl__ub_time(ub, j), dim * sizeof *t);
+            if (memcmp(t, ta, dim * sizeof *t) != 0 ||
+                (j > 0 && dl__batch_rcmp(dl__ub_row(ub, j), dl__ub_row(ub, j - 1), rs) == 0))
+                return 0;
+        }
+    }
+    if (u->narrow & DL_UB_SHARED_DIFF)
+        for (size_t j = 0; j < nb; j++)
+            if (*dl__ub_diff(ub, j) != (int64_t)u->shared[DL_TIME_MAX_DIM])
+                return 0;
+    if (na + nb > u->cap) { /* not dl__batch_ubuf_reserve: that would widen a narrow a */
+        size_t cap = na + nb;
+        uint8_t *d = dl_realloc(u->data, cap * u->stride);
+        if (!d)
+            return DL_ENOMEM;
+        u->data = d;
+        u->cap = cap;
+    }
+    for (size_t j = 0; j < nb; j++) {
+        size_t k = na + j;
+        memcpy(dl__ub_row(u, k), dl__ub_row(ub, j), rs * sizeof(dl_value_t));
+        if (!(u->narrow & DL_UB_SHARED_TIME)) /* as they are: advancing could collapse two */
+            memcpy(dl__ub_time(u, k), dl__ub_time(ub, j), dim * sizeof(uint64_t));
+        if (!(u->narrow & DL_UB_SHARED_DIFF))
+            *dl__ub_diff(u, k) = *dl__ub_diff(ub, j);
+    }
+    u->n = na + nb;
+    if (u->narrow & DL_UB_SHARED_TIME) {
+        memcpy(u->shared, ta, dim * sizeof *ta);
+        a->since_gen = s->since_gen;
+    } else if (b->since_gen < a->since_gen) {
+        a->since_gen = b->since_gen; /* compacted only as far as both were */
+    }
+    /* The key index: records did not move, so only b's part is new. */
+    if (a->kidx) {
+        uint8_t t0 = dl__ub_row(u, 0)->type;
+        size_t nk = (u->n + DL_KIDX_STEP - 1) / DL_KIDX_STEP;
+        uint64_t *k =
+            dl__ub_row(u, u->n - 1)->type == t0 ? dl_realloc(a->kidx, nk * sizeof *k) : NULL;
+        if (!k) { /* mixed key types now, or no memory: the index is an optimization */
+            dl_free(a->kidx);
+            a->kidx = NULL;
+            a->n_kidx = 0;
+        } else {
+            for (size_t x = a->n_kidx; x < nk; x++)
+                k[x] = kimg(dl__ub_row(u, x * DL_KIDX_STEP));
+            a->kidx = k;
+            a->n_kidx = nk;
+        }
+    } else {
+        dl__spine_index(a, s->ka);
+    }
+    return 1;
+}
+
 /* The in-place variant of merge (design note 4), for an older batch a that only the spine
  * references: a's buffer grows to |a| + |b| records and the merge runs from the back, so
  * no second buffer of the merged size ever exists (merges of the largest batches were the
@@ -206,6 +292,13 @@ static int merge_in_place(dl_spine_t *s, dl_batch_t *a, const dl_batch_t *b, dl_
     dl_ubuf_t *u = &a->u;
     const dl_ubuf_t *ub = b ? &b->u : NULL;
     size_t na = u->n, nb = ub ? ub->n : 0, total = na + nb, rs = (size_t)s->ka + s->va;
+    if (b) {
+        int rc = merge_append(s, a, b);
+        if (rc) {
+            *out = a;
+            return rc < 0 ? rc : 0;
+        }
+    }
     if (!dl__batch_widen(u, total))
         return DL_ENOMEM;
     size_t st = u->stride;
@@ -352,8 +445,6 @@ int dl__spine_maintain(dl_spine_t *s, size_t *fuel_used) {
  * kidx[j] is the order-preserving image of that column in record j*DL_KIDX_STEP. A seek
  * for a far key binary-searches this dense array (8 images per cache line) instead of the
  * records, then finishes inside at most a few blocks. */
-static bool kimg_type(uint8_t t) { return t != DL_T_DOUBLE && (t < DL_T_STRING || t == DL_T_REF); }
-static uint64_t kimg(const dl_value_t *v) { return (uint64_t)v->as.i ^ 0x8000000000000000ull; }
 
 void dl__spine_index(dl_batch_t *b, size_t ka) {
     const dl_ubuf_t *u = &b->u;

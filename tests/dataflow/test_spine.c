@@ -91,12 +91,14 @@ static void test_spine_consolidate_property(void **state) {
 /* Uniform batches (one time, diffs +1) are what compaction produces in practice, and what
  * merges store narrow. */
 static dl_batch_t *random_sorted_batch(dl_rng_t *r, size_t n, size_t dim, int dom, bool mixed,
-                                       bool uniform, dl_ubuf_t *log) {
+                                       bool uniform, int64_t base, dl_ubuf_t *log) {
     dl_ubuf_t u;
     dl__batch_ubuf_init(&u, 2, dim);
     uint64_t t0[2] = {dl_rng_below(r, 4), dl_rng_below(r, 4)};
     for (size_t i = 0; i < n; i++) {
         dl_value_t row[2] = {rv(r, mixed, dom), dl_value_int((int64_t)dl_rng_below(r, 3))};
+        if (row[0].type == DL_T_INT) /* ascending keys: each batch after the last */
+            row[0].as.i += base;
         uint64_t t[2] = {dl_rng_below(r, 4), dl_rng_below(r, 4)};
         int64_t d = dl_rng_below(r, 2) ? 1 : -1;
         if (uniform) {
@@ -134,6 +136,7 @@ static void test_spine_layers_compaction_and_seek(void **state) {
         bool mixed = dl_rng_below(&r, 4) == 0;
         int dom = dl_rng_below(&r, 2) ? 50 : 5000;
         bool uniform = dl_rng_below(&r, 3) == 0;
+        bool ascending = dl_rng_below(&r, 3) == 0; /* the append path of merges */
         dl_spine_t s;
         dl__spine_init(&s, 1, 1, dim);
         dl_ubuf_t log;
@@ -147,7 +150,8 @@ static void test_spine_layers_compaction_and_seek(void **state) {
             size_t n = dl_rng_below(&r, 3) ? dl_rng_below(&r, 100) : 200 + dl_rng_below(&r, 2000);
             assert_int_equal(
                 dl__spine_insert(&s, random_sorted_batch(&r, n, dim, dom, mixed,
-                                                         uniform && dl_rng_below(&r, 4), &log)),
+                                                         uniform && dl_rng_below(&r, 4),
+                                                         ascending ? (int64_t)k * dom : 0, &log)),
                 0);
             assert_true(dl__spine_check(&s));
             for (size_t i = 0; i + 1 < s.n; i++)
