@@ -53,50 +53,9 @@ typedef struct inode {
 
 /* ---- comparison ----------------------------------------------------------------------------- */
 
-static inline int cmp64(int64_t x, int64_t y) { return (x > y) - (x < y); }
-
-static inline int vcmp(dl_value_t a, dl_value_t b) {
-    if (a.type == b.type && (a.type == DL_T_INT || a.type == DL_T_REF || a.type == DL_T_INSTANT))
-        return cmp64(a.as.i, b.as.i);
-    if (a.type == b.type && (a.type == DL_T_STRING || a.type == DL_T_KEYWORD) && a.as.s == b.as.s)
-        return 0;
-    return dl_value_cmp(a, b);
-}
-
-/* Always inlined so that the searches below get one specialised copy per order. */
-static inline __attribute__((always_inline)) int kcmp(int order, const dl_kd_t *x, const dl_kd_t *y,
-                                                      int n) {
-    int c = 0;
-    switch (order) {
-        case DL_ORD_EAVT:
-            if ((c = cmp64(x->e, y->e)) || n < 2 || (c = cmp64(x->a, y->a)) || n < 3 ||
-                (c = vcmp(x->v, y->v)))
-                return c;
-            break;
-        case DL_ORD_AEVT:
-            if ((c = cmp64(x->a, y->a)) || n < 2 || (c = cmp64(x->e, y->e)) || n < 3 ||
-                (c = vcmp(x->v, y->v)))
-                return c;
-            break;
-        case DL_ORD_AVET:
-            if ((c = cmp64(x->a, y->a)) || n < 2 || (c = vcmp(x->v, y->v)) || n < 3 ||
-                (c = cmp64(x->e, y->e)))
-                return c;
-            break;
-        default: /* VAET */
-            if ((c = vcmp(x->v, y->v)) || n < 2 || (c = cmp64(x->a, y->a)) || n < 3 ||
-                (c = cmp64(x->e, y->e)))
-                return c;
-            break;
-    }
-    if (n < 4)
-        return 0;
-    return (x->txop > y->txop) - (x->txop < y->txop);
-}
-
-int dl__btree_cmp(int order, const dl_kd_t *x, const dl_kd_t *y, int n) {
-    return kcmp(order, x, y, n);
-}
+/* kcmp: the header's inline comparison (store.h dl__btree_cmp), always inlined so that
+ * the searches below get one specialised copy per order. */
+#define kcmp dl__btree_cmp
 
 /* ---- allocation, retirement --------------------------------------------------------------- */
 

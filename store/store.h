@@ -32,8 +32,49 @@ typedef struct dl_kd {
 
 enum { DL_ORD_EAVT = 0, DL_ORD_AEVT = 1, DL_ORD_AVET = 2, DL_ORD_VAET = 3 };
 
-/* Compares the first n (1..4) components of x and y in the order's component order. */
-int dl__btree_cmp(int order, const dl_kd_t *x, const dl_kd_t *y, int n);
+/* Compares the first n (1..4) components of x and y in the order's component order.
+ * Inline (always): it is on every path of every index, sort and check. Integer-like
+ * values compare by number and interned strings by pointer first; everything else in
+ * the value order (dl_value_cmp). */
+static inline int dl__cmp64(int64_t x, int64_t y) { return (x > y) - (x < y); }
+
+static inline int dl__kd_vcmp(dl_value_t a, dl_value_t b) {
+    if (a.type == b.type && (a.type == DL_T_INT || a.type == DL_T_REF || a.type == DL_T_INSTANT))
+        return dl__cmp64(a.as.i, b.as.i);
+    if (a.type == b.type && (a.type == DL_T_STRING || a.type == DL_T_KEYWORD) && a.as.s == b.as.s)
+        return 0;
+    return dl_value_cmp(a, b);
+}
+
+static inline __attribute__((always_inline)) int dl__btree_cmp(int order, const dl_kd_t *x,
+                                                               const dl_kd_t *y, int n) {
+    int c = 0;
+    switch (order) {
+        case DL_ORD_EAVT:
+            if ((c = dl__cmp64(x->e, y->e)) || n < 2 || (c = dl__cmp64(x->a, y->a)) || n < 3 ||
+                (c = dl__kd_vcmp(x->v, y->v)))
+                return c;
+            break;
+        case DL_ORD_AEVT:
+            if ((c = dl__cmp64(x->a, y->a)) || n < 2 || (c = dl__cmp64(x->e, y->e)) || n < 3 ||
+                (c = dl__kd_vcmp(x->v, y->v)))
+                return c;
+            break;
+        case DL_ORD_AVET:
+            if ((c = dl__cmp64(x->a, y->a)) || n < 2 || (c = dl__kd_vcmp(x->v, y->v)) || n < 3 ||
+                (c = dl__cmp64(x->e, y->e)))
+                return c;
+            break;
+        default: /* VAET */
+            if ((c = dl__kd_vcmp(x->v, y->v)) || n < 2 || (c = dl__cmp64(x->a, y->a)) || n < 3 ||
+                (c = dl__cmp64(x->e, y->e)))
+                return c;
+            break;
+    }
+    if (n < 4)
+        return 0;
+    return (x->txop > y->txop) - (x->txop < y->txop);
+}
 
 typedef struct dl_bnode dl_bnode_t;
 
