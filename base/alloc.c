@@ -28,7 +28,7 @@
 #endif
 #endif
 #ifndef DL_ALLOC_BIG
-#define DL_ALLOC_BIG ((size_t)1 << 20)
+#define DL_ALLOC_BIG ((size_t)1 << 19)
 #endif
 
 static bool is_big(size_t size) { return size >= DL_ALLOC_BIG; }

@@ -30,13 +30,13 @@ static void test_alloc_counts_and_fails(void **state) {
     dl_free(a);
 }
 
-/* Blocks cross the size at which the allocator maps pages directly (1 MiB in optimized
+/* Blocks cross the size at which the allocator maps pages directly (512 KiB in optimized
  * builds), in both directions: contents survive, calloc is zero, the counts stay exact. */
 static void test_alloc_big_blocks(void **state) {
     (void)state;
     dl_alloc_stats_t before, after;
     dl_alloc_stats(&before);
-    size_t sizes[] = {4096, (1u << 20) - 16, 1u << 20, 3u << 20, 64u << 20, 1u << 20, 100, 7};
+    size_t sizes[] = {4096, (1u << 19) - 16, 1u << 19, 3u << 20, 64u << 20, 1u << 19, 100, 7};
     size_t n = sizes[0];
     unsigned char *p = dl_malloc(n);
     assert_non_null(p);
