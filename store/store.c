@@ -61,6 +61,45 @@ int dl__store_keep_bulk(dl_store_t *s, void *p) {
     return 0;
 }
 
+/* Room for a record's time vector and changes. Records are never freed one by one (only
+ * the newest, when its transaction fails: rec_undo), so they are cut from bulk blocks of
+ * 64 KiB (a larger record gets a block of its own): one allocation per many small
+ * transactions instead of two per transaction. */
+enum { REC_BLOCK = 64 * 1024 };
+
+typedef struct rec_mark {
+    char *arena;
+    size_t used, cap, n_bulk;
+} rec_mark_t;
+
+static void *rec_alloc(dl_store_t *s, size_t bytes) {
+    bytes = (bytes + 15) & ~(size_t)15;
+    if (bytes > REC_BLOCK / 4) {
+        void *b = dl_malloc(bytes);
+        return b && dl__store_keep_bulk(s, b) == 0 ? b : NULL;
+    }
+    if (s->rec_cap - s->rec_used < bytes) {
+        char *b = dl_malloc(REC_BLOCK);
+        if (!b || dl__store_keep_bulk(s, b) != 0)
+            return NULL;
+        s->rec_arena = b;
+        s->rec_used = 0;
+        s->rec_cap = REC_BLOCK;
+    }
+    void *p = s->rec_arena + s->rec_used;
+    s->rec_used += bytes;
+    return p;
+}
+
+/* Forgets every record allocation made after mark (a failed transaction's). */
+static void rec_undo(dl_store_t *s, const rec_mark_t *m) {
+    while (s->n_bulk > m->n_bulk)
+        dl_free(s->bulk[--s->n_bulk]);
+    s->rec_arena = m->arena;
+    s->rec_used = m->used;
+    s->rec_cap = m->cap;
+}
+
 static dl_txrec_t *txrec_slot(dl_store_t *s, uint64_t tx) {
     uint64_t c = tx >> DL_TXCHUNK_BITS;
     if (c >= DL_TXDIR_SIZE)
@@ -584,21 +623,22 @@ static int apply(dl_store_t *s, dl_txplan_t *p, uint64_t tx, dl_version_t **out_
     if (rc == 0 && p->new_schema)
         rc = apply_schema(s, p->new_schema);
     dl_txrec_t *rec = NULL;
+    rec_mark_t rmark = {s->rec_arena, s->rec_used, s->rec_cap, s->n_bulk};
     if (rc == 0) {
         size_t nt = (size_t)s->schema->n_dims + 1, nc = p->n_retract + p->n_assert;
         rec = txrec_slot(s, tx);
         if (!rec) {
             rc = DL_ENOMEM;
         } else {
-            rec->time = dl_malloc(nt * sizeof *rec->time);
-            rec->changes = dl_malloc((nc + 1) * sizeof *rec->changes);
-            if (!rec->time || !rec->changes) {
-                dl_free(rec->time);
-                dl_free(rec->changes);
-                rec->time = NULL;
-                rec->changes = NULL;
+            size_t bytes_ch = ((nc ? nc : 1) * sizeof *rec->changes + 15) & ~(size_t)15;
+            char *blk = rec_alloc(s, bytes_ch + nt * sizeof *rec->time);
+            if (!blk) {
+                rec_undo(s, &rmark);
                 rc = DL_ENOMEM;
             } else {
+                rec->changes = (dl_change_t *)blk;
+                rec->time = (uint64_t *)(blk + bytes_ch);
+                rec->bulk = true;
                 rec->n_time = nt;
                 rec->advance = p->advance;
                 rec->next_id = p->next_id > s->next_id ? p->next_id : s->next_id;
@@ -649,8 +689,7 @@ static int apply(dl_store_t *s, dl_txplan_t *p, uint64_t tx, dl_version_t **out_
     }
     if (rc != 0) {
         if (rec && rec->time) {
-            dl_free(rec->time);
-            dl_free(rec->changes);
+            rec_undo(s, &rmark);
             memset(rec, 0, sizeof *rec);
         }
         if (vc_applied)

@@ -375,8 +375,11 @@ struct dl_store {
     dl_vcount_t vc;               /* value counts of attributes without a value index */
     size_t precise_at;            /* retire-list length that triggers a precise reclaim */
     size_t cap_abuf;
-    void **bulk; /* blocks holding the tx records loaded from a checkpoint */
+    void **bulk; /* blocks holding tx records (time and changes): loaded from a
+                  * checkpoint, or filled by commits (the arena below) */
     size_t n_bulk;
+    char *rec_arena; /* the bulk block commits append their records' time and changes to */
+    size_t rec_used, rec_cap;
 };
 /* The writable slot of transaction tx (NULL: out of memory or beyond the table). */
 dl_txrec_t *dl__store_txrec_slot(struct dl_store *s, uint64_t tx);
