@@ -41,7 +41,8 @@ struct dl_live_db {
     dl_registry_t *reg;
     int listener; /* 0: not registered */
     pthread_mutex_t mu;
-    dl_db_t *db; /* lent to the live queries by current_db (design note 2); under mu */
+    dl_db_t *db;            /* lent to the live queries by current_db (design note 2); under mu */
+    uint64_t feed_failures; /* applies and pumps that failed (note 3); under mu */
 };
 
 static int current_db(void *ctx, const struct dl_db **out_db, uint64_t *out_time,
@@ -67,9 +68,10 @@ static void on_commit(void *ctx, const dl_commit_t *c) {
     dl_db_unref(db->db);
     db->db = NULL;
     /* Failures end the affected subscriptions with their code at the pump (note 3). */
-    int rc = dl_qsrcs_apply(db->qs, c, NULL);
-    rc = dl_registry_pump(db->reg, NULL);
-    (void)rc;
+    if (dl_qsrcs_apply(db->qs, c, NULL) != DL_OK)
+        db->feed_failures++;
+    if (dl_registry_pump(db->reg, NULL) != DL_OK)
+        db->feed_failures++;
     pthread_mutex_unlock(&db->mu);
 }
 
