@@ -2268,6 +2268,297 @@ static int compile_find(cctx_t *c, prel_t *r) {
     return L->out ? 0 : cfail(c);
 }
 
+/* ---- eager aggregation ---------------------------------------------------------------------
+ * [:find ?g (sum ?x) (count ?y) ... :with ... :where ...rest... [?c :a ?g]] where the one
+ * grouping variable ?g is bound only by a pattern [?c :a ?g] on a cardinality-one
+ * attribute of a current source (so ?c determines ?g), ?c is not a :find or :with
+ * variable, and every aggregate is count or a sum of longs: the rows of `rest` are
+ * aggregated per ?c first (a linear reduce keyed by an entity), the per-?c counts and
+ * sums are joined with [?c :a ?g], and a second linear reduce adds them up per ?g. The
+ * join with :a then sees one row per ?c instead of one per row, and the reduce keyed by
+ * ?g one row per ?c. Valid when the (find ++ with) variables determine every variable
+ * of the rows (checked after `rest` is compiled, as for the distinct-free projection):
+ * then the aggregated bag is the rows themselves, and a sum (count) over the rows of a
+ * group is the sum over its ?c of their per-?c sums (counts); a ?c without an :a value
+ * drops out in either plan. When the check fails the pattern is joined last and the
+ * usual reduce follows. One difference at the edge: a per-?c sum outside int64 is a
+ * range error even if the group's total would fit. */
+typedef struct eager {
+    bool done;   /* compile_eager produced L->out */
+    size_t post; /* the index of [?c :a ?g] in q->where */
+    int cvar, gvar;
+} eager_t;
+
+static bool eager_candidate(cctx_t *c, eager_t *eg) {
+    const dl_query_t *q = c->q;
+    memset(eg, 0, sizeof *eg);
+    if (!q->has_agg || c->L->dims != 1 || q->n_where < 2 || q->n_where > 256 ||
+        q->n_find + q->n_with > MAXC)
+        return false;
+    int g = -1;
+    for (size_t i = 0; i < q->n_find; i++) {
+        const dl__find_t *f = &q->find[i];
+        if (f->agg == DL__AGG_NONE) {
+            if (g >= 0)
+                return false; /* one grouping variable */
+            g = f->var;
+        } else if (f->agg != DL__AGG_COUNT && !(f->agg == DL__AGG_SUM && var_is_long(c, f->var))) {
+            return false;
+        }
+    }
+    if (g < 0)
+        return false;
+    size_t w = dl__analyze_words(q), post = q->n_where;
+    for (size_t i = 0; i < q->n_where; i++) {
+        uint64_t vs[64];
+        memset(vs, 0, w * sizeof *vs);
+        dl__analyze_clause_vars(q, q->where[i], vs);
+        if (!is_bound(vs, g))
+            continue;
+        if (post < q->n_where)
+            return false; /* ?g in two clauses */
+        post = i;
+    }
+    if (post == q->n_where)
+        return false;
+    const dl__clause_t *pc = q->where[post];
+    const dl__term_t *t = pc->args;
+    dl_attr_info_t ai;
+    if (pc->kind != DL__C_PATTERN || t[0].kind != DL__TERM_VAR || t[1].kind != DL__TERM_CONST ||
+        t[2].kind != DL__TERM_VAR || t[2].var != g || t[0].var == g ||
+        t[3].kind != DL__TERM_BLANK || t[4].kind != DL__TERM_BLANK || pc->src < 0 ||
+        (size_t)pc->src >= q->n_srcs || c->L->src_kind[pc->src] == DL_LIVE_HISTORY ||
+        c->L->src_kind[pc->src] == DL__SRC_ABSENT)
+        return false;
+    int rc = t[1].value.type == DL_T_KEYWORD
+                 ? dl_db_attr(c->db, dl_value_str(t[1].value, NULL), &ai, NULL)
+                 : dl_db_attr_by_id(c->db, t[1].value.as.i, &ai, NULL);
+    if (rc || ai.many)
+        return false;
+    int cv = t[0].var;
+    for (size_t i = 0; i < q->n_find; i++)
+        if (q->find[i].var == cv)
+            return false;
+    for (size_t i = 0; i < q->n_with; i++)
+        if (q->with[i] == cv || q->with[i] == g)
+            return false;
+    /* ?c must come from another top-level pattern (patterns always bind their variables). */
+    bool bound_elsewhere = false;
+    for (size_t i = 0; i < q->n_where && !bound_elsewhere; i++) {
+        const dl__clause_t *o = q->where[i];
+        if (i == post || o->kind != DL__C_PATTERN)
+            continue;
+        for (size_t k = 0; k < 5; k++)
+            bound_elsewhere |= o->args[k].kind == DL__TERM_VAR && o->args[k].var == cv;
+    }
+    if (!bound_elsewhere)
+        return false;
+    eg->post = post;
+    eg->cvar = cv;
+    eg->gvar = g;
+    return true;
+}
+
+/* The per-?c aggregates (a general reduce: a ?c has few rows, so re-reading its group on
+ * a change is cheap, and one-shot it avoids the linear kind's per-row accumulator
+ * updates): per aggregate, the count of the rows or the sum of a long column. */
+typedef struct eagerr {
+    size_t n_aggs, val_arity;
+    dl_linear_agg_t aggs[MAXC];
+    dl_live_t *L;
+} eagerr_t;
+
+static int eager_reduce(void *ctx, const dl_value_t *key, const dl_value_t *vals,
+                        const int64_t *counts, size_t n, dl_emitter_t *out) {
+    (void)key;
+    const eagerr_t *e = ctx;
+    dl_value_t o[MAXC];
+    for (size_t k = 0; k < e->n_aggs; k++) {
+        int64_t acc = 0;
+        bool bad = false;
+        for (size_t i = 0; i < n && !bad; i++) {
+            int64_t x = counts[i];
+            if (e->aggs[k].op == DL_LINEAR_SUM) {
+                const dl_value_t *v = &vals[i * e->val_arity + e->aggs[k].col];
+                if (v->type != DL_T_INT)
+                    return soft_fail(e->L, DL_ETYPE);
+                bad = __builtin_mul_overflow(counts[i], v->as.i, &x);
+            }
+            bad = bad || __builtin_add_overflow(acc, x, &acc);
+        }
+        if (bad)
+            return soft_fail(e->L, DL_ERANGE);
+        o[k] = dl_value_int(acc);
+    }
+    return dl_emit(out, o);
+}
+
+typedef struct eagerj {
+    size_t n_aggs;
+    uint8_t type; /* ?g's interned type to encode, or 0 */
+} eagerj_t;
+
+/* (per-?c aggregates) joined with [?c ?g]: [?g (encoded), aggregates...]. */
+static int eager_join(void *ctx, const dl_value_t *key, const dl_value_t *lval,
+                      const dl_value_t *rval, dl_emitter_t *out) {
+    (void)key;
+    const eagerj_t *e = ctx;
+    dl_value_t o[MAXC];
+    o[0] = rval[0];
+    if (e->type) {
+        if (o[0].type != e->type)
+            return DL_EINTERNAL; /* var_is_type promised the type */
+        o[0] = dl_value_int((int64_t)o[0].as.bits);
+    }
+    memcpy(o + 1, lval, e->n_aggs * sizeof *o);
+    return dl_emit(out, o);
+}
+
+static int compile_eager(cctx_t *c, prel_t *r, eager_t *eg) {
+    const dl_query_t *q = c->q;
+    dl_live_t *L = c->L;
+    dl__clause_t *rest[256];
+    size_t nr = 0;
+    for (size_t i = 0; i < q->n_where; i++)
+        if (i != eg->post)
+            rest[nr++] = q->where[i];
+    int rc = compile_conj(c, rest, nr, r);
+    if (rc)
+        return rc;
+    /* The check that the bag is the rows, on the rows with ?g. */
+    int cv[MAXC];
+    size_t nc = 0;
+    for (size_t i = 0; i < q->n_find; i++)
+        cv[nc++] = q->find[i].var;
+    for (size_t i = 0; i < q->n_with; i++)
+        cv[nc++] = q->with[i];
+    prel_t full = *r;
+    bool fits = col_of(r, eg->cvar) >= 0 && r->arity < MAXC;
+    if (fits)
+        full.vars[full.arity++] = eg->gvar;
+    if (!fits || !vars_determine_all(c, &full, cv, nc)) {
+        uint64_t bound[64];
+        memset(bound, 0, sizeof bound);
+        for (size_t i = 0; i < r->arity; i++)
+            if (r->vars[i] >= 0)
+                bound[r->vars[i] / 64] |= 1ull << (r->vars[i] % 64);
+        return compile_clause(c, q->where[eg->post], bound, r); /* then compile_find */
+    }
+    /* 1. Per ?c: count and the sums of the rows (a bag: one row per row of r). */
+    int pv[MAXC];
+    size_t np = 0;
+    pv[np++] = eg->cvar;
+    dl_linear_agg_t lin1[MAXC], lin2[MAXC];
+    size_t na = 0;
+    for (size_t i = 0; i < q->n_find; i++) {
+        const dl__find_t *f = &q->find[i];
+        if (f->agg == DL__AGG_NONE)
+            continue;
+        lin1[na].op = f->agg == DL__AGG_COUNT ? DL_LINEAR_COUNT : DL_LINEAR_SUM;
+        lin1[na].col = 0;
+        if (f->agg == DL__AGG_SUM) {
+            size_t k = 1;
+            while (k < np && pv[k] != f->var)
+                k++;
+            if (k == np)
+                pv[np++] = f->var;
+            lin1[na].col = (uint32_t)(k - 1);
+        }
+        lin2[na].op = DL_LINEAR_SUM; /* 2. the group's total of the per-?c values */
+        lin2[na].col = (uint32_t)na;
+        na++;
+    }
+    prel_t p = *r;
+    rc = project_fx(c, &p, pv, np, true, true);
+    if (rc)
+        return rc;
+    static const uint32_t K0[1] = {0};
+    uint32_t vc[MAXC];
+    for (size_t i = 1; i < np; i++)
+        vc[i - 1] = (uint32_t)i;
+    eagerr_t *er = keep(c, sizeof *er);
+    if (!er)
+        return DL_ENOMEM;
+    er->n_aggs = na;
+    er->val_arity = np - 1;
+    memcpy(er->aggs, lin1, na * sizeof *lin1);
+    er->L = L;
+    dl_reduce_spec_t spec;
+    memset(&spec, 0, sizeof spec);
+    spec.kind = DL_REDUCE_GENERAL;
+    spec.out_arity = na;
+    spec.general_fn = eager_reduce;
+    spec.ctx = er;
+    dl_arr_t *A1 = dl_arrange(p.coll, K0, 1, vc, np - 1, c->err);
+    dl_arr_t *R1 = A1 ? dl_reduce(A1, &spec, c->err) : NULL;
+    if (!R1)
+        return cfail(c);
+    explain(c, "eager aggregation: reduce by %s (count and sums per %s)",
+            dl__parse_var_name(q, eg->cvar), dl__parse_var_name(q, eg->cvar));
+    /* 3. Joined with [?c :a ?g] (its by-entity arrangement: shared in an engine). */
+    uint64_t cb[64];
+    memset(cb, 0, sizeof cb);
+    cb[eg->cvar / 64] |= 1ull << (eg->cvar % 64);
+    prel_t pp;
+    dl_coll_t *root_coll = NULL;
+    int scan_line = (int)L->n_lines;
+    rc = pattern_rel(c, q->where[eg->post], cb, &pp, &root_coll);
+    if (rc)
+        return rc;
+    mark(c, scan_line, root_coll);
+    if (pp.arity != 2 || pp.vars[0] != eg->cvar || pp.vars[1] != eg->gvar)
+        return dl_error_set(c->err, DL_EINTERNAL, "eager aggregation: pattern shape");
+    static const uint32_t K1[1] = {1};
+    dl_arr_t *P = dl_arrange(pp.coll, K0, 1, K1, 1, c->err);
+    if (!P || (L->engine && dl__engine_note_arr(L, pp.coll, P, c->err)))
+        return cfail(c);
+    eagerj_t *ej = keep(c, sizeof *ej);
+    keycode_t *dec = keep(c, sizeof *dec);
+    if (!ej || !dec)
+        return DL_ENOMEM;
+    ej->n_aggs = na;
+    static const dl_type_t interned[3] = {DL_T_STRING, DL_T_KEYWORD, DL_T_UUID};
+    for (size_t t = 0; t < 3 && !ej->type; t++)
+        if (var_is_type(c, eg->gvar, interned[t]))
+            ej->type = (uint8_t)interned[t];
+    dl_coll_t *J = dl_join_map(R1, P, 1 + na, eager_join, ej, c->err);
+    int jl = explain(c, "join on [%s]", dl__parse_var_name(q, eg->cvar));
+    mark(c, jl, J);
+    /* 4. Per ?g: the totals. */
+    for (size_t i = 0; i < na; i++)
+        vc[i] = (uint32_t)(1 + i);
+    memset(&spec, 0, sizeof spec);
+    spec.kind = DL_REDUCE_LINEAR;
+    spec.aggs = lin2;
+    spec.n_aggs = na;
+    dl_arr_t *A2 = J ? dl_arrange(J, K0, 1, vc, na, c->err) : NULL;
+    dl_arr_t *R2 = A2 ? dl_reduce(A2, &spec, c->err) : NULL;
+    dl_coll_t *rc_coll = R2 ? dl_arr_coll(R2) : NULL;
+    if (!rc_coll)
+        return cfail(c);
+    dec->arity = q->n_find;
+    size_t ag = 0;
+    for (size_t i = 0; i < q->n_find; i++) {
+        if (q->find[i].agg == DL__AGG_NONE) {
+            dec->cols[i] = 0;
+            dec->type[i] = ej->type;
+        } else {
+            dec->cols[i] = (uint32_t)(1 + ag++);
+        }
+    }
+    L->out = dl_map(rc_coll, q->n_find, map_decode, dec, c->err);
+    mark(c,
+         explain(c, "linear reduce by %s%s: the totals of the per-%s aggregates",
+                 dl__parse_var_name(q, eg->gvar),
+                 ej->type ? " (text keys as their interned codes)" : "",
+                 dl__parse_var_name(q, eg->cvar)),
+         L->out);
+    if (!L->out)
+        return cfail(c);
+    eg->done = true;
+    return 0;
+}
+
 int dl__compile_query(dl_live_t *L, const dl_query_t *q, const dl_db_t *db, dl_error_t *err) {
     cctx_t c = {L, q, db, dl_graph_root(L->g), -1, NULL, 0, err, 0, NULL};
     if (q->n_vars > 64 * 64)
@@ -2347,9 +2638,12 @@ int dl__compile_query(dl_live_t *L, const dl_query_t *q, const dl_db_t *db, dl_e
                 r = j;
         }
     }
-    if (!rc)
+    eager_t eg = {0};
+    if (!rc && eager_candidate(&c, &eg))
+        rc = compile_eager(&c, &r, &eg);
+    else if (!rc)
         rc = compile_conj(&c, q->where, q->n_where, &r);
-    if (!rc)
+    if (!rc && !eg.done)
         rc = compile_find(&c, &r);
     dl_free(c.rule_in);
     return rc;
