@@ -5,8 +5,12 @@
  * new subscriber receives. The glue between dataflow/ and the registry.
  *
  * It does not build, feed or run graphs (their owner does: the Datalog layer or the
- * runtime) and does not project times to fewer coordinates. DESIGN-NOTES §1 (contents at
- * t = the sum of diffs at times <= t) and §4; docs/subscribe.md "Registry and sources".
+ * runtime) and does not project times to fewer coordinates. With several coordinates
+ * [tx, u] the accumulated result is kept per user coordinate u (dl__uacc_t) and the
+ * snapshot is one message per u at the latest transaction (docs/subscribe.md
+ * "Multi-dimensional time"); it does not produce FRONTIER messages (the capture gives none).
+ * DESIGN-NOTES §1 (contents at t = the sum of diffs at times <= t) and §4; docs/subscribe.md
+ * "Registry and sources".
  *
  * Invariant: acc = the sum of every delta returned by dl_capsrc_poll, tagged with the
  * latest of their times, so a snapshot followed by later polls never repeats or misses a
@@ -23,6 +27,10 @@ struct dl_capsrc {
     size_t arity;
     size_t n_dims;
     dl_delta_t *acc; /* private, unsealed: the accumulated result (see the invariant) */
+    /* n_dims > 1: the same per user coordinate u = time[1 ..], and the latest polled
+     * transaction (time[0]), which the snapshot's messages [tx, u] carry. */
+    dl__uacc_t acc_u;
+    uint64_t latest_tx;
 };
 
 int dl_capsrc_new(dl_capture_t *cap, size_t arity, const uint64_t *t0, size_t n_dims,
@@ -44,6 +52,8 @@ int dl_capsrc_new(dl_capture_t *cap, size_t arity, const uint64_t *t0, size_t n_
     s->cap = cap;
     s->arity = arity;
     s->n_dims = n_dims;
+    dl__uacc_init(&s->acc_u, arity, n_dims);
+    s->latest_tx = t0[0];
     *out = s;
     return 0;
 }
@@ -52,10 +62,18 @@ void dl_capsrc_free(dl_capsrc_t *s) {
     if (!s)
         return;
     dl_delta_unref(s->acc);
+    dl__uacc_fini(&s->acc_u);
     dl_free(s);
 }
 
-size_t dl_capsrc_rows(const dl_capsrc_t *s) { return dl_delta_len(s->acc); }
+size_t dl_capsrc_rows(const dl_capsrc_t *s) {
+    if (s->n_dims == 1)
+        return dl_delta_len(s->acc);
+    size_t n = 0;
+    for (size_t i = 0; i < s->acc_u.n; i++)
+        n += dl_delta_len(s->acc_u.v[i]);
+    return n;
+}
 
 int dl_capsrc_poll(dl_capsrc_t *s, dl_delta_t **out, dl_error_t *err) {
     *out = NULL;
@@ -77,8 +95,12 @@ int dl_capsrc_poll(dl_capsrc_t *s, dl_delta_t **out, dl_error_t *err) {
     /* The accumulated result advances with what is handed out (the invariant). A failure
      * here leaves acc partly merged: the source is then unusable and the registry closes
      * it on this error. */
-    if (!rc)
+    if (!rc && s->n_dims == 1) {
         rc = dl__delta_merge(s->acc, d);
+    } else if (!rc) {
+        rc = dl__uacc_add_delta(&s->acc_u, d);
+        s->latest_tx = df.time[0];
+    }
     if (rc) {
         dl_delta_unref(d);
         return dl_error_set(err, rc, "capsrc: %s", dl_strerror(rc));
@@ -89,6 +111,13 @@ int dl_capsrc_poll(dl_capsrc_t *s, dl_delta_t **out, dl_error_t *err) {
 
 int dl_capsrc_snapshot(dl_capsrc_t *s, dl_delta_t **out, dl_error_t *err) {
     *out = NULL;
+    if (s->n_dims > 1) {
+        /* One message per u at [latest tx, u], the first flagged, chained (registry.c
+         * design note 4): what a later subscriber needs at every point of the product
+         * order from the latest transaction on. */
+        int rc = dl__uacc_snapshot(&s->acc_u, s->latest_tx, out);
+        return rc ? dl_error_set(err, rc, "capsrc: out of memory") : 0;
+    }
     dl_delta_t *c = NULL;
     int rc = dl__delta_clone(s->acc, &c);
     if (rc)

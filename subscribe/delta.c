@@ -450,3 +450,121 @@ bool dl__delta_check(const dl_delta_t *d) {
     }
     return true;
 }
+
+/* ---- accumulation per user coordinate (n_dims > 1) ---------------------------------------- */
+
+void dl__uacc_init(dl__uacc_t *a, size_t arity, size_t n_dims) {
+    memset(a, 0, sizeof *a);
+    a->arity = arity;
+    a->n_dims = n_dims;
+}
+
+void dl__uacc_fini(dl__uacc_t *a) {
+    for (size_t i = 0; i < a->n; i++)
+        dl_delta_unref(a->v[i]);
+    dl_free(a->v);
+    a->v = NULL;
+    a->n = a->cap = 0;
+}
+
+/* The accumulation at time's user coordinates, created when missing; *at its position. */
+static int uacc_at(dl__uacc_t *a, const uint64_t *time, size_t *at, dl_delta_t **out) {
+    size_t lo = 0, hi = a->n, nu = a->n_dims - 1;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = dl__delta_time_cmp(a->v[mid]->time + 1, time + 1, nu);
+        if (c == 0) {
+            *at = mid;
+            *out = a->v[mid];
+            return 0;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (a->n == a->cap) {
+        size_t nc = a->cap ? 2 * a->cap : 4;
+        dl_delta_t **nv = dl_realloc(a->v, nc * sizeof *nv);
+        if (!nv)
+            return DL_ENOMEM;
+        a->v = nv;
+        a->cap = nc;
+    }
+    dl_delta_t *d = NULL;
+    int rc = dl_delta_new(DL_DELTA_DATA, a->arity, time, a->n_dims, &d, NULL);
+    if (rc)
+        return rc;
+    memmove(a->v + lo + 1, a->v + lo, (a->n - lo) * sizeof *a->v);
+    a->v[lo] = d;
+    a->n++;
+    *at = lo;
+    *out = d;
+    return 0;
+}
+
+/* Drops the accumulation at position at when it cancelled out. */
+static void uacc_trim(dl__uacc_t *a, size_t at) {
+    if (a->v[at]->len)
+        return;
+    dl_delta_unref(a->v[at]);
+    memmove(a->v + at, a->v + at + 1, (a->n - at - 1) * sizeof *a->v);
+    a->n--;
+}
+
+int dl__uacc_add(dl__uacc_t *a, const uint64_t *time, const dl_value_t *row, int64_t diff) {
+    size_t at;
+    dl_delta_t *d;
+    int rc = uacc_at(a, time, &at, &d);
+    if (!rc)
+        rc = add_pair(d, row, diff);
+    if (!rc)
+        uacc_trim(a, at);
+    return rc;
+}
+
+int dl__uacc_add_delta(dl__uacc_t *a, const dl_delta_t *from) {
+    if (from->kind != DL_DELTA_DATA || from->len == 0)
+        return 0;
+    if (from->arity != a->arity || from->n_dims != a->n_dims)
+        return DL_EINVAL;
+    size_t at;
+    dl_delta_t *d;
+    int rc = uacc_at(a, from->time, &at, &d);
+    for (size_t i = 0; i < from->len && !rc; i++)
+        rc = add_pair(d, dl_delta_row(from, i), from->diffs[i]);
+    if (!rc)
+        uacc_trim(a, at);
+    return rc;
+}
+
+/* A new unsealed copy of accumulation d at time [tx, its u]. */
+static int uacc_copy(const dl_delta_t *d, uint64_t tx, dl_delta_t **out) {
+    int rc = dl__delta_clone(d, out);
+    if (!rc)
+        (*out)->time[0] = tx;
+    return rc;
+}
+
+int dl__uacc_snapshot(const dl__uacc_t *a, uint64_t tx, dl_delta_t **out) {
+    *out = NULL;
+    bool zero_first = a->n > 0;
+    for (size_t k = 1; zero_first && k < a->n_dims; k++)
+        zero_first = a->v[0]->time[k] == 0;
+    uint64_t t[DL_DELTA_MAX_DIM] = {tx};
+    int rc = zero_first ? uacc_copy(a->v[0], tx, out)
+                        : dl_delta_new(DL_DELTA_DATA, a->arity, t, a->n_dims, out, NULL);
+    if (rc)
+        return rc;
+    (*out)->snapshot = true;
+    for (size_t i = zero_first ? 1 : 0; i < a->n; i++) {
+        dl_delta_t *c = NULL;
+        if ((rc = uacc_copy(a->v[i], tx, &c)) != 0) {
+            dl_delta_unref(*out); /* frees the chain built so far */
+            *out = NULL;
+            return rc;
+        }
+        dl__delta_chain(*out, c);
+    }
+    return 0;
+}

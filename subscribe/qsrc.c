@@ -21,9 +21,9 @@
  * user coordinate u = time[1 ..] (acc_u: the history summed over system time), so the
  * snapshot is one DATA message per u at [T, u] (T the latest transaction, the first one at
  * [T, 0 ...] carrying the snapshot flag, possibly empty) followed by the FRONTIER messages
- * (chained behind the first: dl__delta_chain), all delivered at subscribe time; every commit's
- * changes are queued as one DATA delta per time (the product order's differences), then FRONTIER
- * messages for the maximal complete times.
+ * (chained behind the first: dl__delta_chain, dl__uacc_t), all delivered at subscribe time; every
+ * commit's changes are queued as one DATA delta per time (the product order's differences), then
+ * FRONTIER messages for the maximal complete times.
  *
  * Invariant (as capsrc.c): acc = the initial result + every delta returned by poll,
  * tagged with the latest of their times (n_dims > 1: the same per u in acc_u), so a snapshot
@@ -48,9 +48,8 @@ struct qsrc {
     size_t arity, n_dims;
     uint64_t last_f[DL_DELTA_MAX_DIM]; /* n_dims > 1: the frontier of the last FRONTIERs */
     /* n_dims > 1 (the invariant below, per user coordinate u = time[1 ..]): the sum of
-     * everything handed out at each u, one unsealed delta per u, sorted by u. */
-    dl_delta_t **acc_u;
-    size_t n_u, cap_u;
+     * everything handed out at each u. */
+    dl__uacc_t acc_u;
     uint64_t polled_tx;                  /* the latest transaction of a DATA handed out */
     uint64_t polled_done;                /* the latest [tx, MAX..] FRONTIER handed out */
     uint64_t polled_f[DL_DELTA_MAX_DIM]; /* dimension frontiers handed out (k >= 1) */
@@ -99,9 +98,7 @@ static void qsrc_close(void *p) {
         dl_delta_unref(s->pending[i]);
     dl_free(s->pending);
     dl_delta_unref(s->acc);
-    for (size_t i = 0; i < s->n_u; i++)
-        dl_delta_unref(s->acc_u[i]);
-    dl_free(s->acc_u);
+    dl__uacc_fini(&s->acc_u);
     dl_live_free(s->live);
     if (s->in_engine)
         s->owner->n_engine--;
@@ -135,65 +132,6 @@ static int push_pending(qsrc_t *s, dl_delta_t *d) {
     }
     s->pending[s->n_pending++] = d;
     return 0;
-}
-
-/* n_dims > 1: the accumulated delta of user coordinates u (time + 1, n_dims - 1 of them),
- * created empty when `create`; *at its position in acc_u. NULL: none (or out of memory
- * when create: DL_ENOMEM in *rc). */
-static dl_delta_t *acc_at(qsrc_t *s, const uint64_t *time, bool create, size_t *at, int *rc) {
-    size_t lo = 0, hi = s->n_u, nu = s->n_dims - 1;
-    *rc = 0;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        int c = dl__delta_time_cmp(dl_delta_time(s->acc_u[mid], NULL) + 1, time + 1, nu);
-        if (c == 0) {
-            *at = mid;
-            return s->acc_u[mid];
-        }
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    *at = lo;
-    if (!create)
-        return NULL;
-    if (s->n_u == s->cap_u) {
-        size_t nc = s->cap_u ? 2 * s->cap_u : 4;
-        dl_delta_t **na = dl_realloc(s->acc_u, nc * sizeof *na);
-        if (!na) {
-            *rc = DL_ENOMEM;
-            return NULL;
-        }
-        s->acc_u = na;
-        s->cap_u = nc;
-    }
-    dl_delta_t *d = NULL;
-    if ((*rc = dl_delta_new(DL_DELTA_DATA, s->arity, time, s->n_dims, &d, NULL)) != 0)
-        return NULL;
-    memmove(s->acc_u + lo + 1, s->acc_u + lo, (s->n_u - lo) * sizeof *s->acc_u);
-    s->acc_u[lo] = d;
-    s->n_u++;
-    return d;
-}
-
-/* Adds n (row, diff) pairs at one time to the accumulation at its user coordinates,
- * dropping the accumulation of u when it cancels out. */
-static int acc_add(qsrc_t *s, const uint64_t *time, const dl_value_t *rows, const int64_t *diffs,
-                   size_t n) {
-    if (!n)
-        return 0;
-    size_t at;
-    int rc;
-    dl_delta_t *a = acc_at(s, time, true, &at, &rc);
-    for (size_t i = 0; i < n && !rc; i++)
-        rc = dl_delta_add(a, rows + i * s->arity, diffs[i], NULL);
-    if (!rc && dl_delta_len(a) == 0) {
-        dl_delta_unref(a);
-        memmove(s->acc_u + at, s->acc_u + at + 1, (s->n_u - at - 1) * sizeof *s->acc_u);
-        s->n_u--;
-    }
-    return rc;
 }
 
 /* A multi-dimensional source (n_dims > 1): the live query's last changes, one DATA delta
@@ -347,8 +285,9 @@ static int qsrc_open(void *ctx, const char *text, const dl_value_t *inputs, size
             const int64_t *diffs;
             size_t n = dl_live_changes(s->live, &rows, &diffs);
             const uint64_t *times = dl_live_change_times(s->live);
+            dl__uacc_init(&s->acc_u, s->arity, n_dims);
             for (size_t i = 0; i < n && !rc; i++)
-                rc = acc_add(s, times + i * n_dims, rows + i * s->arity, diffs + i, 1);
+                rc = dl__uacc_add(&s->acc_u, times + i * n_dims, rows + i * s->arity, diffs[i]);
             if (rc)
                 rc = dl_error_set(err, rc, "qsrcs: out of memory");
             uint64_t f[DL_DELTA_MAX_DIM] = {0};
@@ -368,9 +307,7 @@ static int qsrc_open(void *ctx, const char *text, const dl_value_t *inputs, size
             dl_delta_unref(s->pending[i]);
         dl_free(s->pending);
         dl_delta_unref(s->acc);
-        for (size_t i = 0; i < s->n_u; i++)
-            dl_delta_unref(s->acc_u[i]);
-        dl_free(s->acc_u);
+        dl__uacc_fini(&s->acc_u);
         dl_live_free(s->live);
         if (s->in_engine)
             qs->n_engine--;
@@ -393,53 +330,12 @@ static uint64_t snap_tx(const qsrc_t *s) {
     return s->head == s->n_pending ? s->last_tx : s->polled_tx;
 }
 
-/* n_dims > 1: a new sealed-or-not copy of accumulation a at time [tx, u]. */
-static int acc_copy(const qsrc_t *s, const dl_delta_t *a, uint64_t tx, dl_delta_t **out,
-                    dl_error_t *err) {
-    uint64_t t[DL_DELTA_MAX_DIM];
-    memcpy(t, dl_delta_time(a, NULL), s->n_dims * sizeof *t);
-    t[0] = tx;
-    int rc = dl__delta_clone(a, out);
-    if (!rc)
-        rc = dl__delta_set_time(*out, t);
-    if (rc) {
-        dl_delta_unref(*out);
-        *out = NULL;
-        return dl_error_set(err, DL_ENOMEM, "qsrcs: out of memory");
-    }
-    return 0;
-}
-
-static bool u_is_zero(const qsrc_t *s, const dl_delta_t *a) {
-    const uint64_t *t = dl_delta_time(a, NULL);
-    for (size_t k = 1; k < s->n_dims; k++)
-        if (t[k])
-            return false;
-    return true;
-}
-
-/* n_dims > 1: the snapshot's other messages: [T, u] for every other u with a nonzero
- * result, in order, then the FRONTIER messages of what was handed out: [T', MAX ...]
- * (T' the last complete transaction) and [MAX .., f_k - 1, .. MAX] for each dimension
- * whose frontier f_k is above 0. */
-static int snapshot_tail(qsrc_t *s, dl_delta_t ***out, size_t *n_out, dl_error_t *err) {
-    *out = NULL;
-    *n_out = 0;
-    if (s->n_dims < 2)
-        return 0;
-    dl_delta_t **v = dl_malloc((s->n_u + s->n_dims) * sizeof *v);
-    if (!v)
-        return dl_error_set(err, DL_ENOMEM, "qsrcs: out of memory");
-    size_t n = 0;
-    int rc = 0;
-    uint64_t tx = snap_tx(s);
-    for (size_t i = 0; i < s->n_u && !rc; i++)
-        if (i > 0 || !u_is_zero(s, s->acc_u[i]))
-            rc = acc_copy(s, s->acc_u[i], tx, &v[n++], err);
-    if (rc)
-        n--; /* acc_copy left NULL there */
+/* n_dims > 1: the FRONTIER messages that end a snapshot, of what was handed out:
+ * [MAX .., f_k - 1, .. MAX] for each dimension whose frontier f_k is above 0, then
+ * [T', MAX ...] (T' the last complete transaction), chained behind first. */
+static int chain_frontiers(qsrc_t *s, dl_delta_t *first, dl_error_t *err) {
     bool all_done = s->head == s->n_pending;
-    for (size_t j = 1; j <= s->n_dims && !rc; j++) {
+    for (size_t j = 1; j <= s->n_dims; j++) {
         size_t k = j % s->n_dims; /* [T, MAX ..] last, as after a commit */
         uint64_t t[DL_DELTA_MAX_DIM];
         for (size_t i = 0; i < s->n_dims; i++)
@@ -452,18 +348,12 @@ static int snapshot_tail(qsrc_t *s, dl_delta_t ***out, size_t *n_out, dl_error_t
             continue;
         if (k == 0 && t[0] == 0)
             continue;
-        rc = dl_delta_new(DL_DELTA_FRONTIER, s->arity, t, s->n_dims, &v[n], err);
-        if (!rc)
-            n++;
+        dl_delta_t *f = NULL;
+        int rc = dl_delta_new(DL_DELTA_FRONTIER, s->arity, t, s->n_dims, &f, err);
+        if (rc)
+            return rc;
+        dl__delta_chain(first, f);
     }
-    if (rc) {
-        for (size_t i = 0; i < n; i++)
-            dl_delta_unref(v[i]);
-        dl_free(v);
-        return rc;
-    }
-    *out = v;
-    *n_out = n;
     return 0;
 }
 
@@ -471,23 +361,11 @@ static int qsrc_snapshot(void *p, dl_delta_t **out, dl_error_t *err) {
     qsrc_t *s = p;
     *out = NULL;
     if (s->n_dims > 1) {
-        /* The first message: [T, 0 ...] with the result at u = 0 (often empty); the
-         * others are chained behind it. */
-        uint64_t t[DL_DELTA_MAX_DIM] = {snap_tx(s)};
-        int rc;
-        if (s->n_u && u_is_zero(s, s->acc_u[0]))
-            rc = acc_copy(s, s->acc_u[0], t[0], out, err);
-        else
-            rc = dl_delta_new(DL_DELTA_DATA, s->arity, t, s->n_dims, out, err);
-        if (!rc && dl_delta_set_snapshot(*out, true))
-            rc = dl_error_set(err, DL_EINTERNAL, "qsrcs: snapshot flag");
-        dl_delta_t **tail = NULL;
-        size_t n_tail = 0;
-        if (!rc)
-            rc = snapshot_tail(s, &tail, &n_tail, err);
-        for (size_t i = 0; i < n_tail; i++)
-            dl__delta_chain(*out, tail[i]); /* delivered behind it (registry.c note 4) */
-        dl_free(tail);
+        /* One message per u at [T, u], the first flagged, then the frontier, chained. */
+        int rc = dl__uacc_snapshot(&s->acc_u, snap_tx(s), out);
+        if (rc)
+            return dl_error_set(err, rc, "qsrcs: out of memory");
+        rc = chain_frontiers(s, *out, err);
         if (rc) {
             dl_delta_unref(*out);
             *out = NULL;
@@ -523,19 +401,7 @@ static int md_handed_out(qsrc_t *s, const dl_delta_t *d) {
     if (dl_delta_kind(d) != DL_DELTA_DATA)
         return 0;
     s->polled_tx = t[0];
-    if (dl_delta_len(d) == 0)
-        return 0;
-    size_t at;
-    int rc;
-    dl_delta_t *a = acc_at(s, t, true, &at, &rc);
-    for (size_t i = 0; i < dl_delta_len(d) && !rc; i++)
-        rc = dl_delta_add(a, dl_delta_row(d, i), dl_delta_diff(d, i), NULL);
-    if (!rc && dl_delta_len(a) == 0) {
-        dl_delta_unref(a);
-        memmove(s->acc_u + at, s->acc_u + at + 1, (s->n_u - at - 1) * sizeof *s->acc_u);
-        s->n_u--;
-    }
-    return rc;
+    return dl__uacc_add_delta(&s->acc_u, d);
 }
 
 static int qsrc_poll(void *p, dl_delta_t **out, dl_error_t *err) {

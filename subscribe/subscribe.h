@@ -33,6 +33,25 @@ bool dl__delta_time_le(const uint64_t *a, const uint64_t *b, size_t n);
 /* Debug validator: the index finds every entry, no diff is 0, no row repeats. */
 bool dl__delta_check(const dl_delta_t *d);
 
+/* Accumulation per user coordinate, for sources watching n_dims > 1 coordinates [tx, u]:
+ * the sum of the changes at each u (over every transaction), one unsealed delta per u with
+ * a nonzero sum, sorted by u (delta.c). Its snapshot at system time tx is the messages
+ * [tx, u] a new subscriber receives: the first at [tx, 0 ...] with the snapshot flag
+ * (holding u = 0's sum, possibly empty), the others chained behind it (dl__delta_chain). */
+typedef struct dl__uacc {
+    dl_delta_t **v;
+    size_t n, cap;
+    size_t arity, n_dims;
+} dl__uacc_t;
+void dl__uacc_init(dl__uacc_t *a, size_t arity, size_t n_dims);
+void dl__uacc_fini(dl__uacc_t *a);
+/* Adds (row, diff) at time's u / every pair of a DATA delta at its u. DL_ENOMEM leaves the
+ * accumulation partly updated (the source is then failed). */
+int dl__uacc_add(dl__uacc_t *a, const uint64_t *time, const dl_value_t *row, int64_t diff);
+int dl__uacc_add_delta(dl__uacc_t *a, const dl_delta_t *d);
+/* new: the snapshot messages at system time tx (unsealed, chained). DL_ENOMEM. */
+int dl__uacc_snapshot(const dl__uacc_t *a, uint64_t tx, dl_delta_t **out);
+
 /* ---- subscribe/sub.c ---- */
 /* Registry bookkeeping shown in dl_sub_stats (under the subscription's lock). */
 void dl__sub_set_source(dl_sub_t *s, uint64_t source_id, uint64_t shared_with);

@@ -266,7 +266,10 @@ DL_API void dl_capsrc_free(dl_capsrc_t *s);
  * *out == NULL when none is queued; also adds it to the accumulated result. */
 DL_API int dl_capsrc_poll(dl_capsrc_t *s, dl_delta_t **out, dl_error_t *err) DL_WUR;
 /* new: the accumulated result of everything polled so far, as a snapshot delta tagged with
- * the latest polled time. */
+ * the latest polled time. With n_dims > 1: one message per user coordinate u = time[1 ..]
+ * with a nonzero result, at [latest polled time[0], u], the first (at [.., 0 ...], maybe
+ * empty) flagged as the snapshot and the others chained behind it, which dl_subscribe
+ * delivers together when the vtable's snapshot returns it. */
 DL_API int dl_capsrc_snapshot(dl_capsrc_t *s, dl_delta_t **out, dl_error_t *err) DL_WUR;
 /* Rows in the accumulated result (for statistics). */
 DL_API size_t dl_capsrc_rows(const dl_capsrc_t *s);

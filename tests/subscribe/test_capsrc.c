@@ -4,7 +4,8 @@
  * "(filter-group)" with input G (dl_filter_eq). Random transactions; after each, the
  * graphs run and the registry pumps; every subscriber's accumulated result equals a naive
  * recomputation; an aggregate changes as retraction of the old row plus the new row; a
- * late subscriber's snapshot is current; the last unsubscribe frees the graph.
+ * late subscriber's snapshot is current; the last unsubscribe frees the graph. And a 2-D
+ * graph over [tx, day]: a late subscriber's snapshot per day (test_capsrc_two_coordinates).
  */
 #include "tests/harness/dl_test.h"
 
@@ -293,4 +294,177 @@ static void test_capsrc_dataflow_queries(void **state) {
     dl_registry_free(r);
 }
 
-DL_TEST_GROUP(capsrc, cmocka_unit_test(test_capsrc_dataflow_queries));
+/* ---- two time coordinates [tx, day] -------------------------------------------------------- */
+
+/* A count by group over rows entered at [tx, day] (retroactive days included), in a 2-D
+ * graph. An early subscriber (callback) receives every change at its time; a later one
+ * receives, inside dl_subscribe, one snapshot message per day at [T, day] (before: one
+ * message collapsed at the latest time, wrong at lower days). At every [T, D] from each
+ * one's start, the sum of its messages at times <= [T, D] equals a naive count of the rows
+ * whose changes up to [T, D] sum to 1. */
+enum { MD_G = 3, MD_X = 5, MD_DAYS = 6, MD_TX = 40, MD_MAXLOG = 4096 };
+
+typedef struct md_change {
+    uint64_t tx, day;
+    int g, x, diff;
+} md_change_t;
+
+typedef struct md_world {
+    dl_graph_t *g;
+    dl_input_t *in;
+    dl_capsrc_t *cs;
+    md_change_t ch[MD_TX * 3];
+    int n_ch;
+} md_world_t;
+
+typedef struct md_rec {
+    uint64_t t[MD_MAXLOG][2];
+    int64_t g[MD_MAXLOG], n[MD_MAXLOG], diff[MD_MAXLOG];
+    int len, msgs;
+    bool snapshot_first;
+} md_rec_t;
+
+static int md_open(void *ctx, const char *text, const dl_value_t *inputs, size_t n_inputs,
+                   size_t n_dims, void **out, size_t *out_arity, dl_error_t *err) {
+    md_world_t *w = ctx;
+    (void)text, (void)inputs, (void)n_inputs;
+    if (n_dims != 2 || w->g)
+        return dl_error_set(err, DL_EINVAL, "one 2-D source");
+    uint64_t t0[2] = {0, 0};
+    uint32_t key[1] = {0};
+    w->g = dl_graph_new(2, err);
+    dl_coll_t *c = NULL;
+    if (w->g && (w->in = dl_input_new(dl_graph_root(w->g), 2, err)))
+        c = dl_count(dl_input_coll(w->in), key, 1, err);
+    dl_capture_t *cap = c ? dl_capture_new(c, NULL, NULL, err) : NULL;
+    int rc = cap ? dl_capsrc_new(cap, 2, t0, 2, &w->cs, err) : DL_ENOMEM;
+    if (rc)
+        return rc;
+    *out = w;
+    *out_arity = 2;
+    return 0;
+}
+static int md_snapshot(void *p, dl_delta_t **out, dl_error_t *err) {
+    return dl_capsrc_snapshot(((md_world_t *)p)->cs, out, err);
+}
+static int md_poll(void *p, dl_delta_t **out, dl_error_t *err) {
+    return dl_capsrc_poll(((md_world_t *)p)->cs, out, err);
+}
+static void md_close(void *p) {
+    md_world_t *w = p;
+    dl_capsrc_free(w->cs);
+    dl_graph_free(w->g);
+    w->cs = NULL;
+    w->g = NULL;
+}
+static const dl_source_vtable_t md_vt = {md_open, md_snapshot, md_poll, md_close, NULL};
+
+static void md_cb(dl_sub_t *s, const dl_delta_t *d, void *udata) {
+    (void)s;
+    md_rec_t *r = udata;
+    if (dl_delta_kind(d) != DL_DELTA_DATA)
+        return;
+    if (r->msgs++ == 0)
+        r->snapshot_first = dl_delta_is_snapshot(d);
+    const uint64_t *t = dl_delta_time(d, NULL);
+    for (size_t i = 0; i < dl_delta_len(d) && r->len < MD_MAXLOG; i++, r->len++) {
+        r->t[r->len][0] = t[0];
+        r->t[r->len][1] = t[1];
+        r->g[r->len] = dl_delta_row(d, i)[0].as.i;
+        r->n[r->len] = dl_delta_row(d, i)[1].as.i;
+        r->diff[r->len] = dl_delta_diff(d, i);
+    }
+}
+
+/* Checks r's sums at [T, D] against the naive count, for every group. */
+static void md_check(const md_world_t *w, const md_rec_t *r, uint64_t T, uint64_t D,
+                     const char *who) {
+    for (int g = 0; g < MD_G; g++) {
+        int64_t want = 0;
+        for (int x = 0; x < MD_X; x++) {
+            int64_t m = 0;
+            for (int i = 0; i < w->n_ch; i++)
+                if (w->ch[i].g == g && w->ch[i].x == x && w->ch[i].tx <= T && w->ch[i].day <= D)
+                    m += w->ch[i].diff;
+            assert_true(m == 0 || m == 1);
+            want += m;
+        }
+        int64_t rows[MD_G * MD_X + 2] = {0}; /* multiplicity of [g, n] for n = 0.. */
+        for (int i = 0; i < r->len; i++)
+            if (r->g[i] == g && r->t[i][0] <= T && r->t[i][1] <= D)
+                rows[r->n[i]] += r->diff[i];
+        for (int64_t n = 0; n < MD_G * MD_X + 2; n++) {
+            int64_t expect = want > 0 && n == want ? 1 : 0;
+            if (rows[n] != expect)
+                fail_msg("%s at [%llu %llu]: row [%d %lld] has %lld, want %lld", who,
+                         (unsigned long long)T, (unsigned long long)D, g, (long long)n,
+                         (long long)rows[n], (long long)expect);
+        }
+    }
+}
+
+static void test_capsrc_two_coordinates(void **state) {
+    (void)state;
+    uint64_t seed = dl_prop_seed("capsrc_two_coordinates");
+    dl_rng_t rng = {seed};
+    static md_world_t w;
+    memset(&w, 0, sizeof w);
+    dl_registry_t *reg = NULL;
+    assert_int_equal(dl_registry_new(&md_vt, &w, &reg, NULL), 0);
+    static md_rec_t early, late;
+    memset(&early, 0, sizeof early);
+    memset(&late, 0, sizeof late);
+    dl_sub_options_t o;
+    dl_sub_options_init(&o);
+    o.n_dims = 2;
+    o.on_delta = md_cb;
+    o.udata = &early;
+    dl_sub_t *se = NULL, *sl = NULL;
+    dl_error_t err = {0};
+    assert_int_equal(dl_subscribe(reg, "(count)", NULL, 0, &o, &se, &err), 0);
+    bool present[MD_G][MD_X] = {{false}};
+    uint64_t lastday[MD_G][MD_X] = {{0}};
+    uint64_t tx = 0;
+    for (int step = 0; step < MD_TX; step++) {
+        tx++;
+        uint64_t day = dl_rng_below(&rng, MD_DAYS);
+        bool touched[MD_G][MD_X] = {{false}};
+        for (int k = 0; k < 1 + (int)dl_rng_below(&rng, 3); k++) {
+            int g = (int)dl_rng_below(&rng, MD_G), x = (int)dl_rng_below(&rng, MD_X);
+            if (touched[g][x] || lastday[g][x] > day)
+                continue; /* one change per row and tx; each row's days never decrease */
+            touched[g][x] = true;
+            int diff = present[g][x] ? -1 : 1;
+            present[g][x] = !present[g][x];
+            lastday[g][x] = day;
+            w.ch[w.n_ch++] = (md_change_t){tx, day, g, x, diff};
+            dl_value_t row[2] = {dl_value_int(g), dl_value_int(x)};
+            uint64_t t[2] = {tx, day};
+            assert_int_equal(dl_input_update(w.in, row, 2, t, diff, &err), 0);
+        }
+        uint64_t next[2] = {tx + 1, 0};
+        assert_int_equal(dl_input_advance_to(w.in, next, &err), 0);
+        assert_int_equal(dl_graph_run(w.g, &err), 0);
+        assert_int_equal(dl_registry_pump(reg, &err), 0);
+    }
+    /* The late subscriber: its whole snapshot inside dl_subscribe, one message per day. */
+    o.udata = &late;
+    assert_int_equal(dl_subscribe(reg, "(count)", NULL, 0, &o, &sl, &err), 0);
+    assert_true(late.snapshot_first);
+    assert_true(late.msgs >= 1 && late.msgs <= MD_DAYS);
+    assert_true(early.snapshot_first);
+    for (uint64_t D = 0; D <= MD_DAYS; D++) {
+        md_check(&w, &late, tx, D, "late");
+        for (uint64_t T = 1; T <= tx; T++)
+            md_check(&w, &early, T, D, "early");
+    }
+    dl_unsubscribe(reg, se);
+    dl_unsubscribe(reg, sl);
+    dl_registry_stats_t st;
+    dl_registry_stats(reg, &st);
+    assert_int_equal(st.n_sources, 0);
+    dl_registry_free(reg);
+}
+
+DL_TEST_GROUP(capsrc, cmocka_unit_test(test_capsrc_dataflow_queries),
+              cmocka_unit_test(test_capsrc_two_coordinates));
