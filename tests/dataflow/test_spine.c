@@ -130,12 +130,11 @@ static void test_spine_layers_compaction_and_seek(void **state) {
     (void)state;
     dl_rng_t r = {dl_prop_seed("spine_layers_compaction_and_seek")};
     long iters = dl_prop_iters(40);
-    size_t narrowed = 0;
     for (long it = 0; it < iters; it++) {
         size_t dim = 1 + dl_rng_below(&r, 2);
         bool mixed = dl_rng_below(&r, 4) == 0;
         int dom = dl_rng_below(&r, 2) ? 50 : 5000;
-        bool uniform = dl_rng_below(&r, 3) == 0;
+        bool uniform = dl_rng_below(&r, 2) == 0;
         bool ascending = dl_rng_below(&r, 3) == 0; /* the append path of merges */
         dl_spine_t s;
         dl__spine_init(&s, 1, 1, dim);
@@ -147,10 +146,9 @@ static void test_spine_layers_compaction_and_seek(void **state) {
         assert_int_equal(dl_antichain_insert(&since, zero), 1);
         int rounds = 1 + (int)dl_rng_below(&r, 12);
         for (int k = 0; k < rounds; k++) {
-            size_t n = dl_rng_below(&r, 3) ? dl_rng_below(&r, 100) : 200 + dl_rng_below(&r, 2000);
+            size_t n = dl_rng_below(&r, 3) ? dl_rng_below(&r, 100) : 200 + dl_rng_below(&r, 4000);
             assert_int_equal(
-                dl__spine_insert(&s, random_sorted_batch(&r, n, dim, dom, mixed,
-                                                         uniform && dl_rng_below(&r, 4),
+                dl__spine_insert(&s, random_sorted_batch(&r, n, dim, dom, mixed, uniform,
                                                          ascending ? (int64_t)k * dom : 0, &log)),
                 0);
             assert_true(dl__spine_check(&s));
@@ -169,8 +167,6 @@ static void test_spine_layers_compaction_and_seek(void **state) {
                     assert_true(dl__spine_check(&s));
             }
         }
-        for (size_t i = 0; i < s.n; i++)
-            narrowed += s.batches[i]->u.narrow != 0;
         /* Accumulations at times beyond since agree with the log. */
         for (int q = 0; q < 30 && log.n; q++) {
             size_t k = dl_rng_below(&r, log.n);
@@ -207,8 +203,76 @@ static void test_spine_layers_compaction_and_seek(void **state) {
         dl__batch_ubuf_fini(&log);
         dl__spine_fini(&s);
     }
-    if (iters >= 40)
-        assert_true(narrowed > 0); /* the narrow layout was exercised */
+}
+
+/* Keys [from, to) step `step` as (key, 0) rows at time t with diff d: a sorted batch. */
+static dl_batch_t *key_range(int64_t from, int64_t to, int64_t step, uint64_t t, int64_t d) {
+    dl_ubuf_t u;
+    dl__batch_ubuf_init(&u, 2, 1);
+    for (int64_t k = from; k < to; k += step) {
+        dl_value_t row[2] = {dl_value_int(k), dl_value_int(0)};
+        assert_true(dl__batch_ubuf_push(&u, row, &t, d));
+    }
+    dl_batch_t *b = dl__batch_new(&u, true);
+    assert_non_null(b);
+    return b;
+}
+
+static void set_since(dl_spine_t *s, uint64_t t) {
+    dl_antichain_t f;
+    dl_antichain_init(&f, 1);
+    assert_int_equal(dl_antichain_insert(&f, &t), 1);
+    assert_int_equal(dl__spine_set_since(s, &f), 0);
+    dl_antichain_fini(&f);
+}
+
+/* Live keys of the spine at a late time: key -> accumulated count must be 0 or 1 and the
+ * set must be exactly [from, to) step `step` plus [from2, to2). */
+static void expect_keys(const dl_spine_t *s, int64_t from, int64_t to, int64_t step, int64_t from2,
+                        int64_t to2) {
+    uint64_t late = 100;
+    size_t live = 0;
+    for (int64_t k = 0; k < 10000; k++) {
+        dl_value_t row[2] = {dl_value_int(k), dl_value_int(0)};
+        int64_t c = acc_spine(s, row, &late);
+        bool want = (k >= from && k < to && (k - from) % step == 0) || (k >= from2 && k < to2);
+        assert_int_equal(c, want ? 1 : 0);
+        live += (size_t)c;
+    }
+    assert_int_equal(s->records, live);
+}
+
+/* The narrow layout through every kind of merge, deterministically: a general merge that
+ * compacts to one time and diff narrows its output; an append to a narrow batch keeps it
+ * narrow (shared time advanced in O(1)); a general merge into a narrow batch widens it,
+ * cancels, and narrows again. */
+static void test_spine_narrow_merges(void **state) {
+    (void)state;
+    dl_spine_t s;
+    dl__spine_init(&s, 1, 1, 1);
+    assert_int_equal(dl__spine_insert(&s, key_range(0, 3000, 1, 0, 1)), 0);
+    assert_int_equal(dl__spine_insert(&s, key_range(3000, 6000, 1, 0, 1)), 0); /* append */
+    assert_int_equal(s.n, 1);
+    assert_int_equal(s.batches[0]->u.narrow, 0); /* appends do not narrow */
+    set_since(&s, 1);
+    assert_int_equal(dl__spine_insert(&s, key_range(0, 6000, 2, 1, -1)), 0); /* general */
+    assert_true(dl__spine_check(&s));
+    assert_int_equal(s.n, 1);
+    assert_int_equal(s.batches[0]->u.narrow, DL_UB_SHARED_TIME | DL_UB_SHARED_DIFF);
+    expect_keys(&s, 1, 6000, 2, 0, 0);
+    assert_int_equal(dl__spine_insert(&s, key_range(6000, 9000, 1, 1, 1)), 0); /* append */
+    assert_true(dl__spine_check(&s));
+    assert_int_equal(s.n, 1);
+    assert_int_equal(s.batches[0]->u.narrow, DL_UB_SHARED_TIME | DL_UB_SHARED_DIFF);
+    expect_keys(&s, 1, 6000, 2, 6000, 9000);
+    set_since(&s, 2);
+    assert_int_equal(dl__spine_insert(&s, key_range(1, 6000, 2, 2, -1)), 0); /* widen */
+    assert_true(dl__spine_check(&s));
+    assert_int_equal(s.n, 1);
+    assert_int_equal(s.batches[0]->u.narrow, DL_UB_SHARED_TIME | DL_UB_SHARED_DIFF);
+    assert_int_equal(*dl__ub_time(&s.batches[0]->u, 0), 2);
+    expect_keys(&s, 0, 0, 1, 6000, 9000);
+    dl__spine_fini(&s);
 }
 
 /* Narrowing stores a shared time and/or diff once; the accessors read the same records,
@@ -220,7 +284,7 @@ static void test_spine_narrow_round_trip(void **state) {
     int kinds[4] = {0};
     for (long it = 0; it < iters; it++) {
         size_t arity = dl_rng_below(&r, 3), dim = dl_rng_below(&r, 3);
-        size_t n = dl_rng_below(&r, 2) ? dl_rng_below(&r, 70) : 64 + dl_rng_below(&r, 500);
+        size_t n = dl_rng_below(&r, 2) ? dl_rng_below(&r, 70) : 2000 + dl_rng_below(&r, 500);
         bool same_t = dl_rng_below(&r, 2), same_d = dl_rng_below(&r, 2);
         dl_ubuf_t a, orig;
         dl__batch_ubuf_init(&a, arity, dim);
@@ -264,4 +328,5 @@ static void test_spine_narrow_round_trip(void **state) {
 
 DL_TEST_GROUP(spine, cmocka_unit_test(test_spine_consolidate_property),
               cmocka_unit_test(test_spine_layers_compaction_and_seek),
-              cmocka_unit_test(test_spine_narrow_round_trip));
+              cmocka_unit_test(test_spine_narrow_round_trip),
+              cmocka_unit_test(test_spine_narrow_merges));
