@@ -12,9 +12,15 @@
  *   latency of dl_live_apply (the dataflow work, comparable with bench_w1 --via dataflow)
  *   and of the whole round (store transaction + apply); checksums against W.meta.json.
  * Usage: bench_datalog [--orders N (20000)] [--txs N (500)] [--reps N (200)] [--w1 DIR]
+ *                      [--w2 DIR] [--warm-reps N (7)]
  *                      [--no-reference] (the reference runs only up to 50000 orders)
- * The data is generated here (splitmix64, seed 42) rather than read from gen.py's files,
- * so the orders count is free; the query and shapes are W2's.
+ * Without --w2 the data is generated here (splitmix64, seed 42), so the orders count is
+ * free; the query and shapes are W2's. With --w2 DIR (gen.py w2 files) the data is the
+ * shared one and the one-shot answer is checked against its w2.meta.json.
+ * DL_BENCH_EXPLAIN=1 prints the plans (EXPLAIN ANALYZE for W2). The engine line reports
+ * cold (first query: the base attributes are indexed), warm (they are kept: only the
+ * query's own joins and reduces run) and peek (the same query kept live in the engine:
+ * dl_engine_query reads its maintained result), in wall and CPU time.
  */
 #include "bench/harness.h"
 
@@ -159,7 +165,84 @@ static const char *statuses[] = {"open", "paid", "shipped", "cancelled"};
 
 static int warm_reps = 7;
 
-static void bench_w2(long n_orders, int n_txs, bool with_ref) {
+/* The shared W2 files (gen.py w2): customers and orders, transacted in batches of 5000. */
+typedef struct w2file {
+    dl_buf_t tx;
+    long n;
+    dl_store_t *st;
+    bool orders;
+} w2file_t;
+
+static void w2file_flush(w2file_t *f) {
+    if (!f->tx.len)
+        return;
+    dl__buf_putc(&f->tx, ']');
+    transact(f->st, f->tx.data, f->tx.len);
+    dl__buf_fini(&f->tx);
+    dl__buf_init(&f->tx);
+}
+
+static int w2file_line(json_t *line, void *ctx) {
+    w2file_t *f = ctx;
+    if (!f->tx.len)
+        dl__buf_putc(&f->tx, '[');
+    if (f->orders)
+        dl__buf_printf(&f->tx,
+                       "{:order/id %lld :order/customer [:customer/id %lld] :order/amount %lld "
+                       ":order/status \"%s\"}",
+                       (long long)json_integer_value(json_object_get(line, "order")),
+                       (long long)json_integer_value(json_object_get(line, "customer")),
+                       (long long)json_integer_value(json_object_get(line, "amount")),
+                       json_string_value(json_object_get(line, "status")));
+    else
+        dl__buf_printf(&f->tx, "{:customer/id %lld :customer/region \"%s\"}",
+                       (long long)json_integer_value(json_object_get(line, "customer")),
+                       json_string_value(json_object_get(line, "region")));
+    if (++f->n % 5000 == 0)
+        w2file_flush(f);
+    return 0;
+}
+
+/* Loads dir's customers and orders into st; *n_orders, *n_cust; returns the expected
+ * initial answer as the EDN text dl_query_result_to_edn prints (new: free). */
+static char *w2_load_files(dl_store_t *st, const char *dir, long *n_orders, long *n_cust) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/w2.meta.json", dir);
+    json_t *meta = bench_load_json(path);
+    if (!meta)
+        exit(1);
+    w2file_t f = {{0}, 0, st, false};
+    dl__buf_init(&f.tx);
+    snprintf(path, sizeof path, "%s/w2.customers.jsonl", dir);
+    if (bench_read_jsonl(path, w2file_line, &f) < 0)
+        exit(1);
+    w2file_flush(&f);
+    *n_cust = f.n;
+    f.n = 0;
+    f.orders = true;
+    snprintf(path, sizeof path, "%s/w2.orders.jsonl", dir);
+    if (bench_read_jsonl(path, w2file_line, &f) < 0)
+        exit(1);
+    w2file_flush(&f);
+    dl__buf_fini(&f.tx);
+    *n_orders = f.n;
+    dl_buf_t e;
+    dl__buf_init(&e);
+    dl__buf_putc(&e, '[');
+    size_t i;
+    json_t *row;
+    json_array_foreach(json_object_get(json_object_get(meta, "expected"), "initial"), i, row) {
+        dl__buf_printf(&e, "%s[\"%s\" %lld %lld]", i ? " " : "",
+                       json_string_value(json_array_get(row, 0)),
+                       (long long)json_integer_value(json_array_get(row, 1)),
+                       (long long)json_integer_value(json_array_get(row, 2)));
+    }
+    dl__buf_putc(&e, ']');
+    json_decref(meta);
+    return dl__buf_take(&e);
+}
+
+static void bench_w2(long n_orders, int n_txs, bool with_ref, const char *dir) {
     dl_store_t *st = NULL;
     dl_error_t err = {0};
     if (dl_store_open_memory(&st, &err))
@@ -167,8 +250,9 @@ static void bench_w2(long n_orders, int n_txs, bool with_ref) {
     transact(st, schema, strlen(schema));
     long n_cust = n_orders / 10 > 0 ? n_orders / 10 : 1;
     uint64_t t_load = bench_now_ns();
+    char *expected = dir ? w2_load_files(st, dir, &n_orders, &n_cust) : NULL;
     dl_buf_t b;
-    for (long c0 = 0; c0 < n_cust; c0 += 5000) {
+    for (long c0 = 0; !dir && c0 < n_cust; c0 += 5000) {
         dl__buf_init(&b);
         dl__buf_putc(&b, '[');
         for (long c = c0; c < n_cust && c < c0 + 5000; c++)
@@ -178,7 +262,7 @@ static void bench_w2(long n_orders, int n_txs, bool with_ref) {
         transact(st, b.data, b.len);
         dl__buf_fini(&b);
     }
-    for (long o0 = 0; o0 < n_orders; o0 += 5000) {
+    for (long o0 = 0; !dir && o0 < n_orders; o0 += 5000) {
         dl__buf_init(&b);
         dl__buf_putc(&b, '[');
         for (long o = o0; o < n_orders && o < o0 + 5000; o++)
@@ -216,6 +300,13 @@ static void bench_w2(long n_orders, int n_txs, bool with_ref) {
     uint64_t t2 = bench_now_ns();
     char *a = dl_query_result_to_edn(res), *r = ref ? dl_query_result_to_edn(ref) : NULL;
     bool same = !with_ref || (a && r && strcmp(a, r) == 0);
+    if (expected) { /* the shared data's expected answer (W.meta.json) */
+        same = same && a && strcmp(a, expected) == 0;
+        if (!same)
+            fprintf(stderr, "bench_datalog: W2 answer differs from w2.meta.json:\n%s\n%s\n", a,
+                    expected);
+        dl_free(expected);
+    }
     json_t *params =
         json_pack("{s:I,s:I}", "orders", (json_int_t)n_orders, "customers", (json_int_t)n_cust);
     bench_emit(json_pack("{s:s,s:O,s:f,s:f,s:f,s:f,s:b}", "bench", "datalog_w2_oneshot", "params",
@@ -625,6 +716,7 @@ int main(int argc, char **argv) {
         bench_w1(w1dir);
         return 0;
     }
+    const char *w2dir = bench_arg(argc, argv, "w2", NULL);
     long orders = atol(bench_arg(argc, argv, "orders", "20000"));
     int txs = atoi(bench_arg(argc, argv, "txs", "500"));
     int reps = atoi(bench_arg(argc, argv, "reps", "200"));
@@ -633,6 +725,7 @@ int main(int argc, char **argv) {
         warm_reps = 1;
     bench_compile(reps);
     /* The reference evaluator is quadratic in the orders: only for small runs. */
-    bench_w2(orders, txs, orders <= 50000 && !bench_flag(argc, argv, "no-reference"));
+    bench_w2(orders, txs, !w2dir && orders <= 50000 && !bench_flag(argc, argv, "no-reference"),
+             w2dir);
     return 0;
 }
