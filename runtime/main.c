@@ -55,6 +55,7 @@ typedef struct cli {
     bool as_tx;
     const char *rules;
     const char *policy; /* subscribe --policy */
+    const char *dims;   /* subscribe --dims: comma-separated coordinates */
     /* serve */
     dl_server_options_t so;
     /* positional arguments */
@@ -200,6 +201,8 @@ static void command_usage(const command_t *cmd, FILE *out) {
                 "  --connect ADDR    the server (default %s)\n"
                 "  --policy P        coalesce (default), block or drop: what the server\n"
                 "                    does when this client reads slower than diffs come\n"
+                "  --dims D,...      the time coordinates watched: tx, then declared time\n"
+                "                    dimensions (e.g. --dims tx,:time/shipped); default tx\n"
                 "  --rules RULES     the EDN vector of rules bound to %% in :in\n"
                 "  ARG...            one EDN form per :in input after $ and %%\n"
                 "Prints the current result, then each change as +1/-1 and the row,\n"
@@ -293,6 +296,9 @@ static int parse_args(cli_t *c, const command_t *cmd, int argc, char **argv) {
         } else if (cmd->run == cmd_subscribe && FLAG("--policy")) {
             NEED_VAL();
             c->policy = val;
+        } else if (cmd->run == cmd_subscribe && FLAG("--dims")) {
+            NEED_VAL();
+            c->dims = val;
         } else if (cmd->run == cmd_serve && FLAG("--listen")) {
             NEED_VAL();
             c->so.listen = val;
@@ -847,6 +853,15 @@ static int cmd_subscribe(cli_t *c) {
         json_object_set_new(msg, "rules", json_string(c->rules));
     if (c->policy)
         json_object_set_new(msg, "policy", json_string(c->policy));
+    if (c->dims) { /* the server checks the names: a bad one is its error, with its code */
+        json_t *dims = json_array();
+        for (const char *p = c->dims; *p;) {
+            size_t n = strcspn(p, ",");
+            json_array_append_new(dims, json_stringn(p, n));
+            p += n + (p[n] == ',');
+        }
+        json_object_set_new(msg, "dims", dims);
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sub_signal; /* no SA_RESTART: a blocked recv returns EINTR */
@@ -888,9 +903,19 @@ static int cmd_subscribe(cli_t *c) {
         bool end = json_is_true(json_object_get(m, "end"));
         if (c->fmt != DL_FMT_TABLE) {
             dl__format_reply(stdout, c->fmt, m);
+        } else if (json_object_get(m, "frontier")) {
+            b.len = 0;
+            dl__format_edn(json_object_get(m, "frontier"), &b);
+            printf("-- final through %.*s\n", (int)b.len, b.data ? b.data : "");
         } else if (!end) {
             json_t *diff = json_object_get(m, "diff");
-            printf("-- t %lld%s\n", (long long)json_integer_value(json_object_get(m, "t")),
+            json_t *time = json_object_get(m, "time");
+            b.len = 0;
+            if (time) /* several coordinates: [tx day ...] */
+                dl__format_edn(time, &b);
+            else
+                dl__buf_printf(&b, "%lld", (long long)json_integer_value(json_object_get(m, "t")));
+            printf("-- t %.*s%s\n", (int)b.len, b.data,
                    json_is_true(json_object_get(m, "snapshot")) ? " (snapshot)" : "");
             for (size_t i = 0; i < json_array_size(diff); i++) {
                 json_t *pair = json_array_get(diff, i);

@@ -9,6 +9,7 @@
 
 #define DL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,6 +165,75 @@ static void test_cli_request_and_formats(void **state) {
     free(out);
 }
 
+/* A transaction over a TCP connection; fails the test unless it is committed. */
+static void cli_tx(rt_conn_t *c, const char *line) {
+    rt_send_str(c, line);
+    char *r = rt_recv_line(c);
+    assert_non_null(r);
+    json_t *j = rt_json(r);
+    if (rt_error_code(j))
+        fail_msg("transaction failed: %s", r);
+    json_decref(j);
+    free(r);
+}
+
+/* `deltalog subscribe --dims`: the coordinates of each diff and the frontier lines, and a
+ * bad dimension name ends with the server's error and a failure exit code. */
+static void test_cli_subscribe_dims(void **state) {
+    (void)state;
+#if !DL_HAVE_SUBS
+    skip();
+#endif
+    rt_proc_t srv;
+    char addr[80];
+    const char *mem[] = {"--memory", "--listen", "127.0.0.1:0", NULL};
+    rt_start_server(&srv, NULL, mem, addr, sizeof addr);
+    rt_conn_t *c = calloc(1, sizeof *c);
+    assert_true(rt_connect(c, addr));
+    cli_tx(c, "{\"op\":\"transact\",\"tx\":\"[{:db/ident :o/amt :db/valueType "
+              ":db.type/long :db/cardinality :db.cardinality/one} {:db/ident :time/shipped "
+              ":db/timeDimension true}]\"}\n");
+    const char *q = "[:find (sum ?a) :with ?o :where [?o :o/amt ?a]]";
+    const char *args[] = {"subscribe", "--connect", addr, "--dims", "tx,:time/shipped", q, NULL};
+    rt_proc_t sub;
+    rt_spawn(&sub, NULL, args);
+    char *line = rt_read_line(&sub);
+    assert_non_null(line);
+    assert_string_equal(line, "subscription 1: (sum ?a)");
+    free(line);
+    line = rt_read_line(&sub);
+    assert_non_null(line);
+    assert_string_equal(line, "-- t [1 0] (snapshot)");
+    free(line);
+    line = rt_read_line(&sub);
+    assert_non_null(line);
+    assert_string_equal(line, "-- final through [1 nil]");
+    free(line);
+    cli_tx(c, "{\"op\":\"transact\",\"tx\":\"[{:o/amt 100}]\",\"time\":{\"time/shipped\":3}}\n");
+    /* The diff at [t=2, shipped day 3], then the frontier of its transaction. */
+    char *want[] = {"-- t [2 3]", "+1\t100", "-- final through [2 nil]"};
+    for (size_t i = 0; i < 3; i++) {
+        line = rt_read_line(&sub);
+        assert_non_null(line);
+        assert_string_equal(line, want[i]);
+        free(line);
+    }
+    kill(sub.pid, SIGINT);
+    assert_int_equal(rt_wait(&sub), 0);
+
+    const char *bad[] = {"subscribe", "--connect", addr, "--dims", "tx,:no/such", q, NULL};
+    char *out = NULL, *err = NULL;
+    assert_int_equal(rt_run(NULL, bad, NULL, &out, &err), 1);
+    assert_non_null(strstr(err, "unknown_attr"));
+    free(out);
+    free(err);
+    rt_disconnect(c);
+    free(c);
+    kill(srv.pid, SIGTERM);
+    rt_wait(&srv);
+}
+
 DL_TEST_GROUP(cli, cmocka_unit_test(test_cli_default_status), cmocka_unit_test(test_cli_help),
               cmocka_unit_test(test_cli_usage_errors), cmocka_unit_test(test_cli_not_available),
-              cmocka_unit_test(test_cli_request_and_formats));
+              cmocka_unit_test(test_cli_request_and_formats),
+              cmocka_unit_test(test_cli_subscribe_dims));
