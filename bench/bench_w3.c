@@ -1023,6 +1023,7 @@ static void run_server(const events_t *ev, const json_t *expected, const run_opt
     json_object_set_new(out, "latency",
                         json_string("send of a transaction to the diff carrying its t, with "
                                     "`window` transactions in flight"));
+    json_object_set_new(out, "peak_rss_mb", json_real(bench_peak_rss_mb())); /* the client's */
     json_object_set_new(out, "cpu_seconds", json_real(cpu));
     json_object_set_new(out, "server_cpu_seconds", json_real(scpu));
     json_object_set_new(out, "events_per_cpu_s",
