@@ -4,26 +4,33 @@
  *
  * Plan shape (docs/datalog.md "Compilation"):
  * - Each (source, attribute) the query reads is one input collection of rows [e v], or
- *   [e v tx added] for patterns that bind tx or added; patterns are filters and
- *   projections of it. Identical patterns share one relation (memo), and dl_arrange
- *   returns the existing arrangement for the same collection and key.
+ *   [e v tx added] for patterns that bind tx or added; a pattern is one filter-and-project
+ *   operator over it, built in the root scope (entered into iterate scopes), or in an
+ *   engine a read of the by-value arrangement (lookup_by_value). Identical patterns share
+ *   one relation (memo), and dl_arrange returns the existing arrangement for the same
+ *   collection and key. A join's static side inside a loop is arranged in the root; a
+ *   projection after a join is fused into it (project_fx).
  * - A variable attribute reads the union of the schema's attributes as [e a v].
  * - A conjunction is planned greedily: predicates and negations as soon as their
- *   variables are bound, then the cheapest clause that shares a variable with what is
- *   bound (estimated from the store's attribute statistics), a cross product only when no
- *   clause is connected (the query asked for it).
+ *   variables are bound, then the clause of least fanout that shares a variable with what
+ *   is bound (the store's attribute statistics; the first clause by the cost of the whole
+ *   greedy plan it starts: plan_cost), a cross product only when no clause is connected
+ *   (the query asked for it).
  * - not / not-join: R minus the rows of R that join the body's result (antijoin); the body
  *   is seeded with R's join columns, so it is evaluated only for relevant bindings.
  * - or / or-join and non-recursive rule calls: each branch seeded with R's bound join
  *   columns, unioned, made distinct, joined back.
  * - recursive rules: one iterate scope per strongly connected component and source, one
- *   variable per rule, distinct inside the loop (set semantics make the fixpoint finite),
- *   left once and shared by every call.
+ *   variable per rule starting from its non-recursive definitions, distinct inside the
+ *   loop (set semantics make the fixpoint finite), left once and shared by every call.
  * - missing? / get-else / get-some: antijoins and joins with the attribute's input.
  * - aggregates: a reduce keyed by the grouping variables over the distinct
- *   (find ++ with) rows.
+ *   (find ++ with) rows (no distinct when functional dependencies rule duplicates out;
+ *   text keys as interned codes: keycode_t); count/sum grouped through one
+ *   cardinality-one attribute are aggregated per entity first (eager aggregation).
  * Relations are sets: every projection that may create duplicates is followed by distinct
- * (unless a distinct follows anyway).
+ * (unless a distinct follows anyway). docs/datalog.md "Performance" says why each of
+ * these is there and what it saves.
  *
  * Not compiled (DL_EUNSUPPORTED; the reference evaluator handles them): a variable
  * attribute with tx / added, get-some on cardinality-many attributes or into bound

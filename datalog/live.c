@@ -13,7 +13,9 @@
  * time (docs/datalog.md "Multi-dimensional time").
  * A standalone live query (dl_live_new) owns its graph: arrangements are shared within the
  * query only. Engine queries (dl_engine_live_new, at the end of this file) share one graph
- * and its base arrangements (docs/datalog.md "Engine").
+ * and its base arrangements (docs/datalog.md "Engine"); an engine one-shot of a query the
+ * engine keeps live reads that query's result (engine_peek; docs/datalog.md
+ * "Performance"). Operators compilation left unread are collected before the first run.
  */
 #include "datalog/compile.h"
 
