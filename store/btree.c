@@ -20,6 +20,10 @@
  *  4. Shape. Leaves hold 1..LCAP keys (a root leaf may be empty); internal nodes hold
  *     2..ICAP children (the root) or ICAP/4..ICAP; separator key[i] (i >= 1) is greater
  *     than every key of kid[i-1] and at most every key of kid[i]; key[0] is unused.
+ *  5. Recycling. Nodes the writer frees (reclaimed, dropped, discarded) go to a pool in
+ *     its context (dl_btctx_t.pool, up to POOL_MAX per kind) that path copies and splits
+ *     take from; a copy moves only the entries in use. The bulk builds (recovery, two
+ *     threads) neither take from nor give to it. ASan builds keep no pool.
  * It does not know what the keys mean: the store decides which trees hold what.
  */
 #include "store/store.h"

@@ -27,6 +27,9 @@
  *     to tx in order. The blocking calls are begin + wait. Any waiter may publish others'
  *     durable transactions (one publisher at a time); a failed sync fails every queued
  *     transaction not yet known durable (fail_from) and closes the store for writing.
+ *  8. Transaction records (time vector and changes) are cut from 64 KiB bulk blocks
+ *     (rec_alloc), never freed one by one: a failed transaction gives its record back
+ *     (rec_undo: it is the newest allocation), the rest lives as long as the store.
  * It does not parse transaction data (txform.c), resolve it (tx.c) or read (db.c).
  */
 #include "store/store.h"
