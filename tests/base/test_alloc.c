@@ -65,6 +65,31 @@ static void test_alloc_big_blocks(void **state) {
         assert_int_equal(z[i], 0);
     assert_int_equal(z[big - 1], 0);
     dl_free(z);
+    /* Freed mappings are reused while the live bytes are large enough to keep a few (a
+     * ballast of 64 MiB, never touched): a reused block from calloc is still zero, and a
+     * reused block is whole (its tail can be written). */
+    void *ballast = dl_malloc(256u << 20);
+    assert_non_null(ballast);
+    for (int round = 0; round < 3; round++) {
+        unsigned char *x = dl_malloc(2u << 20);
+        assert_non_null(x);
+        memset(x, 0xab, 2u << 20);
+        dl_free(x);
+        unsigned char *y = dl_calloc((3u << 20) / 2, 1);
+        assert_non_null(y);
+        for (size_t i = 0; i < (3u << 20) / 2; i += 512)
+            assert_int_equal(y[i], 0);
+        unsigned char *w = dl_malloc((3u << 20) / 2 + 4096);
+        assert_non_null(w);
+        memset(w, 0xcd, (3u << 20) / 2 + 4096);
+        w = dl_realloc(w, 5u << 20);
+        assert_non_null(w);
+        assert_int_equal(w[(3u << 20) / 2 + 4095], 0xcd);
+        memset(w, 0xef, 5u << 20);
+        dl_free(w);
+        dl_free(y);
+    }
+    dl_free(ballast);
     dl_alloc_stats(&after);
     assert_int_equal(after.live_bytes, before.live_bytes);
 }
