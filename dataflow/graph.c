@@ -1121,7 +1121,7 @@ static int run_end(dl_graph_t *g) {
     int rc = 0;
     for (size_t i = 0; i < g->n_nodes && !rc; i++) {
         dl_coll_t *n = g->nodes[i];
-        if (n->op == OP_CAPTURE)
+        if (n->op == OP_CAPTURE && n->cap)
             rc = dl__output_capture_step(n->cap, &n->scratch);
     }
     if (!rc)
@@ -1201,8 +1201,8 @@ void dl_capture_release(dl_capture_t *c) {
 }
 
 static bool is_root(const dl_coll_t *n) {
-    if (n->op == OP_CAPTURE)
-        return !n->cap->released;
+    if (n->op == OP_CAPTURE) /* no cap: dl_capture_new failed half-way (an orphan) */
+        return n->cap && !n->cap->released;
     if (n->op == OP_INPUT)
         return !n->input->closed;
     if (n->arr)

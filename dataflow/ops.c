@@ -331,8 +331,8 @@ int dl__ops_process(dl_coll_t *n, dl_batch_t *b, uint32_t port) {
             return arrange_process(n, b);
         case OP_VAR:
             return var_process(n, &b->u, port);
-        case OP_CAPTURE:
-            return dl__output_capture_add(n->cap, &b->u);
+        case OP_CAPTURE: /* an orphan node (dl_capture_new failed half-way) drops its input */
+            return n->cap ? dl__output_capture_add(n->cap, &b->u) : 0;
         case OP_INPUT:
         case OP_JOIN:
         case OP_REDUCE:

@@ -222,5 +222,41 @@ static void test_misuse_alloc_failure(void **state) {
     assert_true(failures > 50);
 }
 
+/* dl_capture_new failing at each of its allocations leaves a graph that still runs and
+ * collects (a failure after the node joined the graph once left an orphan capture node
+ * that crashed the next run and dl_graph_collect). */
+static void test_misuse_capture_new_failure(void **state) {
+    (void)state;
+    for (int64_t n = 0; n < 12; n++) {
+        dl_error_t err = {0};
+        dl_graph_t *g = dl_graph_new(1, &err);
+        assert_non_null(g);
+        dl_input_t *in = dl_input_new(dl_graph_root(g), 1, &err);
+        assert_non_null(in);
+        dl_alloc_fail_after(n);
+        dl_capture_t *c1 = dl_capture_new(dl_input_coll(in), NULL, NULL, &err);
+        dl_alloc_fail_after(-1);
+        dl_capture_t *c2 = dl_capture_new(dl_input_coll(in), NULL, NULL, &err);
+        assert_non_null(c2);
+        uint64_t t[1] = {0};
+        dl_value_t v = dl_value_int(7);
+        assert_int_equal(dl_input_update(in, &v, 1, t, 1, &err), 0);
+        t[0] = 1;
+        assert_int_equal(dl_input_advance_to(in, t, &err), 0);
+        assert_int_equal(dl_graph_run(g, &err), 0);
+        dl_diff_t d;
+        assert_int_equal(dl_capture_pop(c2, &d), 1);
+        assert_int_equal(d.n, 1);
+        assert_int_equal(d.rows[0].as.i, 7);
+        if (c1)
+            assert_int_equal(dl_capture_pop(c1, &d), 1);
+        size_t removed = 0;
+        assert_int_equal(dl_graph_collect(g, &removed, &err), 0);
+        assert_int_equal(dl_graph_run(g, &err), 0);
+        dl_graph_free(g);
+    }
+}
+
 DL_TEST_GROUP(misuse, cmocka_unit_test(test_misuse_time_and_antichain),
+              cmocka_unit_test(test_misuse_capture_new_failure),
               cmocka_unit_test(test_misuse_errors), cmocka_unit_test(test_misuse_alloc_failure));
