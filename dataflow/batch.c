@@ -117,13 +117,9 @@ static void relayout(dl_ubuf_t *b, unsigned from, unsigned to) {
     b->stride = ns;
 }
 
-/* Smaller batches are merged again soon (they are the spine's young layers), so narrowing
- * them would mostly buy relayout work; the memory is in the large ones. */
-#define DL_NARROW_MIN 2048
-
-void dl__batch_narrow(dl_ubuf_t *b) {
+void dl__batch_narrow(dl_ubuf_t *b, size_t min) {
     /* Arity 0 would leave records of no bytes. */
-    if (b->narrow || b->arity == 0 || b->n < DL_NARROW_MIN)
+    if (b->narrow || b->arity == 0 || b->n < min || b->n < 2)
         return;
     const uint64_t *t0 = dl__ub_time(b, 0);
     int64_t d0 = *dl__ub_diff(b, 0);

@@ -69,8 +69,9 @@ size_t dl__batch_ubuf_alloc(dl_ubuf_t *b);
 /* Sorts by (row, time) and merges equal (row, time) by adding diffs; drops zero diffs.
  * Returns false on oom (the buffer is then unchanged). */
 bool dl__batch_consolidate(dl_ubuf_t *b);
-/* Stores a shared time or diff once when every record has it (sealed spine batches). */
-void dl__batch_narrow(dl_ubuf_t *b);
+/* Stores a shared time or diff once when every record has it (sealed spine batches of at
+ * least min records). */
+void dl__batch_narrow(dl_ubuf_t *b, size_t min);
 /* Back to one time and diff per record, with room for at least cap records; false on oom
  * (the buffer is then unchanged). */
 bool dl__batch_widen(dl_ubuf_t *b, size_t cap);
@@ -138,7 +139,13 @@ typedef struct dl_spine {
     dl_antichain_t since; /* logical compaction frontier */
     uint64_t since_gen;   /* incremented whenever since advances */
     size_t records;       /* total records in batches */
+    size_t narrow_min;    /* merge outputs of at least this many records are narrowed */
 } dl_spine_t;
+
+/* Smaller batches are merged again soon (they are the spine's young layers), so narrowing
+ * them would mostly buy relayout work (10% of W3's time at 2048); the memory is in the
+ * large ones. Tests lower a spine's narrow_min to exercise the layout on small data. */
+#define DL_NARROW_MIN 65536
 
 void dl__spine_init(dl_spine_t *s, size_t ka, size_t va, size_t dim);
 void dl__spine_fini(dl_spine_t *s);

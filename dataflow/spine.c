@@ -26,6 +26,7 @@ void dl__spine_init(dl_spine_t *s, size_t ka, size_t va, size_t dim) {
     s->ka = (uint32_t)ka;
     s->va = (uint32_t)va;
     s->dim = (uint32_t)dim;
+    s->narrow_min = DL_NARROW_MIN;
     dl_antichain_init(&s->since, dim);
     uint64_t zero[DL_TIME_MAX_DIM] = {0};
     if (dl_antichain_insert(&s->since, zero) < 0) {
@@ -151,7 +152,7 @@ static int merge(dl_spine_t *s, const dl_batch_t *a, const dl_batch_t *b, dl_bat
         *out = NULL;
         return 0;
     }
-    dl__batch_narrow(&o);
+    dl__batch_narrow(&o, s->narrow_min);
     dl__batch_ubuf_shrink(&o);
     dl_batch_t *nb2 = dl__batch_new(&o, true);
     if (!nb2) {
@@ -340,7 +341,7 @@ static int merge_in_place(dl_spine_t *s, dl_batch_t *a, const dl_batch_t *b, dl_
         *out = NULL;
         return 0;
     }
-    dl__batch_narrow(u);
+    dl__batch_narrow(u, s->narrow_min);
     dl__batch_ubuf_shrink(u);
     a->since_gen = s->since_gen;
     dl__spine_index(a, s->ka);

@@ -138,6 +138,7 @@ static void test_spine_layers_compaction_and_seek(void **state) {
         bool ascending = dl_rng_below(&r, 3) == 0; /* the append path of merges */
         dl_spine_t s;
         dl__spine_init(&s, 1, 1, dim);
+        s.narrow_min = 64; /* the layout on small data */
         dl_ubuf_t log;
         dl__batch_ubuf_init(&log, 2, dim);
         dl_antichain_t since;
@@ -250,6 +251,7 @@ static void test_spine_narrow_merges(void **state) {
     (void)state;
     dl_spine_t s;
     dl__spine_init(&s, 1, 1, 1);
+    s.narrow_min = 2048; /* the layout on small data */
     assert_int_equal(dl__spine_insert(&s, key_range(0, 3000, 1, 0, 1)), 0);
     assert_int_equal(dl__spine_insert(&s, key_range(3000, 6000, 1, 0, 1)), 0); /* append */
     assert_int_equal(s.n, 1);
@@ -297,7 +299,7 @@ static void test_spine_narrow_round_trip(void **state) {
             assert_true(dl__batch_ubuf_push(&a, row, same_t ? t0 : t, d));
             assert_true(dl__batch_ubuf_push(&orig, row, same_t ? t0 : t, d));
         }
-        dl__batch_narrow(&a);
+        dl__batch_narrow(&a, 64);
         kinds[a.narrow]++;
         assert_int_equal(a.n, n);
         for (size_t i = 0; i < n; i++) {
