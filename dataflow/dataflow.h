@@ -209,6 +209,7 @@ typedef struct dl_reader {
     dl_reader_kind_t kind;
     dl_coll_t *node;   /* the join or reduce node (NULL for traces) */
     dl_trace_t *trace; /* RD_TRACE */
+    bool deltas_only;  /* reads each delta as it arrives, never the spine (linear reduce) */
 } dl_reader_t;
 
 struct dl_arr {
@@ -220,6 +221,10 @@ struct dl_arr {
     dl_spine_t spine;
     dl_reader_t *readers;
     size_t n_readers, cap_readers;
+    /* Readers that only take deltas need no history: while every reader is one, deltas
+     * are not stored (a linear reduce's input would otherwise keep every update forever).
+     * Once that happened, a reader needing history cannot attach (DL_ESTATE). */
+    bool dropped;
 };
 
 struct dl_trace {
@@ -338,8 +343,11 @@ int dl__graph_emit(dl_coll_t *n, dl_batch_t *b);
 int dl__graph_emit_buf(dl_coll_t *n, dl_ubuf_t *u);
 dl_coll_t *dl__graph_node_new(dl_scope_t *s, dl_op_t op, size_t arity, dl_coll_t *const *ins,
                               size_t n_ins, dl_error_t *err);
+/* DL_ESTATE when a dropped history (see dl_arr_t) would be needed, or DL_ENOMEM. */
 int dl__graph_arr_add_reader(dl_arr_t *a, dl_reader_kind_t kind, dl_coll_t *node,
                              dl_trace_t *trace);
+/* Whether a keeps its history (some reader reads the spine, or nobody reads it yet). */
+bool dl__graph_arr_keeps(const dl_arr_t *a);
 
 /* ---- operators (ops.c, reduce.c, output.c) --------------------------------------------- */
 /* Emits the join of the contents both sides held when join node j was created. */

@@ -127,11 +127,26 @@ static bool push_ptr(void **arr, size_t *n, size_t *cap, size_t elem, const void
     return true;
 }
 
+/* The message for a failed dl__graph_arr_add_reader. */
+static void *reader_fail(dl_error_t *err, int rc, const dl_arr_t *a) {
+    if (rc == DL_ESTATE)
+        dl_error_set(err, DL_ESTATE,
+                     "arrangement of node %u keeps no history (only linear reduces read it, "
+                     "and data has passed): attach readers before data flows",
+                     a->node ? a->node->id : 0);
+    else
+        dl_error_set(err, rc, "out of memory");
+    return NULL;
+}
+
 dl_coll_t *dl__graph_node_new(dl_scope_t *s, dl_op_t op, size_t arity, dl_coll_t *const *ins,
                               size_t n_ins, dl_error_t *err) {
     dl_graph_t *g = s->g;
     if (arity > DL_ARITY_MAX)
         return fail_null(err, DL_EARITY, "arity exceeds DL_ARITY_MAX");
+    for (size_t i = 0; i < n_ins; i++) /* a consumer would need the replay of a history */
+        if (ins[i]->arr && ins[i]->arr->dropped)
+            return reader_fail(err, DL_ESTATE, ins[i]->arr);
     dl_coll_t *n = dl_calloc(1, sizeof *n);
     if (!n)
         return fail_null(err, DL_ENOMEM, "out of memory");
@@ -430,10 +445,19 @@ static dl_arr_t *arr_new(dl_graph_t *g, dl_coll_t *node, size_t ka, size_t va, d
 
 int dl__graph_arr_add_reader(dl_arr_t *a, dl_reader_kind_t kind, dl_coll_t *node,
                              dl_trace_t *trace) {
-    dl_reader_t r = {kind, node, trace};
+    if (a->dropped)
+        return DL_ESTATE;
+    dl_reader_t r = {kind, node, trace, false};
     if (!push_ptr((void **)&a->readers, &a->n_readers, &a->cap_readers, sizeof r, &r))
         return DL_ENOMEM;
     return 0;
+}
+
+bool dl__graph_arr_keeps(const dl_arr_t *a) {
+    for (size_t i = 0; i < a->n_readers; i++)
+        if (!a->readers[i].deltas_only)
+            return true;
+    return a->n_readers == 0;
 }
 
 dl_arr_t *dl_arrange(dl_coll_t *in, const uint32_t *key_cols, size_t n_key,
@@ -531,6 +555,8 @@ static dl_coll_t *join_node(dl_arr_t *l, dl_arr_t *r, size_t out_arity, dl_error
         s = sl;
     else
         return fail_null(err, DL_EINVAL, "join of arrangements of unrelated scopes");
+    if (l->dropped || r->dropped)
+        return reader_fail(err, DL_ESTATE, l->dropped ? l : r);
     dl_coll_t *n = dl__graph_node_new(s, OP_JOIN, out_arity, NULL, 0, err);
     if (!n)
         return NULL;
@@ -653,6 +679,8 @@ dl_arr_t *dl_reduce(dl_arr_t *in, const dl_reduce_spec_t *spec, dl_error_t *err)
         dl_error_set(err, DL_EARITY, "reduce output too wide");
         return NULL;
     }
+    if (in->dropped)
+        return reader_fail(err, DL_ESTATE, in);
     dl_coll_t *n = dl__graph_node_new(in->node->scope, OP_REDUCE, in->ka + out_va, NULL, 0, err);
     if (!n)
         return NULL;
@@ -667,6 +695,9 @@ dl_arr_t *dl_reduce(dl_arr_t *in, const dl_reduce_spec_t *spec, dl_error_t *err)
         dl_error_set(err, DL_ENOMEM, "out of memory");
         return NULL;
     }
+    /* A linear reduce reads its input's deltas only (it keeps its own accumulator). */
+    if (spec->kind == DL_REDUCE_LINEAR)
+        in->readers[in->n_readers - 1].deltas_only = true;
     /* An input arrangement that already holds data: all of it is pending work. */
     for (size_t b = 0; b < in->spine.n; b++) {
         int nrc = dl__reduce_note(n, in->spine.batches[b]);

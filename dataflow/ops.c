@@ -252,6 +252,10 @@ int dl__ops_arr_deliver(dl_arr_t *a, dl_batch_t *delta) {
     rc = dl__graph_emit(a->node, delta);
     if (rc)
         return rc;
+    if (!dl__graph_arr_keeps(a)) { /* every reader has taken the delta: nothing reads it later */
+        a->dropped = true;
+        return 0;
+    }
     dl__batch_ref(delta);
     return dl__spine_insert(&a->spine, delta);
 }

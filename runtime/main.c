@@ -911,7 +911,7 @@ static int cmd_subscribe(cli_t *c) {
             json_t *diff = json_object_get(m, "diff");
             json_t *time = json_object_get(m, "time");
             b.len = 0;
-            if (time) /* several coordinates: [tx day ...] */
+            if (json_array_size(time) > 1) /* several coordinates: [tx day ...] */
                 dl__format_edn(time, &b);
             else
                 dl__buf_printf(&b, "%lld", (long long)json_integer_value(json_object_get(m, "t")));

@@ -449,7 +449,86 @@ static void test_reduce_linear_errors(void **state) {
     }
 }
 
+/* An arrangement read only by a linear reduce stores nothing (the reduce keeps its own
+ * accumulator), results stay right under random inserts and retractions, and readers that
+ * would need the dropped history are refused with DL_ESTATE while the graph keeps working;
+ * with a join reading it too, the arrangement keeps its history. */
+static void test_reduce_linear_input_not_stored(void **state) {
+    (void)state;
+    dl_rng_t rng = {dl_prop_seed("reduce_linear_input_not_stored")};
+    static const uint32_t K0[1] = {0}, V1[1] = {1};
+    for (int with_join = 0; with_join < 2; with_join++) {
+        dl_error_t err = {0};
+        dl_graph_t *g = dl_graph_new(1, &err);
+        dl_input_t *in = dl_input_new(dl_graph_root(g), 2, &err);
+        dl_arr_t *a = dl_arrange(dl_input_coll(in), K0, 1, V1, 1, &err);
+        dl_reduce_spec_t s = {.kind = DL_REDUCE_LINEAR, .aggs = AGGS, .n_aggs = 2};
+        dl_arr_t *r = dl_reduce(a, &s, &err);
+        assert_non_null(r);
+        dl_capture_t *c = dl_capture_new(dl_arr_coll(r), NULL, NULL, &err);
+        assert_non_null(c);
+        if (with_join) {
+            dl_join_col_t jc[1] = {{DL_JOIN_KEY, 0}};
+            assert_non_null(dl_join(a, a, jc, 1, &err));
+        }
+        int64_t count[8] = {0}, sum[8] = {0};
+        int64_t got_count[8] = {0}, got_sum[8] = {0};
+        int64_t present[8][16] = {{0}};
+        for (uint64_t t = 0; t < 30; t++) {
+            for (int u = 0; u < 20; u++) {
+                int64_t k = (int64_t)dl_rng_below(&rng, 8), v = (int64_t)dl_rng_below(&rng, 16);
+                int64_t d = present[k][v] && dl_rng_below(&rng, 2) ? -1 : 1;
+                present[k][v] += d;
+                count[k] += d;
+                sum[k] += d * v;
+                dl_value_t row[2] = {dl_value_int(k), dl_value_int(v)};
+                assert_int_equal(dl_input_update(in, row, 2, &t, d, &err), 0);
+            }
+            uint64_t nt = t + 1;
+            assert_int_equal(dl_input_advance_to(in, &nt, &err), 0);
+            assert_int_equal(dl_graph_run(g, &err), 0);
+            dl_diff_t d;
+            while (dl_capture_pop(c, &d) == 1)
+                for (size_t i = 0; i < d.n; i++) {
+                    int64_t k = d.rows[i * 3].as.i;
+                    got_count[k] += d.diffs[i] * d.rows[i * 3 + 1].as.i;
+                    got_sum[k] += d.diffs[i] * d.rows[i * 3 + 2].as.i;
+                }
+            for (int k = 0; k < 8; k++) {
+                assert_int_equal(got_count[k], count[k]);
+                assert_int_equal(got_sum[k], sum[k]);
+            }
+        }
+        dl_graph_stats_t st;
+        dl_graph_stats(g, &st);
+        if (!with_join) {
+            /* Nothing of the input is stored: only the accumulator and the output. */
+            assert_true(st.arranged_updates < 8 * 3 * 4 + 8 * 4);
+            memset(&err, 0, sizeof err);
+            dl_join_col_t jc[1] = {{DL_JOIN_KEY, 0}};
+            assert_null(dl_join(a, a, jc, 1, &err));
+            assert_int_equal(err.code, DL_ESTATE);
+            assert_non_null(strstr(err.message, "no history"));
+            memset(&err, 0, sizeof err);
+            assert_null(dl_trace_new(a, &err));
+            assert_int_equal(err.code, DL_ESTATE);
+            memset(&err, 0, sizeof err);
+            assert_null(dl_concat((dl_coll_t *[]){dl_arr_coll(a)}, 1, &err));
+            assert_int_equal(err.code, DL_ESTATE);
+            uint64_t t = 30, nt = 31;
+            dl_value_t row[2] = {dl_value_int(1), dl_value_int(1)};
+            assert_int_equal(dl_input_update(in, row, 2, &t, 1, &err), 0);
+            assert_int_equal(dl_input_advance_to(in, &nt, &err), 0);
+            assert_int_equal(dl_graph_run(g, &err), 0); /* still runs */
+        } else {
+            assert_true(st.arranged_updates >= 8 * 16 / 2); /* the input is kept */
+        }
+        dl_graph_free(g);
+    }
+}
+
 DL_TEST_GROUP(reduce_linear, cmocka_unit_test(test_reduce_linear_oracle),
+              cmocka_unit_test(test_reduce_linear_input_not_stored),
               cmocka_unit_test(test_reduce_linear_large_groups),
               cmocka_unit_test(test_reduce_linear_work_per_change),
               cmocka_unit_test(test_reduce_linear_errors));
