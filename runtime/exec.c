@@ -392,9 +392,13 @@ static void op_transact(dl_exec_t *x, const json_t *msg, result_t *res, uint64_t
         } else {
             rc = store_transact(x, true, text, len, &rep, pending, &res->err);
         }
+    } else if (!(time && json_object_size(time))) {
+        /* The JSON form, decoded once: the store reads the value the request carried. */
+        rc = pending ? dl_store_transact_json_value_begin(x->store, tx, &rep, pending, &res->err)
+                     : dl_store_transact_json_value(x->store, tx, &rep, &res->err);
     } else {
         json_t *data = json_deep_copy(tx);
-        if (data && time && json_object_size(time)) {
+        if (data) {
             json_t *m = json_object();
             json_object_set_new(m, "db/id", json_string("datomic.tx"));
             const char *k;
@@ -811,6 +815,10 @@ static int subs_current_db(void *ctx, const struct dl_db **out_db, uint64_t *out
 /* The store listener: every commit feeds every live query; deltas go out at the pump. */
 static void subs_on_commit(void *ctx, const dl_commit_t *c) {
     dl_exec_t *x = ctx;
+    /* Let go of the old snapshot now: holding it would keep the tree nodes this commit
+     * replaced alive until the next subscribe. */
+    dl_db_unref(x->sub_db);
+    x->sub_db = NULL;
     x->sub_db_stale = true;
     for (subreg_t *r = x->subregs; r; r = r->next) {
         int rc = dl_qsrcs_apply(r->qs, c, NULL);
