@@ -35,6 +35,7 @@
  *          "peak_rss_mb":..,"checksum_ok":true|false} (+ via-specific fields)
  */
 #include "bench/harness.h"
+#include "bench/server_client.h"
 
 #include "base/base.h"
 #include <deltalog/alloc.h>
@@ -42,18 +43,9 @@
 #include <deltalog/datalog.h>
 #include <deltalog/store.h>
 
-#include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -482,12 +474,8 @@ static void dlv_free(void *self) {
 
 /* ---- via server ------------------------------------------------------------------------ */
 typedef struct srv {
-    const char *server_path; /* the deltalog binary */
-    pid_t pid;
-    int fd;
-    char *buf; /* received bytes not yet taken as lines */
-    size_t len, cap;
-    char port_file[64];
+    const char *server_path; /* the deltalog binary (NULL: the one next to this program) */
+    bench_srv_t c;           /* the process and the connection (server_client.c) */
     int64_t next_id;
     int64_t sub; /* the subscription's number */
     view_t view;
@@ -504,50 +492,21 @@ typedef struct srv {
 } srv_t;
 
 /* Reads one line (without its newline) into a jansson object; NULL with err set when
- * the server hung up, said something that is not JSON, or was silent for 60 s. */
+ * the server hung up, said something that is not JSON, or was silent for 20 s. */
 static json_t *srv_line(srv_t *s, dl_error_t *err) {
-    for (;;) {
-        char *nl = s->len ? memchr(s->buf, '\n', s->len) : NULL;
-        if (nl) {
-            size_t n = (size_t)(nl - s->buf);
-            json_error_t je;
-            json_t *j = json_loadb(s->buf, n, 0, &je);
-            memmove(s->buf, nl + 1, s->len - n - 1);
-            s->len -= n + 1;
-            if (!j)
-                dl_error_set(err, DL_EPARSE, "server sent a line that is not JSON: %s", je.text);
-            return j;
-        }
-        if (s->cap - s->len < 65536) {
-            s->cap = s->cap ? 2 * s->cap : 1 << 20;
-            s->buf = realloc(s->buf, s->cap);
-            if (!s->buf)
-                abort();
-        }
-        struct pollfd pf = {s->fd, POLLIN, 0};
-        int pr = poll(&pf, 1, 20000);
-        ssize_t k = pr > 0 ? recv(s->fd, s->buf + s->len, s->cap - s->len, 0) : -1;
-        if (k <= 0) {
-            dl_error_set(err, DL_EIO, "server %s (%zu bytes of a line received: ...%.40s)",
-                         pr == 0 ? "silent for 20 s" : "hung up", s->len,
-                         s->len > 40 ? s->buf + s->len - 40 : s->buf);
-            return NULL;
-        }
-        s->len += (size_t)k;
-    }
+    size_t n;
+    const char *line = bench_srv_line(&s->c, &n, 20000, err);
+    if (!line)
+        return NULL;
+    json_error_t je;
+    json_t *j = json_loadb(line, n, 0, &je);
+    if (!j)
+        dl_error_set(err, DL_EPARSE, "server sent a line that is not JSON: %s", je.text);
+    return j;
 }
 
 static int srv_send(srv_t *s, const char *data, size_t len, dl_error_t *err) {
-    while (len) {
-        ssize_t k = send(s->fd, data, len, MSG_NOSIGNAL);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return dl_error_set(err, DL_EIO, "send to the server failed: %s", strerror(errno));
-        data += k;
-        len -= (size_t)k;
-    }
-    return 0;
+    return bench_srv_send(&s->c, data, len, err);
 }
 
 /* Sends {"op":"transact","id":ID,"tx":EDN}; returns the id. */
@@ -638,84 +597,6 @@ static json_t *srv_wait_reply(srv_t *s, int64_t id, dl_error_t *err) {
     }
 }
 
-static const char *self_dir(char *out, size_t cap) {
-    ssize_t n = readlink("/proc/self/exe", out, cap - 1);
-    if (n <= 0)
-        return NULL;
-    out[n] = 0;
-    char *slash = strrchr(out, '/');
-    if (slash)
-        *slash = 0;
-    return out;
-}
-
-static int srv_spawn(srv_t *s, char *address, size_t cap, dl_error_t *err) {
-    char exe[4096];
-    const char *path = s->server_path;
-    if (!path) {
-        if (!self_dir(exe, sizeof exe - 16))
-            return dl_error_set(err, DL_EIO, "cannot find this program's directory");
-        strcat(exe, "/deltalog");
-        path = exe;
-    }
-    if (access(path, X_OK) != 0)
-        return dl_error_set(err, DL_ENOTFOUND, "no server binary %s (use --server PATH)", path);
-    snprintf(s->port_file, sizeof s->port_file, "/tmp/bench_w1.%ld.port", (long)getpid());
-    unlink(s->port_file);
-    s->pid = fork();
-    if (s->pid < 0)
-        return dl_error_set(err, DL_EIO, "fork failed");
-    if (s->pid == 0) {
-        execl(path, path, "serve", "--memory", "--listen", "127.0.0.1:0", "--quiet", "--port-file",
-              s->port_file, (char *)NULL);
-        _exit(127);
-    }
-    /* The server writes the port file (by rename, so it is complete when it exists) once
-     * it listens: wait for it, or for the child's exit, up to 30 s. */
-    for (int i = 0; i < 3000; i++) {
-        FILE *f = fopen(s->port_file, "r");
-        if (f) {
-            bool got = fgets(address, (int)cap, f) != NULL;
-            fclose(f);
-            unlink(s->port_file);
-            if (got) {
-                address[strcspn(address, "\r\n")] = 0;
-                return 0;
-            }
-        }
-        int status;
-        if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
-            s->pid = 0;
-            return dl_error_set(err, DL_EIO, "the server exited at start (status %d)", status);
-        }
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    return dl_error_set(err, DL_EIO, "the server did not write its port file in 30 s");
-}
-
-static int srv_connect(srv_t *s, const char *address, dl_error_t *err) {
-    char host[128];
-    snprintf(host, sizeof host, "%s", address);
-    char *colon = strrchr(host, ':');
-    if (!colon)
-        return dl_error_set(err, DL_EINVAL, "bad server address %s", address);
-    *colon = 0;
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_socktype = SOCK_STREAM;
-    if (getaddrinfo(host, colon + 1, &hints, &res) != 0)
-        return dl_error_set(err, DL_EINVAL, "bad server address %s", address);
-    s->fd = socket(res->ai_family, SOCK_STREAM, 0);
-    int rc = s->fd < 0 || connect(s->fd, res->ai_addr, res->ai_addrlen) != 0;
-    freeaddrinfo(res);
-    if (rc)
-        return dl_error_set(err, DL_EIO, "cannot connect to %s", address);
-    int one = 1;
-    setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    return 0;
-}
-
 /* Sends the transaction edn and reads its reply (the initial load). */
 static int srv_transact_wait(srv_t *s, const dl_buf_t *edn, dl_error_t *err) {
     int64_t id;
@@ -730,13 +611,10 @@ static int srv_transact_wait(srv_t *s, const dl_buf_t *edn, dl_error_t *err) {
 
 static int srv_load(void *self, edges_t *initial, dl_error_t *err) {
     srv_t *s = self;
-    s->fd = -1;
     s->next_id = 1;
     view_init(&s->view);
-    char address[128];
-    int rc = srv_spawn(s, address, sizeof address, err);
-    if (!rc)
-        rc = srv_connect(s, address, err);
+    static const char *const args[] = {"--memory", NULL};
+    int rc = bench_srv_start(&s->c, s->server_path, args, err);
     if (rc)
         return rc;
     dl_buf_t b;
@@ -875,20 +753,6 @@ static void srv_latencies(void *self, bench_samples_t *all) {
 
 static const view_t *srv_view(void *self) { return &((srv_t *)self)->view; }
 
-/* The server's peak RSS (VmHWM of /proc/PID/status) in MiB; 0 when unreadable. */
-static double proc_peak_rss_mb(pid_t pid) {
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%ld/status", (long)pid);
-    FILE *f = fopen(path, "r");
-    double mb = 0;
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, "VmHWM:", 6))
-            mb = atof(line + 6) / 1024.0;
-    if (f)
-        fclose(f);
-    return mb;
-}
-
 static void srv_stats(void *self) {
     srv_t *s = self;
     size_t changed = 0;
@@ -900,8 +764,8 @@ static void srv_stats(void *self) {
 
 static void srv_extra(void *self, json_t *out) {
     srv_t *s = self;
-    if (s->pid > 0)
-        s->server_rss_mb = proc_peak_rss_mb(s->pid);
+    if (s->c.pid > 0)
+        s->server_rss_mb = bench_srv_peak_rss_mb(&s->c);
     json_object_set_new(out, "server_peak_rss_mb", json_real(s->server_rss_mb));
     json_object_set_new(out, "round_txs", json_integer((json_int_t)s->round_txs));
     bench_samples_t changed = {0};
@@ -918,14 +782,7 @@ static void srv_extra(void *self, json_t *out) {
 
 static void srv_free(void *self) {
     srv_t *s = self;
-    if (s->fd >= 0)
-        close(s->fd); /* closing unsubscribes */
-    if (s->pid > 0) {
-        kill(s->pid, SIGTERM);
-        int status;
-        waitpid(s->pid, &status, 0);
-    }
-    free(s->buf);
+    bench_srv_stop(&s->c); /* closing unsubscribes */
     view_free(&s->view);
     free(s->recs);
 }

@@ -5,8 +5,8 @@
  * TCP_NODELAY, send request lines, read reply and subscription lines without copying
  * them one by one, and read the server's CPU time and peak RSS from /proc.
  * It does not know any operation's fields: callers build and parse the lines (with
- * jansson or by hand). Used by bench_w3 --via server; bench_w1 and bench_server keep
- * their own copies of the same steps for now.
+ * jansson or by hand). Used by bench_w1 and bench_w3 --via server; bench_server keeps
+ * its own copy of the same steps for now.
  */
 #ifndef DL_BENCH_SERVER_CLIENT_H
 #define DL_BENCH_SERVER_CLIENT_H
