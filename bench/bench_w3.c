@@ -46,7 +46,8 @@
  *                 [--window W] [--server PATH]
  *   DIR: the folder gen.py wrote (w3.events.jsonl, w3.meta.json) or a parent with w3/.
  *   --batch N: events per transaction in the batched run (default 1000).
- *   --durable DIR2: also run both on a durable store in a fresh folder under DIR2
+ *   --durable DIR2: run both on a durable store (sync batched) in a fresh folder under DIR2
+ *                   instead of in memory
  *     (sync mode batched: commits are written to the OS, fsynced within 10 ms).
  *   --events K: every run stops after the first K events; --single-events K: only the
  *     one-event-per-transaction run does (default: all events; a partial run is checked
@@ -1108,7 +1109,7 @@ int main(int argc, char **argv) {
     if (batch == 0)
         batch = 1;
 
-    for (int d = 0; d < (durable ? 2 : 1); d++) {
+    for (int d = durable ? 1 : 0; d < (durable ? 2 : 1); d++) { /* --durable: only those runs */
         const char *dd = d ? durable : NULL;
         for (int single_run = 0; single_run < 2; single_run++) {
             const char *kind = single_run ? "single" : "batched";
