@@ -7,10 +7,13 @@
  * the snapshot is loaded at its basis transaction, every later commit at its own number,
  * and after each the inputs advance past it, so the result for that transaction is
  * complete when dl_live_apply returns. A query built by dl_live_new_dims instead has the
- * store's first n_dims coordinates [tx, dim1, ...] (standalone only; the engine is 1-D):
- * its snapshot is the history at each transaction's time vector, its commits enter at
- * their time vectors and advance to their frontier vectors, and every change carries its
- * time (docs/datalog.md "Multi-dimensional time").
+ * store's first n_dims coordinates [tx, dim1, ...]: its snapshot is the history at each
+ * transaction's time vector, its commits enter at their time vectors and advance to their
+ * frontier vectors, and every change carries its time (docs/datalog.md "Multi-dimensional
+ * time"). An engine (below) has either one coordinate or, made by dl__engine_new_dims, the
+ * same n_dims coordinates: its base inputs then hold the history at time vectors, exactly
+ * what a standalone dl_live_new_dims query loads, so queries with the same dimensions share
+ * them (docs/datalog.md "Multi-dimensional engines").
  * A standalone live query (dl_live_new) owns its graph: arrangements are shared within the
  * query only. Engine queries (dl_engine_live_new, at the end of this file) share one graph
  * and its base arrangements (docs/datalog.md "Engine"); an engine one-shot of a query the
@@ -808,23 +811,36 @@ DL_API int dl_query_run(const dl_query_t *q, const struct dl_db *db, const char 
 
 /* ---- the engine: one graph, shared base arrangements ---------------------------------------- */
 
-DL_API int dl_engine_new(const struct dl_db *db, dl_engine_t **out, dl_error_t *err) {
+int dl__engine_new_dims(const struct dl_db *db, size_t n_dims, dl_engine_t **out, dl_error_t *err) {
     if (out)
         *out = NULL;
     if (!db || !out)
         return dl_error_set(err, DL_EINVAL, "dl_engine_new: NULL argument");
+    if (n_dims < 1 || n_dims > DL_TIME_MAX_ROOT_DIM)
+        return dl_error_set(err, DL_EINVAL, "dl_engine_new: %zu time coordinates (1..%d)", n_dims,
+                            (int)DL_TIME_MAX_ROOT_DIM);
     dl_engine_t *e = dl_calloc(1, sizeof *e);
     if (!e)
         return dl_error_set(err, DL_ENOMEM, "out of memory");
-    e->g = dl_graph_new(1, err);
+    e->g = dl_graph_new(n_dims, err);
     if (!e->g) {
         dl_free(e);
         return err && err->code ? err->code : DL_ENOMEM;
     }
+    e->dims = n_dims;
     e->last_tx = dl_db_basis_tx(db);
+    if (n_dims > 1)
+        dl_db_frontier(db, e->frontier, n_dims);
+    e->frontier[0] = e->last_tx + 1;
     *out = e;
     return 0;
 }
+
+DL_API int dl_engine_new(const struct dl_db *db, dl_engine_t **out, dl_error_t *err) {
+    return dl__engine_new_dims(db, 1, out, err);
+}
+
+size_t dl__engine_dims(const dl_engine_t *e) { return e ? e->dims : 0; }
 
 static void eattr_free(dl__eattr_t *a) {
     for (size_t i = 0; i < a->n_arrs; i++)
@@ -898,19 +914,79 @@ DL_API int dl_engine_trim(dl_engine_t *e, dl_error_t *err) {
     return engine_trim(e, true, err);
 }
 
-static int trace_at(dl_trace_t *t, uint64_t tx, dl_error_t *err) {
+/* Lets trace t compact system time up to tx: its frontier [tx, 0 ...]. The dimension
+ * coordinates are never compacted: a query added later reads the base at every point
+ * [T, u] with T >= tx, for each user coordinate u (its per-u results; docs/datalog.md
+ * "Multi-dimensional engines"). */
+static int trace_at(const dl_engine_t *e, dl_trace_t *t, uint64_t tx, dl_error_t *err) {
     dl_antichain_t f;
-    dl_antichain_init(&f, 1);
-    uint64_t t1[1] = {tx};
+    dl_antichain_init(&f, e->dims);
+    uint64_t t1[DL_TIME_MAX_ROOT_DIM] = {tx};
     int rc = dl_antichain_insert(&f, t1);
     rc = rc < 0 ? dl_error_set(err, rc, "out of memory") : dl_trace_advance(t, &f, err);
     dl_antichain_fini(&f);
     return rc;
 }
 
+/* A new base input of a 1-D engine: db's current datoms of a->id, at the engine's
+ * transaction. */
+static int eattr_load(const dl_engine_t *e, dl__eattr_t *a, const dl_db_t *db, dl_error_t *err) {
+    uint64_t t[1] = {e->last_tx};
+    dl_datom_t prefix;
+    memset(&prefix, 0, sizeof prefix);
+    prefix.a = a->id;
+    dl_iter_t *it = NULL;
+    int rc = dl_db_datoms(db, DL_INDEX_AEVT, &prefix, 1, NULL, &it, err);
+    dl_datom_t d;
+    while (!rc && dl_iter_next(it, &d)) {
+        if (!d.added)
+            continue;
+        dl_value_t row[4] = {dl_value_ref(d.e), d.v, dl_value_int(d.tx), dl_value_bool(true)};
+        rc = dl_input_update(a->in, row, a->wide ? 4 : 2, t, 1, err);
+        if (!rc && a->wide && txmap_put(&a->txmap, row, d.tx))
+            rc = dl_error_set(err, DL_ENOMEM, "out of memory");
+    }
+    dl_iter_free(it);
+    return rc;
+}
+
+/* A new base input of a multi-dimensional engine (narrow): every assertion and
+ * retraction of a->id in db's history at its transaction's time vector, as
+ * load_snapshot_dims loads a standalone query's. */
+static int eattr_load_dims(const dl_engine_t *e, dl__eattr_t *a, const dl_db_t *db,
+                           dl_error_t *err) {
+    dl_db_t *h = dl_db_history(db);
+    if (!h)
+        return dl_error_set(err, DL_ENOMEM, "out of memory");
+    dl_datom_t prefix;
+    memset(&prefix, 0, sizeof prefix);
+    prefix.a = a->id;
+    dl_iter_t *it = NULL;
+    int rc = dl_db_datoms(h, DL_INDEX_AEVT, &prefix, 1, NULL, &it, err);
+    dl_datom_t d;
+    while (!rc && dl_iter_next(it, &d)) {
+        uint64_t t[DL_TIME_MAX_ROOT_DIM] = {0};
+        if (dl_db_tx_time(db, (uint64_t)d.tx, t, e->dims) == 0) {
+            rc = dl_error_set(err, DL_EINTERNAL, "no time vector for transaction %lld",
+                              (long long)d.tx);
+            break;
+        }
+        dl_value_t row[2] = {dl_value_ref(d.e), d.v};
+        rc = dl_input_update(a->in, row, 2, t, d.added ? 1 : -1, err);
+    }
+    dl_iter_free(it);
+    dl_db_unref(h);
+    return rc;
+}
+
 dl_coll_t *dl__engine_attr(dl_live_t *L, int64_t id, const char *ident, bool wide,
                            dl_error_t *err) {
     dl_engine_t *e = L->engine;
+    if (wide && e->dims > 1) {
+        dl_error_set(err, DL_EUNSUPPORTED,
+                     "multi-dimensional live queries do not bind transactions");
+        return NULL;
+    }
     dl__eattr_t *a = NULL;
     for (size_t i = 0; i < e->n_attrs && !a; i++)
         if (e->attrs[i]->id == id && e->attrs[i]->wide == wide)
@@ -926,8 +1002,8 @@ dl_coll_t *dl__engine_attr(dl_live_t *L, int64_t id, const char *ident, bool wid
         L->cap_attrs = cap;
     }
     if (!a) {
-        /* First use: an input loaded with the current datoms at the engine's transaction,
-         * arranged by entity. */
+        /* First use: an input loaded with the current datoms at the engine's transaction
+         * (with dimensions: the history at its time vectors), arranged by entity. */
         if (e->n_attrs == e->cap_attrs) {
             size_t cap = e->cap_attrs ? 2 * e->cap_attrs : 16;
             void *p = dl_realloc(e->attrs, cap * sizeof *e->attrs);
@@ -960,28 +1036,12 @@ dl_coll_t *dl__engine_attr(dl_live_t *L, int64_t id, const char *ident, bool wid
             a->coll = dl_arr_coll(a->arr_e);
             e->attrs[e->n_attrs++] = a; /* from here on, trim cleans up */
         }
-        uint64_t t[1] = {e->last_tx};
-        dl_datom_t prefix;
-        memset(&prefix, 0, sizeof prefix);
-        prefix.a = id;
-        dl_iter_t *it = NULL;
         if (!rc)
-            rc = dl_db_datoms(L->edb, DL_INDEX_AEVT, &prefix, 1, NULL, &it, err);
-        dl_datom_t d;
-        while (!rc && dl_iter_next(it, &d)) {
-            if (!d.added)
-                continue;
-            dl_value_t row[4] = {dl_value_ref(d.e), d.v, dl_value_int(d.tx), dl_value_bool(true)};
-            rc = dl_input_update(a->in, row, arity, t, 1, err);
-            if (!rc && wide && txmap_put(&a->txmap, row, d.tx))
-                rc = dl_error_set(err, DL_ENOMEM, "out of memory");
-        }
-        dl_iter_free(it);
-        uint64_t nx[1] = {e->last_tx + 1};
+            rc = e->dims > 1 ? eattr_load_dims(e, a, L->edb, err) : eattr_load(e, a, L->edb, err);
         if (!rc)
-            rc = dl_input_advance_to(a->in, nx, err);
+            rc = dl_input_advance_to(a->in, e->frontier, err);
         if (!rc)
-            rc = trace_at(a->traces[0], e->last_tx, err);
+            rc = trace_at(e, a->traces[0], e->last_tx, err);
         if (rc) {
             if (!a->coll) { /* never registered */
                 if (a->traces[0])
@@ -1019,7 +1079,7 @@ int dl__engine_note_arr(dl_live_t *L, dl_coll_t *src, dl_arr_t *arr, dl_error_t 
         dl_trace_t *t = dl_trace_new(arr, err);
         if (!t)
             return err && err->code ? err->code : DL_ENOMEM;
-        int rc = trace_at(t, e->last_tx, err);
+        int rc = trace_at(e, t, e->last_tx, err);
         if (rc) {
             dl_trace_free(t);
             return rc;
@@ -1033,6 +1093,10 @@ int dl__engine_note_arr(dl_live_t *L, dl_coll_t *src, dl_arr_t *arr, dl_error_t 
 
 bool dl__engine_value_scan(dl_live_t *L, dl_coll_t *src) {
     dl_engine_t *e = L->engine;
+    /* Not with dimensions: a datom may count -1 at some points there, which the scan's
+     * distinct maps to the store's view and the by-value join would not. */
+    if (e->dims > 1)
+        return false;
     for (size_t i = 0; i < e->n_attrs; i++)
         if (e->attrs[i]->coll == src)
             return e->attrs[i]->value_scans++ > 0;
@@ -1072,8 +1136,16 @@ DL_API int dl_engine_apply(dl_engine_t *e, const struct dl_commit *c, dl_error_t
                             dl_err_name(e->failed));
     if (c->tx <= e->last_tx)
         return 0;
-    uint64_t t[1] = {c->tx};
+    uint64_t t[DL_TIME_MAX_ROOT_DIM] = {c->tx}, nx[DL_TIME_MAX_ROOT_DIM] = {c->tx + 1};
     int rc = 0;
+    /* Dimensions: the commit's time vector, the inputs advance to its frontier vector (as
+     * dl_live_apply does for a standalone query). */
+    for (size_t k = 1; k < e->dims && !rc; k++) {
+        t[k] = c->time && k < c->n_time ? c->time[k] : 0;
+        nx[k] = c->frontier && k < c->n_time ? c->frontier[k] : e->frontier[k];
+        if (nx[k] < e->frontier[k] || t[k] < e->frontier[k])
+            rc = dl_error_set(err, DL_ETIME, "dl_engine_apply: time behind the frontier");
+    }
     for (size_t i = 0; i < c->n_changes && !rc; i++) {
         const dl_change_t *ch = &c->changes[i];
         for (size_t k = 0; k < e->n_attrs && !rc; k++) {
@@ -1100,12 +1172,11 @@ DL_API int dl_engine_apply(dl_engine_t *e, const struct dl_commit *c, dl_error_t
             }
         }
     }
-    uint64_t nx[1] = {c->tx + 1};
     for (size_t k = 0; k < e->n_attrs && !rc; k++) {
         dl__eattr_t *a = e->attrs[k];
         rc = dl_input_advance_to(a->in, nx, err);
         for (size_t i = 0; i < a->n_arrs && !rc; i++)
-            rc = trace_at(a->traces[i], c->tx, err);
+            rc = trace_at(e, a->traces[i], c->tx, err);
     }
     for (size_t i = 0; i < e->n_lives; i++)
         e->lives[i]->n_ch = 0;
@@ -1119,6 +1190,7 @@ DL_API int dl_engine_apply(dl_engine_t *e, const struct dl_commit *c, dl_error_t
         return rc;
     }
     e->last_tx = c->tx;
+    memcpy(e->frontier, nx, e->dims * sizeof *nx);
     for (size_t i = 0; i < e->n_lives; i++)
         e->lives[i]->last_tx = c->tx;
     return 0;
@@ -1155,7 +1227,7 @@ DL_API int dl_engine_live_new(dl_engine_t *e, const dl_query_t *q, const struct 
     dl_live_t *L = dl_calloc(1, sizeof *L);
     if (L) {
         L->src_kind = dl_malloc(sizeof *L->src_kind);
-        L->dims = 1;
+        L->dims = e->dims;
     }
     if (!L || !L->src_kind) {
         dl_free(L);

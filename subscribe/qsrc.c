@@ -8,16 +8,17 @@
  * environment hands it the current database), and does not listen to commits (the engine
  * thread calls dl_qsrcs_apply). DESIGN-NOTES §4; docs/subscribe.md "Registry and sources".
  *
- * All subscriptions share one Datalog engine (dl_engine_t): one dataflow graph whose base
+ * Subscriptions watching the same number of time coordinates share one Datalog engine
+ * (dl_engine_t; one per n_dims, created at the first open): one dataflow graph whose base
  * attribute arrangements are shared by every query, so that opening a query over existing
  * data does not re-index it and a commit is applied once, at a cost proportional to the
- * change (docs/datalog.md "Engine"). A query the engine cannot take (several sources, or
- * opened while the engine is at another transaction than the database handed to open)
- * gets its own standalone live query (dl_live_new), as before.
+ * change (docs/datalog.md "Engine", "Multi-dimensional engines"). A query the engine cannot
+ * take (several sources, a transaction binding with dimensions, or opened while the engine
+ * is at another transaction than the database handed to open) gets its own standalone
+ * live query (dl_live_new, dl_live_new_dims), as before.
  *
  * Multi-dimensional time (n_dims > 1; docs/subscribe.md "Multi-dimensional time"): the
- * query is a standalone dl_live_new_dims query (the engine is 1-D; the sharing of base
- * arrangements with 1-D queries is the Datalog layer's to add). Its result is kept per
+ * query computes what dl_live_new_dims does (in the n_dims engine). Its result is kept per
  * user coordinate u = time[1 ..] (acc_u: the history summed over system time), so the
  * snapshot is one DATA message per u at [T, u] (T the latest transaction, the first one at
  * [T, 0 ...] carrying the snapshot flag, possibly empty) followed by the FRONTIER messages
@@ -34,6 +35,7 @@
 #include "base/base.h"
 #include "datalog/datalog.h"
 
+#include <deltalog/dataflow.h>
 #include <deltalog/datalog.h>
 #include <deltalog/store.h>
 #include <stdio.h>
@@ -44,7 +46,7 @@ struct qsrc {
     qsrc_t *next;
     dl_query_t *q;
     dl_live_t *live;
-    bool in_engine; /* live belongs to the owner's engine */
+    struct qengine *eng; /* the owner's engine live belongs to, or NULL (standalone) */
     size_t arity, n_dims;
     uint64_t last_f[DL_DELTA_MAX_DIM]; /* n_dims > 1: the frontier of the last FRONTIERs */
     /* n_dims > 1 (the invariant below, per user coordinate u = time[1 ..]): the sum of
@@ -61,14 +63,19 @@ struct qsrc {
     size_t head, n_pending, cap_pending;
 };
 
+/* The engine shared by the subscriptions watching n_dims coordinates. */
+typedef struct qengine {
+    dl_engine_t *e; /* created at the first open */
+    size_t n;       /* open subscriptions in it */
+    bool failed;    /* a run failed (out of memory, time behind the frontier): no new queries */
+} qengine_t;
+
 struct dl_qsrcs {
     dl_qsrc_env_t env;
     char *rules; /* copy of env.rules */
     qsrc_t *open;
     size_t n_open;
-    dl_engine_t *engine; /* shared by the subscriptions (created at the first open) */
-    size_t n_engine;     /* open subscriptions in the engine */
-    bool engine_failed;  /* a run of the engine failed (out of memory): no new queries */
+    qengine_t eng[DL_TIME_MAX_ROOT_DIM + 1]; /* by n_dims (index 0 unused) */
 };
 
 int dl_qsrcs_new(const dl_qsrc_env_t *env, dl_qsrcs_t **out, dl_error_t *err) {
@@ -100,8 +107,8 @@ static void qsrc_close(void *p) {
     dl_delta_unref(s->acc);
     dl__uacc_fini(&s->acc_u);
     dl_live_free(s->live);
-    if (s->in_engine)
-        s->owner->n_engine--;
+    if (s->eng)
+        s->eng->n--;
     dl_query_free(s->q);
     dl_free(s);
 }
@@ -111,7 +118,8 @@ void dl_qsrcs_free(dl_qsrcs_t *qs) {
         return;
     while (qs->open)
         qsrc_close(qs->open);
-    dl_engine_free(qs->engine);
+    for (size_t k = 0; k < DL_ARRAY_LEN(qs->eng); k++)
+        dl_engine_free(qs->eng[k].e);
     dl_free(qs->rules);
     dl_free(qs);
 }
@@ -246,30 +254,30 @@ static int qsrc_open(void *ctx, const char *text, const dl_value_t *inputs, size
             rc = dl_error_set(err, DL_ENOMEM, "qsrcs: out of memory");
     }
     if (!rc) {
-        /* The shared engine when it is at the database's transaction (an engine without
-         * queries is simply restarted there); otherwise a standalone live query. */
-        if (qs->engine && qs->n_engine == 0 &&
-            (qs->engine_failed || dl_engine_tx(qs->engine) != dl_db_basis_tx(db))) {
-            dl_engine_free(qs->engine);
-            qs->engine = NULL;
-            qs->engine_failed = false;
+        /* The shared engine of n_dims coordinates when it is at the database's
+         * transaction (an engine without queries is simply restarted there); otherwise a
+         * standalone live query. */
+        qengine_t *ge = n_dims < DL_ARRAY_LEN(qs->eng) ? &qs->eng[n_dims] : NULL;
+        if (ge && ge->e && ge->n == 0 &&
+            (ge->failed || dl_engine_tx(ge->e) != dl_db_basis_tx(db))) {
+            dl_engine_free(ge->e);
+            ge->e = NULL;
+            ge->failed = false;
         }
         dl_error_t e2;
         dl_error_clear(&e2);
-        if (!qs->engine && dl_engine_new(db, &qs->engine, &e2))
-            qs->engine = NULL;
+        if (ge && !ge->e && dl__engine_new_dims(db, n_dims, &ge->e, &e2))
+            ge->e = NULL;
         int erc = DL_EUNSUPPORTED;
-        if (n_dims > 1) /* multi-dimensional time: standalone (the engine is 1-D) */
-            rc = dl_live_new_dims(s->q, db, args.data, args.len, n_dims, &s->live, err);
-        else if (qs->engine && !qs->engine_failed && dl_engine_tx(qs->engine) == dl_db_basis_tx(db))
-            erc = dl_engine_live_new(qs->engine, s->q, db, args.data, args.len, &s->live, &e2);
-        if (n_dims > 1) {
-            /* done above */
-        } else if (!erc) {
-            s->in_engine = true;
-            qs->n_engine++;
+        if (ge && ge->e && !ge->failed && dl_engine_tx(ge->e) == dl_db_basis_tx(db))
+            erc = dl_engine_live_new(ge->e, s->q, db, args.data, args.len, &s->live, &e2);
+        if (!erc) {
+            s->eng = ge;
+            ge->n++;
         } else if (erc == DL_EUNSUPPORTED || erc == DL_ESTATE || erc == DL_ENOMEM) {
-            rc = dl_live_new(s->q, db, args.data, args.len, &s->live, err);
+            /* the standalone query reports what the engine could not take in its words */
+            rc = n_dims > 1 ? dl_live_new_dims(s->q, db, args.data, args.len, n_dims, &s->live, err)
+                            : dl_live_new(s->q, db, args.data, args.len, &s->live, err);
         } else {
             rc = err ? dl_error_set(err, erc, "%s", e2.message) : erc;
         }
@@ -309,8 +317,8 @@ static int qsrc_open(void *ctx, const char *text, const dl_value_t *inputs, size
         dl_delta_unref(s->acc);
         dl__uacc_fini(&s->acc_u);
         dl_live_free(s->live);
-        if (s->in_engine)
-            qs->n_engine--;
+        if (s->eng)
+            s->eng->n--;
         dl_query_free(s->q);
         dl_free(s);
         return rc;
@@ -440,16 +448,19 @@ int dl_qsrcs_apply(dl_qsrcs_t *qs, const dl_commit_t *c, dl_error_t *err) {
     if (!qs || !c)
         return dl_error_set(err, DL_EINVAL, "dl_qsrcs_apply: NULL argument");
     int first = 0;
-    /* The shared engine first: once for every subscription in it (an engine failure, out
-     * of memory, fails each of them below through dl_live_status). */
-    dl_error_t ee;
-    dl_error_clear(&ee);
-    if (qs->engine && dl_engine_apply(qs->engine, c, &ee)) {
-        qs->engine_failed = true; /* its queries fail below; new ones go standalone */
-        if (!qs->n_engine) {
-            dl_engine_free(qs->engine); /* nobody uses it: start afresh at the next open */
-            qs->engine = NULL;
-            qs->engine_failed = false;
+    /* The shared engines first: each once for every subscription in it (an engine
+     * failure, out of memory, fails each of them below through dl_live_status). */
+    dl_error_t ee[DL_TIME_MAX_ROOT_DIM + 1];
+    for (size_t k = 0; k < DL_ARRAY_LEN(qs->eng); k++) {
+        qengine_t *ge = &qs->eng[k];
+        dl_error_clear(&ee[k]);
+        if (!ge->e || !dl_engine_apply(ge->e, c, &ee[k]))
+            continue;
+        ge->failed = true; /* its queries fail below; new ones go standalone */
+        if (!ge->n) {
+            dl_engine_free(ge->e); /* nobody uses it: start afresh at the next open */
+            ge->e = NULL;
+            ge->failed = false;
         }
     }
     for (qsrc_t *s = qs->open; s; s = s->next) {
@@ -459,10 +470,11 @@ int dl_qsrcs_apply(dl_qsrcs_t *qs, const dl_commit_t *c, dl_error_t *err) {
         dl_error_t e;
         dl_error_clear(&e);
         int rc;
-        if (s->in_engine) {
+        if (s->eng) {
+            const dl_error_t *ge = &ee[s->eng - qs->eng];
             rc = dl_live_status(s->live);
             if (rc)
-                dl_error_set(&e, rc, "%s", ee.code ? ee.message : dl_strerror(rc));
+                dl_error_set(&e, rc, "%s", ge->code ? ge->message : dl_strerror(rc));
         } else {
             rc = dl_live_apply(s->live, c, &e);
         }
