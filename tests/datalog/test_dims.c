@@ -15,6 +15,9 @@
  * system time, and, when every datom's changes carry non-decreasing coordinates (the
  * condition under which docs/datalog.md promises it), the sum of its changes at each point
  * [now, D] equals the one-shot query on dl_db_as_of_point. Seeded (DL_SEED reproduces).
+ * engine_dims_nomem: allocation failure at every point of adding a query that loads a new
+ * attribute's history next to another query: ENOMEM or success, the other query keeps its
+ * result unless the shared run failed (then the engine says so), nothing leaks (ASan).
  */
 #include "tests/harness/dl_test.h"
 
@@ -523,5 +526,77 @@ static void test_engine_dims_matches(void **state) {
     assert_true(checks > 0);
 }
 
+static char *result_text(const dl_live_t *l) {
+    dl_query_result_t *res = NULL;
+    dl_error_t err = {0};
+    must(dl_live_result(l, &res, &err), &err, "result");
+    char *t = dl_query_result_to_edn(res);
+    dl_query_result_free(res);
+    assert_non_null(t);
+    return t;
+}
+
+static void test_engine_dims_nomem(void **state) {
+    (void)state;
+    dl_store_t *st = NULL;
+    dl_error_t err = {0};
+    must(dl_store_open_memory(&st, &err), &err, "open");
+    transact(st, dschema);
+    transact(st, "[{:o/id 1 :o/amt 100} {:o/id 2 :o/amt 200} [:db/add \"datomic.tx\" :time/d 4]]");
+    transact(st, "[[:db/add [:o/id 1] :o/ok true] [:db/add \"datomic.tx\" :time/d 2]]");
+    transact(st, "[[:db/retract [:o/id 1] :o/ok true] [:db/add [:o/id 2] :o/ok true]"
+                 " [:db/add \"datomic.tx\" :time/d 5]]");
+    const char *t1 = "[:find ?n ?a :where [?o :o/id ?n] [?o :o/amt ?a]]";
+    const char *t2 = "[:find (sum ?a) :with ?o :where [?o :o/ok true] [?o :o/amt ?a]]";
+    dl_query_t *q1 = parse(t1), *q2 = parse(t2);
+    dl_db_t *db = dl_store_db(st);
+    dl_engine_t *e = NULL;
+    dl_live_t *l1 = NULL;
+    must(dl__engine_new_dims(db, 2, &e, &err), &err, "engine");
+    must(dl_engine_live_new(e, q1, db, NULL, 0, &l1, &err), &err, t1);
+    char *want1 = result_text(l1);
+    long ok = 0, failed = 0;
+    for (int64_t n = 0; n < 100000; n += n < 256 ? 1 : 1 + n / 32) {
+        dl_live_t *l2 = NULL;
+        dl_error_t lerr = {0};
+        dl_alloc_fail_after(n);
+        int rc = dl_engine_live_new(e, q2, db, NULL, 0, &l2, &lerr);
+        dl_alloc_fail_after(-1);
+        if (rc != 0 && rc != DL_ENOMEM)
+            fail_msg("add with allocation %lld failing: %s: %s", (long long)n, dl_err_name(rc),
+                     lerr.message);
+        if (rc == DL_ENOMEM && dl_live_status(l1)) {
+            /* the shared run failed: the engine is failed for everyone; a new one */
+            failed++;
+            dl_live_free(l1);
+            dl_engine_free(e);
+            must(dl__engine_new_dims(db, 2, &e, &err), &err, "engine");
+            must(dl_engine_live_new(e, q1, db, NULL, 0, &l1, &err), &err, t1);
+            continue;
+        }
+        char *got1 = result_text(l1);
+        assert_string_equal(got1, want1);
+        dl_free(got1);
+        if (rc == 0) {
+            char *got2 = result_text(l2);
+            assert_string_equal(got2, "[[200]]");
+            dl_free(got2);
+            dl_live_free(l2);
+            ok++;
+            if (n > 256)
+                break;
+        }
+    }
+    fprintf(stderr, "[ dims     ] nomem: %ld failed shared runs, %ld successes\n", failed, ok);
+    assert_true(ok > 0);
+    dl_free(want1);
+    dl_live_free(l1);
+    dl_engine_free(e);
+    dl_query_free(q1);
+    dl_query_free(q2);
+    dl_db_unref(db);
+    dl_store_close(st);
+}
+
 DL_TEST_GROUP(dims, cmocka_unit_test(test_engine_dims_shares_base),
-              cmocka_unit_test(test_engine_dims_matches));
+              cmocka_unit_test(test_engine_dims_matches), cmocka_unit_test(test_engine_dims_nomem));
