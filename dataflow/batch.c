@@ -419,6 +419,14 @@ bool dl__batch_consolidate(dl_ubuf_t *b) {
             b->n = 0;
         return true;
     }
+    /* Already sorted and consolidated (a scan of an index in its own order, a batch that
+     * was consolidated before): nothing to do. Unsorted input fails the check within a few
+     * records; sorted input saves the sort. */
+    size_t ok = 1;
+    while (ok < n && *dl__ub_diff(b, ok - 1) != 0 && rec_cmp(b, ok - 1, ok) < 0)
+        ok++;
+    if (ok == n && *dl__ub_diff(b, n - 1) != 0)
+        return true;
     sort_item_t *it = dl_malloc(2 * n * sizeof *it);
     if (!it)
         return false;
