@@ -149,7 +149,7 @@ struct dl_engine {
     int failed;
     bool keep_base;
     /* time coordinates of the graph: 1 (dl_engine_new), or the store's first `dims`
-     * coordinates [tx, dim1, ...] (dl__engine_new_dims); frontier: the inputs' frontier,
+     * coordinates [tx, dim1, ...] (dl_engine_new_dims); frontier: the inputs' frontier,
      * [last_tx + 1, f1, ...] (docs/datalog.md "Multi-dimensional engines") */
     size_t dims;
     uint64_t frontier[DL_TIME_MAX_ROOT_DIM];

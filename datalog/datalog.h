@@ -303,16 +303,4 @@ int dl__eval_run(const dl_query_t *q, const dl_query_source_t *sources, size_t n
 
 /* ---- live.c: multi-dimensional engines (not yet public API) ----------------------------- */
 
-/* An empty engine (dl_engine_t) at db's basis transaction whose graph has n_dims time
- * coordinates (1..DL_TIME_MAX_ROOT_DIM), the store's first n_dims [tx, dim1, ...]: its
- * queries (dl_engine_live_new) are what dl_live_new_dims computes, and queries of one
- * engine share its base arrangements. n_dims 1 is dl_engine_new. Commits
- * (dl_engine_apply) enter at their time vectors and advance the inputs to their frontier
- * vectors; a commit behind that frontier fails the engine (DL_ETIME). docs/datalog.md
- * "Multi-dimensional engines". */
-int dl__engine_new_dims(const struct dl_db *db, size_t n_dims, dl_engine_t **out,
-                        dl_error_t *err) DL_WUR;
-/* The time coordinates of e's graph (0 for NULL). */
-size_t dl__engine_dims(const dl_engine_t *e);
-
 #endif

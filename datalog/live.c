@@ -10,7 +10,7 @@
  * store's first n_dims coordinates [tx, dim1, ...]: its snapshot is the history at each
  * transaction's time vector, its commits enter at their time vectors and advance to their
  * frontier vectors, and every change carries its time (docs/datalog.md "Multi-dimensional
- * time"). An engine (below) has either one coordinate or, made by dl__engine_new_dims, the
+ * time"). An engine (below) has either one coordinate or, made by dl_engine_new_dims, the
  * same n_dims coordinates: its base inputs then hold the history at time vectors, exactly
  * what a standalone dl_live_new_dims query loads, so queries with the same dimensions share
  * them (docs/datalog.md "Multi-dimensional engines").
@@ -811,7 +811,7 @@ DL_API int dl_query_run(const dl_query_t *q, const struct dl_db *db, const char 
 
 /* ---- the engine: one graph, shared base arrangements ---------------------------------------- */
 
-int dl__engine_new_dims(const struct dl_db *db, size_t n_dims, dl_engine_t **out, dl_error_t *err) {
+int dl_engine_new_dims(const struct dl_db *db, size_t n_dims, dl_engine_t **out, dl_error_t *err) {
     if (out)
         *out = NULL;
     if (!db || !out)
@@ -837,10 +837,10 @@ int dl__engine_new_dims(const struct dl_db *db, size_t n_dims, dl_engine_t **out
 }
 
 DL_API int dl_engine_new(const struct dl_db *db, dl_engine_t **out, dl_error_t *err) {
-    return dl__engine_new_dims(db, 1, out, err);
+    return dl_engine_new_dims(db, 1, out, err);
 }
 
-size_t dl__engine_dims(const dl_engine_t *e) { return e ? e->dims : 0; }
+size_t dl_engine_dims(const dl_engine_t *e) { return e ? e->dims : 0; }
 
 static void eattr_free(dl__eattr_t *a) {
     for (size_t i = 0; i < a->n_arrs; i++)

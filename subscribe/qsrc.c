@@ -266,7 +266,7 @@ static int qsrc_open(void *ctx, const char *text, const dl_value_t *inputs, size
         }
         dl_error_t e2;
         dl_error_clear(&e2);
-        if (ge && !ge->e && dl__engine_new_dims(db, n_dims, &ge->e, &e2))
+        if (ge && !ge->e && dl_engine_new_dims(db, n_dims, &ge->e, &e2))
             ge->e = NULL;
         int erc = DL_EUNSUPPORTED;
         if (ge && ge->e && !ge->failed && dl_engine_tx(ge->e) == dl_db_basis_tx(db))

@@ -138,12 +138,14 @@ DL_API size_t dl_live_changes(const dl_live_t *l, const dl_value_t **rows, const
  * times in lexicographic order; a retroactive commit yields changes at several times (the
  * corrections at later coordinates). The sum of the changes at times <= a point p equals
  * dl_query_run on dl_db_as_of_point(db, p) when each datom's changes carry non-decreasing
- * coordinates. Not in the shared engine; DL_EUNSUPPORTED for queries that bind a
+ * coordinates. dl_engine_new_dims shares base arrangements among such queries; DL_EUNSUPPORTED
+ * for queries that bind a
  * transaction (a tx or added column). dl_live_result is the sum over all times. */
 DL_API int dl_live_new_dims(const dl_query_t *q, const struct dl_db *db, const char *args,
                             size_t args_len, size_t n_dims, dl_live_t **out,
                             dl_error_t *err) DL_WUR;
-/* The number of time coordinates of l's graph (1 for dl_live_new and engine queries). */
+/* The number of time coordinates of l's graph (1 for dl_live_new; an engine query has its
+ * engine's). */
 DL_API size_t dl_live_dims(const dl_live_t *l);
 /* The times of the last dl_live_changes, dl_live_dims coordinates each (NULL when 1). */
 DL_API const uint64_t *dl_live_change_times(const dl_live_t *l);
@@ -199,6 +201,17 @@ typedef struct dl_engine dl_engine_t;
 
 /* new: an empty engine at db's basis transaction (db borrowed for the call). */
 DL_API int dl_engine_new(const struct dl_db *db, dl_engine_t **out, dl_error_t *err) DL_WUR;
+/* An empty engine (dl_engine_t) at db's basis transaction whose graph has n_dims time
+ * coordinates (1..DL_TIME_MAX_ROOT_DIM), the store's first n_dims [tx, dim1, ...]: its
+ * queries (dl_engine_live_new) are what dl_live_new_dims computes, and queries of one
+ * engine share its base arrangements. n_dims 1 is dl_engine_new. Commits
+ * (dl_engine_apply) enter at their time vectors and advance the inputs to their frontier
+ * vectors; a commit behind that frontier fails the engine (DL_ETIME). docs/datalog.md
+ * "Multi-dimensional engines". */
+DL_API int dl_engine_new_dims(const struct dl_db *db, size_t n_dims, dl_engine_t **out,
+                              dl_error_t *err) DL_WUR;
+/* The time coordinates of e's graph (0 for NULL). */
+DL_API size_t dl_engine_dims(const dl_engine_t *e);
 /* Frees the engine. Its live queries must have been freed (dl_live_free) first. */
 DL_API void dl_engine_free(dl_engine_t *e);
 /* Keep base attributes that no query reads any longer (a cache for one-shot queries). */

@@ -1,5 +1,5 @@
 /*
- * test_dims.c: multi-dimensional engines (dl__engine_new_dims; docs/datalog.md
+ * test_dims.c: multi-dimensional engines (dl_engine_new_dims; docs/datalog.md
  * "Multi-dimensional engines"): queries watching [tx, dim] share one graph and its base
  * arrangements, and compute exactly what standalone dl_live_new_dims queries compute.
  *
@@ -240,10 +240,10 @@ static void test_engine_dims_shares_base(void **state) {
                  " [:db/add \"datomic.tx\" :time/d 6]]");
     dl_db_t *db = dl_store_db(st);
     dl_engine_t *e = NULL, *alone = NULL;
-    assert_int_equal(dl__engine_new_dims(db, 0, &e, NULL), DL_EINVAL);
-    assert_int_equal(dl__engine_new_dims(db, DL_TIME_MAX_ROOT_DIM + 1, &e, NULL), DL_EINVAL);
-    must(dl__engine_new_dims(db, 2, &e, &err), &err, "engine");
-    assert_int_equal(dl__engine_dims(e), 2);
+    assert_int_equal(dl_engine_new_dims(db, 0, &e, NULL), DL_EINVAL);
+    assert_int_equal(dl_engine_new_dims(db, DL_TIME_MAX_ROOT_DIM + 1, &e, NULL), DL_EINVAL);
+    must(dl_engine_new_dims(db, 2, &e, &err), &err, "engine");
+    assert_int_equal(dl_engine_dims(e), 2);
     const char *t1 = "[:find ?n ?a :where [?o :o/id ?n] [?o :o/amt ?a]]";
     const char *t2 = "[:find ?a ?n :where [?o :o/amt ?a] [?o :o/id ?n] [(< ?a 2)]]";
     const char *ttx = "[:find ?o ?tx :where [?o :o/amt 3 ?tx]]";
@@ -255,7 +255,7 @@ static void test_engine_dims_shares_base(void **state) {
     dl_engine_stats(e, &g1);
     must(dl_engine_live_new(e, q2, db, NULL, 0, &l2, &err), &err, t2);
     dl_engine_stats(e, &g2);
-    must(dl__engine_new_dims(db, 2, &alone, &err), &err, "engine");
+    must(dl_engine_new_dims(db, 2, &alone, &err), &err, "engine");
     must(dl_engine_live_new(alone, q2, db, NULL, 0, &la, &err), &err, t2);
     dl_engine_stats(alone, &ga);
     fprintf(stderr,
@@ -406,7 +406,7 @@ static void test_engine_dims_matches(void **state) {
             if (step == 0) {
                 /* The engine and the first queries, over the history so far. */
                 dl_db_t *db = dl_store_db(st);
-                must(dl__engine_new_dims(db, 2, &k.e, &err), &err, "engine");
+                must(dl_engine_new_dims(db, 2, &k.e, &err), &err, "engine");
                 for (int i = 0; i < 3; i++)
                     pair_open(&k, &k.p[i], dqueries[dl_rng_below(&r, N_DQ)], db);
                 dl_db_unref(db);
@@ -552,7 +552,7 @@ static void test_engine_dims_nomem(void **state) {
     dl_db_t *db = dl_store_db(st);
     dl_engine_t *e = NULL;
     dl_live_t *l1 = NULL;
-    must(dl__engine_new_dims(db, 2, &e, &err), &err, "engine");
+    must(dl_engine_new_dims(db, 2, &e, &err), &err, "engine");
     must(dl_engine_live_new(e, q1, db, NULL, 0, &l1, &err), &err, t1);
     char *want1 = result_text(l1);
     long ok = 0, failed = 0;
@@ -570,7 +570,7 @@ static void test_engine_dims_nomem(void **state) {
             failed++;
             dl_live_free(l1);
             dl_engine_free(e);
-            must(dl__engine_new_dims(db, 2, &e, &err), &err, "engine");
+            must(dl_engine_new_dims(db, 2, &e, &err), &err, "engine");
             must(dl_engine_live_new(e, q1, db, NULL, 0, &l1, &err), &err, t1);
             continue;
         }
