@@ -38,6 +38,26 @@
  */
 #include "dataflow/dataflow.h"
 
+typedef struct entry {
+    const dl_value_t *v;
+    const uint64_t *t;
+    int64_t d;
+} entry_t;
+
+typedef struct scratch {
+    entry_t *inp, *outp, *acc, *tmp;
+    size_t n_inp, n_outp, cap_inp, cap_outp, cap_acc, cap_tmp;
+    uint64_t *times, *hist; /* dim-strided */
+    size_t n_times, cap_times, n_hist, cap_hist;
+    dl_value_t *vals;
+    int64_t *counts;
+    size_t cap_vals, cap_counts;
+    dl_ubuf_t des;            /* desired output values at t */
+    dl_ubuf_t newo;           /* outputs produced this step for the current key: row = out vals */
+    size_t *pos_in, *pos_out; /* per-batch cursors into the input and output spines */
+    size_t cap_pos, cap_pos_out;
+} scratch_t;
+
 struct dl_reduce_state {
     dl_reduce_spec_t spec;
     uint32_t ka, va_in, va_out, dim;
@@ -51,13 +71,10 @@ struct dl_reduce_state {
     uint32_t *sum_cols;
     size_t n_sum;
     dl_spine_t acc; /* rows key ++ [slot]; diff = weight */
+    /* process_key's buffers, kept from step to step (a step of one changed key would
+     * otherwise allocate a dozen of them); trimmed when a step needed large ones. */
+    scratch_t sc;
 };
-
-typedef struct entry {
-    const dl_value_t *v;
-    const uint64_t *t;
-    int64_t d;
-} entry_t;
 
 static uint64_t pair_hash(const dl_value_t *key, size_t ka, const uint64_t *t, size_t dim) {
     uint64_t h = 0x12345;
@@ -124,6 +141,8 @@ int dl__reduce_init(dl_coll_t *n, const dl_reduce_spec_t *spec, dl_error_t *err)
     r->dim = n->dim;
     dl__batch_ubuf_init(&r->pending, r->ka, r->dim);
     dl__spine_init(&r->acc, r->ka, 1, r->dim);
+    dl__batch_ubuf_init(&r->sc.des, r->va_out, r->dim);
+    dl__batch_ubuf_init(&r->sc.newo, r->va_out, r->dim);
     n->red = r;
     if (spec->kind != DL_REDUCE_LINEAR)
         return 0;
@@ -148,9 +167,33 @@ int dl__reduce_init(dl_coll_t *n, const dl_reduce_spec_t *spec, dl_error_t *err)
     return 0;
 }
 
+/* Entries of process_key's buffers kept between steps, at most (beyond: freed). */
+#define SCRATCH_KEEP 65536
+
+/* Frees the scratch buffers (the state stays usable: they grow again from empty). */
+static void scratch_free(scratch_t *sc) {
+    dl_free(sc->pos_in);
+    dl_free(sc->pos_out);
+    dl_free(sc->inp);
+    dl_free(sc->outp);
+    dl_free(sc->acc);
+    dl_free(sc->tmp);
+    dl_free(sc->times);
+    dl_free(sc->hist);
+    dl_free(sc->vals);
+    dl_free(sc->counts);
+    dl__batch_ubuf_fini(&sc->des);
+    dl__batch_ubuf_fini(&sc->newo);
+    dl_ubuf_t des = sc->des, newo = sc->newo;
+    memset(sc, 0, sizeof *sc);
+    sc->des = des;
+    sc->newo = newo;
+}
+
 void dl__reduce_free(dl_reduce_state_t *r) {
     if (!r)
         return;
+    scratch_free(&r->sc);
     dl__batch_ubuf_fini(&r->pending);
     dl_free(r->slots);
     dl__spine_fini(&r->acc);
@@ -340,18 +383,6 @@ static int reduce_builtin(dl_reduce_state_t *r, const dl_value_t *key, const dl_
 }
 
 /* ---- per-key evaluation ---------------------------------------------------------------- */
-typedef struct scratch {
-    entry_t *inp, *outp, *acc, *tmp;
-    size_t n_inp, n_outp, cap_inp, cap_outp, cap_acc, cap_tmp;
-    uint64_t *times, *hist; /* dim-strided */
-    size_t n_times, cap_times, n_hist, cap_hist;
-    dl_value_t *vals;
-    int64_t *counts;
-    size_t cap_vals, cap_counts;
-    dl_ubuf_t des;            /* desired output values at t */
-    dl_ubuf_t newo;           /* outputs produced this step for the current key: row = out vals */
-    size_t *pos_in, *pos_out; /* per-batch cursors into the input and output spines */
-} scratch_t;
 
 static bool grow(void **p, size_t *cap, size_t need, size_t elem) {
     if (need <= *cap)
@@ -634,15 +665,18 @@ int dl__reduce_step(dl_coll_t *n, const dl_antichain_t *fin, bool *out_worked) {
     rc = pending_rehash(r, r->pending.n + 1);
     if (!rc && !dl__batch_consolidate(&now)) /* sorts by (key, time); diffs stay nonzero */
         rc = DL_ENOMEM;
-    scratch_t sc;
-    memset(&sc, 0, sizeof sc);
-    dl__batch_ubuf_init(&sc.des, r->va_out, r->dim);
-    dl__batch_ubuf_init(&sc.newo, r->va_out, r->dim);
+    scratch_t sc = r->sc;
+    sc.n_inp = sc.n_outp = sc.n_times = sc.n_hist = 0;
+    sc.des.n = sc.newo.n = 0;
     const dl_spine_t *ins = input_spine(n);
-    sc.pos_in = dl_calloc(ins->n + 1, sizeof *sc.pos_in);
-    sc.pos_out = dl_calloc(n->arr->spine.n + 1, sizeof *sc.pos_out);
-    if (!sc.pos_in || !sc.pos_out)
+    size_t n_pos = (ins->n > n->arr->spine.n ? ins->n : n->arr->spine.n) + 1;
+    if (!grow((void **)&sc.pos_in, &sc.cap_pos, n_pos, sizeof *sc.pos_in) ||
+        !grow((void **)&sc.pos_out, &sc.cap_pos_out, n_pos, sizeof *sc.pos_out))
         rc = DL_ENOMEM;
+    else {
+        memset(sc.pos_in, 0, n_pos * sizeof *sc.pos_in);
+        memset(sc.pos_out, 0, n_pos * sizeof *sc.pos_out);
+    }
     dl_ubuf_t o;
     dl__batch_ubuf_init(&o, n->arity, r->dim);
     size_t ahead = 0; /* the next record of `now` whose key was prefetched */
@@ -670,18 +704,9 @@ int dl__reduce_step(dl_coll_t *n, const dl_antichain_t *fin, bool *out_worked) {
             rc = process_key(n, &sc, key, fin, &o);
         i = k;
     }
-    dl_free(sc.pos_in);
-    dl_free(sc.pos_out);
-    dl_free(sc.inp);
-    dl_free(sc.outp);
-    dl_free(sc.acc);
-    dl_free(sc.tmp);
-    dl_free(sc.times);
-    dl_free(sc.hist);
-    dl_free(sc.vals);
-    dl_free(sc.counts);
-    dl__batch_ubuf_fini(&sc.des);
-    dl__batch_ubuf_fini(&sc.newo);
+    r->sc = sc;
+    if (sc.cap_inp + sc.cap_outp + sc.cap_acc + sc.cap_tmp > SCRATCH_KEEP)
+        scratch_free(&r->sc); /* a big group passed: do not hold its memory */
     dl__batch_ubuf_fini(&now);
     if (!rc && !dl__batch_consolidate(&o))
         rc = DL_ENOMEM;
