@@ -125,6 +125,13 @@ static inline void dl__time_join_pad(const uint64_t *a, size_t da, const uint64_
         out[i] = x > y ? x : y;
     }
 }
+/* A one-element antichain {t} over caller storage (dim coordinates), for calls that take
+ * an antichain: no allocation. Read-only: never inserted into or freed. */
+static inline dl_antichain_t dl__antichain_one(uint64_t *buf, const uint64_t *t, size_t dim) {
+    memcpy(buf, t, dim * sizeof *buf);
+    dl_antichain_t a = {(uint32_t)dim, 1, 1, buf};
+    return a;
+}
 /* Antichain projected to its first `dim` coordinates (or padded with zeros). */
 int dl__time_project(const dl_antichain_t *src, size_t dim, dl_antichain_t *out);
 
@@ -323,8 +330,10 @@ struct dl_graph {
     size_t n_nodes, cap_nodes;
     dl_arr_t **arrs;
     size_t n_arrs;
-    bool running; /* between the first dl_graph_step of a run and its last */
-    size_t work;  /* records processed in the current run (maintenance fuel) */
+    bool running;          /* between the first dl_graph_step of a run and its last */
+    dl_antichain_t sa, sb; /* frontier computation and compaction scratch, kept (no
+                              allocation per step) */
+    size_t work;           /* records processed in the current run (maintenance fuel) */
 };
 
 struct dl_emitter {

@@ -46,6 +46,8 @@ dl_graph_t *dl_graph_new(size_t dim, dl_error_t *err) {
     }
     g->root.g = g;
     g->root.dim = (uint32_t)dim;
+    dl_antichain_init(&g->sa, 1);
+    dl_antichain_init(&g->sb, 1);
     return g;
 }
 
@@ -105,6 +107,8 @@ void dl_graph_free(dl_graph_t *g) {
     for (size_t i = 0; i < g->n_scopes; i++)
         dl_free(g->scopes[i]);
     dl_free(g->scopes);
+    dl_antichain_fini(&g->sa);
+    dl_antichain_fini(&g->sb);
     dl_free(g);
 }
 
@@ -276,16 +280,9 @@ int dl_input_advance(dl_input_t *in, const dl_antichain_t *f, dl_error_t *err) {
 int dl_input_advance_to(dl_input_t *in, const uint64_t *t, dl_error_t *err) {
     if (!in || !t)
         return dl_error_set(err, DL_EINVAL, "NULL argument");
-    dl_antichain_t f;
-    dl_antichain_init(&f, in->node->dim);
-    int rc = dl_antichain_insert(&f, t);
-    if (rc < 0) {
-        dl_antichain_fini(&f);
-        return dl_error_set(err, rc, "out of memory");
-    }
-    rc = dl_input_advance(in, &f, err);
-    dl_antichain_fini(&f);
-    return rc;
+    uint64_t buf[DL_TIME_MAX_DIM];
+    dl_antichain_t f = dl__antichain_one(buf, t, in->node->dim);
+    return dl_input_advance(in, &f, err);
 }
 
 int dl_input_close(dl_input_t *in, dl_error_t *err) {
@@ -904,9 +901,7 @@ static int compute_frontiers(dl_graph_t *g) {
         dl_antichain_clear(&g->nodes[i]->frontier);
         dl_antichain_clear(&g->nodes[i]->scratch);
     }
-    dl_antichain_t in, out;
-    dl_antichain_init(&in, 1);
-    dl_antichain_init(&out, 1);
+    dl_antichain_t in = g->sa, out = g->sb; /* the graph's scratch, handed back below */
     int rc = 0;
     bool changed = true, cyclic = false;
     while (changed && rc == 0) {
@@ -968,8 +963,8 @@ static int compute_frontiers(dl_graph_t *g) {
         if (!cyclic)
             break;
     }
-    dl_antichain_fini(&in);
-    dl_antichain_fini(&out);
+    g->sa = in;
+    g->sb = out;
     return rc;
 }
 
@@ -1013,9 +1008,7 @@ static int drain(dl_graph_t *g) {
  * "Compaction"). A reader frontier: a join side reads up to the other side's frontier; a
  * reduce up to its input frontier; a trace up to its own. */
 static int compact(dl_graph_t *g) {
-    dl_antichain_t f, tmp;
-    dl_antichain_init(&f, 1);
-    dl_antichain_init(&tmp, 1);
+    dl_antichain_t f = g->sa, tmp = g->sb; /* the graph's scratch, handed back below */
     int rc = 0;
     for (size_t i = 0; i < g->n_arrs && !rc; i++) {
         dl_arr_t *a = g->arrs[i];
@@ -1050,8 +1043,8 @@ static int compact(dl_graph_t *g) {
         if (!rc)
             rc = dl__spine_set_since(&a->spine, &f);
     }
-    dl_antichain_fini(&f);
-    dl_antichain_fini(&tmp);
+    g->sa = f;
+    g->sb = tmp;
     return rc;
 }
 
@@ -1250,6 +1243,9 @@ int dl_graph_collect(dl_graph_t *g, size_t *out_removed, dl_error_t *err) {
         return dl_error_set(err, DL_EINVAL, "NULL graph");
     if (g->running)
         return dl_error_set(err, DL_ESTATE, "dl_graph_collect between the steps of a run");
+    /* The step scratch grows again when needed: a collected graph holds only its nodes. */
+    dl_antichain_fini(&g->sa);
+    dl_antichain_fini(&g->sb);
     /* Backward reachability without allocating (collection must work when memory is
      * short: it is how failed builds are cleaned up): every edge goes from a lower to a
      * higher node index except iterate feedback, so passes in decreasing index order reach

@@ -286,6 +286,14 @@ int dl_trace_advance(dl_trace_t *t, const dl_antichain_t *f, dl_error_t *err) {
     return rc ? dl_error_set(err, rc, "out of memory") : 0;
 }
 
+int dl_trace_advance_to(dl_trace_t *t, const uint64_t *time, dl_error_t *err) {
+    if (!t || !time)
+        return dl_error_set(err, DL_EINVAL, "NULL argument");
+    uint64_t buf[DL_TIME_MAX_DIM];
+    dl_antichain_t f = dl__antichain_one(buf, time, t->frontier.dim);
+    return dl_trace_advance(t, &f, err);
+}
+
 typedef struct rd_entry {
     const dl_value_t *row;
     int64_t d;

@@ -918,14 +918,9 @@ DL_API int dl_engine_trim(dl_engine_t *e, dl_error_t *err) {
  * coordinates are never compacted: a query added later reads the base at every point
  * [T, u] with T >= tx, for each user coordinate u (its per-u results; docs/datalog.md
  * "Multi-dimensional engines"). */
-static int trace_at(const dl_engine_t *e, dl_trace_t *t, uint64_t tx, dl_error_t *err) {
-    dl_antichain_t f;
-    dl_antichain_init(&f, e->dims);
-    uint64_t t1[DL_TIME_MAX_ROOT_DIM] = {tx};
-    int rc = dl_antichain_insert(&f, t1);
-    rc = rc < 0 ? dl_error_set(err, rc, "out of memory") : dl_trace_advance(t, &f, err);
-    dl_antichain_fini(&f);
-    return rc;
+static int trace_at(dl_trace_t *t, uint64_t tx, dl_error_t *err) {
+    uint64_t t1[DL_TIME_MAX_ROOT_DIM] = {tx}; /* the dimension coordinates stay 0 */
+    return dl_trace_advance_to(t, t1, err);
 }
 
 /* A new base input of a 1-D engine: db's current datoms of a->id, at the engine's
@@ -1041,7 +1036,7 @@ dl_coll_t *dl__engine_attr(dl_live_t *L, int64_t id, const char *ident, bool wid
         if (!rc)
             rc = dl_input_advance_to(a->in, e->frontier, err);
         if (!rc)
-            rc = trace_at(e, a->traces[0], e->last_tx, err);
+            rc = trace_at(a->traces[0], e->last_tx, err);
         if (rc) {
             if (!a->coll) { /* never registered */
                 if (a->traces[0])
@@ -1079,7 +1074,7 @@ int dl__engine_note_arr(dl_live_t *L, dl_coll_t *src, dl_arr_t *arr, dl_error_t 
         dl_trace_t *t = dl_trace_new(arr, err);
         if (!t)
             return err && err->code ? err->code : DL_ENOMEM;
-        int rc = trace_at(e, t, e->last_tx, err);
+        int rc = trace_at(t, e->last_tx, err);
         if (rc) {
             dl_trace_free(t);
             return rc;
@@ -1176,7 +1171,7 @@ DL_API int dl_engine_apply(dl_engine_t *e, const struct dl_commit *c, dl_error_t
         dl__eattr_t *a = e->attrs[k];
         rc = dl_input_advance_to(a->in, nx, err);
         for (size_t i = 0; i < a->n_arrs && !rc; i++)
-            rc = trace_at(e, a->traces[i], c->tx, err);
+            rc = trace_at(a->traces[i], c->tx, err);
     }
     for (size_t i = 0; i < e->n_lives; i++)
         e->lives[i]->n_ch = 0;

@@ -293,6 +293,8 @@ DL_API dl_trace_t *dl_trace_new(dl_arr_t *a, dl_error_t *err);
 DL_API void dl_trace_free(dl_trace_t *t);
 /* Allows compaction up to f (must not go backward: DL_ETIME). */
 DL_API int dl_trace_advance(dl_trace_t *t, const dl_antichain_t *f, dl_error_t *err) DL_WUR;
+/* dl_trace_advance to the one-element frontier {time} (the trace's dim coordinates). */
+DL_API int dl_trace_advance_to(dl_trace_t *t, const uint64_t *time, dl_error_t *err) DL_WUR;
 /* Reads the accumulated contents at time `time` (must be >= the reader's frontier, else
  * DL_ETIME): fn(ctx, key, val, count) per (key, val) with nonzero count, in order.
  * Only updates that have entered the arrangement are seen: run first, and read complete
