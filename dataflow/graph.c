@@ -983,8 +983,9 @@ static int drain(dl_graph_t *g) {
         for (size_t i = 0; i < g->n_nodes; i++) {
             dl_coll_t *n = g->nodes[i];
             while (n->q_n) {
+                /* Detach the queue: processing may queue more here (iterate feedback). */
                 dl_qitem_t *q = n->q;
-                size_t qn = n->q_n;
+                size_t qn = n->q_n, qcap = n->q_cap;
                 n->q = NULL;
                 n->q_n = n->q_cap = 0;
                 any = true;
@@ -995,7 +996,12 @@ static int drain(dl_graph_t *g) {
                     g->work += q[k].b->u.n;
                     dl__batch_unref(q[k].b);
                 }
-                dl_free(q);
+                if (!n->q && qcap <= 64) { /* nothing new came: keep the array for next time */
+                    n->q = q;
+                    n->q_cap = qcap;
+                } else {
+                    dl_free(q);
+                }
                 if (rc)
                     return rc;
             }
