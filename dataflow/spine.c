@@ -482,6 +482,8 @@ void dl__spine_prefetch(const dl_batch_t *bt, const dl_value_t *key, size_t from
     if (!bt->kidx || from >= b->n || key[0].type != dl__ub_row(b, 0)->type)
         return;
     uint64_t v = kimg(key);
+    if (bt->kidx[bt->n_kidx - 1] < v && kimg(dl__ub_row(b, b->n - 1)) < v)
+        return; /* past the last key: the seek will not touch the records */
     const uint64_t *k = bt->kidx;
     size_t nk = bt->n_kidx, lo = from / DL_KIDX_STEP, step = 1, hi = lo + 1;
     while (hi < nk && k[hi] < v) { /* gallop: keys ahead are usually near */
@@ -512,6 +514,10 @@ size_t dl__spine_seek(const dl_batch_t *bt, size_t ka, const dl_value_t *key, si
     size_t n = b->n;
     if (from >= n || dl__batch_rcmp(dl__ub_row(b, from), key, ka) >= 0)
         return from;
+    /* Past the batch's last key: keys that only grow (new entities, events) look up keys
+     * no older batch holds, and find that here at once. */
+    if (dl__batch_rcmp(dl__ub_row(b, n - 1), key, ka) < 0)
+        return n;
     if (bt->kidx && key[0].type == dl__ub_row(b, 0)->type) {
         /* With the index: gallop over the images from from's block (dense, in cache), to
          * the blocks [a-1, c) that can hold the key, then search those records. */
