@@ -170,9 +170,10 @@ size_t dl__spine_seek(const dl_batch_t *b, size_t ka, const dl_value_t *key, siz
 /* Debug validator: every batch sorted, consolidated, of the spine's shape, its key index
  * right, and the record count right. */
 bool dl__spine_check(const dl_spine_t *s);
-/* Prefetches the records where a seek for key would land (an optimization only: reduce
- * calls it a few keys ahead, so the memory latency of seeks overlaps). */
-void dl__spine_prefetch(const dl_batch_t *b, const dl_value_t *key, size_t from);
+/* Prefetches the records where a seek for key would land (reduce calls it a few keys
+ * ahead, so the memory latency of seeks overlaps), and returns a position at or after
+ * `from` before which every record sorts before key: a start for that key's seek. */
+size_t dl__spine_prefetch(const dl_batch_t *b, const dl_value_t *key, size_t from);
 /* Builds b's sparse key index (no-op for small batches or mixed key types). */
 void dl__spine_index(dl_batch_t *b, size_t ka);
 #define DL_KIDX_STEP 4

@@ -56,6 +56,11 @@ typedef struct scratch {
     dl_ubuf_t newo;           /* outputs produced this step for the current key: row = out vals */
     size_t *pos_in, *pos_out; /* per-batch cursors into the input and output spines */
     size_t cap_pos, cap_pos_out;
+    /* Seek hints from the prefetches: a ring of HINT_RING keys, per batch of each spine
+     * (see dl__spine_prefetch); cur_* point at the current key's row of the ring. */
+    size_t *hint_in, *hint_out;
+    size_t cap_hint_in, cap_hint_out;
+    const size_t *cur_in, *cur_out;
 } scratch_t;
 
 struct dl_reduce_state {
@@ -167,6 +172,9 @@ int dl__reduce_init(dl_coll_t *n, const dl_reduce_spec_t *spec, dl_error_t *err)
     return 0;
 }
 
+/* Keys ahead whose seek hints are kept (the prefetch runs 8 records ahead). */
+#define HINT_RING 16
+
 /* Entries of process_key's buffers kept between steps, at most (beyond: freed). */
 #define SCRATCH_KEEP 65536
 
@@ -174,6 +182,8 @@ int dl__reduce_init(dl_coll_t *n, const dl_reduce_spec_t *spec, dl_error_t *err)
 static void scratch_free(scratch_t *sc) {
     dl_free(sc->pos_in);
     dl_free(sc->pos_out);
+    dl_free(sc->hint_in);
+    dl_free(sc->hint_out);
     dl_free(sc->inp);
     dl_free(sc->outp);
     dl_free(sc->acc);
@@ -401,12 +411,13 @@ static bool grow(void **p, size_t *cap, size_t need, size_t elem) {
 /* Collects the updates of `key` in every batch of spine s into *out. */
 /* Keys are visited in increasing order within a step, so each batch keeps a cursor
  * (pos[b]) and seeks gallop forward from it. */
-static int gather(const dl_spine_t *s, const dl_value_t *key, size_t *pos, entry_t **out, size_t *n,
-                  size_t *cap) {
+static int gather(const dl_spine_t *s, const dl_value_t *key, size_t *pos, const size_t *hint,
+                  entry_t **out, size_t *n, size_t *cap) {
     *n = 0;
     for (size_t b = 0; b < s->n; b++) {
         const dl_ubuf_t *u = &s->batches[b]->u;
-        size_t p = dl__spine_seek(s->batches[b], s->ka, key, pos[b]);
+        size_t from = hint && hint[b] > pos[b] ? hint[b] : pos[b];
+        size_t p = dl__spine_seek(s->batches[b], s->ka, key, from);
         pos[b] = p;
         for (; p < u->n && dl__batch_rcmp(dl__ub_row(u, p), key, s->ka) == 0; p++) {
             if (!grow((void **)out, cap, *n + 1, sizeof **out))
@@ -513,9 +524,11 @@ static int process_key(dl_coll_t *n, scratch_t *sc, const dl_value_t *key,
                        const dl_antichain_t *fin, dl_ubuf_t *o) {
     dl_reduce_state_t *r = n->red;
     size_t dim = r->dim, vi = r->va_in, vo = r->va_out;
-    int rc = gather(input_spine(n), key, sc->pos_in, &sc->inp, &sc->n_inp, &sc->cap_inp);
+    int rc =
+        gather(input_spine(n), key, sc->pos_in, sc->cur_in, &sc->inp, &sc->n_inp, &sc->cap_inp);
     if (!rc)
-        rc = gather(&n->arr->spine, key, sc->pos_out, &sc->outp, &sc->n_outp, &sc->cap_outp);
+        rc = gather(&n->arr->spine, key, sc->pos_out, sc->cur_out, &sc->outp, &sc->n_outp,
+                    &sc->cap_outp);
     if (rc)
         return rc;
     r->touched += sc->n_inp + sc->n_outp;
@@ -677,6 +690,12 @@ int dl__reduce_step(dl_coll_t *n, const dl_antichain_t *fin, bool *out_worked) {
         memset(sc.pos_in, 0, n_pos * sizeof *sc.pos_in);
         memset(sc.pos_out, 0, n_pos * sizeof *sc.pos_out);
     }
+    size_t nb_in = ins->n, nb_out = n->arr->spine.n;
+    if (!rc &&
+        (!grow((void **)&sc.hint_in, &sc.cap_hint_in, HINT_RING * nb_in + 1, sizeof *sc.hint_in) ||
+         !grow((void **)&sc.hint_out, &sc.cap_hint_out, HINT_RING * nb_out + 1,
+               sizeof *sc.hint_out)))
+        rc = DL_ENOMEM;
     dl_ubuf_t o;
     dl__batch_ubuf_init(&o, n->arity, r->dim);
     size_t ahead = 0; /* the next record of `now` whose key was prefetched */
@@ -687,12 +706,16 @@ int dl__reduce_step(dl_coll_t *n, const dl_antichain_t *fin, bool *out_worked) {
             ahead = i;
         while (ahead < now.n && ahead < i + 8) {
             const dl_value_t *ak = dl__ub_row(&now, ahead);
-            for (size_t b = 0; b < ins->n; b++)
-                dl__spine_prefetch(ins->batches[b], ak, sc.pos_in[b]);
-            for (size_t b = 0; b < n->arr->spine.n; b++)
-                dl__spine_prefetch(n->arr->spine.batches[b], ak, sc.pos_out[b]);
+            size_t *hi = sc.hint_in + (ahead % HINT_RING) * nb_in;
+            size_t *ho = sc.hint_out + (ahead % HINT_RING) * nb_out;
+            for (size_t b = 0; b < nb_in; b++)
+                hi[b] = dl__spine_prefetch(ins->batches[b], ak, sc.pos_in[b]);
+            for (size_t b = 0; b < nb_out; b++)
+                ho[b] = dl__spine_prefetch(n->arr->spine.batches[b], ak, sc.pos_out[b]);
             ahead++;
         }
+        sc.cur_in = sc.hint_in + (i % HINT_RING) * nb_in;
+        sc.cur_out = sc.hint_out + (i % HINT_RING) * nb_out;
         sc.n_times = 0;
         size_t k = i;
         while (k < now.n && dl__batch_rcmp(dl__ub_row(&now, k), key, r->ka) == 0) {

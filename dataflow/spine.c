@@ -477,13 +477,13 @@ static size_t lower_bound(const dl_ubuf_t *u, size_t ka, const dl_value_t *key, 
     return lo;
 }
 
-void dl__spine_prefetch(const dl_batch_t *bt, const dl_value_t *key, size_t from) {
+size_t dl__spine_prefetch(const dl_batch_t *bt, const dl_value_t *key, size_t from) {
     const dl_ubuf_t *b = &bt->u;
     if (!bt->kidx || from >= b->n || key[0].type != dl__ub_row(b, 0)->type)
-        return;
+        return from;
     uint64_t v = kimg(key);
-    if (bt->kidx[bt->n_kidx - 1] < v && kimg(dl__ub_row(b, b->n - 1)) < v)
-        return; /* past the last key: the seek will not touch the records */
+    if (kimg(dl__ub_row(b, b->n - 1)) < v)
+        return b->n; /* past the last key: the seek will not touch the records */
     const uint64_t *k = bt->kidx;
     size_t nk = bt->n_kidx, lo = from / DL_KIDX_STEP, step = 1, hi = lo + 1;
     while (hi < nk && k[hi] < v) { /* gallop: keys ahead are usually near */
@@ -507,6 +507,8 @@ void dl__spine_prefetch(const dl_batch_t *bt, const dl_value_t *key, size_t from
         bytes = end;
     for (size_t off = 0; off < bytes; off += 64)
         __builtin_prefetch(p + off);
+    /* Record r's key image is below v, so it and every record before it sort before key. */
+    return lo > 0 && r + 1 > from ? r + 1 : from;
 }
 
 size_t dl__spine_seek(const dl_batch_t *bt, size_t ka, const dl_value_t *key, size_t from) {

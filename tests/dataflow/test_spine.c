@@ -193,8 +193,12 @@ static void test_spine_layers_compaction_and_seek(void **state) {
                     lin++;
                 if (lin < pos)
                     continue; /* keys must be visited in increasing order */
-                dl__spine_prefetch(b, &key, pos);
-                size_t got = dl__spine_seek(b, 1, &key, pos);
+                /* The prefetch's hint is a valid start: nothing before it is >= key. */
+                size_t hint = dl__spine_prefetch(b, &key, pos);
+                if (hint < pos || hint > lin)
+                    dl_prop_fail("iteration %ld batch %zu: hint %zu, from %zu, linear %zu", it, bi,
+                                 hint, pos, lin);
+                size_t got = dl__spine_seek(b, 1, &key, hint);
                 if (got != lin)
                     dl_prop_fail("iteration %ld batch %zu: seek %zu, linear %zu", it, bi, got, lin);
                 pos = got;
