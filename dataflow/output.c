@@ -50,6 +50,8 @@ void dl__output_capture_free(dl_capture_t *c) {
     dl_free(c);
 }
 
+static int deliver_entry(dl_capture_t *c, dl_capq_t *ep);
+
 /* Hands records [from, to) of `done` (consolidated, one time; rows are `skip` time
  * columns, then the row) to the callback, or queues them for dl_capture_pop. */
 static int deliver(dl_capture_t *c, const uint64_t *t, const dl_ubuf_t *done, size_t skip,
@@ -69,6 +71,13 @@ static int deliver(dl_capture_t *c, const uint64_t *t, const dl_ubuf_t *done, si
         memcpy(e.vals + i * ar, dl__ub_row(done, from + i) + skip, ar * sizeof *e.vals);
         e.diffs[i] = *dl__ub_diff(done, from + i);
     }
+    return deliver_entry(c, &e);
+}
+
+/* Hands a built diff (taken) to the callback, or queues it for dl_capture_pop. */
+static int deliver_entry(dl_capture_t *c, dl_capq_t *ep) {
+    dl_capq_t e = *ep;
+    size_t ar = c->pend.ka, dim = c->pend.dim, n = e.n;
     if (c->fn) {
         dl_diff_t d = {e.time, dim, ar, n, e.vals, e.diffs};
         int rc = c->fn(c->ctx, &d);
@@ -92,6 +101,44 @@ static int deliver(dl_capture_t *c, const uint64_t *t, const dl_ubuf_t *done, si
     c->q[(c->q_head + c->q_n) % c->q_cap] = e;
     c->q_n++;
     return 0;
+}
+
+/* Delivers batch b (one time, consolidated; only the capture references it) without a
+ * copy of its rows: the diffs are taken out, then the rows are packed to the front of
+ * the batch's own buffer, which becomes the delivered values (a bulk load's first diff is
+ * the whole result: a second copy of it was the peak of memory). b is emptied. */
+static int deliver_owned(dl_capture_t *c, const uint64_t *t, dl_batch_t *b) {
+    dl_ubuf_t *u = &b->u;
+    size_t ar = c->pend.ka, dim = c->pend.dim, n = u->n, rb = ar * sizeof(dl_value_t);
+    dl_capq_t e = {0};
+    e.n = n;
+    e.time = dl_malloc(dim * sizeof *e.time + 1);
+    e.diffs = dl_malloc((n + 1) * sizeof *e.diffs);
+    if (!e.time || !e.diffs) {
+        capq_fini(&e);
+        return DL_ENOMEM;
+    }
+    memcpy(e.time, t, dim * sizeof *e.time);
+    for (size_t i = 0; i < n; i++)
+        e.diffs[i] = *dl__ub_diff(u, i);
+    for (size_t i = 0; i < n; i++) /* front to back: a row never moves past its own start */
+        if (rb && (uint8_t *)dl__ub_row(u, i) != u->data + i * rb)
+            memmove(u->data + i * rb, dl__ub_row(u, i), rb);
+    if (rb == 0 || !u->data) {
+        e.vals = dl_malloc(sizeof *e.vals);
+        if (!e.vals) {
+            capq_fini(&e);
+            return DL_ENOMEM;
+        }
+    } else {
+        e.vals = (dl_value_t *)u->data; /* taken from the batch */
+        dl_value_t *v = dl_realloc(e.vals, n * rb);
+        if (v)
+            e.vals = v;
+        u->data = NULL;
+    }
+    u->n = u->cap = 0;
+    return deliver_entry(c, &e);
 }
 
 /* Pending updates are kept as a spine of consolidated sorted runs (spine.c): a long run
@@ -154,7 +201,7 @@ int dl__output_capture_step(dl_capture_t *c, const dl_antichain_t *f) {
         }
         if (rc < 0)
             return rc;
-        rc = p->n ? deliver(c, t, &p->batches[0]->u, 0, 0, p->batches[0]->u.n) : 0;
+        rc = p->n ? deliver_owned(c, t, p->batches[0]) : 0;
         pend_reset(p);
         return rc;
     }
