@@ -1460,9 +1460,17 @@ static int db_clause(cctx_t *c, const dl__clause_t *cl, prel_t *r) {
         return rc;
     int vcol = col_of(r, v);
     dl_value_t dflt = cl->args[3].value;
-    if (dflt.type == DL_T_INT && (c->L->entity_vars[v / 64] >> (v % 64)) & 1)
+    bool entity_long = dflt.type == DL_T_INT && (c->L->entity_vars[v / 64] >> (v % 64)) & 1;
+    if (entity_long)
         dflt = dl_value_ref(dflt.as.i); /* an entity variable: the long names an entity */
-    if (vcol >= 0) {
+    if (vcol >= 0 && entity_long) {
+        /* ?v already bound, to a ref or to the same number as a long (a value read in a
+         * pattern's value position): either equals the default, as in the reference
+         * evaluator's loose equality. */
+        dl_coll_t *eq[2] = {dl_filter_eq(absent.coll, (uint32_t)vcol, dflt, c->err),
+                            dl_filter_eq(absent.coll, (uint32_t)vcol, cl->args[3].value, c->err)};
+        absent.coll = eq[0] && eq[1] ? dl_concat(eq, 2, c->err) : NULL;
+    } else if (vcol >= 0) {
         /* ?v already bound: the default must equal it. */
         absent.coll = dl_filter_eq(absent.coll, (uint32_t)vcol, dflt, c->err);
     } else {
