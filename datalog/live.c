@@ -44,10 +44,33 @@ static int acc_rehash(dl_live_t *L, size_t n_slots) {
     return 0;
 }
 
-/* Adds diff to row's count (rows whose count drops to 0 stay, with count 0). */
+/* Drops the rows whose count is 0 (packing rows and counts), before a rehash. */
+static void acc_purge(dl_live_t *L) {
+    size_t w = 0;
+    for (size_t i = 0; i < L->n_rows; i++) {
+        if (L->counts[i] == 0)
+            continue;
+        if (w != i) {
+            memcpy(L->rows + w * L->arity, L->rows + i * L->arity, L->arity * sizeof *L->rows);
+            L->counts[w] = L->counts[i];
+        }
+        w++;
+    }
+    L->n_rows = w;
+}
+
+/* Adds diff to row's count. A row whose count drops to 0 stays until the table would
+ * grow: then such rows are dropped first (a result that keeps changing, such as running
+ * balances, would otherwise keep every value it ever had). */
 static int acc_add(dl_live_t *L, const dl_value_t *row, int64_t diff) {
-    if (2 * (L->n_rows + 1) >= L->n_slots && acc_rehash(L, L->n_slots ? 2 * L->n_slots : 64))
-        return DL_ENOMEM;
+    if (2 * (L->n_rows + 1) >= L->n_slots) {
+        acc_purge(L);
+        size_t ns = L->n_slots ? L->n_slots : 64;
+        while (4 * (L->n_rows + 1) > ns) /* a quarter full: ns/4 more inserts before the next */
+            ns *= 2;
+        if (acc_rehash(L, ns))
+            return DL_ENOMEM;
+    }
     size_t a = DL_MAX(L->arity, 1);
     size_t h = (size_t)dl_row_hash(row, L->arity) & (L->n_slots - 1);
     while (L->slots[h]) {
