@@ -23,9 +23,7 @@ void dl__batch_ubuf_init(dl_ubuf_t *b, size_t arity, size_t dim) {
 
 void dl__batch_ubuf_fini(dl_ubuf_t *b) {
     dl_free(b->data);
-    b->data = NULL;
-    b->n = b->cap = 0;
-    dl__batch_ubuf_init(b, b->arity, b->dim);
+    dl__batch_ubuf_init(b, b->arity, b->dim); /* empty and wide again */
 }
 
 bool dl__batch_ubuf_reserve(dl_ubuf_t *b, size_t extra) {
@@ -155,7 +153,7 @@ bool dl__batch_widen(dl_ubuf_t *b, size_t cap) {
         b->cap = cap;
         return true;
     }
-    size_t bytes = (cap > b->n ? cap : b->n) * ws;
+    size_t bytes = cap * ws;
     if (bytes > b->cap * b->stride) {
         uint8_t *d = dl_realloc(b->data, bytes);
         if (!d)

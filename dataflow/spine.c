@@ -205,9 +205,9 @@ static size_t group_consolidate(dl_ubuf_t *u, size_t lo, size_t hi) {
  * after them, so the merge costs b's size, not a's. Times are not advanced here (the
  * older since generation of the two is kept, and maintenance compacts later) except a
  * shared time, which advances in O(1): a row appears once in such a batch (b's rows are
- * checked), so nothing can collapse. A narrow
- * a takes b only when b fits its shared parts. Returns 1 when done, 0 when the case does
- * not apply (nothing changed), or DL_ENOMEM (nothing changed). */
+ * checked), so nothing can collapse. A narrow a takes b only when b fits its shared
+ * parts. Returns 1 when done, 0 when the case does not apply (nothing changed), or
+ * DL_ENOMEM (nothing changed). */
 static int merge_append(dl_spine_t *s, dl_batch_t *a, const dl_batch_t *b) {
     dl_ubuf_t *u = &a->u;
     const dl_ubuf_t *ub = &b->u;
