@@ -376,34 +376,37 @@ static int load_snapshot(dl_live_t *L, const dl_db_t *const *dbs, uint64_t basis
  * (for datoms whose changes carry non-decreasing coordinates: docs/datalog.md "Multi-
  * dimensional time"). Only current-database sources of attributes without a transaction
  * column (checked by the caller). */
+/* Every assertion and retraction of attribute attr in history h (of db) into input in,
+ * each at its transaction's first `dims` time coordinates (dl_db_tx_time). */
+static int load_attr_history(const dl_db_t *db, const dl_db_t *h, int64_t attr, size_t dims,
+                             dl_input_t *in, dl_error_t *err) {
+    dl_datom_t prefix;
+    memset(&prefix, 0, sizeof prefix);
+    prefix.a = attr;
+    dl_iter_t *it = NULL;
+    int rc = dl_db_datoms(h, DL_INDEX_AEVT, &prefix, 1, NULL, &it, err);
+    dl_datom_t d;
+    while (!rc && dl_iter_next(it, &d)) {
+        uint64_t t[DL_TIME_MAX_ROOT_DIM] = {0};
+        if (dl_db_tx_time(db, (uint64_t)d.tx, t, dims) == 0) {
+            rc = dl_error_set(err, DL_EINTERNAL, "no time vector for transaction %lld",
+                              (long long)d.tx);
+            break;
+        }
+        dl_value_t row[2] = {dl_value_ref(d.e), d.v};
+        rc = dl_input_update(in, row, 2, t, d.added ? 1 : -1, err);
+    }
+    dl_iter_free(it);
+    return rc;
+}
+
 static int load_snapshot_dims(dl_live_t *L, const dl_db_t *db, dl_error_t *err) {
     dl_db_t *h = dl_db_history(db);
     if (!h)
         return dl_error_set(err, DL_ENOMEM, "out of memory");
     int rc = 0;
-    for (size_t i = 0; i < L->n_attrs && !rc; i++) {
-        dl__live_attr_t *a = &L->attrs[i];
-        dl_datom_t prefix;
-        memset(&prefix, 0, sizeof prefix);
-        prefix.a = a->id;
-        dl_iter_t *it;
-        rc = dl_db_datoms(h, DL_INDEX_AEVT, &prefix, 1, NULL, &it, err);
-        if (rc)
-            break;
-        dl_datom_t d;
-        while (!rc && dl_iter_next(it, &d)) {
-            uint64_t t[DL_TIME_MAX_ROOT_DIM] = {0};
-            size_t n = dl_db_tx_time(db, (uint64_t)d.tx, t, L->dims);
-            if (n == 0) {
-                rc = dl_error_set(err, DL_EINTERNAL, "no time vector for transaction %lld",
-                                  (long long)d.tx);
-                break;
-            }
-            dl_value_t row[2] = {dl_value_ref(d.e), d.v};
-            rc = dl_input_update(a->in, row, 2, t, d.added ? 1 : -1, err);
-        }
-        dl_iter_free(it);
-    }
+    for (size_t i = 0; i < L->n_attrs && !rc; i++)
+        rc = load_attr_history(db, h, L->attrs[i].id, L->dims, L->attrs[i].in, err);
     dl_db_unref(h);
     return rc;
 }
@@ -976,23 +979,7 @@ static int eattr_load_dims(const dl_engine_t *e, dl__eattr_t *a, const dl_db_t *
     dl_db_t *h = dl_db_history(db);
     if (!h)
         return dl_error_set(err, DL_ENOMEM, "out of memory");
-    dl_datom_t prefix;
-    memset(&prefix, 0, sizeof prefix);
-    prefix.a = a->id;
-    dl_iter_t *it = NULL;
-    int rc = dl_db_datoms(h, DL_INDEX_AEVT, &prefix, 1, NULL, &it, err);
-    dl_datom_t d;
-    while (!rc && dl_iter_next(it, &d)) {
-        uint64_t t[DL_TIME_MAX_ROOT_DIM] = {0};
-        if (dl_db_tx_time(db, (uint64_t)d.tx, t, e->dims) == 0) {
-            rc = dl_error_set(err, DL_EINTERNAL, "no time vector for transaction %lld",
-                              (long long)d.tx);
-            break;
-        }
-        dl_value_t row[2] = {dl_value_ref(d.e), d.v};
-        rc = dl_input_update(a->in, row, 2, t, d.added ? 1 : -1, err);
-    }
-    dl_iter_free(it);
+    int rc = load_attr_history(db, h, a->id, e->dims, a->in, err);
     dl_db_unref(h);
     return rc;
 }
