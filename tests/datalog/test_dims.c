@@ -19,6 +19,7 @@
  * attribute's history next to another query: ENOMEM or success, the other query keeps its
  * result unless the shared run failed (then the engine says so), nothing leaks (ASan).
  */
+#include "tests/datalog/live_helpers.h"
 #include "tests/harness/dl_test.h"
 
 #include "base/base.h"
@@ -37,16 +38,6 @@ static const char *dschema =
     " {:db/ident :o/amt :db/valueType :db.type/long :db/cardinality :db.cardinality/one}"
     " {:db/ident :o/ok :db/valueType :db.type/boolean :db/cardinality :db.cardinality/one}"
     " {:db/ident :time/d :db/timeDimension true}]";
-
-static void must(int rc, const dl_error_t *err, const char *what) {
-    if (rc)
-        dl_prop_fail("%s: %s: %s", what, dl_err_name(rc), err->message);
-}
-
-static void transact(dl_store_t *st, const char *tx) {
-    dl_error_t err = {0};
-    must(dl_store_transact_edn(st, tx, strlen(tx), NULL, &err), &err, tx);
-}
 
 static dl_query_t *parse(const char *text) {
     dl_query_t *q = NULL;

@@ -13,6 +13,7 @@
  * query over existing data does not re-index it (dl_engine_stats arranged_updates);
  * releasing the last query returns the memory (dl_alloc_stats back to the baseline).
  */
+#include "tests/datalog/live_helpers.h"
 #include "tests/harness/dl_test.h"
 
 #include "base/base.h"
@@ -44,16 +45,6 @@ static const char *rules = "[[(reach ?a ?b) [?a :a/link ?b]]"
                            " [(tt ?e) (tagged ?e :zero) (not (anc ?e ?e))]]";
 
 #define N_ENT 7
-
-static void must(int rc, const dl_error_t *err, const char *what) {
-    if (rc)
-        dl_prop_fail("%s: %s: %s", what, dl_err_name(rc), err->message);
-}
-
-static void transact(dl_store_t *st, const char *tx) {
-    dl_error_t err = {0};
-    must(dl_store_transact_edn(st, tx, strlen(tx), NULL, &err), &err, tx);
-}
 
 /* One random transaction: adds and retractions through lookup refs. */
 static void random_tx(dl_rng_t *r, dl_buf_t *b) {
