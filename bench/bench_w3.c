@@ -171,6 +171,28 @@ static void on_commit(void *ctx, const dl_commit_t *c) {
     e->apply_ns += bench_now_ns() - t;
 }
 
+/* One row (account, balance) with its diff into the projection: a set of one row per
+ * account, so a retraction must remove the row there and an addition find none. */
+static void proj_apply(proj_t *p, int64_t acct, int64_t bal, int64_t diff) {
+    if (acct < 0 || (size_t)acct >= p->n_accounts || (diff != 1 && diff != -1)) {
+        p->bad++;
+        return;
+    }
+    size_t a = (size_t)acct;
+    if (diff < 0) {
+        if (!p->present[a] || p->balance[a] != bal)
+            p->bad++;
+        p->present[a] = 0;
+        p->rows--;
+    } else {
+        if (p->present[a])
+            p->bad++;
+        p->present[a] = 1;
+        p->balance[a] = bal;
+        p->rows++;
+    }
+}
+
 static void on_delta(dl_sub_t *sub, const dl_delta_t *d, void *udata) {
     (void)sub;
     proj_t *p = udata;
@@ -186,24 +208,10 @@ static void on_delta(dl_sub_t *sub, const dl_delta_t *d, void *udata) {
             if ((pass == 0) != (diff < 0))
                 continue;
             const dl_value_t *row = dl_delta_row(d, i);
-            if (row[0].type != DL_T_INT || row[1].type != DL_T_INT || row[0].as.i < 0 ||
-                (size_t)row[0].as.i >= p->n_accounts || (diff != 1 && diff != -1)) {
+            if (row[0].type != DL_T_INT || row[1].type != DL_T_INT)
                 p->bad++;
-                continue;
-            }
-            size_t a = (size_t)row[0].as.i;
-            if (diff < 0) {
-                if (!p->present[a] || p->balance[a] != row[1].as.i)
-                    p->bad++;
-                p->present[a] = 0;
-                p->rows--;
-            } else {
-                if (p->present[a])
-                    p->bad++;
-                p->present[a] = 1;
-                p->balance[a] = row[1].as.i;
-                p->rows++;
-            }
+            else
+                proj_apply(p, row[0].as.i, row[1].as.i, diff);
         }
     }
     p->last_cb_ns = bench_now_ns();
@@ -680,24 +688,7 @@ static void sclient_take_diff(sclient_t *c, int64_t t) {
             const srow_t *r = &c->rows.v[i];
             if ((pass == 0) != (r->diff < 0))
                 continue;
-            if (r->acct < 0 || (size_t)r->acct >= p->n_accounts ||
-                (r->diff != 1 && r->diff != -1)) {
-                p->bad++;
-                continue;
-            }
-            size_t a = (size_t)r->acct;
-            if (r->diff < 0) {
-                if (!p->present[a] || p->balance[a] != r->bal)
-                    p->bad++;
-                p->present[a] = 0;
-                p->rows--;
-            } else {
-                if (p->present[a])
-                    p->bad++;
-                p->present[a] = 1;
-                p->balance[a] = r->bal;
-                p->rows++;
-            }
+            proj_apply(p, r->acct, r->bal, r->diff);
         }
     p->diff_rows += c->rows.n;
     p->deltas++;
