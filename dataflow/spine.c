@@ -47,124 +47,6 @@ void dl__spine_fini(dl_spine_t *s) {
 static bool kimg_type(uint8_t t) { return t != DL_T_DOUBLE && (t < DL_T_STRING || t == DL_T_REF); }
 static uint64_t kimg(const dl_value_t *v) { return (uint64_t)v->as.i ^ 0x8000000000000000ull; }
 
-typedef struct td {
-    uint64_t t[DL_TIME_MAX_DIM];
-    int64_t d;
-} td_t;
-
-/* Merges (or, with b NULL, re-compacts) batches into a new sorted batch, advancing times
- * by s->since. *out is NULL when everything cancelled. */
-static int merge(dl_spine_t *s, const dl_batch_t *a, const dl_batch_t *b, dl_batch_t **out) {
-    const dl_ubuf_t *ua = &a->u, *ub = b ? &b->u : NULL;
-    size_t rs = (size_t)s->ka + s->va, dim = s->dim;
-    dl_ubuf_t o;
-    dl__batch_ubuf_init(&o, rs, dim);
-    if (!dl__batch_ubuf_reserve(&o, ua->n + (ub ? ub->n : 0)))
-        return DL_ENOMEM;
-    size_t gcap = 16, i = 0, j = 0, na = ua->n, nb = ub ? ub->n : 0;
-    td_t *grp = dl_malloc(gcap * sizeof *grp);
-    if (!grp) {
-        dl__batch_ubuf_fini(&o);
-        return DL_ENOMEM;
-    }
-    bool advance = s->since.n > 0;
-    while (i < na || j < nb) {
-        const dl_value_t *row;
-        int c;
-        if (i >= na)
-            c = 1;
-        else if (j >= nb)
-            c = -1;
-        else
-            c = dl__batch_rcmp(dl__ub_row(ua, i), dl__ub_row(ub, j), rs);
-        row = c <= 0 ? dl__ub_row(ua, i) : dl__ub_row(ub, j);
-        /* Fast path: a row held by exactly one record (the common case) is copied whole,
-         * its time advanced in place. */
-        if (c != 0) {
-            const dl_ubuf_t *u = c < 0 ? ua : ub;
-            size_t *p = c < 0 ? &i : &j;
-            size_t lim = c < 0 ? na : nb;
-            if (*p + 1 >= lim || dl__batch_rcmp(dl__ub_row(u, *p + 1), row, rs) != 0) {
-                size_t k = o.n++;
-                dl__ub_copy(&o, k, u, *p);
-                if (advance)
-                    dl_time_advance_by(dl__ub_time(&o, k), &s->since, dl__ub_time(&o, k));
-                (*p)++;
-                continue;
-            }
-        }
-        size_t g = 0;
-        /* Gather the group of records with this row from both inputs. */
-        for (int side = 0; side < 2; side++) {
-            const dl_ubuf_t *u = side == 0 ? ua : ub;
-            size_t *p = side == 0 ? &i : &j;
-            size_t lim = side == 0 ? na : nb;
-            if ((side == 0 && c > 0) || (side == 1 && c < 0))
-                continue;
-            while (*p < lim &&
-                   (dl__ub_row(u, *p) == row || dl__batch_rcmp(dl__ub_row(u, *p), row, rs) == 0)) {
-                if (g == gcap) {
-                    td_t *ng = dl_realloc(grp, gcap * 2 * sizeof *grp);
-                    if (!ng) {
-                        dl_free(grp);
-                        dl__batch_ubuf_fini(&o);
-                        return DL_ENOMEM;
-                    }
-                    grp = ng;
-                    gcap *= 2;
-                }
-                if (advance)
-                    dl_time_advance_by(dl__ub_time(u, *p), &s->since, grp[g].t);
-                else
-                    memcpy(grp[g].t, dl__ub_time(u, *p), dim * sizeof(uint64_t));
-                grp[g].d = *dl__ub_diff(u, *p);
-                g++;
-                (*p)++;
-            }
-        }
-        /* Sort the group by time (small: insertion sort) and emit consolidated. */
-        for (size_t x = 1; x < g; x++) {
-            td_t v = grp[x];
-            size_t y = x;
-            while (y > 0 && dl_time_cmp(grp[y - 1].t, v.t, dim) > 0) {
-                grp[y] = grp[y - 1];
-                y--;
-            }
-            grp[y] = v;
-        }
-        for (size_t x = 0; x < g;) {
-            int64_t d = grp[x].d;
-            size_t y = x + 1;
-            while (y < g && dl_time_cmp(grp[x].t, grp[y].t, dim) == 0)
-                d += grp[y++].d;
-            if (d != 0) {
-                size_t k = o.n++;
-                memcpy(dl__ub_row(&o, k), row, rs * sizeof(dl_value_t));
-                memcpy(dl__ub_time(&o, k), grp[x].t, dim * sizeof(uint64_t));
-                *dl__ub_diff(&o, k) = d;
-            }
-            x = y;
-        }
-    }
-    dl_free(grp);
-    if (o.n == 0) {
-        dl__batch_ubuf_fini(&o);
-        *out = NULL;
-        return 0;
-    }
-    dl__batch_narrow(&o, s->narrow_min);
-    dl__batch_ubuf_shrink(&o);
-    dl_batch_t *nb2 = dl__batch_new(&o, true);
-    if (!nb2) {
-        dl__batch_ubuf_fini(&o);
-        return DL_ENOMEM;
-    }
-    nb2->since_gen = s->since_gen;
-    dl__spine_index(nb2, s->ka);
-    *out = nb2;
-    return 0;
-}
-
 /* Sorts the records [lo, hi) of buffer u by time (a group of one row: small, insertion
  * sort) and consolidates them in place toward the high end. Returns the new low index. */
 static size_t group_consolidate(dl_ubuf_t *u, size_t lo, size_t hi) {
@@ -198,6 +80,61 @@ static size_t group_consolidate(dl_ubuf_t *u, size_t lo, size_t hi) {
         x = y;
     }
     return w;
+}
+
+/* Merges (or, with b NULL, re-compacts) batches into a new sorted batch, advancing times
+ * by s->since. *out is NULL when everything cancelled. */
+static int merge(dl_spine_t *s, const dl_batch_t *a, const dl_batch_t *b, dl_batch_t **out) {
+    const dl_ubuf_t *ua = &a->u, *ub = b ? &b->u : NULL;
+    size_t rs = (size_t)s->ka + s->va, na = ua->n, nb = ub ? ub->n : 0, i = 0, j = 0;
+    dl_ubuf_t o;
+    dl__batch_ubuf_init(&o, rs, s->dim);
+    if (!dl__batch_ubuf_reserve(&o, na + nb))
+        return DL_ENOMEM;
+    size_t st = o.stride;
+    bool advance = s->since.n > 0;
+    while (i < na || j < nb) {
+        int c = i >= na   ? 1
+                : j >= nb ? -1
+                          : dl__batch_rcmp(dl__ub_row(ua, i), dl__ub_row(ub, j), rs);
+        /* The group of records with this row, from one input or both, copied to the
+         * output (reserved above: it does not move) and consolidated there. */
+        size_t k0 = o.n;
+        if (c <= 0)
+            dl__ub_copy(&o, o.n++, ua, i++);
+        else
+            dl__ub_copy(&o, o.n++, ub, j++);
+        const dl_value_t *row = dl__ub_row(&o, k0);
+        while (c <= 0 && i < na && dl__batch_rcmp(dl__ub_row(ua, i), row, rs) == 0)
+            dl__ub_copy(&o, o.n++, ua, i++);
+        while (c >= 0 && j < nb && dl__batch_rcmp(dl__ub_row(ub, j), row, rs) == 0)
+            dl__ub_copy(&o, o.n++, ub, j++);
+        if (advance)
+            for (size_t x = k0; x < o.n; x++)
+                dl_time_advance_by(dl__ub_time(&o, x), &s->since, dl__ub_time(&o, x));
+        if (o.n - k0 > 1) {
+            size_t w = group_consolidate(&o, k0, o.n), m = o.n - w;
+            if (w != k0 && m)
+                memmove(o.data + k0 * st, o.data + w * st, m * st);
+            o.n = k0 + m;
+        }
+    }
+    if (o.n == 0) {
+        dl__batch_ubuf_fini(&o);
+        *out = NULL;
+        return 0;
+    }
+    dl__batch_narrow(&o, s->narrow_min);
+    dl__batch_ubuf_shrink(&o);
+    dl_batch_t *nb2 = dl__batch_new(&o, true);
+    if (!nb2) {
+        dl__batch_ubuf_fini(&o);
+        return DL_ENOMEM;
+    }
+    nb2->since_gen = s->since_gen;
+    dl__spine_index(nb2, s->ka);
+    *out = nb2;
+    return 0;
 }
 
 /* The append case of merge_in_place: every row of b sorts after every row of a (keys that
