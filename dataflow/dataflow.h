@@ -358,6 +358,8 @@ int dl__graph_arr_add_reader(dl_arr_t *a, dl_reader_kind_t kind, dl_coll_t *node
                              dl_trace_t *trace);
 /* Whether a keeps its history (some reader reads the spine, or nobody reads it yet). */
 bool dl__graph_arr_keeps(const dl_arr_t *a);
+/* Sets the DL_ESTATE error for a reader that would need a's dropped history; NULL. */
+void *dl__graph_no_history(dl_error_t *err, const dl_arr_t *a);
 
 /* ---- operators (ops.c, reduce.c, output.c) --------------------------------------------- */
 /* Emits the join of the contents both sides held when join node j was created. */

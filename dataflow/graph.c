@@ -131,15 +131,11 @@ static bool push_ptr(void **arr, size_t *n, size_t *cap, size_t elem, const void
     return true;
 }
 
-/* The message for a failed dl__graph_arr_add_reader. */
-static void *reader_fail(dl_error_t *err, int rc, const dl_arr_t *a) {
-    if (rc == DL_ESTATE)
-        dl_error_set(err, DL_ESTATE,
-                     "arrangement of node %u keeps no history (only linear reduces read it, "
-                     "and data has passed): attach readers before data flows",
-                     a->node ? a->node->id : 0);
-    else
-        dl_error_set(err, rc, "out of memory");
+void *dl__graph_no_history(dl_error_t *err, const dl_arr_t *a) {
+    dl_error_set(err, DL_ESTATE,
+                 "arrangement of node %u keeps no history (only linear reduces read it, and "
+                 "data has passed): attach readers before data flows",
+                 a->node ? a->node->id : 0);
     return NULL;
 }
 
@@ -150,7 +146,7 @@ dl_coll_t *dl__graph_node_new(dl_scope_t *s, dl_op_t op, size_t arity, dl_coll_t
         return fail_null(err, DL_EARITY, "arity exceeds DL_ARITY_MAX");
     for (size_t i = 0; i < n_ins; i++) /* a consumer would need the replay of a history */
         if (ins[i]->arr && ins[i]->arr->dropped)
-            return reader_fail(err, DL_ESTATE, ins[i]->arr);
+            return dl__graph_no_history(err, ins[i]->arr);
     dl_coll_t *n = dl_calloc(1, sizeof *n);
     if (!n)
         return fail_null(err, DL_ENOMEM, "out of memory");
@@ -553,7 +549,7 @@ static dl_coll_t *join_node(dl_arr_t *l, dl_arr_t *r, size_t out_arity, dl_error
     else
         return fail_null(err, DL_EINVAL, "join of arrangements of unrelated scopes");
     if (l->dropped || r->dropped)
-        return reader_fail(err, DL_ESTATE, l->dropped ? l : r);
+        return dl__graph_no_history(err, l->dropped ? l : r);
     dl_coll_t *n = dl__graph_node_new(s, OP_JOIN, out_arity, NULL, 0, err);
     if (!n)
         return NULL;
@@ -677,7 +673,7 @@ dl_arr_t *dl_reduce(dl_arr_t *in, const dl_reduce_spec_t *spec, dl_error_t *err)
         return NULL;
     }
     if (in->dropped)
-        return reader_fail(err, DL_ESTATE, in);
+        return dl__graph_no_history(err, in);
     dl_coll_t *n = dl__graph_node_new(in->node->scope, OP_REDUCE, in->ka + out_va, NULL, 0, err);
     if (!n)
         return NULL;

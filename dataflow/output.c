@@ -282,12 +282,8 @@ dl_trace_t *dl_trace_new(dl_arr_t *a, dl_error_t *err) {
         dl_error_set(err, DL_EINVAL, "NULL arrangement");
         return NULL;
     }
-    if (a->dropped) {
-        dl_error_set(err, DL_ESTATE,
-                     "arrangement keeps no history (only linear reduces read it, and data has "
-                     "passed): create traces before data flows");
-        return NULL;
-    }
+    if (a->dropped)
+        return dl__graph_no_history(err, a);
     dl_trace_t *t = dl_calloc(1, sizeof *t);
     if (!t) {
         dl_error_set(err, DL_ENOMEM, "out of memory");
