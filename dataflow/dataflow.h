@@ -211,6 +211,27 @@ typedef struct dl_edge {
 
 typedef struct dl_reduce_state dl_reduce_state_t;
 
+/* Per-key accumulator slots in a hash table (groups.c; a linear reduce under totally
+ * ordered time, reduce.c note 6). */
+typedef struct dl_groups {
+    size_t ka, ns;     /* key arity; slots per group */
+    uint32_t *slots;   /* open addressing: group id + 1, 0 empty */
+    size_t n_slots;    /* power of two, or 0 */
+    size_t live;       /* groups in the table */
+    dl_value_t *keys;  /* ka per group id */
+    uint64_t *acc;     /* ns per group id */
+    uint32_t *stamp;   /* per group id: free for the owner's use (0 for a new group) */
+    uint32_t *free_ids;
+    size_t n_ids, cap_ids, n_free;
+} dl_groups_t;
+void dl__groups_init(dl_groups_t *g, size_t ka, size_t ns);
+void dl__groups_fini(dl_groups_t *g);
+/* The id of key's group, added with zeroed slots if absent; SIZE_MAX when out of memory.
+ * Ids of live groups are stable; the keys/acc/stamp arrays may move. */
+size_t dl__groups_get(dl_groups_t *g, const dl_value_t *key);
+/* Removes group id (its id may be reused by the next added group). */
+void dl__groups_drop(dl_groups_t *g, size_t id);
+
 /* A reader of an arrangement: a join side, a reduce, or a user trace. */
 typedef enum dl_reader_kind { RD_JOIN_LEFT, RD_JOIN_RIGHT, RD_REDUCE, RD_TRACE } dl_reader_kind_t;
 typedef struct dl_reader {
@@ -377,6 +398,8 @@ int dl__reduce_step(dl_coll_t *n, const dl_antichain_t *in_frontier, bool *out_w
 /* The reduce's capabilities: inserts its pending times' minima into f. */
 int dl__reduce_caps(dl_coll_t *n, dl_antichain_t *f);
 size_t dl__reduce_pending(const dl_coll_t *n);
+/* Whether the reduce keeps per-key sums in a hash table (reduce.c note 6). */
+bool dl__reduce_total(const dl_coll_t *n);
 /* Records the reduce has read from spines or produced (cumulative; tests of cost). */
 size_t dl__reduce_touched(const dl_coll_t *n);
 void dl__reduce_free(dl_reduce_state_t *r);

@@ -691,6 +691,9 @@ dl_arr_t *dl_reduce(dl_arr_t *in, const dl_reduce_spec_t *spec, dl_error_t *err)
     /* A linear reduce reads its input's deltas only (it keeps its own accumulator). */
     if (spec->kind == DL_REDUCE_LINEAR)
         in->readers[in->n_readers - 1].deltas_only = true;
+    /* Under one time coordinate it does not read its output's history either. */
+    if (dl__reduce_total(n))
+        a->readers[a->n_readers - 1].deltas_only = true;
     /* An input arrangement that already holds data: all of it is pending work. */
     for (size_t b = 0; b < in->spine.n; b++) {
         int nrc = dl__reduce_note(n, in->spine.batches[b]);

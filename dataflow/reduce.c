@@ -35,8 +35,20 @@
  *    beyond it, as for the input arrangement), so a key's accumulator history is a few
  *    records per spine batch: process_key reads it instead of the key's input history,
  *    and the interesting-time machinery (notes 1-4) is unchanged.
+ * 6. TOTAL (a LINEAR reduce whose time has one coordinate): times are totally ordered, so
+ *    a key's complete times arrive in increasing order and each evaluation only adds to
+ *    the previous one. The state is then one row of slot sums per key in a hash table
+ *    (groups.c), valid at the key's last evaluated time; input updates wait in `fut`
+ *    (key ++ summed values) until their time is complete, then, one time at a time in
+ *    increasing order, are added to their key's sums, and the key's old and new output
+ *    rows are computed from the sums before and after. No accumulator spine, no pending
+ *    pairs, no reading of the output's history (its arrangement keeps none unless another
+ *    reader needs it), and no interesting times beyond the input's: under a total order
+ *    the join of two times is one of them. This is DD's count_total/threshold_total idea.
  */
 #include "dataflow/dataflow.h"
+
+#include <stdlib.h>
 
 typedef struct entry {
     const dl_value_t *v;
@@ -76,6 +88,15 @@ struct dl_reduce_state {
     uint32_t *sum_cols;
     size_t n_sum;
     dl_spine_t acc; /* rows key ++ [slot]; diff = weight */
+    /* TOTAL (note 6) */
+    bool total;
+    dl_groups_t groups; /* key -> slot sums at its last evaluated time */
+    dl_ubuf_t fut;      /* input not yet evaluated: rows key ++ summed values */
+    uint64_t fut_min;   /* least time in fut (when fut.n > 0) */
+    uint32_t run;       /* stamps the groups touched at the time being evaluated */
+    uint32_t *tids;     /* those groups */
+    uint64_t *old;      /* and their sums before it (ns each) */
+    size_t cap_tids;
     /* process_key's buffers, kept from step to step (a step of one changed key would
      * otherwise allocate a dozen of them); trimmed when a step needed large ones. */
     scratch_t sc;
@@ -169,8 +190,13 @@ int dl__reduce_init(dl_coll_t *n, const dl_reduce_spec_t *spec, dl_error_t *err)
             r->sum_cols[r->n_sum++] = r->aggs[k].col;
         r->agg_sum[k] = (uint32_t)j;
     }
+    r->total = r->dim == 1;
+    dl__groups_init(&r->groups, r->ka, 1 + 2 * r->n_sum);
+    dl__batch_ubuf_init(&r->fut, r->ka + r->n_sum, r->dim);
     return 0;
 }
+
+bool dl__reduce_total(const dl_coll_t *n) { return n->red->total; }
 
 /* Keys ahead whose seek hints are kept (the prefetch runs 8 records ahead). */
 #define HINT_RING 16
@@ -207,13 +233,19 @@ void dl__reduce_free(dl_reduce_state_t *r) {
     dl__batch_ubuf_fini(&r->pending);
     dl_free(r->slots);
     dl__spine_fini(&r->acc);
+    dl__groups_fini(&r->groups);
+    dl__batch_ubuf_fini(&r->fut);
+    dl_free(r->tids);
+    dl_free(r->old);
     dl_free(r->aggs);
     dl_free(r->agg_sum);
     dl_free(r->sum_cols);
     dl_free(r);
 }
 
-size_t dl__reduce_pending(const dl_coll_t *n) { return n->red->pending.n; }
+size_t dl__reduce_pending(const dl_coll_t *n) {
+    return n->red->total ? n->red->fut.n : n->red->pending.n;
+}
 
 size_t dl__reduce_touched(const dl_coll_t *n) { return n->red->touched; }
 
@@ -237,6 +269,16 @@ static bool push_slot(dl_ubuf_t *o, const dl_value_t *row, size_t ka, int64_t sl
     return true;
 }
 
+/* Note 5: the weight d of value x as the pair of slot weights (d * hi, d * lo). */
+static int split_weight(const dl_value_t *x, int64_t d, int64_t *dh, int64_t *dlo) {
+    if (x->type != DL_T_INT)
+        return DL_ETYPE; /* the run fails with "wrong type" (docs/reduce-linear.md) */
+    int64_t hi = x->as.i >> 32, lo = (int64_t)((uint64_t)x->as.i & 0xffffffffu);
+    if (__builtin_mul_overflow(d, hi, dh) || __builtin_mul_overflow(d, lo, dlo))
+        return DL_ERANGE;
+    return 0;
+}
+
 /* Note 5: explodes a delta of the input into accumulator updates and inserts them. */
 static int linear_explode(dl_reduce_state_t *r, const dl_ubuf_t *u) {
     dl_ubuf_t o;
@@ -253,16 +295,10 @@ static int linear_explode(dl_reduce_state_t *r, const dl_ubuf_t *u) {
             break;
         }
         for (size_t j = 0; j < r->n_sum && !rc; j++) {
-            const dl_value_t *x = row + r->ka + r->sum_cols[j];
-            if (x->type != DL_T_INT) {
-                rc = DL_ETYPE; /* the run fails with "wrong type" (docs/reduce-linear.md) */
-                break;
-            }
-            int64_t hi = x->as.i >> 32, lo = (int64_t)((uint64_t)x->as.i & 0xffffffffu), dh, dlo;
-            if (__builtin_mul_overflow(d, hi, &dh) || __builtin_mul_overflow(d, lo, &dlo))
-                rc = DL_ERANGE;
-            else if (!push_slot(&o, row, r->ka, (int64_t)(1 + 2 * j), t, dh) ||
-                     !push_slot(&o, row, r->ka, (int64_t)(2 + 2 * j), t, dlo))
+            int64_t dh, dlo;
+            rc = split_weight(row + r->ka + r->sum_cols[j], d, &dh, &dlo);
+            if (!rc && (!push_slot(&o, row, r->ka, (int64_t)(1 + 2 * j), t, dh) ||
+                        !push_slot(&o, row, r->ka, (int64_t)(2 + 2 * j), t, dlo)))
                 rc = DL_ENOMEM;
         }
     }
@@ -280,9 +316,35 @@ static int linear_explode(dl_reduce_state_t *r, const dl_ubuf_t *u) {
     return rc;
 }
 
+/* Note 6: keeps a delta's keys and summed values until their times are complete. */
+static int total_note(dl_reduce_state_t *r, const dl_ubuf_t *u) {
+    if (!dl__batch_ubuf_reserve(&r->fut, u->n))
+        return DL_ENOMEM;
+    for (size_t i = 0; i < u->n; i++) {
+        const dl_value_t *row = dl__ub_row(u, i);
+        uint64_t t = *dl__ub_time(u, i);
+        for (size_t j = 0; j < r->n_sum; j++)
+            if (row[r->ka + r->sum_cols[j]].type != DL_T_INT)
+                return DL_ETYPE; /* as in linear_explode, before anything is kept */
+        size_t k = dl__batch_ubuf_alloc(&r->fut);
+        dl_value_t *w = dl__ub_row(&r->fut, k);
+        memcpy(w, row, r->ka * sizeof *w);
+        for (size_t j = 0; j < r->n_sum; j++)
+            w[r->ka + j] = row[r->ka + r->sum_cols[j]];
+        *dl__ub_time(&r->fut, k) = t;
+        *dl__ub_diff(&r->fut, k) = *dl__ub_diff(u, i);
+        if (k == 0 || t < r->fut_min)
+            r->fut_min = t;
+    }
+    r->touched += u->n;
+    return 0;
+}
+
 int dl__reduce_note(dl_coll_t *n, const dl_batch_t *delta) {
     dl_reduce_state_t *r = n->red;
     const dl_ubuf_t *u = &delta->u;
+    if (r->total)
+        return total_note(r, u);
     if (r->spec.kind == DL_REDUCE_LINEAR) {
         int rc = linear_explode(r, u);
         if (rc)
@@ -302,6 +364,10 @@ int dl__reduce_note(dl_coll_t *n, const dl_batch_t *delta) {
 
 int dl__reduce_caps(dl_coll_t *n, dl_antichain_t *f) {
     dl_reduce_state_t *r = n->red;
+    if (r->total) { /* one coordinate: the least time covers the rest */
+        int rc = r->fut.n ? dl_antichain_insert(f, &r->fut_min) : 0;
+        return rc < 0 ? rc : 0;
+    }
     for (size_t i = 0; i < r->pending.n; i++) {
         int rc = dl_antichain_insert(f, dl__ub_time(&r->pending, i));
         if (rc < 0)
@@ -481,23 +547,12 @@ static bool add_time(uint64_t **arr, size_t *n, size_t *cap, const uint64_t *t, 
     return true;
 }
 
-/* Note 5: desired output of a LINEAR reduce at t from the key's accumulator records. */
-static int linear_eval(dl_reduce_state_t *r, const scratch_t *sc, const uint64_t *t,
-                       dl_emitter_t *out) {
-    uint64_t acc[1 + 2 * DL_ARITY_MAX];
-    size_t ns = 1 + 2 * r->n_sum;
-    memset(acc, 0, ns * sizeof *acc);
-    for (size_t i = 0; i < sc->n_inp; i++)
-        if (dl_time_le(sc->inp[i].t, t, r->dim)) {
-            int64_t slot = sc->inp[i].v->as.i;
-            if (slot < 0 || (size_t)slot >= ns)
-                return DL_EINTERNAL;
-            acc[slot] += (uint64_t)sc->inp[i].d; /* modular: exact while the sum fits */
-        }
+/* Notes 5-6: the output values of a LINEAR reduce from a key's slot sums: 1 and res filled
+ * when the key has a row (nonzero count), 0 when not, or an error. */
+static int linear_row(const dl_reduce_state_t *r, const uint64_t *acc, dl_value_t *res) {
     int64_t c = (int64_t)acc[0];
     if (c == 0)
         return 0;
-    dl_value_t res[DL_ARITY_MAX];
     for (size_t k = 0; k < r->spec.n_aggs; k++) {
         if (r->aggs[k].op == DL_LINEAR_COUNT) {
             res[k] = dl_value_int(c);
@@ -516,7 +571,25 @@ static int linear_eval(dl_reduce_state_t *r, const scratch_t *sc, const uint64_t
             return DL_ERANGE;
         res[k] = dl_value_int(v);
     }
-    return dl_emit(out, res);
+    return 1;
+}
+
+/* Note 5: desired output of a LINEAR reduce at t from the key's accumulator records. */
+static int linear_eval(dl_reduce_state_t *r, const scratch_t *sc, const uint64_t *t,
+                       dl_emitter_t *out) {
+    uint64_t acc[1 + 2 * DL_ARITY_MAX];
+    size_t ns = 1 + 2 * r->n_sum;
+    memset(acc, 0, ns * sizeof *acc);
+    for (size_t i = 0; i < sc->n_inp; i++)
+        if (dl_time_le(sc->inp[i].t, t, r->dim)) {
+            int64_t slot = sc->inp[i].v->as.i;
+            if (slot < 0 || (size_t)slot >= ns)
+                return DL_EINTERNAL;
+            acc[slot] += (uint64_t)sc->inp[i].d; /* modular: exact while the sum fits */
+        }
+    dl_value_t res[DL_ARITY_MAX];
+    int rc = linear_row(r, acc, res);
+    return rc > 0 ? dl_emit(out, res) : rc;
 }
 
 /* Processes one key at its complete times sc->times (sorted), emitting into o. */
@@ -651,9 +724,176 @@ static int process_key(dl_coll_t *n, scratch_t *sc, const dl_value_t *key,
     return 0;
 }
 
+/* Appends key ++ vals at time t with diff d to o. */
+static bool push_out(dl_ubuf_t *o, const dl_value_t *key, size_t ka, const dl_value_t *vals,
+                     size_t va, uint64_t t, int64_t d) {
+    size_t k = dl__batch_ubuf_alloc(o);
+    if (k == SIZE_MAX)
+        return false;
+    dl_value_t *row = dl__ub_row(o, k);
+    memcpy(row, key, ka * sizeof *row);
+    memcpy(row + ka, vals, va * sizeof *row);
+    *dl__ub_time(o, k) = t;
+    *dl__ub_diff(o, k) = d;
+    return true;
+}
+
+/* Note 6: adds the updates ord[0..n) of u, all at time t, to their keys' sums and emits each
+ * touched key's change of output into o. */
+static int total_apply(dl_reduce_state_t *r, const dl_ubuf_t *u, const uint32_t *ord, size_t n,
+                       uint64_t t, dl_ubuf_t *o) {
+    dl_groups_t *g = &r->groups;
+    size_t ns = g->ns, nt = 0;
+    if (++r->run == 0) { /* the stamps wrapped: none may look current */
+        memset(g->stamp, 0, g->n_ids * sizeof *g->stamp);
+        r->run = 1;
+    }
+    for (size_t x = 0; x < n; x++) {
+        size_t i = ord ? ord[x] : x;
+        const dl_value_t *row = dl__ub_row(u, i);
+        int64_t d = *dl__ub_diff(u, i);
+        size_t id = dl__groups_get(g, row);
+        if (id == SIZE_MAX)
+            return DL_ENOMEM;
+        if (g->stamp[id] != r->run) {
+            if (nt == r->cap_tids) {
+                size_t c = r->cap_tids ? 2 * r->cap_tids : 256;
+                uint32_t *ti = dl_realloc(r->tids, c * sizeof *ti);
+                if (!ti)
+                    return DL_ENOMEM;
+                r->tids = ti;
+                uint64_t *ol = dl_realloc(r->old, c * ns * sizeof *ol);
+                if (!ol)
+                    return DL_ENOMEM;
+                r->old = ol;
+                r->cap_tids = c;
+            }
+            g->stamp[id] = r->run;
+            r->tids[nt] = (uint32_t)id;
+            memcpy(r->old + nt * ns, g->acc + id * ns, ns * sizeof *r->old);
+            nt++;
+        }
+        uint64_t *acc = g->acc + id * ns;
+        acc[0] += (uint64_t)d; /* modular, as in the spine's sums (note 5) */
+        for (size_t j = 0; j < r->n_sum; j++) {
+            int64_t dh, dlo;
+            int rc = split_weight(row + r->ka + j, d, &dh, &dlo);
+            if (rc)
+                return rc;
+            acc[1 + 2 * j] += (uint64_t)dh;
+            acc[2 + 2 * j] += (uint64_t)dlo;
+        }
+    }
+    r->touched += n + nt;
+    size_t va = r->va_out;
+    for (size_t k = 0; k < nt; k++) {
+        size_t id = r->tids[k];
+        const uint64_t *acc = g->acc + id * ns;
+        const dl_value_t *key = g->keys + id * g->ka;
+        dl_value_t was[DL_ARITY_MAX], now[DL_ARITY_MAX];
+        int ho = linear_row(r, r->old + k * ns, was), hn = linear_row(r, acc, now);
+        if (ho < 0 || hn < 0)
+            return ho < 0 ? ho : hn;
+        if (!(ho && hn && dl__batch_rcmp(was, now, va) == 0) &&
+            ((ho && !push_out(o, key, r->ka, was, va, t, -1)) ||
+             (hn && !push_out(o, key, r->ka, now, va, t, 1))))
+            return DL_ENOMEM;
+        bool empty = true;
+        for (size_t j = 0; j < ns && empty; j++)
+            empty = acc[j] == 0;
+        if (empty)
+            dl__groups_drop(g, id);
+    }
+    return 0;
+}
+
+static _Thread_local const dl_ubuf_t *tl_sort_u; /* by_time's context (qsort has none) */
+
+static int by_time(const void *a, const void *b) {
+    uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
+    uint64_t ti = *dl__ub_time(tl_sort_u, i), tj = *dl__ub_time(tl_sort_u, j);
+    return ti < tj ? -1 : ti > tj ? 1 : (i > j) - (i < j);
+}
+
+/* Note 6: evaluates the waiting updates whose times are complete, in time order. */
+static int total_step(dl_coll_t *n, const dl_antichain_t *fin, bool *out_worked) {
+    dl_reduce_state_t *r = n->red;
+    dl_ubuf_t *f = &r->fut;
+    /* ord: the complete updates, by time; NULL when they are all of f at one time. */
+    size_t n_now = 0;
+    bool one_time = true;
+    for (size_t i = 0; i < f->n; i++)
+        if (!dl_antichain_less_equal(fin, dl__ub_time(f, i))) {
+            one_time &= *dl__ub_time(f, i) == r->fut_min;
+            n_now++;
+        }
+    if (n_now == 0)
+        return 0;
+    *out_worked = true;
+    uint32_t *ord = NULL;
+    if (n_now < f->n || !one_time) {
+        ord = dl_malloc(n_now * sizeof *ord);
+        if (!ord)
+            return DL_ENOMEM;
+        size_t k = 0;
+        for (size_t i = 0; i < f->n; i++)
+            if (!dl_antichain_less_equal(fin, dl__ub_time(f, i)))
+                ord[k++] = (uint32_t)i;
+        tl_sort_u = f;
+        qsort(ord, n_now, sizeof *ord, by_time);
+    }
+    dl_ubuf_t o;
+    dl__batch_ubuf_init(&o, n->arity, r->dim);
+    int rc = 0;
+    for (size_t x = 0; x < n_now && !rc;) {
+        uint64_t t = *dl__ub_time(f, ord ? ord[x] : x);
+        size_t y = x + 1;
+        while (y < n_now && *dl__ub_time(f, ord ? ord[y] : y) == t)
+            y++;
+        rc = total_apply(r, f, ord ? ord + x : NULL, y - x, t, &o);
+        x = y;
+    }
+    /* Keep the updates not evaluated (their times are not complete). */
+    if (!rc) {
+        size_t w = 0;
+        for (size_t i = 0; i < f->n; i++) {
+            const uint64_t *t = dl__ub_time(f, i);
+            if (!dl_antichain_less_equal(fin, t))
+                continue;
+            if (w != i) {
+                memcpy(dl__ub_row(f, w), dl__ub_row(f, i), f->arity * sizeof(dl_value_t));
+                *dl__ub_time(f, w) = *t;
+                *dl__ub_diff(f, w) = *dl__ub_diff(f, i);
+            }
+            if (w == 0 || *t < r->fut_min)
+                r->fut_min = *t;
+            w++;
+        }
+        f->n = w;
+        if (f->cap > 4096 && f->n < f->cap / 8)
+            dl__batch_ubuf_shrink(f);
+    }
+    dl_free(ord);
+    if (!rc && !dl__batch_consolidate(&o))
+        rc = DL_ENOMEM;
+    if (!rc && o.n) {
+        dl_batch_t *b = dl__batch_new(&o, true);
+        if (!b)
+            rc = DL_ENOMEM;
+        else {
+            rc = dl__ops_arr_deliver(n->arr, b);
+            dl__batch_unref(b);
+        }
+    }
+    dl__batch_ubuf_fini(&o);
+    return rc;
+}
+
 int dl__reduce_step(dl_coll_t *n, const dl_antichain_t *fin, bool *out_worked) {
     dl_reduce_state_t *r = n->red;
     *out_worked = false;
+    if (r->total)
+        return total_step(n, fin, out_worked);
     if (r->pending.n == 0)
         return 0;
     /* Split pending into complete (processed now) and the rest (kept). */

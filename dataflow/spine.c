@@ -18,6 +18,11 @@
  *    (merge_in_place): a merge then costs memory for the smaller batch's records only.
  * 5. Merge outputs are narrowed (batch.c): compaction tends to leave a batch with one time
  *    and diffs of +1, which are then stored once. Merges read either layout.
+ * 6. An inserted batch whose rows all sort after the newest batch's (keys that only grow:
+ *    new entities, new events) is appended to it at once when only the spine holds it,
+ *    whatever the sizes: a record is then copied once instead of once per layer, and an
+ *    append-only arrangement stays one batch. Its buffer grows geometrically once it is
+ *    large enough to be mapped (base/alloc.c), where untouched capacity is not resident.
  */
 #include "dataflow/dataflow.h"
 
@@ -145,6 +150,8 @@ static int merge(dl_spine_t *s, const dl_batch_t *a, const dl_batch_t *b, dl_bat
  * checked), so nothing can collapse. A narrow a takes b only when b fits its shared
  * parts. Returns 1 when done, 0 when the case does not apply (nothing changed), or
  * DL_ENOMEM (nothing changed). */
+#define APPEND_SLACK_MIN ((size_t)1 << 19)
+
 static int merge_append(dl_spine_t *s, dl_batch_t *a, const dl_batch_t *b) {
     dl_ubuf_t *u = &a->u;
     const dl_ubuf_t *ub = &b->u;
@@ -175,6 +182,8 @@ static int merge_append(dl_spine_t *s, dl_batch_t *a, const dl_batch_t *b) {
                 return 0;
     if (na + nb > u->cap) { /* not dl__batch_ubuf_reserve: that would widen a narrow a */
         size_t cap = na + nb;
+        if (na * u->stride >= APPEND_SLACK_MIN && cap < na + na / 4)
+            cap = na + na / 4; /* design note 6 */
         uint8_t *d = dl_realloc(u->data, cap * u->stride);
         if (!d)
             return DL_ENOMEM;
@@ -329,9 +338,15 @@ int dl__spine_insert(dl_spine_t *s, dl_batch_t *b) {
     /* An inserted batch's times are not yet advanced: mark it stale unless since is the
      * initial frontier (generation 0). */
     b->since_gen = s->since_gen ? s->since_gen - 1 : 0;
-    dl__spine_index(b, s->ka);
-    s->batches[s->n++] = b;
     s->records += b->u.n;
+    /* Design note 6 (out of memory there: b is kept as a batch of its own). */
+    if (s->n > 0 && s->batches[s->n - 1]->refs == 1 &&
+        merge_append(s, s->batches[s->n - 1], b) == 1) {
+        dl__batch_unref(b);
+    } else {
+        dl__spine_index(b, s->ka);
+        s->batches[s->n++] = b;
+    }
     while (s->n >= 2 && s->batches[s->n - 2]->u.n <= 2 * s->batches[s->n - 1]->u.n) {
         int rc = merge_at(s, s->n - 2, true);
         if (rc)

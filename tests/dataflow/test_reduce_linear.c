@@ -1,6 +1,6 @@
 /*
  * test_reduce_linear.c: the LINEAR reduce (count, sum, avg of int64 columns through a
- * per-key accumulator; dataflow/reduce.c note 5, docs/reduce-linear.md). Oracle property
+ * per-key accumulator; dataflow/reduce.c notes 5-6, docs/reduce-linear.md). Oracle property
  * tests over random update streams with 1-, 2- and 3-D times arriving out of order
  * (retractions to zero, values of every magnitude, frontiers advanced in random steps so
  * the accumulator compacts), compared at every complete grid time with a naive evaluator
@@ -67,10 +67,11 @@ static bool tle(const uint64_t *a, const uint64_t *b, int dim) {
 }
 
 /* A multiset of output rows accumulated at a time. */
-#define MAXK 8
+#define MAXK    160 /* keys */
+#define MAXROWS 1024
 typedef struct acc {
-    dl_value_t row[64][4];
-    int64_t c[64];
+    dl_value_t row[MAXROWS][4];
+    int64_t c[MAXROWS];
     int n;
 } acc_t;
 
@@ -92,7 +93,7 @@ static void acc_add(acc_t *a, const dl_value_t *row, int64_t c) {
             }
             return;
         }
-    assert_true(a->n < 64);
+    assert_true(a->n < MAXROWS);
     memcpy(a->row[a->n], row, sizeof a->row[a->n]);
     a->c[a->n++] = c;
 }
@@ -313,6 +314,17 @@ static void test_reduce_linear_large_groups(void **state) {
         one_case(&rng, 1 + ci % 2, 2, 400, seed, ci);
 }
 
+/* Many keys under 1-D time (the hash table of note 6: growth, and groups emptied by
+ * retractions and re-added), and 2-D for contrast. */
+static void test_reduce_linear_many_keys(void **state) {
+    (void)state;
+    uint64_t seed = dl_prop_seed("reduce_linear.many_keys");
+    dl_rng_t rng = {seed};
+    int iters = (int)dl_prop_iters(8);
+    for (int ci = 0; ci < iters; ci++)
+        one_case(&rng, 1 + (ci % 4 == 3), 20 + (int)dl_rng_below(&rng, MAXK - 20), 500, seed, ci);
+}
+
 /* Inserts `n` rows of one key, one per run at times 0..n-1 (the W3 pattern). */
 static void grow_group(dl_input_t *in, dl_graph_t *g, int64_t from, int64_t to) {
     dl_error_t err = {0};
@@ -530,5 +542,6 @@ static void test_reduce_linear_input_not_stored(void **state) {
 DL_TEST_GROUP(reduce_linear, cmocka_unit_test(test_reduce_linear_oracle),
               cmocka_unit_test(test_reduce_linear_input_not_stored),
               cmocka_unit_test(test_reduce_linear_large_groups),
+              cmocka_unit_test(test_reduce_linear_many_keys),
               cmocka_unit_test(test_reduce_linear_work_per_change),
               cmocka_unit_test(test_reduce_linear_errors));
