@@ -196,7 +196,8 @@ typedef enum dl_op {
     OP_ENTER,
     OP_LEAVE,
     OP_VAR,
-    OP_CAPTURE
+    OP_CAPTURE,
+    OP_LOOKUP /* lookup.c; ctx: its parameters, in the jcols block */
 } dl_op_t;
 
 typedef struct dl_qitem {
@@ -404,6 +405,8 @@ bool dl__reduce_total(const dl_coll_t *n);
 size_t dl__reduce_touched(const dl_coll_t *n);
 void dl__reduce_free(dl_reduce_state_t *r);
 int dl__reduce_init(dl_coll_t *n, const dl_reduce_spec_t *spec, dl_error_t *err);
+/* Processes one batch at a lookup join node (lookup.c). */
+int dl__lookup_process(dl_coll_t *n, const dl_batch_t *b);
 /* Delivers a capture's completed times. */
 int dl__output_capture_step(dl_capture_t *c, const dl_antichain_t *f);
 void dl__output_capture_free(dl_capture_t *c);

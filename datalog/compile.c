@@ -731,6 +731,182 @@ static int lookup_by_value(cctx_t *c, prel_t *out, dl_value_t v, int var) {
     return 0;
 }
 
+/* ---- one-shot plans: reading the snapshot (snapshot.c) ------------------------------------
+ * A one-shot graph runs once at its sources' snapshot (L->snap), which never changes: a
+ * pattern may then read the snapshot's indexes instead of a whole attribute input. Alone
+ * (nothing bound yet), it is the scan of its index range (AVET for a constant value of an
+ * indexed attribute, VAET of a ref, AEVT otherwise) loaded into a constant input; joined
+ * with a relation that binds its entity (or value, through AVET/VAET), it is a lookup join
+ * (dl_lookup_join): each row of the relation probes the index, in key order, so only the
+ * datoms that match are touched and nothing is arranged. Same rows as the arranged plan:
+ * the pattern's relation is the range's datoms (a set), and joining a set with a set
+ * through its key gives the same set. Not for history sources (every assertion and
+ * retraction, and the tx/added positions) or several time coordinates. */
+
+/* Fills sq for pattern cl of source src when the snapshot can serve it (bound: the
+ * variables of the relation it joins, with their columns in cols; NULL for a scan):
+ * false when it cannot (the usual plan then runs). *never: a constant that names no
+ * entity (the pattern matches nothing). */
+static bool snap_query(cctx_t *c, const dl__clause_t *cl, const prel_t *r, dl_attr_info_t *ai,
+                       int *src, dl__snapq_t *sq, bool *never_m) {
+    dl_live_t *L = c->L;
+    const dl__term_t *t = cl->args;
+    *never_m = false;
+    if (!L->snap || L->dims != 1 || cl->kind != DL__C_PATTERN || t[1].kind != DL__TERM_CONST ||
+        t[3].kind != DL__TERM_BLANK || t[4].kind != DL__TERM_BLANK || t[0].kind == DL__TERM_FORM ||
+        t[2].kind == DL__TERM_FORM)
+        return false;
+    if (t[0].kind == DL__TERM_VAR && t[2].kind == DL__TERM_VAR && t[0].var == t[2].var)
+        return false;
+    dl_error_t tmp = {0};
+    dl_error_t *saved = c->err;
+    c->err = &tmp; /* errors are reported by the usual path */
+    bool ok = pattern_attr(c, cl, ai) == 0 && clause_src(c, cl, src) == 0;
+    c->err = saved;
+    if (!ok || L->src_kind[*src] == DL_LIVE_HISTORY || !L->snap[*src])
+        return false;
+    memset(sq, 0, sizeof *sq);
+    sq->a = ai->id;
+    int ek = DL__SNAP_FREE, vk = DL__SNAP_FREE, ecol = -1, vcol = -1;
+    if (t[0].kind == DL__TERM_VAR && r && (ecol = col_of(r, t[0].var)) >= 0)
+        ek = DL__SNAP_KEY;
+    if (t[2].kind == DL__TERM_VAR && r && (vcol = col_of(r, t[2].var)) >= 0)
+        vk = DL__SNAP_KEY;
+    if (r && ek != DL__SNAP_KEY && vk != DL__SNAP_KEY)
+        return false; /* a lookup needs a key from the relation */
+    if (t[0].kind == DL__TERM_CONST) {
+        bool found = false;
+        dl_value_t v;
+        if (resolve_entity(c, cl, &t[0], &found, &v))
+            return false;
+        ek = DL__SNAP_CONST;
+        sq->ec = v;
+        *never_m |= !found;
+    }
+    if (t[2].kind == DL__TERM_CONST) {
+        dl_value_t v = t[2].value;
+        if (ai->type == DL_T_REF) {
+            bool found = false;
+            if (resolve_entity(c, cl, &t[2], &found, &v))
+                return false;
+            *never_m |= !found;
+        }
+        vk = DL__SNAP_CONST;
+        sq->vc = v;
+    }
+    sq->e_kind = ek;
+    sq->v_kind = vk;
+    sq->yield_e = ek == DL__SNAP_FREE && t[0].kind == DL__TERM_VAR;
+    sq->yield_v = vk == DL__SNAP_FREE && t[2].kind == DL__TERM_VAR;
+    if (ek != DL__SNAP_FREE) {
+        sq->idx = DL_INDEX_AEVT;
+    } else if (vk != DL__SNAP_FREE && ai->indexed) {
+        sq->idx = DL_INDEX_AVET;
+    } else if (vk != DL__SNAP_FREE && ai->type == DL_T_REF) {
+        sq->idx = DL_INDEX_VAET;
+    } else if (vk == DL__SNAP_CONST && !r) {
+        sq->idx = DL_INDEX_AEVT; /* the whole attribute, filtered by the value */
+        sq->v_filter = true;
+    } else if (vk == DL__SNAP_FREE && !r) {
+        sq->idx = DL_INDEX_AEVT;
+    } else {
+        return false;
+    }
+    if (!r && !sq->yield_e && !sq->yield_v)
+        return false; /* only constants and blanks: the usual existence test */
+    return true;
+}
+
+/* [e :a v] alone, one-shot: its index range of the snapshot as a constant input of its
+ * variables' columns (e then v). */
+static int snap_scan_rel(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound,
+                         const dl_attr_info_t *ai, int src, const dl__snapq_t *sq, bool never_m,
+                         prel_t *out) {
+    static const char *idx_name[4] = {"EAVT", "AEVT", "AVET", "VAET"};
+    const dl__term_t *t = cl->args;
+    size_t arity = (size_t)sq->yield_e + (size_t)sq->yield_v;
+    dl_input_t *in = const_input(c, arity);
+    if (!in)
+        return cfail(c);
+    uint64_t t0[DL_TIME_MAX_ROOT_DIM] = {c->L->snap_tx};
+    if (!never_m) {
+        int rc = dl__snap_scan(c->L->snap[src], sq, in, t0, c->err);
+        if (rc)
+            return rc;
+    }
+    out->coll = dl_input_coll(in);
+    out->arity = arity;
+    out->est = pattern_est(c, cl, bound);
+    size_t k = 0;
+    if (sq->yield_e)
+        out->vars[k++] = t[0].var;
+    if (sq->yield_v)
+        out->vars[k++] = t[2].var;
+    explain(c, "snapshot scan %s:%s (%s%s), est %.0f", src ? c->q->srcs[src]->bytes : "", ai->ident,
+            idx_name[sq->idx], sq->v_filter ? ", value filtered" : "", out->est);
+    /* [_ :a ?v]: a value of several entities comes once per entity; a pattern is a set. */
+    return t[0].kind == DL__TERM_BLANK && sq->yield_v ? distinct(c, out) : 0;
+}
+
+/* [e :a v] joined with r, one-shot: a lookup join of r's rows into the snapshot's index
+ * (r's columns, then the pattern's new variables). */
+static int snap_lookup(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound, prel_t *r,
+                       const dl_attr_info_t *ai, int src, dl__snapq_t *sq, bool never_m) {
+    static const char *idx_name[4] = {"EAVT", "AEVT", "AVET", "VAET"};
+    dl_live_t *L = c->L;
+    const dl__term_t *t = cl->args;
+    uint32_t kc[2];
+    size_t nk = 0;
+    if (sq->e_kind == DL__SNAP_KEY) {
+        sq->e_col = (uint32_t)nk;
+        kc[nk++] = (uint32_t)col_of(r, t[0].var);
+    }
+    if (sq->v_kind == DL__SNAP_KEY) {
+        sq->v_col = (uint32_t)nk;
+        kc[nk++] = (uint32_t)col_of(r, t[2].var);
+    }
+    size_t na = (size_t)sq->yield_e + (size_t)sq->yield_v;
+    if (r->arity + na > MAXC)
+        return dl_error_set(c->err, DL_ELIMIT, "more than %d variables in one conjunction", MAXC);
+    if (!dl__grow(&L->probes, &L->cap_probes, L->n_probes + 1, sizeof *L->probes, 8))
+        return dl_error_set(c->err, DL_ENOMEM, "out of memory");
+    dl__probe_t *p = NULL;
+    int rc = dl__snap_probe_new(L->snap[src], sq, &p, c->err);
+    if (rc)
+        return rc;
+    L->probes[L->n_probes++] = p;
+    dl_join_col_t jc[MAXC];
+    size_t n = 0;
+    for (size_t i = 0; i < r->arity; i++)
+        jc[n++] = (dl_join_col_t){DL_JOIN_LEFT, (uint32_t)i};
+    for (size_t i = 0; i < na; i++)
+        jc[n++] = (dl_join_col_t){DL_JOIN_RIGHT, (uint32_t)i};
+    uint64_t t0[DL_TIME_MAX_DIM] = {L->snap_tx};
+    dl_lookup_spec_t spec = {kc, nk, na, dl__snap_probe_fn, p, t0, true};
+    dl_coll_t *in = r->coll;
+    if (never_m && !(in = dl_filter(in, never, NULL, c->err)))
+        return cfail(c);
+    dl_coll_t *o = dl_lookup_join(in, &spec, jc, n, c->err);
+    if (!o)
+        return cfail(c);
+    char kv[200];
+    int kvars[2];
+    for (size_t i = 0; i < nk; i++)
+        kvars[i] = r->vars[kc[i]];
+    vars_text(c->q, kvars, nk, kv, sizeof kv);
+    int ln = explain(c, "lookup %s:%s on %s (%s of the snapshot), est %.0f",
+                     src ? c->q->srcs[src]->bytes : "", ai->ident, kv, idx_name[sq->idx],
+                     pattern_est(c, cl, bound));
+    mark(c, ln, o);
+    r->coll = o;
+    if (sq->yield_e)
+        r->vars[r->arity++] = t[0].var;
+    if (sq->yield_v)
+        r->vars[r->arity++] = t[2].var;
+    r->est = DL_MAX(1.0, r->est * pattern_fanout(c, cl, bound));
+    return 0;
+}
+
 /* The relation of a data pattern: its variables' columns, constants filtered. Positions
  * e, v (and tx, added for wide inputs) are the input's columns 0, 1 (2, 3). */
 static int pattern_rel_build(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound,
@@ -738,6 +914,12 @@ static int pattern_rel_build(cctx_t *c, const dl__clause_t *cl, const uint64_t *
     const dl__term_t *t = cl->args;
     static const int pos_of_col[4] = {0, 2, 3, 4};
     size_t ncols = wide ? 4 : 2;
+    dl__snapq_t sq;
+    dl_attr_info_t sai;
+    int ssrc;
+    bool snap_never;
+    if (snap_query(c, cl, NULL, &sai, &ssrc, &sq, &snap_never))
+        return snap_scan_rel(c, cl, bound, &sai, ssrc, &sq, snap_never, out);
     dl_coll_t *base = attr_coll(c, src, ai->id, ai->ident, wide);
     if (!base)
         return cfail(c);
@@ -1743,6 +1925,12 @@ static int compile_clause(cctx_t *c, const dl__clause_t *cl, const uint64_t *bou
     switch (cl->kind) {
         case DL__C_PATTERN: {
             prel_t p, j;
+            dl__snapq_t sq;
+            dl_attr_info_t sai;
+            int ssrc;
+            bool snap_never;
+            if (!is_the_unit(c, r) && snap_query(c, cl, r, &sai, &ssrc, &sq, &snap_never))
+                return snap_lookup(c, cl, bound, r, &sai, ssrc, &sq, snap_never);
             int scan_line = (int)c->L->n_lines;
             dl_coll_t *root_coll = NULL;
             int rc = pattern_rel(c, cl, bound, &p, &root_coll);

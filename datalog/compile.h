@@ -132,6 +132,16 @@ struct dl_live {
     uint64_t *ch_times; /* dims coordinates per change (multi-dimensional queries only) */
     size_t n_ch, cap_ch;
     size_t dims; /* time coordinates of the graph: 1, or dl_live_new_dims's n_dims */
+    /* One-shot compilation (dl_query_run*, dl_engine_query): the graph is run once at the
+     * sources' snapshot and read, so patterns may read the snapshot itself: index-range
+     * scans as constant inputs and lookup joins into its indexes (snapshot.c; docs/datalog.md
+     * "One-shot plans"). snap: per source, while compiling only (borrowed); NULL for live
+     * queries. snap_tx: the time of the snapshot's rows. probes: the lookup joins'
+     * cursors (each holds its database), freed with the query. */
+    const dl_db_t *const *snap;
+    uint64_t snap_tx;
+    struct dl__probe **probes;
+    size_t n_probes, cap_probes;
     uint64_t dim_frontier[DL_TIME_MAX_ROOT_DIM]; /* dims > 1: the inputs' frontier */
 };
 
@@ -168,5 +178,42 @@ bool dl__engine_value_scan(dl_live_t *L, dl_coll_t *src);
 void dl__engine_release(dl_live_t *L);
 
 int dl__compile_query(dl_live_t *L, const dl_query_t *q, const dl_db_t *db, dl_error_t *err) DL_WUR;
+
+/* EXPLAIN (ANALYZE) of q over srcs: the live plan, or with oneshot the plan that
+ * dl_query_run_sources runs (live.c). *out: new (dl_free). */
+int dl__query_explain_sources(const dl_query_t *q, const dl_live_source_t *srcs, size_t n_srcs,
+                              const char *args, size_t args_len, bool analyze, bool oneshot,
+                              char **out, dl_error_t *err) DL_WUR;
+
+/* ---- snapshot reads of one-shot plans (snapshot.c) ---------------------------------------- */
+/* Where a component of a pattern's datom comes from in a scan or a lookup. */
+enum { DL__SNAP_FREE = 0, DL__SNAP_CONST = 1, DL__SNAP_KEY = 2 };
+/* One index range of a snapshot, given by the pattern [e :a v]: e and v each free, a
+ * constant, or (lookups) the probe key's column e_col / v_col. Yields the free components
+ * that are variables (yield_e, yield_v; e as a ref), each datom once; with neither, one
+ * empty row when the range is not empty (an existence test). */
+typedef struct dl__snapq {
+    int64_t a;
+    int idx;            /* dl_index_t: AEVT when e is given, else AVET (indexed) or VAET (refs) */
+    int e_kind, v_kind; /* DL__SNAP_* */
+    dl_value_t ec, vc;  /* constants */
+    uint32_t e_col, v_col; /* key columns */
+    bool yield_e, yield_v;
+    bool v_filter; /* AEVT over the whole attribute with v constant: filter by vc */
+} dl__snapq_t;
+/* A lookup join's cursor: the query and an iterator over its database (new; freed by
+ * dl__snap_probe_free). */
+typedef struct dl__probe {
+    dl__snapq_t sq;
+    dl_iter_t *it;
+} dl__probe_t;
+int dl__snap_probe_new(const dl_db_t *db, const dl__snapq_t *sq, dl__probe_t **out,
+                       dl_error_t *err) DL_WUR;
+void dl__snap_probe_free(dl__probe_t *p);
+/* The lookup callback (dl_lookup_fn) of a dl__probe_t. */
+int dl__snap_probe_fn(void *ctx, const dl_value_t *key, dl_lookup_sink_t *out);
+/* Loads the rows of range sq (no key components) of db into input in at time t. */
+int dl__snap_scan(const dl_db_t *db, const dl__snapq_t *sq, dl_input_t *in, const uint64_t *t,
+                  dl_error_t *err) DL_WUR;
 
 #endif

@@ -160,6 +160,9 @@ DL_API void dl_live_free(dl_live_t *l) {
     dl_free(l->ch_diffs);
     dl_free(l->ch_times);
     dl_free(l->args_text);
+    for (size_t i = 0; i < l->n_probes; i++)
+        dl__snap_probe_free(l->probes[i]);
+    dl_free(l->probes);
     dl_free(l);
 }
 
@@ -481,8 +484,8 @@ static int attach_counters(dl_live_t *L, dl_error_t *err) {
 }
 
 static int live_new(const dl_query_t *q, const dl_live_source_t *srcs, size_t n_srcs,
-                    const char *args, size_t args_len, bool analyze, size_t dims, dl_live_t **out,
-                    dl_error_t *err) {
+                    const char *args, size_t args_len, bool analyze, size_t dims, bool oneshot,
+                    dl_live_t **out, dl_error_t *err) {
     if (out)
         *out = NULL;
     if (!q || !srcs || !out)
@@ -535,8 +538,13 @@ static int live_new(const dl_query_t *q, const dl_live_source_t *srcs, size_t n_
         if (!L->g)
             rc = err && err->code ? err->code : DL_ENOMEM;
     }
+    if (!rc && oneshot && dims == 1) {
+        L->snap = dbs; /* one-shot: patterns may read the snapshots (compile.c) */
+        L->snap_tx = basis;
+    }
     if (!rc)
         rc = dl__compile_query(L, q, schema, err);
+    L->snap = NULL;
     for (size_t i = 0; i < L->n_attrs && !rc && dims > 1; i++)
         if (L->attrs[i].wide)
             rc = dl_error_set(err, DL_EUNSUPPORTED,
@@ -583,7 +591,8 @@ DL_API int dl_live_new_sources(const dl_query_t *q, const dl_live_source_t *sour
                                dl_error_t *err) {
     dl_error_t local;
     dl_error_clear(&local);
-    return live_new(q, sources, n_sources, args, args_len, false, 1, out, err ? err : &local);
+    return live_new(q, sources, n_sources, args, args_len, false, 1, false, out,
+                    err ? err : &local);
 }
 
 DL_API int dl_live_new_dims(const dl_query_t *q, const struct dl_db *db, const char *args,
@@ -591,7 +600,8 @@ DL_API int dl_live_new_dims(const dl_query_t *q, const struct dl_db *db, const c
     dl_error_t local;
     dl_error_clear(&local);
     dl_live_source_t src = {"$", db, DL_LIVE_CURRENT};
-    return live_new(q, &src, db ? 1 : 0, args, args_len, false, n_dims, out, err ? err : &local);
+    return live_new(q, &src, db ? 1 : 0, args, args_len, false, n_dims, false, out,
+                    err ? err : &local);
 }
 
 DL_API size_t dl_live_dims(const dl_live_t *l) { return l ? l->dims : 0; }
@@ -605,8 +615,12 @@ DL_API int dl_query_run_sources(const dl_query_t *q, const dl_live_source_t *sou
                                 dl_query_result_t **out, dl_error_t *err) {
     if (out)
         *out = NULL;
+    dl_error_t local;
+    dl_error_clear(&local);
     dl_live_t *l = NULL;
-    int rc = dl_live_new_sources(q, sources, n_sources, args, args_len, &l, err);
+    /* One-shot: the graph may read the snapshots directly (compile.c "one-shot plans"). */
+    int rc =
+        live_new(q, sources, n_sources, args, args_len, false, 1, true, &l, err ? err : &local);
     if (!rc)
         rc = dl_live_result(l, out, err);
     dl_live_free(l);
@@ -805,6 +819,25 @@ DL_API char *dl_live_explain(const dl_live_t *l) {
     return b.data ? dl__buf_take(&b) : dl_strdup("");
 }
 
+/* EXPLAIN of the live plan, or (oneshot) of the plan dl_query_run_sources runs. */
+int dl__query_explain_sources(const dl_query_t *q, const dl_live_source_t *srcs, size_t n_srcs,
+                              const char *args, size_t args_len, bool analyze, bool oneshot,
+                              char **out, dl_error_t *err) {
+    if (out)
+        *out = NULL;
+    if (!out)
+        return dl_error_set(err, DL_EINVAL, "dl_query_explain: NULL argument");
+    dl_live_t *l = NULL;
+    int rc = live_new(q, srcs, n_srcs, args, args_len, analyze, 1, oneshot, &l, err);
+    if (!rc) {
+        *out = dl_live_explain(l);
+        if (!*out)
+            rc = dl_error_set(err, DL_ENOMEM, "out of memory");
+    }
+    dl_live_free(l);
+    return rc;
+}
+
 DL_API int dl_query_explain(const dl_query_t *q, const struct dl_db *db, const char *args,
                             size_t args_len, bool analyze, char **out, dl_error_t *err) {
     if (out)
@@ -813,7 +846,7 @@ DL_API int dl_query_explain(const dl_query_t *q, const struct dl_db *db, const c
         return dl_error_set(err, DL_EINVAL, "dl_query_explain: NULL argument");
     dl_live_t *l = NULL;
     dl_live_source_t src = {"$", db, DL_LIVE_CURRENT};
-    int rc = live_new(q, &src, db ? 1 : 0, args, args_len, analyze, 1, &l, err);
+    int rc = live_new(q, &src, db ? 1 : 0, args, args_len, analyze, 1, false, &l, err);
     if (!rc) {
         *out = dl_live_explain(l);
         if (!*out)
@@ -827,12 +860,8 @@ DL_API int dl_query_run(const dl_query_t *q, const struct dl_db *db, const char 
                         size_t args_len, dl_query_result_t **out, dl_error_t *err) {
     if (out)
         *out = NULL;
-    dl_live_t *l = NULL;
-    int rc = dl_live_new(q, db, args, args_len, &l, err);
-    if (!rc)
-        rc = dl_live_result(l, out, err);
-    dl_live_free(l);
-    return rc;
+    dl_live_source_t src = {"$", db, DL_LIVE_CURRENT};
+    return dl_query_run_sources(q, &src, db ? 1 : 0, args, args_len, out, err);
 }
 
 /* ---- the engine: one graph, shared base arrangements ---------------------------------------- */
@@ -1201,8 +1230,11 @@ DL_API int dl_engine_apply(dl_engine_t *e, const struct dl_commit *c, dl_error_t
     return 0;
 }
 
-DL_API int dl_engine_live_new(dl_engine_t *e, const dl_query_t *q, const struct dl_db *db,
-                              const char *args, size_t args_len, dl_live_t **out, dl_error_t *err) {
+/* dl_engine_live_new; oneshot: the query is run once and read (dl_engine_query), so its
+ * patterns may read db's snapshot directly instead of the engine's base inputs. */
+static int engine_live_new(dl_engine_t *e, const dl_query_t *q, const struct dl_db *db,
+                           const char *args, size_t args_len, bool oneshot, dl_live_t **out,
+                           dl_error_t *err) {
     dl_error_t local;
     dl_error_clear(&local);
     if (!err)
@@ -1256,7 +1288,13 @@ DL_API int dl_engine_live_new(dl_engine_t *e, const dl_query_t *q, const struct 
     L->edb = db;
     dl__arena_init(&L->arena, 4096);
     e->lives[e->n_lives++] = L;
+    const dl_db_t *snap[1] = {db};
+    if (oneshot && e->dims == 1) {
+        L->snap = snap;
+        L->snap_tx = e->last_tx;
+    }
     int rc = dl__compile_query(L, q, db, err);
+    L->snap = NULL;
     if (!rc) {
         L->cap = dl_capture_new(L->out, on_diff, L, err);
         if (!L->cap) {
@@ -1304,6 +1342,11 @@ DL_API int dl_engine_live_new(dl_engine_t *e, const dl_query_t *q, const struct 
     return 0;
 }
 
+DL_API int dl_engine_live_new(dl_engine_t *e, const dl_query_t *q, const struct dl_db *db,
+                              const char *args, size_t args_len, dl_live_t **out, dl_error_t *err) {
+    return engine_live_new(e, q, db, args, args_len, false, out, err);
+}
+
 static bool same_text(const char *a, size_t na, const char *b, size_t nb) {
     return na == nb && (na == 0 || !memcmp(a, b, na));
 }
@@ -1344,7 +1387,9 @@ DL_API int dl_engine_query(dl_engine_t *e, const dl_query_t *q, const struct dl_
             return dl_live_result(m, out, err);
     }
     dl_live_t *l = NULL;
-    int rc = dl_engine_live_new(e, q, db, args, args_len, &l, err);
+    dl_error_t local;
+    dl_error_clear(&local);
+    int rc = engine_live_new(e, q, db, args, args_len, true, &l, err ? err : &local);
     if (!rc)
         rc = dl_live_result(l, out, err);
     dl_live_free(l);

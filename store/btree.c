@@ -313,6 +313,30 @@ void dl__btree_seek(dl_btcur_t *cur, const dl_btree_t *t, const dl_kd_t *k, int 
     }
 }
 
+/* A seek that reuses the cursor's position: when the lower bound of k lies in the leaf the
+ * cursor is on (its first key < k <= its last key), a binary search of that leaf; else a
+ * descent from the root. Probes in increasing key order thus cost about a merge. */
+void dl__btree_cur_seek(dl_btcur_t *cur, const dl_btree_t *t, const dl_kd_t *k, int n) {
+    if (cur->valid && n && cur->order == t->order) {
+        const leaf_t *l = LEAF(cur->st[cur->depth].n);
+        uint32_t m = l->h.n;
+        uint32_t i = cur->st[cur->depth].i;
+        if (i < m && kcmp(t->order, &l->d[i], k, n) < 0 &&
+            kcmp(t->order, &l->d[m - 1], k, n) >= 0) {
+            /* forward within the leaf: a few steps for near probes */
+            while (kcmp(t->order, &l->d[i + 1], k, n) < 0)
+                i++;
+            cur->st[cur->depth].i = i + 1;
+            return;
+        }
+        if (m && kcmp(t->order, &l->d[0], k, n) < 0 && kcmp(t->order, &l->d[m - 1], k, n) >= 0) {
+            cur->st[cur->depth].i = leaf_lb(l, t->order, k, n);
+            return;
+        }
+    }
+    dl__btree_seek(cur, t, k, n);
+}
+
 const dl_kd_t *dl__btree_cur_get(const dl_btcur_t *cur) {
     if (!cur->valid)
         return NULL;

@@ -319,6 +319,20 @@ int dl_db_datoms(const dl_db_t *db, dl_index_t idx, const dl_datom_t *prefix, in
     return 0;
 }
 
+int dl_iter_seek(dl_iter_t *it, const dl_datom_t *prefix, int n_components) {
+    if (!it || !prefix || n_components < 1 || n_components > 3)
+        return DL_EINVAL;
+    from_datom(prefix, &it->prefix);
+    it->n = n_components;
+    it->has_tx = false;
+    it->have_peek = false;
+    const dl_db_t *db = it->db;
+    dl__btree_cur_seek(&it->c[0], &db->v->trees[DL_T_CUR + it->order], &it->prefix, it->n);
+    if (it->merged)
+        dl__btree_cur_seek(&it->c[1], &db->v->trees[DL_T_PAST + it->order], &it->prefix, it->n);
+    return 0;
+}
+
 int dl_db_entity(const dl_db_t *db, int64_t e, dl_datom_t **out, size_t *out_n, dl_error_t *err) {
     if (!out || !out_n)
         return dl_error_set(err, DL_EINVAL, "dl_db_entity: NULL output");

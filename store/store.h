@@ -166,6 +166,9 @@ typedef struct dl_btcur {
 
 /* Positions on the first key >= k comparing the first n components (n 0: the first key). */
 void dl__btree_seek(dl_btcur_t *cur, const dl_btree_t *t, const dl_kd_t *k, int n);
+/* As dl__btree_seek, cheap when the target lies in the cursor's current leaf (forward
+ * probes of sorted keys); cur must be a cursor of t or fresh. */
+void dl__btree_cur_seek(dl_btcur_t *cur, const dl_btree_t *t, const dl_kd_t *k, int n);
 /* The key under the cursor (NULL at the end) and advance. */
 const dl_kd_t *dl__btree_cur_get(const dl_btcur_t *cur);
 void dl__btree_cur_next(dl_btcur_t *cur);

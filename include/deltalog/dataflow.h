@@ -180,6 +180,32 @@ DL_API dl_coll_t *dl_join(dl_arr_t *left, dl_arr_t *right, const dl_join_col_t *
 DL_API dl_coll_t *dl_join_map(dl_arr_t *left, dl_arr_t *right, size_t out_arity, dl_join_fn fn,
                               void *ctx, dl_error_t *err);
 
+/* ---- lookup join ----------------------------------------------------------------------- */
+/* A static indexed collection outside the graph (a store snapshot, say) read through a
+ * callback: fn(ctx, key, out) yields, through dl_lookup_yield, the val rows (val_arity
+ * values each) present for key; each yield is one row of multiplicity 1, all at time
+ * `time` (the scope's dim coordinates, copied). The caller guarantees the collection never
+ * changes while the operator exists. key is borrowed for the call. */
+typedef struct dl_lookup_sink dl_lookup_sink_t;
+DL_API int dl_lookup_yield(dl_lookup_sink_t *out, const dl_value_t *val) DL_WUR;
+typedef int (*dl_lookup_fn)(void *ctx, const dl_value_t *key, dl_lookup_sink_t *out);
+typedef struct dl_lookup_spec {
+    const uint32_t *key_cols; /* the key: these columns of the input rows */
+    size_t n_key;
+    size_t val_arity;
+    dl_lookup_fn fn;
+    void *ctx;
+    const uint64_t *time;
+    bool sort; /* probe each batch in the order of its first key column (ints and refs) */
+} dl_lookup_spec_t;
+/* Lookup join (a half join): for every update (row, t, d) of `in` and every val yielded
+ * for row's key, an output row cols[0..n_cols) (DL_JOIN_KEY: key column, DL_JOIN_LEFT: a
+ * column of row, DL_JOIN_RIGHT: a column of val) at join(t, time) with diff d: the join
+ * of `in` with the static collection, at a cost proportional to `in`'s updates (nothing
+ * is arranged). Output scope: in's. docs/dataflow.md "Lookup join". */
+DL_API dl_coll_t *dl_lookup_join(dl_coll_t *in, const dl_lookup_spec_t *spec,
+                                 const dl_join_col_t *cols, size_t n_cols, dl_error_t *err);
+
 /* ---- reduce --------------------------------------------------------------------------- */
 typedef enum dl_reduce_kind {
     DL_REDUCE_COUNT,     /* out: key ++ [count] for keys with a nonzero count */

@@ -298,6 +298,12 @@ typedef enum dl_index {
 DL_API int dl_db_datoms(const dl_db_t *db, dl_index_t idx, const dl_datom_t *prefix,
                         int n_components, const dl_datom_t *start, dl_iter_t **out,
                         dl_error_t *err) DL_WUR;
+/* Restarts cursor it on the datoms whose leading n_components (1..3) components equal
+ * those of prefix, as dl_db_datoms(db, idx, prefix, n_components, NULL) would on the
+ * cursor's view and index. It moves the existing cursor: cheap when the new prefix lies a
+ * little ahead of its position (probing keys in increasing order costs about a merge
+ * join), a descent from the root otherwise. DL_EINVAL for a bad argument (it unchanged). */
+DL_API int dl_iter_seek(dl_iter_t *it, const dl_datom_t *prefix, int n_components) DL_WUR;
 /* Next datom into *out; false at the end. */
 DL_API bool dl_iter_next(dl_iter_t *it, dl_datom_t *out);
 DL_API void dl_iter_free(dl_iter_t *it);

@@ -17,6 +17,7 @@
 #include "tests/harness/dl_test.h"
 
 #include "base/base.h"
+#include "datalog/compile.h" /* dl__query_explain_sources: the one-shot plan */
 #include "datalog/datalog.h"
 
 #include <deltalog/dataflow.h>
@@ -1443,9 +1444,128 @@ static void test_live_dims(void **state) {
     dl_store_close(st);
 }
 
+/* One-shot plans read the snapshot (snapshot scans and lookup joins, compile.c "one-shot
+ * plans"): dl_query_run_sources and dl_engine_query on a fresh engine (which both compile
+ * that way) against the reference evaluator, on random data and random queries from the
+ * grammar of live_matches_oracle, after each of several random transactions (retractions
+ * included). The same success or failure; the same result. The plans must use the snapshot
+ * paths (counted from the one-shot EXPLAIN). */
+static void test_oneshot_matches_oracle(void **state) {
+    (void)state;
+    dl_rng_t r = {dl_prop_seed("oneshot_matches_oracle")};
+    long n_queries = dl_prop_iters(80), checked = 0, unsupported = 0, nonempty = 0;
+    long lookups = 0, scans = 0, engine_checked = 0;
+    for (long qi = 0; qi < n_queries; qi++) {
+        dl_store_t *st = NULL;
+        dl_error_t err = {0};
+        must(dl_store_open_memory(&st, &err), &err, "open");
+        transact(st, schema);
+        dl_buf_t b;
+        dl__buf_init(&b);
+        dl__buf_puts(&b, "[");
+        for (int i = 0; i < N_ENT; i++)
+            dl__buf_printf(&b, "{:a/name \"n%d\" :a/num %d}", i, (int)dl_rng_below(&r, 6));
+        dl__buf_puts(&b, "]");
+        transact(st, b.data);
+        dl__buf_fini(&b);
+        dl_query_t *q = NULL;
+        char *text = NULL, *args = NULL;
+        for (int tries = 0; tries < 200 && !q; tries++) {
+            dl_free(text);
+            dl_free(args);
+            text = random_query(&r, &args);
+            dl_error_t perr = {0};
+            if (dl_query_parse(text, strlen(text), rules, strlen(rules), NULL, &q, &perr))
+                q = NULL;
+        }
+        if (!q)
+            dl_prop_fail("no valid random query in 200 tries");
+        if (getenv("DL_SHOW_QUERIES"))
+            fprintf(stderr, "query: %s args %s\n", text, args ? args : "-");
+        size_t alen = args ? strlen(args) : 0;
+        for (int t = 0; t < 8; t++) {
+            dl__buf_init(&b);
+            random_tx(&r, &b);
+            dl_error_t terr = {0};
+            if (dl_store_transact_edn(st, b.data, b.len, NULL, &terr))
+                dl_error_clear(&terr); /* rejected: nothing changed */
+            dl__buf_fini(&b);
+            dl_db_t *db = dl_store_db(st);
+            dl_db_t *hist = dl_db_history(db);
+            dl_live_source_t src[2] = {{"$", db, DL_LIVE_CURRENT}, {"$h", hist, DL_LIVE_HISTORY}};
+            int orc;
+            char *want = oracle_text(q, db, args, &orc);
+            dl_query_result_t *res = NULL;
+            dl_error_t rerr = {0};
+            int rc = dl_query_run_sources(q, src, 2, args, alen, &res, &rerr);
+            if (rc == DL_EUNSUPPORTED) {
+                unsupported++;
+            } else if (rc || orc) {
+                if ((rc != 0) != (orc != 0))
+                    dl_prop_fail("%s\none-shot rc %s (%s), oracle rc %s", text, dl_err_name(rc),
+                                 rerr.message, dl_err_name(orc));
+            } else {
+                char *got = dl_query_result_to_edn(res);
+                char *plan = NULL;
+                dl_error_t xerr = {0};
+                if (dl__query_explain_sources(q, src, 2, args, alen, false, true, &plan, &xerr))
+                    dl_prop_fail("explain: %s", xerr.message);
+                if (strcmp(got, want) != 0)
+                    dl_prop_fail("one-shot differs after tx %d\nquery: %s\none-shot: %s\n"
+                                 "oracle:   %s\nplan:\n%s",
+                                 t, text, got, want, plan);
+                lookups += strstr(plan, "lookup ") != NULL;
+                scans += strstr(plan, "snapshot scan") != NULL;
+                checked++;
+                nonempty += strcmp(want, "[]") != 0 && strcmp(want, "nil") != 0;
+                dl_free(plan);
+                dl_free(got);
+                /* The engine's one-shot (one current source only). */
+                if (q->n_srcs == 1) {
+                    dl_engine_t *e = NULL;
+                    must(dl_engine_new(db, &e, &err), &err, "engine");
+                    dl_query_result_t *er = NULL;
+                    dl_error_t eerr = {0};
+                    int erc = dl_engine_query(e, q, db, args, alen, &er, &eerr);
+                    if (erc)
+                        dl_prop_fail("%s\nengine one-shot rc %s (%s)", text, dl_err_name(erc),
+                                     eerr.message);
+                    char *eg = dl_query_result_to_edn(er);
+                    if (strcmp(eg, want) != 0)
+                        dl_prop_fail("engine one-shot differs\nquery: %s\nengine: %s\noracle: %s",
+                                     text, eg, want);
+                    dl_graph_stats_t gs;
+                    dl_engine_stats(e, &gs);
+                    if (gs.n_ops != 0)
+                        dl_prop_fail("the engine keeps %zu operators after a one-shot", gs.n_ops);
+                    engine_checked++;
+                    dl_free(eg);
+                    dl_query_result_free(er);
+                    dl_engine_free(e);
+                }
+            }
+            dl_query_result_free(res);
+            dl_free(want);
+            dl_db_unref(hist);
+            dl_db_unref(db);
+        }
+        dl_query_free(q);
+        dl_free(text);
+        dl_free(args);
+        dl_store_close(st);
+    }
+    fprintf(stderr,
+            "[ oneshot  ] %ld queries, %ld checks (%ld non-empty, %ld through an engine), "
+            "%ld plans with lookups, %ld with snapshot scans, %ld not compilable\n",
+            n_queries, checked, nonempty, engine_checked, lookups, scans, unsupported);
+    if (checked < n_queries || lookups < checked / 4 || scans < checked / 4)
+        dl_prop_fail("too few checks (%ld) or snapshot plans (%ld lookups, %ld scans)", checked,
+                     lookups, scans);
+}
+
 DL_TEST_GROUP(live, cmocka_unit_test(test_live_matches_oracle), cmocka_unit_test(test_explain_plan),
               cmocka_unit_test(test_eval_and_live_nomem), cmocka_unit_test(test_deep_nesting),
               cmocka_unit_test(test_engine_matches_oracle),
               cmocka_unit_test(test_engine_shares_base), cmocka_unit_test(test_engine_nomem),
               cmocka_unit_test(test_engine_peek), cmocka_unit_test(test_eager_matches_oracle),
-              cmocka_unit_test(test_live_dims));
+              cmocka_unit_test(test_live_dims), cmocka_unit_test(test_oneshot_matches_oracle));

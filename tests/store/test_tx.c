@@ -743,6 +743,117 @@ static void test_tx_mutated_text_is_safe(void **state) {
     dl_store_close(s);
 }
 
+/* dl_iter_seek: a cursor moved to prefix after prefix (ascending runs, as a lookup join
+ * probes, and random jumps back and forth) yields what a fresh dl_db_datoms cursor on
+ * that prefix yields, in the current, history and as-of views, for the AEVT, AVET and
+ * VAET prefixes a lookup uses. Enough datoms for many B+tree leaves. */
+static void test_tx_iter_seek(void **state) {
+    (void)state;
+    dl_rng_t rng = {dl_prop_seed("store.tx_iter_seek")};
+    dl_store_t *s = NULL;
+    assert_int_equal(dl_store_open_memory(&s, NULL), 0);
+    st_tx(s,
+          "[{:db/ident :k/n :db/valueType :db.type/long :db/cardinality :db.cardinality/one "
+          ":db/index true} {:db/ident :k/r :db/valueType :db.type/ref :db/cardinality "
+          ":db.cardinality/many}]",
+          0, NULL, NULL);
+    enum { NE = 1500 };
+    dl_buf_t b;
+    for (int round = 0; round < 4; round++) {
+        dl__buf_init(&b);
+        dl__buf_puts(&b, "[");
+        for (int i = 0; i < NE; i++) {
+            if (round && dl_rng_below(&rng, 3))
+                continue;
+            dl__buf_printf(&b, "{:db/id \"e%d\" :k/n %d}", i, (int)dl_rng_below(&rng, 50));
+        }
+        dl__buf_puts(&b, "]");
+        st_tx(s, b.data, 0, NULL, NULL);
+        dl__buf_fini(&b);
+    }
+    dl_db_t *db = dl_store_db(s);
+    int64_t ids[NE];
+    size_t n_ids = 0;
+    {
+        dl_iter_t *it;
+        dl_datom_t pre = {0};
+        dl_attr_info_t ai;
+        assert_int_equal(dl_db_attr(db, "k/n", &ai, NULL), 0);
+        pre.a = ai.id;
+        assert_int_equal(dl_db_datoms(db, DL_INDEX_AEVT, &pre, 1, NULL, &it, NULL), 0);
+        dl_datom_t d;
+        while (n_ids < NE && dl_iter_next(it, &d))
+            ids[n_ids++] = d.e;
+        dl_iter_free(it);
+    }
+    assert_true(n_ids > 100);
+    dl__buf_init(&b);
+    dl__buf_puts(&b, "[");
+    for (int i = 0; i < 2000; i++)
+        dl__buf_printf(&b, "[:db/add %lld :k/r %lld]", (long long)ids[dl_rng_below(&rng, n_ids)],
+                       (long long)ids[dl_rng_below(&rng, n_ids)]);
+    dl__buf_puts(&b, "]");
+    st_tx(s, b.data, 0, NULL, NULL);
+    dl__buf_fini(&b);
+    dl_db_unref(db);
+    db = dl_store_db(s);
+    dl_attr_info_t an, ar;
+    assert_int_equal(dl_db_attr(db, "k/n", &an, NULL), 0);
+    assert_int_equal(dl_db_attr(db, "k/r", &ar, NULL), 0);
+    dl_db_t *views[3] = {db, dl_db_history(db), dl_db_as_of(db, dl_db_basis_tx(db) - 2)};
+    long probes = 0;
+    for (int v = 0; v < 3; v++) {
+        for (int kind = 0; kind < 4; kind++) {
+            static const dl_index_t idx[4] = {DL_INDEX_AEVT, DL_INDEX_AEVT, DL_INDEX_AVET,
+                                              DL_INDEX_VAET};
+            dl_datom_t pre = {0};
+            pre.a = kind == 1 || kind == 3 ? ar.id : an.id;
+            dl_iter_t *it = NULL;
+            assert_int_equal(
+                dl_db_datoms(views[v], idx[kind], &pre, kind == 3 ? 0 : 1, NULL, &it, NULL), 0);
+            int64_t at = 0;
+            for (int p = 0; p < 600; p++) {
+                /* mostly ascending steps, sometimes a jump anywhere */
+                if (dl_rng_below(&rng, 8) == 0)
+                    at = (int64_t)dl_rng_below(&rng, n_ids);
+                else
+                    at = (at + (int64_t)dl_rng_below(&rng, 4)) % (int64_t)n_ids;
+                int n = 2;
+                if (kind == 0 || kind == 1) {
+                    pre.e = ids[at];
+                } else if (kind == 2) {
+                    pre.v = dl_value_int(at % 50);
+                } else {
+                    pre.v = dl_value_ref(ids[at]);
+                }
+                assert_int_equal(dl_iter_seek(it, &pre, n), 0);
+                dl_iter_t *fresh = NULL;
+                assert_int_equal(dl_db_datoms(views[v], idx[kind], &pre, n, NULL, &fresh, NULL), 0);
+                dl_datom_t x, y;
+                for (;;) {
+                    bool a = dl_iter_next(it, &x), c = dl_iter_next(fresh, &y);
+                    assert_int_equal(a, c);
+                    if (!a)
+                        break;
+                    assert_int_equal(x.e, y.e);
+                    assert_int_equal(x.a, y.a);
+                    assert_true(dl_value_eq(x.v, y.v));
+                    assert_int_equal(x.tx, y.tx);
+                    assert_int_equal(x.added, y.added);
+                }
+                dl_iter_free(fresh);
+                probes++;
+            }
+            dl_iter_free(it);
+        }
+    }
+    assert_int_equal(dl_iter_seek(NULL, NULL, 1), DL_EINVAL);
+    assert_true(probes == 3 * 4 * 600);
+    for (int v = 0; v < 3; v++)
+        dl_db_unref(views[v]);
+    dl_store_close(s);
+}
+
 DL_TEST_GROUP(tx, cmocka_unit_test(test_tx_mutated_text_is_safe),
               cmocka_unit_test(test_tx_list_forms), cmocka_unit_test(test_tx_value_types),
               cmocka_unit_test(test_tx_map_forms_nested), cmocka_unit_test(test_tx_tempids),
@@ -751,4 +862,5 @@ DL_TEST_GROUP(tx, cmocka_unit_test(test_tx_mutated_text_is_safe),
               cmocka_unit_test(test_tx_contradictions),
               cmocka_unit_test(test_tx_rejections_are_positioned),
               cmocka_unit_test(test_tx_schema_changes), cmocka_unit_test(test_tx_json_form),
-              cmocka_unit_test(test_tx_c_ops), cmocka_unit_test(test_tx_json_value));
+              cmocka_unit_test(test_tx_c_ops), cmocka_unit_test(test_tx_json_value),
+              cmocka_unit_test(test_tx_iter_seek));
