@@ -90,8 +90,8 @@ int dl_capsrc_poll(dl_capsrc_t *s, dl_delta_t **out, dl_error_t *err) {
                             df.arity, df.dim, s->arity, s->n_dims);
     dl_delta_t *d = NULL;
     int rc = dl_delta_new(DL_DELTA_DATA, s->arity, df.time, df.dim, &d, err);
-    for (size_t i = 0; i < df.n && !rc; i++)
-        rc = dl_delta_add(d, df.rows + i * df.arity, df.diffs[i], err);
+    if (!rc) /* consolidated and sorted: copied without hashing (dl__delta_add_rows) */
+        rc = dl__delta_add_rows(d, df.rows, df.diffs, df.n, err);
     /* The accumulated result advances with what is handed out (the invariant). A failure
      * here leaves acc partly merged: the source is then unusable and the registry closes
      * it on this error. */

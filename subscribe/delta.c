@@ -18,6 +18,21 @@
  *    within a small factor of its content, also after a burst of cancellations.
  * 4. A delta is mutable until sealed; sealed deltas are immutable and shared between
  *    threads by an atomic reference count.
+ * 5. A delta filled from rows already known to be distinct needs no index: when the rows
+ *    given to dl__delta_add_rows (a completed time's diff, which the dataflow hands out
+ *    consolidated and sorted) are strictly ascending in key order (key_cmp: dl_row_cmp's
+ *    order, ties broken by the value's bits, so that "equal in key order" is exactly
+ *    dl_row_eq), they are distinct and are copied in bulk; the delta is then *unindexed*
+ *    (index NULL, index_cap 0, len > 0) and stays sorted. Its index is built (every row
+ *    hashed) only when a pair is added to it (add_pair); dl_delta_find on it is a binary
+ *    search, so a sealed delta shared between threads is never mutated to build one. Most
+ *    deltas are only iterated by their subscribers and merged *from*: they are never hashed.
+ * 6. dl__dacc_t accumulates the deltas a source hands out (its snapshot) as a stack of
+ *    sorted runs, merged pairwise as they grow (a run at most half the size of the one
+ *    below it; binary-counter amortization): a handed-out sorted delta enters by reference,
+ *    without a copy or a hash, and the merges are sequential passes. Hashing every changed
+ *    row into one big accumulated delta (random probes, backward-shift deletions that
+ *    rehash their cluster) was the delivery path's largest cost.
  */
 #include "subscribe/subscribe.h"
 
@@ -41,11 +56,16 @@ struct dl_delta {
     dl_value_t *rows; /* cap * arity values; NULL when arity == 0 or cap == 0 */
     int64_t *diffs;   /* cap diffs */
     uint32_t *index;  /* index_cap slots: pair position + 1, 0 = empty */
-    size_t index_cap; /* power of two, or 0 when cap == 0 */
+    size_t index_cap; /* power of two, or 0 when cap == 0 or unindexed (note 5) */
     dl_delta_t *next; /* a snapshot's following messages (dl__delta_chain), owned */
 };
 
 static const dl_value_t empty_row[1];
+
+/* dl_delta_row, inlined (the exported function may be interposed, so calls stay calls). */
+static inline const dl_value_t *row_at(const dl_delta_t *d, size_t i) {
+    return d->arity ? d->rows + i * d->arity : empty_row;
+}
 
 /* ---- times -------------------------------------------------------------------------------- */
 
@@ -149,9 +169,7 @@ const uint64_t *dl_delta_time(const dl_delta_t *d, size_t *out_n_dims) {
     return d->time;
 }
 size_t dl_delta_len(const dl_delta_t *d) { return d->len; }
-const dl_value_t *dl_delta_row(const dl_delta_t *d, size_t i) {
-    return d->arity ? d->rows + i * d->arity : empty_row;
-}
+const dl_value_t *dl_delta_row(const dl_delta_t *d, size_t i) { return row_at(d, i); }
 int64_t dl_delta_diff(const dl_delta_t *d, size_t i) { return d->diffs[i]; }
 bool dl_delta_is_snapshot(const dl_delta_t *d) { return d->snapshot; }
 int dl_delta_code(const dl_delta_t *d) { return d->code; }
@@ -162,10 +180,42 @@ size_t dl_delta_bytes(const dl_delta_t *d) {
            d->index_cap * sizeof(uint32_t);
 }
 
+/* ---- key order (design note 5) -------------------------------------------------------------- */
+
+/* dl_value_cmp's order (type, then value), ties broken by the value's bits: a total order in
+ * which 0 means dl_value_eq exactly (dl_value_cmp alone calls any two nils equal, whatever
+ * their bits). For canonical values it is dl_value_cmp's order, the dataflow's batch order. */
+static inline int vkey_cmp(const dl_value_t *a, const dl_value_t *b) {
+    if (a->type != b->type)
+        return a->type < b->type ? -1 : 1;
+    int c = 0;
+    switch (a->type) {
+        case DL_T_BOOL:
+        case DL_T_INT:
+        case DL_T_INSTANT:
+        case DL_T_REF:
+            return (a->as.i > b->as.i) - (a->as.i < b->as.i); /* equal values, equal bits */
+        case DL_T_NIL:
+            break;
+        default:
+            c = dl_value_cmp(*a, *b);
+    }
+    return c ? c : (a->as.bits > b->as.bits) - (a->as.bits < b->as.bits);
+}
+
+static inline int key_cmp(const dl_value_t *a, const dl_value_t *b, size_t arity) {
+    for (size_t i = 0; i < arity; i++) {
+        int c = vkey_cmp(a + i, b + i);
+        if (c)
+            return c;
+    }
+    return 0;
+}
+
 /* ---- the index ---------------------------------------------------------------------------- */
 
 static uint64_t pair_hash(const dl_delta_t *d, size_t i) {
-    return dl_row_hash(dl_delta_row(d, i), d->arity);
+    return dl_row_hash(row_at(d, i), d->arity);
 }
 
 /* The slot holding pair position i (which must be indexed), found by probing from its home. */
@@ -188,7 +238,7 @@ static size_t probe(const dl_delta_t *d, const dl_value_t *row, uint64_t h, bool
             *found = false;
             return s;
         }
-        if (dl_row_eq(dl_delta_row(d, v - 1), row, d->arity)) {
+        if (dl_row_eq(row_at(d, v - 1), row, d->arity)) {
             *found = true;
             return s;
         }
@@ -282,6 +332,12 @@ static void remove_pair(dl_delta_t *d, size_t i, size_t s) {
 static int add_pair(dl_delta_t *d, const dl_value_t *row, int64_t diff) {
     if (diff == 0)
         return 0;
+    if (!d->index_cap && d->cap) {
+        /* Design note 5: an unindexed delta gets its index at its first addition. */
+        int rc = resize(d, d->cap);
+        if (rc)
+            return rc;
+    }
     uint64_t h = dl_row_hash(row, d->arity);
     bool found = false;
     size_t s = 0;
@@ -332,17 +388,106 @@ int dl_delta_add(dl_delta_t *d, const dl_value_t *row, int64_t diff, dl_error_t 
     return 0;
 }
 
+/* Appends pairs [from, n) of rows/diffs to d while they are strictly ascending in key order
+ * after d's last pair (d unindexed or empty, and sorted): *at is where it stopped. */
+static int append_sorted(dl_delta_t *d, const dl_value_t *rows, const int64_t *diffs, size_t n,
+                         size_t *at) {
+    size_t ar = d->arity, i = *at;
+    const dl_value_t *prev = d->len ? row_at(d, d->len - 1) : NULL;
+    for (; i < n; i++) {
+        if (diffs[i] == 0)
+            continue;
+        const dl_value_t *r = ar ? rows + i * ar : empty_row;
+        if (prev && (ar == 0 || key_cmp(prev, r, ar) >= 0))
+            break;
+        if (d->len == d->cap) {
+            if (d->len >= UINT32_MAX - 1)
+                break;                    /* add_pair reports DL_ELIMIT */
+            size_t nc = d->cap + (n - i); /* what is left, at most: one allocation */
+            if (ar) {
+                dl_value_t *nr = dl_realloc(d->rows, nc * ar * sizeof *nr);
+                if (!nr)
+                    return DL_ENOMEM;
+                d->rows = nr;
+            }
+            int64_t *nd = dl_realloc(d->diffs, nc * sizeof *nd);
+            if (!nd) {
+                d->cap = DL_MIN(d->cap, nc); /* as in resize: rows grew, diffs did not */
+                return DL_ENOMEM;
+            }
+            d->diffs = nd;
+            d->cap = nc;
+        }
+        if (ar)
+            memcpy(d->rows + d->len * ar, r, ar * sizeof *r);
+        d->diffs[d->len++] = diffs[i];
+        prev = row_at(d, d->len - 1);
+    }
+    *at = i;
+    return 0;
+}
+
+int dl__delta_add_rows(dl_delta_t *d, const dl_value_t *rows, const int64_t *diffs, size_t n,
+                       dl_error_t *err) {
+    if (!d)
+        return dl_error_set(err, DL_EINVAL, "delta: NULL delta");
+    if (d->sealed || d->kind != DL_DELTA_DATA)
+        return dl_error_set(err, DL_ESTATE, "delta: add to a sealed or non-data delta");
+    if (n && !diffs)
+        return dl_error_set(err, DL_EINVAL, "delta: NULL diffs");
+    if (n && !rows && d->arity)
+        return dl_error_set(err, DL_EINVAL, "delta: NULL rows");
+    size_t i = 0;
+    if (!d->index_cap) { /* empty, or unindexed (sorted): design note 5 */
+        int rc = append_sorted(d, rows, diffs, n, &i);
+        if (rc)
+            return dl_error_set(err, rc, "delta: out of memory");
+    }
+    for (; i < n; i++) {
+        int rc = dl_delta_add(d, d->arity ? rows + i * d->arity : NULL, diffs[i], err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 int64_t dl_delta_find(const dl_delta_t *d, const dl_value_t *row) {
-    if (d->kind != DL_DELTA_DATA || !d->index_cap)
+    if (d->kind != DL_DELTA_DATA || !d->len)
         return 0;
-    bool found;
     const dl_value_t *r = d->arity ? row : empty_row;
+    if (!d->index_cap) { /* unindexed, hence sorted in key order: a binary search */
+        size_t lo = 0, hi = d->len;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            int c = key_cmp(row_at(d, mid), r, d->arity);
+            if (c == 0)
+                return d->diffs[mid];
+            if (c < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        return 0;
+    }
+    bool found;
     size_t s = probe(d, r, dl_row_hash(r, d->arity), &found);
     return found ? d->diffs[d->index[s] - 1] : 0;
 }
 
 /* ---- merging, cloning, sorting ------------------------------------------------------------ */
 
+/* Allocates c's dense arrays for exactly n pairs (c empty, unindexed). */
+static int alloc_pairs(dl_delta_t *c, size_t n) {
+    if (c->arity && !(c->rows = dl_malloc(n * c->arity * sizeof *c->rows)))
+        return DL_ENOMEM;
+    if (!(c->diffs = dl_malloc(n * sizeof *c->diffs)))
+        return DL_ENOMEM; /* rows are freed with c */
+    c->cap = n;
+    return 0;
+}
+
+/* The pairs are copied as they are (no hashing): an indexed delta's index is copied when
+ * the copy's capacity (its length) gives the same table size, else rebuilt. */
 int dl__delta_clone(const dl_delta_t *d, dl_delta_t **out) {
     dl_delta_t *c = NULL;
     int rc = dl_delta_new(d->kind, d->arity, d->time, d->n_dims, &c, NULL);
@@ -352,14 +497,24 @@ int dl__delta_clone(const dl_delta_t *d, dl_delta_t **out) {
     c->code = d->code;
     c->n_times = d->n_times;
     if (d->len) {
-        rc = resize(c, d->len);
+        rc = alloc_pairs(c, d->len);
+        if (!rc && d->index_cap && index_cap_for(d->len) == d->index_cap) {
+            if (!(c->index = dl_malloc(d->index_cap * sizeof *c->index)))
+                rc = DL_ENOMEM;
+            else {
+                memcpy(c->index, d->index, d->index_cap * sizeof *c->index);
+                c->index_cap = d->index_cap;
+            }
+        }
         if (rc) {
             dl_delta_unref(c);
             return rc;
         }
-        for (size_t i = 0; i < d->len && !rc; i++)
-            rc = add_pair(c, dl_delta_row(d, i), d->diffs[i]);
-        if (rc) {
+        if (d->arity)
+            memcpy(c->rows, d->rows, d->len * d->arity * sizeof *c->rows);
+        memcpy(c->diffs, d->diffs, d->len * sizeof *c->diffs);
+        c->len = d->len;
+        if (d->index_cap && !c->index_cap && (rc = resize(c, c->cap)) != 0) {
             dl_delta_unref(c);
             return rc;
         }
@@ -372,8 +527,14 @@ int dl__delta_merge(dl_delta_t *into, const dl_delta_t *from) {
     if (into->sealed || into->kind != DL_DELTA_DATA || from->arity != into->arity ||
         from->n_dims != into->n_dims)
         return DL_ESTATE;
-    for (size_t i = 0; i < from->len; i++) {
-        int rc = add_pair(into, dl_delta_row(from, i), from->diffs[i]);
+    size_t i = 0;
+    if (!into->index_cap && from->len) { /* into empty or unindexed: design note 5 */
+        int rc = append_sorted(into, from->rows, from->diffs, from->len, &i);
+        if (rc)
+            return rc;
+    }
+    for (; i < from->len; i++) {
+        int rc = add_pair(into, row_at(from, i), from->diffs[i]);
         if (rc)
             return rc;
     }
@@ -384,15 +545,14 @@ int dl__delta_merge(dl_delta_t *into, const dl_delta_t *from) {
 
 static int cmp_pos(const void *a, const void *b, void *ctx) {
     const dl_delta_t *d = ctx;
-    return dl_row_cmp(dl_delta_row(d, *(const size_t *)a), dl_delta_row(d, *(const size_t *)b),
-                      d->arity);
+    return dl_row_cmp(row_at(d, *(const size_t *)a), row_at(d, *(const size_t *)b), d->arity);
 }
 
 int dl_delta_sort(dl_delta_t *d, dl_error_t *err) {
     if (d->sealed)
         return dl_error_set(err, DL_ESTATE, "delta: sort of a sealed delta");
-    if (d->len < 2)
-        return 0;
+    if (d->len < 2 || !d->index_cap)
+        return 0; /* an unindexed delta is sorted (design note 5) */
     size_t *perm = dl_malloc(d->len * sizeof *perm);
     dl_value_t *rows = d->arity ? dl_malloc(d->len * d->arity * sizeof *rows) : NULL;
     int64_t *diffs = dl_malloc(d->len * sizeof *diffs);
@@ -407,7 +567,7 @@ int dl_delta_sort(dl_delta_t *d, dl_error_t *err) {
     qsort_r(perm, d->len, sizeof *perm, cmp_pos, d);
     for (size_t i = 0; i < d->len; i++) {
         if (d->arity)
-            memcpy(rows + i * d->arity, dl_delta_row(d, perm[i]), d->arity * sizeof *rows);
+            memcpy(rows + i * d->arity, row_at(d, perm[i]), d->arity * sizeof *rows);
         diffs[i] = d->diffs[perm[i]];
     }
     if (d->arity)
@@ -431,6 +591,15 @@ int dl_delta_sort(dl_delta_t *d, dl_error_t *err) {
 bool dl__delta_check(const dl_delta_t *d) {
     if (d->len > d->cap)
         return false;
+    if (!d->index_cap) { /* unindexed: no zero diff, strictly ascending (design note 5) */
+        if (d->index)
+            return false;
+        for (size_t i = 0; i < d->len; i++)
+            if (d->diffs[i] == 0 ||
+                (i && (d->arity == 0 || key_cmp(row_at(d, i - 1), row_at(d, i), d->arity) >= 0)))
+                return false;
+        return true;
+    }
     size_t used = 0;
     for (size_t s = 0; s < d->index_cap; s++)
         if (d->index[s]) {
@@ -444,11 +613,244 @@ bool dl__delta_check(const dl_delta_t *d) {
         if (d->diffs[i] == 0)
             return false;
         bool found;
-        size_t s = probe(d, dl_delta_row(d, i), pair_hash(d, i), &found);
+        size_t s = probe(d, row_at(d, i), pair_hash(d, i), &found);
         if (!found || d->index[s] != i + 1)
             return false; /* a repeated row would be found at its first position */
     }
     return true;
+}
+
+/* ---- accumulation as sorted runs (design note 6) ------------------------------------------ */
+
+void dl__dacc_init(dl__dacc_t *a, size_t arity, const uint64_t *time, size_t n_dims) {
+    memset(a, 0, sizeof *a);
+    a->arity = arity;
+    a->n_dims = n_dims;
+    memcpy(a->time, time, n_dims * sizeof *time);
+}
+
+void dl__dacc_fini(dl__dacc_t *a) {
+    for (size_t i = 0; i < a->n; i++)
+        dl_delta_unref(a->runs[i]);
+    dl_free(a->runs);
+    a->runs = NULL;
+    a->n = a->cap = 0;
+}
+
+static bool is_key_sorted(const dl_delta_t *d) {
+    if (!d->index_cap)
+        return true;
+    for (size_t i = 1; i < d->len; i++)
+        if (d->arity == 0 || key_cmp(row_at(d, i - 1), row_at(d, i), d->arity) >= 0)
+            return false;
+    return true;
+}
+
+static int cmp_key_pos(const void *a, const void *b, void *ctx) {
+    const dl_delta_t *d = ctx;
+    return key_cmp(row_at(d, *(const size_t *)a), row_at(d, *(const size_t *)b), d->arity);
+}
+
+/* new: d's pairs as an unindexed delta sorted in key order (d's pairs are distinct). */
+static int sorted_copy(const dl_delta_t *d, dl_delta_t **out) {
+    *out = NULL;
+    size_t *perm = dl_malloc(d->len * sizeof *perm);
+    dl_delta_t *c = NULL;
+    int rc = perm ? dl_delta_new(DL_DELTA_DATA, d->arity, d->time, d->n_dims, &c, NULL) : DL_ENOMEM;
+    if (!rc)
+        rc = alloc_pairs(c, d->len);
+    if (rc) {
+        dl_free(perm);
+        dl_delta_unref(c);
+        return rc;
+    }
+    for (size_t i = 0; i < d->len; i++)
+        perm[i] = i;
+    qsort_r(perm, d->len, sizeof *perm, cmp_key_pos, (void *)d);
+    for (size_t i = 0; i < d->len; i++) {
+        if (d->arity)
+            memcpy(c->rows + i * d->arity, row_at(d, perm[i]), d->arity * sizeof *c->rows);
+        c->diffs[i] = d->diffs[perm[i]];
+    }
+    c->len = d->len;
+    dl_free(perm);
+    *out = c;
+    return 0;
+}
+
+/* A row's values, copied without a call for the usual small arities. */
+static inline void copy_row(dl_value_t *dst, const dl_value_t *src, size_t ar) {
+    switch (ar) {
+        case 4:
+            dst[3] = src[3];
+            /* fallthrough */
+        case 3:
+            dst[2] = src[2];
+            /* fallthrough */
+        case 2:
+            dst[1] = src[1];
+            /* fallthrough */
+        case 1:
+            dst[0] = src[0];
+            /* fallthrough */
+        case 0:
+            break;
+        default:
+            memcpy(dst, src, ar * sizeof *dst);
+    }
+}
+
+/* new: the consolidated sum of the sorted runs x and y, sorted and unindexed. DL_ENOMEM,
+ * DL_ERANGE (a diff overflows). */
+static int merge_runs(const dl_delta_t *x, const dl_delta_t *y, dl_delta_t **out) {
+    *out = NULL;
+    size_t ar = x->arity, n = x->len + y->len;
+    dl_delta_t *m = NULL;
+    int rc = dl_delta_new(DL_DELTA_DATA, ar, y->time, y->n_dims, &m, NULL);
+    if (!rc)
+        rc = alloc_pairs(m, n);
+    if (rc) {
+        dl_delta_unref(m);
+        return rc;
+    }
+    const int64_t *xd = x->diffs, *yd = y->diffs;
+    int64_t *md = m->diffs;
+    size_t i = 0, j = 0, k = 0, nx = x->len, ny = y->len;
+    while (i < nx && j < ny) {
+        const dl_value_t *rx = row_at(x, i), *ry = row_at(y, j);
+        int c = key_cmp(rx, ry, ar);
+        if (c < 0) {
+            if (ar)
+                copy_row(m->rows + k * ar, rx, ar);
+            md[k++] = xd[i++];
+        } else if (c > 0) {
+            if (ar)
+                copy_row(m->rows + k * ar, ry, ar);
+            md[k++] = yd[j++];
+        } else {
+            int64_t diff;
+            if (__builtin_add_overflow(xd[i++], yd[j++], &diff)) {
+                dl_delta_unref(m);
+                return DL_ERANGE;
+            }
+            if (diff == 0)
+                continue;
+            if (ar)
+                copy_row(m->rows + k * ar, rx, ar);
+            md[k++] = diff;
+        }
+    }
+    /* the rest of one run, in one copy */
+    const dl_delta_t *rest = i < nx ? x : y;
+    size_t from = i < nx ? i : j, left = rest->len - from;
+    if (ar && left)
+        memcpy(m->rows + k * ar, rest->rows + from * ar, left * ar * sizeof *m->rows);
+    if (left)
+        memcpy(md + k, rest->diffs + from, left * sizeof *md);
+    k += left;
+    m->len = k;
+    if (k < n) { /* give back what the cancellations freed (failure to shrink is harmless) */
+        size_t nc = DL_MAX(k, 1);
+        bool shrunk = false; /* cap is the smaller of the two arrays' capacities */
+        dl_value_t *nr = ar ? dl_realloc(m->rows, nc * ar * sizeof *nr) : NULL;
+        if (nr) {
+            m->rows = nr;
+            shrunk = true;
+        }
+        int64_t *nd = dl_realloc(m->diffs, nc * sizeof *nd);
+        if (nd) {
+            m->diffs = nd;
+            shrunk = true;
+        }
+        if (shrunk)
+            m->cap = nc;
+    }
+    *out = m;
+    return 0;
+}
+
+/* Merges the two newest runs into one (dropped when it cancels out). On failure the runs
+ * are unchanged. */
+static int dacc_merge_top(dl__dacc_t *a) {
+    dl_delta_t *m = NULL;
+    int rc = merge_runs(a->runs[a->n - 2], a->runs[a->n - 1], &m);
+    if (rc)
+        return rc;
+    dl_delta_unref(a->runs[a->n - 1]);
+    dl_delta_unref(a->runs[a->n - 2]);
+    a->n--;
+    if (m->len) {
+        dl_delta_seal(m);
+        a->runs[a->n - 1] = m;
+    } else {
+        dl_delta_unref(m);
+        a->n--;
+    }
+    return 0;
+}
+
+int dl__dacc_add(dl__dacc_t *a, dl_delta_t *d) {
+    if (d->kind != DL_DELTA_DATA || d->arity != a->arity || d->n_dims != a->n_dims)
+        return DL_EINVAL;
+    if (d->len) {
+        if (a->n == a->cap) {
+            size_t nc = a->cap ? 2 * a->cap : 8;
+            dl_delta_t **nr = dl_realloc(a->runs, nc * sizeof *nr);
+            if (!nr)
+                return DL_ENOMEM;
+            a->runs = nr;
+            a->cap = nc;
+        }
+        dl_delta_t *run = NULL;
+        if (is_key_sorted(d)) {
+            dl_delta_seal(d); /* shared from now on: it must not change */
+            run = dl_delta_ref(d);
+        } else {
+            int rc = sorted_copy(d, &run);
+            if (rc)
+                return rc;
+            dl_delta_seal(run);
+        }
+        a->runs[a->n++] = run;
+    }
+    memcpy(a->time, d->time, a->n_dims * sizeof *a->time);
+    a->n_times += d->n_times;
+    /* Binary-counter merging: each run more than twice the size of the one above it, so
+     * there are O(log rows) runs and a pair is copied O(log) times overall. A failed merge
+     * leaves the (correct) runs as they are. */
+    while (a->n >= 2 && a->runs[a->n - 2]->len <= 2 * a->runs[a->n - 1]->len) {
+        int rc = dacc_merge_top(a);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int dl__dacc_compact(dl__dacc_t *a) {
+    while (a->n >= 2) {
+        int rc = dacc_merge_top(a);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int dl__dacc_snapshot(dl__dacc_t *a, dl_delta_t **out) {
+    *out = NULL;
+    int rc = dl__dacc_compact(a);
+    if (rc)
+        return rc;
+    dl_delta_t *c = NULL;
+    if (a->n)
+        rc = dl__delta_clone(a->runs[0], &c);
+    else
+        rc = dl_delta_new(DL_DELTA_DATA, a->arity, a->time, a->n_dims, &c, NULL);
+    if (rc)
+        return rc;
+    memcpy(c->time, a->time, a->n_dims * sizeof *a->time);
+    c->n_times = a->n_times;
+    *out = c;
+    return 0;
 }
 
 /* ---- accumulation per user coordinate (n_dims > 1) ---------------------------------------- */
@@ -532,7 +934,7 @@ int dl__uacc_add_delta(dl__uacc_t *a, const dl_delta_t *from) {
     dl_delta_t *d;
     int rc = uacc_at(a, from->time, &at, &d);
     for (size_t i = 0; i < from->len && !rc; i++)
-        rc = add_pair(d, dl_delta_row(from, i), from->diffs[i]);
+        rc = add_pair(d, row_at(from, i), from->diffs[i]);
     if (!rc)
         uacc_trim(a, at);
     return rc;

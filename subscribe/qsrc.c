@@ -58,7 +58,7 @@ struct qsrc {
     uint64_t last_tx;  /* the last transaction reflected (the basis, then applied ones) */
     int failed;        /* a run failed: the code poll reports */
     char failure[160]; /* its message */
-    dl_delta_t *acc;   /* private: the invariant above */
+    dl__dacc_t acc;    /* n_dims == 1: the invariant above (sorted runs, delta.c note 6) */
     dl_delta_t **pending;
     size_t head, n_pending, cap_pending;
 };
@@ -104,7 +104,7 @@ static void qsrc_close(void *p) {
     for (size_t i = s->head; i < s->n_pending; i++)
         dl_delta_unref(s->pending[i]);
     dl_free(s->pending);
-    dl_delta_unref(s->acc);
+    dl__dacc_fini(&s->acc);
     dl__uacc_fini(&s->acc_u);
     dl_live_free(s->live);
     if (s->eng)
@@ -156,8 +156,8 @@ static int queue_dim_changes(qsrc_t *s, dl_error_t *err) {
             j++;
         dl_delta_t *d = NULL;
         int rc = dl_delta_new(DL_DELTA_DATA, s->arity, times + i * nd, nd, &d, err);
-        for (size_t k = i; k < j && !rc; k++)
-            rc = dl_delta_add(d, rows + k * s->arity, diffs[k], err);
+        if (!rc)
+            rc = dl__delta_add_rows(d, rows + i * s->arity, diffs + i, j - i, err);
         if (!rc && dl_delta_len(d) == 0) {
             dl_delta_unref(d); /* the time's changes cancelled out */
             d = NULL;
@@ -198,14 +198,15 @@ static int queue_frontiers(qsrc_t *s, const uint64_t *f, uint64_t *last_f, dl_er
     return 0;
 }
 
-/* The live query's last change as a new DATA delta at time t. */
+/* The live query's last change as a new DATA delta at time t (a consolidated diff, sorted
+ * as the capture delivers it, is copied without hashing: dl__delta_add_rows). */
 static int change_delta(qsrc_t *s, const uint64_t *t, dl_delta_t **out, dl_error_t *err) {
     const dl_value_t *rows;
     const int64_t *diffs;
     size_t n = dl_live_changes(s->live, &rows, &diffs);
     int rc = dl_delta_new(DL_DELTA_DATA, s->arity, t, s->n_dims, out, err);
-    for (size_t i = 0; i < n && !rc; i++)
-        rc = dl_delta_add(*out, rows + i * s->arity, diffs[i], err);
+    if (!rc)
+        rc = dl__delta_add_rows(*out, rows, diffs, n, err);
     if (rc) {
         dl_delta_unref(*out);
         *out = NULL;
@@ -306,7 +307,12 @@ static int qsrc_open(void *ctx, const char *text, const dl_value_t *inputs, size
             s->polled_tx = s->polled_done = t[0];
         } else {
             /* The initial result, as the accumulated result at the basis time. */
-            rc = change_delta(s, t, &s->acc, err);
+            dl_delta_t *d = NULL;
+            dl__dacc_init(&s->acc, s->arity, t, n_dims);
+            rc = change_delta(s, t, &d, err);
+            if (!rc && (rc = dl__dacc_add(&s->acc, d)) != 0)
+                rc = dl_error_set(err, rc, "qsrcs: %s", dl_strerror(rc));
+            dl_delta_unref(d);
         }
     }
     if (rc) {
@@ -314,7 +320,7 @@ static int qsrc_open(void *ctx, const char *text, const dl_value_t *inputs, size
         for (size_t i = 0; i < s->n_pending; i++)
             dl_delta_unref(s->pending[i]);
         dl_free(s->pending);
-        dl_delta_unref(s->acc);
+        dl__dacc_fini(&s->acc);
         dl__uacc_fini(&s->acc_u);
         dl_live_free(s->live);
         if (s->eng)
@@ -381,9 +387,9 @@ static int qsrc_snapshot(void *p, dl_delta_t **out, dl_error_t *err) {
         return rc;
     }
     dl_delta_t *c = NULL;
-    int rc = dl__delta_clone(s->acc, &c);
+    int rc = dl__dacc_snapshot(&s->acc, &c);
     if (rc)
-        return dl_error_set(err, rc, "qsrcs: out of memory");
+        return dl_error_set(err, rc, "qsrcs: %s", dl_strerror(rc));
     if (dl_delta_set_snapshot(c, true)) {
         dl_delta_unref(c);
         return dl_error_set(err, DL_EINTERNAL, "qsrcs: snapshot flag");
@@ -420,7 +426,7 @@ static int qsrc_poll(void *p, dl_delta_t **out, dl_error_t *err) {
         if (s->head == s->n_pending)
             s->head = s->n_pending = 0;
         int rc = s->n_dims > 1                       ? md_handed_out(s, d)
-                 : dl_delta_kind(d) == DL_DELTA_DATA ? dl__delta_merge(s->acc, d)
+                 : dl_delta_kind(d) == DL_DELTA_DATA ? dl__dacc_add(&s->acc, d)
                                                      : 0;
         if (rc) {
             dl_delta_unref(d);

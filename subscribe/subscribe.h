@@ -30,8 +30,38 @@ int dl__delta_set_time(dl_delta_t *d, const uint64_t *time);
 int dl__delta_time_cmp(const uint64_t *a, const uint64_t *b, size_t n);
 /* Product order: a <= b. */
 bool dl__delta_time_le(const uint64_t *a, const uint64_t *b, size_t n);
-/* Debug validator: the index finds every entry, no diff is 0, no row repeats. */
+/* Debug validator: the index finds every entry, no diff is 0, no row repeats (an unindexed
+ * delta: its rows are strictly ascending in key order, delta.c design note 5). */
 bool dl__delta_check(const dl_delta_t *d);
+/* dl_delta_add of n pairs (rows: n * arity values; zero diffs skipped), without hashing
+ * while they are strictly ascending in key order (dl_row_cmp's order for canonical values,
+ * such as a dataflow capture's consolidated diff) and d is empty or unindexed: d then stays
+ * unindexed (delta.c design note 5) and its index is built at its first dl_delta_add.
+ * Errors as dl_delta_add. */
+int dl__delta_add_rows(dl_delta_t *d, const dl_value_t *rows, const int64_t *diffs, size_t n,
+                       dl_error_t *err);
+
+/* The sum of a stream of DATA deltas of one arity and time width (what a source handed
+ * out: its snapshot), kept as a stack of sorted runs merged as they grow (delta.c design
+ * note 6): a sorted delta enters by reference (it is sealed), others as a sorted copy. */
+typedef struct dl__dacc {
+    dl_delta_t **runs; /* sealed, unindexed or key-sorted; oldest (largest) first */
+    size_t n, cap;
+    size_t arity, n_dims;
+    uint64_t time[DL_DELTA_MAX_DIM]; /* the latest added delta's time (init: the given one) */
+    uint64_t n_times;                /* the sum of the added deltas' n_times */
+} dl__dacc_t;
+void dl__dacc_init(dl__dacc_t *a, size_t arity, const uint64_t *time, size_t n_dims);
+void dl__dacc_fini(dl__dacc_t *a);
+/* Adds d (seals it when it is kept by reference). DL_EINVAL (another arity or width),
+ * DL_ENOMEM, DL_ERANGE (a diff overflows): the sum then still includes d (the runs are
+ * merged later), except for DL_EINVAL and a DL_ENOMEM before it was taken. */
+int dl__dacc_add(dl__dacc_t *a, dl_delta_t *d);
+/* Merges the runs into one (runs[0], when the sum is not empty). DL_ENOMEM, DL_ERANGE. */
+int dl__dacc_compact(dl__dacc_t *a);
+/* new: the sum as one unsealed DATA delta (sorted, unindexed) tagged with the latest time
+ * and n_times (compacts first). DL_ENOMEM, DL_ERANGE. */
+int dl__dacc_snapshot(dl__dacc_t *a, dl_delta_t **out);
 
 /* Accumulation per user coordinate, for sources watching n_dims > 1 coordinates [tx, u]:
  * the sum of the changes at each u (over every transaction), one unsealed delta per u with
