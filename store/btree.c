@@ -333,6 +333,20 @@ void dl__btree_cur_seek(dl_btcur_t *cur, const dl_btree_t *t, const dl_kd_t *k, 
             cur->st[cur->depth].i = leaf_lb(l, t->order, k, n);
             return;
         }
+        /* just past this leaf: the next one (sparse forward probes) */
+        if (m && kcmp(t->order, &l->d[m - 1], k, n) < 0) {
+            cur->st[cur->depth].i = m - 1;
+            dl__btree_cur_next(cur);
+            if (!cur->valid) {
+                dl__btree_seek(cur, t, k, n);
+                return;
+            }
+            const leaf_t *x = LEAF(cur->st[cur->depth].n);
+            if (x->h.n && kcmp(t->order, &x->d[x->h.n - 1], k, n) >= 0) {
+                cur->st[cur->depth].i = leaf_lb(x, t->order, k, n);
+                return;
+            }
+        }
     }
     dl__btree_seek(cur, t, k, n);
 }
