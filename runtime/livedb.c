@@ -6,8 +6,9 @@
  * subscription has its diffs when the committing call returns. It is the embedding
  * counterpart of the server's engine thread (exec.c: subs_on_commit, dl__exec_pump).
  *
- * It does not compute anything (subscribe/, datalog/ and dataflow/ do), has no thread of
- * its own (delivery happens on the committing thread) and does not speak the protocol.
+ * It does not compute anything (subscribe/, datalog/ and dataflow/ do) and does not speak
+ * the protocol. Delivery happens on the committing thread, or, pipelined, on a thread of
+ * its own (feed.c) so that the next commit overlaps the dataflow's work on the last one.
  * The subscribe module must not depend on the store, so this wiring lives in the runtime
  * module. docs/subscribe.md "A live database"; ../shared/DESIGN-NOTES.md §4.
  *
@@ -24,6 +25,12 @@
  *    basis), so no change is missed or applied twice.
  * 3. A failed apply (out of memory) or source poll ends the affected subscriptions with
  *    its code at the pump (registry.c); the commit itself stands.
+ * 4. Pipelined, the listener only queues a copy of the commit (feed.c) and the worker
+ *    does what the listener did, under `mu`, in commit order. A subscribe first waits
+ *    for the queue to drain, so its snapshot is normally the live queries' transaction
+ *    and the query joins the shared engine (note 2 covers a commit racing it). If a
+ *    copy cannot be queued (out of memory) the listener drains the queue and applies the
+ *    commit itself, so order is kept and nothing is lost.
  */
 #include "runtime/runtime.h"
 
@@ -39,7 +46,8 @@ struct dl_live_db {
     dl_store_t *st;
     dl_qsrcs_t *qs;
     dl_registry_t *reg;
-    int listener; /* 0: not registered */
+    int listener;    /* 0: not registered */
+    dl_feed_t *feed; /* pipelined (note 4); NULL: delivery on the committing thread */
     pthread_mutex_t mu;
     dl_db_t *db;            /* lent to the live queries by current_db (design note 2); under mu */
     uint64_t feed_failures; /* applies and pumps that failed (note 3); under mu */
@@ -61,8 +69,9 @@ static int current_db(void *ctx, const struct dl_db **out_db, uint64_t *out_time
     return DL_OK;
 }
 
-/* The store's listener, on the committing thread (design notes 1-3). */
-static void on_commit(void *ctx, const dl_commit_t *c) {
+/* Feeds one commit to the live queries and pumps the registry (design notes 1-3): on the
+ * committing thread, or pipelined on the feed's worker (note 4). */
+static void deliver(void *ctx, const dl_commit_t *c) {
     dl_live_db_t *db = ctx;
     pthread_mutex_lock(&db->mu);
     dl_db_unref(db->db);
@@ -73,6 +82,16 @@ static void on_commit(void *ctx, const dl_commit_t *c) {
     if (dl_registry_pump(db->reg, NULL) != DL_OK)
         db->feed_failures++;
     pthread_mutex_unlock(&db->mu);
+}
+
+/* The store's listener, on the committing thread. */
+static void on_commit(void *ctx, const dl_commit_t *c) {
+    dl_live_db_t *db = ctx;
+    if (db->feed && dl__feed_push(db->feed, c) == DL_OK)
+        return;
+    if (db->feed)
+        dl__feed_sync(db->feed); /* no memory for the copy: in order, here (note 4) */
+    deliver(db, c);
 }
 
 void dl_live_db_options_init(dl_live_db_options_t *o) { memset(o, 0, sizeof *o); }
@@ -104,6 +123,8 @@ int dl_live_db_open(const dl_live_db_options_t *o, dl_live_db_t **out, dl_error_
         rc = dl_qsrcs_new(&env, &db->qs, err);
     if (!rc)
         rc = dl_registry_new(dl_qsrcs_vtable(), db->qs, &db->reg, err);
+    if (!rc && opt.pipelined)
+        rc = dl__feed_new(deliver, db, 64, &db->feed, err);
     if (!rc)
         rc = dl_store_listen(db->st, on_commit, db, &db->listener, err);
     if (rc) {
@@ -119,6 +140,8 @@ void dl_live_db_free(dl_live_db_t *db) {
         return;
     if (db->listener > 0)
         dl_store_unlisten(db->st, db->listener);
+    dl__feed_free(db->feed); /* delivers what is queued first */
+    db->feed = NULL;
     pthread_mutex_lock(&db->mu);
     dl_registry_free(db->reg); /* an END (code 0) to every subscription */
     dl_qsrcs_free(db->qs);
@@ -143,8 +166,14 @@ int dl_live_db_transact_edn(dl_live_db_t *db, const char *edn, uint64_t *out_tx,
         *out_tx = rep.tx;
         dl_tx_report_fini(&rep);
     }
-    /* The listener has fed and pumped the subscriptions before the store returned. */
+    /* The listener has fed and pumped the subscriptions before the store returned, or,
+     * pipelined, queued the commit for the worker. */
     return rc;
+}
+
+void dl_live_db_sync(dl_live_db_t *db) {
+    if (db && db->feed)
+        dl__feed_sync(db->feed);
 }
 
 int dl_live_db_subscribe(dl_live_db_t *db, const char *query, const dl_value_t *inputs,
@@ -154,6 +183,7 @@ int dl_live_db_subscribe(dl_live_db_t *db, const char *query, const dl_value_t *
         *out = NULL;
     if (!db || !query || !out)
         return dl_error_set(err, DL_EINVAL, "live db: NULL database, query or out");
+    dl_live_db_sync(db); /* note 4 */
     pthread_mutex_lock(&db->mu);
     int rc = dl_subscribe(db->reg, query, inputs, n_inputs, o, out, err);
     pthread_mutex_unlock(&db->mu);
@@ -210,6 +240,7 @@ int dl_live_db_subscribe(dl_live_db_t *db, const char *query, const dl_value_t *
     return dl_error_set(err, DL_EUNSUPPORTED, "not available yet: no live database");
 }
 void dl_live_db_unsubscribe(dl_live_db_t *db, dl_sub_t *s) { (void)db, (void)s; }
+void dl_live_db_sync(dl_live_db_t *db) { (void)db; }
 struct dl_store *dl_live_db_store(dl_live_db_t *db) {
     (void)db;
     return NULL;

@@ -212,4 +212,19 @@ char *dl__format_sub_end(uint64_t sub, int code, const char *message, size_t *ou
 /* EDN text of a JSON value in the wire encoding (values.md); appends to out. */
 void dl__format_edn(const json_t *j, dl_buf_t *out);
 
+/* ---- feed.c: commits applied on a worker thread, in order (builds with subscribe/) ---- */
+struct dl_commit;
+typedef struct dl_feed dl_feed_t;
+/* Called on the worker thread for each commit, in commit order; the commit is a copy that
+ * lives for the call. */
+typedef void (*dl__feed_fn)(void *ctx, const struct dl_commit *c);
+/* new: starts the worker; push waits while max_queued commits wait. DL_ENOMEM, DL_EIO. */
+int dl__feed_new(dl__feed_fn fn, void *ctx, size_t max_queued, dl_feed_t **out, dl_error_t *err);
+/* Queues a copy of c (from the store's listener). DL_ENOMEM: nothing queued. */
+int dl__feed_push(dl_feed_t *f, const struct dl_commit *c);
+/* Waits until every commit pushed before the call has been handed to fn. Not from fn. */
+void dl__feed_sync(dl_feed_t *f);
+/* Hands every queued commit to fn, then stops the worker and frees. NULL-safe. */
+void dl__feed_free(dl_feed_t *f);
+
 #endif

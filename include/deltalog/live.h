@@ -16,6 +16,15 @@
  * which a callback holds while it runs, so a callback must not call dl_live_db_* nor
  * transact (close its own subscription with dl_sub_close instead: it is reaped after the
  * next commit). docs/subscribe.md "A live database"; examples/embed/.
+ *
+ * Pipelined (dl_live_db_options_t.pipelined): a commit is queued for a thread of the
+ * database's own, which feeds the live queries and calls the callbacks, in commit order,
+ * while the next transaction commits (on two cores the dataflow and the store overlap).
+ * A transact call then returns once its transaction is durable and visible, usually
+ * before its diffs are delivered; dl_live_db_sync waits for them. Callbacks run on that
+ * thread (one at a time, in order); the snapshot of a new subscription is still delivered
+ * inside dl_live_db_subscribe, after the commits before it. At most 64 commits wait:
+ * beyond, committing waits for the dataflow.
  */
 #ifndef DELTALOG_LIVE_H
 #define DELTALOG_LIVE_H
@@ -35,6 +44,7 @@ typedef struct dl_live_db_options {
     const char *dir;   /* the store's directory (created if missing); NULL: in memory */
     int sync_mode;     /* a durable store's DL_STORE_SYNC_* mode (0: fsync every commit) */
     const char *rules; /* the rule set bound to % in subscribed queries (EDN), or NULL */
+    bool pipelined;    /* deliver on a thread of its own (see "Pipelined" above) */
 } dl_live_db_options_t;
 
 DL_API void dl_live_db_options_init(dl_live_db_options_t *o);
@@ -64,6 +74,10 @@ DL_API int dl_live_db_subscribe(dl_live_db_t *db, const char *query, const dl_va
 /* Unsubscribes and releases the caller's reference (not from inside a callback: use
  * dl_sub_close there). NULL is a no-op. */
 DL_API void dl_live_db_unsubscribe(dl_live_db_t *db, dl_sub_t *s);
+/* Pipelined: waits until every transaction committed before the call has been delivered
+ * to the subscriptions (callbacks returned, channels filled). Not from a callback. Without
+ * pipelining (or NULL) it returns at once: delivery is already done. */
+DL_API void dl_live_db_sync(dl_live_db_t *db);
 /* The store (borrowed; for reads, queries, advances and the other transaction forms:
  * commits made on it reach the subscriptions too). */
 DL_API struct dl_store *dl_live_db_store(dl_live_db_t *db);
