@@ -43,7 +43,7 @@
  *
  * Usage: bench_w3 --data DIR [--via inprocess|server] [--batch N] [--durable DIR2]
  *                 [--events K] [--single-events K] [--only batched|single] [--store-only]
- *                 [--window W] [--server PATH]
+ *                 [--window W] [--server PATH] [--pipelined]
  *   DIR: the folder gen.py wrote (w3.events.jsonl, w3.meta.json) or a parent with w3/.
  *   --batch N: events per transaction in the batched run (default 1000).
  *   --durable DIR2: run both on a durable store (sync batched) in a fresh folder under DIR2
@@ -57,7 +57,13 @@
  *   --window W (--via server): transactions in flight (default 16 batched, 256 single);
  *   --server PATH: the deltalog binary (default: the one next to this program). With
  *     --durable the server runs `--data DIR2/... --sync batched`.
- * Lines are named w3_[server_][store_][durable_]batched|single.
+ *   --pipelined: the live queries are fed on a thread of their own (dl_live_db_t with
+ *     `pipelined`, include/deltalog/live.h), so the store commits the next transaction
+ *     while the dataflow and the delivery work on the last one; transactions are
+ *     submitted back to back (at most 4 wait), the clock stops when every diff has been
+ *     delivered (dl_live_db_sync), and the latency is from a transaction's submission to
+ *     its balance diff on the delivery thread. No store/apply/pump shares then.
+ * Lines are named w3_[server_][store_][pipelined_][durable_]batched|single.
  */
 #include "bench/harness.h"
 #include "bench/server_client.h"
@@ -65,6 +71,7 @@
 #include "base/base.h"
 #include <deltalog/datalog.h>
 #include <deltalog/deltalog.h>
+#include <deltalog/live.h>
 #include <deltalog/store.h>
 #include <deltalog/subscribe.h>
 #include <errno.h>
@@ -99,6 +106,11 @@ typedef struct proj {
     uint64_t deltas, diff_rows;
     uint64_t last_cb_ns; /* when the last DATA delta arrived */
     int bad;             /* a row that breaks the projection's invariants */
+    /* Pipelined (--pipelined): when the delta of transaction tx_base + k arrived, in
+     * cb_ns[k] (the callbacks run on the live database's thread, after the commit call
+     * has returned or not). */
+    uint64_t *cb_ns, tx_base;
+    size_t n_cb;
 } proj_t;
 
 /* The overdraft subscriber's projection: per account, the number of its result rows with
@@ -113,6 +125,7 @@ typedef struct negset {
 } negset_t;
 
 typedef struct env {
+    dl_live_db_t *live; /* --pipelined: the store and the wiring below are its */
     dl_store_t *st;
     dl_db_t *db;
     dl_qsrcs_t *qs;
@@ -215,6 +228,12 @@ static void on_delta(dl_sub_t *sub, const dl_delta_t *d, void *udata) {
         }
     }
     p->last_cb_ns = bench_now_ns();
+    if (p->cb_ns) {
+        size_t nd;
+        uint64_t tx = dl_delta_time(d, &nd)[0];
+        if (tx >= p->tx_base && tx - p->tx_base < p->n_cb)
+            p->cb_ns[tx - p->tx_base] = p->last_cb_ns;
+    }
 }
 
 static void on_negative_delta(dl_sub_t *sub, const dl_delta_t *d, void *udata) {
@@ -348,6 +367,9 @@ typedef struct run_opts {
     size_t batch;
     size_t max_events;
     bool store_only; /* no listener, no subscription: the store's transaction path alone */
+    /* The live queries fed on a thread of their own (dl_live_db_t pipelined): the store
+     * commits the next transaction while the dataflow works on the last one. */
+    bool pipelined;
 } run_opts_t;
 
 static void run(const events_t *ev, const json_t *expected, const run_opts_t *ro) {
@@ -357,6 +379,17 @@ static void run(const events_t *ev, const json_t *expected, const run_opts_t *ro
     if (ro->durable_dir) {
         snprintf(dir, sizeof dir, "%s/bench_w3.%ld", ro->durable_dir, (long)getpid());
         nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    }
+    if (ro->pipelined) {
+        dl_live_db_options_t lo;
+        dl_live_db_options_init(&lo);
+        lo.dir = dir[0] ? dir : NULL;
+        lo.sync_mode = DL_STORE_SYNC_BATCHED;
+        lo.pipelined = true;
+        if (dl_live_db_open(&lo, &e.live, &err))
+            die("open live database", &err);
+        e.st = dl_live_db_store(e.live);
+    } else if (ro->durable_dir) {
         dl_store_options_t so = {0};
         so.sync_mode = DL_STORE_SYNC_BATCHED;
         if (dl_store_open(dir, &so, &e.st, &err))
@@ -374,10 +407,11 @@ static void run(const events_t *ev, const json_t *expected, const run_opts_t *ro
     dl_db_unref(e.db);
     e.db = NULL;
     dl_qsrc_env_t qe = {current_db, &e, NULL};
-    if (dl_qsrcs_new(&qe, &e.qs, &err) || dl_registry_new(dl_qsrcs_vtable(), e.qs, &e.reg, &err))
+    if (!e.live &&
+        (dl_qsrcs_new(&qe, &e.qs, &err) || dl_registry_new(dl_qsrcs_vtable(), e.qs, &e.reg, &err)))
         die("registry", &err);
     int lid;
-    if (!ro->store_only && dl_store_listen(e.st, on_commit, &e, &lid, &err))
+    if (!e.live && !ro->store_only && dl_store_listen(e.st, on_commit, &e, &lid, &err))
         die("listen", &err);
 
     proj_t p = {0};
@@ -396,11 +430,13 @@ static void run(const events_t *ev, const json_t *expected, const run_opts_t *ro
     dl_sub_t *sub = NULL, *sub_neg = NULL;
     uint64_t t_init = bench_now_ns();
     if (!ro->store_only) {
-        if (dl_subscribe(e.reg, q_balance, NULL, 0, &so, &sub, &err))
+        if (e.live ? dl_live_db_subscribe(e.live, q_balance, NULL, 0, &so, &sub, &err)
+                   : dl_subscribe(e.reg, q_balance, NULL, 0, &so, &sub, &err))
             die("subscribe", &err);
         so.on_delta = on_negative_delta;
         so.udata = &ns;
-        if (dl_subscribe(e.reg, q_balance, NULL, 0, &so, &sub_neg, &err))
+        if (e.live ? dl_live_db_subscribe(e.live, q_balance, NULL, 0, &so, &sub_neg, &err)
+                   : dl_subscribe(e.reg, q_balance, NULL, 0, &so, &sub_neg, &err))
             die("subscribe", &err);
         dl_sub_stats_t sst;
         dl_sub_stats(sub_neg, &sst);
@@ -412,6 +448,21 @@ static void run(const events_t *ev, const json_t *expected, const run_opts_t *ro
     size_t n = ro->max_events && ro->max_events < ev->n ? ro->max_events : ev->n;
     size_t batch = ro->batch ? ro->batch : 1;
     dl_tx_op_t *ops = calloc(2 * batch, sizeof *ops);
+    /* Pipelined: per transaction, when it was submitted (tx_of[k]: its number) and when
+     * its diff arrived (p.cb_ns, indexed from the first one's number). */
+    size_t n_batches = (n + batch - 1) / batch;
+    uint64_t *submit_ns = NULL, *tx_of = NULL;
+    if (e.live) {
+        dl_db_t *now = dl_store_db(e.st);
+        p.tx_base = dl_db_basis_tx(now) + 1;
+        dl_db_unref(now);
+        p.n_cb = n_batches;
+        p.cb_ns = calloc(n_batches + 1, sizeof *p.cb_ns);
+        submit_ns = calloc(n_batches + 1, sizeof *submit_ns);
+        tx_of = calloc(n_batches + 1, sizeof *tx_of);
+        if (!p.cb_ns || !submit_ns || !tx_of)
+            die("out of memory", NULL);
+    }
     bench_samples_t lat = {0};
     uint64_t n_tx = 0, no_diff = 0;
     e.apply_ns = 0;
@@ -436,6 +487,15 @@ static void run(const events_t *ev, const json_t *expected, const run_opts_t *ro
             o[1].v = dl_value_int(ev->amount[i + j]);
         }
         uint64_t ts = bench_now_ns(), apply0 = e.apply_ns;
+        if (e.live) { /* the diffs arrive on the live database's thread, later */
+            dl_tx_report_t rep;
+            submit_ns[n_tx] = ts;
+            if (dl_store_transact(e.st, ops, 2 * k, NULL, 0, &rep, &err))
+                die("transact", &err);
+            tx_of[n_tx++] = rep.tx;
+            dl_tx_report_fini(&rep);
+            continue;
+        }
         p.last_cb_ns = ns.last_cb_ns = 0;
         if (dl_store_transact(e.st, ops, 2 * k, NULL, 0, NULL, &err))
             die("transact", &err);
@@ -462,6 +522,18 @@ static void run(const events_t *ev, const json_t *expected, const run_opts_t *ro
                 (double)(done - tenth_start_i) / ((double)(now - tenth_start_ns) / 1e9);
             tenth_start_i = done;
             tenth_start_ns = now;
+        }
+    }
+    if (e.live) {
+        dl_live_db_sync(e.live); /* the projection is current: every diff delivered */
+        for (size_t k = 0; k < n_tx; k++) {
+            uint64_t at = tx_of[k] >= p.tx_base && tx_of[k] - p.tx_base < p.n_cb
+                              ? p.cb_ns[tx_of[k] - p.tx_base]
+                              : 0;
+            if (at)
+                bench_samples_add(&lat, at - submit_ns[k]);
+            else
+                no_diff++;
         }
     }
     uint64_t t1 = bench_now_ns();
@@ -513,7 +585,8 @@ static void run(const events_t *ev, const json_t *expected, const run_opts_t *ro
 
     char hex[17];
     snprintf(hex, sizeof hex, "%016llx", (unsigned long long)got.balances_xor);
-    json_t *params = json_pack("{s:s, s:s, s:I, s:I, s:I, s:b}", "via", "inprocess", "store",
+    json_t *params = json_pack("{s:s, s:s, s:I, s:I, s:I, s:b}", "via",
+                               ro->pipelined ? "inprocess pipelined" : "inprocess", "store",
                                ro->durable_dir ? "durable (sync batched)" : "memory", "events",
                                (json_int_t)n, "batch", (json_int_t)batch, "accounts",
                                (json_int_t)got.accounts, "full_run", n == ev->n);
@@ -550,14 +623,23 @@ static void run(const events_t *ev, const json_t *expected, const run_opts_t *ro
     json_object_set_new(out, "events_per_cpu_s", json_real(cpu > 0 ? (double)n / cpu : 0));
     bench_emit(out);
 
-    if (sub)
-        dl_unsubscribe(e.reg, sub);
-    if (sub_neg)
-        dl_unsubscribe(e.reg, sub_neg);
-    dl_registry_free(e.reg);
-    dl_qsrcs_free(e.qs);
-    dl_db_unref(e.db);
-    dl_store_close(e.st);
+    if (e.live) {
+        dl_live_db_unsubscribe(e.live, sub);
+        dl_live_db_unsubscribe(e.live, sub_neg);
+        dl_live_db_free(e.live); /* and its store */
+    } else {
+        if (sub)
+            dl_unsubscribe(e.reg, sub);
+        if (sub_neg)
+            dl_unsubscribe(e.reg, sub_neg);
+        dl_registry_free(e.reg);
+        dl_qsrcs_free(e.qs);
+        dl_db_unref(e.db);
+        dl_store_close(e.st);
+    }
+    free(p.cb_ns);
+    free(submit_ns);
+    free(tx_of);
     if (dir[0])
         nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     bench_samples_free(&lat);
@@ -1052,6 +1134,7 @@ int main(int argc, char **argv) {
     const char *durable = bench_arg(argc, argv, "durable", NULL);
     const char *only = bench_arg(argc, argv, "only", NULL);
     bool store_only = bench_flag(argc, argv, "store-only");
+    bool pipelined = bench_flag(argc, argv, "pipelined");
     size_t batch = (size_t)strtoull(bench_arg(argc, argv, "batch", "1000"), NULL, 10);
     size_t single = (size_t)strtoull(bench_arg(argc, argv, "single-events", "0"), NULL, 10);
     size_t limit = (size_t)strtoull(bench_arg(argc, argv, "events", "0"), NULL, 10);
@@ -1064,8 +1147,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_w3: --via inprocess or --via server\n");
         return 2;
     }
-    if (server && store_only) {
-        fprintf(stderr, "bench_w3: --store-only is for --via inprocess\n");
+    if (server && (store_only || pipelined)) {
+        fprintf(stderr, "bench_w3: --store-only and --pipelined are for --via inprocess\n");
+        return 2;
+    }
+    if (store_only && pipelined) {
+        fprintf(stderr, "bench_w3: --store-only has no live queries to pipeline\n");
         return 2;
     }
     srv_opts_t sopt = {bench_arg(argc, argv, "server", NULL), 0,
@@ -1107,10 +1194,12 @@ int main(int argc, char **argv) {
             if (only && strcmp(only, kind) != 0)
                 continue;
             char name[64];
-            snprintf(name, sizeof name, "w3_%s%s%s%s", server ? "server_" : "",
-                     store_only ? "store_" : "", d ? "durable_" : "", kind);
-            run_opts_t ro = {name, dd, single_run ? 1 : batch, single_run ? single : limit,
-                             store_only};
+            snprintf(name, sizeof name, "w3_%s%s%s%s%s", server ? "server_" : "",
+                     store_only ? "store_" : "", pipelined ? "pipelined_" : "", d ? "durable_" : "",
+                     kind);
+            run_opts_t ro = {
+                name,       dd,       single_run ? 1 : batch, single_run ? single : limit,
+                store_only, pipelined};
             if (server) {
                 sopt.window = window ? window : single_run ? 256 : 16;
                 run_server(&ev, expected, &ro, &sopt);

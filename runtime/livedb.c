@@ -42,6 +42,10 @@
 #include <deltalog/datalog.h>
 #include <deltalog/store.h>
 
+/* Commits waiting for the pipelined feed at most: enough to overlap the store with the
+ * dataflow, few enough that a diff trails its commit by a handful of transactions. */
+#define DL_LIVE_DB_QUEUE 4
+
 struct dl_live_db {
     dl_store_t *st;
     dl_qsrcs_t *qs;
@@ -124,7 +128,7 @@ int dl_live_db_open(const dl_live_db_options_t *o, dl_live_db_t **out, dl_error_
     if (!rc)
         rc = dl_registry_new(dl_qsrcs_vtable(), db->qs, &db->reg, err);
     if (!rc && opt.pipelined)
-        rc = dl__feed_new(deliver, db, 64, &db->feed, err);
+        rc = dl__feed_new(deliver, db, DL_LIVE_DB_QUEUE, &db->feed, err);
     if (!rc)
         rc = dl_store_listen(db->st, on_commit, db, &db->listener, err);
     if (rc) {

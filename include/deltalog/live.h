@@ -23,7 +23,7 @@
  * A transact call then returns once its transaction is durable and visible, usually
  * before its diffs are delivered; dl_live_db_sync waits for them. Callbacks run on that
  * thread (one at a time, in order); the snapshot of a new subscription is still delivered
- * inside dl_live_db_subscribe, after the commits before it. At most 64 commits wait:
+ * inside dl_live_db_subscribe, after the commits before it. At most 4 commits wait:
  * beyond, committing waits for the dataflow.
  */
 #ifndef DELTALOG_LIVE_H
