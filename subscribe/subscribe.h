@@ -47,20 +47,27 @@ int dl__delta_add_rows(dl_delta_t *d, const dl_value_t *rows, const int64_t *dif
 typedef struct dl__dacc {
     dl_delta_t **runs; /* sealed, unindexed or key-sorted; oldest (largest) first */
     size_t n, cap;
+    /* Once the sum outgrows big_rows (32768 by default) its bottom is this private indexed
+     * delta, and the runs are added into it pair by pair as soon as they hold fold_rows
+     * pairs (1 by default: each delta at once, as a hashed accumulation does): a large
+     * result is never merged sequentially as a whole (delta.c design note 6). */
+    dl_delta_t *big;
+    size_t big_rows, fold_rows;
     size_t arity, n_dims;
     uint64_t time[DL_DELTA_MAX_DIM]; /* the latest added delta's time (init: the given one) */
     uint64_t n_times;                /* the sum of the added deltas' n_times */
 } dl__dacc_t;
 void dl__dacc_init(dl__dacc_t *a, size_t arity, const uint64_t *time, size_t n_dims);
 void dl__dacc_fini(dl__dacc_t *a);
-/* Adds d (seals it when it is kept by reference). DL_EINVAL (another arity or width),
- * DL_ENOMEM, DL_ERANGE (a diff overflows): the sum then still includes d (the runs are
- * merged later), except for DL_EINVAL and a DL_ENOMEM before it was taken. */
+/* Adds d (seals it when it is kept by reference). DL_EINVAL (another arity or width): d
+ * is not added. DL_ENOMEM: the sum includes d or not (the caller fails its source).
+ * DL_ERANGE (a diff overflows), DL_ELIMIT: the sum is then unspecified. */
 int dl__dacc_add(dl__dacc_t *a, dl_delta_t *d);
-/* Merges the runs into one (runs[0], when the sum is not empty). DL_ENOMEM, DL_ERANGE. */
+/* Merges the runs into one (runs[0], when the sum is not empty), or into big. DL_ENOMEM,
+ * DL_ERANGE, DL_ELIMIT. */
 int dl__dacc_compact(dl__dacc_t *a);
-/* new: the sum as one unsealed DATA delta (sorted, unindexed) tagged with the latest time
- * and n_times (compacts first). DL_ENOMEM, DL_ERANGE. */
+/* new: the sum as one unsealed DATA delta (sorted and unindexed, or a copy of big) tagged
+ * with the latest time and n_times (compacts first). Errors of dl__dacc_compact. */
 int dl__dacc_snapshot(dl__dacc_t *a, dl_delta_t **out);
 
 /* Accumulation per user coordinate, for sources watching n_dims > 1 coordinates [tx, u]:

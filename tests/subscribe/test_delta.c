@@ -361,11 +361,17 @@ static void test_dacc_sums_like_oracle(void **state) {
     static oracle_t o;
     static dl_value_t rows[512][AR];
     static int64_t diffs[512];
+    int big_seen = 0;
     for (long it = 0; it < dl_prop_iters(20); it++) {
         memset(&o, 0, sizeof o);
         uint64_t t0[1] = {7};
         dl__dacc_t a;
         dl__dacc_init(&a, AR, t0, 1);
+        bool small = it % 2; /* small thresholds: the hashed bottom and its folds */
+        if (small) {
+            a.big_rows = 1 + dl_rng_below(&r, 300);
+            a.fold_rows = 1 + dl_rng_below(&r, 100);
+        }
         uint64_t universe = 1 + dl_rng_below(&r, 2000), n_times = 0, tx = 7;
         size_t added_rows = 0;
         long steps = 1 + (long)dl_rng_below(&r, 120);
@@ -396,24 +402,32 @@ static void test_dacc_sums_like_oracle(void **state) {
             if (dl_delta_len(d) && !by_hand) /* sorted: kept by reference, hence sealed */
                 assert_int_equal(dl_delta_add(d, probe, 1, NULL), DL_ESTATE);
             dl_delta_unref(d);
-            size_t bound = 2;
+            size_t bound = 2, top = 0;
             for (size_t x = added_rows; x > 1; x /= 2)
                 bound++;
             assert_true(a.n <= bound);
+            for (size_t i = 0; i < a.n; i++)
+                top += dl_delta_len(a.runs[i]);
+            if (a.big)
+                assert_true(small && top < a.fold_rows && dl__delta_check(a.big));
+            else if (a.n)
+                assert_true(dl_delta_len(a.runs[0]) <= a.big_rows);
             if (dl_rng_below(&r, 10) == 0 || k == steps - 1) {
                 dl_delta_t *s;
                 assert_int_equal(dl__dacc_snapshot(&a, &s), 0);
                 assert_matches(s, &o);
-                for (size_t i = 1; i < dl_delta_len(s); i++)
+                for (size_t i = 1; i < dl_delta_len(s) && !a.big; i++)
                     assert_true(dl_row_cmp(dl_delta_row(s, i - 1), dl_delta_row(s, i), AR) < 0);
                 assert_int_equal(dl_delta_time(s, NULL)[0], tx);
                 assert_int_equal(dl_delta_n_times(s), n_times);
-                assert_true(a.n <= 1);
+                assert_true(a.big ? a.n == 0 : a.n <= 1);
+                big_seen += a.big != NULL;
                 dl_delta_unref(s);
             }
         }
         dl__dacc_fini(&a);
     }
+    assert_true(big_seen > 0);
     /* Mismatched arity is refused. */
     uint64_t t[1] = {1};
     dl__dacc_t a;
@@ -443,46 +457,51 @@ static void test_dacc_alloc_failure(void **state) {
     static dl_value_t rows[256][AR];
     static int64_t diffs[256];
     int failures = 0;
-    for (int64_t fail_at = 0; fail_at < 60; fail_at++) {
-        memset(&with, 0, sizeof with);
-        uint64_t t[1] = {1};
-        dl__dacc_t a;
-        dl__dacc_init(&a, AR, t, 1);
-        bool failed = false;
-        for (int k = 0; k < 13 && !failed; k++) {
-            dl_delta_t *d;
-            assert_int_equal(dl_delta_new(DL_DELTA_DATA, AR, t, 1, &d, NULL), 0);
-            size_t n = sorted_rows(&r, rows, diffs, 1 + dl_rng_below(&r, 200), 400);
-            if (k % 2)
-                assert_int_equal(dl__delta_add_rows(d, &rows[0][0], diffs, n, NULL), 0);
-            else /* by hand, in reverse: not sorted, so it enters as a sorted copy */
-                for (size_t i = n; i-- > 0;)
-                    assert_int_equal(dl_delta_add(d, rows[i], diffs[i], NULL), 0);
-            memcpy(&without, &with, sizeof with);
-            for (size_t i = 0; i < dl_delta_len(d); i++)
-                oracle_add(&with, dl_delta_row(d, i), dl_delta_diff(d, i));
-            if (k == 12) /* unsorted (k even), over the runs of the first twelve */
-                dl_alloc_fail_after(fail_at);
-            int rc = dl__dacc_add(&a, d);
-            dl_alloc_fail_after(-1);
-            if (rc) {
-                assert_int_equal(rc, DL_ENOMEM);
-                failed = true;
-                failures++;
+    for (int mode = 0; mode < 2; mode++)
+        for (int64_t fail_at = 0; fail_at < 60; fail_at++) {
+            memset(&with, 0, sizeof with);
+            uint64_t t[1] = {1};
+            dl__dacc_t a;
+            dl__dacc_init(&a, AR, t, 1);
+            if (mode) { /* the hashed bottom from the second delta on, folding the last one */
+                a.big_rows = 100;
+                a.fold_rows = 1;
             }
-            dl_delta_unref(d);
+            bool failed = false;
+            for (int k = 0; k < 13 && !failed; k++) {
+                dl_delta_t *d;
+                assert_int_equal(dl_delta_new(DL_DELTA_DATA, AR, t, 1, &d, NULL), 0);
+                size_t n = sorted_rows(&r, rows, diffs, 1 + dl_rng_below(&r, 200), 400);
+                if (k % 2)
+                    assert_int_equal(dl__delta_add_rows(d, &rows[0][0], diffs, n, NULL), 0);
+                else /* by hand, in reverse: not sorted, so it enters as a sorted copy */
+                    for (size_t i = n; i-- > 0;)
+                        assert_int_equal(dl_delta_add(d, rows[i], diffs[i], NULL), 0);
+                memcpy(&without, &with, sizeof with);
+                for (size_t i = 0; i < dl_delta_len(d); i++)
+                    oracle_add(&with, dl_delta_row(d, i), dl_delta_diff(d, i));
+                if (k == 12) /* unsorted (k even), over the runs of the first twelve */
+                    dl_alloc_fail_after(fail_at);
+                int rc = dl__dacc_add(&a, d);
+                dl_alloc_fail_after(-1);
+                if (rc) {
+                    assert_int_equal(rc, DL_ENOMEM);
+                    failed = true;
+                    failures++;
+                }
+                dl_delta_unref(d);
+            }
+            dl_delta_t *s;
+            assert_int_equal(dl__dacc_snapshot(&a, &s), 0);
+            assert_true(dl__delta_check(s));
+            bool is_with = equals_oracle(s, &with);
+            assert_true(is_with || (failed && equals_oracle(s, &without)));
+            dl_delta_unref(s);
+            dl__dacc_fini(&a);
+            if (!failed)
+                break;
         }
-        dl_delta_t *s;
-        assert_int_equal(dl__dacc_snapshot(&a, &s), 0);
-        assert_true(dl__delta_check(s));
-        bool is_with = equals_oracle(s, &with);
-        assert_true(is_with || (failed && equals_oracle(s, &without)));
-        dl_delta_unref(s);
-        dl__dacc_fini(&a);
-        if (!failed)
-            break;
-    }
-    assert_true(failures >= 1);
+    assert_true(failures >= 2);
 }
 
 DL_TEST_GROUP(delta, cmocka_unit_test(test_delta_consolidates_like_oracle),
