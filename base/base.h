@@ -35,6 +35,23 @@ static inline uint64_t dl__hash_combine(uint64_t h, uint64_t x) {
     return dl__hash_mix(h ^ (x + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2)));
 }
 
+/* Row equality and a row hash for in-memory hash tables on hot paths: values compare by
+ * type and word (text is interned, doubles canonical: dl_value_eq's meaning), and the
+ * hash mixes those words once per row (not stable across processes: interned text
+ * hashes by address). Inline where dl_row_eq/dl_row_hash are calls. */
+static inline bool dl__row_same(const dl_value_t *a, const dl_value_t *b, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (a[i].type != b[i].type || a[i].as.bits != b[i].as.bits)
+            return false;
+    return true;
+}
+static inline uint64_t dl__row_hash_fast(const dl_value_t *r, size_t n) {
+    uint64_t h = 0x243F6A8885A308D3ull ^ n;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (r[i].as.bits + ((uint64_t)r[i].type << 56))) * 0x9E3779B97F4A7C15ull;
+    return dl__hash_mix(h);
+}
+
 /* ---- little-endian fields of on-disk formats ------------------------------------------ */
 static inline void dl__le_put32(uint8_t *p, uint32_t v) {
     for (int i = 0; i < 4; i++)

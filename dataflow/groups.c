@@ -28,20 +28,6 @@ void dl__groups_fini(dl_groups_t *g) {
     dl__groups_init(g, g->ka, g->ns);
 }
 
-static uint64_t key_hash(const dl_value_t *k, size_t ka) {
-    uint64_t h = 0x9e3779b97f4a7c15ull;
-    for (size_t i = 0; i < ka; i++)
-        h = dl__hash_combine(h, ((uint64_t)k[i].type << 56) ^ k[i].as.bits);
-    return h;
-}
-
-static bool key_eq(const dl_value_t *a, const dl_value_t *b, size_t ka) {
-    for (size_t i = 0; i < ka; i++)
-        if (a[i].type != b[i].type || a[i].as.bits != b[i].as.bits)
-            return false;
-    return true;
-}
-
 /* Rebuilds the slot array at n_slots (a power of two) from the old one. */
 static int rehash(dl_groups_t *g, size_t n_slots) {
     uint32_t *s = dl_calloc(n_slots, sizeof *s);
@@ -52,7 +38,7 @@ static int rehash(dl_groups_t *g, size_t n_slots) {
         uint32_t id1 = g->slots[i];
         if (!id1)
             continue;
-        size_t p = key_hash(g->keys + (size_t)(id1 - 1) * g->ka, g->ka) & m;
+        size_t p = dl__row_hash_fast(g->keys + (size_t)(id1 - 1) * g->ka, g->ka) & m;
         while (s[p])
             p = (p + 1) & m;
         s[p] = id1;
@@ -95,10 +81,10 @@ static size_t new_id(dl_groups_t *g) {
 size_t dl__groups_get(dl_groups_t *g, const dl_value_t *key) {
     if ((g->live + 1) * 2 > g->n_slots && rehash(g, g->n_slots ? 2 * g->n_slots : 64))
         return SIZE_MAX;
-    size_t m = g->n_slots - 1, p = key_hash(key, g->ka) & m;
+    size_t m = g->n_slots - 1, p = dl__row_hash_fast(key, g->ka) & m;
     while (g->slots[p]) {
         size_t id = g->slots[p] - 1;
-        if (key_eq(g->keys + id * g->ka, key, g->ka))
+        if (dl__row_same(g->keys + id * g->ka, key, g->ka))
             return id;
         p = (p + 1) & m;
     }
@@ -114,14 +100,14 @@ size_t dl__groups_get(dl_groups_t *g, const dl_value_t *key) {
 }
 
 void dl__groups_drop(dl_groups_t *g, size_t id) {
-    size_t m = g->n_slots - 1, p = key_hash(g->keys + id * g->ka, g->ka) & m;
+    size_t m = g->n_slots - 1, p = dl__row_hash_fast(g->keys + id * g->ka, g->ka) & m;
     while (g->slots[p] != id + 1)
         p = (p + 1) & m;
     /* Backward shift: move later entries of the probe run into the hole when their home
      * position does not lie cyclically in (hole, their slot]. */
     size_t hole = p;
     for (size_t q = (p + 1) & m; g->slots[q]; q = (q + 1) & m) {
-        size_t home = key_hash(g->keys + (size_t)(g->slots[q] - 1) * g->ka, g->ka) & m;
+        size_t home = dl__row_hash_fast(g->keys + (size_t)(g->slots[q] - 1) * g->ka, g->ka) & m;
         bool stays = hole <= q ? (hole < home && home <= q) : (hole < home || home <= q);
         if (!stays) {
             g->slots[hole] = g->slots[q];

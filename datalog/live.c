@@ -33,7 +33,7 @@ static int acc_rehash(dl_live_t *L, size_t n_slots) {
     if (!s)
         return DL_ENOMEM;
     for (size_t i = 0; i < L->n_rows; i++) {
-        size_t h = (size_t)dl_row_hash(L->rows + i * L->arity, L->arity) & (n_slots - 1);
+        size_t h = (size_t)dl__row_hash_fast(L->rows + i * L->arity, L->arity) & (n_slots - 1);
         while (s[h])
             h = (h + 1) & (n_slots - 1);
         s[h] = (uint32_t)(i + 1);
@@ -72,10 +72,10 @@ static int acc_add(dl_live_t *L, const dl_value_t *row, int64_t diff) {
             return DL_ENOMEM;
     }
     size_t a = DL_MAX(L->arity, 1);
-    size_t h = (size_t)dl_row_hash(row, L->arity) & (L->n_slots - 1);
+    size_t h = (size_t)dl__row_hash_fast(row, L->arity) & (L->n_slots - 1);
     while (L->slots[h]) {
         size_t i = L->slots[h] - 1;
-        if (dl_row_eq(L->rows + i * L->arity, row, L->arity)) {
+        if (dl__row_same(L->rows + i * L->arity, row, L->arity)) {
             L->counts[i] += diff;
             return 0;
         }
