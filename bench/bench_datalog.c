@@ -284,7 +284,13 @@ static void bench_w2(long n_orders, int n_txs, bool with_ref, const char *dir) {
         char *plan = NULL;
         if (dl_query_explain(q, db, NULL, 0, true, &plan, &err))
             die("explain", &err);
-        fprintf(stderr, "%s", plan);
+        fprintf(stderr, "live plan:\n%s", plan);
+        dl_free(plan);
+        /* the plan dl_query_run and dl_engine_query run (one-shot: snapshot reads) */
+        dl_live_source_t src1 = {"$", db, DL_LIVE_CURRENT};
+        if (dl__query_explain_sources(q, &src1, 1, NULL, 0, true, true, &plan, &err))
+            die("explain", &err);
+        fprintf(stderr, "one-shot plan:\n%s", plan);
         dl_free(plan);
     }
     /* One-shot: compiled and reference, answers compared. */

@@ -197,7 +197,8 @@ typedef enum dl_op {
     OP_LEAVE,
     OP_VAR,
     OP_CAPTURE,
-    OP_LOOKUP /* lookup.c; ctx: its parameters, in the jcols block */
+    OP_LOOKUP, /* lookup.c; ctx: its parameters, in the jcols block */
+    OP_COMBINE /* combine.c; cols: n_key, n_sum, key columns, sum columns */
 } dl_op_t;
 
 typedef struct dl_qitem {
@@ -407,6 +408,8 @@ void dl__reduce_free(dl_reduce_state_t *r);
 int dl__reduce_init(dl_coll_t *n, const dl_reduce_spec_t *spec, dl_error_t *err);
 /* Processes one batch at a lookup join node (lookup.c). */
 int dl__lookup_process(dl_coll_t *n, const dl_batch_t *b);
+/* Processes one batch at a combine node (combine.c). */
+int dl__combine_process(dl_coll_t *n, const dl_batch_t *b);
 /* Delivers a capture's completed times. */
 int dl__output_capture_step(dl_capture_t *c, const dl_antichain_t *f);
 void dl__output_capture_free(dl_capture_t *c);

@@ -335,6 +335,8 @@ int dl__ops_process(dl_coll_t *n, dl_batch_t *b, uint32_t port) {
             return arrange_process(n, b);
         case OP_LOOKUP:
             return dl__lookup_process(n, b);
+        case OP_COMBINE:
+            return dl__combine_process(n, b);
         case OP_VAR:
             return var_process(n, &b->u, port);
         case OP_CAPTURE: /* an orphan node (dl_capture_new failed half-way) drops its input */

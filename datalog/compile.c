@@ -2306,6 +2306,104 @@ static bool linear_aggs(cctx_t *c, const aggctx_t *a, dl_linear_agg_t *lin) {
     return true;
 }
 
+/* The combined aggregate's output: the reduce's rows [keys, count, sums...] to :find
+ * order; a key whose count summed to 0 has no rows (dl_combine: its zero totals stay). */
+typedef struct combout {
+    size_t ng, n_find;
+    int src[MAXC]; /* per find column: its column in the reduce's row */
+} combout_t;
+
+static int map_combout(void *ctx, const dl_value_t *row, dl_emitter_t *out) {
+    const combout_t *m = ctx;
+    if (row[m->ng].type == DL_T_INT && row[m->ng].as.i == 0)
+        return 0;
+    dl_value_t o[MAXC];
+    for (size_t i = 0; i < m->n_find; i++)
+        o[i] = row[m->src[i]];
+    return dl_emit(out, o);
+}
+
+/* One-shot grouped count/sum (of longs) whose (find ++ with) rows are r's rows (no
+ * distinct needed): r is folded per group by dl_combine (a hash probe per row, no sort of
+ * the rows), and a linear reduce adds up the few partial rows per group. 1 when the query
+ * is not of that shape (compile_find's usual plan then runs). */
+static int compile_find_combined(cctx_t *c, prel_t *r, const int *cv, size_t ng) {
+    const dl_query_t *q = c->q;
+    uint32_t kc[MAXC], sc[MAXC];
+    int svar[MAXC];
+    size_t ns = 0;
+    combout_t *m = keep(c, sizeof *m);
+    if (!m)
+        return DL_ENOMEM;
+    m->ng = ng;
+    m->n_find = q->n_find;
+    for (size_t i = 0; i < ng; i++) {
+        int k = col_of(r, cv[i]);
+        if (k < 0)
+            return 1;
+        kc[i] = (uint32_t)k;
+    }
+    for (size_t i = 0; i < q->n_find; i++) {
+        const dl__find_t *f = &q->find[i];
+        if (f->agg == DL__AGG_NONE) {
+            size_t g = 0;
+            while (g < ng && cv[g] != f->var)
+                g++;
+            if (g == ng)
+                return 1;
+            m->src[i] = (int)g;
+            continue;
+        }
+        for (size_t g = 0; g < ng; g++)
+            if (cv[g] == f->var)
+                return 1; /* aggregating a grouping variable */
+        if (col_of(r, f->var) < 0)
+            return 1;
+        if (f->agg == DL__AGG_COUNT) {
+            m->src[i] = (int)ng;
+        } else if (f->agg == DL__AGG_SUM && var_is_long(c, f->var)) {
+            size_t s = 0;
+            while (s < ns && svar[s] != f->var)
+                s++;
+            if (s == ns) {
+                svar[ns] = f->var;
+                sc[ns++] = (uint32_t)col_of(r, f->var);
+            }
+            m->src[i] = (int)(ng + 1 + s);
+        } else {
+            return 1;
+        }
+    }
+    dl_coll_t *cb = dl_combine(r->coll, kc, ng, sc, ns, c->err);
+    uint32_t k2[MAXC], v2[MAXC];
+    dl_linear_agg_t lin[MAXC];
+    for (size_t i = 0; i < ng; i++)
+        k2[i] = (uint32_t)i;
+    for (size_t i = 0; i <= ns; i++) {
+        v2[i] = (uint32_t)(ng + i);
+        lin[i].op = DL_LINEAR_SUM;
+        lin[i].col = (uint32_t)i;
+    }
+    dl_reduce_spec_t spec;
+    memset(&spec, 0, sizeof spec);
+    spec.kind = DL_REDUCE_LINEAR;
+    spec.aggs = lin;
+    spec.n_aggs = ns + 1;
+    dl_arr_t *A = cb ? dl_arrange(cb, k2, ng, v2, ns + 1, c->err) : NULL;
+    dl_arr_t *R = A ? dl_reduce(A, &spec, c->err) : NULL;
+    dl_coll_t *rc_coll = R ? dl_arr_coll(R) : NULL;
+    c->L->out = rc_coll ? dl_flat_map(rc_coll, q->n_find, map_combout, m, c->err) : NULL;
+    if (!c->L->out)
+        return cfail(c);
+    mark(c,
+         explain(c,
+                 "combine by %zu grouping variable%s (count and sums per group and batch), "
+                 "linear reduce of the partial sums",
+                 ng, ng == 1 ? "" : "s"),
+         c->L->out);
+    return 0;
+}
+
 static int compile_find(cctx_t *c, prel_t *r) {
     const dl_query_t *q = c->q;
     dl_live_t *L = c->L;
@@ -2352,6 +2450,11 @@ static int compile_find(cctx_t *c, prel_t *r) {
      * projection of the set r has no duplicates and needs no distinct. */
     prel_t p = *r;
     bool injective = c->L->dims == 1 && vars_determine_all(c, r, cv, nc);
+    if (c->L->snap && injective && ng > 0) {
+        int crc = compile_find_combined(c, r, cv, ng);
+        if (crc <= 0)
+            return crc;
+    }
     /* Interned grouping keys are encoded as longs (keycode_t). */
     keycode_t *enc = keep(c, sizeof *enc), *dec = keep(c, sizeof *dec);
     if (!enc || !dec)
@@ -2495,6 +2598,11 @@ typedef struct eager {
 static bool eager_candidate(cctx_t *c, eager_t *eg) {
     const dl_query_t *q = c->q;
     memset(eg, 0, sizeof *eg);
+    /* One-shot plans aggregate through dl_combine instead (compile_find_combined), after
+     * lookups of the grouping attribute: cheaper than a per-entity reduce over rows that
+     * arrive all at once. */
+    if (c->L->snap)
+        return false;
     if (!q->has_agg || c->L->dims != 1 || q->n_where < 2 || q->n_where > 256 ||
         q->n_find + q->n_with > MAXC)
         return false;

@@ -206,6 +206,16 @@ typedef struct dl_lookup_spec {
 DL_API dl_coll_t *dl_lookup_join(dl_coll_t *in, const dl_lookup_spec_t *spec,
                                  const dl_join_col_t *cols, size_t n_cols, dl_error_t *err);
 
+/* ---- combine (linear pre-aggregation) --------------------------------------------------- */
+/* Folds each batch per (key, time): one row key_cols ++ [sum of diffs, sum of diff * v for
+ * each of sum_cols (ints)] with diff +1, keys whose sums are all 0 left out. Only for
+ * readers that sum those columns (a LINEAR reduce with SUM aggregates: COUNT and SUM of the
+ * input are then the SUMs of the combined columns) and drop keys whose summed count is 0:
+ * the rows are partial sums, not the input's rows. The run fails with DL_ETYPE for a
+ * non-int sum column, DL_ERANGE on overflow. docs/dataflow.md "Combine". */
+DL_API dl_coll_t *dl_combine(dl_coll_t *in, const uint32_t *key_cols, size_t n_key,
+                             const uint32_t *sum_cols, size_t n_sum, dl_error_t *err);
+
 /* ---- reduce --------------------------------------------------------------------------- */
 typedef enum dl_reduce_kind {
     DL_REDUCE_COUNT,     /* out: key ++ [count] for keys with a nonzero count */

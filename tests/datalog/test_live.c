@@ -978,6 +978,14 @@ static void test_eager_matches_oracle(void **state) {
             if ((strstr(plan, "eager aggregation") != NULL) != qs[i].eager)
                 dl_prop_fail("query %s: plan\n%s", qs[i].text, plan);
             dl_free(plan);
+            /* One-shot (dl_query_run below), the same queries aggregate through dl_combine
+             * after lookups (compile.c compile_find_combined). */
+            dl_live_source_t s1 = {"$", db, DL_LIVE_CURRENT};
+            must(dl__query_explain_sources(q[i], &s1, 1, NULL, 0, false, true, &plan, &err), &err,
+                 "explain");
+            if ((strstr(plan, "combine by") != NULL) != qs[i].eager)
+                dl_prop_fail("query %s: one-shot plan\n%s", qs[i].text, plan);
+            dl_free(plan);
         }
         int next_o = 30;
         for (int t = 0; t < 25; t++) {
@@ -1454,7 +1462,7 @@ static void test_oneshot_matches_oracle(void **state) {
     (void)state;
     dl_rng_t r = {dl_prop_seed("oneshot_matches_oracle")};
     long n_queries = dl_prop_iters(80), checked = 0, unsupported = 0, nonempty = 0;
-    long lookups = 0, scans = 0, engine_checked = 0;
+    long lookups = 0, scans = 0, combined = 0, engine_checked = 0;
     for (long qi = 0; qi < n_queries; qi++) {
         dl_store_t *st = NULL;
         dl_error_t err = {0};
@@ -1516,6 +1524,7 @@ static void test_oneshot_matches_oracle(void **state) {
                                  t, text, got, want, plan);
                 lookups += strstr(plan, "lookup ") != NULL;
                 scans += strstr(plan, "snapshot scan") != NULL;
+                combined += strstr(plan, "combine by") != NULL;
                 checked++;
                 nonempty += strcmp(want, "[]") != 0 && strcmp(want, "nil") != 0;
                 dl_free(plan);
@@ -1556,8 +1565,9 @@ static void test_oneshot_matches_oracle(void **state) {
     }
     fprintf(stderr,
             "[ oneshot  ] %ld queries, %ld checks (%ld non-empty, %ld through an engine), "
-            "%ld plans with lookups, %ld with snapshot scans, %ld not compilable\n",
-            n_queries, checked, nonempty, engine_checked, lookups, scans, unsupported);
+            "%ld plans with lookups, %ld with snapshot scans, %ld combined aggregates, %ld not "
+            "compilable\n",
+            n_queries, checked, nonempty, engine_checked, lookups, scans, combined, unsupported);
     if (checked < n_queries || lookups < checked / 4 || scans < checked / 4)
         dl_prop_fail("too few checks (%ld) or snapshot plans (%ld lookups, %ld scans)", checked,
                      lookups, scans);
