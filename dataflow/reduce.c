@@ -318,14 +318,15 @@ static int linear_explode(dl_reduce_state_t *r, const dl_ubuf_t *u) {
 
 /* Note 6: keeps a delta's keys and summed values until their times are complete. */
 static int total_note(dl_reduce_state_t *r, const dl_ubuf_t *u) {
+    for (size_t i = 0; i < u->n; i++) /* as in linear_explode: nothing kept on a bad value */
+        for (size_t j = 0; j < r->n_sum; j++)
+            if (dl__ub_row(u, i)[r->ka + r->sum_cols[j]].type != DL_T_INT)
+                return DL_ETYPE;
     if (!dl__batch_ubuf_reserve(&r->fut, u->n))
         return DL_ENOMEM;
     for (size_t i = 0; i < u->n; i++) {
         const dl_value_t *row = dl__ub_row(u, i);
         uint64_t t = *dl__ub_time(u, i);
-        for (size_t j = 0; j < r->n_sum; j++)
-            if (row[r->ka + r->sum_cols[j]].type != DL_T_INT)
-                return DL_ETYPE; /* as in linear_explode, before anything is kept */
         size_t k = dl__batch_ubuf_alloc(&r->fut);
         dl_value_t *w = dl__ub_row(&r->fut, k);
         memcpy(w, row, r->ka * sizeof *w);
@@ -807,12 +808,14 @@ static int total_apply(dl_reduce_state_t *r, const dl_ubuf_t *u, const uint32_t 
     return 0;
 }
 
-static _Thread_local const dl_ubuf_t *tl_sort_u; /* by_time's context (qsort has none) */
+typedef struct timed {
+    uint64_t t;
+    uint32_t i; /* index in fut */
+} timed_t;
 
 static int by_time(const void *a, const void *b) {
-    uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
-    uint64_t ti = *dl__ub_time(tl_sort_u, i), tj = *dl__ub_time(tl_sort_u, j);
-    return ti < tj ? -1 : ti > tj ? 1 : (i > j) - (i < j);
+    const timed_t *x = a, *y = b;
+    return x->t < y->t ? -1 : x->t > y->t ? 1 : (x->i > y->i) - (x->i < y->i);
 }
 
 /* Note 6: evaluates the waiting updates whose times are complete, in time order. */
@@ -832,15 +835,20 @@ static int total_step(dl_coll_t *n, const dl_antichain_t *fin, bool *out_worked)
     *out_worked = true;
     uint32_t *ord = NULL;
     if (n_now < f->n || !one_time) {
-        ord = dl_malloc(n_now * sizeof *ord);
-        if (!ord)
+        timed_t *tm = dl_malloc(n_now * sizeof *tm);
+        ord = tm ? dl_malloc(n_now * sizeof *ord) : NULL;
+        if (!ord) {
+            dl_free(tm);
             return DL_ENOMEM;
+        }
         size_t k = 0;
         for (size_t i = 0; i < f->n; i++)
             if (!dl_antichain_less_equal(fin, dl__ub_time(f, i)))
-                ord[k++] = (uint32_t)i;
-        tl_sort_u = f;
-        qsort(ord, n_now, sizeof *ord, by_time);
+                tm[k++] = (timed_t){*dl__ub_time(f, i), (uint32_t)i};
+        qsort(tm, n_now, sizeof *tm, by_time);
+        for (size_t x = 0; x < n_now; x++)
+            ord[x] = tm[x].i;
+        dl_free(tm);
     }
     dl_ubuf_t o;
     dl__batch_ubuf_init(&o, n->arity, r->dim);
