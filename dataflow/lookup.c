@@ -202,6 +202,9 @@ int dl__lookup_process(dl_coll_t *n, const dl_batch_t *b) {
     dl_lookup_sink_t s = {n, lk, &o, key, NULL, {0}, 0};
     for (size_t x = 0; x < in->n && !rc; x++) {
         size_t i = ord ? ord[x] : x;
+        /* in key order the rows are read out of place: ask for them a few probes ahead */
+        if (ord && x + 8 < in->n)
+            __builtin_prefetch(dl__ub_row(in, ord[x + 8]));
         const dl_value_t *row = dl__ub_row(in, i);
         for (size_t k = 0; k < lk->n_key; k++)
             key[k] = row[lk->key_cols[k]];

@@ -66,6 +66,10 @@ typedef struct cctx {
     dl_error_t *err;
     int depth;               /* explain indentation */
     struct jlast *last_join; /* the join built last (project_ex may fuse a projection) */
+    /* One-shot plans: the collection made last by a snapshot scan or lookup, and the
+     * variable its rows come in the order of (lookups probe in that order for free). */
+    dl_coll_t *order_coll;
+    int order_var;
 } cctx_t;
 
 /* A join's operands and output columns, kept so that a projection of its output that
@@ -842,6 +846,11 @@ static int snap_scan_rel(cctx_t *c, const dl__clause_t *cl, const uint64_t *boun
         out->vars[k++] = t[0].var;
     if (sq->yield_v)
         out->vars[k++] = t[2].var;
+    /* AEVT ranges come by entity, and so do AVET and VAET ranges of one value. */
+    if (sq->yield_e && (sq->idx == DL_INDEX_AEVT || sq->v_kind == DL__SNAP_CONST)) {
+        c->order_coll = out->coll;
+        c->order_var = t[0].var;
+    }
     explain(c, "snapshot scan %s:%s (%s%s), est %.0f", src ? c->q->srcs[src]->bytes : "", ai->ident,
             idx_name[sq->idx], sq->v_filter ? ", value filtered" : "", out->est);
     /* [_ :a ?v]: a value of several entities comes once per entity; a pattern is a set. */
@@ -898,6 +907,14 @@ static int snap_lookup(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound,
                      src ? c->q->srcs[src]->bytes : "", ai->ident, kv, idx_name[sq->idx],
                      pattern_est(c, cl, bound));
     mark(c, ln, o);
+    /* The rows come in probe order: by the entity key (ints and refs are sorted), else as
+     * they came. */
+    bool kept = c->order_coll == r->coll;
+    c->order_coll = o;
+    if (sq->e_kind == DL__SNAP_KEY)
+        c->order_var = t[0].var;
+    else if (!kept)
+        c->order_var = -1;
     r->coll = o;
     if (sq->yield_e)
         r->vars[r->arity++] = t[0].var;
@@ -2065,7 +2082,15 @@ static int compile_conj(cctx_t *c, dl__clause_t *const *cl, size_t n, prel_t *r)
                 double est = cl[i]->kind != DL__C_PATTERN ? 1e12
                              : is_unit(r)                 ? plan_cost(c, cl, n, done, bound, i)
                                                           : pattern_fanout(c, cl[i], bound);
-                if (pick == n || est < best) {
+                /* One-shot, equal estimates: the lookup keyed by the variable the rows
+                 * are already ordered by (it need not sort them). */
+                bool tie_win =
+                    pick != n && est == best && c->L->snap && c->order_coll == r->coll &&
+                    c->order_var >= 0 && cl[i]->kind == DL__C_PATTERN &&
+                    cl[i]->args[0].kind == DL__TERM_VAR && cl[i]->args[0].var == c->order_var &&
+                    !(cl[pick]->kind == DL__C_PATTERN && cl[pick]->args[0].kind == DL__TERM_VAR &&
+                      cl[pick]->args[0].var == c->order_var);
+                if (pick == n || est < best || tie_win) {
                     pick = i;
                     best = est;
                 }
@@ -2871,7 +2896,7 @@ static int compile_eager(cctx_t *c, prel_t *r, eager_t *eg) {
 }
 
 int dl__compile_query(dl_live_t *L, const dl_query_t *q, const dl_db_t *db, dl_error_t *err) {
-    cctx_t c = {L, q, db, dl_graph_root(L->g), -1, NULL, 0, err, 0, NULL};
+    cctx_t c = {L, q, db, dl_graph_root(L->g), -1, NULL, 0, err, 0, NULL, NULL, -1};
     if (q->n_vars > 64 * 64)
         return dl_error_set(err, DL_ELIMIT, "query too large to compile");
     c.rule_in = dl_calloc(DL_MAX(q->n_rules, 1), sizeof *c.rule_in);

@@ -313,42 +313,63 @@ void dl__btree_seek(dl_btcur_t *cur, const dl_btree_t *t, const dl_kd_t *k, int 
     }
 }
 
-/* A seek that reuses the cursor's position: when the lower bound of k lies in the leaf the
- * cursor is on (its first key < k <= its last key), a binary search of that leaf; else a
- * descent from the root. Probes in increasing key order thus cost about a merge. */
-void dl__btree_cur_seek(dl_btcur_t *cur, const dl_btree_t *t, const dl_kd_t *k, int n) {
-    if (cur->valid && n && cur->order == t->order) {
-        const leaf_t *l = LEAF(cur->st[cur->depth].n);
-        uint32_t m = l->h.n;
-        uint32_t i = cur->st[cur->depth].i;
-        if (i < m && kcmp(t->order, &l->d[i], k, n) < 0 &&
-            kcmp(t->order, &l->d[m - 1], k, n) >= 0) {
-            /* forward within the leaf: a few steps for near probes */
-            while (kcmp(t->order, &l->d[i + 1], k, n) < 0)
-                i++;
-            cur->st[cur->depth].i = i + 1;
-            return;
-        }
-        if (m && kcmp(t->order, &l->d[0], k, n) < 0 && kcmp(t->order, &l->d[m - 1], k, n) >= 0) {
-            cur->st[cur->depth].i = leaf_lb(l, t->order, k, n);
-            return;
-        }
-        /* just past this leaf: the next one (sparse forward probes) */
-        if (m && kcmp(t->order, &l->d[m - 1], k, n) < 0) {
-            cur->st[cur->depth].i = m - 1;
+/* A seek that reuses the cursor's position, for probes in increasing key order (a lookup
+ * join's): a few steps forward in the cursor's leaf for a near key, a binary search of the
+ * leaf when the key is further in it, the next leaf when it is just past it; else a
+ * descent from the root. Specialized per order (the comparison inlined), as leaf_lb is. */
+static inline __attribute__((always_inline)) void
+cur_seek_impl(dl_btcur_t *cur, const dl_btree_t *t, int order, const dl_kd_t *k, int n) {
+    if (cur->valid && n && cur->order == order) {
+        int dp = cur->depth;
+        const leaf_t *l = LEAF(cur->st[dp].n);
+        uint32_t m = l->h.n, i = cur->st[dp].i;
+        if (i < m && kcmp(order, &l->d[i], k, n) < 0) {
+            uint32_t j = i + 1, lim = i + 8 < m ? i + 8 : m;
+            while (j < lim && kcmp(order, &l->d[j], k, n) < 0)
+                j++;
+            if (j < lim) {
+                cur->st[dp].i = j;
+                return;
+            }
+            if (j < m && kcmp(order, &l->d[m - 1], k, n) >= 0) {
+                cur->st[dp].i = lb_impl(l, order, k, n);
+                return;
+            }
+            /* past this leaf: the next one (sparse forward probes) */
+            cur->st[dp].i = m - 1;
             dl__btree_cur_next(cur);
-            if (!cur->valid) {
-                dl__btree_seek(cur, t, k, n);
-                return;
+            if (cur->valid) {
+                const leaf_t *x = LEAF(cur->st[cur->depth].n);
+                if (x->h.n && kcmp(order, &x->d[x->h.n - 1], k, n) >= 0) {
+                    cur->st[cur->depth].i = lb_impl(x, order, k, n);
+                    return;
+                }
             }
-            const leaf_t *x = LEAF(cur->st[cur->depth].n);
-            if (x->h.n && kcmp(t->order, &x->d[x->h.n - 1], k, n) >= 0) {
-                cur->st[cur->depth].i = leaf_lb(x, t->order, k, n);
-                return;
-            }
+        } else if (i < m && i > 0 && kcmp(order, &l->d[i - 1], k, n) < 0) {
+            return; /* d[i-1] < k <= d[i]: already there */
+        } else if (m && kcmp(order, &l->d[0], k, n) < 0 && kcmp(order, &l->d[m - 1], k, n) >= 0) {
+            cur->st[dp].i = lb_impl(l, order, k, n);
+            return;
         }
     }
     dl__btree_seek(cur, t, k, n);
+}
+
+void dl__btree_cur_seek(dl_btcur_t *cur, const dl_btree_t *t, const dl_kd_t *k, int n) {
+    switch (t->order) {
+        case DL_ORD_EAVT:
+            cur_seek_impl(cur, t, DL_ORD_EAVT, k, n);
+            break;
+        case DL_ORD_AEVT:
+            cur_seek_impl(cur, t, DL_ORD_AEVT, k, n);
+            break;
+        case DL_ORD_AVET:
+            cur_seek_impl(cur, t, DL_ORD_AVET, k, n);
+            break;
+        default:
+            cur_seek_impl(cur, t, DL_ORD_VAET, k, n);
+            break;
+    }
 }
 
 const dl_kd_t *dl__btree_cur_get(const dl_btcur_t *cur) {

@@ -745,8 +745,8 @@ static void test_tx_mutated_text_is_safe(void **state) {
 
 /* dl_iter_seek: a cursor moved to prefix after prefix (ascending runs, as a lookup join
  * probes, and random jumps back and forth) yields what a fresh dl_db_datoms cursor on
- * that prefix yields, in the current, history and as-of views, for the AEVT, AVET and
- * VAET prefixes a lookup uses. Enough datoms for many B+tree leaves. */
+ * that prefix yields, in the current, history and as-of views, for the AEVT, AVET, VAET
+ * and EAVT prefixes a lookup uses. Enough datoms for many B+tree leaves. */
 static void test_tx_iter_seek(void **state) {
     (void)state;
     dl_rng_t rng = {dl_prop_seed("store.tx_iter_seek")};
@@ -803,14 +803,14 @@ static void test_tx_iter_seek(void **state) {
     dl_db_t *views[3] = {db, dl_db_history(db), dl_db_as_of(db, dl_db_basis_tx(db) - 2)};
     long probes = 0;
     for (int v = 0; v < 3; v++) {
-        for (int kind = 0; kind < 4; kind++) {
-            static const dl_index_t idx[4] = {DL_INDEX_AEVT, DL_INDEX_AEVT, DL_INDEX_AVET,
-                                              DL_INDEX_VAET};
+        for (int kind = 0; kind < 5; kind++) {
+            static const dl_index_t idx[5] = {DL_INDEX_AEVT, DL_INDEX_AEVT, DL_INDEX_AVET,
+                                              DL_INDEX_VAET, DL_INDEX_EAVT};
             dl_datom_t pre = {0};
             pre.a = kind == 1 || kind == 3 ? ar.id : an.id;
             dl_iter_t *it = NULL;
             assert_int_equal(
-                dl_db_datoms(views[v], idx[kind], &pre, kind == 3 ? 0 : 1, NULL, &it, NULL), 0);
+                dl_db_datoms(views[v], idx[kind], &pre, kind >= 3 ? 0 : 1, NULL, &it, NULL), 0);
             int64_t at = 0;
             for (int p = 0; p < 600; p++) {
                 /* mostly ascending steps, sometimes a jump anywhere */
@@ -818,8 +818,8 @@ static void test_tx_iter_seek(void **state) {
                     at = (int64_t)dl_rng_below(&rng, n_ids);
                 else
                     at = (at + (int64_t)dl_rng_below(&rng, 4)) % (int64_t)n_ids;
-                int n = 2;
-                if (kind == 0 || kind == 1) {
+                int n = kind == 4 ? 1 : 2;
+                if (kind == 0 || kind == 1 || kind == 4) {
                     pre.e = ids[at];
                 } else if (kind == 2) {
                     pre.v = dl_value_int(at % 50);
@@ -848,7 +848,7 @@ static void test_tx_iter_seek(void **state) {
         }
     }
     assert_int_equal(dl_iter_seek(NULL, NULL, 1), DL_EINVAL);
-    assert_true(probes == 3 * 4 * 600);
+    assert_true(probes == 3 * 5 * 600);
     for (int v = 0; v < 3; v++)
         dl_db_unref(views[v]);
     dl_store_close(s);
