@@ -804,6 +804,7 @@ static bool snap_query(cctx_t *c, const dl__clause_t *cl, const prel_t *r, dl_at
     sq->yield_v = vk == DL__SNAP_FREE && t[2].kind == DL__TERM_VAR;
     if (ek != DL__SNAP_FREE) {
         sq->idx = DL_INDEX_AEVT;
+        sq->single = !ai->many; /* every view but history (not here) has one value */
     } else if (vk != DL__SNAP_FREE && ai->indexed) {
         sq->idx = DL_INDEX_AVET;
     } else if (vk != DL__SNAP_FREE && ai->type == DL_T_REF) {

@@ -200,6 +200,7 @@ typedef struct dl__snapq {
     uint32_t e_col, v_col; /* key columns */
     bool yield_e, yield_v;
     bool v_filter; /* AEVT over the whole attribute with v constant: filter by vc */
+    bool single;   /* at most one datom per range (e given, cardinality one) */
 } dl__snapq_t;
 /* A lookup join's cursor: the query and an iterator over its database (new; freed by
  * dl__snap_probe_free). */

@@ -75,8 +75,8 @@ static int snap_walk(const dl__snapq_t *sq, dl_iter_t *it,
         int rc = fn(ctx, row);
         if (rc)
             return rc;
-        if (k == 0)
-            break; /* existence: one row */
+        if (k == 0 || sq->single)
+            break; /* existence: one row; a cardinality-one value of a given entity */
     }
     return 0;
 }
