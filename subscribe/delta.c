@@ -13,7 +13,8 @@
  * 2. index[] is an open-addressing table (linear probing) of pair positions + 1 (0 =
  *    empty), index_cap a power of two >= cap * 4/3, so its load stays <= 3/4. Hashes are
  *    not stored (memory is what a coalescing queue is judged by): they are recomputed
- *    with dl_row_hash when a probe or a backward-shift deletion needs a home slot.
+ *    with dl__row_hash_fast (base.h: dl_row_eq's meaning, inline, one multiply per value)
+ *    when a probe or a backward-shift deletion needs a home slot.
  * 3. cap grows by 1.5x and shrinks by half when len < cap/4, so the memory of a delta is
  *    within a small factor of its content, also after a burst of cancellations.
  * 4. A delta is mutable until sealed; sealed deltas are immutable and shared between
@@ -222,7 +223,7 @@ static inline int key_cmp(const dl_value_t *a, const dl_value_t *b, size_t arity
 /* ---- the index ---------------------------------------------------------------------------- */
 
 static uint64_t pair_hash(const dl_delta_t *d, size_t i) {
-    return dl_row_hash(row_at(d, i), d->arity);
+    return dl__row_hash_fast(row_at(d, i), d->arity);
 }
 
 /* The slot holding pair position i (which must be indexed), found by probing from its home. */
@@ -245,7 +246,7 @@ static size_t probe(const dl_delta_t *d, const dl_value_t *row, uint64_t h, bool
             *found = false;
             return s;
         }
-        if (dl_row_eq(row_at(d, v - 1), row, d->arity)) {
+        if (dl__row_same(row_at(d, v - 1), row, d->arity)) {
             *found = true;
             return s;
         }
@@ -345,7 +346,7 @@ static int add_pair(dl_delta_t *d, const dl_value_t *row, int64_t diff) {
         if (rc)
             return rc;
     }
-    uint64_t h = dl_row_hash(row, d->arity);
+    uint64_t h = dl__row_hash_fast(row, d->arity);
     bool found = false;
     size_t s = 0;
     if (d->index_cap)
@@ -477,7 +478,7 @@ int64_t dl_delta_find(const dl_delta_t *d, const dl_value_t *row) {
         return 0;
     }
     bool found;
-    size_t s = probe(d, r, dl_row_hash(r, d->arity), &found);
+    size_t s = probe(d, r, dl__row_hash_fast(r, d->arity), &found);
     return found ? d->diffs[d->index[s] - 1] : 0;
 }
 
