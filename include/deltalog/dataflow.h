@@ -202,7 +202,7 @@ typedef struct dl_lookup_spec {
  * for row's key, an output row cols[0..n_cols) (DL_JOIN_KEY: key column, DL_JOIN_LEFT: a
  * column of row, DL_JOIN_RIGHT: a column of val) at join(t, time) with diff d: the join
  * of `in` with the static collection, at a cost proportional to `in`'s updates (nothing
- * is arranged). Output scope: in's. docs/dataflow.md "Lookup join". */
+ * is arranged). Output scope: in's. Its use: docs/datalog.md "One-shot plans". */
 DL_API dl_coll_t *dl_lookup_join(dl_coll_t *in, const dl_lookup_spec_t *spec,
                                  const dl_join_col_t *cols, size_t n_cols, dl_error_t *err);
 
@@ -212,7 +212,7 @@ DL_API dl_coll_t *dl_lookup_join(dl_coll_t *in, const dl_lookup_spec_t *spec,
  * readers that sum those columns (a LINEAR reduce with SUM aggregates: COUNT and SUM of the
  * input are then the SUMs of the combined columns) and drop keys whose summed count is 0:
  * the rows are partial sums, not the input's rows. The run fails with DL_ETYPE for a
- * non-int sum column, DL_ERANGE on overflow. docs/dataflow.md "Combine". */
+ * non-int sum column, DL_ERANGE on overflow. Its use: docs/datalog.md "One-shot plans". */
 DL_API dl_coll_t *dl_combine(dl_coll_t *in, const uint32_t *key_cols, size_t n_key,
                              const uint32_t *sum_cols, size_t n_sum, dl_error_t *err);
 
