@@ -126,6 +126,7 @@ struct dl_live {
     size_t n_rows, cap_rows;
     uint32_t *slots;
     size_t n_slots;
+    bool no_result; /* dl_live_drop_result: the owner keeps the result; nothing above is kept */
     /* the change of the last apply (consolidated) */
     dl_value_t *ch_rows;
     int64_t *ch_diffs;

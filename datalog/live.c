@@ -103,7 +103,7 @@ static int on_diff(void *ctx, const dl_diff_t *d) {
     dl_live_t *L = ctx;
     for (size_t i = 0; i < d->n; i++) {
         const dl_value_t *row = d->rows + i * d->arity;
-        int rc = acc_add(L, row, d->diffs[i]);
+        int rc = L->no_result ? 0 : acc_add(L, row, d->diffs[i]);
         if (rc)
             return rc;
         if (L->n_ch == L->cap_ch) {
@@ -704,8 +704,24 @@ static int row_order(const void *a, const void *b, void *ctx) {
 
 DL_API int dl_live_status(const dl_live_t *l) { return l ? l->failed : DL_EINVAL; }
 
+DL_API void dl_live_drop_result(dl_live_t *l) {
+    if (!l || l->no_result)
+        return;
+    l->no_result = true;
+    dl_free(l->rows);
+    dl_free(l->counts);
+    dl_free(l->slots);
+    l->rows = NULL;
+    l->counts = NULL;
+    l->slots = NULL;
+    l->n_rows = l->cap_rows = l->n_slots = 0;
+}
+
 DL_API int dl_live_result(const dl_live_t *l, dl_query_result_t **out, dl_error_t *err) {
     *out = NULL;
+    if (l->no_result)
+        return dl_error_set(err, DL_ESTATE,
+                            "this live query does not keep its result (dl_live_drop_result)");
     if (l->engine && l->failed)
         return dl_error_set(err, l->failed, "this live query failed (%s)", dl_err_name(l->failed));
     const dl_query_t *q = l->q;
@@ -1361,7 +1377,7 @@ static dl_live_t *engine_peek(dl_engine_t *e, const dl_query_t *q, const char *a
         args_len = 0;
     for (size_t i = 0; i < e->n_lives; i++) {
         dl_live_t *L = e->lives[i];
-        if (L->failed || !L->cap || L->last_tx != e->last_tx)
+        if (L->failed || !L->cap || L->no_result || L->last_tx != e->last_tx)
             continue;
         const dl_query_t *lq = L->q;
         if (lq == q || (same_text(lq->text, lq->text_len, q->text, q->text_len) &&

@@ -329,6 +329,9 @@ static int qsrc_open(void *ctx, const char *text, const dl_value_t *inputs, size
         dl_free(s);
         return rc;
     }
+    /* The source keeps the accumulated result itself (acc, acc_u): the live query need
+     * not keep a second copy (that was a hash-table update per changed row). */
+    dl_live_drop_result(s->live);
     s->next = qs->open;
     qs->open = s;
     qs->n_open++;

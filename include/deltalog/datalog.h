@@ -152,6 +152,12 @@ DL_API const uint64_t *dl_live_change_times(const dl_live_t *l);
 /* The current result (new: dl_query_result_free). DL_EINTERNAL if a row's multiplicity is
  * not 1 (set semantics are an invariant). */
 DL_API int dl_live_result(const dl_live_t *l, dl_query_result_t **out, dl_error_t *err) DL_WUR;
+/* Stops keeping the accumulated result (kept by default), for an owner that keeps it itself
+ * from dl_live_changes, as a subscription source does: a change then costs no update of the
+ * result's hash table. Afterwards dl_live_result fails with DL_ESTATE, and an equal one-shot
+ * query of the engine (dl_engine_query) is run instead of read from this one. Irreversible.
+ * NULL-safe. */
+DL_API void dl_live_drop_result(dl_live_t *l);
 /* EXPLAIN: the plan, one operator per line with its keys and estimated sizes (new:
  * dl_free; NULL on out of memory). */
 DL_API char *dl_live_explain(const dl_live_t *l);

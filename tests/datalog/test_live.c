@@ -1170,6 +1170,28 @@ static void test_engine_peek(void **state) {
         dl_db_unref(db);
         db = now;
     }
+    /* A live query that dropped its result: dl_live_result refuses, an equal one-shot runs
+     * instead of reading it (same answer), and the live query still yields its changes. */
+    dl_live_drop_result(lk);
+    dl_query_result_t *none = NULL;
+    assert_int_equal(dl_live_result(lk, &none, NULL), DL_ESTATE);
+    assert_null(none);
+    int64_t n_dropped;
+    char *kw = run_text(qk, db, "[3]"), *kd = engine_text(e, qk, db, "[3]", &n_dropped);
+    assert_string_equal(kd, kw);
+    dl_free(kw);
+    dl_free(kd);
+    transact(st, "[{:a/name \"late\" :a/num 3}]");
+    dl_db_t *later = dl_store_db(st);
+    eng_ctx_t kl = {e, 0, {0}};
+    must(dl_db_tx_range(later, dl_db_basis_tx(db) + 1, dl_db_basis_tx(later) + 1, feed_engine, &kl),
+         &kl.err, "apply");
+    const dl_value_t *rows;
+    const int64_t *diffs;
+    assert_int_equal(dl_live_changes(lk, &rows, &diffs), 1);
+    assert_int_equal(diffs[0], 1);
+    dl_db_unref(db);
+    db = later;
     /* released: the one-shot runs again, with the same answer */
     dl_live_free(la);
     int64_t n_after;
