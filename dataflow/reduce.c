@@ -725,6 +725,24 @@ static int process_key(dl_coll_t *n, scratch_t *sc, const dl_value_t *key,
     return 0;
 }
 
+/* Consolidates a step's output o and delivers it to the reduce's output arrangement (when
+ * rc, the step's status, is 0); frees o. Returns the new status. */
+static int deliver_output(dl_coll_t *n, dl_ubuf_t *o, int rc) {
+    if (!rc && !dl__batch_consolidate(o))
+        rc = DL_ENOMEM;
+    if (!rc && o->n) {
+        dl_batch_t *b = dl__batch_new(o, true);
+        if (!b)
+            rc = DL_ENOMEM;
+        else {
+            rc = dl__ops_arr_deliver(n->arr, b);
+            dl__batch_unref(b);
+        }
+    }
+    dl__batch_ubuf_fini(o);
+    return rc;
+}
+
 /* Appends key ++ vals at time t with diff d to o. */
 static bool push_out(dl_ubuf_t *o, const dl_value_t *key, size_t ka, const dl_value_t *vals,
                      size_t va, uint64_t t, int64_t d) {
@@ -882,18 +900,7 @@ static int total_step(dl_coll_t *n, const dl_antichain_t *fin, bool *out_worked)
             dl__batch_ubuf_shrink(f);
     }
     dl_free(ord);
-    if (!rc && !dl__batch_consolidate(&o))
-        rc = DL_ENOMEM;
-    if (!rc && o.n) {
-        dl_batch_t *b = dl__batch_new(&o, true);
-        if (!b)
-            rc = DL_ENOMEM;
-        else {
-            rc = dl__ops_arr_deliver(n->arr, b);
-            dl__batch_unref(b);
-        }
-    }
-    dl__batch_ubuf_fini(&o);
+    rc = deliver_output(n, &o, rc);
     return rc;
 }
 
@@ -979,18 +986,7 @@ int dl__reduce_step(dl_coll_t *n, const dl_antichain_t *fin, bool *out_worked) {
     if (sc.cap_inp + sc.cap_outp + sc.cap_acc + sc.cap_tmp > SCRATCH_KEEP)
         scratch_free(&r->sc); /* a big group passed: do not hold its memory */
     dl__batch_ubuf_fini(&now);
-    if (!rc && !dl__batch_consolidate(&o))
-        rc = DL_ENOMEM;
-    if (!rc && o.n) {
-        dl_batch_t *b = dl__batch_new(&o, true);
-        if (!b)
-            rc = DL_ENOMEM;
-        else {
-            rc = dl__ops_arr_deliver(n->arr, b);
-            dl__batch_unref(b);
-        }
-    }
-    dl__batch_ubuf_fini(&o);
+    rc = deliver_output(n, &o, rc);
     /* Note 5: every later evaluation time is beyond fin, so the accumulator compacts to it
      * (applied by the spine's merges). */
     if (!rc && r->spec.kind == DL_REDUCE_LINEAR)
