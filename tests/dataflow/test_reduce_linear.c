@@ -479,9 +479,12 @@ static void test_reduce_linear_input_not_stored(void **state) {
         assert_non_null(r);
         dl_capture_t *c = dl_capture_new(dl_arr_coll(r), NULL, NULL, &err);
         assert_non_null(c);
+        dl_trace_t *tr = NULL;
         if (with_join) {
             dl_join_col_t jc[1] = {{DL_JOIN_KEY, 0}};
             assert_non_null(dl_join(a, a, jc, 1, &err));
+            /* a reader of the output attached before data: the output is kept for it */
+            assert_non_null(tr = dl_trace_new(r, &err));
         }
         int64_t count[8] = {0}, sum[8] = {0};
         int64_t got_count[8] = {0}, got_sum[8] = {0};
@@ -527,6 +530,10 @@ static void test_reduce_linear_input_not_stored(void **state) {
             memset(&err, 0, sizeof err);
             assert_null(dl_concat((dl_coll_t *[]){dl_arr_coll(a)}, 1, &err));
             assert_int_equal(err.code, DL_ESTATE);
+            /* Under one time coordinate the output's history is not kept either (note 6). */
+            memset(&err, 0, sizeof err);
+            assert_null(dl_trace_new(r, &err));
+            assert_int_equal(err.code, DL_ESTATE);
             uint64_t t = 30, nt = 31;
             dl_value_t row[2] = {dl_value_int(1), dl_value_int(1)};
             assert_int_equal(dl_input_update(in, row, 2, &t, 1, &err), 0);
@@ -534,6 +541,7 @@ static void test_reduce_linear_input_not_stored(void **state) {
             assert_int_equal(dl_graph_run(g, &err), 0); /* still runs */
         } else {
             assert_true(st.arranged_updates >= 8 * 16 / 2); /* the input is kept */
+            dl_trace_free(tr);
         }
         dl_graph_free(g);
     }
