@@ -400,6 +400,16 @@ void dl__btree_cur_next(dl_btcur_t *cur) {
         if (!x->leaf)
             x = INODE(x)->kid[0];
     }
+    /* The walk reads on through the new leaf (a scan, or probes in key order), and leaves
+     * lie anywhere in memory (each allocated on its own): its lines are requested at once,
+     * and the next leaf's first line, so that their cache misses overlap instead of coming
+     * one by one as the walk reaches them. Measured: sorted lookups into two 1e6-datom AEVT
+     * ranges (one per open order, W2) took half the time, and a range scan a third less. */
+    const char *lp = (const char *)cur->st[d].n;
+    for (size_t off = 64; off < sizeof(leaf_t); off += 64)
+        __builtin_prefetch(lp + off);
+    if (d > 0 && cur->st[d - 1].i + 1 < cur->st[d - 1].n->n)
+        __builtin_prefetch(INODE(cur->st[d - 1].n)->kid[cur->st[d - 1].i + 1]);
 }
 
 const dl_kd_t *dl__btree_find(const dl_btree_t *t, const dl_kd_t *k, int n) {
