@@ -216,13 +216,13 @@ typedef struct dl_reduce_state dl_reduce_state_t;
 /* Per-key accumulator slots in a hash table (groups.c; a linear reduce under totally
  * ordered time, reduce.c note 6). */
 typedef struct dl_groups {
-    size_t ka, ns;     /* key arity; slots per group */
-    uint32_t *slots;   /* open addressing: group id + 1, 0 empty */
-    size_t n_slots;    /* power of two, or 0 */
-    size_t live;       /* groups in the table */
-    dl_value_t *keys;  /* ka per group id */
-    uint64_t *acc;     /* ns per group id */
-    uint32_t *stamp;   /* per group id: free for the owner's use (0 for a new group) */
+    size_t ka, ns;    /* key arity; slots per group */
+    uint32_t *slots;  /* open addressing: group id + 1, 0 empty */
+    size_t n_slots;   /* power of two, or 0 */
+    size_t live;      /* groups in the table */
+    dl_value_t *keys; /* ka per group id */
+    uint64_t *acc;    /* ns per group id */
+    uint32_t *stamp;  /* per group id: free for the owner's use (0 for a new group) */
     uint32_t *free_ids;
     size_t n_ids, cap_ids, n_free;
 } dl_groups_t;
