@@ -142,6 +142,10 @@ static int merge(dl_spine_t *s, const dl_batch_t *a, const dl_batch_t *b, dl_bat
     return 0;
 }
 
+/* Blocks from this size on are mapped (base/alloc.c): an appended batch's buffer grows with
+ * slack there (design note 6), which costs no resident memory until it is written. */
+#define APPEND_SLACK_MIN ((size_t)1 << 19)
+
 /* The append case of merge_in_place: every row of b sorts after every row of a (keys that
  * only grow: new entities, new events). a's records stay where they are and b's are copied
  * after them, so the merge costs b's size, not a's. Times are not advanced here (the
@@ -150,8 +154,6 @@ static int merge(dl_spine_t *s, const dl_batch_t *a, const dl_batch_t *b, dl_bat
  * checked), so nothing can collapse. A narrow a takes b only when b fits its shared
  * parts. Returns 1 when done, 0 when the case does not apply (nothing changed), or
  * DL_ENOMEM (nothing changed). */
-#define APPEND_SLACK_MIN ((size_t)1 << 19)
-
 static int merge_append(dl_spine_t *s, dl_batch_t *a, const dl_batch_t *b) {
     dl_ubuf_t *u = &a->u;
     const dl_ubuf_t *ub = &b->u;
