@@ -70,7 +70,20 @@ typedef struct cctx {
      * variable its rows come in the order of (lookups probe in that order for free). */
     dl_coll_t *order_coll;
     int order_var;
+    struct llast *last_lookup; /* the lookup join built last (its output may be narrowed) */
 } cctx_t;
+
+/* A lookup join's input, parameters and output columns, kept so that a consumer that
+ * reads only some columns of its output can have it rebuilt emitting just those. */
+typedef struct llast {
+    dl_coll_t *coll; /* the lookup's output; NULL once replaced */
+    dl_coll_t *in;
+    dl_lookup_spec_t spec;
+    uint32_t kc[2];
+    uint64_t t0[DL_TIME_MAX_DIM];
+    size_t n;
+    dl_join_col_t jc[MAXC];
+} llast_t;
 
 /* A join's operands and output columns, kept so that a projection of its output that
  * follows can be fused into it (`project_ex`). */
@@ -885,6 +898,50 @@ static int snap_lookup(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound,
     if (rc)
         return rc;
     L->probes[L->n_probes++] = p;
+    char kv[200];
+    int kvars[2];
+    for (size_t i = 0; i < nk; i++)
+        kvars[i] = r->vars[kc[i]];
+    vars_text(c->q, kvars, nk, kv, sizeof kv);
+    /* r is the output of the lookup built last, nothing else reads it, and this pattern is
+     * probed with the same entity key: one operator probes both (a chain of stages, one
+     * output buffer and one pass instead of two); the first lookup is collected. */
+    llast_t *pl = c->last_lookup;
+    if (pl && pl->coll == r->coll && pl->n == r->arity && nk == 1 && sq->e_kind == DL__SNAP_KEY &&
+        pl->spec.n_key == 1 && pl->spec.fn == dl__snap_probe_fn &&
+        ((dl__probe_t *)pl->spec.ctx)->sq.e_kind == DL__SNAP_KEY &&
+        pl->jc[kc[0]].src == DL_JOIN_LEFT && pl->jc[kc[0]].col == pl->kc[0] && !never_m &&
+        pl->n + na <= MAXC) {
+        dl__probe_t *tail = pl->spec.ctx;
+        while (tail->then)
+            tail = tail->then;
+        tail->then = p;
+        size_t va = pl->spec.val_arity;
+        for (size_t i = 0; i < na; i++)
+            pl->jc[pl->n + i] = (dl_join_col_t){DL_JOIN_RIGHT, (uint32_t)(va + i)};
+        pl->spec.val_arity = va + na;
+        dl_coll_t *o = dl_lookup_join(pl->in, &pl->spec, pl->jc, pl->n + na, c->err);
+        if (!o)
+            return cfail(c);
+        for (size_t i = 0; i < L->n_lines; i++)
+            if (L->lines[i].coll == pl->coll)
+                L->lines[i].coll = o;
+        mark(c,
+             explain(c, "  and :%s on %s in the same lookup (%s of the snapshot), est %.0f",
+                     ai->ident, kv, idx_name[sq->idx], pattern_est(c, cl, bound)),
+             o);
+        if (c->order_coll == pl->coll)
+            c->order_coll = o;
+        pl->coll = o;
+        pl->n += na;
+        r->coll = o;
+        if (sq->yield_e)
+            r->vars[r->arity++] = t[0].var;
+        if (sq->yield_v)
+            r->vars[r->arity++] = t[2].var;
+        r->est = DL_MAX(1.0, r->est * pattern_fanout(c, cl, bound));
+        return 0;
+    }
     dl_join_col_t jc[MAXC];
     size_t n = 0;
     for (size_t i = 0; i < r->arity; i++)
@@ -899,15 +956,23 @@ static int snap_lookup(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound,
     dl_coll_t *o = dl_lookup_join(in, &spec, jc, n, c->err);
     if (!o)
         return cfail(c);
-    char kv[200];
-    int kvars[2];
-    for (size_t i = 0; i < nk; i++)
-        kvars[i] = r->vars[kc[i]];
-    vars_text(c->q, kvars, nk, kv, sizeof kv);
     int ln = explain(c, "lookup %s:%s on %s (%s of the snapshot), est %.0f",
                      src ? c->q->srcs[src]->bytes : "", ai->ident, kv, idx_name[sq->idx],
                      pattern_est(c, cl, bound));
     mark(c, ln, o);
+    llast_t *ll = keep(c, sizeof *ll);
+    if (!ll)
+        return DL_ENOMEM;
+    ll->coll = o;
+    ll->in = in;
+    ll->spec = spec;
+    memcpy(ll->kc, kc, sizeof kc);
+    memcpy(ll->t0, t0, sizeof t0);
+    ll->spec.key_cols = ll->kc;
+    ll->spec.time = ll->t0;
+    ll->n = n;
+    memcpy(ll->jc, jc, n * sizeof *jc);
+    c->last_lookup = ll;
     /* The rows come in probe order: by the entity key (ints and refs are sorted), else as
      * they came. */
     bool kept = c->order_coll == r->coll;
@@ -2400,7 +2465,30 @@ static int compile_find_combined(cctx_t *c, prel_t *r, const int *cv, size_t ng)
             return 1;
         }
     }
-    dl_coll_t *cb = dl_combine(r->coll, kc, ng, sc, ns, c->err);
+    dl_coll_t *src = r->coll;
+    llast_t *ll = c->last_lookup;
+    if (ll && ll->coll == r->coll && ll->n == r->arity) {
+        /* r is the output of the lookup built last and nothing else reads it: it emits
+         * only the grouping and summed columns (a bag of them: the combiner adds rows, it
+         * never needs them distinct), a narrower buffer; the wide lookup is collected. */
+        dl_join_col_t jc[MAXC];
+        for (size_t i = 0; i < ng; i++)
+            jc[i] = ll->jc[kc[i]];
+        for (size_t i = 0; i < ns; i++)
+            jc[ng + i] = ll->jc[sc[i]];
+        src = dl_lookup_join(ll->in, &ll->spec, jc, ng + ns, c->err);
+        if (!src)
+            return cfail(c);
+        for (size_t i = 0; i < c->L->n_lines; i++)
+            if (c->L->lines[i].coll == ll->coll)
+                c->L->lines[i].coll = src;
+        ll->coll = NULL;
+        for (size_t i = 0; i < ng; i++)
+            kc[i] = (uint32_t)i;
+        for (size_t i = 0; i < ns; i++)
+            sc[i] = (uint32_t)(ng + i);
+    }
+    dl_coll_t *cb = dl_combine(src, kc, ng, sc, ns, c->err);
     uint32_t k2[MAXC], v2[MAXC];
     dl_linear_agg_t lin[MAXC];
     for (size_t i = 0; i < ng; i++)
@@ -2897,7 +2985,7 @@ static int compile_eager(cctx_t *c, prel_t *r, eager_t *eg) {
 }
 
 int dl__compile_query(dl_live_t *L, const dl_query_t *q, const dl_db_t *db, dl_error_t *err) {
-    cctx_t c = {L, q, db, dl_graph_root(L->g), -1, NULL, 0, err, 0, NULL, NULL, -1};
+    cctx_t c = {L, q, db, dl_graph_root(L->g), -1, NULL, 0, err, 0, NULL, NULL, -1, NULL};
     if (q->n_vars > 64 * 64)
         return dl_error_set(err, DL_ELIMIT, "query too large to compile");
     c.rule_in = dl_calloc(DL_MAX(q->n_rules, 1), sizeof *c.rule_in);

@@ -208,6 +208,12 @@ typedef struct dl__snapq {
 typedef struct dl__probe {
     dl__snapq_t sq;
     dl_iter_t *it;
+    /* A fused chain (several patterns probed with the same key, one operator): the next
+     * stage (borrowed: each stage is in the query's probes and freed there), and this
+     * stage's rows for the current key while the chain is walked. */
+    struct dl__probe *then;
+    dl_value_t *rows;
+    size_t n_rows, cap_rows;
 } dl__probe_t;
 int dl__snap_probe_new(const dl_db_t *db, const dl__snapq_t *sq, dl__probe_t **out,
                        dl_error_t *err) DL_WUR;

@@ -107,13 +107,70 @@ void dl__snap_probe_free(dl__probe_t *p) {
     if (!p)
         return;
     dl_iter_free(p->it);
+    dl_free(p->rows);
     dl_free(p);
 }
 
 static int yield_row(void *ctx, const dl_value_t *row) { return dl_lookup_yield(ctx, row); }
 
+/* A stage of a chain keeps its rows for the key (the yields of all stages are joined). */
+static int keep_row(void *ctx, const dl_value_t *row) {
+    dl__probe_t *p = ctx;
+    size_t w = (size_t)p->sq.yield_e + (size_t)p->sq.yield_v;
+    if (!dl__grow(&p->rows, &p->cap_rows, (p->n_rows + 1) * (w ? w : 1), sizeof *p->rows, 8))
+        return DL_ENOMEM;
+    memcpy(p->rows + p->n_rows * w, row, w * sizeof *row);
+    p->n_rows++;
+    return 0;
+}
+
+/* The rows of every stage of chain p for key, their product yielded (stage order). */
+static int chain_probe(dl__probe_t *p, const dl_value_t *key, dl_lookup_sink_t *out) {
+    size_t n_st = 0, width = 0;
+    dl__probe_t *st[DL_ARITY_MAX];
+    for (dl__probe_t *x = p; x && n_st < DL_ARITY_MAX; x = x->then) {
+        dl_datom_t pre;
+        int n;
+        x->n_rows = 0;
+        if (!snap_prefix(&x->sq, key, &pre, &n))
+            return 0;
+        int rc = dl_iter_seek(x->it, &pre, n);
+        if (!rc)
+            rc = snap_walk(&x->sq, x->it, keep_row, x);
+        if (rc)
+            return rc;
+        if (x->n_rows == 0)
+            return 0; /* a stage without a match: no row */
+        st[n_st++] = x;
+        width += (size_t)x->sq.yield_e + (size_t)x->sq.yield_v;
+    }
+    if (width > DL_ARITY_MAX)
+        return DL_ELIMIT;
+    /* Odometer over the stages' rows. */
+    size_t idx[DL_ARITY_MAX] = {0};
+    dl_value_t row[DL_ARITY_MAX];
+    for (;;) {
+        size_t k = 0;
+        for (size_t s = 0; s < n_st; s++) {
+            size_t w = (size_t)st[s]->sq.yield_e + (size_t)st[s]->sq.yield_v;
+            memcpy(row + k, st[s]->rows + idx[s] * w, w * sizeof *row);
+            k += w;
+        }
+        int rc = dl_lookup_yield(out, row);
+        if (rc)
+            return rc;
+        size_t s = n_st;
+        while (s > 0 && ++idx[s - 1] == st[s - 1]->n_rows)
+            idx[--s] = 0;
+        if (s == 0)
+            return 0;
+    }
+}
+
 int dl__snap_probe_fn(void *ctx, const dl_value_t *key, dl_lookup_sink_t *out) {
     dl__probe_t *p = ctx;
+    if (p->then)
+        return chain_probe(p, key, out);
     dl_datom_t pre;
     int n;
     if (!snap_prefix(&p->sq, key, &pre, &n))

@@ -1484,7 +1484,7 @@ static void test_oneshot_matches_oracle(void **state) {
     (void)state;
     dl_rng_t r = {dl_prop_seed("oneshot_matches_oracle")};
     long n_queries = dl_prop_iters(80), checked = 0, unsupported = 0, nonempty = 0;
-    long lookups = 0, scans = 0, combined = 0, engine_checked = 0;
+    long lookups = 0, scans = 0, combined = 0, fused = 0, engine_checked = 0;
     for (long qi = 0; qi < n_queries; qi++) {
         dl_store_t *st = NULL;
         dl_error_t err = {0};
@@ -1547,6 +1547,7 @@ static void test_oneshot_matches_oracle(void **state) {
                 lookups += strstr(plan, "lookup ") != NULL;
                 scans += strstr(plan, "snapshot scan") != NULL;
                 combined += strstr(plan, "combine by") != NULL;
+                fused += strstr(plan, "in the same lookup") != NULL;
                 checked++;
                 nonempty += strcmp(want, "[]") != 0 && strcmp(want, "nil") != 0;
                 dl_free(plan);
@@ -1587,10 +1588,11 @@ static void test_oneshot_matches_oracle(void **state) {
     }
     fprintf(stderr,
             "[ oneshot  ] %ld queries, %ld checks (%ld non-empty, %ld through an engine), "
-            "%ld plans with lookups, %ld with snapshot scans, %ld combined aggregates, %ld not "
-            "compilable\n",
-            n_queries, checked, nonempty, engine_checked, lookups, scans, combined, unsupported);
-    if (checked < n_queries || lookups < checked / 4 || scans < checked / 4)
+            "%ld plans with lookups (%ld fused), %ld with snapshot scans, %ld combined "
+            "aggregates, %ld not compilable\n",
+            n_queries, checked, nonempty, engine_checked, lookups, fused, scans, combined,
+            unsupported);
+    if (checked < n_queries || lookups < checked / 4 || scans < checked / 4 || fused == 0)
         dl_prop_fail("too few checks (%ld) or snapshot plans (%ld lookups, %ld scans)", checked,
                      lookups, scans);
 }
