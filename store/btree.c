@@ -335,12 +335,22 @@ cur_seek_impl(dl_btcur_t *cur, const dl_btree_t *t, int order, const dl_kd_t *k,
                 cur->st[dp].i = lb_impl(l, order, k, n);
                 return;
             }
-            /* past this leaf: the next one (sparse forward probes) */
+            /* past this leaf: the next one (sparse forward probes), walked forward from
+             * its start like this one (its lines were requested on entry, in order) */
             cur->st[dp].i = m - 1;
             dl__btree_cur_next(cur);
             if (cur->valid) {
                 const leaf_t *x = LEAF(cur->st[cur->depth].n);
-                if (x->h.n && kcmp(order, &x->d[x->h.n - 1], k, n) >= 0) {
+                uint32_t mx = x->h.n, lx = mx < 8 ? mx : 8;
+                j = 0;
+                while (j < lx && kcmp(order, &x->d[j], k, n) < 0)
+                    j++;
+                if (j < lx) {
+                    cur->st[cur->depth].i = j; /* every key before it, in this leaf or the
+                                                  last one, is < k */
+                    return;
+                }
+                if (mx && kcmp(order, &x->d[mx - 1], k, n) >= 0) {
                     cur->st[cur->depth].i = lb_impl(x, order, k, n);
                     return;
                 }
