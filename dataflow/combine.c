@@ -13,7 +13,8 @@
  * folded through a hash table (one probe per update) instead of being sorted into an
  * arrangement; the arrangement before the reduce then holds a row per key and batch.
  * Per-update cost, no state kept between batches. DESIGN-NOTES §2: per-update operator,
- * times unchanged. docs/datalog.md "One-shot plans" (the dataflow docs do not cover it yet).
+ * times unchanged. docs/datalog.md "One-shot plans", docs/dataflow.md "Operators";
+ * tests/dataflow/test_lookup.c.
  */
 #include "dataflow/dataflow.h"
 
