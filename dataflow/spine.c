@@ -16,9 +16,8 @@
  *    is the only thing readers may ask for (their frontiers are >= since).
  * 4. Merges whose older batch only the spine references run in place, from the back
  *    (merge_in_place): a merge then costs memory for the smaller batch's records only.
- * 5. Merge outputs that become the oldest batch are narrowed (batch.c): compaction tends
- *    to leave a batch with one time and diffs of +1, which are then stored once. Merges
- *    read either layout; younger batches stay wide, as they are merged again soon.
+ * 5. Merge outputs are narrowed (batch.c): compaction tends to leave a batch with one time
+ *    and diffs of +1, which are then stored once. Merges read either layout.
  * 6. An inserted batch whose rows all sort after the newest batch's (keys that only grow:
  *    new entities, new events) is appended to it at once when only the spine holds it,
  *    whatever the sizes: a record is then copied once instead of once per layer, and an
@@ -89,10 +88,8 @@ static size_t group_consolidate(dl_ubuf_t *u, size_t lo, size_t hi) {
 }
 
 /* Merges (or, with b NULL, re-compacts) batches into a new sorted batch, advancing times
- * by s->since, narrowed when `narrow` (design note 5). *out is NULL when everything
- * cancelled. */
-static int merge(dl_spine_t *s, const dl_batch_t *a, const dl_batch_t *b, bool narrow,
-                 dl_batch_t **out) {
+ * by s->since. *out is NULL when everything cancelled. */
+static int merge(dl_spine_t *s, const dl_batch_t *a, const dl_batch_t *b, dl_batch_t **out) {
     const dl_ubuf_t *ua = &a->u, *ub = b ? &b->u : NULL;
     size_t rs = (size_t)s->ka + s->va, na = ua->n, nb = ub ? ub->n : 0, i = 0, j = 0;
     dl_ubuf_t o;
@@ -132,8 +129,7 @@ static int merge(dl_spine_t *s, const dl_batch_t *a, const dl_batch_t *b, bool n
         *out = NULL;
         return 0;
     }
-    if (narrow)
-        dl__batch_narrow(&o, s->narrow_min);
+    dl__batch_narrow(&o, s->narrow_min);
     dl__batch_ubuf_shrink(&o);
     dl_batch_t *nb2 = dl__batch_new(&o, true);
     if (!nb2) {
@@ -241,8 +237,7 @@ static int merge_append(dl_spine_t *s, dl_batch_t *a, const dl_batch_t *b) {
  * copied into that free space and consolidated there: once the buffer has grown nothing
  * can fail, and a batch is never left half-merged. Returns a itself (or NULL when
  * everything cancelled; a is then empty). */
-static int merge_in_place(dl_spine_t *s, dl_batch_t *a, const dl_batch_t *b, bool narrow,
-                          dl_batch_t **out) {
+static int merge_in_place(dl_spine_t *s, dl_batch_t *a, const dl_batch_t *b, dl_batch_t **out) {
     dl_ubuf_t *u = &a->u;
     const dl_ubuf_t *ub = b ? &b->u : NULL;
     size_t na = u->n, nb = ub ? ub->n : 0, total = na + nb, rs = (size_t)s->ka + s->va;
@@ -294,8 +289,7 @@ static int merge_in_place(dl_spine_t *s, dl_batch_t *a, const dl_batch_t *b, boo
         *out = NULL;
         return 0;
     }
-    if (narrow)
-        dl__batch_narrow(u, s->narrow_min);
+    dl__batch_narrow(u, s->narrow_min);
     dl__batch_ubuf_shrink(u);
     a->since_gen = s->since_gen;
     dl__spine_index(a, s->ka);
@@ -303,13 +297,11 @@ static int merge_in_place(dl_spine_t *s, dl_batch_t *a, const dl_batch_t *b, boo
     return 0;
 }
 
-/* Replaces batches [k, k+1] (or [k] alone when two is false) with their merge. Only a
- * merge into the oldest, largest batch is narrowed (design note 5): a younger one is
- * merged again soon, and each merge of a narrow batch widens it first. */
+/* Replaces batches [k, k+1] (or [k] alone when two is false) with their merge. */
 static int merge_at(dl_spine_t *s, size_t k, bool two) {
     dl_batch_t *m = NULL, *a = s->batches[k], *b = two ? s->batches[k + 1] : NULL;
     size_t before = a->u.n + (b ? b->u.n : 0);
-    int rc = a->refs == 1 ? merge_in_place(s, a, b, k == 0, &m) : merge(s, a, b, k == 0, &m);
+    int rc = a->refs == 1 ? merge_in_place(s, a, b, &m) : merge(s, a, b, &m);
     if (rc)
         return rc;
     size_t removed = two ? 2 : 1;
