@@ -14,8 +14,8 @@
  * is probed in key order (a copy of its record numbers sorted by the key's integer image),
  * so that a callback walking a sorted index moves forward (the cost of a merge join).
  * The rest of the dataflow treats it as a per-row operator (frontier: its input's, which
- * bounds its output times from below). docs/datalog.md "One-shot plans", docs/dataflow.md "Operators";
- * tests/dataflow/test_lookup.c.
+ * bounds its output times from below). docs/datalog.md "One-shot plans", docs/dataflow.md
+ * "Operators"; tests/dataflow/test_lookup.c.
  */
 #include "dataflow/dataflow.h"
 
