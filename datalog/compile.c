@@ -1259,13 +1259,15 @@ static int fn_apply_hard(void *ctx, const dl_value_t *row, dl_emitter_t *out) {
         size_t k = f->in_arity;
         bool ok2 = true;
         for (size_t i = 0; i < width && ok2; i++) {
-            dl_value_t v = items[r * width + i];
+            dl_value_t v = items[r * width + i], raw = v;
             if (f->bind_col[i] == -2)
                 continue;
             if (f->to_ref[i] && v.type == DL_T_INT)
                 v = dl_value_ref(v.as.i);
+            /* A variable already bound may hold the long itself (a value position): an
+             * entity id and its long are one value (Datomic has no separate ref type). */
             if (f->bind_col[i] >= 0)
-                ok2 = dl_value_eq(buf[f->bind_col[i]], v);
+                ok2 = dl_value_eq(buf[f->bind_col[i]], v) || dl_value_eq(buf[f->bind_col[i]], raw);
             else
                 buf[k++] = v;
         }
