@@ -751,6 +751,24 @@ static size_t gallop(const dl_delta_t *r, size_t i, const dl_value_t *key) {
     return hi;
 }
 
+/* Shrinks m's arrays to nc rows of arity ar (ar 0: rows unused). A failed realloc keeps
+ * the larger array, which is harmless: cap is then the smaller of the two capacities. */
+static void shrink_to(dl_delta_t *m, size_t nc, size_t ar) {
+    bool shrunk = false;
+    dl_value_t *nr = ar ? dl_realloc(m->rows, nc * ar * sizeof *nr) : NULL;
+    if (nr) {
+        m->rows = nr;
+        shrunk = true;
+    }
+    int64_t *nd = dl_realloc(m->diffs, nc * sizeof *nd);
+    if (nd) {
+        m->diffs = nd;
+        shrunk = true;
+    }
+    if (shrunk)
+        m->cap = nc;
+}
+
 /* Consecutive pairs taken from one run before the merge looks for the end of the stretch
  * (timsort's galloping): a large run merged with a small one costs O(small * log) compares
  * and block copies, not a comparison per row of the large one. */
@@ -821,22 +839,8 @@ static int merge_runs(const dl_delta_t *x, const dl_delta_t *y, dl_delta_t **out
     copy_block(m, k, rest, from, left);
     k += left;
     m->len = k;
-    if (k < n) { /* give back what the cancellations freed (failure to shrink is harmless) */
-        size_t nc = DL_MAX(k, 1);
-        bool shrunk = false; /* cap is the smaller of the two arrays' capacities */
-        dl_value_t *nr = ar ? dl_realloc(m->rows, nc * ar * sizeof *nr) : NULL;
-        if (nr) {
-            m->rows = nr;
-            shrunk = true;
-        }
-        int64_t *nd = dl_realloc(m->diffs, nc * sizeof *nd);
-        if (nd) {
-            m->diffs = nd;
-            shrunk = true;
-        }
-        if (shrunk)
-            m->cap = nc;
-    }
+    if (k < n) /* give back what the cancellations freed */
+        shrink_to(m, DL_MAX(k, 1), ar);
     *out = m;
     return 0;
 }
@@ -975,22 +979,8 @@ static int merge_in_place(dl_delta_t *x, const dl_delta_t *y, dl_delta_t **out) 
         memmove(df, df + w, k * sizeof *df);
     }
     m->len = k;
-    if (m->cap > 16 && k < m->cap / 4) { /* design note 3 (failure to shrink is harmless) */
-        size_t nc = DL_MAX(k + k / 2, 1);
-        bool shrunk = false;
-        dl_value_t *nr = dl_realloc(m->rows, nc * ar * sizeof *nr);
-        if (nr) {
-            m->rows = nr;
-            shrunk = true;
-        }
-        int64_t *nd = dl_realloc(m->diffs, nc * sizeof *nd);
-        if (nd) {
-            m->diffs = nd;
-            shrunk = true;
-        }
-        if (shrunk)
-            m->cap = nc;
-    }
+    if (m->cap > 16 && k < m->cap / 4) /* design note 3 */
+        shrink_to(m, DL_MAX(k + k / 2, 1), ar);
     *out = m;
     return 0;
 }
