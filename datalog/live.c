@@ -872,6 +872,12 @@ DL_API int dl_query_explain(const dl_query_t *q, const struct dl_db *db, const c
     return rc;
 }
 
+DL_API int dl_query_explain_oneshot(const dl_query_t *q, const struct dl_db *db, const char *args,
+                                    size_t args_len, bool analyze, char **out, dl_error_t *err) {
+    dl_live_source_t src = {"$", db, DL_LIVE_CURRENT};
+    return dl__query_explain_sources(q, &src, db ? 1 : 0, args, args_len, analyze, true, out, err);
+}
+
 DL_API int dl_query_run(const dl_query_t *q, const struct dl_db *db, const char *args,
                         size_t args_len, dl_query_result_t **out, dl_error_t *err) {
     if (out)

@@ -665,17 +665,23 @@ static void op_query(dl_db_t *snap, const json_t *msg, bool explain, result_t *r
     const char *engine = "compiled";
 #if DL_HAVE_QUERY_RUN
     if (rc == DL_OK && explain) {
+        /* The plan a subscription keeps, and the one a one-shot `query` runs. */
         dl_live_t *live = NULL;
+        char *once = NULL;
         rc = dl_live_new(query, db, a.data, a.len, &live, &res->err);
         char *plan = rc == DL_OK ? dl_live_explain(live) : NULL;
         if (rc == DL_OK && !plan)
             rc = FAIL(res, DL_ENOMEM, "out of memory");
+        if (rc == DL_OK)
+            rc = dl_query_explain_oneshot(query, db, a.data, a.len, false, &once, &res->err);
         if (rc == DL_OK) {
             json_t *b = json_object();
             SET(b, "plan", json_string(plan));
+            SET(b, "oneshot_plan", json_string(once));
             res->body = b;
         }
         dl_free(plan);
+        dl_free(once);
         dl_live_free(live);
     } else if (rc == DL_OK) {
         rc = dl_query_run(query, db, a.data, a.len, &qr, &res->err);

@@ -791,9 +791,16 @@ static int query_like(cli_t *c, const char *op) {
     }
     if (strcmp(op, "explain") == 0) {
         strip(r);
-        if (c->fmt == DL_FMT_TABLE)
+        if (c->fmt == DL_FMT_TABLE) {
+            const char *once = json_string_value(json_object_get(r, "oneshot_plan"));
+            if (once)
+                fputs("live plan (subscriptions):\n", stdout);
             fputs(json_string_value(json_object_get(r, "plan")), stdout);
-        else
+            if (once) {
+                fputs("one-shot plan (query):\n", stdout);
+                fputs(once, stdout);
+            }
+        } else
             dl__format_reply(stdout, c->fmt, r);
         json_decref(r);
         return EXIT_OKAY;

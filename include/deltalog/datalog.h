@@ -166,6 +166,12 @@ DL_API char *dl_live_explain(const dl_live_t *l);
  * ("[actual N]"; lines inside iterate scopes have none). *out new: dl_free. */
 DL_API int dl_query_explain(const dl_query_t *q, const struct dl_db *db, const char *args,
                             size_t args_len, bool analyze, char **out, dl_error_t *err) DL_WUR;
+/* The same for the plan a one-shot runs (dl_query_run): it reads db's indexes directly
+ * (range scans, lookup joins, combined aggregates; docs/datalog.md "One-shot plans"),
+ * where the plan above is the one a live query keeps. */
+DL_API int dl_query_explain_oneshot(const dl_query_t *q, const struct dl_db *db, const char *args,
+                                    size_t args_len, bool analyze, char **out,
+                                    dl_error_t *err) DL_WUR;
 /* One-shot evaluation with the compiled engine: dl_live_new, read, free. */
 DL_API int dl_query_run(const dl_query_t *q, const struct dl_db *db, const char *args,
                         size_t args_len, dl_query_result_t **out, dl_error_t *err) DL_WUR;

@@ -470,6 +470,17 @@ static void test_explain_plan(void **state) {
         !strstr(an, "the totals of the per-?x aggregates  [actual 1]"))
         fail_msg("EXPLAIN ANALYZE lacks the expected counts:\n%s", an);
     dl_free(an);
+    /* The one-shot plan reads the snapshot: a scan, the others as lookups. */
+    const char *t1 = "[:find ?s :where [?x :a/num 2] [?x :a/name ?s]]";
+    dl_query_t *q1 = NULL;
+    must(dl_query_parse(t1, strlen(t1), NULL, 0, NULL, &q1, &err), &err, "parse 1");
+    char *once = NULL;
+    must(dl_query_explain_oneshot(q1, db, NULL, 0, true, &once, &err), &err, "explain oneshot");
+    fprintf(stderr, "%s", once);
+    if (!strstr(once, "snapshot scan") || !strstr(once, "lookup"))
+        fail_msg("the one-shot plan does not read the snapshot:\n%s", once);
+    dl_free(once);
+    dl_query_free(q1);
     /* Identical patterns are built once. */
     const char *t2 = "[:find ?x :where (or-join [?x] (and [?x :a/name _] [?x :a/num 1])"
                      " (and [?x :a/name _] [?x :a/num 2]))]";

@@ -331,6 +331,7 @@ static void test_store_query_roundtrip(void **state) {
 #if DL_HAVE_QUERY_RUN
     assert_null(rt_error_code(r));
     assert_true(json_string_length(json_object_get(r, "plan")) > 0);
+    assert_non_null(strstr(json_string_value(json_object_get(r, "oneshot_plan")), "scan"));
 #else
     assert_string_equal(rt_error_code(r), "unsupported");
 #endif
