@@ -136,7 +136,7 @@ static const command_t commands[] = {
      "print every current datom (or the whole log) as JSON lines "
      "or EDN",
      cmd_export},
-    {"explain", "QUERY", "show the dataflow plan of a query", cmd_explain},
+    {"explain", "QUERY", "show the dataflow plans of a query (live and one-shot)", cmd_explain},
     {"stats", "", "store, server and memory statistics", cmd_stats},
     {"fsck", "", "check a closed data directory: checksums, log rebuild, index structure",
      cmd_fsck},
