@@ -262,6 +262,27 @@ static char *random_query(dl_rng_t *r, char **args) {
     return dl__buf_take(&b);
 }
 
+/* A random query the analysis accepts (without a history source when no_history): *q its
+ * parse, *text and *args as random_query gives them. */
+static void valid_random_query(dl_rng_t *r, bool no_history, dl_query_t **q, char **text,
+                               char **args) {
+    *q = NULL;
+    *text = *args = NULL;
+    for (int tries = 0; tries < 200 && !*q; tries++) {
+        dl_free(*text);
+        dl_free(*args);
+        *text = random_query(r, args);
+        dl_error_t perr = {0};
+        if ((no_history && strstr(*text, "$h")) ||
+            dl_query_parse(*text, strlen(*text), rules, strlen(rules), NULL, q, &perr))
+            *q = NULL;
+    }
+    if (!*q)
+        dl_prop_fail("no valid random query in 200 tries");
+    if (getenv("DL_SHOW_QUERIES"))
+        fprintf(stderr, "query: %s args %s\n", *text, *args ? *args : "-");
+}
+
 /* The reference result on db ($) and its history view ($h, when the query declares it). */
 static char *oracle_text(const dl_query_t *q, dl_db_t *db, const char *args, int *out_rc) {
     dl_db_t *h = dl_db_history(db);
@@ -328,18 +349,7 @@ static void test_live_matches_oracle(void **state) {
         /* A query the analysis accepts. */
         dl_query_t *q = NULL;
         char *text = NULL, *args = NULL;
-        for (int tries = 0; tries < 200 && !q; tries++) {
-            dl_free(text);
-            dl_free(args);
-            text = random_query(&r, &args);
-            dl_error_t perr = {0};
-            if (dl_query_parse(text, strlen(text), rules, strlen(rules), NULL, &q, &perr))
-                q = NULL;
-        }
-        if (!q)
-            dl_prop_fail("no valid random query in 200 tries");
-        if (getenv("DL_SHOW_QUERIES"))
-            fprintf(stderr, "query: %s args %s\n", text, args ? args : "-");
+        valid_random_query(&r, false, &q, &text, &args);
         dl_db_t *db = dl_store_db(st);
         dl_live_t *l = NULL;
         dl_db_t *hist = dl_db_history(db);
@@ -725,17 +735,7 @@ static void test_engine_matches_oracle(void **state) {
             int slot = (int)dl_rng_below(&r, MAXQ);
             if (!qs[slot].q && dl_rng_below(&r, 2) == 0) {
                 eq_t *x = &qs[slot];
-                for (int tries = 0; tries < 200 && !x->q; tries++) {
-                    dl_free(x->text);
-                    dl_free(x->args);
-                    x->text = random_query(&r, &x->args);
-                    dl_error_t perr = {0};
-                    if (strstr(x->text, "$h") || dl_query_parse(x->text, strlen(x->text), rules,
-                                                                strlen(rules), NULL, &x->q, &perr))
-                        x->q = NULL;
-                }
-                if (!x->q)
-                    dl_prop_fail("no valid random query in 200 tries");
+                valid_random_query(&r, true, &x->q, &x->text, &x->args);
                 db = dl_store_db(st);
                 int rc = dl_engine_live_new(e, x->q, db, x->args, x->args ? strlen(x->args) : 0,
                                             &x->l, &err);
@@ -1511,18 +1511,7 @@ static void test_oneshot_matches_oracle(void **state) {
         dl__buf_fini(&b);
         dl_query_t *q = NULL;
         char *text = NULL, *args = NULL;
-        for (int tries = 0; tries < 200 && !q; tries++) {
-            dl_free(text);
-            dl_free(args);
-            text = random_query(&r, &args);
-            dl_error_t perr = {0};
-            if (dl_query_parse(text, strlen(text), rules, strlen(rules), NULL, &q, &perr))
-                q = NULL;
-        }
-        if (!q)
-            dl_prop_fail("no valid random query in 200 tries");
-        if (getenv("DL_SHOW_QUERIES"))
-            fprintf(stderr, "query: %s args %s\n", text, args ? args : "-");
+        valid_random_query(&r, false, &q, &text, &args);
         size_t alen = args ? strlen(args) : 0;
         for (int t = 0; t < 8; t++) {
             dl__buf_init(&b);
