@@ -871,6 +871,20 @@ static int snap_scan_rel(cctx_t *c, const dl__clause_t *cl, const uint64_t *boun
     return t[0].kind == DL__TERM_BLANK && sq->yield_v ? distinct(c, out) : 0;
 }
 
+/* r becomes o, the output of the lookup of pattern cl: the variables it yields (entity,
+ * value) join r's, and its size is estimated. */
+static int lookup_output(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound, prel_t *r,
+                         const dl__snapq_t *sq, dl_coll_t *o) {
+    const dl__term_t *t = cl->args;
+    r->coll = o;
+    if (sq->yield_e)
+        r->vars[r->arity++] = t[0].var;
+    if (sq->yield_v)
+        r->vars[r->arity++] = t[2].var;
+    r->est = DL_MAX(1.0, r->est * pattern_fanout(c, cl, bound));
+    return 0;
+}
+
 /* [e :a v] joined with r, one-shot: a lookup join of r's rows into the snapshot's index
  * (r's columns, then the pattern's new variables). */
 static int snap_lookup(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound, prel_t *r,
@@ -934,13 +948,7 @@ static int snap_lookup(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound,
             c->order_coll = o;
         pl->coll = o;
         pl->n += na;
-        r->coll = o;
-        if (sq->yield_e)
-            r->vars[r->arity++] = t[0].var;
-        if (sq->yield_v)
-            r->vars[r->arity++] = t[2].var;
-        r->est = DL_MAX(1.0, r->est * pattern_fanout(c, cl, bound));
-        return 0;
+        return lookup_output(c, cl, bound, r, sq, o);
     }
     dl_join_col_t jc[MAXC];
     size_t n = 0;
@@ -981,13 +989,7 @@ static int snap_lookup(cctx_t *c, const dl__clause_t *cl, const uint64_t *bound,
         c->order_var = t[0].var;
     else if (!kept)
         c->order_var = -1;
-    r->coll = o;
-    if (sq->yield_e)
-        r->vars[r->arity++] = t[0].var;
-    if (sq->yield_v)
-        r->vars[r->arity++] = t[2].var;
-    r->est = DL_MAX(1.0, r->est * pattern_fanout(c, cl, bound));
-    return 0;
+    return lookup_output(c, cl, bound, r, sq, o);
 }
 
 /* The relation of a data pattern: its variables' columns, constants filtered. Positions
